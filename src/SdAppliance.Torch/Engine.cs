@@ -1,0 +1,80 @@
+using System.Runtime.InteropServices;
+using static SdAppliance.Torch.Native.LibSdTorch;
+
+namespace SdAppliance.Torch;
+
+/// <summary>What the engine runs on: libtorch's version and location, threads, CUDA devices.</summary>
+public static unsafe class Engine
+{
+    /// <summary>Loads libsdtorch and libtorch, turning a missing library into one actionable message.</summary>
+    public static void EnsureLoaded()
+    {
+        try
+        {
+            _ = sdt_torch_version();
+        }
+        catch (DllNotFoundException e)
+        {
+            throw new TorchException(
+                "the engine could not load libsdtorch/libtorch (" + e.Message + "). " +
+                "Install libtorch (Debian: apt-get install libtorch-dev; or a PyTorch for the python3 on PATH; " +
+                "or set SDAPP_LIBTORCH to an unpacked libtorch) and rebuild with 'dotnet build'.");
+        }
+    }
+
+    public static string TorchVersion => Marshal.PtrToStringUTF8(sdt_torch_version()) ?? "unknown";
+
+    /// <summary>The libtorch shared object this process loaded.</summary>
+    public static string TorchLibraryPath => Marshal.PtrToStringUTF8(sdt_torch_library_path()) ?? "unknown";
+
+    /// <summary>Intra-op CPU threads (torch.get_num_threads / set_num_threads).</summary>
+    public static int NumThreads
+    {
+        get => sdt_get_num_threads();
+        set
+        {
+            sdt_set_num_threads(value);
+            ThrowIfError();
+        }
+    }
+
+    /// <summary>Whether scaled_dot_product_attention is libtorch's fused kernel (2.1+) rather than our matmul-softmax.</summary>
+    public static bool HasNativeScaledDotProductAttention => sdt_has_native_sdpa() != 0;
+}
+
+/// <summary>torch.cuda: availability, devices and the caching allocator's memory figures.</summary>
+public static unsafe class Cuda
+{
+    public static bool IsAvailable => sdt_cuda_is_available() != 0;
+
+    public static int DeviceCount => sdt_cuda_device_count();
+
+    /// <summary>Whether the shim was built with the CUDA runtime headers (device names, memory stats).</summary>
+    public static bool HasMemoryStats => sdt_cuda_compiled() != 0;
+
+    public static CudaDeviceInfo GetDeviceInfo(int index)
+    {
+        var name = stackalloc byte[256];
+        long total, free;
+        Check(sdt_cuda_device_info(index, name, 256, &total, &free));
+        return new CudaDeviceInfo(index, Marshal.PtrToStringUTF8((IntPtr)name) ?? "", total, free);
+    }
+
+    public static CudaMemoryStats GetMemoryStats(int index = 0)
+    {
+        var s = stackalloc long[4];
+        Check(sdt_cuda_memory_stats(index, s));
+        return new CudaMemoryStats(s[0], s[1], s[2], s[3]);
+    }
+
+    public static void ResetPeakMemoryStats(int index = 0) => Check(sdt_cuda_reset_peak_memory_stats(index));
+
+    public static void EmptyCache() => Check(sdt_cuda_empty_cache());
+
+    public static void Synchronize(int index = 0) => Check(sdt_cuda_synchronize(index));
+}
+
+public sealed record CudaDeviceInfo(int Index, string Name, long TotalBytes, long FreeBytes);
+
+/// <summary>Bytes held by libtorch's CUDA caching allocator (torch.cuda.memory_allocated / memory_reserved and their peaks).</summary>
+public sealed record CudaMemoryStats(long AllocatedBytes, long ReservedBytes, long PeakAllocatedBytes, long PeakReservedBytes);

@@ -1,0 +1,129 @@
+using System.Runtime.InteropServices;
+
+namespace SdAppliance.Torch.Native;
+
+/// <summary>P/Invoke declarations of libsdtorch (src/libsdtorch/sdtorch.h), one line per C function.</summary>
+internal static unsafe partial class LibSdTorch
+{
+    private const string Lib = "sdtorch";
+
+    [LibraryImport(Lib)] internal static partial IntPtr sdt_last_error();
+    [LibraryImport(Lib)] internal static partial void sdt_clear_error();
+    [LibraryImport(Lib, StringMarshalling = StringMarshalling.Utf8)] internal static partial void sdt_set_error(string message);
+
+    [LibraryImport(Lib)] internal static partial IntPtr sdt_torch_version();
+    [LibraryImport(Lib)] internal static partial IntPtr sdt_torch_library_path();
+    [LibraryImport(Lib)] internal static partial int sdt_get_num_threads();
+    [LibraryImport(Lib)] internal static partial void sdt_set_num_threads(int n);
+    [LibraryImport(Lib)] internal static partial int sdt_has_native_sdpa();
+    [LibraryImport(Lib)] internal static partial int sdt_cuda_is_available();
+    [LibraryImport(Lib)] internal static partial int sdt_cuda_device_count();
+    [LibraryImport(Lib)] internal static partial int sdt_cuda_compiled();
+    [LibraryImport(Lib)] internal static partial int sdt_cuda_device_info(int index, byte* name, int nameLength, long* totalBytes, long* freeBytes);
+    [LibraryImport(Lib)] internal static partial int sdt_cuda_memory_stats(int index, long* out4);
+    [LibraryImport(Lib)] internal static partial int sdt_cuda_reset_peak_memory_stats(int index);
+    [LibraryImport(Lib)] internal static partial int sdt_cuda_empty_cache();
+    [LibraryImport(Lib)] internal static partial int sdt_cuda_synchronize(int index);
+
+    [LibraryImport(Lib)] internal static partial void sdt_tensor_free(IntPtr t);
+    [LibraryImport(Lib)] internal static partial IntPtr sdt_tensor_alias(IntPtr t);
+    [LibraryImport(Lib)] internal static partial int sdt_tensor_dim(IntPtr t);
+    [LibraryImport(Lib)] internal static partial int sdt_tensor_sizes(IntPtr t, long* output);
+    [LibraryImport(Lib)] internal static partial int sdt_tensor_strides(IntPtr t, long* output);
+    [LibraryImport(Lib)] internal static partial long sdt_tensor_numel(IntPtr t);
+    [LibraryImport(Lib)] internal static partial int sdt_tensor_dtype(IntPtr t);
+    [LibraryImport(Lib)] internal static partial int sdt_tensor_device(IntPtr t, int* index);
+    [LibraryImport(Lib)] internal static partial long sdt_tensor_element_size(IntPtr t);
+    [LibraryImport(Lib)] internal static partial int sdt_tensor_is_contiguous(IntPtr t);
+    [LibraryImport(Lib)] internal static partial IntPtr sdt_tensor_data_ptr(IntPtr t);
+    [LibraryImport(Lib)] internal static partial int sdt_tensor_same(IntPtr a, IntPtr b);
+    [LibraryImport(Lib)] internal static partial IntPtr sdt_tensor_from_data(void* data, long bytes, long* shape, int ndim, int dtype);
+    [LibraryImport(Lib)] internal static partial IntPtr sdt_tensor_from_external(void* data, long* shape, int ndim, int dtype, delegate* unmanaged<IntPtr, void> release, IntPtr context);
+    [LibraryImport(Lib)] internal static partial int sdt_tensor_copy_out(IntPtr t, void* destination, long bytes);
+    [LibraryImport(Lib)] internal static partial double sdt_tensor_item_double(IntPtr t);
+    [LibraryImport(Lib)] internal static partial long sdt_tensor_item_int64(IntPtr t);
+    [LibraryImport(Lib)] internal static partial IntPtr sdt_tensor_to_string(IntPtr t);
+
+    [LibraryImport(Lib)] internal static partial int sdt_tensor_requires_grad(IntPtr t);
+    [LibraryImport(Lib)] internal static partial int sdt_tensor_set_requires_grad(IntPtr t, int value);
+    [LibraryImport(Lib)] internal static partial int sdt_tensor_is_leaf(IntPtr t);
+    [LibraryImport(Lib)] internal static partial IntPtr sdt_tensor_grad(IntPtr t);
+    [LibraryImport(Lib)] internal static partial int sdt_tensor_set_grad(IntPtr t, IntPtr grad);
+    [LibraryImport(Lib)] internal static partial int sdt_tensor_has_grad_fn(IntPtr t);
+    [LibraryImport(Lib)] internal static partial int sdt_backward(IntPtr* tensors, IntPtr* grads, int n, int retainGraph, int createGraph);
+    [LibraryImport(Lib)] internal static partial int sdt_grad_enabled();
+    [LibraryImport(Lib)] internal static partial void sdt_set_grad_enabled(int enabled);
+    [LibraryImport(Lib)] internal static partial IntPtr sdt_inference_mode_enter(int enabled);
+    [LibraryImport(Lib)] internal static partial void sdt_inference_mode_exit(IntPtr guard);
+    [LibraryImport(Lib)] internal static partial int sdt_is_inference_mode();
+    [LibraryImport(Lib)] internal static partial IntPtr sdt_autocast_enter(int deviceType, int dtype, int enabled);
+    [LibraryImport(Lib)] internal static partial void sdt_autocast_exit(IntPtr guard);
+    [LibraryImport(Lib)] internal static partial int sdt_autocast_enabled(int deviceType);
+    [LibraryImport(Lib)] internal static partial int sdt_checkpoint(delegate* unmanaged<IntPtr, IntPtr*, int, IntPtr*, int, int> forward, delegate* unmanaged<IntPtr, void> release, IntPtr context, IntPtr* inputs, int nIn, IntPtr* outputs, int maxOut);
+
+    [LibraryImport(Lib)] internal static partial IntPtr sdt_generator_new(int deviceType, int deviceIndex, ulong seed);
+    [LibraryImport(Lib)] internal static partial IntPtr sdt_generator_default(int deviceType, int deviceIndex);
+    [LibraryImport(Lib)] internal static partial void sdt_generator_free(IntPtr g);
+    [LibraryImport(Lib)] internal static partial int sdt_generator_manual_seed(IntPtr g, ulong seed);
+    [LibraryImport(Lib)] internal static partial ulong sdt_generator_initial_seed(IntPtr g);
+    [LibraryImport(Lib)] internal static partial IntPtr sdt_generator_get_state(IntPtr g);
+    [LibraryImport(Lib)] internal static partial int sdt_generator_set_state(IntPtr g, IntPtr state);
+    [LibraryImport(Lib)] internal static partial int sdt_manual_seed(ulong seed);
+
+    [LibraryImport(Lib, StringMarshalling = StringMarshalling.Utf8)] internal static partial IntPtr sdt_op_find(string name, string overload);
+    [LibraryImport(Lib)] internal static partial IntPtr sdt_args_new();
+    [LibraryImport(Lib)] internal static partial void sdt_args_free(IntPtr a);
+    [LibraryImport(Lib)] internal static partial void sdt_args_clear(IntPtr a);
+    [LibraryImport(Lib)] internal static partial void sdt_args_tensor(IntPtr a, IntPtr t);
+    [LibraryImport(Lib)] internal static partial void sdt_args_int(IntPtr a, long v);
+    [LibraryImport(Lib)] internal static partial void sdt_args_double(IntPtr a, double v);
+    [LibraryImport(Lib)] internal static partial void sdt_args_bool(IntPtr a, int v);
+    [LibraryImport(Lib)] internal static partial void sdt_args_none(IntPtr a);
+    [LibraryImport(Lib, StringMarshalling = StringMarshalling.Utf8)] internal static partial void sdt_args_string(IntPtr a, string v);
+    [LibraryImport(Lib)] internal static partial void sdt_args_int_list(IntPtr a, long* v, int n);
+    [LibraryImport(Lib)] internal static partial void sdt_args_double_list(IntPtr a, double* v, int n);
+    [LibraryImport(Lib)] internal static partial void sdt_args_bool_list(IntPtr a, int* v, int n);
+    [LibraryImport(Lib)] internal static partial void sdt_args_tensor_list(IntPtr a, IntPtr* v, int n);
+    [LibraryImport(Lib)] internal static partial void sdt_args_device(IntPtr a, int deviceType, int deviceIndex);
+    [LibraryImport(Lib)] internal static partial void sdt_args_generator(IntPtr a, IntPtr g);
+    [LibraryImport(Lib)] internal static partial void sdt_args_default(IntPtr a);
+    [LibraryImport(Lib)] internal static partial int sdt_op_call(IntPtr op, IntPtr a);
+    [LibraryImport(Lib)] internal static partial int sdt_args_take_outputs(IntPtr a, IntPtr* output, int n);
+    [LibraryImport(Lib)] internal static partial double sdt_args_scalar_output(IntPtr a);
+
+    [LibraryImport(Lib)] internal static partial IntPtr sdt_scaled_dot_product_attention(IntPtr q, IntPtr k, IntPtr v, IntPtr mask, double dropoutP, int isCausal, double scale);
+
+    internal static string? LastError()
+    {
+        var p = sdt_last_error();
+        return p == IntPtr.Zero ? null : Marshal.PtrToStringUTF8(p);
+    }
+
+    /// <summary>Throws the shim's recorded error, if any.</summary>
+    internal static void ThrowIfError()
+    {
+        var message = LastError();
+        if (message is not null)
+        {
+            sdt_clear_error();
+            throw new TorchException(message);
+        }
+    }
+
+    internal static int Check(int status)
+    {
+        if (status < 0) ThrowIfError();
+        return status;
+    }
+
+    /// <summary>A handle that must exist: NULL means the call failed.</summary>
+    internal static IntPtr CheckHandle(IntPtr handle)
+    {
+        if (handle == IntPtr.Zero)
+        {
+            ThrowIfError();
+            throw new TorchException("libsdtorch returned no result and no error");
+        }
+        return handle;
+    }
+}

@@ -1,0 +1,146 @@
+// libsdtorch: the C surface of SdAppliance's libtorch engine.
+//
+// Conventions, so the C# binding can stay mechanical:
+// - Handles are opaque pointers owned by the caller and freed with the matching *_free.
+// - No C++ exception crosses this surface. A failing call records its message in a
+//   thread-local slot (sdt_last_error) and returns NULL, -1 or 0 as documented; the
+//   binding turns that into a .NET exception carrying libtorch's message.
+// - A NULL tensor handle means "undefined tensor" (e.g. a grad that was never computed),
+//   which is not an error unless sdt_last_error says so.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SDT_API __attribute__((visibility("default")))
+
+typedef void* sdt_tensor;     // at::Tensor*
+typedef void* sdt_generator;  // at::Generator*
+typedef void* sdt_args;       // a boxed argument/result stack
+typedef void* sdt_op;         // a resolved operator (never freed; operators live forever)
+typedef void* sdt_guard;      // an RAII guard (inference mode, autocast)
+typedef void (*sdt_release_fn)(void* context);
+
+// ---- errors ----
+SDT_API const char* sdt_last_error(void);  // NULL when the last failing call on this thread was cleared
+SDT_API void sdt_clear_error(void);
+
+// ---- engine ----
+SDT_API const char* sdt_torch_version(void);   // e.g. "1.13.0"
+SDT_API const char* sdt_torch_library_path(void);  // the libtorch_cpu shared object actually loaded
+SDT_API int sdt_get_num_threads(void);
+SDT_API void sdt_set_num_threads(int n);
+SDT_API int sdt_has_native_sdpa(void);  // 1 when libtorch provides scaled_dot_product_attention
+SDT_API int sdt_cuda_is_available(void);
+SDT_API int sdt_cuda_device_count(void);
+SDT_API int sdt_cuda_compiled(void);  // 1 when this shim was built with CUDA memory/device support
+// Fills name (NUL-terminated, at most name_len bytes) and memory figures in bytes. -1 on error.
+SDT_API int sdt_cuda_device_info(int index, char* name, int name_len, int64_t* total_bytes, int64_t* free_bytes);
+// allocated, reserved, peak allocated, peak reserved (bytes) of libtorch's caching allocator.
+SDT_API int sdt_cuda_memory_stats(int index, int64_t* out4);
+SDT_API int sdt_cuda_reset_peak_memory_stats(int index);
+SDT_API int sdt_cuda_empty_cache(void);
+SDT_API int sdt_cuda_synchronize(int index);
+
+// ---- tensors: lifetime and metadata ----
+SDT_API void sdt_tensor_free(sdt_tensor t);
+SDT_API sdt_tensor sdt_tensor_alias(sdt_tensor t);  // a second handle on the same tensor
+SDT_API int sdt_tensor_dim(sdt_tensor t);
+SDT_API int sdt_tensor_sizes(sdt_tensor t, int64_t* out);    // out holds dim() values
+SDT_API int sdt_tensor_strides(sdt_tensor t, int64_t* out);
+SDT_API int64_t sdt_tensor_numel(sdt_tensor t);
+SDT_API int sdt_tensor_dtype(sdt_tensor t);         // c10::ScalarType value
+SDT_API int sdt_tensor_device(sdt_tensor t, int* index);  // c10::DeviceType value
+SDT_API int64_t sdt_tensor_element_size(sdt_tensor t);
+SDT_API int sdt_tensor_is_contiguous(sdt_tensor t);
+SDT_API void* sdt_tensor_data_ptr(sdt_tensor t);
+SDT_API int sdt_tensor_same(sdt_tensor a, sdt_tensor b);  // same TensorImpl
+
+// ---- tensors: data in and out ----
+// Copies `bytes` from data into a new CPU tensor of the given shape and dtype.
+SDT_API sdt_tensor sdt_tensor_from_data(const void* data, int64_t bytes, const int64_t* shape, int ndim, int dtype);
+// Wraps external memory without copying. `release(context)` runs when the storage dies.
+SDT_API sdt_tensor sdt_tensor_from_external(void* data, const int64_t* shape, int ndim, int dtype,
+                                            sdt_release_fn release, void* context);
+// Copies the tensor's elements (made contiguous on CPU) into dst, which holds `bytes` bytes.
+SDT_API int sdt_tensor_copy_out(sdt_tensor t, void* dst, int64_t bytes);
+SDT_API double sdt_tensor_item_double(sdt_tensor t);
+SDT_API int64_t sdt_tensor_item_int64(sdt_tensor t);
+SDT_API const char* sdt_tensor_to_string(sdt_tensor t);  // thread-local buffer, valid until next call
+
+// ---- autograd ----
+SDT_API int sdt_tensor_requires_grad(sdt_tensor t);
+SDT_API int sdt_tensor_set_requires_grad(sdt_tensor t, int value);
+SDT_API int sdt_tensor_is_leaf(sdt_tensor t);
+SDT_API sdt_tensor sdt_tensor_grad(sdt_tensor t);               // NULL when undefined
+SDT_API int sdt_tensor_set_grad(sdt_tensor t, sdt_tensor grad);  // grad NULL resets to undefined
+SDT_API int sdt_tensor_has_grad_fn(sdt_tensor t);
+SDT_API int sdt_backward(const sdt_tensor* tensors, const sdt_tensor* grads, int n, int retain_graph, int create_graph);
+SDT_API int sdt_grad_enabled(void);
+SDT_API void sdt_set_grad_enabled(int enabled);
+SDT_API sdt_guard sdt_inference_mode_enter(int enabled);
+SDT_API void sdt_inference_mode_exit(sdt_guard g);
+SDT_API int sdt_is_inference_mode(void);
+// Autocast for a device type (CUDA=1, CPU=0) to dtype; returns a guard restoring the previous state.
+SDT_API sdt_guard sdt_autocast_enter(int device_type, int dtype, int enabled);
+SDT_API void sdt_autocast_exit(sdt_guard g);
+SDT_API int sdt_autocast_enabled(int device_type);
+
+// Gradient checkpointing. forward(context, inputs, n_in, outputs, max_out) runs the wrapped
+// computation and returns how many outputs it wrote (handles owned by the shim), or -1 on
+// failure (the callback records the message with sdt_set_error). release(context) runs once,
+// when the graph no longer needs forward (at once if nothing requires grad).
+typedef int (*sdt_forward_fn)(void* context, const sdt_tensor* inputs, int n_in, sdt_tensor* outputs, int max_out);
+SDT_API int sdt_checkpoint(sdt_forward_fn forward, sdt_release_fn release, void* context, const sdt_tensor* inputs,
+                           int n_in, sdt_tensor* outputs, int max_out);
+SDT_API void sdt_set_error(const char* message);
+
+// ---- generators ----
+SDT_API sdt_generator sdt_generator_new(int device_type, int device_index, uint64_t seed);
+SDT_API sdt_generator sdt_generator_default(int device_type, int device_index);  // a shared reference: free it too
+SDT_API void sdt_generator_free(sdt_generator g);
+SDT_API int sdt_generator_manual_seed(sdt_generator g, uint64_t seed);
+SDT_API uint64_t sdt_generator_initial_seed(sdt_generator g);
+SDT_API sdt_tensor sdt_generator_get_state(sdt_generator g);
+SDT_API int sdt_generator_set_state(sdt_generator g, sdt_tensor state);
+SDT_API int sdt_manual_seed(uint64_t seed);  // every default generator, like torch.manual_seed
+
+// ---- operators through libtorch's dispatcher ----
+// Every aten operator is reachable by schema name and overload ("aten::add", "Tensor"), with
+// autograd, autocast and device dispatch exactly as PyTorch does it.
+SDT_API sdt_op sdt_op_find(const char* name, const char* overload);  // NULL + error when unknown
+SDT_API sdt_args sdt_args_new(void);
+SDT_API void sdt_args_free(sdt_args a);
+SDT_API void sdt_args_clear(sdt_args a);
+SDT_API void sdt_args_tensor(sdt_args a, sdt_tensor t);  // NULL pushes None
+SDT_API void sdt_args_int(sdt_args a, int64_t v);
+SDT_API void sdt_args_double(sdt_args a, double v);
+SDT_API void sdt_args_bool(sdt_args a, int v);
+SDT_API void sdt_args_none(sdt_args a);
+SDT_API void sdt_args_string(sdt_args a, const char* v);
+SDT_API void sdt_args_int_list(sdt_args a, const int64_t* v, int n);
+SDT_API void sdt_args_double_list(sdt_args a, const double* v, int n);
+SDT_API void sdt_args_bool_list(sdt_args a, const int* v, int n);
+SDT_API void sdt_args_tensor_list(sdt_args a, const sdt_tensor* v, int n);
+SDT_API void sdt_args_device(sdt_args a, int device_type, int device_index);
+SDT_API void sdt_args_generator(sdt_args a, sdt_generator g);  // NULL pushes None
+SDT_API void sdt_args_default(sdt_args a);  // this position takes the schema's default value
+// Runs the operator on the pushed arguments. Returns the number of tensors it produced
+// (tensor lists and tuples are flattened in order), -1 on error. Fetch them with
+// sdt_args_take_outputs; a scalar result is read with sdt_args_scalar_output.
+SDT_API int sdt_op_call(sdt_op op, sdt_args a);
+SDT_API int sdt_args_take_outputs(sdt_args a, sdt_tensor* out, int n);
+SDT_API double sdt_args_scalar_output(sdt_args a);
+
+// ---- attention (version-dependent) ----
+// softmax(q k^T * scale + mask) v, over [..., L, E] inputs; mask may be NULL (bool: true = keep;
+// float: added). scale <= 0 means 1/sqrt(E). Uses libtorch's fused kernel when it has one.
+SDT_API sdt_tensor sdt_scaled_dot_product_attention(sdt_tensor q, sdt_tensor k, sdt_tensor v, sdt_tensor mask,
+                                                    double dropout_p, int is_causal, double scale);
+
+#ifdef __cplusplus
+}
+#endif
