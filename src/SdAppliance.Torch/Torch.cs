@@ -36,6 +36,14 @@ public static unsafe partial class Torch
         return FromArray<byte>(bytes, shape.Length == 0 ? [data.Length] : shape, DType.Bool);
     }
 
+    /// <summary>A new CPU tensor from raw little-endian bytes of <paramref name="dtype"/> elements.</summary>
+    public static Tensor FromBytes(ReadOnlySpan<byte> data, ReadOnlySpan<long> shape, DType dtype)
+    {
+        fixed (byte* p = data)
+        fixed (long* s = shape)
+            return new Tensor(sdt_tensor_from_data(p, data.Length, s, shape.Length, (int)dtype));
+    }
+
     /// <summary>A zero-dimensional tensor.</summary>
     public static Tensor Scalar(double value, DType dtype = DType.Float32, Device? device = null) => Full([], value, dtype, device);
 

@@ -189,8 +189,11 @@ struct ContextKeeper {
 };
 
 struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction> {
+  // Inputs arrive as a TensorList: autograd counts each element as a differentiable input
+  // (a std::vector would be taken as one opaque argument).
   static variable_list forward(AutogradContext* ctx, sdt_forward_fn fn, void* context, ContextKeeper keeper,
-                               variable_list inputs) {
+                               at::TensorList input_list) {
+    variable_list inputs = input_list.vec();
     ctx->saved_data["keeper"] = keeper.releaser;
     ctx->saved_data["fn"] = reinterpret_cast<int64_t>(fn);
     ctx->saved_data["context"] = reinterpret_cast<int64_t>(context);
@@ -562,7 +565,7 @@ int sdt_checkpoint(sdt_forward_fn forward, sdt_release_fn release, void* context
   return guarded(-1, [&] {
     variable_list in;
     for (int i = 0; i < n_in; ++i) in.push_back(T(inputs[i]));
-    auto out = CheckpointFunction::apply(forward, context, keeper, in);
+    auto out = CheckpointFunction::apply(forward, context, keeper, at::TensorList(in));
     if (static_cast<int>(out.size()) > max_out) throw std::invalid_argument("checkpointed function returned too many outputs");
     for (size_t i = 0; i < out.size(); ++i) outputs[i] = wrap(out[i]);
     return static_cast<int>(out.size());
