@@ -13,6 +13,9 @@
 #include <torch/version.h>
 
 #include <dlfcn.h>
+#include <cmath>
+#include <cstdio>
+#include <limits>
 #include <cstring>
 #include <sstream>
 #include <string>
