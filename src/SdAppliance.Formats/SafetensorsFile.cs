@@ -106,9 +106,13 @@ public sealed unsafe class SafetensorsFile : IDisposable
     public IEnumerable<string> Names => Tensors.Select(e => e.Name);
 
     /// <summary>Opens and validates <paramref name="path"/>.</summary>
+    /// <param name="path">The file.</param>
+    /// <param name="copyOnWrite">Map the file privately: the mapped bytes may then be written (for
+    /// tensors used in place), changes stay in this process and never reach the file.</param>
     /// <exception cref="SafetensorsFormatException">The file breaks the format.</exception>
-    public static SafetensorsFile Open(string path)
+    public static SafetensorsFile Open(string path, bool copyOnWrite = false)
     {
+        var access = copyOnWrite ? MemoryMappedFileAccess.CopyOnWrite : MemoryMappedFileAccess.Read;
         ArgumentException.ThrowIfNullOrEmpty(path);
         var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete);
         MemoryMappedFile? mapping = null;
@@ -120,8 +124,8 @@ public sealed unsafe class SafetensorsFile : IDisposable
             // Checked before mapping because an empty file cannot be mapped at all.
             if (length < 8)
                 throw new SafetensorsFormatException(path, $"the file is {length} bytes, shorter than the 8-byte header length prefix");
-            mapping = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
-            view = mapping.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+            mapping = MemoryMappedFile.CreateFromFile(stream, null, 0, access, HandleInheritability.None, leaveOpen: false);
+            view = mapping.CreateViewAccessor(0, 0, access);
             byte* pointer = null;
             view.SafeMemoryMappedViewHandle.AcquirePointer(ref pointer);
             acquired = true;
