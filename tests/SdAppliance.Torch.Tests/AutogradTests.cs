@@ -109,6 +109,30 @@ public class AutogradTests
     }
 
     [Fact]
+    public void CheckpointReleasesItsCallbackWithTheGraph()
+    {
+        static WeakReference RunOnce()
+        {
+            var marker = new object();
+            using var x = Torch.Ones([3]).RequiresGrad_();
+            Tensor Block(Tensor t)
+            {
+                GC.KeepAlive(marker);
+                return t * 2;
+            }
+            using (var y = Autograd.Checkpoint(Block, x))
+            using (var loss = Sum(y))
+                loss.Backward();
+            return new WeakReference(marker);
+        }
+        var weak = RunOnce();
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        Assert.False(weak.IsAlive, "the checkpointed delegate is still referenced after its graph was freed");
+    }
+
+    [Fact]
     public void CheckpointSurfacesExceptionsFromTheWrappedCall()
     {
         using var x = Torch.Ones([2]).RequiresGrad_();
