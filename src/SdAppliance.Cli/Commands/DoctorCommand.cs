@@ -1,0 +1,93 @@
+using System.CommandLine;
+using System.Globalization;
+using SdAppliance.Torch;
+
+namespace SdAppliance.Cli.Commands;
+
+/// <summary><c>sdapp doctor</c>: reports what the engine runs on, or how to install what it lacks.</summary>
+public static class DoctorCommand
+{
+    /// <summary>Written by src/libsdtorch/build.sh next to libsdtorch.so: "how it was found|libdir".</summary>
+    private const string OriginFile = "libsdtorch.origin";
+
+    public static Command Create()
+    {
+        var command = new Command("doctor", "Show the engine: libtorch version and location, CPU threads, CUDA devices.");
+        command.SetAction(parse => Run(parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error));
+        return command;
+    }
+
+    public static int Run(TextWriter output, TextWriter error)
+    {
+        try
+        {
+            Engine.EnsureLoaded();
+        }
+        catch (Exception e) when (e is TorchException or DllNotFoundException)
+        {
+            // The loader's reason goes last: the fix is what a reader needs first.
+            error.WriteLine(
+                "error: the engine could not be loaded, so libtorch (or our libsdtorch shim) is missing. Install libtorch in one of these ways, then rebuild:\n" +
+                "  - Debian/Ubuntu (CPU):   apt-get install libtorch-dev   (scripts/bootstrap.sh does this)\n" +
+                "  - PyTorch (CPU or CUDA): pip install torch   (the python3 on PATH must import it)\n" +
+                "  - a libtorch archive:    export SDAPP_LIBTORCH=/path/to/libtorch\n" +
+                "(rebuild: 'dotnet build', or delete .build/ so ./sdapp builds again)\n" +
+                "detail: " + e.Message);
+            return 1;
+        }
+
+        output.WriteLine("SdAppliance engine");
+        Row(output, "libtorch", Engine.TorchVersion);
+        Row(output, "loaded from", Engine.TorchLibraryPath);
+        Row(output, "shim built against", ReadOrigin());
+        Row(output, "CPU threads", Engine.NumThreads.ToString(CultureInfo.InvariantCulture));
+        Row(output, "attention (SDPA)", Engine.HasNativeScaledDotProductAttention
+            ? "native scaled_dot_product_attention"
+            : "matmul-softmax fallback (libtorch < 2.1)");
+        WriteCuda(output);
+        return 0;
+    }
+
+    private static void WriteCuda(TextWriter output)
+    {
+        if (!Cuda.IsAvailable)
+        {
+            Row(output, "CUDA", "not available");
+            return;
+        }
+
+        var count = Cuda.DeviceCount;
+        Row(output, "CUDA", $"available, {count} device(s)");
+        for (var i = 0; i < count; i++)
+        {
+            var device = Device.Cuda(i).ToString();
+            if (!Cuda.HasMemoryStats)
+            {
+                Row(output, "  " + device, "name and memory unknown (shim built without the CUDA runtime headers)");
+                continue;
+            }
+
+            try
+            {
+                var info = Cuda.GetDeviceInfo(i);
+                Row(output, "  " + device, $"{info.Name}, {GiB(info.TotalBytes)} total, {GiB(info.FreeBytes)} free");
+            }
+            catch (TorchException e)
+            {
+                Row(output, "  " + device, "unreadable: " + e.Message);
+            }
+        }
+    }
+
+    private static string ReadOrigin()
+    {
+        var path = Path.Combine(AppContext.BaseDirectory, OriginFile);
+        if (!File.Exists(path)) return "unknown (no " + OriginFile + " next to the assemblies)";
+        var parts = File.ReadAllText(path).Trim().Split('|', 2);
+        return parts.Length == 2 ? $"{parts[0]} ({parts[1]})" : parts[0];
+    }
+
+    private static string GiB(long bytes) => (bytes / (1024.0 * 1024 * 1024)).ToString("0.0", CultureInfo.InvariantCulture) + " GiB";
+
+    private static void Row(TextWriter output, string name, string value) => output.WriteLine($"  {name + ":",-21} {value}");
+}
