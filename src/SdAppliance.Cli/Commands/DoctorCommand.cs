@@ -25,14 +25,12 @@ public static class DoctorCommand
         }
         catch (Exception e) when (e is TorchException or DllNotFoundException)
         {
-            // The loader's reason goes last: the fix is what a reader needs first.
             error.WriteLine(
-                "error: the engine could not be loaded, so libtorch (or our libsdtorch shim) is missing. Install libtorch in one of these ways, then rebuild:\n" +
+                "error: the engine could not be loaded: " + LoadFailureReason(e.Message) + ".\n" +
+                "Install libtorch in one of these ways, then rebuild ('dotnet build'; ./sdapp rebuilds once .build/sdapp is deleted):\n" +
                 "  - Debian/Ubuntu (CPU):   apt-get install libtorch-dev   (scripts/bootstrap.sh does this)\n" +
                 "  - PyTorch (CPU or CUDA): pip install torch   (the python3 on PATH must import it)\n" +
-                "  - a libtorch archive:    export SDAPP_LIBTORCH=/path/to/libtorch\n" +
-                "(rebuild: 'dotnet build', or delete .build/ so ./sdapp builds again)\n" +
-                "detail: " + e.Message);
+                "  - a libtorch archive:    export SDAPP_LIBTORCH=/path/to/libtorch");
             return 1;
         }
 
@@ -77,6 +75,26 @@ public static class DoctorCommand
                 Row(output, "  " + device, "unreadable: " + e.Message);
             }
         }
+    }
+
+    /// <summary>
+    /// The loader's message lists every name and folder it tried; the one line worth showing is the dependency
+    /// libsdtorch.so could not resolve, or else that libsdtorch.so itself is absent.
+    /// </summary>
+    internal static string LoadFailureReason(string message)
+    {
+        const string marker = "libsdtorch.so: ";
+        foreach (var line in message.Split('\n'))
+        {
+            var at = line.IndexOf(marker, StringComparison.Ordinal);
+            if (at < 0) continue;
+            var rest = line[(at + marker.Length)..].Trim();
+            if (!rest.StartsWith("cannot open shared object file", StringComparison.Ordinal)) return "libsdtorch.so needs " + rest;
+        }
+
+        return message.Contains("'sdtorch'", StringComparison.Ordinal)
+            ? "libsdtorch.so is not next to sdapp in " + AppContext.BaseDirectory
+            : message.Split('\n')[0].Trim();
     }
 
     private static string ReadOrigin()
