@@ -27,7 +27,7 @@ public static class DoctorCommand
         {
             error.WriteLine(
                 "error: the engine could not be loaded: " + LoadFailureReason(e.Message) + ".\n" +
-                "Install libtorch in one of these ways, then rebuild ('dotnet build'; ./sdapp rebuilds once .build/sdapp is deleted):\n" +
+                "Install libtorch in one of these ways, then build again (README.md, \"How libtorch is found\"):\n" +
                 "  - Debian/Ubuntu (CPU):   apt-get install libtorch-dev   (scripts/bootstrap.sh does this)\n" +
                 "  - PyTorch (CPU or CUDA): pip install torch   (the python3 on PATH must import it)\n" +
                 "  - a libtorch archive:    export SDAPP_LIBTORCH=/path/to/libtorch");
