@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Makes a Debian 12 box ready to build and test SdAppliance, installing only what is missing, so it is
+# quick to run again: g++ and a libtorch for the libsdtorch shim (Debian's CPU libtorch-dev, unless
+# SDAPP_LIBTORCH or the python3 on PATH already provides one, which the shim's build.sh prefers).
+# The .NET 10 SDK is expected to be installed; if it is not, this says how and stops.
+set -euo pipefail
+
+installed() { [[ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null)" == ii* ]]; }
+
+missing=()
+installed g++ || missing+=(g++)
+if ! installed libtorch-dev; then
+  if [[ -n "${SDAPP_LIBTORCH:-}" ]]; then
+    echo "bootstrap: using libtorch from SDAPP_LIBTORCH=$SDAPP_LIBTORCH"
+  elif command -v python3 >/dev/null && python3 -c 'import torch' 2>/dev/null; then
+    echo "bootstrap: using the libtorch of python3's torch"
+  else
+    missing+=(libtorch-dev)
+  fi
+fi
+
+if ((${#missing[@]})); then
+  if [[ $EUID -ne 0 ]]; then
+    echo "bootstrap: missing ${missing[*]}; run this as root (or: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+  echo "bootstrap: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+sdks="$(command -v dotnet >/dev/null && dotnet --list-sdks 2>/dev/null || true)"
+if ! grep -q '^10\.' <<<"$sdks"; then
+  cat >&2 <<'MSG'
+bootstrap: the .NET 10 SDK is not installed (no 'dotnet' with a 10.x SDK on PATH). Install it, then run again:
+  - Microsoft's packages for Debian 12: https://learn.microsoft.com/dotnet/core/install/linux-debian  (apt-get install dotnet-sdk-10.0)
+  - or the install script: curl -sSL https://dot.net/v1/dotnet-install.sh | bash -s -- --channel 10.0
+    (then put ~/.dotnet on PATH)
+MSG
+  exit 1
+fi

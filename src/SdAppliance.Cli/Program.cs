@@ -1,0 +1,3 @@
+using SdAppliance.Cli;
+
+return await SdappCommand.Create().Parse(args).InvokeAsync();
