@@ -34,9 +34,8 @@ sdks="$(command -v dotnet >/dev/null && dotnet --list-sdks 2>/dev/null || true)"
 if ! grep -q '^10\.' <<<"$sdks"; then
   cat >&2 <<'MSG'
 bootstrap: the .NET 10 SDK is not installed (no 'dotnet' with a 10.x SDK on PATH). Install it, then run again:
-  - Microsoft's packages for Debian 12: https://learn.microsoft.com/dotnet/core/install/linux-debian  (apt-get install dotnet-sdk-10.0)
-  - or the install script: curl -sSL https://dot.net/v1/dotnet-install.sh | bash -s -- --channel 10.0
-    (then put ~/.dotnet on PATH)
+  - Microsoft's package repository for Debian 12, then: apt-get install dotnet-sdk-10.0
+  - or Microsoft's dotnet-install.sh script with --channel 10.0 (then put ~/.dotnet on PATH)
 MSG
   exit 1
 fi

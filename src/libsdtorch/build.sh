@@ -54,9 +54,16 @@ if [[ -f "$libdir/libtorch_cuda.so" ]]; then
   fi
 fi
 
+# Up to date when the library is newer than every source and was built against this same libtorch,
+# so switching libtorch (SDAPP_LIBTORCH, a new python torch) rebuilds without any cleaning.
+stamp="$origin|$libdir|$(stat -c %Y "$libdir/libtorch_cpu.so" 2>/dev/null || echo 0)"
+if [[ -f "$out/libsdtorch.so" && -f "$out/libsdtorch.origin" && "$(cat "$out/libsdtorch.origin")" == "$stamp" \
+      && -z "$(find "$here" -newer "$out/libsdtorch.so" -print -quit)" ]]; then
+  exit 0
+fi
 echo "libsdtorch: building against $origin ($libdir)"
 tmp="$out/libsdtorch.so.tmp.$$"
 g++ "${flags[@]}" "${includes[@]/#/-I}" "$here/sdtorch.cpp" -o "$tmp" \
   -L"$libdir" -Wl,-rpath,"$libdir" "${libs[@]}"
 mv -f "$tmp" "$out/libsdtorch.so"
-echo "$origin|$libdir" > "$out/libsdtorch.origin"
+echo "$stamp" > "$out/libsdtorch.origin"

@@ -7,7 +7,7 @@ namespace SdAppliance.Cli.Commands;
 /// <summary><c>sdapp doctor</c>: reports what the engine runs on, or how to install what it lacks.</summary>
 public static class DoctorCommand
 {
-    /// <summary>Written by src/libsdtorch/build.sh next to libsdtorch.so: "how it was found|libdir".</summary>
+    /// <summary>Written by src/libsdtorch/build.sh next to libsdtorch.so: "how it was found|libdir|libtorch mtime".</summary>
     private const string OriginFile = "libsdtorch.origin";
 
     public static Command Create()
@@ -101,7 +101,7 @@ public static class DoctorCommand
     {
         var path = Path.Combine(AppContext.BaseDirectory, OriginFile);
         if (!File.Exists(path)) return "unknown (no " + OriginFile + " next to the assemblies)";
-        var parts = File.ReadAllText(path).Trim().Split('|', 2);
+        var parts = File.ReadAllText(path).Trim().Split('|');
         return parts.Length == 2 ? $"{parts[0]} ({parts[1]})" : parts[0];
     }
 
