@@ -2,6 +2,7 @@ using SdAppliance.Torch.Nn;
 
 namespace SdAppliance.Torch.Tests;
 
+[Collection(DefaultGeneratorCollection.Name)]
 public class NnLayerTests
 {
     private static void Load(Module m, params (string Key, Tensor Value)[] entries)

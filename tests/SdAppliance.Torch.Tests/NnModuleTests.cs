@@ -29,6 +29,7 @@ internal sealed class TinyBlock : Module<Tensor, Tensor>
     }
 }
 
+[Collection(DefaultGeneratorCollection.Name)]
 public class NnModuleTests
 {
     private static readonly string[] TinyParameterNames =
@@ -286,6 +287,8 @@ public class NnModuleTests
         Assert.Equal(
             "Sequential(\n  (0): Linear(in_features=3, out_features=2, bias=True)\n  (1): Conv2d(4, 8, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), bias=False)\n)",
             m.ToString());
+        using var list = new ModuleList(new Identity());
+        Assert.Equal("ModuleList(\n  (0): Identity()\n)", list.ToString());
     }
 
     [Fact]

@@ -86,8 +86,11 @@ public abstract class Module : IDisposable
         var taken = (!ReferenceEquals(own, parameters) && parameters.ContainsKey(name))
             || (!ReferenceEquals(own, buffers) && buffers.ContainsKey(name))
             || (!ReferenceEquals(own, modules) && modules.ContainsKey(name));
-        if (taken) throw new ArgumentException($"attribute '{name}' already exists on {GetType().Name} as another kind (parameter, buffer or module)", nameof(name));
+        if (taken) throw new ArgumentException($"attribute '{name}' already exists on {TypeName} as another kind (parameter, buffer or module)", nameof(name));
     }
+
+    /// <summary>The class name without a generic arity ("ModuleList", not "ModuleList`1"), for messages and printouts.</summary>
+    private string TypeName => GetType().Name.Split('`')[0];
 
     // ---- lookup ----
 
@@ -95,14 +98,14 @@ public abstract class Module : IDisposable
     public Tensor? GetParameter(string target)
     {
         var (owner, name) = Resolve(target);
-        return owner.parameters.TryGetValue(name, out var t) ? t : throw new ArgumentException($"{owner.GetType().Name} has no parameter '{name}' (looking up '{target}')", nameof(target));
+        return owner.parameters.TryGetValue(name, out var t) ? t : throw new ArgumentException($"{owner.TypeName} has no parameter '{name}' (looking up '{target}')", nameof(target));
     }
 
     /// <summary>The buffer at a dotted path; null when registered as absent.</summary>
     public Tensor? GetBuffer(string target)
     {
         var (owner, name) = Resolve(target);
-        return owner.buffers.TryGetValue(name, out var t) ? t : throw new ArgumentException($"{owner.GetType().Name} has no buffer '{name}' (looking up '{target}')", nameof(target));
+        return owner.buffers.TryGetValue(name, out var t) ? t : throw new ArgumentException($"{owner.TypeName} has no buffer '{name}' (looking up '{target}')", nameof(target));
     }
 
     /// <summary>The module at a dotted path, as <c>get_submodule</c>; "" is this module.</summary>
@@ -113,7 +116,7 @@ public abstract class Module : IDisposable
         foreach (var part in target.Split('.'))
         {
             if (!m.modules.TryGetValue(part, out var child))
-                throw new ArgumentException($"{m.GetType().Name} has no submodule '{part}' (looking up '{target}')", nameof(target));
+                throw new ArgumentException($"{m.TypeName} has no submodule '{part}' (looking up '{target}')", nameof(target));
             m = child;
         }
         return m;
@@ -297,7 +300,7 @@ public abstract class Module : IDisposable
                 errors.Add($"size mismatch for {key}: copying a param with shape [{string.Join(", ", got)}] from checkpoint, the shape in current model is [{string.Join(", ", want)}].");
         }
         if (errors.Count > 0)
-            throw new StateDictException($"Error(s) in loading state_dict for {GetType().Name}:\n\t{string.Join("\n\t", errors)}", missing, unexpected);
+            throw new StateDictException($"Error(s) in loading state_dict for {TypeName}:\n\t{string.Join("\n\t", errors)}", missing, unexpected);
 
         using (Autograd.NoGrad())
             foreach (var (key, t) in own)
@@ -316,7 +319,7 @@ public abstract class Module : IDisposable
     /// <summary>PyTorch's module printout: the type, its extra repr and the children, indented.</summary>
     public override string ToString()
     {
-        var sb = new StringBuilder(GetType().Name).Append('(').Append(ExtraRepr());
+        var sb = new StringBuilder(TypeName).Append('(').Append(ExtraRepr());
         if (modules.Count > 0)
         {
             sb.Append('\n');
