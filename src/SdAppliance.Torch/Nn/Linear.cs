@@ -1,0 +1,31 @@
+namespace SdAppliance.Torch.Nn;
+
+/// <summary>y = x Wᵀ + b, as <c>nn.Linear</c>; W is [out, in].</summary>
+public sealed class Linear : Module<Tensor, Tensor>
+{
+    public Linear(long inFeatures, long outFeatures, bool bias = true, Device? device = null, DType dtype = DType.Float32, Generator? generator = null)
+    {
+        InFeatures = inFeatures;
+        OutFeatures = outFeatures;
+        // PyTorch's reset_parameters: weight first, then bias, from the same generator.
+        var w = Torch.Empty([outFeatures, inFeatures], dtype, device);
+        Init.KaimingUniform_(w, Math.Sqrt(5), generator);
+        RegisterParameter("weight", w);
+        Tensor? b = null;
+        if (bias)
+        {
+            b = Torch.Empty([outFeatures], dtype, device);
+            Init.BiasUniform_(b, w, generator);
+        }
+        RegisterParameter("bias", b);
+    }
+
+    public long InFeatures { get; }
+    public long OutFeatures { get; }
+    public Tensor Weight => GetParameter("weight")!;
+    public Tensor? Bias => GetParameter("bias");
+
+    public override Tensor Forward(Tensor input) => Functional.Linear(input, Weight, Bias);
+
+    protected override string ExtraRepr() => $"in_features={InFeatures}, out_features={OutFeatures}, bias={(Bias is not null ? "True" : "False")}";
+}
