@@ -2,6 +2,7 @@ using SdAppliance.Torch.Native;
 
 namespace SdAppliance.Torch.Tests;
 
+[Collection(DefaultGeneratorCollection.Name)]
 public class AutogradTests
 {
     private static Tensor Sum(Tensor t) => Op.Get("aten::sum").Begin().T(t).Call();
