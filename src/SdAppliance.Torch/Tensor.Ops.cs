@@ -130,7 +130,7 @@ public sealed partial class Tensor
 
     /// <summary>Largest values along <paramref name="dim"/> and their indices (the first one on ties).</summary>
     public (Tensor Values, Tensor Indices) Max(long dim, bool keepdim = false) =>
-        Pair(Op.Get("aten::max", "dim").Begin().T(this).I(dim).B(keepdim).CallMany());
+        ValuesAndIndices(Op.Get("aten::max", "dim").Begin().T(this).I(dim).B(keepdim).CallMany());
 
     /// <summary>Elementwise maximum, as torch.max(a, b).</summary>
     public Tensor Max(Tensor other) => Maximum(other);
@@ -138,7 +138,7 @@ public sealed partial class Tensor
     public Tensor Min() => Op.Get("aten::min").Begin().T(this).Call();
 
     public (Tensor Values, Tensor Indices) Min(long dim, bool keepdim = false) =>
-        Pair(Op.Get("aten::min", "dim").Begin().T(this).I(dim).B(keepdim).CallMany());
+        ValuesAndIndices(Op.Get("aten::min", "dim").Begin().T(this).I(dim).B(keepdim).CallMany());
 
     public Tensor Min(Tensor other) => Minimum(other);
 
@@ -227,10 +227,10 @@ public sealed partial class Tensor
     public Tensor Normal_(double mean = 0, double std = 1, Generator? generator = null) =>
         Op.Get("aten::normal_").Begin().T(this).D(mean).D(std).Gen(generator).CallInPlace(this);
 
-    private static (Tensor, Tensor) Pair(Tensor[] results) => (results[0], results[1]);
+    private static (Tensor, Tensor) ValuesAndIndices(Tensor[] results) => (results[0], results[1]);
 }
 
-internal static class OpCallExtensions
+internal static class OpCallOptionalArgs
 {
     // Not an overload of Ints: a null array converts silently to an empty span, and an empty
     // dim list means something else than None to several reductions.
