@@ -127,4 +127,22 @@ public static unsafe partial class Torch
 
     /// <summary>Elementwise choice: <paramref name="condition"/> ? <paramref name="x"/> : <paramref name="y"/>.</summary>
     public static Tensor Where(Tensor condition, Tensor x, Tensor y) => Op.Get("aten::where", "self").Begin().T(condition).T(x).T(y).Call();
+
+    // ---- operations also spelled torch.* ----
+    public static Tensor Matmul(Tensor input, Tensor other) => input.Matmul(other);
+    public static Tensor Bmm(Tensor input, Tensor mat2) => input.Bmm(mat2);
+
+    /// <summary>beta·input + alpha·(batch1 @ batch2).</summary>
+    public static Tensor Baddbmm(Tensor input, Tensor batch1, Tensor batch2, double beta = 1, double alpha = 1) => input.Baddbmm(batch1, batch2, beta, alpha);
+
+    public static Tensor Where(Tensor condition, Tensor x, double y) => Op.Get("aten::where", "ScalarOther").Begin().T(condition).T(x).D(y).Call();
+    public static Tensor Where(Tensor condition, double x, Tensor y) => Op.Get("aten::where", "ScalarSelf").Begin().T(condition).D(x).T(y).Call();
+    public static Tensor Maximum(Tensor input, Tensor other) => input.Maximum(other);
+    public static Tensor Minimum(Tensor input, Tensor other) => input.Minimum(other);
+
+    /// <summary>baseValue ** exponent, elementwise.</summary>
+    public static Tensor Pow(double baseValue, Tensor exponent) => Op.Get("aten::pow", "Scalar").Begin().D(baseValue).T(exponent).Call();
+
+    public static bool Allclose(Tensor input, Tensor other, double rtol = 1e-5, double atol = 1e-8, bool equalNan = false) =>
+        input.Allclose(other, rtol, atol, equalNan);
 }
