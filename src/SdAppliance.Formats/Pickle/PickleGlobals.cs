@@ -13,7 +13,9 @@ namespace SdAppliance.Formats.Pickle;
 /// torch.Size and dtypes, numpy scalars and arrays (A1111 .ckpt files keep <c>global_step</c> as
 /// a numpy.int64) with the <c>_codecs.encode</c> that protocol 2 uses for their bytes, set, and
 /// the PyTorch Lightning ModelCheckpoint class that training checkpoints use as a dict key, kept
-/// as an opaque value. Nothing here calls Python; every global is interpreted by C# code below.
+/// as an opaque value; and libtorch's <c>torch.jit._pickle.restore_type_tag</c>, a no-op type
+/// annotation that C++ torch::save writes around dicts. Nothing here calls Python; every global is
+/// interpreted by C# code below.
 /// </summary>
 public static class PickleGlobals
 {
@@ -107,6 +109,7 @@ public static class PickleGlobals
             "torch._utils._rebuild_parameter" => RebuildParameter(args, 3),
             "torch._utils._rebuild_parameter_with_state" => RebuildParameter(args, 4),
             "torch._tensor._rebuild_from_type_v2" => RebuildFromType(args),
+            "torch.jit._pickle.restore_type_tag" => RestoreTypeTag(args),
             "_codecs.encode" => Encode(args),
             "numpy.dtype" => NewNumpyDType(args),
             "numpy.core.multiarray.scalar" or "numpy._core.multiarray.scalar" => NumpyScalarValue(args),
@@ -156,6 +159,7 @@ public static class PickleGlobals
             ["torch._utils._rebuild_parameter"] = Kind.Function,
             ["torch._utils._rebuild_parameter_with_state"] = Kind.Function,
             ["torch._tensor._rebuild_from_type_v2"] = Kind.Function,
+            ["torch.jit._pickle.restore_type_tag"] = Kind.Function,
             ["torch.Size"] = Kind.Class,
             ["torch.Tensor"] = Kind.Value,
             ["torch.nn.parameter.Parameter"] = Kind.Value,
@@ -288,6 +292,14 @@ public static class PickleGlobals
         if (result is TorchTensor tensor && type.Name == "Parameter")
             tensor.IsParameter = true;
         return result;
+    }
+
+    // restore_type_tag(value, "Dict[str, Tensor]"): libtorch's pickler (torch::pickle_save, C++
+    // torch::save) tags dicts and lists with their TorchScript type; torch.load returns the value.
+    private static object? RestoreTypeTag(PickleTuple args)
+    {
+        CheckArity(args, 2, 2, "restore_type_tag");
+        return args[1] is string ? args[0] : throw new PickleCallException($"restore_type_tag's type is a {PickleText.TypeName(args[1])}, not text");
     }
 
     // How protocol 2 pickles bytes: _codecs.encode(text, "latin1").

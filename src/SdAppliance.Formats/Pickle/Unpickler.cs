@@ -541,7 +541,7 @@ public sealed class Unpickler
         bytes.Length == 0 ? 0L : Normalize(new BigInteger(bytes, isUnsigned: false, isBigEndian: false));
 
     internal static object Normalize(BigInteger value) =>
-        value >= long.MinValue && value <= long.MaxValue ? (long)value : value;
+        value >= long.MinValue && value <= long.MaxValue ? (object)(long)value : value;
 
     // Protocol 0 STRING: a Python repr, quoted, with backslash escapes.
     private byte[] UnquoteEscaped(byte[] line)
