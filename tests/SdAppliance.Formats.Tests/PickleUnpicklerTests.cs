@@ -149,6 +149,14 @@ public sealed class PickleUnpicklerTests
         Assert.Contains($"{long.MaxValue} bytes", e.Problem);
     }
 
+    [Fact]
+    public void OverlongDecimalIntegerIsRefused()
+    {
+        var e = Assert.Throws<PickleFormatException>(() => Load(Of("L", new string('9', 5000), "L\n.")));
+        Assert.Contains("5000 digits", e.Problem);
+        Assert.Equal(BigInteger.Parse(new string('9', 4300)), Load(Of("L", new string('9', 4300), "\n.")));
+    }
+
     [Theory]
     [InlineData("R.", "stack underflow")]
     [InlineData("0.", "stack underflow")]

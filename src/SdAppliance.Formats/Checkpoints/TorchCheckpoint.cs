@@ -35,6 +35,9 @@ public sealed class TorchCheckpoint : IDisposable
     private static readonly BigInteger LegacyMagic = BigInteger.Parse("1950A86A20F9469CFC6C", System.Globalization.NumberStyles.HexNumber);
     private const long LegacyProtocolVersion = 1001;
 
+    // Far above any real data.pkl (an SD .ckpt with optimizer state has a few MB), well below what would exhaust memory.
+    private const long MaxPickleLength = 1L << 30;
+
     private static readonly Regex DataPklName = new(@"^([^/]+)/data\.pkl$", RegexOptions.CultureInvariant);
 
     private readonly StorageSource _source;
@@ -179,15 +182,19 @@ public sealed class TorchCheckpoint : IDisposable
             source.IsBigEndian = byteOrder == "big";
 
             var pickleEntry = zip.GetEntry(pickles[0].Value)!;
+            if (pickleEntry.Length > MaxPickleLength)
+                throw new CheckpointFormatException(path, $"{pickleEntry.FullName} is {pickleEntry.Length} bytes, more than the {MaxPickleLength} a checkpoint's pickle is allowed");
             byte[] pickle;
             try
             {
                 using var pickleStream = pickleEntry.Open();
-                using var buffer = new MemoryStream();
-                pickleStream.CopyTo(buffer);
-                pickle = buffer.ToArray();
+                pickle = new byte[pickleEntry.Length];
+                pickleStream.ReadExactly(pickle);
+                // A compressed entry must not inflate past the size its header declares.
+                if (pickleStream.ReadByte() >= 0)
+                    throw new CheckpointFormatException(path, $"{pickleEntry.FullName} holds more data than its declared {pickleEntry.Length} bytes");
             }
-            catch (InvalidDataException e)
+            catch (Exception e) when (e is InvalidDataException or EndOfStreamException)
             {
                 throw new CheckpointFormatException(path, $"{pickleEntry.FullName} cannot be read from the archive: {e.Message}", e);
             }

@@ -15,7 +15,9 @@ namespace SdAppliance.Formats.Checkpoints;
 /// uncompressed at a 64-byte aligned offset, followed by the <c>archive/version</c> record "3".</para>
 /// <para>No <c>byteorder</c> record is written although torch 2.x writes one: AUTOMATIC1111's
 /// safety check (modules/safe.py) rejects any archive entry other than data.pkl, version and
-/// data/N, and torch.load reads a file without the record as little-endian, which it is.</para>
+/// data/N, and torch.load reads a file without the record as little-endian, which it is.
+/// A1111's check also knows only the float, half, bfloat16, double, long, int and byte storages;
+/// tensors of other dtypes (bool, int16, int8...) are written as torch does but A1111 refuses them.</para>
 /// </remarks>
 public static class TorchCheckpointWriter
 {

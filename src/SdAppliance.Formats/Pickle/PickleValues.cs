@@ -364,6 +364,7 @@ internal static class PickleText
         string s => s.Length > 80 ? $"'{s[..77]}...'" : $"'{s}'",
         byte[] bytes => $"<{bytes.Length} bytes>",
         double d => d.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
+        BigInteger big when big.GetBitLength() > 256 => $"<int of {big.GetBitLength()} bits>",
         long or BigInteger => Convert.ToString(value, System.Globalization.CultureInfo.InvariantCulture)!,
         PickleTuple t => t.Count > 8 ? $"<tuple of {t.Count}>" : t.ToString(),
         List<object?> list => $"<list of {list.Count}>",

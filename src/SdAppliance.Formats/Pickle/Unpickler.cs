@@ -516,6 +516,9 @@ public sealed class Unpickler
 
     private object ParseLongText(string text)
     {
+        // Python's own limit (sys.int_info.default_max_str_digits); parsing is quadratic beyond it.
+        if (text.Length > 4300)
+            throw Fail($"an integer written with {text.Length} digits is longer than the 4300 Python accepts");
         if (!BigInteger.TryParse(text.Trim(), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var value))
             throw Fail($"'{text}' is not an integer");
         return Normalize(value);
