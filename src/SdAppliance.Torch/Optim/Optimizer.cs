@@ -142,16 +142,15 @@ public abstract class Optimizer : IDisposable
     private protected void AddGroup(ParamGroup group)
     {
         ThrowIfDisposed();
+        var added = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
         foreach (var p in group.Params)
         {
             if (!p.IsLeaf) throw new ArgumentException("can't optimize a non-leaf tensor (detach it and set RequiresGrad)");
-            if (known.Contains(p)) throw new ArgumentException("some parameters appear in more than one parameter group");
+            // A parameter listed twice would be stepped twice.
+            if (known.Contains(p) || !added.Add(p)) throw new ArgumentException("a parameter appears more than once in the parameter groups");
         }
-        foreach (var p in group.Params)
-        {
-            known.Add(p);
-            parameters.Add(p);
-        }
+        known.UnionWith(added);
+        parameters.AddRange(group.Params);
         groups.Add(group);
         Array.Resize(ref states, parameters.Count);
     }
