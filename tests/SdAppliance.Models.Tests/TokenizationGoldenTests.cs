@@ -94,6 +94,9 @@ public class TokenizationGoldenTests
             Assert.Equal([912, 320, 552, 620, 913, 0], ids[..6]);
             Assert.All(ids[5..], id => Assert.Equal(0, id));
 
+            // Padding goes, the text's own "!" (id 0 too) stays.
+            Assert.Equal("red !!! ", sd2.Decode(sd2.EncodeForModel("red !!!"), skipSpecialTokens: true));
+
             Assert.Equal(913, ClipTokenizer.FromFolder(dir.FullName, new ClipTokenizerOptions(PadTokenId: 913)).PadId);
         }
         finally

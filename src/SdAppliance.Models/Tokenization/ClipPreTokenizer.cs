@@ -31,7 +31,7 @@ internal static class ClipPreTokenizer
                 pos += specials[special].Length;
                 continue;
             }
-            var contraction = Array.FindIndex(Contractions,
+            var contraction = text[pos] != '\'' ? -1 : Array.FindIndex(Contractions,
                 c => string.Compare(text, pos, c, 0, c.Length, StringComparison.OrdinalIgnoreCase) == 0);
             if (contraction >= 0)
             {
@@ -66,8 +66,8 @@ internal static class ClipPreTokenizer
         for (var i = 0; i < specials.Count; i++)
         {
             var s = specials[i];
-            if (s.Length > 0 && string.Compare(text, pos, s, 0, s.Length, StringComparison.OrdinalIgnoreCase) == 0
-                && pos + s.Length <= text.Length)
+            if (s.Length > 0 && pos + s.Length <= text.Length
+                && string.Compare(text, pos, s, 0, s.Length, StringComparison.OrdinalIgnoreCase) == 0)
                 return i;
         }
         return -1;

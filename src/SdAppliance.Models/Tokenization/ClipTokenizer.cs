@@ -180,12 +180,21 @@ public sealed class ClipTokenizer
     /// Text of <paramref name="ids"/> as the reference decodes it: token strings joined, byte-mapped back to
     /// UTF-8 (invalid sequences replaced), each <c>&lt;/w&gt;</c> turned into a space.
     /// </summary>
+    /// <param name="skipSpecialTokens">Leaves out start and end tokens and the trailing padding; a pad id that is
+    /// an ordinary token ("!" in SD 2.x) is kept inside the text.</param>
     public string Decode(IEnumerable<int> ids, bool skipSpecialTokens = false)
     {
-        var bytes = new List<byte>();
-        foreach (var id in ids)
+        var list = ids.ToList();
+        if (skipSpecialTokens)
         {
-            if (skipSpecialTokens && (id == BosId || id == EosId || id == PadId)) continue;
+            var end = list.Count;
+            while (end > 0 && list[end - 1] == PadId) end--;
+            list.RemoveRange(end, list.Count - end);
+        }
+        var bytes = new List<byte>();
+        foreach (var id in list)
+        {
+            if (skipSpecialTokens && (id == BosId || id == EosId)) continue;
             if (!_decoder.TryGetValue(id, out var token))
                 throw new ArgumentOutOfRangeException(nameof(ids), $"Token id {id} is not in the vocabulary.");
             foreach (var c in token)
