@@ -171,6 +171,11 @@ internal static unsafe class JpegCodec
                 throw new ImageFormatException(source, $"JPEG header is corrupt or truncated (libjpeg-turbo: {TurboJpeg.ErrorText(handle)})");
             }
         }
+        // A buffer that ends before the frame header can come back as success with a 0x0 size.
+        if (width <= 0 || height <= 0)
+        {
+            throw new ImageFormatException(source, "JPEG file is truncated or has no frame header");
+        }
         if (colorspace is TurboJpeg.ColorspaceCmyk or TurboJpeg.ColorspaceYcck)
         {
             throw new ImageFormatException(source, "CMYK JPEGs are not supported; convert the image to RGB first");
