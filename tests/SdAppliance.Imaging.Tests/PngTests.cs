@@ -23,7 +23,7 @@ public class PngTests
     [Fact]
     public void OtherEncodersPngDecodesToTheFixturePixels()
     {
-        var image = ImageCodec.Load(Path.Combine(AppContext.BaseDirectory, "Fixtures", "p1_pndm.png"));
+        var image = ImageCodec.Load(Path.Combine(AppContext.BaseDirectory, "Fixtures", "pipelines", "p1_pndm.png"));
         Assert.Equal((64, 64, 3), (image.Width, image.Height, image.Channels));
         // Pixels and SHA-256 of image_uint8[0] in p1_pndm.safetensors (NHWC uint8), read out with python3.
         Assert.Equal([129, 125, 143], image.Pixel(0, 0).ToArray());
