@@ -14,8 +14,7 @@ namespace SdAppliance.Models.Tests;
 /// </summary>
 public sealed class TextEncoderArchitectureTests
 {
-    // c10::DeviceType::Meta; the engine's DeviceType names only CPU and CUDA.
-    private static readonly Device Meta = new((DeviceType)14);
+    private static readonly Device Meta = Device.Meta;
 
     public static TheoryData<string, string, bool> Components => new()
     {
