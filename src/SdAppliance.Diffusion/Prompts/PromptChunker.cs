@@ -12,7 +12,7 @@ public sealed record PromptChunkFix(int Offset, TextualInversionMatch Embedding)
 public sealed record PromptChunk(int[] Ids, double[] Weights, IReadOnlyList<PromptChunkFix> Fixes);
 
 /// <param name="TokenCount">Prompt tokens counted as A1111 shows them: 75 per full chunk plus the last chunk's.</param>
-public sealed record PromptChunks(IReadOnlyList<PromptChunk> Chunks, int TokenCount);
+public sealed record ChunkedPrompt(IReadOnlyList<PromptChunk> Chunks, int TokenCount);
 
 /// <summary>
 /// Turns a prompt (adapter tags already taken out, see <see cref="PromptAdapters"/>) into A1111-style chunks
@@ -44,9 +44,9 @@ public sealed class PromptChunker
     }
 
     /// <summary>Parses the emphasis syntax of <paramref name="prompt"/> and chunks it.</summary>
-    public PromptChunks Chunk(string prompt) => Chunk(PromptAttention.Parse(prompt));
+    public ChunkedPrompt Chunk(string prompt) => Chunk(PromptAttention.Parse(prompt));
 
-    public PromptChunks Chunk(IReadOnlyList<WeightedText> parsed)
+    public ChunkedPrompt Chunk(IReadOnlyList<WeightedText> parsed)
     {
         var chunks = new List<PromptChunk>();
         var tokens = new List<int>();
@@ -123,7 +123,7 @@ public sealed class PromptChunker
         }
 
         if (tokens.Count > 0 || chunks.Count == 0) NextChunk(isLast: true);
-        return new PromptChunks(chunks, tokenCount);
+        return new ChunkedPrompt(chunks, tokenCount);
     }
 
     /// <summary>A chunk with no prompt tokens (what an empty prompt gives); A1111 pads shorter prompts of a batch with it.</summary>
