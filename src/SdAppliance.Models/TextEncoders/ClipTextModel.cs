@@ -38,7 +38,7 @@ public sealed class ClipTextModel : Module
     /// <paramref name="outputHiddenStates"/> the output keeps the embeddings and every layer's
     /// output (as HF's <c>output_hidden_states=True</c>); otherwise only the last.
     /// </summary>
-    public ClipTextOutput Forward(Tensor inputIds, bool outputHiddenStates = true)
+    public ClipTextOutput Forward(Tensor inputIds, bool outputHiddenStates = true, IReadOnlyList<TokenOverride>? tokenOverrides = null)
     {
         ArgumentNullException.ThrowIfNull(inputIds);
         if (inputIds.Dim != 2)
@@ -50,7 +50,7 @@ public sealed class ClipTextModel : Module
         Tensor? x = null, last = null, pooled = null, textEmbeds = null;
         try
         {
-            x = TextModel.Embeddings.Forward(inputIds);
+            x = TextModel.Embeddings.Forward(inputIds, tokenOverrides);
             foreach (var layer in TextModel.Encoder.Layers)
             {
                 var next = layer.Forward(x);
@@ -162,13 +162,26 @@ public sealed class ClipTextEmbeddings : Module<Tensor, Tensor>
     public Embedding PositionEmbedding { get; }
 
     /// <summary>[B, L] ids → [B, L, hidden]; positions are 0..L-1.</summary>
-    public override Tensor Forward(Tensor input)
+    public override Tensor Forward(Tensor input) => Forward(input, null);
+
+    /// <summary>As <see cref="Forward(Tensor)"/>, with token vectors replaced where <paramref name="overrides"/> say (textual inversion).</summary>
+    public Tensor Forward(Tensor input, IReadOnlyList<TokenOverride>? overrides)
     {
         using var tokens = TokenEmbedding.Forward(input);
+        foreach (var o in overrides ?? [])
+        {
+            using var row = tokens.Narrow(0, o.Row, 1);
+            using var span = row.Narrow(1, o.Offset, o.Vectors.Size(0));
+            using var vectors = o.Vectors.To(tokens.Device, tokens.DType);
+            span.Copy_(vectors);
+        }
         using var positions = PositionEmbedding.Weight.Narrow(0, 0, input.Size(1));
         return tokens.Add(positions);
     }
 }
+
+/// <summary>Token vectors [n, hidden] that replace the embeddings of row <paramref name="Row"/> from position <paramref name="Offset"/> on.</summary>
+public sealed record TokenOverride(int Row, int Offset, Tensor Vectors);
 
 /// <summary>The stack of encoder layers, as <c>CLIPEncoder</c> (its only state is <c>layers</c>).</summary>
 public sealed class ClipEncoder : Module

@@ -36,6 +36,14 @@ public sealed record PromptChunks
 
     public int[][] ChunkIds { get; }
     public float[][] ChunkWeights { get; }
+
+    /// <summary>Textual-inversion vectors to put in place of the ids at their positions.</summary>
+    public IReadOnlyList<ChunkEmbedding> Embeddings { get; init; } = [];
+
+    /// <summary>The overrides for the text encoder <paramref name="encoderIndex"/> (0, or 1 for SDXL's second).</summary>
+    public IReadOnlyList<TokenOverride> TokenOverrides(int encoderIndex) =>
+        [.. Embeddings.Select(e => new TokenOverride(e.Chunk, e.Offset, encoderIndex == 0 ? e.Vectors : e.Vectors2
+            ?? throw new InvalidOperationException($"embedding at chunk {e.Chunk} has no vectors for the second text encoder (not an SDXL embedding)")))];
     public int ChunkCount => ChunkIds.Length;
     public int ChunkLength => ChunkIds[0].Length;
 
@@ -53,6 +61,9 @@ public sealed record PromptChunks
     /// <summary>The weights as a float32 tensor [chunks, length].</summary>
     public Tensor WeightsTensor() => Torch.Tensor(ChunkWeights.SelectMany(c => c).ToArray(), ChunkCount, ChunkLength);
 }
+
+/// <summary>An embedding's vectors placed at <paramref name="Offset"/> of chunk <paramref name="Chunk"/> (positions count bos as 0).</summary>
+public sealed record ChunkEmbedding(int Chunk, int Offset, Tensor Vectors, Tensor? Vectors2);
 
 /// <summary>
 /// The UNet's text conditioning for one prompt: <see cref="PromptEmbeds"/> [1, chunks × 77, C]
@@ -150,10 +161,10 @@ public sealed class ClipPromptEncoder : PromptEncoder
     public override int MaxClipSkip => TextEncoder.Config.NumHiddenLayers;
 
     /// <summary>The conditioning of every chunk before emphasis: [chunks, L, C].</summary>
-    public Tensor EncodeChunks(Tensor ids, int clipSkip = 1)
+    public Tensor EncodeChunks(Tensor ids, int clipSkip = 1, IReadOnlyList<TokenOverride>? tokenOverrides = null)
     {
         CheckClipSkip(clipSkip);
-        using var output = TextEncoder.Forward(ids, outputHiddenStates: clipSkip > 1);
+        using var output = TextEncoder.Forward(ids, outputHiddenStates: clipSkip > 1, tokenOverrides);
         return clipSkip == 1
             ? output.LastHiddenState.Alias()
             : TextEncoder.FinalLayerNorm.Forward(output.HiddenStates[^clipSkip]);
@@ -164,7 +175,7 @@ public sealed class ClipPromptEncoder : PromptEncoder
         ArgumentNullException.ThrowIfNull(prompt);
         CheckClipSkip(clipSkip);
         using var ids = prompt.IdsTensor(DeviceOf(TextEncoder));
-        using var hidden = EncodeChunks(ids, clipSkip);
+        using var hidden = EncodeChunks(ids, clipSkip, prompt.TokenOverrides(0));
         using var emphasized = Emphasize(hidden, prompt);
         return new TextConditioning(ConcatenateChunks(emphasized), null);
     }
@@ -214,12 +225,12 @@ public sealed class SdxlPromptEncoder : PromptEncoder
 
         Tensor part1, part2, pooled;
         using (var ids = prompt.IdsTensor(DeviceOf(TextEncoder)))
-        using (var output = TextEncoder.Forward(ids))
+        using (var output = TextEncoder.Forward(ids, tokenOverrides: prompt.TokenOverrides(0)))
             part1 = Emphasize(output.HiddenStates[^(clipSkip + 1)], prompt);
         using (part1)
         {
             using (var ids2 = prompt2.IdsTensor(DeviceOf(TextEncoder2)))
-            using (var output2 = TextEncoder2.Forward(ids2))
+            using (var output2 = TextEncoder2.Forward(ids2, tokenOverrides: prompt2.TokenOverrides(1)))
             {
                 part2 = Emphasize(output2.HiddenStates[^(clipSkip + 1)], prompt2);
                 pooled = output2.TextEmbeds!.Narrow(0, 0, 1);
