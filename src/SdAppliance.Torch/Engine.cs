@@ -6,12 +6,19 @@ namespace SdAppliance.Torch;
 /// <summary>What the engine runs on: libtorch's version and location, threads, CUDA devices.</summary>
 public static unsafe class Engine
 {
-    /// <summary>Loads libsdtorch and libtorch, turning a missing library into one actionable message.</summary>
+    /// <summary>
+    /// Loads libsdtorch and libtorch, turning a missing library into one actionable message, and
+    /// gives libtorch every core this process may use unless OMP_NUM_THREADS/MKL_NUM_THREADS say
+    /// otherwise (libtorch counts physical cores through cpuinfo, which reports 1 on some VMs).
+    /// </summary>
     public static void EnsureLoaded()
     {
         try
         {
             _ = sdt_torch_version();
+            var threadsChosen = Environment.GetEnvironmentVariable("OMP_NUM_THREADS") is { Length: > 0 }
+                || Environment.GetEnvironmentVariable("MKL_NUM_THREADS") is { Length: > 0 };
+            if (!threadsChosen && NumThreads < Environment.ProcessorCount) NumThreads = Environment.ProcessorCount;
         }
         catch (DllNotFoundException e)
         {

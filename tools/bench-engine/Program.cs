@@ -1,5 +1,5 @@
 // bench-engine: figures for the engine binding, printed as `name: value unit` lines.
-//   dotnet run -c Release --project tools/bench-engine [-- --device cuda] [--quick]
+//   dotnet run -c Release --project tools/bench-engine [-- --device cuda] [--threads N] [--quick]
 // What it measures: the fixed cost our binding adds to every operator (P/Invoke plus the boxed
 // dispatcher call) next to libtorch's own kernels, and the throughput of the kernels Stable
 // Diffusion spends its time in, at SD 1.5 shapes.
@@ -10,6 +10,7 @@ using F = SdAppliance.Torch.Functional;
 var device = args.Contains("--device") ? Device.Parse(args[Array.IndexOf(args, "--device") + 1]) : Device.Cpu;
 var quick = args.Contains("--quick");
 Engine.EnsureLoaded();
+if (args.Contains("--threads")) Engine.NumThreads = int.Parse(args[Array.IndexOf(args, "--threads") + 1]);
 Console.WriteLine($"libtorch: {Engine.TorchVersion}");
 Console.WriteLine($"device: {device}");
 Console.WriteLine($"threads: {Engine.NumThreads}");

@@ -1,0 +1,45 @@
+namespace SdAppliance.Torch.Optim;
+
+/// <summary>Hyperparameters of <see cref="Lion"/> (lion-pytorch defaults).</summary>
+public sealed record LionOptions : OptimizerOptions
+{
+    public LionOptions() => Lr = 1e-4;
+
+    public double Beta1 { get; init; } = 0.9;
+    public double Beta2 { get; init; } = 0.99;
+
+    /// <summary>Decoupled decay: the parameter shrinks by lr·weight_decay each step.</summary>
+    public double WeightDecay { get; init; }
+
+    internal override void Validate()
+    {
+        base.Validate();
+        Require(Beta1 >= 0 && Beta1 <= 1, $"invalid beta1 {Beta1}: it must be in [0, 1]");
+        Require(Beta2 >= 0 && Beta2 <= 1, $"invalid beta2 {Beta2}: it must be in [0, 1]");
+        Require(WeightDecay >= 0, $"invalid weight_decay value {WeightDecay}: it must be >= 0");
+    }
+}
+
+/// <summary>
+/// Lion (Chen et al. 2023, as lucidrains/lion-pytorch): the step is the sign of an interpolation
+/// between momentum and gradient, so every coordinate moves by exactly lr.
+/// </summary>
+public sealed class Lion : Optimizer<LionOptions>
+{
+    public Lion(IEnumerable<Tensor> parameters, LionOptions? options = null) : base(parameters, options ?? new()) { }
+
+    public Lion(IEnumerable<ParamGroup<LionOptions>> groups, LionOptions? defaults = null) : base(groups, defaults ?? new()) { }
+
+    private protected override IEnumerable<StateSpec> StateLayout(LionOptions o, Tensor param) =>
+        [new StateSpec("exp_avg", param.Shape, param.DType)];
+
+    private protected override void Update(LionOptions o, Tensor param, Tensor grad, ParamState state)
+    {
+        state.EnsureZeros(StateLayout(o, param), param.Device);
+        var expAvg = state["exp_avg"];
+        if (o.WeightDecay != 0) param.Mul_(1 - o.Lr * o.WeightDecay);
+        var update = expAvg.Mul(o.Beta1).Add_(grad, 1 - o.Beta1).Sign_();
+        param.Add_(update, -o.Lr);
+        expAvg.Mul_(o.Beta2).Add_(grad, 1 - o.Beta2);
+    }
+}
