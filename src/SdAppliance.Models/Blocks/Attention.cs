@@ -102,7 +102,8 @@ public sealed class Attention : Module
         if (image)
         {
             using var tokensOut = output;
-            output = tokensOut.Transpose(1, 2).Reshape(shape);
+            using var channelsFirst = tokensOut.Transpose(1, 2);
+            output = channelsFirst.Reshape(shape);
         }
         if (ResidualConnection)
         {
