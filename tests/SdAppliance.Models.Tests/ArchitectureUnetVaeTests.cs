@@ -67,4 +67,19 @@ public sealed class ArchitectureUnetVaeTests
             AssertSameStateDict(Expected(arch, "vae"), vae,
                 arch.GetProperty("param_counts").GetProperty("vae").GetProperty("parameters").GetInt64());
     }
+
+    [Fact]
+    public void SkippedInitialisationDrawsNothing()
+    {
+        using var generator = new Generator(5);
+        var before = generator.GetStateBytes();
+        using (Init.Skip())
+        using (new UNet2DConditionModel(TinyUnetConfig(), new(Generator: generator))) { }
+        Assert.Equal(before, generator.GetStateBytes());
+        Assert.False(Init.IsSkipping);
+
+        // Without the scope the same construction initialises every Linear and Conv2d from it.
+        using (new UNet2DConditionModel(TinyUnetConfig(), new(Generator: generator))) { }
+        Assert.NotEqual(before, generator.GetStateBytes());
+    }
 }
