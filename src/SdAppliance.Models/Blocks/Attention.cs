@@ -147,19 +147,17 @@ public sealed class Attention : Module
     }
 
     /// <summary>
-    /// The scores and their softmax in float32, then back to the input precision for the product
-    /// with v, as diffusers' classic processor does with upcast_attention/upcast_softmax: half
-    /// precision q·kᵀ overflows for SD 2.x's large activations.
+    /// Attention computed in float32 for half-precision inputs, as upcast_attention/upcast_softmax
+    /// ask: half precision q·kᵀ overflows for SD 2.x's large activations. Unlike diffusers' classic
+    /// processor (which multiplies the float32 probabilities, cast back to half, with v), the whole
+    /// product stays in float32 so the fused kernels can run it without materialising the scores.
     /// </summary>
     private Tensor AttendUpcast(Tensor q, Tensor k, Tensor v)
     {
         using var q32 = q.Float();
         using var k32 = k.Float();
-        using var kt = k32.Transpose(-1, -2);
-        using var raw = q32.Matmul(kt);
-        using var scores = raw.Mul(Scale);
-        using var probs32 = scores.Softmax(-1);
-        using var probs = probs32.To(v.DType);
-        return probs.Matmul(v);
+        using var v32 = v.Float();
+        using var attended = Functional.ScaledDotProductAttention(q32, k32, v32, scale: Scale);
+        return attended.To(q.DType);
     }
 }
