@@ -68,7 +68,7 @@ public sealed class DdimScheduler : Scheduler
         var prev = Math.Sqrt(alphaProdPrev) * x0 + Math.Sqrt(1 - alphaProdPrev - stdDev * stdDev) * eps;
         if (Eta > 0)
         {
-            var z = (noise ?? NoiseSource.Default).Randn(modelOutput.Shape, mo.DType, modelOutput.Device);
+            var z = (noise ?? NoiseSource.Default).Randn(modelOutput.Shape, modelOutput.DType, modelOutput.Device);
             prev = prev + stdDev * z;
         }
         return new SchedulerOutput(CastLike(prev, modelOutput).MoveToOuterScope(), CastLike(x0, modelOutput).MoveToOuterScope());

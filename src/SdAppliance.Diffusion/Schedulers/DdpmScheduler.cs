@@ -75,7 +75,7 @@ public sealed class DdpmScheduler : Scheduler
 
         if (t > 0)
         {
-            var z = (noise ?? NoiseSource.Default).Randn(mo.Shape, mo.DType, modelOutput.Device);
+            var z = (noise ?? NoiseSource.Default).Randn(mo.Shape, modelOutput.DType, modelOutput.Device);
             var small = Math.Max(betaProdPrev / betaProd * currentBeta, 1e-20);
             prev = variance switch
             {

@@ -157,14 +157,14 @@ public sealed class DpmSolverMultistepScheduler : SigmaScheduler
 
         using var scope = Torch.Torch.NewDisposeScope();
         var mo = Upcast(modelOutput);
-        var x = sample.To(DType.Float32);
+        var x = Upcast(sample);
         var converted = ConvertModelOutput(mo, x, index);
         modelOutputs[0]?.Dispose();
         for (var i = 0; i < solverOrder - 1; i++) modelOutputs[i] = modelOutputs[i + 1];
         modelOutputs[^1] = converted.Alias().DetachFromDisposeScope();
 
         Tensor? z = algorithm.StartsWith("sde-", StringComparison.Ordinal)
-            ? (noise ?? NoiseSource.Default).Randn(mo.Shape, DType.Float32, modelOutput.Device)
+            ? (noise ?? NoiseSource.Default).Randn(mo.Shape, x.DType, modelOutput.Device)
             : null;
 
         Tensor prev;

@@ -46,11 +46,11 @@ public sealed class EulerAncestralDiscreteScheduler : SigmaScheduler
 
         using var scope = Torch.Torch.NewDisposeScope();
         var mo = Upcast(modelOutput);
-        var x = sample.To(DType.Float32);
+        var x = Upcast(sample);
         var x0 = PredictOriginalSigma(mo, x, sigmaFrom);
         var derivative = (x - x0) / sigmaFrom;
         var prev = x + derivative * (sigmaDown - sigmaFrom);
-        var z = (noise ?? NoiseSource.Default).Randn(modelOutput.Shape, mo.DType, modelOutput.Device);
+        var z = (noise ?? NoiseSource.Default).Randn(modelOutput.Shape, modelOutput.DType, modelOutput.Device);
         prev = prev + z * sigmaUp;
         StepIndex = index + 1;
         return new SchedulerOutput(CastLike(prev, modelOutput).MoveToOuterScope(), x0.MoveToOuterScope());

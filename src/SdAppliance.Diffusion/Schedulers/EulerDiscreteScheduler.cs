@@ -65,10 +65,10 @@ public sealed class EulerDiscreteScheduler : SigmaScheduler
 
         using var scope = Torch.Torch.NewDisposeScope();
         var mo = Upcast(modelOutput);
-        var x = sample.To(DType.Float32);
+        var x = Upcast(sample);
         if (gamma > 0)
         {
-            var eps = (noise ?? NoiseSource.Default).Randn(mo.Shape, mo.DType, modelOutput.Device) * SNoise;
+            var eps = (noise ?? NoiseSource.Default).Randn(mo.Shape, modelOutput.DType, modelOutput.Device) * SNoise;
             x = x + eps * Math.Sqrt(sigmaHat * sigmaHat - sigma * sigma);
         }
         var x0 = PredictionType == "epsilon" ? x - sigmaHat * mo : PredictOriginalSigma(mo, x, sigma);

@@ -79,7 +79,7 @@ public sealed class LcmScheduler : Scheduler
         Tensor prev;
         if (index != steps - 1)
         {
-            var z = (noise ?? NoiseSource.Default).Randn(mo.Shape, denoised.DType, modelOutput.Device);
+            var z = (noise ?? NoiseSource.Default).Randn(mo.Shape, modelOutput.DType, modelOutput.Device);
             prev = Math.Sqrt(alphaProdPrev) * denoised + Math.Sqrt(betaProdPrev) * z;
         }
         else

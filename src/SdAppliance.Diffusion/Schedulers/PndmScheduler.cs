@@ -43,7 +43,7 @@ public sealed class PndmScheduler : Scheduler
         {
             "linspace" => ScheduleMath.Linspace(0, n - 1, numInferenceSteps).Select(v => (long)ScheduleMath.Round(v)).ToArray(),
             "leading" => Enumerable.Range(0, numInferenceSteps).Select(i => (long)i * (n / numInferenceSteps) + (Config.StepsOffset ?? 0)).ToArray(),
-            "trailing" => ScheduleMath.Arange(n, 0, -(double)n / numInferenceSteps).Select(v => (long)ScheduleMath.Round(v) - 1).Reverse().ToArray(),
+            "trailing" => ScheduleMath.Spacing("trailing", n, numInferenceSteps, 0, roundLinspace: true).Select(v => (long)v).Reverse().ToArray(),
             _ => throw new NotSupportedException($"timestep_spacing '{Config.TimestepSpacing}' is not supported (leading, trailing, linspace)"),
         };
 

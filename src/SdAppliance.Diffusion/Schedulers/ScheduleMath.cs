@@ -109,8 +109,7 @@ internal static class ScheduleMath
 
     /// <summary>
     /// NumPy's <c>arange(start, stop, step)</c> for floats: length ⌈(stop − start)/step⌉ and values
-    /// start + i·δ with δ re-derived from the first two elements, as NumPy's fill does. (That length
-    /// rule is why trailing spacing with 61 steps yields 62 timesteps in diffusers; we keep it.)
+    /// start + i·δ with δ re-derived from the first two elements, as NumPy's fill does.
     /// </summary>
     public static double[] Arange(double start, double stop, double step)
     {
@@ -202,12 +201,20 @@ internal static class ScheduleMath
             case "trailing":
             {
                 var ratio = (double)numTrainTimesteps / steps;
-                return Arange(numTrainTimesteps, 0, -ratio).Select(t => Round(t) - 1).ToArray();
+                return TrailingTimesteps(numTrainTimesteps, ratio);
             }
             default:
                 throw new NotSupportedException($"timestep_spacing '{spacing}' is not supported (leading, trailing, linspace)");
         }
     }
+
+    /// <summary>
+    /// round(arange(start, 0, −ratio)) − 1. NumPy's length rule can add one element just below 0
+    /// (e.g. 61 steps of 1000), which would become timestep −1 and make diffusers index ᾱ[−1], the
+    /// noisiest level; we drop it.
+    /// </summary>
+    private static double[] TrailingTimesteps(double start, double ratio) =>
+        Arange(start, 0, -ratio).Select(t => Round(t) - 1).Where(t => t >= 0).ToArray();
 
     /// <summary>
     /// DPM-Solver's and UniPC's spacings: n + 1 points with the last one dropped, so the final
@@ -233,7 +240,7 @@ internal static class ScheduleMath
             case "trailing":
             {
                 var ratio = (double)numTrainTimesteps / steps;
-                return Arange(lastTimestep, 0, -ratio).Select(t => Round(t) - 1).ToArray();
+                return TrailingTimesteps(lastTimestep, ratio);
             }
             default:
                 throw new NotSupportedException($"timestep_spacing '{spacing}' is not supported (leading, trailing, linspace)");

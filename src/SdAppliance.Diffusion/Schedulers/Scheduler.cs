@@ -15,8 +15,9 @@ public readonly record struct SchedulerOutput(Tensor PrevSample, Tensor? PredOri
 /// <para>
 /// The scheduler owns <see cref="Timesteps"/>, <see cref="Sigmas"/> and the model outputs it keeps
 /// between steps; the tensors its methods return belong to the caller (and to the caller's dispose
-/// scope). Steps compute in float32 at least (half-precision inputs are upcast) and return the
-/// model output's dtype, as diffusers does.
+/// scope). Steps compute in float32 at least (half-precision inputs are upcast; float64 stays
+/// float64) and return the model output's dtype. Noise is drawn in the model output's dtype, as
+/// diffusers draws it, so the same generator gives the same numbers.
 /// </para>
 /// </summary>
 public abstract class Scheduler : IDisposable

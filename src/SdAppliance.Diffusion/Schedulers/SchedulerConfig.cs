@@ -141,7 +141,7 @@ public sealed partial record SchedulerConfig
     /// diffusers writes float('inf') as the bare token <c>-Infinity</c>, which is not JSON; quote
     /// such tokens (outside strings) so the named-literal number handling reads them.
     /// </summary>
-    private static string QuoteNonFiniteLiterals(string json)
+    internal static string QuoteNonFiniteLiterals(string json)
     {
         if (!json.Contains("Infinity", StringComparison.Ordinal) && !json.Contains("NaN", StringComparison.Ordinal)) return json;
         var sb = new StringBuilder(json.Length + 16);

@@ -70,9 +70,13 @@ public abstract class SigmaScheduler : Scheduler
         return Config.TimestepSpacing is "linspace" or "trailing" ? max : MathF.Sqrt(max * max + 1f);
     }
 
-    /// <summary>x / √(σ² + 1): unit variance for the model (float32 divisor, as diffusers).</summary>
+    /// <summary>
+    /// x / √(σ² + 1): unit variance for the model. The divisor is computed in float32 as diffusers'
+    /// 0-d tensor does (bit-identical inputs for float32 samples); float64 samples get it in float64.
+    /// </summary>
     protected static Tensor ScaleBySigma(Tensor sample, double sigma)
     {
+        if (sample.DType == DType.Float64) return sample / Math.Sqrt(sigma * sigma + 1);
         var s = (float)sigma;
         return sample / (double)MathF.Sqrt(s * s + 1f);
     }
