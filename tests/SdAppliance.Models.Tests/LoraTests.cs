@@ -65,7 +65,7 @@ public sealed class LoraTests : IDisposable
 
         using var file = LoraFile.Load(path);
         Assert.Equal("style", file.Name);
-        using (var patch = LoraPatch.Apply([(file, 0.8)], new Dictionary<LoraTarget, Module> { [LoraTarget.Unet] = model }))
+        using (var patch = LoraPatch.Apply([new LoraApplication(file, 0.8)], new Dictionary<LoraTarget, Module> { [LoraTarget.Unet] = model }))
         {
             Assert.Equal(2, patch.PatchedCount);
             Assert.Equal(["style: Unet missing_module"], patch.Unmatched);
@@ -96,7 +96,7 @@ public sealed class LoraTests : IDisposable
             new SafetensorsTensor(upKey, SafetensorsDType.F32, [3, 1], Bytes([1f, 1f, 1f])),
         ]);
         using var file = LoraFile.Load(path);
-        using var patch = LoraPatch.Apply([(file, 1.0)], new Dictionary<LoraTarget, Module> { [LoraTarget.Unet] = model });
+        using var patch = LoraPatch.Apply([new LoraApplication(file, 1.0)], new Dictionary<LoraTarget, Module> { [LoraTarget.Unet] = model });
         Assert.Empty(patch.Unmatched);
         AssertClose(before.Select(v => v + 1f).ToArray(), q.ToArray<float>());
     }
@@ -112,7 +112,7 @@ public sealed class LoraTests : IDisposable
             new SafetensorsTensor("lora_unet_attn1_to_q.lora_up.weight", SafetensorsDType.F32, [3, 1], new byte[12]),
         ]);
         using var file = LoraFile.Load(path);
-        var e = Assert.Throws<InvalidDataException>(() => LoraPatch.Apply([(file, 1.0)], new Dictionary<LoraTarget, Module> { [LoraTarget.Unet] = model }));
+        var e = Assert.Throws<InvalidDataException>(() => LoraPatch.Apply([new LoraApplication(file, 1.0)], new Dictionary<LoraTarget, Module> { [LoraTarget.Unet] = model }));
         Assert.Contains("attn1_to_q", e.Message);
         Assert.Contains("another model", e.Message);
     }

@@ -51,13 +51,13 @@ public sealed class StableDiffusionPipeline
         var prompt = PromptAdapters.Extract(request.Prompt);
         var negative = PromptAdapters.Extract(request.NegativePrompt);
 
-        var loras = new List<(LoraFile, double)>();
+        var loras = new List<LoraApplication>();
         try
         {
             foreach (var adapter in prompt.Adapters.Where(a => a.IsLora))
-                loras.Add((LoraFile.Load(FindLora(adapter.Name)), adapter.UnetWeight));
+                loras.Add(new LoraApplication(LoraFile.Load(FindLora(adapter.Name)), adapter.Multiplier, adapter.UnetMultiplier));
             foreach (var (path, weight) in request.Loras)
-                loras.Add((LoraFile.Load(path), weight));
+                loras.Add(new LoraApplication(LoraFile.Load(path), weight, weight));
             using var patch = loras.Count == 0 ? null : LoraPatch.Apply(loras, LoraTargets());
             using var embeddings = LoadEmbeddings();
             using var inference = Autograd.InferenceMode();
@@ -75,7 +75,7 @@ public sealed class StableDiffusionPipeline
         }
         finally
         {
-            foreach (var (file, _) in loras) file.Dispose();
+            foreach (var lora in loras) lora.File.Dispose();
         }
     }
 
@@ -137,7 +137,7 @@ public sealed class StableDiffusionPipeline
     {
         var library = new EmbeddingLibrary(model.Tokenizer);
         foreach (var folder in folders.EmbeddingFolders)
-            foreach (var file in Directory.Exists(folder) ? Directory.EnumerateFiles(folder, "*.safetensors").Order(StringComparer.Ordinal) : [])
+            foreach (var file in Directory.Exists(folder) ? Directory.EnumerateFiles(folder, "*.safetensors").Order(StringComparer.Ordinal) : Enumerable.Empty<string>())
             {
                 var embedding = TextualInversionEmbedding.Load(file);
                 if (embedding.Vectors.Size(1) != model.TextEncoder.Config.HiddenSize || (model.IsSdxl && embedding.Vectors2 is null))
@@ -215,8 +215,9 @@ public sealed class StableDiffusionPipeline
     {
         var resized = init.Width == width && init.Height == height ? init : ImageTensors.Resize(init, width, height);
         var pixels = ImageTensors.ToTensor(resized, model.Device).To(model.DType);
-        var posterior = model.Vae.Encode(Repeat(pixels, batch));
-        return posterior.Sample(noise).Mul(model.Vae.Config.ScalingFactor);
+        using var posterior = model.Vae.Encode(Repeat(pixels, batch));
+        var draw = noise.Randn(posterior.Mean.Shape, model.DType, model.Device);
+        return posterior.Sample(draw).Mul(model.Vae.Config.ScalingFactor);
     }
 
     /// <summary>Encodes prompt and negative prompt to the same number of chunks (the shorter padded with empty chunks, as A1111).</summary>

@@ -3,6 +3,12 @@ using SdAppliance.Torch.Nn;
 
 namespace SdAppliance.Models.Adapters;
 
+/// <summary>A LoRA file at A1111's two strengths: <c>&lt;lora:name:te:unet&gt;</c> (one number sets both).</summary>
+public sealed record LoraApplication(LoraFile File, double TextEncoderMultiplier, double UnetMultiplier)
+{
+    public LoraApplication(LoraFile file, double multiplier) : this(file, multiplier, multiplier) { }
+}
+
 /// <summary>
 /// LoRA weights merged into a model's Linear and Conv2d weights for inference (as A1111 does at
 /// the start of a generation), undone exactly on dispose: the original weights are kept aside,
@@ -27,7 +33,7 @@ public sealed class LoraPatch : IDisposable
     /// may give a second underscored name for a module path (kohya writes SDXL UNet names in the
     /// original ldm layout: input_blocks_4_1_…).
     /// </summary>
-    public static LoraPatch Apply(IReadOnlyList<(LoraFile File, double Multiplier)> loras, IReadOnlyDictionary<LoraTarget, Module> targets,
+    public static LoraPatch Apply(IReadOnlyList<LoraApplication> loras, IReadOnlyDictionary<LoraTarget, Module> targets,
         Func<LoraTarget, string, string?>? alternateName = null)
     {
         var patch = new LoraPatch();
@@ -35,15 +41,16 @@ public sealed class LoraPatch : IDisposable
         {
             var index = targets.ToDictionary(t => t.Key, t => IndexModules(t.Key, t.Value, alternateName));
             using var noGrad = Autograd.NoGrad();
-            foreach (var (file, multiplier) in loras)
-                foreach (var lora in file.Modules)
+            foreach (var application in loras)
+                foreach (var lora in application.File.Modules)
                 {
                     if (!index.TryGetValue(lora.Target, out var modules) || !modules.TryGetValue(lora.Name, out var weight))
                     {
-                        patch.Unmatched.Add($"{file.Name}: {lora.Target} {lora.Name}");
+                        patch.Unmatched.Add($"{application.File.Name}: {lora.Target} {lora.Name}");
                         continue;
                     }
-                    patch.Merge(weight, lora, multiplier, file.Name);
+                    var multiplier = lora.Target == LoraTarget.Unet ? application.UnetMultiplier : application.TextEncoderMultiplier;
+                    if (multiplier != 0) patch.Merge(weight, lora, multiplier, application.File.Name);
                 }
             return patch;
         }
