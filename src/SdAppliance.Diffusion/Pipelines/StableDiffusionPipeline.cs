@@ -137,7 +137,7 @@ public sealed class StableDiffusionPipeline
     {
         var library = new EmbeddingLibrary(model.Tokenizer);
         foreach (var folder in folders.EmbeddingFolders)
-            foreach (var file in Directory.Exists(folder) ? Directory.EnumerateFiles(folder, "*.safetensors").Order(StringComparer.Ordinal) : Enumerable.Empty<string>())
+            foreach (var file in Directory.Exists(folder) ? Directory.EnumerateFiles(folder).Where(IsEmbeddingFile).Order(StringComparer.Ordinal) : Enumerable.Empty<string>())
             {
                 var embedding = TextualInversionEmbedding.Load(file);
                 if (embedding.Vectors.Size(1) != model.TextEncoder.Config.HiddenSize || (model.IsSdxl && embedding.Vectors2 is null))
@@ -147,6 +147,8 @@ public sealed class StableDiffusionPipeline
             }
         return library;
     }
+
+    private static bool IsEmbeddingFile(string file) => Path.GetExtension(file).ToLowerInvariant() is ".safetensors" or ".pt" or ".bin";
 
     // ---- the sampling loop ----
     private List<RgbImage> Sample(GenerationRequest request, string prompt, string negative, EmbeddingLibrary embeddings,

@@ -17,16 +17,6 @@ public sealed class EmbeddingLibrary : ITextualInversionLookup, IDisposable
 
     public IReadOnlyDictionary<string, TextualInversionEmbedding> Embeddings => byName;
 
-    /// <summary>Loads every embedding file (.safetensors, .pt, .bin) in <paramref name="folder"/>, if it exists.</summary>
-    public static EmbeddingLibrary FromFolder(ClipTokenizer tokenizer, string? folder)
-    {
-        var library = new EmbeddingLibrary(tokenizer);
-        if (folder is null || !Directory.Exists(folder)) return library;
-        foreach (var file in Directory.EnumerateFiles(folder).Where(f => Path.GetExtension(f).ToLowerInvariant() is ".safetensors").Order(StringComparer.Ordinal))
-            library.Add(TextualInversionEmbedding.Load(file));
-        return library;
-    }
-
     public void Add(TextualInversionEmbedding embedding)
     {
         var tokens = tokenizer.Encode(embedding.Name).ToArray();
