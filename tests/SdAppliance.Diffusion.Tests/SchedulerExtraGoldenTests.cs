@@ -23,7 +23,7 @@ public class SchedulerExtraGoldenTests
     private static JsonElement LoadRecipe()
     {
         using var golden = SafetensorsReader.Open(Fixture(File));
-        return JsonDocument.Parse(golden.Metadata["recipe"]).RootElement.Clone();
+        return JsonDocument.Parse(SchedulerConfig.QuoteNonFiniteLiterals(golden.Metadata["recipe"])).RootElement.Clone();
     }
 
     public static TheoryData<string> LoopSetups =>
@@ -59,6 +59,27 @@ public class SchedulerExtraGoldenTests
             Assert.Equal(expected.GetProperty("order").GetInt32(), s.Order);
             using var sigmas = golden.Get($"{setup}/n{n}/sigmas", optional: true);
             if (sigmas is not null) AssertClose(sigmas, s.Sigmas!, $"{setup} n{n} sigmas");
+        }
+    }
+
+    /// <summary>
+    /// Every constructor setting of the reference class, defaults included, has the same value in
+    /// our resolved config (a setting we do not model must be null there, i.e. unused).
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(LoopSetups))]
+    public void ResolvedSettingsEqualTheReferenceConstructors(string setup)
+    {
+        using var s = Build(setup);
+        using var ours = JsonDocument.Parse(SchedulerConfig.QuoteNonFiniteLiterals(s.Config.ToJson()));
+        foreach (var p in Recipe.GetProperty(setup).GetProperty("config").EnumerateObject())
+        {
+            if (!ours.RootElement.TryGetProperty(p.Name, out var value))
+            {
+                Assert.True(p.Value.ValueKind == JsonValueKind.Null, $"{setup}: {p.Name} = {p.Value} is missing from our config");
+                continue;
+            }
+            Assert.True(JsonElement.DeepEquals(p.Value, value), $"{setup}: {p.Name} is {value}, the reference has {p.Value}");
         }
     }
 
