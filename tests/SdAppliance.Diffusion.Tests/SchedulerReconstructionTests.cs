@@ -67,9 +67,30 @@ public class SchedulerReconstructionTests
         }
     }
 
+    public static TheoryData<string, int> StepCounts
+    {
+        get
+        {
+            var data = new TheoryData<string, int>();
+            foreach (var c in Cases)
+                foreach (var steps in new[] { 1, 2, 3, 50 })
+                    if (!(c.Case == "pndm_prk" && steps < 4)) data.Add(c.Case, steps);
+            return data;
+        }
+    }
+
     [Theory]
     [MemberData(nameof(All))]
-    public void PerfectDenoiserReconstructsTheCleanSample(string caseName, string prediction, string spacing)
+    public void PerfectDenoiserReconstructsTheCleanSample(string caseName, string prediction, string spacing) =>
+        RunPerfectDenoiser(caseName, prediction, spacing, 10);
+
+    /// <summary>Short and long schedules: warm-up, lower-order-final and single-step edge cases.</summary>
+    [Theory]
+    [MemberData(nameof(StepCounts))]
+    public void PerfectDenoiserReconstructsForAnyStepCount(string caseName, int steps) =>
+        RunPerfectDenoiser(caseName, "epsilon", "leading", steps);
+
+    private static void RunPerfectDenoiser(string caseName, string prediction, string spacing, int steps)
     {
         var c = Cases.Single(x => x.Case == caseName);
         // diffusers' PNDM is exact only for ε with a constant stride: it extrapolates the raw model
@@ -81,7 +102,7 @@ public class SchedulerReconstructionTests
         var overrides = c.Overrides with { PredictionType = prediction, TimestepSpacing = spacing, SetAlphaToOne = true };
         using var scheduler = SchedulerRegistry.Create(c.Sampler, BaseConfig, overrides);
         if (scheduler is DdimScheduler ddim && caseName == "ddim_eta1") ddim.Eta = 1;
-        scheduler.SetTimesteps(10);
+        scheduler.SetTimesteps(steps);
 
         using var scope = Torch.Torch.NewDisposeScope();
         using var generator = new Generator(7);
