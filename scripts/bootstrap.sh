@@ -13,6 +13,8 @@ installed g++ || missing+=(g++)
 # OpenBLAS is installed (measured by tools/bench-engine: 2048x2048 matmul 6 -> 104 GFLOP/s on one core).
 # The OpenMP flavour shares libtorch's libgomp thread pool instead of oversubscribing the cores.
 installed libopenblas0-openmp || missing+=(libopenblas0-openmp)
+# Image codecs for SdAppliance.Imaging (loaded at run time as libturbojpeg.so.0, libpng16.so.16, libwebp.so.7).
+for pkg in libturbojpeg0-dev libpng-dev libwebp-dev; do installed "$pkg" || missing+=("$pkg"); done
 if ! installed libtorch-dev; then
   if [[ -n "${SDAPP_LIBTORCH:-}" ]]; then
     echo "bootstrap: using libtorch from SDAPP_LIBTORCH=$SDAPP_LIBTORCH"

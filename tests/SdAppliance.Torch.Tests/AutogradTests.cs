@@ -1,17 +1,14 @@
-using SdAppliance.Torch.Native;
 
 namespace SdAppliance.Torch.Tests;
 
 [Collection(DefaultGeneratorCollection.Name)]
 public class AutogradTests
 {
-    private static Tensor Sum(Tensor t) => Op.Get("aten::sum").Begin().T(t).Call();
-
     [Fact]
     public void BackwardAccumulatesIntoLeaves()
     {
         using var a = Torch.Tensor([1f, 2f, 3f]).RequiresGrad_();
-        using var loss = Sum(a * a);
+        using var loss = (a * a).Sum();
         loss.Backward(retainGraph: true);
         loss.Backward();
         using var grad = a.Grad!;
@@ -24,7 +21,7 @@ public class AutogradTests
     public void BackwardTwiceWithoutRetainGraphFails()
     {
         using var a = Torch.Tensor([1f, 2f]).RequiresGrad_();
-        using var loss = Sum(a * a);
+        using var loss = (a * a).Sum();
         loss.Backward();
         var e = Assert.Throws<TorchException>(() => loss.Backward());
         Assert.Contains("second time", e.Message);
@@ -93,7 +90,7 @@ public class AutogradTests
             using var x = x0.Clone().RequiresGrad_();
             Torch.ManualSeed(11);
             using var y = checkpointed ? Autograd.Checkpoint(Block, x) : Block(x);
-            using var loss = Sum(y);
+            using var loss = y.Sum();
             loss.Backward();
             using var g = w.Grad!;
             grad = g.ToArray<float>();
@@ -122,7 +119,7 @@ public class AutogradTests
                 return t * 2;
             }
             using (var y = Autograd.Checkpoint(Block, x))
-            using (var loss = Sum(y))
+            using (var loss = y.Sum())
                 loss.Backward();
             return new WeakReference(marker);
         }
@@ -148,11 +145,11 @@ public class AutogradTests
         using (Autograd.Autocast(DeviceType.Cpu, DType.BFloat16))
         {
             Assert.True(Autograd.IsAutocastEnabled(DeviceType.Cpu));
-            using var y = Op.Get("aten::mm").Begin().T(a).T(a).Call();
+            using var y = a.Mm(a);
             Assert.Equal(DType.BFloat16, y.DType);
         }
         Assert.False(Autograd.IsAutocastEnabled(DeviceType.Cpu));
-        using var z = Op.Get("aten::mm").Begin().T(a).T(a).Call();
+        using var z = a.Mm(a);
         Assert.Equal(DType.Float32, z.DType);
     }
 }

@@ -96,10 +96,10 @@ public class OptimStateTests
         }
         Assert.NotEmpty(straight.State);
 
-        // Interrupted run: save parameters, optimizer and scheduler state as a checkpoint would.
+        // Interrupted run: save parameters, optimizer state (to a file) and scheduler state as a checkpoint would.
         (float[] W, float[] B) checkpoint;
-        Dictionary<string, Tensor> savedTensors;
-        string savedJson, savedScheduler;
+        var statePath = Path.Combine(Path.GetTempPath(), $"sdapp-optim-{Guid.NewGuid():N}.safetensors");
+        string savedScheduler;
         using (var problem = new Problem(W0, B0))
         using (var opt = Make(name, problem.Params))
         {
@@ -107,16 +107,16 @@ public class OptimStateTests
             problem.Train(opt, scheduler, SavedAt);
             checkpoint = problem.Values;
             using var state = opt.StateDict();
-            savedTensors = state.Tensors.ToDictionary(kv => kv.Key, kv => kv.Value.Clone().DetachFromDisposeScope());
-            savedJson = state.Json.ToJsonString();
+            state.Save(statePath);
             savedScheduler = scheduler.StateDict().ToJsonString();
         }
 
         // Fresh parameters from the checkpoint, a fresh optimizer and scheduler, then the saved state.
         using (var problem = new Problem(checkpoint.W, checkpoint.B))
         using (var opt = Make(name, problem.Params))
-        using (var loaded = new OptimizerStateDict(savedTensors, JsonNode.Parse(savedJson)!.AsObject()))
+        using (var loaded = OptimizerStateDict.Load(statePath))
         {
+            File.Delete(statePath);
             var scheduler = new LrScheduler(opt, Schedule);
             opt.LoadStateDict(loaded);
             scheduler.LoadStateDict(JsonNode.Parse(savedScheduler)!.AsObject());

@@ -57,7 +57,7 @@ public sealed class SafetensorsTorchTests : IDisposable
         var path = Path.Combine(folder, "t.safetensors");
         using var scope = Torch.NewDisposeScope();
         var m = Torch.Tensor([1f, 2f, 3f, 4f, 5f, 6f], 2, 3);
-        var transposed = Native.Op.Get("aten::t").Begin().T(m).Call();
+        var transposed = m.T();
         Assert.False(transposed.IsContiguous);
         Safetensors.Save(path, [new("t", transposed)]);
         var loaded = Safetensors.Load(path)["t"];

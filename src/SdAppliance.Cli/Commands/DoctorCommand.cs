@@ -102,7 +102,7 @@ public static class DoctorCommand
         var path = Path.Combine(AppContext.BaseDirectory, OriginFile);
         if (!File.Exists(path)) return "unknown (no " + OriginFile + " next to the assemblies)";
         var parts = File.ReadAllText(path).Trim().Split('|');
-        return parts.Length == 2 ? $"{parts[0]} ({parts[1]})" : parts[0];
+        return parts.Length >= 2 ? $"{parts[0]} ({parts[1]})" : parts[0];
     }
 
     private static string GiB(long bytes) => (bytes / (1024.0 * 1024 * 1024)).ToString("0.0", CultureInfo.InvariantCulture) + " GiB";

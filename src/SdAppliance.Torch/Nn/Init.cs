@@ -8,9 +8,37 @@ namespace SdAppliance.Torch.Nn;
 /// </summary>
 public static class Init
 {
+    [ThreadStatic] private static int skipDepth;
+
+    /// <summary>
+    /// Until the returned scope is disposed, the initialisers on this thread leave tensors as
+    /// allocated (uninitialised <c>Torch.Empty</c> memory) and draw nothing, as PyTorch's
+    /// <c>skip_init</c>: for a model whose weights are about to be loaded, or built only for its
+    /// names and shapes, where filling gigabytes would be wasted (and would touch every page).
+    /// </summary>
+    public static SkipInitScope Skip() => new();
+
+    /// <summary>Whether a <see cref="Skip"/> scope is open on this thread.</summary>
+    public static bool IsSkipping => skipDepth > 0;
+
+    public sealed class SkipInitScope : IDisposable
+    {
+        private bool disposed;
+
+        internal SkipInitScope() => skipDepth++;
+
+        public void Dispose()
+        {
+            if (disposed) return;
+            disposed = true;
+            skipDepth--;
+        }
+    }
+
     /// <summary>Fills with U(from, to), as <c>uniform_</c>.</summary>
     public static Tensor Uniform_(Tensor tensor, double from = 0, double to = 1, Generator? generator = null)
     {
+        if (IsSkipping) return tensor;
         using var noGrad = Autograd.NoGrad();
         return Op.Get("aten::uniform_").Begin().T(tensor).D(from).D(to).Gen(generator).CallInPlace(tensor);
     }
@@ -18,18 +46,21 @@ public static class Init
     /// <summary>Fills with N(mean, std²), as <c>normal_</c>.</summary>
     public static Tensor Normal_(Tensor tensor, double mean = 0, double std = 1, Generator? generator = null)
     {
+        if (IsSkipping) return tensor;
         using var noGrad = Autograd.NoGrad();
         return Op.Get("aten::normal_").Begin().T(tensor).D(mean).D(std).Gen(generator).CallInPlace(tensor);
     }
 
     public static Tensor Zeros_(Tensor tensor)
     {
+        if (IsSkipping) return tensor;
         using var noGrad = Autograd.NoGrad();
         return tensor.Zero_();
     }
 
     public static Tensor Ones_(Tensor tensor)
     {
+        if (IsSkipping) return tensor;
         using var noGrad = Autograd.NoGrad();
         return tensor.Fill_(1);
     }

@@ -1,3 +1,4 @@
+using SdAppliance.Torch.Serialization;
 using System.Text.Json.Nodes;
 
 namespace SdAppliance.Torch.Optim;
@@ -13,6 +14,21 @@ public sealed class OptimizerStateDict(IReadOnlyDictionary<string, Tensor> tenso
 
     /// <summary><c>{"optimizer": name, "state": {"0": {"step": n}, ...}, "param_groups": [{hyperparameters..., "params": [ids]}]}</c>.</summary>
     public JsonObject Json { get; } = json;
+
+    private const string JsonKey = "optimizer_state";
+
+    /// <summary>Writes the state to one .safetensors file (tensors, and the JSON part as metadata), atomically.</summary>
+    public void Save(string path) =>
+        Safetensors.Save(path, Tensors, new Dictionary<string, string> { [JsonKey] = Json.ToJsonString() });
+
+    /// <summary>Reads a state written by <see cref="Save"/>; pass it to the optimizer's LoadStateDict.</summary>
+    public static OptimizerStateDict Load(string path)
+    {
+        using var reader = SafetensorsReader.Open(path);
+        if (!reader.Metadata.TryGetValue(JsonKey, out var json) || JsonNode.Parse(json) is not JsonObject state)
+            throw new InvalidDataException($"'{path}' is not an optimizer state: its metadata has no '{JsonKey}' object");
+        return new OptimizerStateDict(reader.LoadAll(), state);
+    }
 
     public void Dispose()
     {

@@ -83,7 +83,7 @@ public static class Safetensors
 
     internal static bool EngineHasFloat8 => Version.TryParse(Engine.TorchVersion.Split('+')[0], out var v) && v >= new Version(2, 1);
 
-    internal static DType ToTorch(SafetensorsDType dtype, string name, string path) => dtype switch
+    public static DType ToTorch(SafetensorsDType dtype, string name, string path) => dtype switch
     {
         SafetensorsDType.Bool => DType.Bool,
         SafetensorsDType.U8 => DType.UInt8,
@@ -100,7 +100,7 @@ public static class Safetensors
         _ => throw new SafetensorsFormatException(path, $"tensor '{name}' has dtype {dtype.ToHeaderName()}, which libtorch {Engine.TorchVersion} has no type for; convert it to a signed or floating type"),
     };
 
-    internal static SafetensorsDType ToSafetensors(DType dtype, string name) => dtype switch
+    public static SafetensorsDType ToSafetensors(DType dtype, string name) => dtype switch
     {
         DType.Bool => SafetensorsDType.Bool,
         DType.UInt8 => SafetensorsDType.U8,

@@ -1,0 +1,294 @@
+using System.Globalization;
+using SdAppliance.Diffusion.Images;
+using SdAppliance.Diffusion.Prompts;
+using SdAppliance.Diffusion.Schedulers;
+using SdAppliance.Imaging;
+using SdAppliance.Models.Adapters;
+using SdAppliance.Models.Loading;
+using SdAppliance.Models.TextEncoders;
+using SdAppliance.Models.Tokenization;
+using SdAppliance.Models.Unet;
+using SdAppliance.Torch;
+using SdAppliance.Torch.Nn;
+
+namespace SdAppliance.Diffusion.Pipelines;
+
+/// <param name="LoraFolders">Where <c>&lt;lora:NAME:w&gt;</c> finds <c>NAME.safetensors</c>.</param>
+/// <param name="EmbeddingFolders">Textual-inversion embeddings, used when their file name appears in a prompt.</param>
+public sealed record AdapterFolders(IReadOnlyList<string> LoraFolders, IReadOnlyList<string> EmbeddingFolders)
+{
+    public static AdapterFolders None { get; } = new([], []);
+}
+
+/// <summary>
+/// txt2img and img2img in the order of operations of diffusers' <c>StableDiffusionPipeline</c> (and
+/// its SDXL and img2img variants), so that on CPU in float32 a seed reproduces the reference: initial
+/// latents from <c>Generator(seed + i)</c>, the stochastic samplers' noise from the same generator,
+/// the <c>[uncond, cond]</c> guidance batch, the VAE scaling and NumPy's rounding to uint8. Prompts
+/// are read the A1111 way: emphasis, <c>BREAK</c>, 75-token chunks, adapters in angle brackets.
+/// </summary>
+public sealed class StableDiffusionPipeline
+{
+    private readonly StableDiffusionModel model;
+    private readonly AdapterFolders folders;
+
+    public StableDiffusionPipeline(StableDiffusionModel model, AdapterFolders? folders = null)
+    {
+        this.model = model;
+        this.folders = folders ?? AdapterFolders.None;
+    }
+
+    public StableDiffusionModel Model => model;
+
+    /// <summary>The model hash A1111 shows (first 10 hex digits of the file's SHA-256); null leaves it out.</summary>
+    public string? ModelHash { get; init; }
+
+    public IReadOnlyList<GeneratedImage> Generate(GenerationRequest request, IProgress<GenerationProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        Validate(request);
+        var seed = request.Seed >= 0 ? request.Seed : Random.Shared.NextInt64(0, 4294967295L);
+        var (width, height) = Size(request);
+        var prompt = PromptAdapters.Extract(request.Prompt);
+        var negative = PromptAdapters.Extract(request.NegativePrompt);
+
+        var loras = new List<LoraApplication>();
+        try
+        {
+            foreach (var adapter in prompt.Adapters.Where(a => a.IsLora))
+                loras.Add(new LoraApplication(LoraFile.Load(FindLora(adapter.Name)), adapter.Multiplier, adapter.UnetMultiplier));
+            foreach (var (path, weight) in request.Loras)
+                loras.Add(new LoraApplication(LoraFile.Load(path), weight, weight));
+            using var patch = loras.Count == 0 ? null : LoraPatch.Apply(loras, LoraTargets());
+            using var embeddings = LoadEmbeddings();
+            using var inference = Autograd.InferenceMode();
+
+            var generators = Enumerable.Range(0, request.BatchSize).Select(i => new Generator((ulong)(seed + i))).ToList();
+            try
+            {
+                var images = Sample(request, prompt.Text, negative.Text, embeddings, generators, width, height, progress, cancellationToken);
+                return [.. images.Select((image, i) => Finish(image, seed + i, request, width, height))];
+            }
+            finally
+            {
+                foreach (var g in generators) g.Dispose();
+            }
+        }
+        finally
+        {
+            foreach (var lora in loras) lora.File.Dispose();
+        }
+    }
+
+    private static void Validate(GenerationRequest request)
+    {
+        if (request.Steps < 1) throw new ArgumentException($"steps must be at least 1, got {request.Steps}");
+        if (request.BatchSize < 1) throw new ArgumentException($"batch size must be at least 1, got {request.BatchSize}");
+        if (request.ClipSkip < 1) throw new ArgumentException($"clip skip counts from 1 (the last layer), got {request.ClipSkip}");
+        if (request.InitImage is not null && request.Strength is <= 0 or > 1)
+            throw new ArgumentException($"strength must be in (0, 1], got {request.Strength.ToString(CultureInfo.InvariantCulture)}");
+        _ = SchedulerRegistry.TryFind(request.Sampler, out _) || SchedulerRegistry.ClassNames.Contains(request.Sampler)
+            ? true : throw new ArgumentException(SamplerError(request.Sampler));
+    }
+
+    private static string SamplerError(string name)
+    {
+        try
+        {
+            SchedulerRegistry.Find(name);
+            return "";
+        }
+        catch (ArgumentException e)
+        {
+            return e.Message;
+        }
+    }
+
+    private (int Width, int Height) Size(GenerationRequest request)
+    {
+        var multiple = model.VaeScaleFactor;
+        var width = request.Width ?? request.InitImage?.Width ?? model.DefaultResolution;
+        var height = request.Height ?? request.InitImage?.Height ?? model.DefaultResolution;
+        if (width % multiple != 0 || height % multiple != 0 || width < multiple || height < multiple)
+            throw new ArgumentException($"width and height must be positive multiples of {multiple}, got {width}x{height}");
+        return (width, height);
+    }
+
+    private string FindLora(string name)
+    {
+        foreach (var folder in folders.LoraFolders)
+            foreach (var ext in new[] { ".safetensors" })
+            {
+                var file = Path.Combine(folder, name + ext);
+                if (File.Exists(file)) return file;
+            }
+        throw new FileNotFoundException(folders.LoraFolders.Count == 0
+            ? $"the prompt names <lora:{name}>, but no LoRA folder is configured; pass the file with --lora FILE:WEIGHT"
+            : $"the prompt names <lora:{name}>, but {name}.safetensors is in none of: {string.Join(", ", folders.LoraFolders)}");
+    }
+
+    private Dictionary<LoraTarget, Module> LoraTargets()
+    {
+        var targets = new Dictionary<LoraTarget, Module> { [LoraTarget.Unet] = model.Unet, [LoraTarget.TextEncoder] = model.TextEncoder };
+        if (model.TextEncoder2 is not null) targets[LoraTarget.TextEncoder2] = model.TextEncoder2;
+        return targets;
+    }
+
+    private EmbeddingLibrary LoadEmbeddings()
+    {
+        var library = new EmbeddingLibrary(model.Tokenizer);
+        foreach (var folder in folders.EmbeddingFolders)
+            foreach (var file in Directory.Exists(folder) ? Directory.EnumerateFiles(folder).Where(IsEmbeddingFile).Order(StringComparer.Ordinal) : Enumerable.Empty<string>())
+            {
+                var embedding = TextualInversionEmbedding.Load(file);
+                if (embedding.Vectors.Size(1) != model.TextEncoder.Config.HiddenSize || (model.IsSdxl && embedding.Vectors2 is null))
+                    embedding.Dispose();  // made for another model family: A1111 lists these as skipped
+                else
+                    library.Add(embedding);
+            }
+        return library;
+    }
+
+    private static bool IsEmbeddingFile(string file) => Path.GetExtension(file).ToLowerInvariant() is ".safetensors" or ".pt" or ".bin";
+
+    // ---- the sampling loop ----
+    private List<RgbImage> Sample(GenerationRequest request, string prompt, string negative, EmbeddingLibrary embeddings,
+        List<Generator> generators, int width, int height, IProgress<GenerationProgress>? progress, CancellationToken cancellationToken)
+    {
+        using var scope = Torch.Torch.NewDisposeScope();
+        var batch = request.BatchSize;
+        var guided = request.CfgScale > 1;
+        var (cond, uncond) = EncodePrompts(prompt, negative, embeddings, request.ClipSkip);
+        var condBatch = Repeat(cond.PromptEmbeds, batch);
+        var embeds = guided ? Torch.Torch.Cat([Repeat(uncond.PromptEmbeds, batch), condBatch]) : condBatch;
+        var added = AddedConditions(cond, uncond, batch, width, height, guided);
+
+        using var scheduler = SchedulerRegistry.Create(request.Sampler, SchedulerConfig.FromJson(model.SchedulerConfig.ToJsonString()));
+        scheduler.SetTimesteps(request.Steps, model.Device);
+        var timesteps = scheduler.TimestepValues;
+        var noise = NoiseSource.FromGenerators(generators);
+        var latentShape = new long[] { batch, model.Unet.Config.InChannels, height / model.VaeScaleFactor, width / model.VaeScaleFactor };
+
+        Tensor latents;
+        var start = 0;
+        if (request.InitImage is { } init)
+        {
+            // diffusers' img2img: skip the first (1 - strength) of the schedule, noise the encoded image to where it starts.
+            var initSteps = Math.Min((int)(request.Steps * request.Strength), request.Steps);
+            start = Math.Max(request.Steps - initSteps, 0) * scheduler.Order;
+            scheduler.SetBeginIndex(start);
+            var initLatents = EncodeImage(init, width, height, batch, noise);
+            var startNoise = noise.Randn(latentShape, model.DType, model.Device);
+            using var t0 = Torch.Torch.Full([batch], timesteps[start], DType.Float32, model.Device);
+            latents = scheduler.AddNoise(initLatents, startNoise, t0);
+        }
+        else
+        {
+            latents = noise.Randn(latentShape, model.DType, model.Device).Mul(scheduler.InitNoiseSigma);
+        }
+        latents.DetachFromDisposeScope();
+
+        for (var i = start; i < timesteps.Count; i++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            using var stepScope = Torch.Torch.NewDisposeScope();
+            var t = timesteps[i];
+            var input = guided ? Torch.Torch.Cat([latents, latents]) : latents;
+            var scaled = scheduler.ScaleModelInput(input, t);
+            var prediction = model.Unet.Forward(scaled, t, embeds, added);
+            if (guided)
+            {
+                var halves = prediction.Chunk(2);
+                prediction = halves[0] + (halves[1] - halves[0]) * request.CfgScale;
+            }
+            var next = scheduler.Step(prediction, t, latents, noise).PrevSample.DetachFromDisposeScope();
+            latents.Dispose();
+            latents = next;
+            progress?.Report(new GenerationProgress(i - start + 1, timesteps.Count - start));
+        }
+
+        var decoded = model.Vae.Decode(latents.Div(model.Vae.Config.ScalingFactor));
+        latents.Dispose();
+        return [.. ImageTensors.ToImages(decoded)];
+    }
+
+    private static Tensor Repeat(Tensor t, int batch) => batch == 1 ? t : t.Repeat([batch, .. Enumerable.Repeat(1L, t.Dim - 1)]);
+
+    private Tensor EncodeImage(RgbImage init, int width, int height, int batch, NoiseSource noise)
+    {
+        var resized = init.Width == width && init.Height == height ? init : ImageTensors.Resize(init, width, height);
+        var pixels = ImageTensors.ToTensor(resized, model.Device).To(model.DType);
+        using var posterior = model.Vae.Encode(Repeat(pixels, batch));
+        var draw = noise.Randn(posterior.Mean.Shape, model.DType, model.Device);
+        return posterior.Sample(draw).Mul(model.Vae.Config.ScalingFactor);
+    }
+
+    /// <summary>Encodes prompt and negative prompt to the same number of chunks (the shorter padded with empty chunks, as A1111).</summary>
+    private (TextConditioning Cond, TextConditioning Uncond) EncodePrompts(string prompt, string negative, EmbeddingLibrary embeddings, int clipSkip)
+    {
+        var chunker = new PromptChunker(model.Tokenizer, embeddings);
+        var p = chunker.Chunk(prompt);
+        var n = chunker.Chunk(negative);
+        var chunks = Math.Max(p.Chunks.Count, n.Chunks.Count);
+        var cond = Encode(chunker, p, chunks, embeddings, clipSkip, prompt);
+        var uncond = model.IsSdxl && string.IsNullOrWhiteSpace(negative)
+            ? ZerosLike(cond)  // diffusers' force_zeros_for_empty_prompt for SDXL
+            : Encode(chunker, n, chunks, embeddings, clipSkip, negative);
+        return (cond, uncond);
+    }
+
+    private static TextConditioning ZerosLike(TextConditioning c) =>
+        new(Torch.Torch.ZerosLike(c.PromptEmbeds), c.PooledPromptEmbeds is null ? null : Torch.Torch.ZerosLike(c.PooledPromptEmbeds));
+
+    private TextConditioning Encode(PromptChunker chunker, ChunkedPrompt chunked, int chunkCount, EmbeddingLibrary embeddings, int clipSkip, string text)
+    {
+        var all = chunked.Chunks.Concat(Enumerable.Range(0, chunkCount - chunked.Chunks.Count).Select(_ => chunker.EmptyChunk())).ToList();
+        var placed = new List<ChunkEmbedding>();
+        for (var c = 0; c < all.Count; c++)
+            foreach (var fix in all[c].Fixes)
+            {
+                var e = embeddings.Embeddings[fix.Embedding.Name];
+                placed.Add(new ChunkEmbedding(c, fix.Offset, e.Vectors, e.Vectors2));
+            }
+        var input = new PromptChunks([.. all.Select(c => c.Ids)], [.. all.Select(c => c.Weights.Select(w => (float)w).ToArray())]) { Embeddings = placed };
+        if (model.PromptEncoder is SdxlPromptEncoder sdxl)
+        {
+            // tokenizer_2 pads with id 0: the same chunks, other padding.
+            var chunked2 = new PromptChunker(model.Tokenizer2!, embeddings).Chunk(text);
+            var all2 = chunked2.Chunks.Concat(Enumerable.Range(0, chunkCount - chunked2.Chunks.Count).Select(_ => new PromptChunker(model.Tokenizer2!).EmptyChunk())).ToList();
+            var input2 = new PromptChunks([.. all2.Select(c => c.Ids)], [.. all2.Select(c => c.Weights.Select(w => (float)w).ToArray())]) { Embeddings = placed };
+            return sdxl.Encode(input, input2, clipSkip);
+        }
+        return model.PromptEncoder.Encode(input, clipSkip);
+    }
+
+    /// <summary>SDXL's micro-conditioning: pooled text embeddings and (original size, crop, target size) = (H, W, 0, 0, H, W).</summary>
+    private UNetAddedConditions? AddedConditions(TextConditioning cond, TextConditioning uncond, int batch, int width, int height, bool guided)
+    {
+        if (!model.IsSdxl) return null;
+        var pooled = Repeat(cond.PooledPromptEmbeds!, batch);
+        if (guided) pooled = Torch.Torch.Cat([Repeat(uncond.PooledPromptEmbeds!, batch), pooled]);
+        var rows = guided ? 2 * batch : batch;
+        var ids = Enumerable.Range(0, rows).SelectMany(_ => new float[] { height, width, 0, 0, height, width }).ToArray();
+        var timeIds = Torch.Torch.Tensor(ids, rows, 6).To(model.Device, model.DType);
+        return new UNetAddedConditions(pooled, timeIds);
+    }
+
+    // ---- PNG info ----
+    private GeneratedImage Finish(RgbImage image, long seed, GenerationRequest request, int width, int height)
+    {
+        var p = new A1111Parameters { Prompt = request.Prompt, NegativePrompt = request.NegativePrompt };
+        p.Add("Steps", request.Steps.ToString(CultureInfo.InvariantCulture));
+        p.Add("Sampler", SchedulerRegistry.TryFind(request.Sampler, out var info) ? info.DisplayName : request.Sampler);
+        p.Add("CFG scale", A1111Parameters.FormatFloat(request.CfgScale));
+        p.Add("Seed", seed.ToString(CultureInfo.InvariantCulture));
+        p.Add("Size", $"{width}x{height}");
+        if (ModelHash is not null) p.Add("Model hash", ModelHash);
+        p.Add("Model", model.Name);
+        if (request.InitImage is not null) p.Add("Denoising strength", A1111Parameters.FormatFloat(request.Strength));
+        if (request.ClipSkip > 1) p.Add("Clip skip", request.ClipSkip.ToString(CultureInfo.InvariantCulture));
+        p.Add("Version", "SdAppliance");
+        var text = p.ToString();
+        image.Text["parameters"] = text;
+        return new GeneratedImage(image, seed, text);
+    }
+}

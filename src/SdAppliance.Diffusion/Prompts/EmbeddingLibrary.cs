@@ -1,0 +1,54 @@
+using SdAppliance.Models.Adapters;
+using SdAppliance.Models.Tokenization;
+
+namespace SdAppliance.Diffusion.Prompts;
+
+/// <summary>
+/// The textual-inversion embeddings a prompt may name, matched in its tokens the way A1111 does:
+/// an embedding applies where the tokens of its name appear, longest name first.
+/// </summary>
+public sealed class EmbeddingLibrary : ITextualInversionLookup, IDisposable
+{
+    private readonly Dictionary<string, TextualInversionEmbedding> byName = new(StringComparer.Ordinal);
+    private readonly Dictionary<int, List<(int[] Tokens, TextualInversionEmbedding Embedding)>> byFirstToken = [];
+    private readonly ClipTokenizer tokenizer;
+
+    public EmbeddingLibrary(ClipTokenizer tokenizer) => this.tokenizer = tokenizer;
+
+    public IReadOnlyDictionary<string, TextualInversionEmbedding> Embeddings => byName;
+
+    public void Add(TextualInversionEmbedding embedding)
+    {
+        var tokens = tokenizer.Encode(embedding.Name).ToArray();
+        if (tokens.Length == 0) throw new ArgumentException($"embedding name '{embedding.Name}' has no tokens");
+        if (byName.Remove(embedding.Name, out var old))
+        {
+            byFirstToken[tokenizer.Encode(old.Name)[0]].RemoveAll(e => e.Embedding == old);
+            old.Dispose();
+        }
+        byName[embedding.Name] = embedding;
+        if (!byFirstToken.TryGetValue(tokens[0], out var list)) byFirstToken[tokens[0]] = list = [];
+        list.Add((tokens, embedding));
+        list.Sort((a, b) => b.Tokens.Length.CompareTo(a.Tokens.Length));
+    }
+
+    public TextualInversionMatch? FindEmbeddingAtPosition(IReadOnlyList<int> tokens, int position)
+    {
+        if (!byFirstToken.TryGetValue(tokens[position], out var candidates)) return null;
+        foreach (var (nameTokens, embedding) in candidates)
+        {
+            if (position + nameTokens.Length > tokens.Count) continue;
+            var matches = true;
+            for (var i = 1; i < nameTokens.Length && matches; i++) matches = tokens[position + i] == nameTokens[i];
+            if (matches) return new TextualInversionMatch(embedding.Name, embedding.VectorCount, nameTokens.Length);
+        }
+        return null;
+    }
+
+    public void Dispose()
+    {
+        foreach (var e in byName.Values) e.Dispose();
+        byName.Clear();
+        byFirstToken.Clear();
+    }
+}

@@ -1,0 +1,94 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace SdAppliance.Models.Blocks;
+
+/// <summary>
+/// Reading and writing the <c>config.json</c> of a diffusers model folder: snake_case keys, keys we
+/// do not model ignored (<c>_class_name</c>, <c>_diffusers_version</c>...), JSON null for "not set".
+/// </summary>
+public static class DiffusersConfig
+{
+    public static JsonSerializerOptions JsonOptions { get; } = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        WriteIndented = true,
+        NumberHandling = JsonNumberHandling.AllowReadingFromString,
+    };
+
+    public static T Parse<T>(string json) =>
+        JsonSerializer.Deserialize<T>(json, JsonOptions) ?? throw new JsonException($"config.json is null, not a {typeof(T).Name}");
+
+    public static T Load<T>(string path) => Parse<T>(File.ReadAllText(path));
+
+    public static string ToJson<T>(T config) => JsonSerializer.Serialize(config, JsonOptions);
+
+    /// <summary>
+    /// A per-block setting that diffusers accepts as one number for every block or as a list with
+    /// one value per block; <paramref name="name"/> is for the error message.
+    /// </summary>
+    public static int[] PerBlock(IReadOnlyList<int> values, int blocks, string name) =>
+        values.Count == 1 ? Enumerable.Repeat(values[0], blocks).ToArray()
+        : values.Count == blocks ? [.. values]
+        : throw new ArgumentException($"{name} has {values.Count} values for {blocks} blocks");
+}
+
+/// <summary>
+/// Reads a number or a list of numbers (diffusers writes <c>"attention_head_dim": 8</c> for SD 1.x
+/// and <c>[5, 10, 20, 20]</c> for SD 2.x) as a list; writes a one-element list back as the number.
+/// </summary>
+public sealed class NumberOrListConverter : JsonConverter<IReadOnlyList<int>>
+{
+    public override IReadOnlyList<int> Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+    {
+        if (reader.TokenType == JsonTokenType.Number) return [reader.GetInt32()];
+        if (reader.TokenType != JsonTokenType.StartArray)
+            throw new JsonException($"expected a number or a list of numbers, found {reader.TokenType}");
+        var values = new List<int>();
+        while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
+        {
+            if (reader.TokenType != JsonTokenType.Number)
+                throw new JsonException($"expected a list of numbers, found {reader.TokenType} in it (nested lists are not supported)");
+            values.Add(reader.GetInt32());
+        }
+        return values;
+    }
+
+    public override void Write(Utf8JsonWriter writer, IReadOnlyList<int> value, JsonSerializerOptions options)
+    {
+        if (value.Count == 1)
+        {
+            writer.WriteNumberValue(value[0]);
+            return;
+        }
+        writer.WriteStartArray();
+        foreach (var v in value) writer.WriteNumberValue(v);
+        writer.WriteEndArray();
+    }
+}
+
+/// <summary>Reads a boolean or a list of booleans (diffusers' <c>only_cross_attention</c>) as a list.</summary>
+public sealed class BoolOrListConverter : JsonConverter<IReadOnlyList<bool>>
+{
+    public override IReadOnlyList<bool> Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+    {
+        if (reader.TokenType is JsonTokenType.True or JsonTokenType.False) return [reader.GetBoolean()];
+        if (reader.TokenType != JsonTokenType.StartArray)
+            throw new JsonException($"expected a boolean or a list of booleans, found {reader.TokenType}");
+        var values = new List<bool>();
+        while (reader.Read() && reader.TokenType != JsonTokenType.EndArray) values.Add(reader.GetBoolean());
+        return values;
+    }
+
+    public override void Write(Utf8JsonWriter writer, IReadOnlyList<bool> value, JsonSerializerOptions options)
+    {
+        if (value.Count == 1)
+        {
+            writer.WriteBooleanValue(value[0]);
+            return;
+        }
+        writer.WriteStartArray();
+        foreach (var v in value) writer.WriteBooleanValue(v);
+        writer.WriteEndArray();
+    }
+}

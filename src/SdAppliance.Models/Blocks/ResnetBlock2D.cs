@@ -1,0 +1,95 @@
+using SdAppliance.Torch;
+using SdAppliance.Torch.Nn;
+
+namespace SdAppliance.Models.Blocks;
+
+/// <summary>
+/// The residual block of the UNet and the VAE, as diffusers' <c>ResnetBlock2D</c> with
+/// <c>time_embedding_norm="default"</c>: norm1 → act → conv1 (+ time_emb_proj(act(temb))) → norm2
+/// → act → dropout → conv2, added to the input (through a 1×1 <c>conv_shortcut</c> when the
+/// channel count changes) and divided by <c>output_scale_factor</c>.
+/// </summary>
+public sealed class ResnetBlock2D : Module
+{
+    private readonly GroupNorm norm1;
+    private readonly Conv2d conv1;
+    private readonly Linear? timeEmbProj;
+    private readonly GroupNorm norm2;
+    private readonly Dropout dropout;
+    private readonly Conv2d conv2;
+    private readonly Conv2d? convShortcut;
+
+    /// <param name="tembChannels">Width of the time embedding; null for none (the VAE).</param>
+    /// <param name="groupsOut">Groups of norm2; defaults to <paramref name="groups"/>.</param>
+    /// <param name="nonLinearity">Activation name (diffusers' <c>non_linearity</c>).</param>
+    /// <param name="skipTimeAct">Feed temb to time_emb_proj without the activation.</param>
+    /// <param name="useInShortcut">Force the 1×1 shortcut on or off; by default it exists when the channels change.</param>
+    public ResnetBlock2D(long inChannels, long? outChannels = null, long? tembChannels = 512, long groups = 32,
+        long? groupsOut = null, double eps = 1e-6, double dropout = 0, string nonLinearity = "swish",
+        bool skipTimeAct = false, double outputScaleFactor = 1.0, bool? useInShortcut = null, bool convShortcutBias = true,
+        ModuleOptions? options = null)
+    {
+        var o = options ?? ModuleOptions.Default;
+        var outCh = outChannels ?? inChannels;
+        InChannels = inChannels;
+        OutChannels = outCh;
+        NonLinearity = Activation.Check(nonLinearity);
+        SkipTimeAct = skipTimeAct;
+        OutputScaleFactor = outputScaleFactor;
+        norm1 = RegisterModule("norm1", o.GroupNorm(groups, inChannels, eps));
+        conv1 = RegisterModule("conv1", o.Conv2d(inChannels, outCh, 3, padding: 1));
+        if (tembChannels is { } temb) timeEmbProj = RegisterModule("time_emb_proj", o.Linear(temb, outCh));
+        norm2 = RegisterModule("norm2", o.GroupNorm(groupsOut ?? groups, outCh, eps));
+        this.dropout = RegisterModule("dropout", new Dropout(dropout));
+        conv2 = RegisterModule("conv2", o.Conv2d(outCh, outCh, 3, padding: 1));
+        if (useInShortcut ?? inChannels != outCh)
+            convShortcut = RegisterModule("conv_shortcut", o.Conv2d(inChannels, outCh, 1, bias: convShortcutBias));
+    }
+
+    public long InChannels { get; }
+    public long OutChannels { get; }
+    public string NonLinearity { get; }
+    public bool SkipTimeAct { get; }
+    public double OutputScaleFactor { get; }
+
+    /// <summary>[B, in, H, W] and the time embedding [B, temb] (or null) → [B, out, H, W].</summary>
+    public Tensor Forward(Tensor input, Tensor? temb = null)
+    {
+        Tensor h;
+        using (var n1 = norm1.Forward(input))
+        using (var a1 = Activation.Apply(NonLinearity, n1))
+            h = conv1.Forward(a1);
+
+        if (timeEmbProj is not null && temb is not null)
+        {
+            using var beforeTime = h;
+            using var activated = SkipTimeAct ? temb.Alias() : Activation.Apply(NonLinearity, temb);
+            using var projected = timeEmbProj.Forward(activated);
+            using var perChannel = projected.Unflatten(1, projected.Size(1), 1, 1);
+            h = beforeTime + perChannel;
+        }
+
+        using (var beforeNorm = h)
+        using (var n2 = norm2.Forward(beforeNorm))
+        using (var a2 = Activation.Apply(NonLinearity, n2))
+        using (var dropped = dropout.Forward(a2))
+            h = conv2.Forward(dropped);
+
+        using (h)
+        {
+            Tensor output;
+            if (convShortcut is null)
+            {
+                output = input + h;
+            }
+            else
+            {
+                using var contiguous = input.Contiguous();
+                using var shortcut = convShortcut.Forward(contiguous);
+                output = shortcut + h;
+            }
+            if (OutputScaleFactor == 1) return output;
+            using (output) return output / OutputScaleFactor;
+        }
+    }
+}

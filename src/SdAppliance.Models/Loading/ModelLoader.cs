@@ -1,0 +1,286 @@
+using System.Text.Json.Nodes;
+using SdAppliance.Formats.Checkpoints;
+using SdAppliance.Models.Blocks;
+using SdAppliance.Models.TextEncoders;
+using SdAppliance.Models.Tokenization;
+using SdAppliance.Models.Unet;
+using SdAppliance.Models.Vae;
+using SdAppliance.Torch;
+using SdAppliance.Torch.Nn;
+
+namespace SdAppliance.Models.Loading;
+
+/// <param name="ConfigDirectory">A diffusers model folder whose <c>*/config.json</c> and <c>scheduler/</c>
+/// describe the architecture of a single file that is not a standard family (diffusers' <c>from_single_file(config=...)</c>).</param>
+/// <param name="PredictionType"><c>epsilon</c> or <c>v_prediction</c>, overriding what the model says or what is detected.</param>
+/// <param name="SearchRoots">Folders holding <c>models/configs/</c> and <c>models/tokenizers/</c> (the repository, the data folder).</param>
+public sealed record ModelLoadOptions(
+    string? ConfigDirectory = null,
+    string? PredictionType = null,
+    Device? Device = null,
+    DType DType = DType.Float32,
+    IReadOnlyList<string>? SearchRoots = null);
+
+/// <summary>
+/// Loads Stable Diffusion 1.x, 2.x and SDXL from a diffusers folder (fp32/fp16, <c>.safetensors</c> or
+/// <c>.bin</c>) or a single original-layout file (<c>.safetensors</c>, <c>.ckpt</c>), detecting the family
+/// from the key set and shapes and ignoring EMA and training-only keys.
+/// </summary>
+public static class ModelLoader
+{
+    public static StableDiffusionModel Load(string path, ModelLoadOptions? options = null)
+    {
+        options ??= new ModelLoadOptions();
+        if (Directory.Exists(path)) return LoadDiffusersFolder(path, options);
+        if (File.Exists(path)) return LoadSingleFile(path, options);
+        throw new FileNotFoundException($"model '{path}' does not exist: give a diffusers folder (with model_index.json) or a .safetensors/.ckpt file", path);
+    }
+
+    /// <summary>The folder under models/configs that describes a family.</summary>
+    public static string ConfigFolderName(ModelFamily family) => family switch
+    {
+        ModelFamily.V1 => "sd15",
+        ModelFamily.V2 => "sd21v",
+        ModelFamily.XlBase => "sdxl_base",
+        _ => throw new ArgumentOutOfRangeException(nameof(family), family, "no standard configs for this family"),
+    };
+
+    // ---- diffusers folders ----
+    private static StableDiffusionModel LoadDiffusersFolder(string folder, ModelLoadOptions options)
+    {
+        if (!File.Exists(Path.Combine(folder, "unet", "config.json")))
+            throw new InvalidDataException($"'{folder}' is not a diffusers model folder: it has no unet/config.json (expected model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)");
+        var configs = options.ConfigDirectory ?? folder;
+        var isSdxl = Directory.Exists(Path.Combine(folder, "text_encoder_2"));
+        var family = isSdxl ? ModelFamily.XlBase : ModelFamily.Unknown;
+        var parts = new ComponentWeights();
+        try
+        {
+            foreach (var component in Components(isSdxl))
+            {
+                var file = WeightsFile(Path.Combine(folder, component));
+                var source = parts.Open(component, file);
+                parts.Set(component, source.Shapes.Keys.ToDictionary(k => k, k => (Func<Tensor>)(() => source.Get(k))));
+            }
+            return Build(folder, family, configs, parts, options, folder);
+        }
+        finally
+        {
+            parts.Dispose();
+        }
+    }
+
+    private static IEnumerable<string> Components(bool isSdxl) =>
+        isSdxl ? [ModelComponents.Unet, ModelComponents.Vae, ModelComponents.TextEncoder, ModelComponents.TextEncoder2]
+               : [ModelComponents.Unet, ModelComponents.Vae, ModelComponents.TextEncoder];
+
+    /// <summary>A component's weights: fp32 safetensors first, then the fp16 variant, then the pickle .bin.</summary>
+    private static string WeightsFile(string componentFolder)
+    {
+        string[] names = ["diffusion_pytorch_model.safetensors", "model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
+            "model.fp16.safetensors", "diffusion_pytorch_model.bin", "pytorch_model.bin", "diffusion_pytorch_model.fp16.bin", "pytorch_model.fp16.bin"];
+        foreach (var name in names)
+        {
+            var file = Path.Combine(componentFolder, name);
+            if (File.Exists(file)) return file;
+        }
+        throw new FileNotFoundException($"'{componentFolder}' has no weights: expected one of {string.Join(", ", names)}");
+    }
+
+    // ---- single files ----
+    private static StableDiffusionModel LoadSingleFile(string file, ModelLoadOptions options)
+    {
+        using var source = StateDictSource.Open(file);
+        var mapping = LdmKeyMap.ToDiffusers(source.Shapes);
+        if (mapping.Family == ModelFamily.Unknown)
+            throw new InvalidDataException(
+                $"'{file}' is not a Stable Diffusion 1.x, 2.x or SDXL checkpoint in the original layout (no model.diffusion_model./first_stage_model. keys of a known family); " +
+                "pass --config with a diffusers folder describing its architecture, or convert it to a diffusers folder");
+        var configs = options.ConfigDirectory ?? FindConfigs(mapping.Family, options);
+        var parts = new ComponentWeights();
+        try
+        {
+            foreach (var component in Components(mapping.Family == ModelFamily.XlBase))
+                parts.Set(component, mapping.Component(component).ToDictionary(r => r.Target.Name, r => (Func<Tensor>)(() => Materialize(source, r))));
+            return Build(file, mapping.Family, configs, parts, options, file);
+        }
+        finally
+        {
+            parts.Dispose();
+        }
+    }
+
+    private static Tensor Materialize(StateDictSource source, TensorRecipe recipe)
+    {
+        if (recipe.Op == TensorOp.Copy) return source.Get(recipe.Sources[0].Name);
+        var (dtype, bytes) = KeyMapping.Materialize(recipe, key => source.GetBytes(key.Name));
+        return Torch.Torch.FromBytes(bytes, recipe.Shape.ToArray(), Torch.Serialization.Safetensors.ToTorch(dtype, recipe.Target.Name, source.Path));
+    }
+
+    private static string FindConfigs(ModelFamily family, ModelLoadOptions options)
+    {
+        var name = ConfigFolderName(family);
+        var candidates = SearchRoots(options).Select(root => Path.Combine(root, "models", "configs", name)).ToList();
+        return candidates.FirstOrDefault(c => File.Exists(Path.Combine(c, "unet", "config.json")))
+            ?? throw new DirectoryNotFoundException($"the architecture configs for {family} are missing: expected {string.Join(" or ", candidates)} (models/configs/{name} of the SdAppliance repository), or pass --config");
+    }
+
+    /// <summary>The repository or install folder (holding models/), found upwards from the program, plus the caller's roots.</summary>
+    public static IReadOnlyList<string> SearchRoots(ModelLoadOptions options)
+    {
+        var roots = new List<string>(options.SearchRoots ?? []);
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            if (Directory.Exists(Path.Combine(dir.FullName, "models", "configs")))
+            {
+                roots.Add(dir.FullName);
+                break;
+            }
+        return roots;
+    }
+
+    // ---- building ----
+    private static StableDiffusionModel Build(string sourcePath, ModelFamily family, string configs, ComponentWeights weights, ModelLoadOptions options, string modelPath)
+    {
+        var device = options.Device ?? Device.Cpu;
+        var moduleOptions = new ModuleOptions(device, options.DType);
+        var isSdxl = weights.Has(ModelComponents.TextEncoder2);
+        UNet2DConditionModel? unet = null;
+        AutoencoderKL? vae = null;
+        ClipTextModel? te = null, te2 = null;
+        try
+        {
+            using (Init.Skip())
+            {
+                unet = new UNet2DConditionModel(DiffusersConfig.Load<UNet2DConditionConfig>(ConfigFile(configs, "unet")), moduleOptions);
+                vae = new AutoencoderKL(DiffusersConfig.Load<AutoencoderKLConfig>(ConfigFile(configs, "vae")), moduleOptions);
+                te = new ClipTextModel(ClipTextConfig.Load(ConfigFile(configs, "text_encoder")), withProjection: false, device, options.DType);
+                if (isSdxl) te2 = new ClipTextModel(ClipTextConfig.Load(ConfigFile(configs, "text_encoder_2")), withProjection: true, device, options.DType);
+            }
+            Fill(unet, weights, ModelComponents.Unet, sourcePath, configs);
+            Fill(vae, weights, ModelComponents.Vae, sourcePath, configs);
+            Fill(te, weights, ModelComponents.TextEncoder, sourcePath, configs);
+            if (te2 is not null) Fill(te2, weights, ModelComponents.TextEncoder2, sourcePath, configs);
+            if (family == ModelFamily.Unknown)
+                family = isSdxl ? ModelFamily.XlBase : te.Config.HiddenAct == "gelu" ? ModelFamily.V2 : ModelFamily.V1;
+            unet.Eval();
+            vae.Eval();
+            te.Eval();
+            te2?.Eval();
+
+            var roots = SearchRoots(options);
+            // SD 1.x pads with <|endoftext|>; OpenCLIP (SD 2.x, SDXL's second encoder) pads with "!" (id 0).
+            var openClipPad = new ClipTokenizerOptions(PadToken: "!");
+            var tokenizer = ClipTokenizer.FromFolder(TokenizerLocator.Find(modelPath, "clip", roots),
+                family == ModelFamily.V2 ? openClipPad : null);
+            var tokenizer2 = isSdxl ? ClipTokenizer.FromFolder(TokenizerLocator.Find(modelPath, "clip", roots, "tokenizer_2"), openClipPad) : null;
+
+            var scheduler = SchedulerConfig(configs, sourcePath, options, unet, family);
+            return new StableDiffusionModel(sourcePath, family, tokenizer, te, tokenizer2, te2, unet, vae, scheduler, device, options.DType);
+        }
+        catch
+        {
+            unet?.Dispose();
+            vae?.Dispose();
+            te?.Dispose();
+            te2?.Dispose();
+            throw;
+        }
+    }
+
+    private static string ConfigFile(string configs, string component)
+    {
+        var file = Path.Combine(configs, component, "config.json");
+        return File.Exists(file) ? file : throw new FileNotFoundException($"the architecture config '{file}' is missing", file);
+    }
+
+    // Old transformers wrote this buffer into text encoder checkpoints; the model does not have it.
+    private static readonly string[] IgnoredKeys = ["text_model.embeddings.position_ids"];
+
+    private static void Fill(Module module, ComponentWeights weights, string component, string sourcePath, string configs)
+    {
+        var expected = module.StateDict();
+        var given = weights.Get(component);
+        var dict = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        try
+        {
+            foreach (var (name, load) in given)
+                if (!IgnoredKeys.Contains(name)) dict[name] = load();
+            foreach (var (name, tensor) in dict)
+                if (expected.TryGetValue(name, out var target) && !target.Shape.SequenceEqual(tensor.Shape))
+                    throw new InvalidDataException(
+                        $"'{sourcePath}' does not fit the {component} architecture of '{configs}': {name} is [{string.Join(", ", tensor.Shape)}] in the file, [{string.Join(", ", target.Shape)}] in the model; pass --config with the model's own diffusers configs");
+            try
+            {
+                module.LoadStateDict(dict, strict: true);
+            }
+            catch (StateDictException e)
+            {
+                throw new InvalidDataException($"'{sourcePath}' does not fit the {component} architecture of '{configs}': {e.Message}", e);
+            }
+        }
+        finally
+        {
+            foreach (var t in dict.Values) t.Dispose();
+            expected.Dispose();
+        }
+    }
+
+    private static JsonObject SchedulerConfig(string configs, string sourcePath, ModelLoadOptions options, UNet2DConditionModel unet, ModelFamily family)
+    {
+        var file = Path.Combine(configs, "scheduler", "scheduler_config.json");
+        var config = File.Exists(file) ? JsonNode.Parse(File.ReadAllText(file))!.AsObject() : DefaultScheduler();
+        var prediction = options.PredictionType
+            ?? CompanionYamlPrediction(sourcePath)
+            ?? (family == ModelFamily.V2 && options.ConfigDirectory is null && File.Exists(sourcePath) ? VParameterization.Detect(unet) : null);
+        if (prediction is not null)
+        {
+            if (prediction is not ("epsilon" or "v_prediction" or "sample"))
+                throw new ArgumentException($"prediction type '{prediction}' is not one of epsilon, v_prediction, sample");
+            config["prediction_type"] = prediction;
+        }
+        return config;
+    }
+
+    private static JsonObject DefaultScheduler() => new()
+    {
+        ["_class_name"] = "PNDMScheduler", ["beta_start"] = 0.00085, ["beta_end"] = 0.012, ["beta_schedule"] = "scaled_linear",
+        ["num_train_timesteps"] = 1000, ["prediction_type"] = "epsilon", ["set_alpha_to_one"] = false, ["skip_prk_steps"] = true,
+        ["steps_offset"] = 1, ["clip_sample"] = false, ["timestep_spacing"] = "leading",
+    };
+
+    /// <summary>A1111's convention: <c>model.yaml</c> next to <c>model.safetensors</c>, with <c>parameterization: "v"</c> for v-prediction.</summary>
+    private static string? CompanionYamlPrediction(string sourcePath)
+    {
+        if (!File.Exists(sourcePath)) return null;
+        var yaml = Path.ChangeExtension(sourcePath, ".yaml");
+        if (!File.Exists(yaml)) return null;
+        var text = File.ReadAllText(yaml);
+        return System.Text.RegularExpressions.Regex.IsMatch(text, @"parameterization:\s*[""']?v[""']?\s*$", System.Text.RegularExpressions.RegexOptions.Multiline)
+            ? "v_prediction" : "epsilon";
+    }
+
+    /// <summary>Per-component lazily loaded tensors, and the files they come from.</summary>
+    private sealed class ComponentWeights : IDisposable
+    {
+        private readonly Dictionary<string, IReadOnlyDictionary<string, Func<Tensor>>> components = [];
+        private readonly List<StateDictSource> sources = [];
+
+        public StateDictSource Open(string component, string file)
+        {
+            var source = StateDictSource.Open(file);
+            sources.Add(source);
+            return source;
+        }
+
+        public void Set(string component, IReadOnlyDictionary<string, Func<Tensor>> tensors) => components[component] = tensors;
+
+        public bool Has(string component) => components.ContainsKey(component);
+
+        public IReadOnlyDictionary<string, Func<Tensor>> Get(string component) => components[component];
+
+        public void Dispose()
+        {
+            foreach (var s in sources) s.Dispose();
+        }
+    }
+}

@@ -1,0 +1,71 @@
+using System.Text.Json.Nodes;
+using SdAppliance.Formats.Checkpoints;
+using SdAppliance.Models.TextEncoders;
+using SdAppliance.Models.Tokenization;
+using SdAppliance.Models.Unet;
+using SdAppliance.Models.Vae;
+using SdAppliance.Torch;
+
+namespace SdAppliance.Models.Loading;
+
+/// <summary>
+/// A loaded Stable Diffusion model: tokenizer(s), text encoder(s), UNet, VAE and the scheduler
+/// settings it was trained with, on one device in one dtype. Disposing frees every weight.
+/// </summary>
+public sealed class StableDiffusionModel : IDisposable
+{
+    internal StableDiffusionModel(string sourcePath, ModelFamily family, ClipTokenizer tokenizer, ClipTextModel textEncoder,
+        ClipTokenizer? tokenizer2, ClipTextModel? textEncoder2, UNet2DConditionModel unet, AutoencoderKL vae, JsonObject schedulerConfig,
+        Device device, DType dtype)
+    {
+        SourcePath = sourcePath;
+        Family = family;
+        Tokenizer = tokenizer;
+        TextEncoder = textEncoder;
+        Tokenizer2 = tokenizer2;
+        TextEncoder2 = textEncoder2;
+        Unet = unet;
+        Vae = vae;
+        SchedulerConfig = schedulerConfig;
+        Device = device;
+        DType = dtype;
+        PromptEncoder = textEncoder2 is null ? new ClipPromptEncoder(textEncoder) : new SdxlPromptEncoder(textEncoder, textEncoder2);
+    }
+
+    /// <summary>The diffusers folder or single file the model was read from.</summary>
+    public string SourcePath { get; }
+
+    /// <summary>The name A1111 shows: the file or folder name without extension.</summary>
+    public string Name => Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(SourcePath));
+
+    public ModelFamily Family { get; }
+    public bool IsSdxl => TextEncoder2 is not null;
+    public ClipTokenizer Tokenizer { get; }
+    public ClipTextModel TextEncoder { get; }
+    public ClipTokenizer? Tokenizer2 { get; }
+    public ClipTextModel? TextEncoder2 { get; }
+    public UNet2DConditionModel Unet { get; }
+    public AutoencoderKL Vae { get; }
+    public PromptEncoder PromptEncoder { get; }
+    public Device Device { get; }
+    public DType DType { get; }
+
+    /// <summary>The model's <c>scheduler_config.json</c> (prediction type resolved); samplers are built from it.</summary>
+    public JsonObject SchedulerConfig { get; }
+
+    public string PredictionType => SchedulerConfig["prediction_type"]?.GetValue<string>() ?? "epsilon";
+
+    /// <summary>VAE downscaling: 2^(levels-1), 8 for every Stable Diffusion.</summary>
+    public int VaeScaleFactor => 1 << (Vae.Config.BlockOutChannels.Count - 1);
+
+    /// <summary>The resolution the UNet was trained at (512 for SD 1.x, 768 for SD 2.x-v, 1024 for SDXL).</summary>
+    public int DefaultResolution => (Unet.Config.SampleSize is { Count: > 0 } s ? s[0] : 64) * VaeScaleFactor;
+
+    public void Dispose()
+    {
+        TextEncoder.Dispose();
+        TextEncoder2?.Dispose();
+        Unet.Dispose();
+        Vae.Dispose();
+    }
+}

@@ -1,0 +1,152 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using SdAppliance.Models.Blocks;
+
+namespace SdAppliance.Models.Unet;
+
+/// <summary>
+/// The <c>config.json</c> of a diffusers <c>UNet2DConditionModel</c>, with diffusers' defaults for
+/// absent keys (SD 1.5's config predates many of them). Keys are snake_case in JSON; keys not
+/// listed here are ignored when reading. Per-block settings accept one number or one per block.
+/// Settings that change no module of the supported block types (e.g. <c>resnet_out_scale_factor</c>,
+/// only used by block types this project does not build) are kept so the file round-trips.
+/// </summary>
+public sealed record UNet2DConditionConfig
+{
+    [JsonConverter(typeof(NumberOrListConverter))]
+    public IReadOnlyList<int>? SampleSize { get; init; }
+
+    public int InChannels { get; init; } = 4;
+    public int OutChannels { get; init; } = 4;
+    public bool CenterInputSample { get; init; }
+    public bool FlipSinToCos { get; init; } = true;
+    public double FreqShift { get; init; }
+    public IReadOnlyList<string> DownBlockTypes { get; init; } = ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"];
+    public string? MidBlockType { get; init; } = "UNetMidBlock2DCrossAttn";
+    public IReadOnlyList<string> UpBlockTypes { get; init; } = ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"];
+
+    [JsonConverter(typeof(BoolOrListConverter))]
+    public IReadOnlyList<bool> OnlyCrossAttention { get; init; } = [false];
+
+    public IReadOnlyList<int> BlockOutChannels { get; init; } = [320, 640, 1280, 1280];
+
+    [JsonConverter(typeof(NumberOrListConverter))]
+    public IReadOnlyList<int> LayersPerBlock { get; init; } = [2];
+
+    public int DownsamplePadding { get; init; } = 1;
+    public double MidBlockScaleFactor { get; init; } = 1;
+    public double Dropout { get; init; }
+    public string ActFn { get; init; } = "silu";
+    public int? NormNumGroups { get; init; } = 32;
+    public double NormEps { get; init; } = 1e-5;
+
+    [JsonConverter(typeof(NumberOrListConverter))]
+    public IReadOnlyList<int> CrossAttentionDim { get; init; } = [1280];
+
+    [JsonConverter(typeof(NumberOrListConverter))]
+    public IReadOnlyList<int> TransformerLayersPerBlock { get; init; } = [1];
+
+    public JsonElement? ReverseTransformerLayersPerBlock { get; init; }
+    public int? EncoderHidDim { get; init; }
+    public string? EncoderHidDimType { get; init; }
+
+    /// <summary>Despite the name, the number of heads per block when <see cref="NumAttentionHeads"/> is null (a diffusers naming accident every SD config relies on).</summary>
+    [JsonConverter(typeof(NumberOrListConverter))]
+    public IReadOnlyList<int> AttentionHeadDim { get; init; } = [8];
+
+    [JsonConverter(typeof(NumberOrListConverter))]
+    public IReadOnlyList<int>? NumAttentionHeads { get; init; }
+
+    public bool DualCrossAttention { get; init; }
+    public bool UseLinearProjection { get; init; }
+    public string? ClassEmbedType { get; init; }
+    public string? AdditionEmbedType { get; init; }
+    public int? AdditionTimeEmbedDim { get; init; }
+    public int? NumClassEmbeds { get; init; }
+    public bool? UpcastAttention { get; init; }
+    public string ResnetTimeScaleShift { get; init; } = "default";
+    public bool ResnetSkipTimeAct { get; init; }
+    public double ResnetOutScaleFactor { get; init; } = 1.0;
+    public string TimeEmbeddingType { get; init; } = "positional";
+    public int? TimeEmbeddingDim { get; init; }
+    public string? TimeEmbeddingActFn { get; init; }
+    public string? TimestepPostAct { get; init; }
+    public int? TimeCondProjDim { get; init; }
+    public int ConvInKernel { get; init; } = 3;
+    public int ConvOutKernel { get; init; } = 3;
+    public int? ProjectionClassEmbeddingsInputDim { get; init; }
+    public string AttentionType { get; init; } = "default";
+    public bool ClassEmbeddingsConcat { get; init; }
+    public bool? MidBlockOnlyCrossAttention { get; init; }
+    public string? CrossAttentionNorm { get; init; }
+    public int AdditionEmbedTypeNumHeads { get; init; } = 64;
+
+    public static UNet2DConditionConfig Parse(string json) => DiffusersConfig.Parse<UNet2DConditionConfig>(json);
+
+    public static UNet2DConditionConfig Load(string path) => DiffusersConfig.Load<UNet2DConditionConfig>(path);
+
+    public string ToJson() => DiffusersConfig.ToJson(this);
+
+    [JsonIgnore]
+    public int NumBlocks => BlockOutChannels.Count;
+
+    /// <summary>Heads per down block, by diffusers' rule <c>num_attention_heads or attention_head_dim</c>.</summary>
+    [JsonIgnore]
+    public int[] HeadsPerBlock => DiffusersConfig.PerBlock(NumAttentionHeads ?? AttentionHeadDim, NumBlocks, "num_attention_heads");
+
+    [JsonIgnore]
+    public int[] LayersPerBlockList => DiffusersConfig.PerBlock(LayersPerBlock, NumBlocks, "layers_per_block");
+    [JsonIgnore]
+    public int[] CrossAttentionDimPerBlock => DiffusersConfig.PerBlock(CrossAttentionDim, NumBlocks, "cross_attention_dim");
+    [JsonIgnore]
+    public int[] TransformerLayersPerBlockList => DiffusersConfig.PerBlock(TransformerLayersPerBlock, NumBlocks, "transformer_layers_per_block");
+    [JsonIgnore]
+    public bool[] OnlyCrossAttentionPerBlock =>
+        OnlyCrossAttention.Count == 1 ? Enumerable.Repeat(OnlyCrossAttention[0], NumBlocks).ToArray()
+        : OnlyCrossAttention.Count == NumBlocks ? [.. OnlyCrossAttention]
+        : throw new ArgumentException($"only_cross_attention has {OnlyCrossAttention.Count} values for {NumBlocks} blocks");
+
+    /// <summary>Width of the time embedding the blocks receive (4 × the first block's channels unless set).</summary>
+    [JsonIgnore]
+    public int TimeEmbedDim => TimeEmbeddingDim ?? BlockOutChannels[0] * 4;
+
+    /// <summary>
+    /// Throws <see cref="NotSupportedException"/> naming the first setting this implementation does
+    /// not build (class embeddings, encoder projections, other block types...), so an exotic model
+    /// fails at load time rather than computing something else.
+    /// </summary>
+    public void Validate()
+    {
+        static void Require(bool ok, string what)
+        {
+            if (!ok) throw new NotSupportedException($"UNet2DConditionModel config: {what} is not supported");
+        }
+        if (DownBlockTypes.Count != UpBlockTypes.Count || DownBlockTypes.Count != NumBlocks)
+            throw new ArgumentException($"down_block_types ({DownBlockTypes.Count}), up_block_types ({UpBlockTypes.Count}) and block_out_channels ({NumBlocks}) must have the same length");
+        foreach (var t in DownBlockTypes) Require(t is "CrossAttnDownBlock2D" or "DownBlock2D", $"down block type '{t}'");
+        foreach (var t in UpBlockTypes) Require(t is "CrossAttnUpBlock2D" or "UpBlock2D", $"up block type '{t}'");
+        Require(MidBlockType is null or "UNetMidBlock2DCrossAttn" or "UNetMidBlock2D", $"mid_block_type '{MidBlockType}'");
+        Require(TimeEmbeddingType == "positional", $"time_embedding_type '{TimeEmbeddingType}'");
+        Require(AdditionEmbedType is null or "text_time", $"addition_embed_type '{AdditionEmbedType}'");
+        Require(AdditionEmbedType != "text_time" || (AdditionTimeEmbedDim is not null && ProjectionClassEmbeddingsInputDim is not null),
+            "addition_embed_type 'text_time' without addition_time_embed_dim and projection_class_embeddings_input_dim");
+        Require(ClassEmbedType is null && NumClassEmbeds is null, "a class embedding");
+        Require(!ClassEmbeddingsConcat, "class_embeddings_concat");
+        Require(EncoderHidDim is null && EncoderHidDimType is null, "encoder_hid_dim (an encoder projection)");
+        Require(ResnetTimeScaleShift == "default", $"resnet_time_scale_shift '{ResnetTimeScaleShift}'");
+        Require(AttentionType == "default", $"attention_type '{AttentionType}'");
+        Require(!DualCrossAttention, "dual_cross_attention");
+        Require(CrossAttentionNorm is null, "cross_attention_norm");
+        Require(TimeEmbeddingActFn is null, "time_embedding_act_fn");
+        Require(TimestepPostAct is null, "timestep_post_act");
+        Require(NormNumGroups is not null, "norm_num_groups null");
+        Require(ReverseTransformerLayersPerBlock is null or { ValueKind: JsonValueKind.Null }, "reverse_transformer_layers_per_block");
+        Require(ConvInKernel % 2 == 1 && ConvOutKernel % 2 == 1, "an even conv_in/conv_out kernel");
+        Activation.Check(ActFn);
+        _ = HeadsPerBlock;
+        _ = LayersPerBlockList;
+        _ = CrossAttentionDimPerBlock;
+        _ = TransformerLayersPerBlockList;
+        _ = OnlyCrossAttentionPerBlock;
+    }
+}

@@ -1,0 +1,86 @@
+using SdAppliance.Torch;
+
+namespace SdAppliance.Models.Vae;
+
+using Torch = SdAppliance.Torch.Torch;
+
+/// <summary>
+/// The VAE's posterior, as diffusers' <c>DiagonalGaussianDistribution</c>: the encoder's moments
+/// [B, 2·C, h, w] split into mean and log-variance (clamped to [−30, 20] so exp stays finite),
+/// std = exp(logvar / 2). Owns its tensors.
+/// </summary>
+public sealed class DiagonalGaussianDistribution : IDisposable
+{
+    public DiagonalGaussianDistribution(Tensor parameters, bool deterministic = false)
+    {
+        Parameters = parameters.Alias();
+        var halves = parameters.Chunk(2, 1);
+        Mean = halves[0];
+        using (var rawLogvar = halves[1])
+            Logvar = rawLogvar.Clamp(-30.0, 20.0);
+        Deterministic = deterministic;
+        if (deterministic)
+        {
+            Std = Torch.ZerosLike(Mean);
+            Var = Torch.ZerosLike(Mean);
+        }
+        else
+        {
+            using var half = Logvar.Mul(0.5);
+            Std = half.Exp();
+            Var = Logvar.Exp();
+        }
+    }
+
+    /// <summary>The moments as given (a handle of the caller's tensor).</summary>
+    public Tensor Parameters { get; }
+    public Tensor Mean { get; }
+    public Tensor Logvar { get; }
+    public Tensor Std { get; }
+    public Tensor Var { get; }
+    public bool Deterministic { get; }
+
+    /// <summary>
+    /// mean + std · ε with ε ~ N(0, 1) drawn from <paramref name="generator"/> (on the generator's
+    /// device, then moved, so a CPU generator gives the same latents on any device, as diffusers'
+    /// <c>randn_tensor</c>).
+    /// </summary>
+    public Tensor Sample(Generator? generator = null)
+    {
+        var drawDevice = generator?.Device ?? Mean.Device;
+        using var drawn = Torch.Randn(Mean.Shape, generator, Mean.DType, drawDevice);
+        using var noise = drawn.Device == Mean.Device ? drawn.Alias() : drawn.To(Mean.Device);
+        return Sample(noise);
+    }
+
+    /// <summary>mean + std · <paramref name="noise"/>, for noise drawn elsewhere.</summary>
+    public Tensor Sample(Tensor noise)
+    {
+        using var scaled = Std * noise;
+        return Mean + scaled;
+    }
+
+    /// <summary>The most likely latent: the mean (a new handle).</summary>
+    public Tensor Mode() => Mean.Alias();
+
+    /// <summary>KL divergence to N(0, 1) per batch item: ½ Σ (mean² + var − 1 − logvar).</summary>
+    public Tensor Kl()
+    {
+        if (Deterministic) return Torch.Zeros([Mean.Size(0)], Mean.DType, Mean.Device);
+        using var meanSquared = Mean.Square();
+        using var withVar = meanSquared + Var;
+        using var minusOne = withVar - 1;
+        using var terms = minusOne - Logvar;
+        using var sum = terms.Sum([1, 2, 3]);
+        return sum * 0.5;
+    }
+
+    public void Dispose()
+    {
+        Parameters.Dispose();
+        Mean.Dispose();
+        Logvar.Dispose();
+        Std.Dispose();
+        Var.Dispose();
+    }
+}

@@ -1,0 +1,123 @@
+using SdAppliance.Formats;
+using SdAppliance.Formats.Checkpoints;
+using SdAppliance.Formats.Pickle;
+using SdAppliance.Models.Loading;
+using SdAppliance.Torch;
+using SdAppliance.Torch.Nn;
+using SdAppliance.Torch.Serialization;
+
+namespace SdAppliance.Models.Tests;
+
+public sealed class ModelLoaderTests : IDisposable
+{
+    private static readonly string Fixtures = Path.Combine(AppContext.BaseDirectory, "Fixtures");
+    private static readonly string TinyFolder = Path.Combine(Fixtures, "tiny-sd");
+    private static readonly string TinyLdm = Path.Combine(Fixtures, "tiny-sd.ldm.safetensors");
+    private readonly string temp = Directory.CreateTempSubdirectory("sdapp-load-").FullName;
+
+    public void Dispose() => Directory.Delete(temp, recursive: true);
+
+    private static void AssertSameWeights(Module module, string file)
+    {
+        using var expected = SafetensorsReader.Open(file);
+        using var actual = module.StateDict();
+        Assert.Equal(expected.Names.Order(StringComparer.Ordinal), actual.Keys.Order(StringComparer.Ordinal));
+        foreach (var (name, tensor) in actual)
+        {
+            using var e = expected.Get(name);
+            Assert.True(e.ToBytes().AsSpan().SequenceEqual(tensor.ToBytes()), $"{name} differs");
+        }
+    }
+
+    [Fact]
+    public void DiffusersFolderLoadsEveryComponentExactly()
+    {
+        using var model = ModelLoader.Load(TinyFolder);
+        Assert.Equal(ModelFamily.V1, model.Family);
+        Assert.False(model.IsSdxl);
+        Assert.Equal("tiny-sd", model.Name);
+        Assert.Equal("epsilon", model.PredictionType);
+        Assert.Equal("PNDMScheduler", model.SchedulerConfig["_class_name"]!.GetValue<string>());
+        Assert.Equal(64, model.DefaultResolution);  // sample_size 8 × VAE factor 8
+        Assert.Equal(913, model.Tokenizer.PadId);
+        AssertSameWeights(model.Unet, Path.Combine(TinyFolder, "unet", "diffusion_pytorch_model.safetensors"));
+        AssertSameWeights(model.Vae, Path.Combine(TinyFolder, "vae", "diffusion_pytorch_model.safetensors"));
+        AssertSameWeights(model.TextEncoder, Path.Combine(TinyFolder, "text_encoder", "model.safetensors"));
+        Assert.False(model.Unet.IsTraining);
+    }
+
+    [Fact]
+    public void SingleFileWithItsConfigLoadsTheSameWeightsAsTheFolder()
+    {
+        // The tokenizer of a single file is looked for next to it: give it the fixture's.
+        var file = Path.Combine(temp, "tiny.safetensors");
+        File.Copy(TinyLdm, file);
+        CopyFolder(Path.Combine(TinyFolder, "tokenizer"), Path.Combine(temp, "tokenizer"));
+        using var model = ModelLoader.Load(file, new ModelLoadOptions(ConfigDirectory: TinyFolder));
+        Assert.Equal(ModelFamily.V1, model.Family);
+        Assert.Equal("tiny", model.Name);
+        AssertSameWeights(model.Unet, Path.Combine(TinyFolder, "unet", "diffusion_pytorch_model.safetensors"));
+        AssertSameWeights(model.Vae, Path.Combine(TinyFolder, "vae", "diffusion_pytorch_model.safetensors"));
+        AssertSameWeights(model.TextEncoder, Path.Combine(TinyFolder, "text_encoder", "model.safetensors"));
+    }
+
+    [Fact]
+    public void CkptThroughTheSafeUnpicklerLoadsTheSameWeights()
+    {
+        var ckpt = Path.Combine(temp, "tiny.ckpt");
+        using (var source = SafetensorsFile.Open(TinyLdm))
+            TorchCheckpointWriter.Write(ckpt, source.Tensors.Select(e => new SafetensorsTensor(e.Name, e.DType, e.Shape, source.ReadBytes(e))).ToList());
+        CopyFolder(Path.Combine(TinyFolder, "tokenizer"), Path.Combine(temp, "tokenizer"));
+        using var model = ModelLoader.Load(ckpt, new ModelLoadOptions(ConfigDirectory: TinyFolder));
+        AssertSameWeights(model.Unet, Path.Combine(TinyFolder, "unet", "diffusion_pytorch_model.safetensors"));
+        AssertSameWeights(model.TextEncoder, Path.Combine(TinyFolder, "text_encoder", "model.safetensors"));
+    }
+
+    [Fact]
+    public void SingleFileThatDoesNotFitTheStandardArchitectureSaysToPassConfig()
+    {
+        var e = Assert.Throws<InvalidDataException>(() => ModelLoader.Load(TinyLdm));
+        Assert.Contains("tiny-sd.ldm.safetensors", e.Message);
+        Assert.Contains("--config", e.Message);
+    }
+
+    [Fact]
+    public void HostileCheckpointIsRefusedNamingTheGlobal()
+    {
+        var marker = Path.Combine(Directory.GetCurrentDirectory(), "sdappliance-hostile-pickle-ran");
+        var e = Assert.Throws<UnsafePickleException>(() => ModelLoader.Load(Path.Combine(Fixtures, "pickle", "hostile.ckpt")));
+        Assert.Contains("system", e.Message);
+        Assert.False(File.Exists(marker));
+    }
+
+    [Fact]
+    public void UnknownFilesAreRefusedClearly()
+    {
+        var notModel = Path.Combine(temp, "notes.txt");
+        File.WriteAllText(notModel, "hello");
+        Assert.Contains(".txt", Assert.Throws<NotSupportedException>(() => ModelLoader.Load(notModel)).Message);
+        var truncated = Path.Combine(temp, "cut.safetensors");
+        File.WriteAllBytes(truncated, File.ReadAllBytes(TinyLdm).AsSpan(0, 1000).ToArray());
+        Assert.Contains("cut.safetensors", Assert.Throws<SafetensorsFormatException>(() => ModelLoader.Load(truncated)).Message);
+        Assert.Throws<FileNotFoundException>(() => ModelLoader.Load(Path.Combine(temp, "missing.safetensors")));
+        var unrelated = Path.Combine(temp, "other.safetensors");
+        SafetensorsWriter.Write(unrelated, [new SafetensorsTensor("classifier.weight", SafetensorsDType.F32, [2], new byte[8])]);
+        Assert.Contains("not a Stable Diffusion", Assert.Throws<InvalidDataException>(() => ModelLoader.Load(unrelated)).Message);
+    }
+
+    [Fact]
+    public void MissingTokenizerSaysWhichFilesToPutWhere()
+    {
+        var file = Path.Combine(temp, "tiny.safetensors");
+        File.Copy(TinyLdm, file);
+        var e = Assert.Throws<FileNotFoundException>(() => ModelLoader.Load(file, new ModelLoadOptions(ConfigDirectory: TinyFolder, SearchRoots: [temp])));
+        Assert.Contains("vocab.json", e.Message);
+        Assert.Contains(Path.Combine(temp, "models", "tokenizers", "clip"), e.Message);
+    }
+
+    private static void CopyFolder(string from, string to)
+    {
+        Directory.CreateDirectory(to);
+        foreach (var f in Directory.GetFiles(from)) File.Copy(f, Path.Combine(to, Path.GetFileName(f)));
+    }
+}
