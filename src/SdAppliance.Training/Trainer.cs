@@ -88,6 +88,9 @@ public sealed class Trainer
         if (config.MixedPrecision == "fp16" && !device.IsCuda)
             throw new TrainingConfigException("mixed_precision: fp16 needs a CUDA device (--device cuda); on CPU use no or bf16");
         var dataset = TrainingDataset.Scan(DatasetOptions());
+        if (config.Method == "textual-inversion" && !dataset.Items.Any(i => i.Caption.Contains(config.PlaceholderToken!, StringComparison.Ordinal)))
+            throw new TrainingConfigException(
+                $"placeholder_token: '{config.PlaceholderToken}' appears in no caption, so nothing would train it; put it in the captions or use --instance-prompt \"a photo of {config.PlaceholderToken}\" without caption files");
         var name = config.OutputName ?? Path.GetFileName(runFolder);
 
         using var model = ModelLoader.Load(config.Model ?? throw new TrainingConfigException("model: give the base model (--model PATH)"),
@@ -429,7 +432,8 @@ internal sealed class LossScaler
             using var grad = p.Grad;
             if (grad is null) continue;
             grad.Div_(Scale);
-            using var ok = grad.Isfinite().All();
+            using var isFinite = grad.IsFinite();
+            using var ok = isFinite.All();
             finite &= ok.Item() != 0;
         }
         if (!finite)

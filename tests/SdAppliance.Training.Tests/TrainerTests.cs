@@ -43,7 +43,7 @@ public sealed class TrainerTests : IDisposable
 
     private TrainingConfig Config(string method, string run, int steps = 6) => new()
     {
-        Method = method, Model = TinyModel, Data = MakeDataset(), Output = Path.Combine(root, run), Resolution = 64,
+        Method = method, Model = TinyModel, Data = MakeDataset(caption: method == "textual-inversion" ? "a zwx on a blue background" : "a red square on a blue background"), Output = Path.Combine(root, run), Resolution = 64,
         MaxTrainSteps = steps, LearningRate = method == "textual-inversion" ? 5e-3 : 1e-3, NetworkDim = 4, NetworkAlpha = 4,
         PlaceholderToken = "zwx", InitializerToken = "square", InstancePrompt = "a zwx", Seed = 7,
     };

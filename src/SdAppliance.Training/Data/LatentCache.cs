@@ -100,6 +100,8 @@ public sealed class LatentCache : IDisposable
                 Safetensors.Save(file, [new(TensorName, latents)], new Dictionary<string, string> { [FingerprintKey] = fingerprint });
             }
         }
+        // Kept across steps: out of whatever dispose scope the caller runs in.
+        latents.DetachFromDisposeScope();
         lock (gate)
         {
             if (memory.Remove(key, out var stale)) stale.Latents.Dispose();

@@ -42,6 +42,9 @@ public sealed class TextEmbeddingCache(Func<string, TextConditioning> encode) : 
             }
             TextConditioning encoded;
             using (Autograd.NoGrad()) encoded = encode(caption);
+            // Kept across steps: out of whatever dispose scope the caller runs in.
+            encoded.PromptEmbeds.DetachFromDisposeScope();
+            encoded.PooledPromptEmbeds?.DetachFromDisposeScope();
             Misses++;
             cache[caption] = encoded;
             return Copy(encoded);
