@@ -24,7 +24,7 @@ public sealed class ConversionTests : IDisposable
     public void Dispose() => Directory.Delete(temp, recursive: true);
 
     private static string WeightsOf(string folder, string component) =>
-        Path.Combine(folder, component, component == "text_encoder" ? "model.safetensors" : "diffusion_pytorch_model.safetensors");
+        Path.Combine(folder, component, component.StartsWith("text_encoder", StringComparison.Ordinal) ? "model.safetensors" : "diffusion_pytorch_model.safetensors");
 
     /// <summary>Every tensor of <paramref name="actual"/> (any format we read) equals <paramref name="expected"/>'s: names, dtype, shape, bytes.</summary>
     private static void AssertSameTensors(string expected, string actual)
@@ -235,6 +235,102 @@ public sealed class ConversionTests : IDisposable
         SafetensorsWriter.Write(other, [new SafetensorsTensor("classifier.weight", SafetensorsDType.F32, [2], new byte[8])]);
         Assert.Contains("not a Stable Diffusion", Assert.Throws<InvalidDataException>(() => ModelConverter.Convert(other, Path.Combine(temp, "out"))).Message);
         Assert.Equal(["other.safetensors"], Directory.GetFileSystemEntries(temp).Select(Path.GetFileName));
+    }
+
+    [Fact]
+    public void SdxlShapedFilesGetBothEncodersAndTokenizersAndConvertBack()
+    {
+        // The tiny model dressed as SDXL: its CLIP under SDXL's first-encoder prefix plus a 2-layer OpenCLIP tower
+        // (width 32) under the second's, the layout where q/k/v are one in_proj and the projection is transposed.
+        var random = new Random(7);
+        byte[] Floats(params long[] shape) =>
+            MemoryMarshal.AsBytes(Enumerable.Range(0, (int)shape.Aggregate(1L, (a, b) => a * b)).Select(_ => (float)random.NextDouble() - 0.5f).ToArray().AsSpan()).ToArray();
+        var tensors = new List<SafetensorsTensor>();
+        using (var tiny = SafetensorsFile.Open(TinyLdm))
+            foreach (var e in tiny.Tensors)
+                tensors.Add(new SafetensorsTensor(e.Name.Replace("cond_stage_model.transformer.", "conditioner.embedders.0.transformer."), e.DType, e.Shape, tiny.ReadBytes(e)));
+        const string G = "conditioner.embedders.1.model.";
+        void Add(string name, params long[] shape) => tensors.Add(new SafetensorsTensor(G + name, SafetensorsDType.F32, shape, Floats(shape)));
+        Add("token_embedding.weight", 914, 32);
+        Add("positional_embedding", 77, 32);
+        for (var layer = 0; layer < 2; layer++)
+        {
+            var r = $"transformer.resblocks.{layer}.";
+            foreach (var ln in new[] { "ln_1", "ln_2" })
+            {
+                Add($"{r}{ln}.weight", 32);
+                Add($"{r}{ln}.bias", 32);
+            }
+            Add(r + "attn.in_proj_weight", 96, 32);
+            Add(r + "attn.in_proj_bias", 96);
+            Add(r + "attn.out_proj.weight", 32, 32);
+            Add(r + "attn.out_proj.bias", 32);
+            Add(r + "mlp.c_fc.weight", 64, 32);
+            Add(r + "mlp.c_fc.bias", 64);
+            Add(r + "mlp.c_proj.weight", 32, 64);
+            Add(r + "mlp.c_proj.bias", 32);
+        }
+        Add("ln_final.weight", 32);
+        Add("ln_final.bias", 32);
+        Add("text_projection", 32, 32);
+        Add("logit_scale");  // training-only, dropped
+        var input = Path.Combine(temp, "xl.safetensors");
+        SafetensorsWriter.Write(input, tensors);
+
+        var configs = Path.Combine(temp, "configs");
+        foreach (var component in new[] { "unet", "vae", "text_encoder", "scheduler", "tokenizer" })
+            CopyFolder(Path.Combine(TinyFolder, component), Path.Combine(configs, component));
+        CopyFolder(Path.Combine(TinyFolder, "tokenizer"), Path.Combine(configs, "tokenizer_2"));
+        var te2 = ReadJson(TinyFolder, "text_encoder", "config.json").AsObject();
+        te2["num_hidden_layers"] = 2;
+        te2["hidden_act"] = "gelu";
+        te2["architectures"] = new JsonArray("CLIPTextModelWithProjection");
+        Directory.CreateDirectory(Path.Combine(configs, "text_encoder_2"));
+        File.WriteAllText(Path.Combine(configs, "text_encoder_2", "config.json"), te2.ToJsonString());
+
+        var folder = Path.Combine(temp, "xl");
+        var result = ModelConverter.Convert(input, folder, new ConversionOptions(ConfigDirectory: configs));
+        Assert.Equal(ModelFamily.XlBase, result.Family);
+        Assert.Equal(600 + 37, result.TensorCount);  // 2 x 16 per layer, embeddings, final norm, projection; no logit_scale
+
+        var index = ReadJson(folder, "model_index.json");
+        Assert.Equal("StableDiffusionXLPipeline", index["_class_name"]!.GetValue<string>());
+        Assert.Equal("""["transformers","CLIPTextModelWithProjection"]""", index["text_encoder_2"]!.ToJsonString());
+        Assert.Equal("""["transformers","CLIPTokenizer"]""", index["tokenizer_2"]!.ToJsonString());
+        Assert.True(index["force_zeros_for_empty_prompt"]!.GetValue<bool>());
+        Assert.Null(index["safety_checker"]);
+        // SDXL's second tokenizer pads with "!"; the first keeps its own padding.
+        Assert.Equal("!", ReadJson(folder, "tokenizer_2", "special_tokens_map.json")["pad_token"]!.GetValue<string>());
+        Assert.Equal(File.ReadAllBytes(Path.Combine(TinyFolder, "tokenizer", "special_tokens_map.json")), File.ReadAllBytes(Path.Combine(folder, "tokenizer", "special_tokens_map.json")));
+
+        using (var original = SafetensorsFile.Open(input))
+        using (var encoder2 = SafetensorsFile.Open(WeightsOf(folder, "text_encoder_2")))
+        {
+            var inProj = original.GetSpan(G + "transformer.resblocks.1.attn.in_proj_weight");
+            Assert.True(encoder2.GetSpan("text_model.encoder.layers.1.self_attn.k_proj.weight").SequenceEqual(inProj.Slice(32 * 32 * 4, 32 * 32 * 4)));
+            var projection = MemoryMarshal.Cast<byte, float>(original.GetSpan(G + "text_projection"));
+            var weight = MemoryMarshal.Cast<byte, float>(encoder2.GetSpan("text_projection.weight"));
+            Assert.Equal(projection[(3 * 32) + 5], weight[(5 * 32) + 3]);  // x @ text_projection is Linear with the transpose
+        }
+
+        // The folder is complete enough for our loader: both encoders filled strictly, both tokenizers found.
+        using (var model = ModelLoader.Load(folder))
+        {
+            Assert.True(model.IsSdxl);
+            Assert.Equal(2, model.TextEncoder2!.Config.NumHiddenLayers);
+        }
+
+        var back = Path.Combine(temp, "back.safetensors");
+        ModelConverter.Convert(folder, back);
+        var expected = Path.Combine(temp, "expected.safetensors");
+        SafetensorsWriter.Write(expected, tensors.Where(t => t.Name != G + "logit_scale"));
+        Assert.Equal(File.ReadAllBytes(expected), File.ReadAllBytes(back));
+    }
+
+    private static void CopyFolder(string from, string to)
+    {
+        Directory.CreateDirectory(to);
+        foreach (var file in Directory.GetFiles(from)) File.Copy(file, Path.Combine(to, Path.GetFileName(file)));
     }
 
     [Theory]
