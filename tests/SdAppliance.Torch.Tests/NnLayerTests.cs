@@ -241,3 +241,36 @@ public class NnLayerTests
         Assert.Throws<ArgumentOutOfRangeException>(() => list[3]);
     }
 }
+
+public class LayerAdapterTests
+{
+    private sealed class AddBranch(Tensor scale) : ILayerAdapter
+    {
+        public Tensor Forward(Tensor input, Func<Tensor, Tensor> layer)
+        {
+            using var y = layer(input);
+            return y + input.Sum(-1, keepdim: true) * scale;
+        }
+    }
+
+    [Fact]
+    public void AnAdapterWrapsTheLayerWithoutChangingItsStateDict()
+    {
+        using var linear = new Nn.Linear(3, 2, generator: new Generator(0)).Freeze();
+        using var x = Torch.Tensor([1f, 2f, 3f], 1, 3);
+        using var plain = linear.Forward(x);
+        using var scale = Torch.Scalar(0.5).RequiresGrad_();
+        linear.Adapter = new AddBranch(scale);
+        using var adapted = linear.Forward(x);
+        // 0.5 × (1 + 2 + 3) added to each output.
+        Assert.Equal(plain.ToArray<float>().Select(v => v + 3f), adapted.ToArray<float>());
+        using (var state = linear.StateDict()) Assert.Equal(["weight", "bias"], state.Keys);
+        using (var loss = adapted.Sum()) loss.Backward();
+        using var grad = scale.Grad!;
+        Assert.Equal(12f, grad.Item(), 5);  // d/dscale of 2 outputs × 6
+        Assert.Null(linear.Weight.Grad);
+        linear.Adapter = null;
+        using var again = linear.Forward(x);
+        Assert.Equal(plain.ToArray<float>(), again.ToArray<float>());
+    }
+}

@@ -1,3 +1,5 @@
+using SdAppliance.Formats.Checkpoints;
+using SdAppliance.Formats.Pickle;
 using SdAppliance.Torch;
 using SdAppliance.Torch.Serialization;
 
@@ -29,9 +31,27 @@ public sealed class TextualInversionEmbedding(string name, Tensor vectors, Tenso
         var tensors = Path.GetExtension(path).ToLowerInvariant() switch
         {
             ".safetensors" => Safetensors.Load(path),
-            var ext => throw new NotSupportedException($"textual-inversion file '{path}': {ext} embeddings are read through the checkpoint reader; use .safetensors, .pt or .bin"),
+            ".pt" or ".bin" => ReadPickled(path),
+            var ext => throw new NotSupportedException($"textual-inversion file '{path}': {ext} is not an embedding format; use .safetensors, .pt or .bin"),
         };
         return FromTensors(path, name, tensors);
+    }
+
+    /// <summary>The tensors of a torch.save'd embedding (through the restricted unpickler), keyed by their dotted path in its dicts.</summary>
+    private static Dictionary<string, Tensor> ReadPickled(string path)
+    {
+        using var checkpoint = TorchCheckpoint.Open(path);
+        var found = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        void Walk(object? node, string prefix, int depth)
+        {
+            if (node is TorchTensor t)
+                found[prefix] = Torch.Torch.FromBytes(t.ReadBytes(), t.Shape.ToArray(), Safetensors.ToTorch(t.DType, prefix, path));
+            else if (node is PickleDict dict && depth < 3)
+                foreach (var (key, value) in dict)
+                    if (key is string k) Walk(value, prefix.Length == 0 ? k : prefix + "." + k, depth + 1);
+        }
+        Walk(checkpoint.Root, "", 0);
+        return found;
     }
 
     /// <summary>Interprets the tensors of an embedding file (any supported layout).</summary>

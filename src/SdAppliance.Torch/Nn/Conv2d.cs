@@ -48,8 +48,14 @@ public sealed class Conv2d : Module<Tensor, Tensor>
     public Tensor Weight => GetParameter("weight")!;
     public Tensor? Bias => GetParameter("bias");
 
-    public override Tensor Forward(Tensor input) =>
-        Functional.Conv2d(input, Weight, Bias, Stride.ToArray(), Padding.ToArray(), Dilation.ToArray(), Groups);
+    /// <summary>Wraps this layer's forward (LoRA, hypernetworks); null runs the layer alone.</summary>
+    public ILayerAdapter? Adapter { get; set; }
+
+    public override Tensor Forward(Tensor input) => Adapter is null ? Plain(input) : Adapter.Forward(input, plain ??= Plain);
+
+    private Func<Tensor, Tensor>? plain;
+
+    private Tensor Plain(Tensor input) => Functional.Conv2d(input, Weight, Bias, Stride.ToArray(), Padding.ToArray(), Dilation.ToArray(), Groups);
 
     protected override string ExtraRepr()
     {

@@ -25,7 +25,14 @@ public sealed class Linear : Module<Tensor, Tensor>
     public Tensor Weight => GetParameter("weight")!;
     public Tensor? Bias => GetParameter("bias");
 
-    public override Tensor Forward(Tensor input) => Functional.Linear(input, Weight, Bias);
+    /// <summary>Wraps this layer's forward (LoRA, hypernetworks); null runs the layer alone.</summary>
+    public ILayerAdapter? Adapter { get; set; }
+
+    public override Tensor Forward(Tensor input) => Adapter is null ? Plain(input) : Adapter.Forward(input, plain ??= Plain);
+
+    private Func<Tensor, Tensor>? plain;
+
+    private Tensor Plain(Tensor input) => Functional.Linear(input, Weight, Bias);
 
     protected override string ExtraRepr() => $"in_features={InFeatures}, out_features={OutFeatures}, bias={(Bias is not null ? "True" : "False")}";
 }

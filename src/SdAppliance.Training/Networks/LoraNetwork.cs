@@ -1,0 +1,230 @@
+using SdAppliance.Models.Adapters;
+using SdAppliance.Models.Loading;
+using SdAppliance.Models.TextEncoders;
+using SdAppliance.Models.Unet;
+using SdAppliance.Torch;
+using SdAppliance.Torch.Nn;
+using SdAppliance.Torch.Serialization;
+
+namespace SdAppliance.Training.Networks;
+
+/// <summary>
+/// kohya's <c>LoRANetwork</c> options. <paramref name="NetworkAlpha"/> 0 means alpha = rank (scale 1), as kohya.
+/// <paramref name="ConvDim"/> adds LoCon (kohya's "C3Lier") on the 3×3 convolutions of the UNet's resnets and
+/// samplers, at <paramref name="ConvAlpha"/> (kohya's default 1 when not given).
+/// </summary>
+public sealed record LoraNetworkOptions(int NetworkDim = 16, double NetworkAlpha = 8, double Dropout = 0,
+    bool TrainUnet = true, bool TrainTextEncoder = false, int? ConvDim = null, double? ConvAlpha = null)
+{
+    /// <summary>Throws, naming the field, when the options cannot make a network.</summary>
+    public void Validate()
+    {
+        if (NetworkDim < 1) throw new ArgumentOutOfRangeException(nameof(NetworkDim), NetworkDim, "network_dim (the LoRA rank) must be at least 1");
+        if (NetworkAlpha < 0 || !double.IsFinite(NetworkAlpha)) throw new ArgumentOutOfRangeException(nameof(NetworkAlpha), NetworkAlpha, "network_alpha must be a finite number ≥ 0 (0 means alpha = rank)");
+        if (Dropout is < 0 or >= 1 || double.IsNaN(Dropout)) throw new ArgumentOutOfRangeException(nameof(Dropout), Dropout, "network_dropout must be in [0, 1)");
+        if (ConvDim is < 1) throw new ArgumentOutOfRangeException(nameof(ConvDim), ConvDim, "conv_dim must be at least 1 (leave it out for no LoCon)");
+        if (ConvAlpha is { } a && (a < 0 || !double.IsFinite(a))) throw new ArgumentOutOfRangeException(nameof(ConvAlpha), ConvAlpha, "conv_alpha must be a finite number ≥ 0");
+        if (ConvAlpha is not null && ConvDim is null) throw new ArgumentException("conv_alpha is set but conv_dim is not: give conv_dim to train the 3x3 convolutions", nameof(ConvAlpha));
+        if (!TrainUnet && !TrainTextEncoder) throw new ArgumentException("a LoRA must train the UNet, the text encoder, or both", nameof(TrainUnet));
+    }
+
+    /// <summary>kohya's default conv_alpha when conv_dim is given without one.</summary>
+    public double EffectiveConvAlpha => ConvAlpha ?? 1.0;
+}
+
+/// <summary>
+/// kohya's LoRANetwork: one <see cref="LoraNetworkModule"/> (lora_down, lora_up, alpha) per targeted
+/// Linear/Conv2d (<see cref="KohyaLoraNames"/>), attached through the layer's <see cref="ILayerAdapter"/>
+/// slot, so the model's own weights and state dict stay untouched. The network's state dict is a
+/// kohya LoRA file: "lora_unet_…" (SDXL: original-layout UNet names), "lora_te_…" (SDXL "lora_te1_…",
+/// "lora_te2_…"), each with ".lora_down.weight", ".lora_up.weight" and ".alpha"; text-encoder modules
+/// first, as kohya registers them.
+/// </summary>
+public sealed class LoraNetwork : Module, IDisposable
+{
+    private readonly List<LoraNetworkModule> textEncoderModules = [];
+    private readonly List<LoraNetworkModule> unetModules = [];
+    private double multiplier = 1;
+
+    private LoraNetwork(LoraNetworkOptions options) => Options = options;
+
+    public LoraNetworkOptions Options { get; }
+
+    /// <summary>Strength of every module (kohya's multiplier): 1 while training.</summary>
+    public double Multiplier
+    {
+        get => multiplier;
+        set
+        {
+            multiplier = value;
+            foreach (var m in Loras) m.Multiplier = value;
+        }
+    }
+
+    /// <summary>Text-encoder modules then UNet modules.</summary>
+    public IReadOnlyList<LoraNetworkModule> Loras => [.. textEncoderModules, .. unetModules];
+
+    public IReadOnlyList<LoraNetworkModule> UnetModules => unetModules;
+
+    public IReadOnlyList<LoraNetworkModule> TextEncoderModules => textEncoderModules;
+
+    /// <summary>lora_down and lora_up weights of the UNet modules (the optimizer's UNet group).</summary>
+    public IReadOnlyList<Tensor> UnetParameters => [.. unetModules.SelectMany(m => m.Parameters())];
+
+    /// <summary>lora_down and lora_up weights of the text-encoder modules.</summary>
+    public IReadOnlyList<Tensor> TextEncoderParameters => [.. textEncoderModules.SelectMany(m => m.Parameters())];
+
+    public bool IsAttached { get; private set; }
+
+    /// <summary>Builds the network for <paramref name="model"/> and attaches it.</summary>
+    public static LoraNetwork Create(StableDiffusionModel model, LoraNetworkOptions options, Generator? generator = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        return Create(model.Unet, model.TextEncoder, model.TextEncoder2, options, generator);
+    }
+
+    /// <summary>
+    /// Builds the network over the given modules and attaches it; <paramref name="textEncoder2"/>
+    /// (SDXL) switches to SDXL naming. The LoRA weights are float32 on each layer's device.
+    /// </summary>
+    public static LoraNetwork Create(UNet2DConditionModel unet, ClipTextModel textEncoder, ClipTextModel? textEncoder2,
+        LoraNetworkOptions options, Generator? generator = null)
+    {
+        ArgumentNullException.ThrowIfNull(unet);
+        ArgumentNullException.ThrowIfNull(textEncoder);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        var isSdxl = textEncoder2 is not null;
+        var network = new LoraNetwork(options);
+        try
+        {
+            // kohya creates the text-encoder modules first (and registers them first).
+            if (options.TrainTextEncoder)
+            {
+                var te = isSdxl
+                    ? KohyaLoraNames.TextEncoderTargets(textEncoder, KohyaLoraNames.SdxlTextEncoder1Prefix, LoraTarget.TextEncoder)
+                        .Concat(KohyaLoraNames.TextEncoderTargets(textEncoder2!, KohyaLoraNames.SdxlTextEncoder2Prefix, LoraTarget.TextEncoder2))
+                    : KohyaLoraNames.TextEncoderTargets(textEncoder, KohyaLoraNames.TextEncoderPrefix, LoraTarget.TextEncoder);
+                foreach (var target in te) network.textEncoderModules.Add(network.Build(target, generator));
+            }
+            if (options.TrainUnet)
+                foreach (var target in KohyaLoraNames.UnetTargets(unet, isSdxl, includeConv3x3: options.ConvDim is not null))
+                    network.unetModules.Add(network.Build(target, generator));
+            network.Attach();
+            return network;
+        }
+        catch
+        {
+            network.Dispose();
+            throw;
+        }
+    }
+
+    private LoraNetworkModule Build(KohyaLoraTarget target, Generator? generator)
+    {
+        var (rank, alpha) = target.IsConv3x3 ? (Options.ConvDim!.Value, Options.EffectiveConvAlpha) : (Options.NetworkDim, Options.NetworkAlpha);
+        var module = new LoraNetworkModule(target.LoraName, target.Layer, rank, alpha, Options.Dropout, generator) { Multiplier = multiplier };
+        return RegisterModule(target.LoraName, module);
+    }
+
+    /// <summary>Sets each module as its layer's adapter; a layer already adapted by something else is an error.</summary>
+    public void Attach()
+    {
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
+        foreach (var m in Loras)
+        {
+            var current = AdapterOf(m.Layer);
+            if (current is not null && !ReferenceEquals(current, m))
+                throw new InvalidOperationException($"layer of {m.LoraName} already has an adapter ({current.GetType().Name}); detach it first");
+        }
+        foreach (var m in Loras) SetAdapter(m.Layer, m);
+        IsAttached = true;
+    }
+
+    /// <summary>Removes this network's adapters: the model computes exactly what it did before.</summary>
+    public void Detach()
+    {
+        foreach (var m in Loras)
+            if (ReferenceEquals(AdapterOf(m.Layer), m)) SetAdapter(m.Layer, null);
+        IsAttached = false;
+    }
+
+    internal static ILayerAdapter? AdapterOf(Module layer) => layer switch
+    {
+        Linear l => l.Adapter,
+        Conv2d c => c.Adapter,
+        _ => null,
+    };
+
+    internal static void SetAdapter(Module layer, ILayerAdapter? adapter)
+    {
+        switch (layer)
+        {
+            case Linear l: l.Adapter = adapter; break;
+            case Conv2d c: c.Adapter = adapter; break;
+            default: throw new ArgumentException($"{layer.GetType().Name} has no adapter slot", nameof(layer));
+        }
+    }
+
+    /// <summary>
+    /// Writes the network as a kohya LoRA <c>.safetensors</c> (atomically), in <paramref name="dtype"/>
+    /// (default: float32) as kohya's <c>--save_precision</c>. With metadata, the addnet hashes
+    /// (<c>sshs_model_hash</c>, <c>sshs_legacy_hash</c>) are added as kohya computes them: over a file
+    /// holding the same tensors and only the <c>ss_*</c> metadata.
+    /// </summary>
+    public void Save(string path, IReadOnlyDictionary<string, string> metadata, DType? dtype = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        ArgumentNullException.ThrowIfNull(metadata);
+        var target = dtype ?? DType.Float32;
+        if (!target.IsFloatingPoint()) throw new ArgumentException($"a LoRA is saved in a floating-point dtype, not {target.TorchName()}", nameof(dtype));
+        using var state = StateDict();
+        var tensors = new StateDict();
+        try
+        {
+            foreach (var (key, value) in state) tensors.Add(key, value.To(Device.Cpu, target, copy: true));
+            var meta = new Dictionary<string, string>(metadata, StringComparer.Ordinal);
+            if (meta.Count > 0)
+            {
+                var (modelHash, legacyHash) = KohyaMetadata.PrecalculateHashes(tensors, meta, Path.GetDirectoryName(Path.GetFullPath(path))!);
+                meta["sshs_model_hash"] = modelHash;
+                meta["sshs_legacy_hash"] = legacyHash;
+            }
+            Safetensors.Save(path, tensors, meta);
+        }
+        finally
+        {
+            tensors.Dispose();
+        }
+    }
+
+    /// <summary>Loads a file this network saved (resume): every key must match, in name and shape.</summary>
+    public void Load(string path)
+    {
+        var tensors = Safetensors.Load(path);
+        try
+        {
+            try
+            {
+                LoadStateDict(tensors, strict: true);
+            }
+            catch (StateDictException e)
+            {
+                throw new InvalidDataException($"'{path}' is not a LoRA of this network's layout ({Options}): {e.Message}", e);
+            }
+            foreach (var m in Loras) m.RefreshScale();
+        }
+        finally
+        {
+            foreach (var t in tensors.Values) t.Dispose();
+        }
+    }
+
+    /// <summary>Detaches from the model, then frees the LoRA weights.</summary>
+    public new void Dispose()
+    {
+        if (IsDisposed) return;
+        Detach();
+        base.Dispose();
+    }
+}
