@@ -38,6 +38,8 @@ Console.WriteLine($"libtorch: {Engine.TorchVersion}");
 Console.WriteLine($"device: {device}");
 Console.WriteLine($"dtype: {dtype.TorchName()}");
 Console.WriteLine($"threads: {Engine.NumThreads}");
+// Other work on the machine makes libtorch's threads wait for a core (small ops suffer most): the load says how much.
+ReportLoad("load_average_start");
 
 void Sync()
 {
@@ -63,6 +65,12 @@ double Time(Action body, int repeats)
 }
 
 void Report(string name, double value, string unit) => Console.WriteLine($"{name}: {value:G4} {unit}");
+
+void ReportLoad(string name)
+{
+    if (File.Exists("/proc/loadavg"))
+        Report(name, double.Parse(File.ReadAllText("/proc/loadavg").Split(' ')[0], CultureInfo.InvariantCulture), "runnable");
+}
 
 // Long runs say what they are doing on stderr, so that stdout stays `name: value unit` only.
 void Progress(string what) => Console.Error.WriteLine($"# {what}");
@@ -153,6 +161,7 @@ var stepSeconds = new Dictionary<int, double>();
     }
 }
 Report("process_peak_rss", Process.GetCurrentProcess().PeakWorkingSet64 / (double)(1L << 30), "GiB");
+ReportLoad("load_average_end");
 return 0;
 
 static string RepositoryRoot()
