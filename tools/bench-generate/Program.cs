@@ -139,7 +139,7 @@ var stepSeconds = new Dictionary<int, double>();
     foreach (var size in sizes)
     {
         Progress($"SD 1.5 UNet steps at {size}x{size}");
-        if (device.IsCuda) Cuda.ResetPeakMemoryStats(device.Index);
+        if (device.IsCuda && Cuda.HasMemoryStats) Cuda.ResetPeakMemoryStats(device.Index);
         using var loop = new SamplingLoop(unet, embeds, scheduler, Sampler, Steps, CfgScale, size / 8, dtype, device);
         stepSeconds[size] = Time(loop.Step, size >= 512 ? 2 : quick ? 1 : 3);
         Report($"sd15_step_{size}", stepSeconds[size], "s/step");
