@@ -238,6 +238,22 @@ public sealed class TrainerTests : IDisposable
     }
 
     [Fact]
+    public void ResumeIgnoresCheckpointsAWriteDidNotFinish()
+    {
+        var config = Config("lora", "crashed", steps: 2) with { SaveEveryNSteps = 1 };
+        Trainer.Train(config);
+        var checkpoints = Path.Combine(config.Output!, "checkpoints");
+        // What a crash mid-write leaves: a temporary folder, and a step folder without its state.json.
+        Directory.CreateDirectory(Path.Combine(checkpoints, ".step-000003.abc.tmp"));
+        var torn = Path.Combine(checkpoints, "step-000004");
+        Directory.CreateDirectory(torn);
+        File.WriteAllBytes(Path.Combine(torn, "trained.safetensors"), [1, 2, 3]);
+        var resumed = Trainer.Resume(config.Output!, maxTrainSteps: 3);
+        Assert.Equal(3, resumed.Steps);
+        Assert.True(File.Exists(Path.Combine(checkpoints, "step-000003", "state.json")));
+    }
+
+    [Fact]
     public void Crc32CMatchesTheStandardCheckValue() =>
         Assert.Equal(0xE3069283u, Crc32C.Compute("123456789"u8));
 }
