@@ -252,13 +252,15 @@ public sealed class LoraNetworkTests : IDisposable
         var file = Path.Combine(folder, "shapes.safetensors");
         using (var network = LoraNetwork.Create(model, options, new Generator(21)))
         {
-            foreach (var (m, i) in network.Loras.Select((m, i) => (m, i))) Randomise(m.UpWeight, 0.3, (ulong)(200 + i));
+            // Up weights of N(0, 1) move the image by up to ~80 levels; at that strength a 2% error in the
+            // LoRA's scale moves pixels by 4, so the ±1 below would catch it.
+            foreach (var (m, i) in network.Loras.Select((m, i) => (m, i))) Randomise(m.UpWeight, 1.0, (ulong)(200 + i));
             network.Eval();
             attached = Generate(model);
             network.Save(file, KohyaMetadata.Build(model, options));
         }
         // The network changed the image, and detaching (dispose) gave the model back.
-        Assert.True(MaxPixelDifference(baseline, attached) > 20, "the LoRA should change the image");
+        Assert.True(MaxPixelDifference(baseline, attached) > 40, "the LoRA should change the image");
         Assert.Equal(baseline, Generate(model));
 
         // Merged weights compute W·x + s·up·(down·x) as (W + s·up·down)·x: float32 rounding only, which
