@@ -11,6 +11,8 @@ public static class SdappCommand
         var root = new RootCommand("SdAppliance: prepare datasets, fine-tune and run Stable Diffusion models on one box.")
         {
             DoctorCommand.Create(),
+            GenerateCommand.Create(),
+            ConvertCommand.Create(),
         };
         return root;
     }

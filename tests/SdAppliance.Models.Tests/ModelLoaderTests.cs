@@ -2,6 +2,7 @@ using SdAppliance.Formats;
 using SdAppliance.Formats.Checkpoints;
 using SdAppliance.Formats.Pickle;
 using SdAppliance.Models.Loading;
+using SdAppliance.Models.Tokenization;
 using SdAppliance.Torch;
 using SdAppliance.Torch.Nn;
 using SdAppliance.Torch.Serialization;
@@ -110,9 +111,24 @@ public sealed class ModelLoaderTests : IDisposable
     {
         var file = Path.Combine(temp, "tiny.safetensors");
         File.Copy(TinyLdm, file);
-        var e = Assert.Throws<FileNotFoundException>(() => ModelLoader.Load(file, new ModelLoadOptions(ConfigDirectory: TinyFolder, SearchRoots: [temp])));
+        // The configs without their tokenizer: a --config folder that has one lends it (next test).
+        var configs = Path.Combine(temp, "configs");
+        foreach (var component in new[] { "unet", "vae", "text_encoder", "scheduler" })
+            CopyFolder(Path.Combine(TinyFolder, component), Path.Combine(configs, component));
+        var e = Assert.Throws<FileNotFoundException>(() => ModelLoader.Load(file, new ModelLoadOptions(ConfigDirectory: configs, SearchRoots: [temp])));
         Assert.Contains("vocab.json", e.Message);
         Assert.Contains(Path.Combine(temp, "models", "tokenizers", "clip"), e.Message);
+    }
+
+    [Fact]
+    public void SingleFileTakesTheTokenizerOfItsConfigFolder()
+    {
+        // As diffusers' from_single_file(config=...): the config folder is a whole model, tokenizer included.
+        var file = Path.Combine(temp, "tiny.safetensors");
+        File.Copy(TinyLdm, file);
+        using var model = ModelLoader.Load(file, new ModelLoadOptions(ConfigDirectory: TinyFolder, SearchRoots: [temp]));
+        Assert.Equal(913, model.Tokenizer.PadId);
+        Assert.Equal(model.Tokenizer.Encode("a red circle"), ClipTokenizer.FromFolder(Path.Combine(TinyFolder, "tokenizer")).Encode("a red circle"));
     }
 
     private static void CopyFolder(string from, string to)

@@ -43,6 +43,9 @@ public sealed class StableDiffusionPipeline
     /// <summary>The model hash A1111 shows (first 10 hex digits of the file's SHA-256); null leaves it out.</summary>
     public string? ModelHash { get; init; }
 
+    /// <summary>Embeddings to use besides the folder's (a textual inversion being trained); the caller keeps them.</summary>
+    public IReadOnlyList<TextualInversionEmbedding> ExtraEmbeddings { get; init; } = [];
+
     public IReadOnlyList<GeneratedImage> Generate(GenerationRequest request, IProgress<GenerationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         Validate(request);
@@ -136,6 +139,7 @@ public sealed class StableDiffusionPipeline
     private EmbeddingLibrary LoadEmbeddings()
     {
         var library = new EmbeddingLibrary(model.Tokenizer);
+        foreach (var extra in ExtraEmbeddings) library.Add(extra, owns: false);
         foreach (var folder in folders.EmbeddingFolders)
             foreach (var file in Directory.Exists(folder) ? Directory.EnumerateFiles(folder).Where(IsEmbeddingFile).Order(StringComparer.Ordinal) : Enumerable.Empty<string>())
             {
@@ -225,40 +229,15 @@ public sealed class StableDiffusionPipeline
     /// <summary>Encodes prompt and negative prompt to the same number of chunks (the shorter padded with empty chunks, as A1111).</summary>
     private (TextConditioning Cond, TextConditioning Uncond) EncodePrompts(string prompt, string negative, EmbeddingLibrary embeddings, int clipSkip)
     {
-        var chunker = new PromptChunker(model.Tokenizer, embeddings);
-        var p = chunker.Chunk(prompt);
-        var n = chunker.Chunk(negative);
-        var chunks = Math.Max(p.Chunks.Count, n.Chunks.Count);
-        var cond = Encode(chunker, p, chunks, embeddings, clipSkip, prompt);
-        var uncond = model.IsSdxl && string.IsNullOrWhiteSpace(negative)
-            ? ZerosLike(cond)  // diffusers' force_zeros_for_empty_prompt for SDXL
-            : Encode(chunker, n, chunks, embeddings, clipSkip, negative);
-        return (cond, uncond);
-    }
-
-    private static TextConditioning ZerosLike(TextConditioning c) =>
-        new(Torch.Torch.ZerosLike(c.PromptEmbeds), c.PooledPromptEmbeds is null ? null : Torch.Torch.ZerosLike(c.PooledPromptEmbeds));
-
-    private TextConditioning Encode(PromptChunker chunker, ChunkedPrompt chunked, int chunkCount, EmbeddingLibrary embeddings, int clipSkip, string text)
-    {
-        var all = chunked.Chunks.Concat(Enumerable.Range(0, chunkCount - chunked.Chunks.Count).Select(_ => chunker.EmptyChunk())).ToList();
-        var placed = new List<ChunkEmbedding>();
-        for (var c = 0; c < all.Count; c++)
-            foreach (var fix in all[c].Fixes)
-            {
-                var e = embeddings.Embeddings[fix.Embedding.Name];
-                placed.Add(new ChunkEmbedding(c, fix.Offset, e.Vectors, e.Vectors2));
-            }
-        var input = new PromptChunks([.. all.Select(c => c.Ids)], [.. all.Select(c => c.Weights.Select(w => (float)w).ToArray())]) { Embeddings = placed };
-        if (model.PromptEncoder is SdxlPromptEncoder sdxl)
+        var encoded = new PromptConditioner(model, embeddings).Encode([prompt, negative], clipSkip);
+        if (model.IsSdxl && string.IsNullOrWhiteSpace(negative))
         {
-            // tokenizer_2 pads with id 0: the same chunks, other padding.
-            var chunked2 = new PromptChunker(model.Tokenizer2!, embeddings).Chunk(text);
-            var all2 = chunked2.Chunks.Concat(Enumerable.Range(0, chunkCount - chunked2.Chunks.Count).Select(_ => new PromptChunker(model.Tokenizer2!).EmptyChunk())).ToList();
-            var input2 = new PromptChunks([.. all2.Select(c => c.Ids)], [.. all2.Select(c => c.Weights.Select(w => (float)w).ToArray())]) { Embeddings = placed };
-            return sdxl.Encode(input, input2, clipSkip);
+            // diffusers' force_zeros_for_empty_prompt for SDXL
+            var c = encoded[0];
+            encoded[1].Dispose();
+            return (c, new TextConditioning(Torch.Torch.ZerosLike(c.PromptEmbeds), c.PooledPromptEmbeds is null ? null : Torch.Torch.ZerosLike(c.PooledPromptEmbeds)));
         }
-        return model.PromptEncoder.Encode(input, clipSkip);
+        return (encoded[0], encoded[1]);
     }
 
     /// <summary>SDXL's micro-conditioning: pooled text embeddings and (original size, crop, target size) = (H, W, 0, 0, H, W).</summary>

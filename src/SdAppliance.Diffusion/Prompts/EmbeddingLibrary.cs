@@ -12,21 +12,24 @@ public sealed class EmbeddingLibrary : ITextualInversionLookup, IDisposable
     private readonly Dictionary<string, TextualInversionEmbedding> byName = new(StringComparer.Ordinal);
     private readonly Dictionary<int, List<(int[] Tokens, TextualInversionEmbedding Embedding)>> byFirstToken = [];
     private readonly ClipTokenizer tokenizer;
+    private readonly HashSet<TextualInversionEmbedding> owned = new(ReferenceEqualityComparer.Instance);
 
     public EmbeddingLibrary(ClipTokenizer tokenizer) => this.tokenizer = tokenizer;
 
     public IReadOnlyDictionary<string, TextualInversionEmbedding> Embeddings => byName;
 
-    public void Add(TextualInversionEmbedding embedding)
+    /// <summary>Adds an embedding; with <paramref name="owns"/> the library disposes it (a trainer keeps its own).</summary>
+    public void Add(TextualInversionEmbedding embedding, bool owns = true)
     {
         var tokens = tokenizer.Encode(embedding.Name).ToArray();
         if (tokens.Length == 0) throw new ArgumentException($"embedding name '{embedding.Name}' has no tokens");
         if (byName.Remove(embedding.Name, out var old))
         {
             byFirstToken[tokenizer.Encode(old.Name)[0]].RemoveAll(e => e.Embedding == old);
-            old.Dispose();
+            if (owned.Remove(old)) old.Dispose();
         }
         byName[embedding.Name] = embedding;
+        if (owns) owned.Add(embedding);
         if (!byFirstToken.TryGetValue(tokens[0], out var list)) byFirstToken[tokens[0]] = list = [];
         list.Add((tokens, embedding));
         list.Sort((a, b) => b.Tokens.Length.CompareTo(a.Tokens.Length));
@@ -47,7 +50,8 @@ public sealed class EmbeddingLibrary : ITextualInversionLookup, IDisposable
 
     public void Dispose()
     {
-        foreach (var e in byName.Values) e.Dispose();
+        foreach (var e in owned) e.Dispose();
+        owned.Clear();
         byName.Clear();
         byFirstToken.Clear();
     }

@@ -9,18 +9,19 @@ namespace SdAppliance.Diffusion.Schedulers;
 /// one from the start over the whole interval using the midpoint's x₀. The schedule interleaves
 /// the midpoint timesteps (<see cref="Order"/> = 2), so it has 2n − 1 entries for n steps.
 /// <para>
-/// The noise. diffusers and k-diffusion draw it from a Brownian tree (torchsde's
-/// <c>BrownianInterval</c>) seeded separately from the pipeline's generator, so no engine can
-/// reproduce their numbers without reimplementing torchsde's tree and its PRNG use, and the
-/// fixtures have no golden for this sampler. What matters for the method is the law of the
-/// increments: the first stage's noise is the Brownian increment over [σ_mid, σ], the second's
-/// over [σ_next, σ] — the same path, so the two are correlated with ρ = √((σ − σ_mid)/(σ − σ_next)).
+/// The noise. diffusers, k-diffusion and A1111 draw it from a Brownian tree (torchsde's
+/// <c>BrownianInterval</c>, seeded apart from the pipeline's generator), whose numbers no engine
+/// reproduces without reimplementing torchsde's tree and its use of the PRNG; the shared fixtures
+/// have no golden for this sampler. What matters for the method is the law of the increments:
+/// the first stage's noise is the Brownian increment over [σ_mid, σ], the second's over
+/// [σ_next, σ] — the same path, so the two are correlated with ρ = √((σ − σ_mid)/(σ − σ_next)).
 /// With <c>noise_sampler brownian</c> (the default) we draw exactly that law from the generator:
 /// z₁ for the first piece, z₂ for the remainder, and the second stage uses
 /// (√L₁·z₁ + √L₂·z₂)/√(L₁ + L₂). <c>noise_sampler independent</c> is k-diffusion's
-/// <c>default_noise_sampler</c> (a fresh randn per stage), which ignores that correlation.
-/// Both take two draws per interval from the generator (or from <c>noise_sampler_seed</c> if set
-/// and no generator is given).
+/// <c>default_noise_sampler</c> (a fresh randn per stage), which drops that correlation; it is
+/// the mode our own reference trace checks (diffusers' scheduler with its tree replaced by
+/// per-stage draws, tests/fixtures/schedulers_extra_golden.safetensors). Both take two draws per
+/// interval from the generator (or from <c>noise_sampler_seed</c> when no generator is given).
 /// </para>
 /// </summary>
 public sealed class DpmSolverSdeScheduler : SigmaScheduler

@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using SdAppliance.Torch;
 
 namespace SdAppliance.Diffusion.Schedulers;
@@ -12,7 +13,9 @@ public abstract class NoiseSource
     /// <summary>A standard-normal tensor of <paramref name="shape"/> on <paramref name="device"/>.</summary>
     public abstract Tensor Randn(long[] shape, DType dtype, Device device);
 
-    public static implicit operator NoiseSource(Generator generator) => FromGenerator(generator);
+    /// <summary>A generator as noise source; a null generator stays null (the default generator is used).</summary>
+    [return: NotNullIfNotNull(nameof(generator))]
+    public static implicit operator NoiseSource?(Generator? generator) => generator is null ? null : FromGenerator(generator);
 
     /// <summary>Draws with <c>torch.randn(shape, generator)</c> on the generator's device, then moves there.</summary>
     public static NoiseSource FromGenerator(Generator generator) => new GeneratorNoise([generator]);

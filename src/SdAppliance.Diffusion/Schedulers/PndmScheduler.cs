@@ -52,12 +52,14 @@ public sealed class PndmScheduler : Scheduler
         {
             prkTimesteps = [];
             // grid[:-1] + grid[-2:-1] + grid[-1:], reversed: the second timestep appears twice.
-            var list = grid[..^1].Concat(grid[^2..^1]).Concat(grid[^1..]).ToArray();
+            var list = grid[..^1].Concat(grid.Length >= 2 ? grid[^2..^1] : []).Concat(grid[^1..]).ToArray();
             Array.Reverse(list);
             plms = list;
         }
         else
         {
+            if (numInferenceSteps < PndmOrder)
+                throw new ArgumentOutOfRangeException(nameof(numInferenceSteps), $"PNDM's Runge-Kutta warm-up needs at least {PndmOrder} steps (or skip_prk_steps)");
             var half = n / numInferenceSteps / 2;
             var lastFour = grid[^PndmOrder..];
             var prk = new List<long>();

@@ -135,7 +135,7 @@ internal static class ScheduleMath
         if (x >= n - 1) return fp[n - 1];
         var j = (int)Math.Floor(x);
         if (j == x) return fp[j];
-        var slope = ((double)fp[j + 1] - fp[j]) / 1.0;
+        var slope = (double)fp[j + 1] - fp[j]; // the grid spacing is 1
         return slope * (x - j) + fp[j];
     }
 

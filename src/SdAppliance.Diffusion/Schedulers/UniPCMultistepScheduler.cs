@@ -203,6 +203,8 @@ public sealed class UniPCMultistepScheduler : SigmaScheduler
         var (first, scale) = predictX0
             ? (sigmaT / sigmaS0T * x - alphaT * hPhi1 * m0, alphaT * bh)
             : (alphaT / alphaS0 * x - sigmaT * hPhi1 * m0, sigmaT * bh);
+        // Without history (order 1) there is no correction term. diffusers multiplies B(h) by a 0
+        // there, which is NaN for bh1 at a final σ of 0 (B(h) = h = −∞); skipping it gives x₀.
         return predRes is null ? first : first - scale * predRes;
     }
 

@@ -75,7 +75,7 @@ public static class ModelLoader
                : [ModelComponents.Unet, ModelComponents.Vae, ModelComponents.TextEncoder];
 
     /// <summary>A component's weights: fp32 safetensors first, then the fp16 variant, then the pickle .bin.</summary>
-    private static string WeightsFile(string componentFolder)
+    internal static string WeightsFile(string componentFolder)
     {
         string[] names = ["diffusion_pytorch_model.safetensors", "model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
             "model.fp16.safetensors", "diffusion_pytorch_model.bin", "pytorch_model.bin", "diffusion_pytorch_model.fp16.bin", "pytorch_model.fp16.bin"];
@@ -117,7 +117,7 @@ public static class ModelLoader
         return Torch.Torch.FromBytes(bytes, recipe.Shape.ToArray(), Torch.Serialization.Safetensors.ToTorch(dtype, recipe.Target.Name, source.Path));
     }
 
-    private static string FindConfigs(ModelFamily family, ModelLoadOptions options)
+    internal static string FindConfigs(ModelFamily family, ModelLoadOptions options)
     {
         var name = ConfigFolderName(family);
         var candidates = SearchRoots(options).Select(root => Path.Combine(root, "models", "configs", name)).ToList();
@@ -170,9 +170,9 @@ public static class ModelLoader
             var roots = SearchRoots(options);
             // SD 1.x pads with <|endoftext|>; OpenCLIP (SD 2.x, SDXL's second encoder) pads with "!" (id 0).
             var openClipPad = new ClipTokenizerOptions(PadToken: "!");
-            var tokenizer = ClipTokenizer.FromFolder(TokenizerLocator.Find(modelPath, "clip", roots),
+            var tokenizer = ClipTokenizer.FromFolder(FindTokenizer(modelPath, options, roots, "tokenizer"),
                 family == ModelFamily.V2 ? openClipPad : null);
-            var tokenizer2 = isSdxl ? ClipTokenizer.FromFolder(TokenizerLocator.Find(modelPath, "clip", roots, "tokenizer_2"), openClipPad) : null;
+            var tokenizer2 = isSdxl ? ClipTokenizer.FromFolder(FindTokenizer(modelPath, options, roots, "tokenizer_2"), openClipPad) : null;
 
             var scheduler = SchedulerConfig(configs, sourcePath, options, unet, family);
             return new StableDiffusionModel(sourcePath, family, tokenizer, te, tokenizer2, te2, unet, vae, scheduler, device, options.DType);
@@ -185,6 +185,19 @@ public static class ModelLoader
             te2?.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// The tokenizer folder: beside the model, else in the <see cref="ModelLoadOptions.ConfigDirectory"/> (a single file
+    /// given <c>--config</c> takes that model's tokenizer, as diffusers' <c>from_single_file(config=...)</c> does), else shared.
+    /// </summary>
+    internal static string FindTokenizer(string modelPath, ModelLoadOptions options, IEnumerable<string> roots, string subfolder)
+    {
+        var modelFolder = Directory.Exists(modelPath) ? modelPath : Path.GetDirectoryName(Path.GetFullPath(modelPath)) ?? ".";
+        static bool Has(string folder) => TokenizerLocator.RequiredFiles.All(f => File.Exists(Path.Combine(folder, f)));
+        var home = options.ConfigDirectory is { } configs && !Has(Path.Combine(modelFolder, subfolder)) && Has(Path.Combine(configs, subfolder))
+            ? configs : modelPath;
+        return TokenizerLocator.Find(home, "clip", roots, subfolder);
     }
 
     private static string ConfigFile(string configs, string component)
@@ -241,7 +254,7 @@ public static class ModelLoader
         return config;
     }
 
-    private static JsonObject DefaultScheduler() => new()
+    internal static JsonObject DefaultScheduler() => new()
     {
         ["_class_name"] = "PNDMScheduler", ["beta_start"] = 0.00085, ["beta_end"] = 0.012, ["beta_schedule"] = "scaled_linear",
         ["num_train_timesteps"] = 1000, ["prediction_type"] = "epsilon", ["set_alpha_to_one"] = false, ["skip_prk_steps"] = true,
@@ -249,7 +262,7 @@ public static class ModelLoader
     };
 
     /// <summary>A1111's convention: <c>model.yaml</c> next to <c>model.safetensors</c>, with <c>parameterization: "v"</c> for v-prediction.</summary>
-    private static string? CompanionYamlPrediction(string sourcePath)
+    internal static string? CompanionYamlPrediction(string sourcePath)
     {
         if (!File.Exists(sourcePath)) return null;
         var yaml = Path.ChangeExtension(sourcePath, ".yaml");

@@ -1,0 +1,249 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Security.Cryptography;
+using SdAppliance.Diffusion.Pipelines;
+using SdAppliance.Diffusion.Schedulers;
+using SdAppliance.Imaging;
+using SdAppliance.Models.Loading;
+using SdAppliance.Torch;
+
+namespace SdAppliance.Cli.Commands;
+
+/// <summary>What <c>sdapp generate</c> was asked for, as parsed.</summary>
+internal sealed record GenerateArguments
+{
+    public string? Model { get; init; }
+    public required string Prompt { get; init; }
+    public string NegativePrompt { get; init; } = "";
+    public long Seed { get; init; } = -1;
+    public int Steps { get; init; }
+    public required string Sampler { get; init; }
+    public double Cfg { get; init; }
+    public int? Width { get; init; }
+    public int? Height { get; init; }
+    public int Batch { get; init; } = 1;
+    public int ClipSkip { get; init; } = 1;
+    public string? InitImage { get; init; }
+    public double? Strength { get; init; }
+    public IReadOnlyList<string> Loras { get; init; } = [];
+    public string? Config { get; init; }
+    public string? PredictionType { get; init; }
+    public string Device { get; init; } = "cpu";
+    public string DType { get; init; } = "float32";
+    public bool VaeTiling { get; init; }
+    public required string Output { get; init; }
+}
+
+/// <summary>
+/// <c>sdapp generate</c>: txt2img and img2img with A1111's defaults (20 steps, CFG 7, DPM++ 2M Karras, the
+/// model's native size, a random seed). Each PNG carries A1111's <c>parameters</c> text; seeds and paths are
+/// printed. Mistakes (a missing model, an unknown sampler, a bad size or LoRA) are one line and exit code 1.
+/// </summary>
+public static class GenerateCommand
+{
+    private static readonly GenerationRequest Defaults = new();
+
+    public static Command Create() => Create(AppPaths.Discover);
+
+    internal static Command Create(Func<AppPaths> paths)
+    {
+        var model = new Option<string?>("--model", "-m") { Description = "A diffusers folder or a .safetensors/.ckpt file (default: models/demo when present)" };
+        var prompt = new Option<string>("--prompt", "-p") { Description = "What to draw; A1111 syntax: (word:1.2), [word], BREAK, <lora:name:0.8>", Required = true };
+        var negative = new Option<string>("--negative-prompt", "-n") { Description = "What to avoid", DefaultValueFactory = _ => "" };
+        var seed = new Option<long>("--seed", "-s") { Description = "Seed of the first image (image i uses seed + i); -1 draws one", DefaultValueFactory = _ => Defaults.Seed };
+        var steps = new Option<int>("--steps") { Description = "Sampler steps", DefaultValueFactory = _ => Defaults.Steps };
+        var sampler = new Option<string>("--sampler") { Description = "\"DPM++ 2M Karras\", euler_a, DDIM... or a diffusers class name", DefaultValueFactory = _ => Defaults.Sampler };
+        var cfg = new Option<double>("--cfg") { Description = "Classifier-free guidance scale", DefaultValueFactory = _ => Defaults.CfgScale };
+        var width = new Option<int?>("--width", "-W") { Description = "Image width, a multiple of 8 (default: the model's native size)" };
+        var height = new Option<int?>("--height", "-H") { Description = "Image height, a multiple of 8 (default: the model's native size)" };
+        var batch = new Option<int>("--batch") { Description = "How many images; more than one are written as FILE-0.png, FILE-1.png...", DefaultValueFactory = _ => Defaults.BatchSize };
+        var clipSkip = new Option<int>("--clip-skip") { Description = "1 = the text encoder's last layer, 2 = the penultimate (A1111 numbering)", DefaultValueFactory = _ => Defaults.ClipSkip };
+        var initImage = new Option<string?>("--init-image") { Description = "img2img: the image to start from" };
+        var strength = new Option<double?>("--strength") { Description = $"img2img: how much to change the init image, 0..1 (default {Defaults.Strength.ToString(CultureInfo.InvariantCulture)})" };
+        var lora = new Option<string[]>("--lora") { Description = "A LoRA file and its weight, FILE:W (repeatable)", HelpName = "FILE:W" };
+        var config = new Option<string?>("--config") { Description = "A diffusers folder whose configs describe a single file that is not a standard family" };
+        var prediction = new Option<string?>("--prediction-type") { Description = "epsilon or v_prediction, overriding the model's" };
+        prediction.AcceptOnlyFromAmong("epsilon", "v_prediction");
+        var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N", DefaultValueFactory = _ => "cpu" };
+        var dtype = new Option<string>("--dtype") { Description = "float32, float16 or bfloat16", DefaultValueFactory = _ => "float32" };
+        dtype.AcceptOnlyFromAmong("float32", "float16", "bfloat16");
+        var vaeTiling = new Option<bool>("--vae-tiling") { Description = "Decode the image in tiles (large sizes in less memory)" };
+        var output = new Option<string>("--output", "-o") { Description = "The PNG to write", Required = true };
+
+        var command = new Command("generate", "Generate images from a prompt (txt2img, or img2img with --init-image).")
+        {
+            model, prompt, negative, seed, steps, sampler, cfg, width, height, batch, clipSkip, initImage, strength, lora,
+            config, prediction, device, dtype, vaeTiling, output,
+        };
+        command.SetAction((parse, cancellationToken) =>
+        {
+            var arguments = new GenerateArguments
+            {
+                Model = parse.GetValue(model),
+                Prompt = parse.GetValue(prompt)!,
+                NegativePrompt = parse.GetValue(negative) ?? "",
+                Seed = parse.GetValue(seed),
+                Steps = parse.GetValue(steps),
+                Sampler = parse.GetValue(sampler)!,
+                Cfg = parse.GetValue(cfg),
+                Width = parse.GetValue(width),
+                Height = parse.GetValue(height),
+                Batch = parse.GetValue(batch),
+                ClipSkip = parse.GetValue(clipSkip),
+                InitImage = parse.GetValue(initImage),
+                Strength = parse.GetValue(strength),
+                Loras = parse.GetValue(lora) ?? [],
+                Config = parse.GetValue(config),
+                PredictionType = parse.GetValue(prediction),
+                Device = parse.GetValue(device)!,
+                DType = parse.GetValue(dtype)!,
+                VaeTiling = parse.GetValue(vaeTiling),
+                Output = parse.GetValue(output)!,
+            };
+            var io = parse.InvocationConfiguration;
+            return Task.FromResult(Run(arguments, paths(), io.Output, io.Error, cancellationToken));
+        });
+        return command;
+    }
+
+    internal static int Run(GenerateArguments args, AppPaths paths, TextWriter output, TextWriter error, CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            // Everything that can be checked without the model is checked before loading it (seconds to minutes).
+            var request = Request(args);
+            var files = OutputFiles(args.Output, args.Batch);
+            var modelPath = args.Model ?? paths.DefaultModel
+                ?? throw new UsageException("no --model given and no default model (models/demo) found");
+            if (!File.Exists(modelPath) && !Directory.Exists(modelPath))
+                throw new UsageException($"model '{modelPath}' does not exist: give a diffusers folder or a .safetensors/.ckpt file");
+            if (args.Config is not null && !Directory.Exists(args.Config))
+                throw new UsageException($"--config '{args.Config}' is not a folder (it should be a diffusers model folder with unet/config.json...)");
+            var device = Device.Parse(args.Device);
+            if (device.IsCuda && !Cuda.IsAvailable)
+                throw new UsageException($"--device {args.Device}: CUDA is not available here (sdapp doctor says why); use --device cpu");
+
+            var interactive = ProgressBar.IsTerminal(error);
+            if (interactive) error.WriteLine($"loading {modelPath}");
+            using var model = ModelLoader.Load(modelPath, new ModelLoadOptions(args.Config, args.PredictionType, device, DTypeExtensions.Parse(args.DType), paths.SearchRoots));
+            if (args.VaeTiling) model.Vae.EnableTiling();
+            var pipeline = new StableDiffusionPipeline(model, new AdapterFolders(paths.LoraFolders, paths.EmbeddingFolders))
+            {
+                ModelHash = File.Exists(modelPath) ? ModelHash(modelPath) : null,
+            };
+
+            var steps = 0;
+            var bar = new ProgressBar(error, interactive, "generating", "steps", "it/s");
+            IReadOnlyList<GeneratedImage> images;
+            try
+            {
+                images = pipeline.Generate(request, new ProgressCallback<GenerationProgress>(p =>
+                {
+                    steps = p.TotalSteps;
+                    bar.Update(p.Step, p.TotalSteps);
+                }), cancellationToken);
+            }
+            finally
+            {
+                bar.Finish();
+            }
+
+            var seconds = bar.Elapsed.TotalSeconds;
+            for (var i = 0; i < images.Count; i++)
+            {
+                Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(files[i]))!);
+                ImageCodec.Save(images[i].Image, files[i]);
+                if (!bar.IsInteractive)
+                    error.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                        $"image {i + 1}/{images.Count}: {steps} steps, {seconds:0.0} s for the batch ({(seconds > 0 ? steps / seconds : 0):0.00} it/s)"));
+                output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"seed {images[i].Seed}: {files[i]}"));
+            }
+            return 0;
+        }
+        catch (OperationCanceledException)
+        {
+            error.WriteLine("cancelled; nothing was written");
+            return 130;
+        }
+        catch (Exception e)
+        {
+            return CliErrors.Report(error, e);
+        }
+    }
+
+    private static GenerationRequest Request(GenerateArguments args)
+    {
+        var sampler = args.Sampler.Trim();
+        // A class name is taken in any case, then spelled as the registry spells it.
+        sampler = SchedulerRegistry.ClassNames.FirstOrDefault(c => string.Equals(c, sampler, StringComparison.OrdinalIgnoreCase)) ?? sampler;
+        if (!SchedulerRegistry.TryFind(sampler, out _) && !SchedulerRegistry.ClassNames.Contains(sampler))
+            throw new UsageException($"unknown sampler '{args.Sampler}'; valid names (case-insensitive): " +
+                string.Join(", ", SchedulerRegistry.Samplers.Select(s => $"\"{s.DisplayName}\" ({string.Join(", ", new[] { s.Id }.Concat(s.Aliases))})")) +
+                "; or a diffusers class name: " + string.Join(", ", SchedulerRegistry.ClassNames));
+        if (args.Steps < 1) throw new UsageException($"--steps must be at least 1, got {args.Steps}");
+        if (args.Batch < 1) throw new UsageException($"--batch must be at least 1, got {args.Batch}");
+        if (args.ClipSkip < 1) throw new UsageException($"--clip-skip counts from 1 (the last layer), got {args.ClipSkip}");
+        // Every Stable Diffusion VAE downsamples by 8; the pipeline checks the model's own factor again.
+        if (!FitsLatents(args.Width) || !FitsLatents(args.Height))
+            throw new UsageException($"--width and --height must be positive multiples of 8, got {Size(args.Width)}x{Size(args.Height)}");
+        if (args.Strength is not null && args.InitImage is null)
+            throw new UsageException("--strength applies to img2img: give --init-image too");
+        if (args.Strength is <= 0 or > 1)
+            throw new UsageException($"--strength must be in (0, 1], got {args.Strength.Value.ToString(CultureInfo.InvariantCulture)}");
+        RgbImage? init = null;
+        if (args.InitImage is not null)
+        {
+            if (!File.Exists(args.InitImage)) throw new UsageException($"--init-image '{args.InitImage}' does not exist");
+            init = ImageCodec.Load(args.InitImage, new ImageDecodeOptions { Channels = ChannelMode.Rgb });
+        }
+        return new GenerationRequest
+        {
+            Prompt = args.Prompt,
+            NegativePrompt = args.NegativePrompt,
+            Seed = args.Seed < 0 ? -1 : args.Seed,
+            Steps = args.Steps,
+            Sampler = sampler,
+            CfgScale = args.Cfg,
+            Width = args.Width,
+            Height = args.Height,
+            BatchSize = args.Batch,
+            ClipSkip = args.ClipSkip,
+            InitImage = init,
+            Strength = args.Strength ?? Defaults.Strength,
+            Loras = [.. args.Loras.Select(ParseLora)],
+        };
+    }
+
+    private static bool FitsLatents(int? size) => size is null || (size > 0 && size % 8 == 0);
+
+    private static string Size(int? value) => value?.ToString(CultureInfo.InvariantCulture) ?? "native";
+
+    /// <summary><c>FILE:W</c>, or a bare FILE with weight 1; the colon is the last one, so paths may hold colons.</summary>
+    internal static (string Path, double Weight) ParseLora(string spec)
+    {
+        var colon = spec.LastIndexOf(':');
+        var (path, weight) = colon > 0 && double.TryParse(spec.AsSpan(colon + 1), NumberStyles.Float, CultureInfo.InvariantCulture, out var w)
+            ? (spec[..colon], w)
+            : (spec, 1.0);
+        if (!File.Exists(path)) throw new UsageException($"--lora '{spec}': the file '{path}' does not exist (give FILE:WEIGHT)");
+        if (!double.IsFinite(weight)) throw new UsageException($"--lora '{spec}': the weight must be a finite number");
+        return (path, weight);
+    }
+
+    /// <summary>FILE.png for one image; FILE-0.png, FILE-1.png... for a batch.</summary>
+    internal static IReadOnlyList<string> OutputFiles(string output, int batch)
+    {
+        ImageCodec.FormatFromExtension(output);  // an unknown extension fails here, before any work
+        if (batch == 1) return [output];
+        var extension = Path.GetExtension(output);
+        var stem = output[..^extension.Length];
+        return [.. Enumerable.Range(0, batch).Select(i => string.Create(CultureInfo.InvariantCulture, $"{stem}-{i}{extension}"))];
+    }
+
+    /// <summary>A1111's "Model hash": the first 10 hex digits of the file's SHA-256.</summary>
+    internal static string ModelHash(string file)
+    {
+        using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
+        return Convert.ToHexStringLower(SHA256.HashData(stream))[..10];
+    }
+}

@@ -1,0 +1,523 @@
+using System.Runtime.InteropServices;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using SdAppliance.Formats;
+using SdAppliance.Formats.Checkpoints;
+using SdAppliance.Models.Blocks;
+using SdAppliance.Models.Loading;
+using SdAppliance.Models.TextEncoders;
+using SdAppliance.Models.Unet;
+using SdAppliance.Models.Vae;
+
+namespace SdAppliance.Models.Conversion;
+
+/// <summary>The layouts a model is converted between.</summary>
+public enum ModelFormat
+{
+    /// <summary>A diffusers folder: model_index.json, unet/, vae/, text_encoder(_2)/, tokenizer(_2)/, scheduler/.</summary>
+    Diffusers,
+
+    /// <summary>One original-layout ("ldm") <c>.safetensors</c> file.</summary>
+    Safetensors,
+
+    /// <summary>One original-layout torch checkpoint, <c>{"state_dict": ...}</c>, as A1111 reads it.</summary>
+    Ckpt,
+}
+
+/// <param name="To">The output layout; null takes it from the output's extension (<see cref="ModelConverter.FormatFor"/>).</param>
+/// <param name="Half">Store floating-point tensors as float16 (integer buffers stay as they are).</param>
+/// <param name="ConfigDirectory">A diffusers folder whose <c>*/config.json</c> and <c>scheduler/</c> describe a single
+/// file's architecture, for files that are not a standard family; otherwise models/configs/&lt;family&gt; is used.</param>
+/// <param name="PredictionType"><c>epsilon</c> or <c>v_prediction</c> for the written scheduler config.</param>
+/// <param name="SearchRoots">Folders holding <c>models/configs/</c> and <c>models/tokenizers/</c> besides the program's own.</param>
+public sealed record ConversionOptions(
+    ModelFormat? To = null,
+    bool Half = false,
+    string? ConfigDirectory = null,
+    string? PredictionType = null,
+    IReadOnlyList<string>? SearchRoots = null);
+
+/// <param name="Done">Tensors written so far, out of <paramref name="Total"/>.</param>
+public sealed record ConversionProgress(int Done, int Total);
+
+/// <param name="Warnings">What the output lacks or assumes (a tokenizer not found, tensors no rule maps...).</param>
+public sealed record ConversionResult(string OutputPath, ModelFormat Format, ModelFamily Family, int TensorCount, IReadOnlyList<string> Warnings);
+
+/// <summary>
+/// Converts Stable Diffusion models between diffusers folders and single original-layout files
+/// (<c>.safetensors</c>, <c>.ckpt</c>) in both directions, as diffusers' conversion scripts do. It is
+/// a transformation of names and bytes (<see cref="LdmKeyMap"/>'s recipes, float16 rounding), so no
+/// engine is involved; one tensor at a time is held in memory. Output is written atomically: files
+/// through the writers' temp-and-rename, a folder built beside the target and renamed into place.
+/// </summary>
+public static class ModelConverter
+{
+    private static readonly string[] SingleFileExtensions = [".safetensors", ".ckpt", ".pt", ".pth"];
+
+    // diffusers writes its version into model_index.json; this one is written when the configs do not say.
+    private const string DefaultDiffusersVersion = "0.30.0";
+
+    /// <summary><c>.safetensors</c> -&gt; Safetensors, <c>.ckpt</c>/<c>.pt</c>/<c>.pth</c> -&gt; Ckpt, anything else a diffusers folder.</summary>
+    public static ModelFormat FormatFor(string output) => Path.GetExtension(Path.TrimEndingDirectorySeparator(output)).ToLowerInvariant() switch
+    {
+        ".safetensors" => ModelFormat.Safetensors,
+        ".ckpt" or ".pt" or ".pth" => ModelFormat.Ckpt,
+        _ => ModelFormat.Diffusers,
+    };
+
+    public static ConversionResult Convert(string input, string output, ConversionOptions? options = null,
+        IProgress<ConversionProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(input);
+        ArgumentException.ThrowIfNullOrEmpty(output);
+        options ??= new ConversionOptions();
+        if (options.PredictionType is not (null or "epsilon" or "v_prediction" or "sample"))
+            throw new ArgumentException($"prediction type '{options.PredictionType}' is not one of epsilon, v_prediction, sample");
+        var format = options.To ?? FormatFor(output);
+        CheckPaths(input, output, format);
+
+        using var source = SourceModel.Open(input);
+        var warnings = new List<string>();
+        var (family, plan) = Plan(source, format, options, warnings);
+        var counter = new Counter(plan.Count, progress, cancellationToken);
+        var full = Path.GetFullPath(output);
+        switch (format)
+        {
+            case ModelFormat.Safetensors:
+                // No metadata, as diffusers' conversion script writes it.
+                SafetensorsWriter.Write(full, plan.Select(p => Writable(p, p.Target.Name, counter)));
+                break;
+            case ModelFormat.Ckpt:
+                TorchCheckpointWriter.Write(full, [.. plan.Select(p => Writable(p, p.Target.Name, counter))]);
+                break;
+            default:
+                WriteDiffusers(source, full, family, plan, options, counter, warnings);
+                break;
+        }
+        return new ConversionResult(full, format, family, plan.Count, warnings);
+    }
+
+    /// <summary>One output tensor: where it goes, its shape and dtype, and how to make its bytes.</summary>
+    private sealed record Planned(TensorKey Target, long[] Shape, SafetensorsDType DType, Func<byte[]> Bytes);
+
+    private static void CheckPaths(string input, string output, ModelFormat format)
+    {
+        if (!File.Exists(input) && !Directory.Exists(input))
+            throw new FileNotFoundException($"'{input}' does not exist: give a diffusers folder (with model_index.json) or a .safetensors/.ckpt file", input);
+        var fullOutput = Path.TrimEndingDirectorySeparator(Path.GetFullPath(output));
+        if (string.Equals(Path.TrimEndingDirectorySeparator(Path.GetFullPath(input)), fullOutput, StringComparison.Ordinal))
+            throw new ArgumentException($"the output '{output}' is the input; write the conversion elsewhere");
+        var extension = Path.GetExtension(fullOutput).ToLowerInvariant();
+        if (format == ModelFormat.Diffusers)
+        {
+            if (SingleFileExtensions.Contains(extension))
+                throw new ArgumentException($"'{output}' is named like a single file ({extension}) but the output is a diffusers folder; name the folder without that extension");
+            if (File.Exists(fullOutput))
+                throw new IOException($"'{output}' is a file; a diffusers folder cannot replace it");
+            if (Directory.Exists(fullOutput) && Directory.EnumerateFileSystemEntries(fullOutput).Any() && !IsDiffusersFolder(fullOutput))
+                throw new IOException($"'{output}' is a folder that is not a diffusers model; only an empty folder or a model folder is replaced");
+        }
+        else
+        {
+            var wanted = format == ModelFormat.Safetensors ? new[] { ".safetensors" } : [".ckpt", ".pt", ".pth"];
+            if (!wanted.Contains(extension))
+                throw new ArgumentException($"a {format.ToString().ToLowerInvariant()} file must be named {string.Join(" or ", wanted)}, got '{output}'");
+            if (Directory.Exists(fullOutput))
+                throw new IOException($"'{output}' is a folder; a single file cannot replace it");
+        }
+        Directory.CreateDirectory(Path.GetDirectoryName(fullOutput)!);
+    }
+
+    private static bool IsDiffusersFolder(string folder) =>
+        File.Exists(Path.Combine(folder, "model_index.json")) || File.Exists(Path.Combine(folder, "unet", "config.json"));
+
+    // ---- what to write ----
+    private static (ModelFamily Family, List<Planned> Plan) Plan(SourceModel source, ModelFormat format, ConversionOptions options, List<string> warnings)
+    {
+        var toFolder = format == ModelFormat.Diffusers;
+        var family = source.IsFolder ? LdmKeyMap.DetectFamily(source.Shapes) : LdmKeyMap.DetectFamily(source.SingleShapes);
+        List<Planned> plan;
+        if (source.IsFolder == toFolder)
+        {
+            // Same layout: every tensor as it is (a .ckpt to .safetensors keeps EMA and training keys too).
+            plan = [.. source.Shapes.Select(kv => new Planned(kv.Key, kv.Value, source.DTypeOf(kv.Key), () => source.Read(kv.Key)))];
+        }
+        else
+        {
+            if (!source.IsFolder && family == ModelFamily.Unknown)
+                throw new InvalidDataException(
+                    $"'{source.Path}' is not a Stable Diffusion 1.x, 2.x or SDXL checkpoint in the original layout (no model.diffusion_model./first_stage_model. keys of a known family)");
+            var mapping = source.IsFolder ? LdmKeyMap.FromDiffusers(source.Shapes, family) : LdmKeyMap.ToDiffusers(source.SingleShapes, family);
+            if (mapping.Unmapped.Count > 0)
+                warnings.Add($"{mapping.Unmapped.Count} tensor(s) that no rule maps were left out: " +
+                    string.Join(", ", mapping.Unmapped.Take(5)) + (mapping.Unmapped.Count > 5 ? ", ..." : ""));
+            plan = [.. mapping.Tensors.Select(r => new Planned(r.Target, [.. r.Shape], source.DTypeOf(r.Sources[0]),
+                () => KeyMapping.Materialize(r, key => (source.DTypeOf(key), source.Read(key))).Bytes))];
+        }
+        if (options.Half)
+            plan = [.. plan.Select(p => IsFloating(p.DType) ? p with { DType = SafetensorsDType.F16, Bytes = () => ToHalf(p.DType, p.Bytes()) } : p)];
+        return (family, plan);
+    }
+
+    private static bool IsFloating(SafetensorsDType dtype) => dtype is SafetensorsDType.F32 or SafetensorsDType.F64 or SafetensorsDType.BF16;
+
+    /// <summary>Row-major float32/float64/bfloat16 bytes as float16, rounded to nearest even as torch's <c>.half()</c>.</summary>
+    internal static byte[] ToHalf(SafetensorsDType dtype, byte[] bytes)
+    {
+        var result = new byte[bytes.Length / dtype.ElementSize() * 2];
+        var halves = MemoryMarshal.Cast<byte, Half>(result.AsSpan());
+        switch (dtype)
+        {
+            case SafetensorsDType.F32:
+                var floats = MemoryMarshal.Cast<byte, float>(bytes.AsSpan());
+                for (var i = 0; i < floats.Length; i++) halves[i] = (Half)floats[i];
+                break;
+            case SafetensorsDType.F64:
+                // torch converts double to half through float (c10::Half has a float constructor only).
+                var doubles = MemoryMarshal.Cast<byte, double>(bytes.AsSpan());
+                for (var i = 0; i < doubles.Length; i++) halves[i] = (Half)(float)doubles[i];
+                break;
+            case SafetensorsDType.BF16:
+                // bfloat16 is the top half of a float32, so widening is exact and only the narrowing rounds.
+                var shorts = MemoryMarshal.Cast<byte, ushort>(bytes.AsSpan());
+                for (var i = 0; i < shorts.Length; i++) halves[i] = (Half)BitConverter.Int32BitsToSingle(shorts[i] << 16);
+                break;
+            default:
+                throw new ArgumentException($"{dtype.ToHeaderName()} is not converted to float16", nameof(dtype));
+        }
+        return result;
+    }
+
+    private static SafetensorsTensor Writable(Planned p, string name, Counter counter) => new(name, p.DType, p.Shape, stream =>
+    {
+        counter.Check();
+        stream.Write(p.Bytes());
+        counter.Done();
+    });
+
+    private sealed class Counter(int total, IProgress<ConversionProgress>? progress, CancellationToken cancellationToken)
+    {
+        private int done;
+
+        public void Check() => cancellationToken.ThrowIfCancellationRequested();
+
+        public void Done() => progress?.Report(new ConversionProgress(++done, total));
+    }
+
+    // ---- diffusers folders ----
+    private static readonly string[] BaseComponents = [ModelComponents.Unet, ModelComponents.Vae, ModelComponents.TextEncoder];
+
+    private static void WriteDiffusers(SourceModel source, string output, ModelFamily family, List<Planned> plan, ConversionOptions options, Counter counter, List<string> warnings)
+    {
+        var isSdxl = plan.Any(p => p.Target.Component == ModelComponents.TextEncoder2);
+        string[] components = isSdxl ? [.. BaseComponents, ModelComponents.TextEncoder2] : BaseComponents;
+        var missing = components.Where(c => plan.All(p => p.Target.Component != c)).ToList();
+        if (missing.Count > 0)
+            throw new InvalidDataException($"'{source.Path}' has no {string.Join(", ", missing)} weights; a diffusers folder needs every component");
+        var loadOptions = new ModelLoadOptions(ConfigDirectory: options.ConfigDirectory, SearchRoots: options.SearchRoots);
+        var configs = options.ConfigDirectory ?? (source.IsFolder ? source.Path : ModelLoader.FindConfigs(family, loadOptions));
+        if (!source.IsFolder) CheckFits(source.Path, configs, plan);
+
+        var parent = Path.GetDirectoryName(output)!;
+        var temp = Path.Combine(parent, $".{Path.GetFileName(output)}.{Guid.NewGuid():N}.tmp");
+        Directory.CreateDirectory(temp);
+        try
+        {
+            foreach (var component in components)
+            {
+                var folder = Directory.CreateDirectory(Path.Combine(temp, component)).FullName;
+                var tensors = plan.Where(p => p.Target.Component == component).ToList();
+                WriteComponentConfig(configs, component, folder, tensors);
+                var weights = component.StartsWith(ModelComponents.TextEncoder, StringComparison.Ordinal) ? "model.safetensors" : "diffusion_pytorch_model.safetensors";
+                // save_pretrained's metadata.
+                SafetensorsWriter.Write(Path.Combine(folder, weights), tensors.Select(p => Writable(p, p.Target.Name, counter)),
+                    new Dictionary<string, string> { ["format"] = "pt" });
+            }
+            var scheduler = WriteScheduler(source, configs, family, options, loadOptions, temp, warnings);
+            var tokenizers = CopyTokenizers(source.Path, family, isSdxl, loadOptions, temp, warnings);
+            WriteModelIndex(temp, configs, isSdxl, scheduler, tokenizers);
+            Commit(temp, output);
+        }
+        catch
+        {
+            TryDeleteFolder(temp);
+            throw;
+        }
+    }
+
+    private static string ComponentConfig(string configs, string component)
+    {
+        var file = Path.Combine(configs, component, "config.json");
+        return File.Exists(file) ? file : throw new FileNotFoundException($"the architecture config '{file}' is missing", file);
+    }
+
+    private static void WriteComponentConfig(string configs, string component, string folder, List<Planned> tensors)
+    {
+        var source = ComponentConfig(configs, component);
+        var target = Path.Combine(folder, "config.json");
+        if (!component.StartsWith(ModelComponents.TextEncoder, StringComparison.Ordinal))
+        {
+            File.Copy(source, target);
+            return;
+        }
+        // transformers records the weights' dtype in the config; it changes with --half.
+        var config = JsonNode.Parse(File.ReadAllText(source))!.AsObject();
+        var dtype = tensors.Select(t => t.DType).FirstOrDefault(d => d is SafetensorsDType.F16 or SafetensorsDType.BF16 or SafetensorsDType.F32);
+        config["torch_dtype"] = dtype switch { SafetensorsDType.F16 => "float16", SafetensorsDType.BF16 => "bfloat16", _ => "float32" };
+        File.WriteAllText(target, config.ToJsonString(IndentedJson) + "\n");
+    }
+
+    private static readonly JsonSerializerOptions IndentedJson = new() { WriteIndented = true };
+
+    private static string WriteScheduler(SourceModel source, string configs, ModelFamily family, ConversionOptions options, ModelLoadOptions loadOptions, string temp, List<string> warnings)
+    {
+        string? file = null;
+        foreach (var candidate in new[] { configs, source.IsFolder ? source.Path : null }.OfType<string>())
+            file ??= File.Exists(Path.Combine(candidate, "scheduler", "scheduler_config.json")) ? Path.Combine(candidate, "scheduler", "scheduler_config.json") : null;
+        if (file is null && family != ModelFamily.Unknown)
+        {
+            try
+            {
+                var standard = Path.Combine(ModelLoader.FindConfigs(family, loadOptions), "scheduler", "scheduler_config.json");
+                if (File.Exists(standard)) file = standard;
+            }
+            catch (DirectoryNotFoundException)
+            {
+                // The default below is what the loader uses too.
+            }
+        }
+        var config = file is null ? ModelLoader.DefaultScheduler() : JsonNode.Parse(File.ReadAllText(file))!.AsObject();
+        var prediction = options.PredictionType ?? (source.IsFolder ? null : ModelLoader.CompanionYamlPrediction(source.Path));
+        if (prediction is not null)
+            config["prediction_type"] = prediction;
+        else if (!source.IsFolder && family == ModelFamily.V2 && options.ConfigDirectory is null)
+            warnings.Add($"SD 2.x: the scheduler predicts {config["prediction_type"]?.GetValue<string>() ?? "epsilon"} as the 768-v model does; for a 512-base model pass --prediction-type epsilon");
+        var folder = Directory.CreateDirectory(Path.Combine(temp, "scheduler")).FullName;
+        File.WriteAllText(Path.Combine(folder, "scheduler_config.json"), config.ToJsonString(IndentedJson) + "\n");
+        return config["_class_name"]?.GetValue<string>() ?? "PNDMScheduler";
+    }
+
+    /// <summary>Copies each tokenizer the loader would use; the names of those found.</summary>
+    private static HashSet<string> CopyTokenizers(string input, ModelFamily family, bool isSdxl, ModelLoadOptions loadOptions, string temp, List<string> warnings)
+    {
+        var found = new HashSet<string>(StringComparer.Ordinal);
+        var roots = ModelLoader.SearchRoots(loadOptions);
+        foreach (var sub in isSdxl ? new[] { "tokenizer", "tokenizer_2" } : ["tokenizer"])
+        {
+            string from;
+            try
+            {
+                from = ModelLoader.FindTokenizer(input, loadOptions, roots, sub);
+            }
+            catch (FileNotFoundException e)
+            {
+                warnings.Add($"the folder has no {sub}/ (it will not load until one is added): {e.Message}");
+                continue;
+            }
+            var to = Directory.CreateDirectory(Path.Combine(temp, sub)).FullName;
+            foreach (var file in Directory.EnumerateFiles(from))
+                File.Copy(file, Path.Combine(to, Path.GetFileName(file)));
+            // OpenCLIP (SD 2.x, SDXL's second encoder) pads with "!": say so where diffusers looks, since a shared CLIP folder may not.
+            if (sub == "tokenizer_2" || family == ModelFamily.V2)
+                EnsurePadToken(to, "!");
+            found.Add(sub);
+        }
+        return found;
+    }
+
+    private static void EnsurePadToken(string folder, string pad)
+    {
+        var file = Path.Combine(folder, "special_tokens_map.json");
+        var map = File.Exists(file) ? JsonNode.Parse(File.ReadAllText(file))?.AsObject() ?? [] : [];
+        var current = map["pad_token"] switch
+        {
+            JsonValue v when v.TryGetValue<string>(out var s) => s,
+            JsonObject o => o["content"]?.GetValue<string>(),
+            _ => null,
+        };
+        if (current == pad) return;
+        map["pad_token"] = pad;
+        File.WriteAllText(file, map.ToJsonString(IndentedJson) + "\n");
+    }
+
+    private static void WriteModelIndex(string temp, string configs, bool isSdxl, string schedulerClass, HashSet<string> tokenizers)
+    {
+        static JsonArray Library(string? library, string? className) => [library, className];
+        JsonArray Tokenizer(string name) => tokenizers.Contains(name) ? Library("transformers", "CLIPTokenizer") : Library(null, null);
+        var version = ReadVersion(Path.Combine(configs, "unet", "config.json")) ?? DefaultDiffusersVersion;
+        var index = new SortedDictionary<string, JsonNode?>(StringComparer.Ordinal)
+        {
+            ["_class_name"] = isSdxl ? "StableDiffusionXLPipeline" : "StableDiffusionPipeline",
+            ["_diffusers_version"] = version,
+            ["feature_extractor"] = Library(null, null),
+            ["image_encoder"] = Library(null, null),
+            ["scheduler"] = Library("diffusers", schedulerClass),
+            ["text_encoder"] = Library("transformers", "CLIPTextModel"),
+            ["tokenizer"] = Tokenizer("tokenizer"),
+            ["unet"] = Library("diffusers", "UNet2DConditionModel"),
+            ["vae"] = Library("diffusers", "AutoencoderKL"),
+        };
+        if (isSdxl)
+        {
+            index["force_zeros_for_empty_prompt"] = true;
+            index["text_encoder_2"] = Library("transformers", "CLIPTextModelWithProjection");
+            index["tokenizer_2"] = Tokenizer("tokenizer_2");
+        }
+        else
+        {
+            index["requires_safety_checker"] = false;
+            index["safety_checker"] = Library(null, null);
+        }
+        var json = new JsonObject(index.Select(kv => KeyValuePair.Create(kv.Key, kv.Value)));
+        File.WriteAllText(Path.Combine(temp, "model_index.json"), json.ToJsonString(IndentedJson) + "\n");
+    }
+
+    private static string? ReadVersion(string configFile)
+    {
+        if (!File.Exists(configFile)) return null;
+        return JsonNode.Parse(File.ReadAllText(configFile))?["_diffusers_version"] is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
+    }
+
+    /// <summary>Puts the finished folder in place: renamed onto a free name, or swapped with the model folder it replaces.</summary>
+    private static void Commit(string temp, string output)
+    {
+        if (!Directory.Exists(output))
+        {
+            Directory.Move(temp, output);
+            return;
+        }
+        var old = Path.Combine(Path.GetDirectoryName(output)!, $".{Path.GetFileName(output)}.{Guid.NewGuid():N}.old");
+        Directory.Move(output, old);
+        try
+        {
+            Directory.Move(temp, output);
+        }
+        catch
+        {
+            Directory.Move(old, output);
+            throw;
+        }
+        TryDeleteFolder(old);
+    }
+
+    private static void TryDeleteFolder(string folder)
+    {
+        try
+        {
+            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+        }
+        catch (IOException)
+        {
+            // The conversion's own error, if any, is the one worth reporting.
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+    }
+
+    /// <summary>
+    /// The configs a single file's tensors are written with must describe it: a few shape checks that need
+    /// no engine catch the usual mistake (a non-standard model converted with the standard family's configs).
+    /// </summary>
+    private static void CheckFits(string input, string configs, List<Planned> plan)
+    {
+        var shapes = plan.ToDictionary(p => p.Target, p => p.Shape);
+        var problems = new List<string>();
+        long[]? Shape(string component, string name) => shapes.GetValueOrDefault(new TensorKey(component, name));
+        int Count(string component, string prefix) => plan.Where(p => p.Target.Component == component && p.Target.Name.StartsWith(prefix, StringComparison.Ordinal))
+            .Select(p => p.Target.Name[prefix.Length..].Split('.')[0]).Distinct().Count();
+        void Expect(string component, string what, long inFile, long inConfig)
+        {
+            if (inFile != inConfig) problems.Add($"{component} {what} is {inFile} in the file, {inConfig} in the config");
+        }
+
+        var unet = DiffusersConfig.Load<UNet2DConditionConfig>(ComponentConfig(configs, ModelComponents.Unet));
+        if (Shape(ModelComponents.Unet, "conv_in.weight") is [var unetWidth, var unetIn, ..])
+        {
+            Expect(ModelComponents.Unet, "conv_in width", unetWidth, unet.BlockOutChannels[0]);
+            Expect(ModelComponents.Unet, "in_channels", unetIn, unet.InChannels);
+        }
+        Expect(ModelComponents.Unet, "down block count", Count(ModelComponents.Unet, "down_blocks."), unet.DownBlockTypes.Count);
+        if (plan.FirstOrDefault(p => p.Target.Component == ModelComponents.Unet && p.Target.Name.EndsWith(".attn2.to_k.weight", StringComparison.Ordinal)) is { Shape: [_, var context] })
+            Expect(ModelComponents.Unet, "cross_attention_dim", context, unet.CrossAttentionDim[0]);
+
+        var vae = DiffusersConfig.Load<AutoencoderKLConfig>(ComponentConfig(configs, ModelComponents.Vae));
+        if (Shape(ModelComponents.Vae, "encoder.conv_in.weight") is [var vaeWidth, ..])
+            Expect(ModelComponents.Vae, "conv_in width", vaeWidth, vae.BlockOutChannels[0]);
+        if (Shape(ModelComponents.Vae, "quant_conv.weight") is [var moments, ..])
+            Expect(ModelComponents.Vae, "latent_channels", moments / 2, vae.LatentChannels);
+        Expect(ModelComponents.Vae, "level count", Count(ModelComponents.Vae, "encoder.down_blocks."), vae.BlockOutChannels.Count);
+
+        foreach (var component in new[] { ModelComponents.TextEncoder, ModelComponents.TextEncoder2 })
+        {
+            if (plan.All(p => p.Target.Component != component)) continue;
+            var text = ClipTextConfig.Load(ComponentConfig(configs, component));
+            if (Shape(component, "text_model.embeddings.token_embedding.weight") is [var vocab, var hidden])
+            {
+                Expect(component, "vocab_size", vocab, text.VocabSize);
+                Expect(component, "hidden_size", hidden, text.HiddenSize);
+            }
+            Expect(component, "num_hidden_layers", Count(component, "text_model.encoder.layers."), text.NumHiddenLayers);
+        }
+
+        if (problems.Count > 0)
+            throw new InvalidDataException(
+                $"'{input}' does not fit the architecture of '{configs}': {string.Join("; ", problems)}; pass --config with a diffusers folder holding the model's own configs");
+    }
+
+    // ---- reading ----
+    /// <summary>A model's tensors keyed as <see cref="LdmKeyMap"/> wants them: per component for a folder, component "" for a single file.</summary>
+    private sealed class SourceModel : IDisposable
+    {
+        private readonly Dictionary<string, TensorFile> files;
+
+        private SourceModel(string path, bool isFolder, Dictionary<string, TensorFile> files)
+        {
+            Path = path;
+            IsFolder = isFolder;
+            this.files = files;
+            Shapes = files.SelectMany(f => f.Value.Shapes.Select(kv => KeyValuePair.Create(new TensorKey(f.Key, kv.Key), kv.Value))).ToDictionary();
+        }
+
+        public string Path { get; }
+        public bool IsFolder { get; }
+        public Dictionary<TensorKey, long[]> Shapes { get; }
+        public IReadOnlyDictionary<string, long[]> SingleShapes => files[ModelComponents.SingleFile].Shapes;
+
+        public SafetensorsDType DTypeOf(TensorKey key) => files[key.Component].DTypeOf(key.Name);
+
+        public byte[] Read(TensorKey key) => files[key.Component].ReadBytes(key.Name);
+
+        public static SourceModel Open(string path)
+        {
+            var files = new Dictionary<string, TensorFile>(StringComparer.Ordinal);
+            try
+            {
+                if (!Directory.Exists(path))
+                {
+                    files[ModelComponents.SingleFile] = TensorFile.Open(path);
+                    return new SourceModel(path, false, files);
+                }
+                if (!File.Exists(System.IO.Path.Combine(path, "unet", "config.json")))
+                    throw new InvalidDataException($"'{path}' is not a diffusers model folder: it has no unet/config.json (expected model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)");
+                foreach (var component in new[] { ModelComponents.Unet, ModelComponents.Vae, ModelComponents.TextEncoder, ModelComponents.TextEncoder2 })
+                {
+                    var folder = System.IO.Path.Combine(path, component);
+                    if (component == ModelComponents.TextEncoder2 && !Directory.Exists(folder)) continue;
+                    files[component] = TensorFile.Open(ModelLoader.WeightsFile(folder));
+                }
+                return new SourceModel(path, true, files);
+            }
+            catch
+            {
+                foreach (var f in files.Values) f.Dispose();
+                throw;
+            }
+        }
+
+        public void Dispose()
+        {
+            foreach (var f in files.Values) f.Dispose();
+        }
+    }
+}

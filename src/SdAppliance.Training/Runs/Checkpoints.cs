@@ -1,0 +1,85 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using SdAppliance.Torch;
+using SdAppliance.Torch.Optim;
+using SdAppliance.Training.Methods;
+
+namespace SdAppliance.Training.Runs;
+
+/// <summary>
+/// Training checkpoints: <c>checkpoints/step-NNNNNN/</c> holding the trained values, the optimizer
+/// state, and <c>state.json</c> (step, epoch, data position, LR schedule, generator states). A
+/// checkpoint is written into a temporary folder and renamed, so a crash leaves either the whole
+/// checkpoint or none; only the last K are kept.
+/// </summary>
+internal static class Checkpoints
+{
+    private const string Trained = "trained.safetensors";
+    private const string OptimizerFile = "optimizer.safetensors";
+    private const string StateFile = "state.json";
+
+    public static void Save(string folder, RunState state, TrainingMethod method, Optimizer optimizer, LrScheduler schedule, Generator noise, int keepLast)
+    {
+        Directory.CreateDirectory(folder);
+        var name = $"step-{state.Step:D6}";
+        var final = Path.Combine(folder, name);
+        var temp = Path.Combine(folder, $".{name}.{Guid.NewGuid():N}.tmp");
+        Directory.CreateDirectory(temp);
+        try
+        {
+            method.SaveState(Path.Combine(temp, Trained));
+            using (var optimizerState = optimizer.StateDict()) optimizerState.Save(Path.Combine(temp, OptimizerFile));
+            using var cpuDefault = Generator.Default(SdAppliance.Torch.Device.Cpu);
+            var json = new JsonObject
+            {
+                ["step"] = state.Step,
+                ["epoch"] = state.Epoch,
+                ["batch_in_epoch"] = state.BatchInEpoch,
+                ["smoothed_loss"] = double.IsNaN(state.SmoothedLoss) ? null : state.SmoothedLoss,
+                ["loss_scale"] = state.LossScale,
+                ["lr_scheduler"] = schedule.StateDict(),
+                ["noise_generator"] = Convert.ToBase64String(noise.GetStateBytes()),
+                ["default_cpu_generator"] = Convert.ToBase64String(cpuDefault.GetStateBytes()),
+                ["saved_at"] = DateTimeOffset.UtcNow.ToString("O", CultureInfo.InvariantCulture),
+            };
+            // state.json last: a folder with it is complete.
+            AtomicFile.WriteAllText(Path.Combine(temp, StateFile), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
+            Directory.Move(temp, final);
+        }
+        finally
+        {
+            if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
+        }
+        foreach (var old in Complete(folder).SkipLast(keepLast)) Directory.Delete(old, recursive: true);
+    }
+
+    /// <summary>The complete checkpoints, oldest first.</summary>
+    private static IEnumerable<string> Complete(string folder) =>
+        Directory.Exists(folder)
+            ? Directory.EnumerateDirectories(folder, "step-*").Where(d => File.Exists(Path.Combine(d, StateFile))).Order(StringComparer.Ordinal)
+            : [];
+
+    public static string Latest(string folder) =>
+        Complete(folder).LastOrDefault() ?? throw new TrainingConfigException($"resume: '{folder}' holds no complete checkpoint to continue from");
+
+    public static RunState Load(string checkpoint, TrainingMethod method, Optimizer optimizer, LrScheduler schedule, Generator noise)
+    {
+        var json = JsonNode.Parse(File.ReadAllText(Path.Combine(checkpoint, StateFile)))!.AsObject();
+        method.LoadState(Path.Combine(checkpoint, Trained));
+        using (var optimizerState = OptimizerStateDict.Load(Path.Combine(checkpoint, OptimizerFile))) optimizer.LoadStateDict(optimizerState);
+        schedule.LoadStateDict(json["lr_scheduler"]!.AsObject());
+        noise.SetStateBytes(Convert.FromBase64String(json["noise_generator"]!.GetValue<string>()));
+        using (var cpuDefault = Generator.Default(SdAppliance.Torch.Device.Cpu))
+            cpuDefault.SetStateBytes(Convert.FromBase64String(json["default_cpu_generator"]!.GetValue<string>()));
+        return new RunState
+        {
+            Step = json["step"]!.GetValue<long>(),
+            Epoch = json["epoch"]!.GetValue<int>(),
+            BatchInEpoch = json["batch_in_epoch"]!.GetValue<int>(),
+            SmoothedLoss = json["smoothed_loss"]?.GetValue<double>() ?? double.NaN,
+            LossScale = json["loss_scale"]?.GetValue<double>() ?? 1,
+        };
+    }
+}

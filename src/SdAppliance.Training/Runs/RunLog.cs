@@ -1,0 +1,53 @@
+using System.Text.Json;
+
+namespace SdAppliance.Training.Runs;
+
+/// <summary>What every optimizer step reports (and what log.jsonl and TensorBoard record).</summary>
+public sealed record TrainingEvent(
+    long Step,
+    long MaxSteps,
+    int Epoch,
+    double Loss,
+    double SmoothedLoss,
+    double LearningRate,
+    double ItemsPerSecond,
+    TimeSpan Eta,
+    long MemoryBytes);
+
+/// <summary>The run's step log: one JSON object per line in <c>log.jsonl</c>, and TensorBoard scalars.</summary>
+public sealed class RunLog : IDisposable
+{
+    private readonly StreamWriter jsonl;
+    private readonly TensorBoardWriter tensorBoard;
+
+    public RunLog(string runFolder)
+    {
+        jsonl = new StreamWriter(new FileStream(Path.Combine(runFolder, "log.jsonl"), FileMode.Append, FileAccess.Write, FileShare.Read));
+        tensorBoard = new TensorBoardWriter(Path.Combine(runFolder, "tensorboard"));
+    }
+
+    public void Write(TrainingEvent e)
+    {
+        jsonl.WriteLine(JsonSerializer.Serialize(new
+        {
+            step = e.Step, max_steps = e.MaxSteps, epoch = e.Epoch, loss = e.Loss, smoothed_loss = e.SmoothedLoss, lr = e.LearningRate,
+            it_per_s = e.ItemsPerSecond, eta_s = Math.Round(e.Eta.TotalSeconds, 1), memory_bytes = e.MemoryBytes,
+            time = DateTimeOffset.UtcNow.ToString("O"),
+        }));
+        tensorBoard.Scalar("loss", e.Loss, e.Step);
+        tensorBoard.Scalar("loss/smoothed", e.SmoothedLoss, e.Step);
+        tensorBoard.Scalar("lr", e.LearningRate, e.Step);
+    }
+
+    public void Flush()
+    {
+        jsonl.Flush();
+        tensorBoard.Flush();
+    }
+
+    public void Dispose()
+    {
+        jsonl.Dispose();
+        tensorBoard.Dispose();
+    }
+}

@@ -1,0 +1,448 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using SdAppliance.Diffusion.Pipelines;
+using SdAppliance.Diffusion.Prompts;
+using SdAppliance.Diffusion.Schedulers;
+using SdAppliance.Imaging;
+using SdAppliance.Models.Loading;
+using SdAppliance.Models.TextEncoders;
+using SdAppliance.Models.Unet;
+using SdAppliance.Torch;
+using SdAppliance.Torch.Nn;
+using SdAppliance.Torch.Optim;
+using SdAppliance.Training.Data;
+using SdAppliance.Training.Methods;
+using SdAppliance.Training.Runs;
+
+namespace SdAppliance.Training;
+
+/// <summary>What a finished (or stopped) run did and where its results are.</summary>
+public sealed record TrainingReport(
+    string RunFolder,
+    string Method,
+    long Steps,
+    int Epochs,
+    TimeSpan Duration,
+    double FinalSmoothedLoss,
+    IReadOnlyList<string> Outputs,
+    IReadOnlyList<SkippedFile> SkippedFiles,
+    IReadOnlyList<string> Samples,
+    bool Completed);
+
+/// <summary>
+/// The training loop of every method: noise and uniform timesteps, epsilon or v targets from the
+/// model's scheduler config, MSE with min-SNR-gamma weighting and noise offset, prior preservation,
+/// gradient accumulation and clipping, the engine's optimizers and LR schedules, CUDA mixed
+/// precision, gradient checkpointing; atomic checkpoints from which a run resumes exactly
+/// (trained values, optimizer, schedule, step, data position, random generators).
+/// </summary>
+public sealed class Trainer
+{
+    private const string ConfigFile = "run.json";
+    private const string CheckpointFolder = "checkpoints";
+
+    /// <summary>Starts a new run in <c>config.Output</c>.</summary>
+    public static TrainingReport Train(TrainingConfig config, IProgress<TrainingEvent>? progress = null, CancellationToken cancellationToken = default)
+    {
+        config.Validate();
+        var runFolder = Path.GetFullPath(config.Output!);
+        if (Directory.Exists(Path.Combine(runFolder, CheckpointFolder)) && Directory.EnumerateDirectories(Path.Combine(runFolder, CheckpointFolder), "step-*").Any())
+            throw new TrainingConfigException($"output: '{runFolder}' already holds a run; continue it with --resume, or choose another folder");
+        Directory.CreateDirectory(runFolder);
+        AtomicFile.WriteAllText(Path.Combine(runFolder, ConfigFile), config.ToJson());
+        return new Trainer(config, runFolder).Run(resumeFrom: null, progress, cancellationToken);
+    }
+
+    /// <summary>Continues the run in <paramref name="runFolder"/> from its last checkpoint, to <paramref name="maxTrainSteps"/> when given.</summary>
+    public static TrainingReport Resume(string runFolder, int? maxTrainSteps = null, IProgress<TrainingEvent>? progress = null, CancellationToken cancellationToken = default)
+    {
+        runFolder = Path.GetFullPath(runFolder);
+        var configPath = Path.Combine(runFolder, ConfigFile);
+        if (!File.Exists(configPath)) throw new TrainingConfigException($"resume: '{runFolder}' is not a run folder (no {ConfigFile})");
+        var config = TrainingConfig.Load(configPath);
+        if (maxTrainSteps is { } total)
+        {
+            config = config with { MaxTrainSteps = total };
+            AtomicFile.WriteAllText(configPath, config.ToJson());
+        }
+        config.Validate();
+        var checkpoint = Checkpoints.Latest(Path.Combine(runFolder, CheckpointFolder));
+        return new Trainer(config, runFolder).Run(checkpoint, progress, cancellationToken);
+    }
+
+    private readonly TrainingConfig config;
+    private readonly string runFolder;
+
+    private Trainer(TrainingConfig config, string runFolder)
+    {
+        this.config = config;
+        this.runFolder = runFolder;
+    }
+
+    private TrainingReport Run(string? resumeFrom, IProgress<TrainingEvent>? progress, CancellationToken cancellationToken)
+    {
+        var started = Stopwatch.StartNew();
+        var device = SdAppliance.Torch.Device.Parse(config.Device);
+        if (config.MixedPrecision == "fp16" && !device.IsCuda)
+            throw new TrainingConfigException("mixed_precision: fp16 needs a CUDA device (--device cuda); on CPU use no or bf16");
+        var dataset = TrainingDataset.Scan(DatasetOptions());
+        if (config.Method == "textual-inversion" && !dataset.Items.Any(i => i.Caption.Contains(config.PlaceholderToken!, StringComparison.Ordinal)))
+            throw new TrainingConfigException(
+                $"placeholder_token: '{config.PlaceholderToken}' appears in no caption, so nothing would train it; put it in the captions or use --instance-prompt \"a photo of {config.PlaceholderToken}\" without caption files");
+        var name = config.OutputName ?? Path.GetFileName(runFolder);
+
+        using var model = ModelLoader.Load(config.Model ?? throw new TrainingConfigException("model: give the base model (--model PATH)"),
+            new ModelLoadOptions(Device: device));
+        dataset = GenerateClassImages(model, dataset, cancellationToken);
+
+        model.Unet.Freeze();
+        model.TextEncoder.Freeze();
+        model.TextEncoder2?.Freeze();
+        model.Vae.Freeze();
+        if (config.GradientCheckpointing) model.Unet.EnableGradientCheckpointing();
+
+        using var noiseGenerator = new Generator((ulong)config.Seed);
+        Torch.Torch.ManualSeed((ulong)config.Seed);
+        using var method = TrainingMethod.Create(model, config, noiseGenerator);
+        using var optimizer = CreateOptimizer(method);
+        var schedule = new LrScheduler(optimizer, config.LrScheduler, config.LrWarmupSteps, config.MaxTrainSteps, config.LrNumCycles, config.LrPower);
+        using var embeddings = new EmbeddingLibrary(model.Tokenizer);
+        foreach (var e in method.Embeddings) embeddings.Add(e, owns: false);
+        var conditioner = new PromptConditioner(model, embeddings);
+        using var latents = new LatentCache(model.Vae, model.Name, config.CacheLatentsToDisk);
+        var captionsFixed = !config.ShuffleCaption && config.CaptionDropoutRate == 0;
+        using var textCache = !method.TrainsTextConditioning && captionsFixed
+            ? new TextEmbeddingCache(caption => Encode(conditioner, [caption], grad: false))
+            : null;
+        using var scheduler = SchedulerRegistry.FromConfig(SchedulerConfig.FromJson(model.SchedulerConfig.ToJsonString()));
+        var lossScaler = config.MixedPrecision == "fp16" ? new LossScaler() : null;
+
+        var state = new RunState();
+        if (resumeFrom is not null)
+        {
+            state = Checkpoints.Load(resumeFrom, method, optimizer, schedule, noiseGenerator);
+            if (lossScaler is not null) lossScaler.Scale = state.LossScale;
+        }
+
+        using var log = new RunLog(runFolder);
+        var samples = new List<string>();
+        var batchesPerEpoch = dataset.BatchesPerEpoch(config.TrainBatchSize);
+        var microSteps = 0;
+        var stepTimer = Stopwatch.StartNew();
+        var stepsThisSession = 0L;
+        var completed = false;
+        try
+        {
+            while (state.Step < config.MaxTrainSteps)
+            {
+                foreach (var batch in dataset.Batches(state.Epoch, config.TrainBatchSize, (ulong)config.Seed, state.BatchInEpoch))
+                {
+                    cancellationToken.ThrowIfCancellationRequested();
+                    var loss = MicroStep(model, method, conditioner, textCache, latents, scheduler, noiseGenerator, batch, lossScaler);
+                    state.BatchInEpoch++;
+                    state.AccumulatedLoss += loss;
+                    if (++microSteps % config.GradientAccumulationSteps != 0) continue;
+
+                    var stepped = OptimizerStep(method, optimizer, lossScaler);
+                    schedule.Step();
+                    state.Step++;
+                    stepsThisSession++;
+                    if (stepped) method.AfterOptimizerStep(state.Step);
+                    var stepLoss = state.AccumulatedLoss / config.GradientAccumulationSteps;
+                    state.AccumulatedLoss = 0;
+                    // kohya shows a moving average over the recent steps; an exponential one keeps no history.
+                    state.SmoothedLoss = state.Step == 1 || double.IsNaN(state.SmoothedLoss) ? stepLoss : 0.9 * state.SmoothedLoss + 0.1 * stepLoss;
+                    var rate = stepsThisSession / Math.Max(stepTimer.Elapsed.TotalSeconds, 1e-9);
+                    var evt = new TrainingEvent(state.Step, config.MaxTrainSteps, state.Epoch, stepLoss, state.SmoothedLoss,
+                        optimizer.ParamGroups[0].Lr, rate, TimeSpan.FromSeconds((config.MaxTrainSteps - state.Step) / Math.Max(rate, 1e-9)), MemoryBytes(device));
+                    log.Write(evt);
+                    progress?.Report(evt);
+
+                    if (config.SaveEveryNSteps is { } every && state.Step % every == 0 && state.Step < config.MaxTrainSteps)
+                    {
+                        state.LossScale = lossScaler?.Scale ?? 1;
+                        Checkpoints.Save(Path.Combine(runFolder, CheckpointFolder), state, method, optimizer, schedule, noiseGenerator, config.SaveLastK);
+                        log.Flush();
+                    }
+                    if (config.SampleEveryNSteps is { } sampleEvery && state.Step % sampleEvery == 0)
+                        samples.AddRange(Sample(model, method, dataset, state.Step));
+                    if (state.Step >= config.MaxTrainSteps) break;
+                }
+                if (state.Step >= config.MaxTrainSteps) break;
+                state.Epoch++;
+                state.BatchInEpoch = 0;
+            }
+            completed = true;
+        }
+        finally
+        {
+            log.Flush();
+        }
+
+        state.LossScale = lossScaler?.Scale ?? 1;
+        Checkpoints.Save(Path.Combine(runFolder, CheckpointFolder), state, method, optimizer, schedule, noiseGenerator, config.SaveLastK);
+        var outputs = method.Export(runFolder, name, state.Step);
+        if (config.SampleEveryNSteps is not null) samples.AddRange(Sample(model, method, dataset, state.Step));
+        var report = new TrainingReport(runFolder, config.Method, state.Step, state.Epoch + 1, started.Elapsed, state.SmoothedLoss,
+            outputs, dataset.Skipped, samples, completed);
+        AtomicFile.WriteAllText(Path.Combine(runFolder, "report.json"), JsonSerializer.Serialize(report, TrainingConfig.Json));
+        _ = batchesPerEpoch;
+        return report;
+    }
+
+    private DatasetOptions DatasetOptions() => new()
+    {
+        DataDir = config.Data,
+        Concepts = config.Concepts is null ? [] : Data.DatasetOptions.ReadConcepts(config.Concepts),
+        InstancePrompt = config.InstancePrompt,
+        ClassPrompt = config.ClassPrompt,
+        ClassDataDir = config.ClassData,
+        NumClassImages = config.NumClassImages,
+        CaptionExtension = config.CaptionExtension,
+        Resolution = config.Resolution,
+        CenterCrop = config.CenterCrop,
+        EnableBucket = config.EnableBucket,
+        MinBucketReso = config.MinBucketReso,
+        MaxBucketReso = config.MaxBucketReso,
+        FlipAug = config.FlipAug,
+        ShuffleCaption = config.ShuffleCaption,
+        KeepTokens = config.KeepTokens,
+        CaptionDropoutRate = config.CaptionDropoutRate,
+    };
+
+    /// <summary>
+    /// Prior preservation: class images the concepts ask for and do not have yet are generated with
+    /// the base model (class prompt, A1111-style sampler and steps, seeds recorded) before training.
+    /// </summary>
+    private TrainingDataset GenerateClassImages(StableDiffusionModel model, TrainingDataset dataset, CancellationToken cancellationToken)
+    {
+        var missing = dataset.MissingClassImages();
+        if (missing.Count == 0) return dataset;
+        var pipeline = new StableDiffusionPipeline(model);
+        foreach (var (concept, count) in missing)
+        {
+            var folder = concept.ClassDataDir ?? throw new TrainingConfigException("class_data: prior preservation needs a folder for the class images");
+            Directory.CreateDirectory(folder);
+            var record = new JsonArray();
+            var existing = Directory.EnumerateFiles(folder, "class-*.png").Count();
+            for (var i = 0; i < count; i++)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                var seed = config.Seed * 1000 + existing + i;
+                var image = pipeline.Generate(new GenerationRequest
+                {
+                    Prompt = concept.ClassPrompt!, Seed = seed, Steps = config.SampleSteps, Sampler = config.SampleSampler,
+                    Width = config.Resolution, Height = config.Resolution,
+                }, cancellationToken: cancellationToken)[0];
+                var file = Path.Combine(folder, $"class-{existing + i:D5}.png");
+                ImageCodec.Save(image.Image, file);
+                record.Add(new JsonObject { ["file"] = Path.GetFileName(file), ["prompt"] = concept.ClassPrompt, ["seed"] = seed });
+            }
+            AtomicFile.WriteAllText(Path.Combine(folder, $"class_images-{DateTime.UtcNow:yyyyMMddHHmmss}.json"), record.ToJsonString(TrainingConfig.Json));
+        }
+        return TrainingDataset.Scan(dataset.Options);
+    }
+
+    private Optimizer CreateOptimizer(TrainingMethod method)
+    {
+        var groups = method.ParameterGroups.Where(g => g.Parameters.Count > 0).ToList();
+        if (groups.Count == 0) throw new TrainingConfigException($"method: {config.Method} found nothing to train in this model");
+        return config.Optimizer.ToLowerInvariant() switch
+        {
+            "adamw" => new AdamW(groups.Select(g => new ParamGroup<AdamWOptions>(g.Parameters, AdamW(g.LearningRate)))),
+            "adam" => new Adam(groups.Select(g => new ParamGroup<AdamOptions>(g.Parameters,
+                new AdamOptions { Lr = g.LearningRate, Beta1 = config.AdamBeta1, Beta2 = config.AdamBeta2, Eps = config.AdamEpsilon }))),
+            "sgd" => new Sgd(groups.Select(g => new ParamGroup<SgdOptions>(g.Parameters, new SgdOptions { Lr = g.LearningRate }))),
+            "lion" => new Lion(groups.Select(g => new ParamGroup<LionOptions>(g.Parameters,
+                new LionOptions { Lr = g.LearningRate, WeightDecay = config.AdamWeightDecay }))),
+            "adafactor" => new Adafactor(groups.Select(g => new ParamGroup<AdafactorOptions>(g.Parameters,
+                new AdafactorOptions { Lr = g.LearningRate, RelativeStep = false, ScaleParameter = false, WarmupInit = false }))),
+            _ => throw new TrainingConfigException($"optimizer: '{config.Optimizer}' is not one of {string.Join(", ", TrainingConfig.Optimizers)}"),
+        };
+    }
+
+    private AdamWOptions AdamW(double lr) => new()
+    {
+        Lr = lr, Beta1 = config.AdamBeta1, Beta2 = config.AdamBeta2, Eps = config.AdamEpsilon, WeightDecay = config.AdamWeightDecay,
+    };
+
+    private TextConditioning Encode(PromptConditioner conditioner, IReadOnlyList<string> captions, bool grad)
+    {
+        if (grad) return conditioner.EncodeBatch(captions, config.ClipSkip);
+        using var noGrad = Autograd.NoGrad();
+        return conditioner.EncodeBatch(captions, config.ClipSkip);
+    }
+
+    /// <summary>One forward and backward pass over a batch; returns its loss.</summary>
+    private double MicroStep(StableDiffusionModel model, TrainingMethod method, PromptConditioner conditioner, TextEmbeddingCache? textCache,
+        LatentCache latentCache, Scheduler scheduler, Generator generator, IReadOnlyList<TrainingExample> batch, LossScaler? scaler)
+    {
+        using var scope = Torch.Torch.NewDisposeScope();
+        var device = model.Device;
+        var latents = Torch.Torch.Cat([.. batch.Select(latentCache.Get)]).To(device, model.DType);
+        var captions = batch.Select(e => e.Caption).ToList();
+        TextConditioning text;
+        if (textCache is not null)
+        {
+            var cached = captions.Select(textCache.Get).ToList();
+            text = new TextConditioning(Torch.Torch.Cat([.. cached.Select(c => c.PromptEmbeds)]),
+                cached[0].PooledPromptEmbeds is null ? null : Torch.Torch.Cat([.. cached.Select(c => c.PooledPromptEmbeds!)]));
+        }
+        else
+        {
+            text = Encode(conditioner, captions, grad: method.TrainsTextConditioning);
+        }
+
+        var b = latents.Size(0);
+        // Drawn on CPU from the run's generator (the resume state), then moved: the same numbers on any device.
+        var noise = Torch.Torch.Randn(latents.Shape, generator).To(device, latents.DType);
+        if (config.NoiseOffset > 0)
+            noise = noise + Torch.Torch.Randn([b, latents.Size(1), 1, 1], generator).To(device, latents.DType) * config.NoiseOffset;
+        var timesteps = Torch.Torch.Randint(0, scheduler.NumTrainTimesteps, [b], generator).To(device);
+        var noisy = scheduler.AddNoise(latents, noise, timesteps);
+        var target = scheduler.PredictionType == "v_prediction" ? scheduler.GetVelocity(latents, noise, timesteps) : noise;
+
+        UNetAddedConditions? added = null;
+        if (model.IsSdxl)
+        {
+            var ids = batch.SelectMany(e => new float[] { e.BucketHeight, e.BucketWidth, e.CropTop, e.CropLeft, e.BucketHeight, e.BucketWidth }).ToArray();
+            added = new UNetAddedConditions(text.PooledPromptEmbeds!, Torch.Torch.Tensor(ids, b, 6).To(device, model.DType));
+        }
+
+        Tensor prediction;
+        using (AutocastFor(device))
+            prediction = model.Unet.Forward(noisy, timesteps, text.PromptEmbeds, added);
+        var perExample = Functional.MseLoss(prediction.Float(), target.Float(), "none").Mean([1, 2, 3]);
+        perExample = perExample * LossWeights(scheduler, timesteps, batch, device);
+        var loss = perExample.Sum() / config.GradientAccumulationSteps;
+        var value = loss.Item() * config.GradientAccumulationSteps;
+        (scaler is null ? loss : loss * scaler.Scale).Backward();
+        return value;
+    }
+
+    /// <summary>
+    /// Per-example weights whose sum is the batch loss: the reference DreamBooth loss (instance mean +
+    /// prior_loss_weight × class mean) and min-SNR-gamma (weights min(SNR, γ)/SNR, or /(SNR+1) for v).
+    /// </summary>
+    private Tensor LossWeights(Scheduler scheduler, Tensor timesteps, IReadOnlyList<TrainingExample> batch, SdAppliance.Torch.Device device)
+    {
+        var priors = batch.Count(e => e.Item.IsPrior);
+        var instances = batch.Count - priors;
+        var weights = batch.Select(e => e.Item.IsPrior ? config.PriorLossWeight / priors : 1.0 / instances).ToArray();
+        if (config.MinSnrGamma is { } gamma)
+        {
+            var t = timesteps.Cpu().ToArray<long>();
+            for (var i = 0; i < weights.Length; i++)
+            {
+                var ac = scheduler.AlphasCumprod[(int)t[i]];
+                var snr = ac / (1 - ac);
+                weights[i] *= Math.Min(snr, gamma) / (scheduler.PredictionType == "v_prediction" ? snr + 1 : snr);
+            }
+        }
+        return Torch.Torch.Tensor(weights.Select(w => (float)w).ToArray()).To(device);
+    }
+
+    private IDisposable? AutocastFor(SdAppliance.Torch.Device device) => config.MixedPrecision switch
+    {
+        "bf16" => Autograd.Autocast(device.Type, DType.BFloat16),
+        "fp16" => Autograd.Autocast(device.Type, DType.Float16),
+        _ => null,
+    };
+
+    /// <summary>Unscales (fp16), clips and steps; false when an overflow skipped the step.</summary>
+    private bool OptimizerStep(TrainingMethod method, Optimizer optimizer, LossScaler? scaler)
+    {
+        var parameters = method.ParameterGroups.SelectMany(g => g.Parameters).ToList();
+        if (scaler is not null && !scaler.Unscale(parameters))
+        {
+            optimizer.ZeroGrad();
+            return false;
+        }
+        if (config.MaxGradNorm > 0)
+            using (GradClipping.ClipGradNorm(parameters, config.MaxGradNorm)) { }
+        optimizer.Step();
+        optimizer.ZeroGrad();
+        return true;
+    }
+
+    private IReadOnlyList<string> Sample(StableDiffusionModel model, TrainingMethod method, TrainingDataset dataset, long step)
+    {
+        var prompts = config.SamplePrompts.Count > 0 ? config.SamplePrompts
+            : [config.InstancePrompt ?? dataset.Items.FirstOrDefault()?.Caption ?? ""];
+        var folder = Path.Combine(runFolder, "samples");
+        Directory.CreateDirectory(folder);
+        var pipeline = new StableDiffusionPipeline(model) { ExtraEmbeddings = method.Embeddings };
+        var files = new List<string>();
+        model.Unet.Eval();
+        try
+        {
+            for (var i = 0; i < prompts.Count; i++)
+            {
+                var image = pipeline.Generate(new GenerationRequest
+                {
+                    Prompt = prompts[i], Seed = config.SampleSeed + i, Steps = config.SampleSteps, Sampler = config.SampleSampler,
+                    Width = config.Resolution, Height = config.Resolution,
+                })[0];
+                var file = Path.Combine(folder, $"step-{step:D6}-{i}.png");
+                ImageCodec.Save(image.Image, file);
+                files.Add(file);
+            }
+        }
+        finally
+        {
+            model.Unet.Train();
+        }
+        return files;
+    }
+
+    private static long MemoryBytes(SdAppliance.Torch.Device device) =>
+        device.IsCuda && Cuda.HasMemoryStats ? Cuda.GetMemoryStats(Math.Max(device.Index, 0)).AllocatedBytes : Environment.WorkingSet;
+}
+
+/// <summary>Where a run is: what a checkpoint records besides the tensors.</summary>
+internal sealed class RunState
+{
+    public long Step { get; set; }
+    public int Epoch { get; set; }
+    public int BatchInEpoch { get; set; }
+    public double SmoothedLoss { get; set; } = double.NaN;
+    public double AccumulatedLoss { get; set; }
+    public double LossScale { get; set; } = 1;
+}
+
+/// <summary>
+/// Dynamic loss scaling for float16 training (as torch.cuda.amp.GradScaler): the loss is multiplied
+/// by the scale, gradients are divided back before clipping; an overflow skips the step and halves
+/// the scale, 2000 clean steps double it.
+/// </summary>
+internal sealed class LossScaler
+{
+    private int cleanSteps;
+
+    public double Scale { get; set; } = 65536;
+
+    public bool Unscale(IReadOnlyList<Tensor> parameters)
+    {
+        using var noGrad = Autograd.NoGrad();
+        var finite = true;
+        foreach (var p in parameters)
+        {
+            using var grad = p.Grad;
+            if (grad is null) continue;
+            grad.Div_(Scale);
+            using var isFinite = grad.IsFinite();
+            using var ok = isFinite.All();
+            finite &= ok.Item() != 0;
+        }
+        if (!finite)
+        {
+            Scale /= 2;
+            cleanSteps = 0;
+            return false;
+        }
+        if (++cleanSteps % 2000 == 0) Scale *= 2;
+        return true;
+    }
+}
