@@ -90,6 +90,41 @@ public sealed class ExportTests : IDisposable
     }
 
     [Fact]
+    public void SdxlExportsLoadBackAndGenerateTheSameImage()
+    {
+        var source = Path.Combine(folder, "sdxl");
+        WriteTinySdxl(source);
+        using var xl = ModelLoader.Load(source);
+        var expected = Generate(xl);
+
+        var single = Path.Combine(folder, "single-xl");
+        Directory.CreateDirectory(single);
+        var file = Path.Combine(single, "xl.safetensors");
+        ModelExport.SaveSingleFile(xl, file, half: false);
+        using (var st = SafetensorsFile.Open(file))
+        {
+            // SDXL's layout: both encoders under conditioner.embedders, bigG's attention fused into in_proj.
+            Assert.Contains(st.Names, n => n.StartsWith("conditioner.embedders.0.transformer.text_model.", StringComparison.Ordinal));
+            Assert.Contains("conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight", st.Names);
+            Assert.Contains("model.diffusion_model.label_emb.0.0.weight", st.Names);
+        }
+        CopyFolder(Path.Combine(source, "tokenizer"), Path.Combine(single, "tokenizer"));
+        CopyFolder(Path.Combine(source, "tokenizer_2"), Path.Combine(single, "tokenizer_2"));
+        using (var loaded = ModelLoader.Load(file, new ModelLoadOptions(ConfigDirectory: source)))
+        {
+            Assert.True(loaded.IsSdxl);
+            Assert.Equal(expected, Generate(loaded));
+        }
+
+        var diffusers = Path.Combine(folder, "diffusers-xl");
+        ModelExport.SaveDiffusersFolder(xl, diffusers, half: false);
+        Assert.True(File.Exists(Path.Combine(diffusers, "tokenizer_2", "merges.txt")));
+        Assert.Contains("CLIPTextModelWithProjection", File.ReadAllText(Path.Combine(diffusers, "text_encoder_2", "config.json")));
+        using (var loaded = ModelLoader.Load(diffusers))
+            Assert.Equal(expected, Generate(loaded));
+    }
+
+    [Fact]
     public void TorchSaveWriterRoundTripsAnObjectTree()
     {
         var inner = new PickleDict(isOrdered: true);
