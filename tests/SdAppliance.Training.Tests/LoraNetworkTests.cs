@@ -287,11 +287,15 @@ public sealed class LoraNetworkTests : IDisposable
         var options = new LoraNetworkOptions(NetworkDim: 2, TrainTextEncoder: true, ConvDim: 1);
         var file = Path.Combine(folder, "xl.safetensors");
         var inputs = new Dictionary<LoraNetworkModule, (Tensor X, Tensor Y)>();
+        var baseline = Generate(model);
+        byte[] attached;
         using (var network = LoraNetwork.Create(model, options, new Generator(9)))
         {
             Assert.Contains(network.UnetModules, m => m.LoraName.StartsWith("lora_unet_input_blocks_", StringComparison.Ordinal));
             Assert.Contains(network.TextEncoderModules, m => m.LoraName.StartsWith("lora_te2_", StringComparison.Ordinal));
-            foreach (var (m, i) in network.Loras.Select((m, i) => (m, i))) Randomise(m.UpWeight, 0.3, (ulong)(300 + i));
+            foreach (var (m, i) in network.Loras.Select((m, i) => (m, i))) Randomise(m.UpWeight, 1.0, (ulong)(300 + i));
+            network.Eval();
+            attached = Generate(model);
             network.Save(file, KohyaMetadata.Build(model, options));
             using var noGrad = Autograd.NoGrad();
             foreach (var m in network.Loras.Where(m => m.Layer is Linear))
@@ -300,6 +304,10 @@ public sealed class LoraNetworkTests : IDisposable
                 inputs[m] = (x, ((Linear)m.Layer).Forward(x));
             }
         }
+        // The generation path finds every module by its kohya name: the file makes the attached network's image.
+        Assert.True(MaxPixelDifference(baseline, attached) > 10, "the LoRA should change the image");
+        Assert.InRange(MaxPixelDifference(attached, Generate(model, loras: [(file, 1.0)])), 0, 1);
+
         using var lora = LoraFile.Load(file);
         Assert.Equal(KohyaMetadata.SdxlBaseVersion, lora.Metadata["ss_base_model_version"]);
         var targets = new Dictionary<LoraTarget, Module>
