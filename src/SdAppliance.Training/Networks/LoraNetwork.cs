@@ -38,7 +38,8 @@ public sealed record LoraNetworkOptions(int NetworkDim = 16, double NetworkAlpha
 /// slot, so the model's own weights and state dict stay untouched. The network's state dict is a
 /// kohya LoRA file: "lora_unet_…" (SDXL: original-layout UNet names), "lora_te_…" (SDXL "lora_te1_…",
 /// "lora_te2_…"), each with ".lora_down.weight", ".lora_up.weight" and ".alpha"; text-encoder modules
-/// first, as kohya registers them.
+/// first, as kohya registers them. A new network is in training mode (its dropout active), as kohya's;
+/// call <c>Eval()</c> before sampling with it.
 /// </summary>
 public sealed class LoraNetwork : Module, IDisposable
 {
