@@ -20,7 +20,8 @@ internal sealed class ProgressBar
     private readonly string unit;
     private readonly string rateUnit;
     private readonly Stopwatch clock = Stopwatch.StartNew();
-    private TimeSpan lastDraw = TimeSpan.MinValue;
+    // Not TimeSpan.MinValue: "now - lastDraw" would overflow on the first update.
+    private TimeSpan lastDraw = -MinRedraw;
     private bool drawn;
 
     /// <param name="unit">What is counted ("steps").</param>
@@ -42,13 +43,21 @@ internal sealed class ProgressBar
     /// <summary>True when <paramref name="error"/> is the console's stderr and that is a terminal.</summary>
     public static bool IsTerminal(TextWriter error) => ReferenceEquals(error, Console.Error) && !Console.IsErrorRedirected;
 
-    public void Update(int done, int total)
+    public void Update(int done, int total) => Draw(done, total, now => Render(done, total, now));
+
+    /// <summary>
+    /// Draws the bar with <paramref name="status"/> in place of the bar's own rate and clock, for a caller that
+    /// knows better (the trainer's it/s and ETA hold across a resume, when the bar's count starts midway).
+    /// </summary>
+    public void Update(int done, int total, string status) => Draw(done, total, _ => Render(done, total, status));
+
+    private void Draw(int done, int total, Func<TimeSpan, string> render)
     {
         if (!IsInteractive) return;
         var now = clock.Elapsed;
         if (done < total && now - lastDraw < MinRedraw) return;
         lastDraw = now;
-        writer.Write("\r" + Render(done, total, now));
+        writer.Write("\r" + render(now));
         writer.Flush();
         drawn = true;
     }
@@ -63,10 +72,18 @@ internal sealed class ProgressBar
 
     internal string Render(int done, int total, TimeSpan elapsed)
     {
-        var filled = total <= 0 ? 0 : (int)Math.Round((double)Math.Clamp(done, 0, total) / total * Width);
         var rate = elapsed.TotalSeconds > 0 ? done / elapsed.TotalSeconds : 0;
         return string.Create(CultureInfo.InvariantCulture,
-            $"{label} [{new string('#', filled)}{new string('.', Width - filled)}] {done}/{total} {unit}  {rate:0.00} {rateUnit}  {Clock(elapsed)}");
+            $"{label} [{Bar(done, total)}] {done}/{total} {unit}  {rate:0.00} {rateUnit}  {Clock(elapsed)}");
+    }
+
+    internal string Render(int done, int total, string status) =>
+        string.Create(CultureInfo.InvariantCulture, $"{label} [{Bar(done, total)}] {done}/{total} {unit}  {status}");
+
+    private static string Bar(int done, int total)
+    {
+        var filled = total <= 0 ? 0 : (int)Math.Round((double)Math.Clamp(done, 0, total) / total * Width);
+        return new string('#', filled) + new string('.', Width - filled);
     }
 
     internal static string Clock(TimeSpan t) => t.TotalHours >= 1
