@@ -176,6 +176,17 @@ public sealed class Trainer
             }
             completed = true;
         }
+        catch (OperationCanceledException) when (state.Step > 0)
+        {
+            // Stopped by the user: keep what was trained. Micro-batches of an unfinished accumulation
+            // are given back to the data order, so the resumed run redoes them exactly.
+            optimizer.ZeroGrad();
+            state.BatchInEpoch -= microSteps % config.GradientAccumulationSteps;
+            state.AccumulatedLoss = 0;
+            state.LossScale = lossScaler?.Scale ?? 1;
+            Checkpoints.Save(Path.Combine(runFolder, CheckpointFolder), state, method, optimizer, schedule, noiseGenerator, config.SaveLastK);
+            throw;
+        }
         finally
         {
             log.Flush();

@@ -253,6 +253,27 @@ public sealed class TrainerTests : IDisposable
         Assert.True(File.Exists(Path.Combine(checkpoints, "step-000003", "state.json")));
     }
 
+    private sealed class CancelAtStep(long step, CancellationTokenSource source) : IProgress<TrainingEvent>
+    {
+        public void Report(TrainingEvent value)
+        {
+            if (value.Step == step) source.Cancel();
+        }
+    }
+
+    [Fact]
+    public void AStoppedRunKeepsItsStepsAndResumesExactly()
+    {
+        var config = Config("lora", "stopped", steps: 6) with { GradientAccumulationSteps = 2 };
+        using var stop = new CancellationTokenSource();
+        Assert.ThrowsAny<OperationCanceledException>(() => Trainer.Train(config, new CancelAtStep(3, stop), stop.Token));
+        Assert.True(File.Exists(Path.Combine(config.Output!, "checkpoints", "step-000003", "state.json")));
+        var resumed = Trainer.Resume(config.Output!);
+        var straight = Trainer.Train(config with { Output = Path.Combine(root, "unstopped") });
+        Assert.Equal(File.ReadAllBytes(Path.Combine(straight.RunFolder, "checkpoints", "step-000006", "trained.safetensors")),
+            File.ReadAllBytes(Path.Combine(resumed.RunFolder, "checkpoints", "step-000006", "trained.safetensors")));
+    }
+
     [Fact]
     public void Crc32CMatchesTheStandardCheckValue() =>
         Assert.Equal(0xE3069283u, Crc32C.Compute("123456789"u8));
