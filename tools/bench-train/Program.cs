@@ -143,28 +143,33 @@ void RunCase(BenchCase c)
         using var text = Torch.Randn([1, 77, unet.Config.CrossAttentionDimPerBlock[0]], generator).To(device).DetachFromDisposeScope();
         var lossScale = mixedPrecision == "fp16" ? 65536.0 : 1.0;
 
-        void Step()
+        // One step; returns the seconds of forward (with the loss), backward, and clipping plus optimizer.
+        (double Forward, double Backward, double Optimizer) Step()
         {
             using var scope = Torch.NewDisposeScope();
             // Drawn on CPU and moved, as the trainer draws its noise.
             var noisy = Torch.Randn([1, 4, latent, latent], generator).To(device);
             var target = Torch.Randn([1, 4, latent, latent], generator).To(device);
             var timesteps = Torch.Randint(0, 1000, [1], generator).To(device);
+            var sw = Stopwatch.StartNew();
             Tensor prediction;
             using (Autocast())
                 prediction = unet.Forward(noisy, timesteps, text);
             var loss = F.MseLoss(prediction.Float(), target);
+            var forward = Lap(sw);
             (lossScale == 1 ? loss : loss * lossScale).Backward();
+            var backward = Lap(sw);
             if (lossScale != 1 && !Unscale(trainable, lossScale))
             {
                 // As the trainer's loss scaler: an overflow skips the step and halves the scale.
                 lossScale /= 2;
                 optimizer.ZeroGrad();
-                return;
+                return (forward, backward, Lap(sw));
             }
             using (GradClipping.ClipGradNorm(trainable, 1.0)) { }
             optimizer.Step();
             optimizer.ZeroGrad();
+            return (forward, backward, Lap(sw));
         }
 
         if (device.IsCuda)
@@ -173,20 +178,20 @@ void RunCase(BenchCase c)
             Cuda.ResetPeakMemoryStats(CudaIndex());
         }
         for (var i = 0; i < c.WarmUp; i++) Step();
-        var samples = new double[c.Repeats];
-        for (var i = 0; i < c.Repeats; i++)
+        var steps = Enumerable.Range(0, c.Repeats).Select(_ => Step()).ToList();
+        double Median(Func<(double Forward, double Backward, double Optimizer), double> part)
         {
-            var sw = Stopwatch.StartNew();
-            Step();
-            if (device.IsCuda) Cuda.Synchronize(CudaIndex());
-            samples[i] = sw.Elapsed.TotalSeconds;
+            var sorted = steps.Select(part).Order().ToList();
+            return sorted[sorted.Count / 2];
         }
-        Array.Sort(samples);
-        var median = samples[c.Repeats / 2];
+        var median = Median(s => s.Forward + s.Backward + s.Optimizer);
 
         Report($"{c.Name}_trainable", trainable.Sum(t => t.NumEl) / 1e6, "Mparams");
-        Report($"{c.Name}_step", median < 1 ? median * 1e3 : median, median < 1 ? "ms" : "s");
+        Report($"{c.Name}_step", median, "s");
         Report($"{c.Name}_rate", 1 / median, "it/s");
+        Report($"{c.Name}_forward", Median(s => s.Forward), "s");
+        Report($"{c.Name}_backward", Median(s => s.Backward), "s");
+        Report($"{c.Name}_optimizer", Median(s => s.Optimizer), "s");
         if (device.IsCuda)
         {
             var stats = Cuda.GetMemoryStats(CudaIndex());
@@ -220,6 +225,15 @@ IDisposable? Autocast() => mixedPrecision switch
 };
 
 int CudaIndex() => Math.Max(device.Index, 0);
+
+// Seconds since the last lap; CUDA work is waited for so that each phase holds its own kernels.
+double Lap(Stopwatch sw)
+{
+    if (device.IsCuda) Cuda.Synchronize(CudaIndex());
+    var seconds = sw.Elapsed.TotalSeconds;
+    sw.Restart();
+    return seconds;
+}
 
 static void Report(string name, double value, string unit) =>
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{name}: {value:G4} {unit}"));
