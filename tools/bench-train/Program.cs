@@ -67,15 +67,19 @@ Console.WriteLine($"device: {device}");
 Console.WriteLine($"threads: {Engine.NumThreads}");
 Console.WriteLine($"mixed_precision: {mixedPrecision}");
 Console.WriteLine($"peak_memory: {(device.IsCuda ? "CUDA allocator peak" : "VmHWM")}, one child process per case");
+// Other work on the machine makes libtorch's threads wait for a core: the load says how much.
+ReportLoad("load_average_start");
 var selected = cases.Where(c => !c.Sd15 || (!quick && (c.Name != "sd15_dreambooth" || full || device.IsCuda))).ToList();
 var failures = 0;
 foreach (var c in selected)
 {
     var code = RunChild(c.Name);
     if (code == 0) continue;
+    // A failed case (out of memory, say) does not stop the others.
     Console.Error.WriteLine($"bench-train: case {c.Name} failed (exit code {code})");
     failures++;
 }
+ReportLoad("load_average_end");
 return failures == 0 ? 0 : 1;
 
 // Re-runs this tool with `--case NAME` and the same options, passing its lines through.
@@ -97,6 +101,8 @@ int RunChild(string name)
 void RunCase(BenchCase c)
 {
     var startRss = ProcStatusKiB("VmRSS");
+    // Long cases say what they are doing on stderr, so that stdout stays `name: value unit` only.
+    Console.Error.WriteLine($"# {c.Name}: {c.WarmUp} warm-up + {c.Repeats} timed steps");
     var generator = new Generator(0);
     Torch.ManualSeed(0);
     // Draws for CUDA tensors come from the device's default generator; a CPU one is refused there.
@@ -237,6 +243,12 @@ double Lap(Stopwatch sw)
 
 static void Report(string name, double value, string unit) =>
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{name}: {value:G4} {unit}"));
+
+static void ReportLoad(string name)
+{
+    if (File.Exists("/proc/loadavg"))
+        Report(name, double.Parse(File.ReadAllText("/proc/loadavg").Split(' ')[0], CultureInfo.InvariantCulture), "runnable");
+}
 
 static int Fail(string message)
 {
