@@ -241,8 +241,9 @@ double Lap(Stopwatch sw)
     return seconds;
 }
 
+// Four significant digits, without an exponent for the large figures (SD 1.5 peaks are ~10^4 MiB).
 static void Report(string name, double value, string unit) =>
-    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{name}: {value:G4} {unit}"));
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{name}: {(Math.Abs(value) >= 1e4 ? value.ToString("F0", CultureInfo.InvariantCulture) : value.ToString("G4", CultureInfo.InvariantCulture))} {unit}"));
 
 static void ReportLoad(string name)
 {
