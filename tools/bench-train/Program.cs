@@ -8,10 +8,10 @@
 // LoRA is kohya's network (dim 16, alpha 8) on the frozen UNet; DreamBooth trains every UNet weight.
 // --quick runs the tiny cases only; the default adds SD 1.5 LoRA with and without gradient checkpointing;
 // SD 1.5 DreamBooth runs on CUDA, and on CPU only with --full (AdamW states alone are ~7 GB there).
-// Peak memory: each case runs in a child process of this tool (`--case NAME`), so a case's peak is its own:
-// on CPU the peak resident set (VmHWM, which the kernel cannot reset per case: it covers the runtime,
-// the model, the optimizer states and the activations), on CUDA the caching allocator's peak since the
-// model was built on the device (weights included).
+// Peak memory: each case runs in a child process of this tool (`--case NAME`), so that nothing an earlier
+// case allocated (and the allocator kept) counts towards the next: on CPU the peak resident set (VmHWM: the
+// runtime, the model, the optimizer states and the activations; *_start_rss is the runtime's share), on
+// CUDA the caching allocator's peak since the model was built on the device (weights included).
 using System.Diagnostics;
 using System.Globalization;
 using SdAppliance.Models.Blocks;
