@@ -128,7 +128,6 @@ public sealed class Trainer
 
         using var log = new RunLog(runFolder);
         var samples = new List<string>();
-        var batchesPerEpoch = dataset.BatchesPerEpoch(config.TrainBatchSize);
         var microSteps = 0;
         var stepTimer = Stopwatch.StartNew();
         var stepsThisSession = 0L;
@@ -199,7 +198,6 @@ public sealed class Trainer
         var report = new TrainingReport(runFolder, config.Method, state.Step, state.Epoch + 1, started.Elapsed, state.SmoothedLoss,
             outputs, dataset.Skipped, samples, completed);
         AtomicFile.WriteAllText(Path.Combine(runFolder, "report.json"), JsonSerializer.Serialize(report, TrainingConfig.Json));
-        _ = batchesPerEpoch;
         return report;
     }
 
