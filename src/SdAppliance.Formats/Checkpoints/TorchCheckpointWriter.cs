@@ -28,9 +28,8 @@ public static class TorchCheckpointWriter
     private const int BatchSize = 1000;
 
     /// <summary>
-    /// Writes <paramref name="tensors"/> to <paramref name="path"/> atomically: a temporary file in
-    /// the same folder is written, flushed to disk and renamed over the target, so a failure (a
-    /// throwing callback, a full disk) leaves the target untouched and no temporary file behind.
+    /// Writes <paramref name="tensors"/> to <paramref name="path"/> atomically (<see cref="AtomicFile"/>),
+    /// so a failure (a throwing callback, a full disk) leaves the target untouched and no temporary file behind.
     /// </summary>
     /// <param name="path">Target file; replaced if it exists.</param>
     /// <param name="tensors">Tensors with distinct names, written in this order.</param>
@@ -55,33 +54,20 @@ public static class TorchCheckpointWriter
         }
         var pickle = BuildPickle(list, wrapInStateDict);
 
-        var fullPath = Path.GetFullPath(path);
-        var folder = Path.GetDirectoryName(fullPath)!;
-        var temp = Path.Combine(folder, $".{Path.GetFileName(fullPath)}.{Guid.NewGuid():N}.tmp");
-        try
+        AtomicFile.Write(path, file =>
         {
-            using (var file = new FileStream(temp, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, bufferSize: 1 << 20))
+            var zip = new StoredZipWriter(file, forceZip64);
+            zip.AddEntry($"{ArchiveFolder}/data.pkl", pickle);
+            for (var i = 0; i < list.Count; i++)
             {
-                var zip = new StoredZipWriter(file, forceZip64);
-                zip.AddEntry($"{ArchiveFolder}/data.pkl", pickle);
-                for (var i = 0; i < list.Count; i++)
-                {
-                    var tensor = list[i];
-                    var data = zip.BeginEntry($"{ArchiveFolder}/data/{i.ToString(CultureInfo.InvariantCulture)}", tensor.ByteLength);
-                    tensor.WriteTo(data);
-                    zip.EndEntry();
-                }
-                zip.AddEntry($"{ArchiveFolder}/version", "3\n"u8);
-                zip.Finish();
-                file.Flush(flushToDisk: true);
+                var tensor = list[i];
+                var data = zip.BeginEntry($"{ArchiveFolder}/data/{i.ToString(CultureInfo.InvariantCulture)}", tensor.ByteLength);
+                tensor.WriteTo(data);
+                zip.EndEntry();
             }
-            File.Move(temp, fullPath, overwrite: true);
-        }
-        catch
-        {
-            TryDelete(temp);
-            throw;
-        }
+            zip.AddEntry($"{ArchiveFolder}/version", "3\n"u8);
+            zip.Finish();
+        });
     }
 
     private static byte[] BuildPickle(List<SafetensorsTensor> tensors, bool wrapInStateDict)
@@ -146,20 +132,5 @@ public static class TorchCheckpointWriter
         p.Reduce();
         p.Tuple();
         p.Reduce();
-    }
-
-    private static void TryDelete(string path)
-    {
-        try
-        {
-            File.Delete(path);
-        }
-        catch (IOException)
-        {
-            // The original error is the one worth reporting.
-        }
-        catch (UnauthorizedAccessException)
-        {
-        }
     }
 }

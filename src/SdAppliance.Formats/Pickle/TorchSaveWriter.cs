@@ -32,39 +32,19 @@ public static class TorchSaveWriter
         var tensors = new List<SafetensorsTensor>();
         var pickle = BuildPickle(root, tensors);
 
-        var fullPath = Path.GetFullPath(path);
-        var folder = Path.GetDirectoryName(fullPath)!;
-        var temp = Path.Combine(folder, $".{Path.GetFileName(fullPath)}.{Guid.NewGuid():N}.tmp");
-        try
+        AtomicFile.Write(path, file =>
         {
-            using (var file = new FileStream(temp, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, bufferSize: 1 << 20))
+            var zip = new StoredZipWriter(file);
+            zip.AddEntry($"{TorchCheckpointWriter.ArchiveFolder}/data.pkl", pickle);
+            for (var i = 0; i < tensors.Count; i++)
             {
-                var zip = new StoredZipWriter(file);
-                zip.AddEntry($"{TorchCheckpointWriter.ArchiveFolder}/data.pkl", pickle);
-                for (var i = 0; i < tensors.Count; i++)
-                {
-                    var data = zip.BeginEntry($"{TorchCheckpointWriter.ArchiveFolder}/data/{i.ToString(CultureInfo.InvariantCulture)}", tensors[i].ByteLength);
-                    tensors[i].WriteTo(data);
-                    zip.EndEntry();
-                }
-                zip.AddEntry($"{TorchCheckpointWriter.ArchiveFolder}/version", "3\n"u8);
-                zip.Finish();
-                file.Flush(flushToDisk: true);
+                var data = zip.BeginEntry($"{TorchCheckpointWriter.ArchiveFolder}/data/{i.ToString(CultureInfo.InvariantCulture)}", tensors[i].ByteLength);
+                tensors[i].WriteTo(data);
+                zip.EndEntry();
             }
-            File.Move(temp, fullPath, overwrite: true);
-        }
-        catch
-        {
-            try
-            {
-                File.Delete(temp);
-            }
-            catch (IOException)
-            {
-                // The original error is the one worth reporting.
-            }
-            throw;
-        }
+            zip.AddEntry($"{TorchCheckpointWriter.ArchiveFolder}/version", "3\n"u8);
+            zip.Finish();
+        });
     }
 
     /// <summary>The pickle (data.pkl) of <paramref name="root"/>; tensors met on the way are appended to <paramref name="tensors"/> as storages 0, 1...</summary>

@@ -47,8 +47,8 @@ public sealed record ConversionResult(string OutputPath, ModelFormat Format, Mod
 /// Converts Stable Diffusion models between diffusers folders and single original-layout files
 /// (<c>.safetensors</c>, <c>.ckpt</c>) in both directions, as diffusers' conversion scripts do. It is
 /// a transformation of names and bytes (<see cref="LdmKeyMap"/>'s recipes, float16 rounding), so no
-/// engine is involved; one tensor at a time is held in memory. Output is written atomically: files
-/// through the writers' temp-and-rename, a folder built beside the target and renamed into place.
+/// engine is involved; one tensor at a time is held in memory. Output is written atomically (<see cref="AtomicFile"/>):
+/// files through the writers' temp-and-rename, a folder built beside the target and renamed into place.
 /// </summary>
 public static class ModelConverter
 {
@@ -218,10 +218,7 @@ public static class ModelConverter
         var configs = options.ConfigDirectory ?? (source.IsFolder ? source.Path : ModelLoader.FindConfigs(family, loadOptions));
         if (!source.IsFolder) CheckFits(source.Path, configs, plan);
 
-        var parent = Path.GetDirectoryName(output)!;
-        var temp = Path.Combine(parent, $".{Path.GetFileName(output)}.{Guid.NewGuid():N}.tmp");
-        Directory.CreateDirectory(temp);
-        try
+        AtomicFile.WriteFolder(output, temp =>
         {
             foreach (var component in components)
             {
@@ -236,13 +233,7 @@ public static class ModelConverter
             var scheduler = WriteScheduler(source, configs, family, options, loadOptions, temp, warnings);
             var tokenizers = CopyTokenizers(source.Path, family, isSdxl, loadOptions, temp, warnings);
             WriteModelIndex(temp, configs, isSdxl, scheduler, tokenizers);
-            Commit(temp, output);
-        }
-        catch
-        {
-            TryDeleteFolder(temp);
-            throw;
-        }
+        });
     }
 
     private static string ComponentConfig(string configs, string component)
@@ -376,43 +367,6 @@ public static class ModelConverter
     {
         if (!File.Exists(configFile)) return null;
         return JsonNode.Parse(File.ReadAllText(configFile))?["_diffusers_version"] is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
-    }
-
-    /// <summary>Puts the finished folder in place: renamed onto a free name, or swapped with the model folder it replaces.</summary>
-    private static void Commit(string temp, string output)
-    {
-        if (!Directory.Exists(output))
-        {
-            Directory.Move(temp, output);
-            return;
-        }
-        var old = Path.Combine(Path.GetDirectoryName(output)!, $".{Path.GetFileName(output)}.{Guid.NewGuid():N}.old");
-        Directory.Move(output, old);
-        try
-        {
-            Directory.Move(temp, output);
-        }
-        catch
-        {
-            Directory.Move(old, output);
-            throw;
-        }
-        TryDeleteFolder(old);
-    }
-
-    private static void TryDeleteFolder(string folder)
-    {
-        try
-        {
-            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
-        }
-        catch (IOException)
-        {
-            // The conversion's own error, if any, is the one worth reporting.
-        }
-        catch (UnauthorizedAccessException)
-        {
-        }
     }
 
     /// <summary>
