@@ -34,10 +34,8 @@ public static class ModelExport
     {
         ArgumentNullException.ThrowIfNull(model);
         using var file = LoraFile.Load(loraFilePath);
-        var alternate = KohyaLoraNames.AlternateNames(model);
-        var targets = new Dictionary<LoraTarget, Module> { [LoraTarget.Unet] = model.Unet, [LoraTarget.TextEncoder] = model.TextEncoder };
-        if (model.TextEncoder2 is not null) targets[LoraTarget.TextEncoder2] = model.TextEncoder2;
-        var index = targets.ToDictionary(t => t.Key, t => IndexLayers(t.Key, t.Value, alternate));
+        var alternate = LoraModelNames.AlternateNames(model.Unet);
+        var index = LoraModelNames.Targets(model).ToDictionary(t => t.Key, t => IndexLayers(t.Key, t.Value, alternate));
 
         var plan = new List<(Tensor Weight, LoraModule Lora)>();
         var unmatched = new List<string>();
