@@ -9,12 +9,8 @@ using SdAppliance.Models.Tokenization;
 using SdAppliance.Torch;
 using SdAppliance.Torch.Nn;
 using SdAppliance.Torch.Serialization;
-using SdAppliance.Training.Networks;
 
 namespace SdAppliance.Training.Exports;
-
-/// <summary>What <see cref="ModelExport.MergeLora"/> did: modules merged, and the file's modules that match no layer.</summary>
-public sealed record LoraMergeResult(int MergedModules, IReadOnlyList<string> Unmatched);
 
 /// <summary>
 /// Whole-model results of training: a LoRA merged into the weights for good, and the model written as
@@ -34,53 +30,7 @@ public static class ModelExport
     {
         ArgumentNullException.ThrowIfNull(model);
         using var file = LoraFile.Load(loraFilePath);
-        var alternate = LoraModelNames.AlternateNames(model.Unet);
-        var index = LoraModelNames.Targets(model).ToDictionary(t => t.Key, t => IndexLayers(t.Key, t.Value, alternate));
-
-        var plan = new List<(Tensor Weight, LoraModule Lora)>();
-        var unmatched = new List<string>();
-        foreach (var lora in file.Modules)
-        {
-            if (index.TryGetValue(lora.Target, out var layers) && layers.TryGetValue(lora.Name, out var w)) plan.Add((w, lora));
-            else unmatched.Add($"{lora.Target} {lora.Name}");
-        }
-        if (plan.Count == 0)
-            throw new InvalidDataException($"LoRA '{loraFilePath}' matches no layer of the model (first module: {unmatched.FirstOrDefault()}); it was made for another architecture");
-        foreach (var (w, lora) in plan) CheckShapes(w, lora, loraFilePath);
-
-        using var noGrad = Autograd.NoGrad();
-        if (weight != 0)
-            foreach (var (w, lora) in plan)
-            {
-                using var scope = Torch.Torch.NewDisposeScope();
-                var down = lora.Down.To(w.Device, DType.Float32).Flatten(1);
-                var up = lora.Up.To(w.Device, DType.Float32).Flatten(1);
-                var delta = up.Matmul(down).Mul(weight * lora.Scale).Reshape(w.Shape).To(w.DType);
-                w.Add_(delta);
-            }
-        return new LoraMergeResult(plan.Count, unmatched);
-    }
-
-    private static Dictionary<string, Tensor> IndexLayers(LoraTarget target, Module root, Func<LoraTarget, string, string?> alternate)
-    {
-        var index = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (var (path, module) in root.NamedModules())
-        {
-            var w = module switch { Linear l => l.Weight, Conv2d c => c.Weight, _ => null };
-            if (w is null) continue;
-            index[path.Replace('.', '_')] = w;
-            if (alternate(target, path) is { } other) index[other] = w;
-        }
-        return index;
-    }
-
-    private static void CheckShapes(Tensor weight, LoraModule lora, string path)
-    {
-        var (down, up) = (lora.Down.Shape, lora.Up.Shape);
-        var downCols = down.Skip(1).Aggregate(1L, (a, d) => a * d);
-        var upCols = up.Skip(1).Aggregate(1L, (a, d) => a * d);
-        if (upCols != down[0] || up[0] * downCols != weight.NumEl)
-            throw new InvalidDataException($"LoRA '{path}': module {lora.Name} has down [{string.Join(", ", down)}] and up [{string.Join(", ", up)}], which do not fit its weight [{string.Join(", ", weight.Shape)}]; the LoRA was made for another model");
+        return LoraPatch.MergePermanently(file, weight, LoraModelNames.Targets(model), LoraModelNames.AlternateNames(model.Unet));
     }
 
     /// <summary>
