@@ -112,7 +112,7 @@ public static class SafetensorsWriter
             BinaryPrimitives.WriteUInt64LittleEndian(prefix, (ulong)header.Length);
             file.Write(prefix);
             file.Write(header);
-            using var data = new TensorDataStream(file);
+            using var data = new CountingStream(file);
             foreach (var (tensor, _) in ordered)
             {
                 var before = data.Written;
@@ -227,42 +227,5 @@ public static class SafetensorsWriter
                 Ascii(json, escape);
         }
         Ascii(json, "\"");
-    }
-
-    /// <summary>
-    /// What a data callback sees: write-only, no seeking, counts what it is given, and leaves the
-    /// file open when disposed, so a callback cannot corrupt the layout or close the file early.
-    /// </summary>
-    private sealed class TensorDataStream(Stream inner) : Stream
-    {
-        public long Written { get; private set; }
-
-        public override bool CanRead => false;
-        public override bool CanSeek => false;
-        public override bool CanWrite => true;
-        public override long Length => throw new NotSupportedException();
-        public override long Position
-        {
-            get => throw new NotSupportedException();
-            set => throw new NotSupportedException();
-        }
-
-        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
-
-        public override void Write(ReadOnlySpan<byte> buffer)
-        {
-            inner.Write(buffer);
-            Written += buffer.Length;
-        }
-
-        public override void WriteByte(byte value) => Write([value]);
-
-        public override void Flush()
-        {
-        }
-
-        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
     }
 }
