@@ -204,16 +204,10 @@ public static class ModelConverter
 
         ModelWriter.WriteDiffusersFolder(output, new DiffusersFolderContent(
             plan,
-            components.ToDictionary(c => c, c => File.ReadAllText(ComponentConfig(configs, c))),
+            components.ToDictionary(c => c, c => File.ReadAllText(ModelLoader.ConfigFile(configs, c))),
             SchedulerConfig(source, configs, family, options, loadOptions, warnings),
             FindTokenizers(source.Path, isSdxl, loadOptions, warnings),
             family));
-    }
-
-    private static string ComponentConfig(string configs, string component)
-    {
-        var file = Path.Combine(configs, component, "config.json");
-        return File.Exists(file) ? file : throw new FileNotFoundException($"the architecture config '{file}' is missing", file);
     }
 
     private static JsonObject SchedulerConfig(SourceModel source, string configs, ModelFamily family, ConversionOptions options, ModelLoadOptions loadOptions, List<string> warnings)
@@ -277,7 +271,7 @@ public static class ModelConverter
             if (inFile != inConfig) problems.Add($"{component} {what} is {inFile} in the file, {inConfig} in the config");
         }
 
-        var unet = DiffusersConfig.Load<UNet2DConditionConfig>(ComponentConfig(configs, ModelComponents.Unet));
+        var unet = DiffusersConfig.Load<UNet2DConditionConfig>(ModelLoader.ConfigFile(configs, ModelComponents.Unet));
         if (Shape(ModelComponents.Unet, "conv_in.weight") is [var unetWidth, var unetIn, ..])
         {
             Expect(ModelComponents.Unet, "conv_in width", unetWidth, unet.BlockOutChannels[0]);
@@ -287,7 +281,7 @@ public static class ModelConverter
         if (plan.FirstOrDefault(p => p.Key.Component == ModelComponents.Unet && p.Key.Name.EndsWith(".attn2.to_k.weight", StringComparison.Ordinal)) is { Shape: [_, var context] })
             Expect(ModelComponents.Unet, "cross_attention_dim", context, unet.CrossAttentionDim[0]);
 
-        var vae = DiffusersConfig.Load<AutoencoderKLConfig>(ComponentConfig(configs, ModelComponents.Vae));
+        var vae = DiffusersConfig.Load<AutoencoderKLConfig>(ModelLoader.ConfigFile(configs, ModelComponents.Vae));
         if (Shape(ModelComponents.Vae, "encoder.conv_in.weight") is [var vaeWidth, ..])
             Expect(ModelComponents.Vae, "conv_in width", vaeWidth, vae.BlockOutChannels[0]);
         if (Shape(ModelComponents.Vae, "quant_conv.weight") is [var moments, ..])
@@ -297,7 +291,7 @@ public static class ModelConverter
         foreach (var component in new[] { ModelComponents.TextEncoder, ModelComponents.TextEncoder2 })
         {
             if (plan.All(p => p.Key.Component != component)) continue;
-            var text = ClipTextConfig.Load(ComponentConfig(configs, component));
+            var text = ClipTextConfig.Load(ModelLoader.ConfigFile(configs, component));
             if (Shape(component, "text_model.embeddings.token_embedding.weight") is [var vocab, var hidden])
             {
                 Expect(component, "vocab_size", vocab, text.VocabSize);
