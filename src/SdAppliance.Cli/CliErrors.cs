@@ -19,6 +19,13 @@ internal static class CliErrors
         return 1;
     }
 
+    /// <summary>Prints that a cancelled command wrote nothing and returns the exit code of an interrupted program, 130.</summary>
+    public static int Cancelled(TextWriter error)
+    {
+        error.WriteLine("cancelled; nothing was written");
+        return 130;
+    }
+
     /// <summary>
     /// The exception's message; for the kinds the libraries throw on bad input it says everything, for anything
     /// else (a bug) the type is named too, so a report of it is useful without a stack trace.

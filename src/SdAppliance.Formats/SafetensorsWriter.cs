@@ -89,8 +89,7 @@ public static class SafetensorsWriter
 
     /// <summary>
     /// Writes <paramref name="tensors"/> and <paramref name="metadata"/> to <paramref name="path"/>
-    /// atomically: the file is written under a temporary name in the same folder, flushed to disk,
-    /// then renamed over the target, so readers see the old file or the complete new one, and a
+    /// atomically (<see cref="AtomicFile"/>): readers see the old file or the complete new one, and a
     /// failure (a throwing callback, a full disk) leaves the target untouched and no temporary file.
     /// </summary>
     /// <param name="path">Target file; replaced if it exists.</param>
@@ -107,35 +106,22 @@ public static class SafetensorsWriter
         if (header.Length > SafetensorsFile.MaxHeaderLength)
             throw new SafetensorsFormatException(path, $"the header would be {header.Length} bytes, over the {SafetensorsFile.MaxHeaderLength}-byte limit");
 
-        var fullPath = Path.GetFullPath(path);
-        var folder = Path.GetDirectoryName(fullPath)!;
-        var temp = Path.Combine(folder, $".{Path.GetFileName(fullPath)}.{Guid.NewGuid():N}.tmp");
-        try
+        AtomicFile.Write(path, file =>
         {
-            using (var file = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, bufferSize: 1 << 20))
+            Span<byte> prefix = stackalloc byte[8];
+            BinaryPrimitives.WriteUInt64LittleEndian(prefix, (ulong)header.Length);
+            file.Write(prefix);
+            file.Write(header);
+            using var data = new CountingStream(file);
+            foreach (var (tensor, _) in ordered)
             {
-                Span<byte> prefix = stackalloc byte[8];
-                BinaryPrimitives.WriteUInt64LittleEndian(prefix, (ulong)header.Length);
-                file.Write(prefix);
-                file.Write(header);
-                using var data = new TensorDataStream(file);
-                foreach (var (tensor, _) in ordered)
-                {
-                    var before = data.Written;
-                    tensor.WriteTo(data);
-                    var written = data.Written - before;
-                    if (written != tensor.ByteLength)
-                        throw new SafetensorsFormatException(path, $"tensor '{tensor.Name}' should be {tensor.ByteLength} bytes but its callback wrote {written}");
-                }
-                file.Flush(flushToDisk: true);
+                var before = data.Written;
+                tensor.WriteTo(data);
+                var written = data.Written - before;
+                if (written != tensor.ByteLength)
+                    throw new SafetensorsFormatException(path, $"tensor '{tensor.Name}' should be {tensor.ByteLength} bytes but its callback wrote {written}");
             }
-            File.Move(temp, fullPath, overwrite: true);
-        }
-        catch
-        {
-            TryDelete(temp);
-            throw;
-        }
+        });
     }
 
     private static List<(SafetensorsTensor Tensor, byte[] Utf8Name)> Order(IEnumerable<SafetensorsTensor> tensors)
@@ -241,57 +227,5 @@ public static class SafetensorsWriter
                 Ascii(json, escape);
         }
         Ascii(json, "\"");
-    }
-
-    private static void TryDelete(string path)
-    {
-        try
-        {
-            File.Delete(path);
-        }
-        catch (IOException)
-        {
-            // Nothing more can be done; the original error is the one worth reporting.
-        }
-        catch (UnauthorizedAccessException)
-        {
-        }
-    }
-
-    /// <summary>
-    /// What a data callback sees: write-only, no seeking, counts what it is given, and leaves the
-    /// file open when disposed, so a callback cannot corrupt the layout or close the file early.
-    /// </summary>
-    private sealed class TensorDataStream(Stream inner) : Stream
-    {
-        public long Written { get; private set; }
-
-        public override bool CanRead => false;
-        public override bool CanSeek => false;
-        public override bool CanWrite => true;
-        public override long Length => throw new NotSupportedException();
-        public override long Position
-        {
-            get => throw new NotSupportedException();
-            set => throw new NotSupportedException();
-        }
-
-        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
-
-        public override void Write(ReadOnlySpan<byte> buffer)
-        {
-            inner.Write(buffer);
-            Written += buffer.Length;
-        }
-
-        public override void WriteByte(byte value) => Write([value]);
-
-        public override void Flush()
-        {
-        }
-
-        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
     }
 }

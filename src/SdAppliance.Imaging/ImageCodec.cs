@@ -1,3 +1,5 @@
+using SdAppliance.Formats;
+
 namespace SdAppliance.Imaging;
 
 /// <summary>What a file's header says, read without decoding pixels.</summary>
@@ -93,24 +95,14 @@ public static class ImageCodec
     }
 
     /// <summary>
-    /// Writes <paramref name="image"/> to <paramref name="path"/> through a temporary file, so a reader never
-    /// sees half an image. Without options the format follows the extension (.png, .jpg/.jpeg, .webp).
+    /// Writes <paramref name="image"/> to <paramref name="path"/> atomically (<see cref="AtomicFile"/>), so a
+    /// reader never sees half an image. Without options the format follows the extension (.png, .jpg/.jpeg, .webp).
     /// </summary>
     public static void Save(RgbImage image, string path, ImageEncodeOptions? options = null)
     {
         options ??= new ImageEncodeOptions { Format = FormatFromExtension(path) };
         byte[] encoded = Encode(image, options);
-        string full = Path.GetFullPath(path);
-        string temporary = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            File.WriteAllBytes(temporary, encoded);
-            File.Move(temporary, full, overwrite: true);
-        }
-        finally
-        {
-            File.Delete(temporary);
-        }
+        AtomicFile.WriteAllBytes(path, encoded);
     }
 
     /// <summary>The format an extension names; <see cref="ArgumentException"/> for any other.</summary>

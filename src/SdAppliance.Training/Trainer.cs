@@ -5,6 +5,7 @@ using System.Text.Json.Nodes;
 using SdAppliance.Diffusion.Pipelines;
 using SdAppliance.Diffusion.Prompts;
 using SdAppliance.Diffusion.Schedulers;
+using SdAppliance.Formats;
 using SdAppliance.Imaging;
 using SdAppliance.Models.Loading;
 using SdAppliance.Models.TextEncoders;

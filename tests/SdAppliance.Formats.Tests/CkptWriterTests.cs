@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.IO.Compression;
+using System.Security.Cryptography;
 using System.Text;
 using System.Text.RegularExpressions;
 using SdAppliance.Formats.Checkpoints;
@@ -163,6 +164,45 @@ public sealed class CkptWriterTests : IDisposable
         TorchCheckpointWriter.Write(first, Sample);
         TorchCheckpointWriter.Write(second, Sample);
         Assert.Equal(File.ReadAllBytes(first), File.ReadAllBytes(second));
+    }
+
+    // SHA-256 of the files the writer produced before it became a use of TorchSaveWriter: a format
+    // change, however harmless to readers, shows here (1001 tensors end on a one-item SETITEMS batch).
+    [Theory]
+    [InlineData(true, false, 8, "aaadfd4bfab714ba3886e7729ab2b4219297afbec31561e878e83529d7605727")]
+    [InlineData(false, false, 8, "f0f8d93ededff0e652e3afdd909c33ff5fbe38e0ef92d1c9aae2d943ce9612cc")]
+    [InlineData(true, true, 8, "2de5b33ea175177fa7b7d5bcc03d840efe172a2a8671f69465452bdf37ff430d")]
+    [InlineData(true, false, 1001, "e0d56c30d75eec7c996e5750971902e5e9b2eecbde914f2af4a516fbc56a8ac1")]
+    [InlineData(false, false, 1, "4543354754c7568d56bdf8b2fca8d9c55e0a5c1dd481dcd53deb3d615132b7d3")]
+    [InlineData(true, false, 0, "183c4f5ea351d22d9363a53779bad0b36fd41f2fc936da2ae3960b472c13ec8a")]
+    public void BytesAreThoseTheWriterHasAlwaysWritten(bool wrapInStateDict, bool zip64, int count, string sha256)
+    {
+        var tensors = count == Sample.Length ? Sample : [.. Enumerable.Range(0, count).Select(i => Tensor($"t{i}", SafetensorsDType.F16, [i % 3 + 1], i))];
+        var path = _temp.File("model.ckpt");
+        TorchCheckpointWriter.Write(path, tensors, wrapInStateDict, zip64);
+        Assert.Equal(sha256, Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(path))));
+    }
+
+    // The same for the general writer: plain and ordered dicts of one and of several items, a list,
+    // a tuple of each length form, numbers of each width, and a tensor met twice.
+    [Fact]
+    public void TorchSaveWriterBytesAreThoseItHasAlwaysWritten()
+    {
+        var one = new PickleDict();
+        one.Set("*", Sample[0]);
+        var ordered = new PickleDict(isOrdered: true);
+        ordered.Set("a", Sample[1]);
+        ordered.Set("b", Sample[2]);
+        var root = new PickleDict();
+        root.Set("string_to_param", one);
+        root.Set(768L, new PickleTuple(ordered, ordered));
+        root.Set("t", new PickleTuple(1L, 2.5, "x", null, true, false));
+        root.Set("numbers", new List<object?> { 0L, 255L, 256L, 65536L, -1L, 1L << 40, 0.1f });
+        root.Set("single", new List<object?> { "only" });
+        root.Set("empty", new PickleDict());
+        var path = _temp.File("tree.pt");
+        TorchSaveWriter.Write(path, root);
+        Assert.Equal("1db6c3f5af0b362bf7c06169356bb92a1ee0c2535d81d6ab8aa9895955236870", Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(path))));
     }
 
     [Fact]

@@ -1,6 +1,8 @@
+using System.Text.Json.Nodes;
 using SdAppliance.Formats;
 using SdAppliance.Formats.Checkpoints;
 using SdAppliance.Formats.Pickle;
+using SdAppliance.Models.Conversion;
 using SdAppliance.Models.Loading;
 using SdAppliance.Torch;
 using SdAppliance.Training.Exports;
@@ -73,6 +75,10 @@ public sealed class ExportTests : IDisposable
                      "text_encoder/config.json", "text_encoder/model.safetensors", "tokenizer/vocab.json", "scheduler/scheduler_config.json" })
             Assert.True(File.Exists(Path.Combine(target, part)), part);
         Assert.Contains("\"_class_name\": \"UNet2DConditionModel\"", File.ReadAllText(Path.Combine(target, "unet", "config.json")));
+        // The converter's writer wrote it: model_index.json is what diffusers wrote for the fixture, but for the version.
+        var expectedIndex = JsonNode.Parse(File.ReadAllText(Path.Combine(TinySd, "model_index.json")))!.AsObject();
+        expectedIndex["_diffusers_version"] = ModelWriter.DiffusersVersion;
+        Assert.True(JsonNode.DeepEquals(expectedIndex, JsonNode.Parse(File.ReadAllText(Path.Combine(target, "model_index.json")))));
 
         using var loaded = ModelLoader.Load(target);
         Assert.Equal(model.Family, loaded.Family);

@@ -314,7 +314,7 @@ public sealed class LoraNetworkTests : IDisposable
         {
             [LoraTarget.Unet] = model.Unet, [LoraTarget.TextEncoder] = model.TextEncoder, [LoraTarget.TextEncoder2] = model.TextEncoder2!,
         };
-        using (var patch = LoraPatch.Apply([new LoraApplication(lora, 1.0)], targets, KohyaLoraNames.AlternateNames(model)))
+        using (var patch = LoraPatch.Apply([new LoraApplication(lora, 1.0)], targets, LoraModelNames.AlternateNames(model.Unet)))
         {
             Assert.Empty(patch.Unmatched);
             Assert.Equal(lora.Modules.Count, patch.PatchedCount);

@@ -74,8 +74,7 @@ public static class ConvertCommand
         }
         catch (OperationCanceledException)
         {
-            error.WriteLine("cancelled; nothing was written");
-            return 130;
+            return CliErrors.Cancelled(error);
         }
         catch (Exception e)
         {

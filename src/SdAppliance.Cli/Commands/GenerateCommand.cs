@@ -162,8 +162,7 @@ public static class GenerateCommand
         }
         catch (OperationCanceledException)
         {
-            error.WriteLine("cancelled; nothing was written");
-            return 130;
+            return CliErrors.Cancelled(error);
         }
         catch (Exception e)
         {

@@ -9,7 +9,6 @@ using SdAppliance.Models.TextEncoders;
 using SdAppliance.Models.Tokenization;
 using SdAppliance.Models.Unet;
 using SdAppliance.Torch;
-using SdAppliance.Torch.Nn;
 
 namespace SdAppliance.Diffusion.Pipelines;
 
@@ -61,7 +60,7 @@ public sealed class StableDiffusionPipeline
                 loras.Add(new LoraApplication(LoraFile.Load(FindLora(adapter.Name)), adapter.Multiplier, adapter.UnetMultiplier));
             foreach (var (path, weight) in request.Loras)
                 loras.Add(new LoraApplication(LoraFile.Load(path), weight, weight));
-            using var patch = loras.Count == 0 ? null : LoraPatch.Apply(loras, LoraTargets(), OriginalLayoutName);
+            using var patch = loras.Count == 0 ? null : LoraPatch.Apply(loras, LoraModelNames.Targets(model), loraAlternateNames ??= LoraModelNames.AlternateNames(model.Unet));
             using var embeddings = LoadEmbeddings();
             using var inference = Autograd.InferenceMode();
 
@@ -129,35 +128,8 @@ public sealed class StableDiffusionPipeline
             : $"the prompt names <lora:{name}>, but {name}.safetensors is in none of: {string.Join(", ", folders.LoraFolders)}");
     }
 
-    private Dictionary<LoraTarget, Module> LoraTargets()
-    {
-        var targets = new Dictionary<LoraTarget, Module> { [LoraTarget.Unet] = model.Unet, [LoraTarget.TextEncoder] = model.TextEncoder };
-        if (model.TextEncoder2 is not null) targets[LoraTarget.TextEncoder2] = model.TextEncoder2;
-        return targets;
-    }
-
-    private Dictionary<string, string>? unetOriginalNames;
-
-    /// <summary>
-    /// A UNet layer's original-layout path, underscored ("input_blocks_4_1_proj_in"): kohya names SDXL
-    /// UNet modules so, and A1111-era tools SD 1.x ones. Taken from the single-file key map.
-    /// </summary>
-    private string? OriginalLayoutName(LoraTarget target, string path)
-    {
-        if (target != LoraTarget.Unet) return null;
-        if (unetOriginalNames is null)
-        {
-            var shapes = new Dictionary<Formats.Checkpoints.TensorKey, long[]>();
-            using (var state = model.Unet.StateDict())
-                foreach (var (name, tensor) in state)
-                    shapes[new(Formats.Checkpoints.ModelComponents.Unet, name)] = tensor.Shape;
-            var prefix = Formats.Checkpoints.LdmKeyMap.UnetPrefix;
-            unetOriginalNames = Formats.Checkpoints.LdmKeyMap.FromDiffusers(shapes).Tensors
-                .Where(r => r.Sources[0].Name.EndsWith(".weight", StringComparison.Ordinal) && r.Target.Name.StartsWith(prefix, StringComparison.Ordinal))
-                .ToDictionary(r => r.Sources[0].Name[..^".weight".Length], r => r.Target.Name[prefix.Length..^".weight".Length].Replace('.', '_'));
-        }
-        return unetOriginalNames.GetValueOrDefault(path);
-    }
+    // The UNet's original-layout names, worked out at the first LoRA and kept: the model does not change shape.
+    private Func<LoraTarget, string, string?>? loraAlternateNames;
 
     private EmbeddingLibrary LoadEmbeddings()
     {

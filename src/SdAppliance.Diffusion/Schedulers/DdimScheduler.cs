@@ -31,14 +31,7 @@ public sealed class DdimScheduler : Scheduler
     /// <summary>Re-derive ε from the clipped x₀ (diffusers' <c>use_clipped_model_output</c>).</summary>
     public bool UseClippedModelOutput { get; set; }
 
-    public override void SetTimesteps(int numInferenceSteps, Device? device = null)
-    {
-        if (numInferenceSteps < 1 || numInferenceSteps > NumTrainTimesteps)
-            throw new ArgumentOutOfRangeException(nameof(numInferenceSteps), $"must be in [1, {NumTrainTimesteps}]");
-        NumInferenceSteps = numInferenceSteps;
-        var ts = ScheduleMath.Spacing(Config.TimestepSpacing!, NumTrainTimesteps, numInferenceSteps, Config.StepsOffset ?? 0, roundLinspace: true);
-        SetSchedule(ts, DType.Int64, device, null);
-    }
+    public override void SetTimesteps(int numInferenceSteps, Device? device = null) => SetIntegerTimesteps(numInferenceSteps, device);
 
     public override SchedulerOutput Step(Tensor modelOutput, double timestep, Tensor sample, NoiseSource? noise = null)
     {

@@ -26,14 +26,7 @@ public sealed class DdpmScheduler : Scheduler
             throw new NotSupportedException($"DDPM variance_type '{Config.VarianceType}' is not supported (fixed_small, fixed_small_log, fixed_large, learned, learned_range)");
     }
 
-    public override void SetTimesteps(int numInferenceSteps, Device? device = null)
-    {
-        if (numInferenceSteps < 1 || numInferenceSteps > NumTrainTimesteps)
-            throw new ArgumentOutOfRangeException(nameof(numInferenceSteps), $"must be in [1, {NumTrainTimesteps}]");
-        NumInferenceSteps = numInferenceSteps;
-        var ts = ScheduleMath.Spacing(Config.TimestepSpacing!, NumTrainTimesteps, numInferenceSteps, Config.StepsOffset ?? 0, roundLinspace: true);
-        SetSchedule(ts, DType.Int64, device, null);
-    }
+    public override void SetTimesteps(int numInferenceSteps, Device? device = null) => SetIntegerTimesteps(numInferenceSteps, device);
 
     /// <summary>The next timestep of the schedule, or −1 after the last.</summary>
     private int PreviousTimestep(int t)

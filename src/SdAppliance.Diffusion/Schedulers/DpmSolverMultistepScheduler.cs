@@ -104,18 +104,6 @@ public sealed class DpmSolverMultistepScheduler : SigmaScheduler
         SetSigmaSchedule(ts, DType.Int64, device, [.. sigmas, FinalSigma()]);
     }
 
-    private static (double Alpha, double Sigma) AlphaSigma(double sigma)
-    {
-        var alpha = 1 / Math.Sqrt(sigma * sigma + 1);
-        return (alpha, sigma * alpha);
-    }
-
-    private static double Lambda(double sigma)
-    {
-        var (a, s) = AlphaSigma(sigma);
-        return Math.Log(a) - Math.Log(s);
-    }
-
     /// <summary>The model output in the solver's variable: x₀ for DPM-Solver++, ε for DPM-Solver.</summary>
     private Tensor ConvertModelOutput(Tensor modelOutput, Tensor sample, int index)
     {
@@ -124,20 +112,10 @@ public sealed class DpmSolverMultistepScheduler : SigmaScheduler
         var (alphaT, sigmaT) = AlphaSigma(SigmaValues[index]);
         if (PredictsX0)
         {
-            var x0 = PredictionType switch
-            {
-                "epsilon" => (sample - sigmaT * modelOutput) / alphaT,
-                "sample" => modelOutput.Alias(),
-                _ => alphaT * sample - sigmaT * modelOutput,
-            };
+            var x0 = PredictOriginalVariancePreserving(modelOutput, sample, alphaT, sigmaT);
             return Config.Thresholding == true ? ThresholdSample(x0) : x0;
         }
-        var eps = PredictionType switch
-        {
-            "epsilon" => modelOutput.Alias(),
-            "sample" => (sample - alphaT * modelOutput) / sigmaT,
-            _ => alphaT * modelOutput + sigmaT * sample,
-        };
+        var eps = PredictNoiseVariancePreserving(modelOutput, sample, alphaT, sigmaT);
         if (Config.Thresholding == true)
         {
             var x0 = ThresholdSample((sample - sigmaT * eps) / alphaT);

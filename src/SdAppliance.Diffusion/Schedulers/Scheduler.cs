@@ -154,6 +154,19 @@ public abstract class Scheduler : IDisposable
 
     // ---- helpers for the classes ----
 
+    /// <summary>
+    /// DDIM's and DDPM's set_timesteps: at most one step per training timestep, integer timesteps spaced
+    /// as <c>timestep_spacing</c> says (linspace rounded).
+    /// </summary>
+    protected void SetIntegerTimesteps(int numInferenceSteps, Device? device)
+    {
+        if (numInferenceSteps < 1 || numInferenceSteps > NumTrainTimesteps)
+            throw new ArgumentOutOfRangeException(nameof(numInferenceSteps), $"must be in [1, {NumTrainTimesteps}]");
+        NumInferenceSteps = numInferenceSteps;
+        var ts = ScheduleMath.Spacing(Config.TimestepSpacing!, NumTrainTimesteps, numInferenceSteps, Config.StepsOffset ?? 0, roundLinspace: true);
+        SetSchedule(ts, DType.Int64, device, null);
+    }
+
     /// <summary>Installs a new schedule (the scheduler owns the tensors it makes here).</summary>
     protected void SetSchedule(double[] values, DType timestepDType, Device? device, double[]? sigmaValues)
     {

@@ -90,6 +90,36 @@ public abstract class SigmaScheduler : Scheduler
         _ => throw new NotSupportedException($"prediction_type '{PredictionType}' is not supported"),
     };
 
+    /// <summary>The variance-preserving pair of a σ: α = 1/√(σ²+1) and σ_t = σ·α (DPM-Solver, UniPC).</summary>
+    protected static (double Alpha, double Sigma) AlphaSigma(double sigma)
+    {
+        var alpha = 1 / Math.Sqrt(sigma * sigma + 1);
+        return (alpha, sigma * alpha);
+    }
+
+    /// <summary>λ = ln α − ln σ_t, the half log-SNR the multistep solvers step in.</summary>
+    protected static double Lambda(double sigma)
+    {
+        var (a, s) = AlphaSigma(sigma);
+        return Math.Log(a) - Math.Log(s);
+    }
+
+    /// <summary>x₀ from the model output in the variance-preserving parameterisation (α_t, σ_t); v-prediction otherwise.</summary>
+    protected Tensor PredictOriginalVariancePreserving(Tensor modelOutput, Tensor sample, double alphaT, double sigmaT) => PredictionType switch
+    {
+        "epsilon" => (sample - sigmaT * modelOutput) / alphaT,
+        "sample" => modelOutput.Alias(),
+        _ => alphaT * sample - sigmaT * modelOutput,
+    };
+
+    /// <summary>ε from the model output in the variance-preserving parameterisation (α_t, σ_t); v-prediction otherwise.</summary>
+    protected Tensor PredictNoiseVariancePreserving(Tensor modelOutput, Tensor sample, double alphaT, double sigmaT) => PredictionType switch
+    {
+        "epsilon" => modelOutput.Alias(),
+        "sample" => (sample - alphaT * modelOutput) / sigmaT,
+        _ => alphaT * modelOutput + sigmaT * sample,
+    };
+
     /// <summary>The schedule positions of the given timesteps, as diffusers' add_noise finds them.</summary>
     protected int[] StepIndicesFor(Tensor timesteps, bool lastWhenMissing)
     {

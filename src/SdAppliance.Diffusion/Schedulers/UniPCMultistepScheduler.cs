@@ -83,37 +83,15 @@ public sealed class UniPCMultistepScheduler : SigmaScheduler
         SetSigmaSchedule(ts, DType.Int64, device, sigmas);
     }
 
-    private static (double Alpha, double Sigma) AlphaSigma(double sigma)
-    {
-        var alpha = 1 / Math.Sqrt(sigma * sigma + 1);
-        return (alpha, sigma * alpha);
-    }
-
-    private static double Lambda(double sigma)
-    {
-        var (a, s) = AlphaSigma(sigma);
-        return Math.Log(a) - Math.Log(s);
-    }
-
     private Tensor ConvertModelOutput(Tensor modelOutput, Tensor sample, int index)
     {
         var (alphaT, sigmaT) = AlphaSigma(SigmaValues[index]);
         if (predictX0)
         {
-            var x0 = PredictionType switch
-            {
-                "epsilon" => (sample - sigmaT * modelOutput) / alphaT,
-                "sample" => modelOutput.Alias(),
-                _ => alphaT * sample - sigmaT * modelOutput,
-            };
+            var x0 = PredictOriginalVariancePreserving(modelOutput, sample, alphaT, sigmaT);
             return Config.Thresholding == true ? ThresholdSample(x0) : x0;
         }
-        return PredictionType switch
-        {
-            "epsilon" => modelOutput.Alias(),
-            "sample" => (sample - alphaT * modelOutput) / sigmaT,
-            _ => alphaT * modelOutput + sigmaT * sample,
-        };
+        return PredictNoiseVariancePreserving(modelOutput, sample, alphaT, sigmaT);
     }
 
     public override SchedulerOutput Step(Tensor modelOutput, double timestep, Tensor sample, NoiseSource? noise = null)

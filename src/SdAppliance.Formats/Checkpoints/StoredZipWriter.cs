@@ -196,39 +196,11 @@ internal sealed class StoredZipWriter
         public uint Crc { get; set; }
     }
 
-    /// <summary>Write-only, counts and checksums what passes through, and never closes the archive.</summary>
-    private sealed class CrcStream(Stream inner) : Stream
+    /// <summary>A <see cref="CountingStream"/> that also checksums what passes through.</summary>
+    private sealed class CrcStream(Stream inner) : CountingStream(inner)
     {
-        public long Written { get; private set; }
         public uint Crc { get; private set; }
 
-        public override bool CanRead => false;
-        public override bool CanSeek => false;
-        public override bool CanWrite => true;
-        public override long Length => throw new NotSupportedException();
-        public override long Position
-        {
-            get => throw new NotSupportedException();
-            set => throw new NotSupportedException();
-        }
-
-        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
-
-        public override void Write(ReadOnlySpan<byte> buffer)
-        {
-            inner.Write(buffer);
-            Crc = Crc32.Append(Crc, buffer);
-            Written += buffer.Length;
-        }
-
-        public override void WriteByte(byte value) => Write([value]);
-
-        public override void Flush()
-        {
-        }
-
-        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
+        protected override void OnWrite(ReadOnlySpan<byte> buffer) => Crc = Crc32.Append(Crc, buffer);
     }
 }

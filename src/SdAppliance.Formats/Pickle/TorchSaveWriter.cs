@@ -7,65 +7,61 @@ using SdAppliance.Formats.Checkpoints;
 namespace SdAppliance.Formats.Pickle;
 
 /// <summary>
-/// Writes an object tree as <c>torch.save</c> does (zip format, pickle protocol 2), for files whose
-/// top level is not a plain state dict: A1111 hypernetworks (<c>{768: (OrderedDict, OrderedDict),
-/// "step": 5, "layer_structure": [1.0, 2.0, 1.0], ...}</c>) and textual-inversion embeddings
-/// (<c>{"string_to_param": {"*": tensor}, ...}</c>).
+/// Writes an object tree as <c>torch.save</c> does (zip format, pickle protocol 2): state dicts
+/// (<see cref="TorchCheckpointWriter"/> is this writer given an OrderedDict of tensors), A1111
+/// hypernetworks (<c>{768: (OrderedDict, OrderedDict), "step": 5, "layer_structure": [1.0, 2.0, 1.0], ...}</c>)
+/// and textual-inversion embeddings (<c>{"string_to_param": {"*": tensor}, ...}</c>).
 /// </summary>
 /// <remarks>
 /// <para>The values are those the unpickler hands back, so a file read by <see cref="TorchCheckpoint"/>
 /// can be written again: null, bool, int/long, float/double, string, <see cref="PickleTuple"/>,
 /// lists (<see cref="IReadOnlyList{T}"/> of objects), <see cref="PickleDict"/> (an OrderedDict when
 /// <see cref="PickleDict.IsOrdered"/>) and tensors as <see cref="SafetensorsTensor"/>.</para>
-/// <para>The archive follows <see cref="TorchCheckpointWriter"/>: one uncompressed storage per tensor,
-/// 64-byte aligned, no <c>byteorder</c> record (A1111's safety check refuses unknown entries), and only
-/// the globals <c>collections.OrderedDict</c>, <c>torch._utils._rebuild_tensor_v2</c> and the storage
-/// classes, which every restricted unpickler of torch files allows.</para>
+/// <para>The pickle references only <c>collections.OrderedDict</c>, <c>torch._utils._rebuild_tensor_v2</c>
+/// and the <c>torch.*Storage</c> classes, which every restricted unpickler of torch files allows. Each
+/// tensor gets its own storage <c>archive/data/N</c>, stored uncompressed at a 64-byte aligned offset,
+/// followed by the <c>archive/version</c> record "3".</para>
+/// <para>No <c>byteorder</c> record is written although torch 2.x writes one: AUTOMATIC1111's
+/// safety check (modules/safe.py) rejects any archive entry other than data.pkl, version and
+/// data/N, and torch.load reads a file without the record as little-endian, which it is.</para>
 /// </remarks>
 public static class TorchSaveWriter
 {
-    /// <summary>Writes <paramref name="root"/> to <paramref name="path"/> atomically (temporary file, flush, rename).</summary>
+    /// <summary>The top folder of the archive, as torch 2.x names it.</summary>
+    public const string ArchiveFolder = "archive";
+
+    /// <summary>Writes <paramref name="root"/> to <paramref name="path"/> atomically (<see cref="AtomicFile"/>).</summary>
     /// <exception cref="ArgumentException">A value of a type torch files do not hold, or a tensor dtype torch has no storage for.</exception>
-    public static void Write(string path, object? root)
+    public static void Write(string path, object? root) => Write(path, root, forceZip64: false);
+
+    /// <param name="forceZip64">Write Zip64 records even when not needed (to test that path with small files).</param>
+    internal static void Write(string path, object? root, bool forceZip64)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         var tensors = new List<SafetensorsTensor>();
         var pickle = BuildPickle(root, tensors);
 
-        var fullPath = Path.GetFullPath(path);
-        var folder = Path.GetDirectoryName(fullPath)!;
-        var temp = Path.Combine(folder, $".{Path.GetFileName(fullPath)}.{Guid.NewGuid():N}.tmp");
-        try
+        AtomicFile.Write(path, file =>
         {
-            using (var file = new FileStream(temp, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, bufferSize: 1 << 20))
+            var zip = new StoredZipWriter(file, forceZip64);
+            zip.AddEntry($"{ArchiveFolder}/data.pkl", pickle);
+            for (var i = 0; i < tensors.Count; i++)
             {
-                var zip = new StoredZipWriter(file);
-                zip.AddEntry($"{TorchCheckpointWriter.ArchiveFolder}/data.pkl", pickle);
-                for (var i = 0; i < tensors.Count; i++)
-                {
-                    var data = zip.BeginEntry($"{TorchCheckpointWriter.ArchiveFolder}/data/{i.ToString(CultureInfo.InvariantCulture)}", tensors[i].ByteLength);
-                    tensors[i].WriteTo(data);
-                    zip.EndEntry();
-                }
-                zip.AddEntry($"{TorchCheckpointWriter.ArchiveFolder}/version", "3\n"u8);
-                zip.Finish();
-                file.Flush(flushToDisk: true);
+                var data = zip.BeginEntry($"{ArchiveFolder}/data/{i.ToString(CultureInfo.InvariantCulture)}", tensors[i].ByteLength);
+                tensors[i].WriteTo(data);
+                zip.EndEntry();
             }
-            File.Move(temp, fullPath, overwrite: true);
-        }
-        catch
-        {
-            try
-            {
-                File.Delete(temp);
-            }
-            catch (IOException)
-            {
-                // The original error is the one worth reporting.
-            }
-            throw;
-        }
+            zip.AddEntry($"{ArchiveFolder}/version", "3\n"u8);
+            zip.Finish();
+        });
     }
+
+    /// <summary>
+    /// A plain dict of one pair written as Python's pickler writes a one-item batch: the pair then
+    /// SETITEM, with no MARK. A <see cref="PickleDict"/> is always written in MARK ... SETITEMS
+    /// batches; the .ckpt wrapper <c>{"state_dict": ...}</c> has always been written this way.
+    /// </summary>
+    internal sealed record SingleItemDict(object Key, object? Value);
 
     /// <summary>The pickle (data.pkl) of <paramref name="root"/>; tensors met on the way are appended to <paramref name="tensors"/> as storages 0, 1...</summary>
     internal static byte[] BuildPickle(object? root, List<SafetensorsTensor> tensors)
@@ -122,6 +118,12 @@ public static class TorchSaveWriter
                 if (tuple.Count > 3) w.Op((byte)'(');
                 foreach (var item in tuple) Value(w, item, tensors, depth + 1);
                 w.Op(tuple.Count switch { 1 => 0x85, 2 => 0x86, 3 => 0x87, _ => (byte)'t' });
+                break;
+            case SingleItemDict one:
+                w.Op((byte)'}');
+                Value(w, one.Key, tensors, depth + 1);
+                Value(w, one.Value, tensors, depth + 1);
+                w.Op((byte)'s');
                 break;
             case PickleDict dict:
                 if (dict.IsOrdered)

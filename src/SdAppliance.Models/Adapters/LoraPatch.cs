@@ -9,6 +9,9 @@ public sealed record LoraApplication(LoraFile File, double TextEncoderMultiplier
     public LoraApplication(LoraFile file, double multiplier) : this(file, multiplier, multiplier) { }
 }
 
+/// <summary>What <see cref="LoraPatch.MergePermanently"/> did: modules merged, and the file's modules that match no layer.</summary>
+public sealed record LoraMergeResult(int MergedModules, IReadOnlyList<string> Unmatched);
+
 /// <summary>
 /// LoRA weights merged into a model's Linear and Conv2d weights for inference (as A1111 does at
 /// the start of a generation), undone exactly on dispose: the original weights are kept aside,
@@ -39,7 +42,7 @@ public sealed class LoraPatch : IDisposable
         var patch = new LoraPatch();
         try
         {
-            var index = targets.ToDictionary(t => t.Key, t => IndexModules(t.Key, t.Value, alternateName));
+            var index = Index(targets, alternateName);
             using var noGrad = Autograd.NoGrad();
             foreach (var application in loras)
                 foreach (var lora in application.File.Modules)
@@ -60,6 +63,42 @@ public sealed class LoraPatch : IDisposable
             throw;
         }
     }
+
+    /// <summary>
+    /// Adds <paramref name="file"/>'s modules, at <paramref name="multiplier"/>, to the matching weights for
+    /// good: <see cref="Apply"/>'s matching and arithmetic, but nothing is kept to undo it (no copy of the
+    /// weights is made). Every module is matched and checked against its weight before any weight
+    /// changes, and a file that matches no layer at all is refused.
+    /// </summary>
+    /// <exception cref="InvalidDataException">No module matches a layer, or one does not fit its weight.</exception>
+    public static LoraMergeResult MergePermanently(LoraFile file, double multiplier, IReadOnlyDictionary<LoraTarget, Module> targets,
+        Func<LoraTarget, string, string?>? alternateName = null)
+    {
+        ArgumentNullException.ThrowIfNull(file);
+        var index = Index(targets, alternateName);
+        var plan = new List<(Tensor Weight, LoraModule Lora)>();
+        var unmatched = new List<string>();
+        foreach (var lora in file.Modules)
+        {
+            if (index.TryGetValue(lora.Target, out var modules) && modules.TryGetValue(lora.Name, out var weight)) plan.Add((weight, lora));
+            else unmatched.Add($"{lora.Target} {lora.Name}");
+        }
+        if (plan.Count == 0)
+            throw new InvalidDataException($"LoRA '{file.Path}' matches no layer of the model (first module: {unmatched.FirstOrDefault()}); it was made for another architecture");
+        foreach (var (weight, lora) in plan) CheckFits(weight, lora, file.Path);
+
+        using var noGrad = Autograd.NoGrad();
+        if (multiplier != 0)
+            foreach (var (weight, lora) in plan)
+            {
+                using var scope = Torch.Torch.NewDisposeScope();
+                weight.Add_(Delta(weight, lora, multiplier));
+            }
+        return new LoraMergeResult(plan.Count, unmatched);
+    }
+
+    private static Dictionary<LoraTarget, Dictionary<string, Tensor>> Index(IReadOnlyDictionary<LoraTarget, Module> targets, Func<LoraTarget, string, string?>? alternateName) =>
+        targets.ToDictionary(t => t.Key, t => IndexModules(t.Key, t.Value, alternateName));
 
     private static Dictionary<string, Tensor> IndexModules(LoraTarget target, Module root, Func<LoraTarget, string, string?>? alternateName)
     {
@@ -82,14 +121,28 @@ public sealed class LoraPatch : IDisposable
     private void Merge(Tensor weight, LoraModule lora, double multiplier, string fileName)
     {
         using var scope = Torch.Torch.NewDisposeScope();
-        var down = lora.Down.To(weight.Device, DType.Float32).Flatten(1);
-        var up = lora.Up.To(weight.Device, DType.Float32).Flatten(1);
-        if (up.Shape[1] != down.Shape[0] || up.Shape[0] * down.Shape[1] != weight.NumEl)
-            throw new InvalidDataException($"LoRA '{fileName}': module {lora.Name} has down [{string.Join(", ", lora.Down.Shape)}] and up [{string.Join(", ", lora.Up.Shape)}], which do not fit its weight [{string.Join(", ", weight.Shape)}]; the LoRA was made for another model");
-        var delta = up.Matmul(down).Mul(multiplier * lora.Scale).Reshape(weight.Shape).To(weight.DType);
+        CheckFits(weight, lora, fileName);
+        var delta = Delta(weight, lora, multiplier);
         if (patched.Add(weight))
             saved.Add((weight, weight.Clone().DetachFromDisposeScope()));
         weight.Add_(delta);
+    }
+
+    private static void CheckFits(Tensor weight, LoraModule lora, string fileName)
+    {
+        var (down, up) = (lora.Down.Shape, lora.Up.Shape);
+        var downColumns = down.Skip(1).Aggregate(1L, (a, d) => a * d);
+        var upColumns = up.Skip(1).Aggregate(1L, (a, d) => a * d);
+        if (upColumns != down[0] || up[0] * downColumns != weight.NumEl)
+            throw new InvalidDataException($"LoRA '{fileName}': module {lora.Name} has down [{string.Join(", ", down)}] and up [{string.Join(", ", up)}], which do not fit its weight [{string.Join(", ", weight.Shape)}]; the LoRA was made for another model");
+    }
+
+    // multiplier · scale · up·down in the weight's shape and dtype, computed in float32 (the caller owns a dispose scope).
+    private static Tensor Delta(Tensor weight, LoraModule lora, double multiplier)
+    {
+        var down = lora.Down.To(weight.Device, DType.Float32).Flatten(1);
+        var up = lora.Up.To(weight.Device, DType.Float32).Flatten(1);
+        return up.Matmul(down).Mul(multiplier * lora.Scale).Reshape(weight.Shape).To(weight.DType);
     }
 
     public void Dispose()

@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using System.Text.Json;
 using System.Text.Json.Nodes;
 using SdAppliance.Formats;
 using SdAppliance.Formats.Checkpoints;
@@ -47,15 +46,13 @@ public sealed record ConversionResult(string OutputPath, ModelFormat Format, Mod
 /// Converts Stable Diffusion models between diffusers folders and single original-layout files
 /// (<c>.safetensors</c>, <c>.ckpt</c>) in both directions, as diffusers' conversion scripts do. It is
 /// a transformation of names and bytes (<see cref="LdmKeyMap"/>'s recipes, float16 rounding), so no
-/// engine is involved; one tensor at a time is held in memory. Output is written atomically: files
-/// through the writers' temp-and-rename, a folder built beside the target and renamed into place.
+/// engine is involved; one tensor at a time is held in memory. Output is written by <see cref="ModelWriter"/>
+/// (which training's exports share), atomically: files through the writers' temp-and-rename, a folder built
+/// beside the target and renamed into place.
 /// </summary>
 public static class ModelConverter
 {
     private static readonly string[] SingleFileExtensions = [".safetensors", ".ckpt", ".pt", ".pth"];
-
-    // diffusers writes its version into model_index.json; this one is written when the configs do not say.
-    private const string DefaultDiffusersVersion = "0.30.0";
 
     /// <summary><c>.safetensors</c> -&gt; Safetensors, <c>.ckpt</c>/<c>.pt</c>/<c>.pth</c> -&gt; Ckpt, anything else a diffusers folder.</summary>
     public static ModelFormat FormatFor(string output) => Path.GetExtension(Path.TrimEndingDirectorySeparator(output)).ToLowerInvariant() switch
@@ -80,25 +77,14 @@ public static class ModelConverter
         var warnings = new List<string>();
         var (family, plan) = Plan(source, format, options, warnings);
         var counter = new Counter(plan.Count, progress, cancellationToken);
+        plan = [.. plan.Select(counter.Counted)];
         var full = Path.GetFullPath(output);
-        switch (format)
-        {
-            case ModelFormat.Safetensors:
-                // No metadata, as diffusers' conversion script writes it.
-                SafetensorsWriter.Write(full, plan.Select(p => Writable(p, p.Target.Name, counter)));
-                break;
-            case ModelFormat.Ckpt:
-                TorchCheckpointWriter.Write(full, [.. plan.Select(p => Writable(p, p.Target.Name, counter))]);
-                break;
-            default:
-                WriteDiffusers(source, full, family, plan, options, counter, warnings);
-                break;
-        }
+        if (format == ModelFormat.Diffusers)
+            WriteDiffusers(source, full, family, plan, options, warnings);
+        else
+            ModelWriter.WriteSingleFile(full, format, plan);
         return new ConversionResult(full, format, family, plan.Count, warnings);
     }
-
-    /// <summary>One output tensor: where it goes, its shape and dtype, and how to make its bytes.</summary>
-    private sealed record Planned(TensorKey Target, long[] Shape, SafetensorsDType DType, Func<byte[]> Bytes);
 
     private static void CheckPaths(string input, string output, ModelFormat format)
     {
@@ -132,15 +118,15 @@ public static class ModelConverter
         File.Exists(Path.Combine(folder, "model_index.json")) || File.Exists(Path.Combine(folder, "unet", "config.json"));
 
     // ---- what to write ----
-    private static (ModelFamily Family, List<Planned> Plan) Plan(SourceModel source, ModelFormat format, ConversionOptions options, List<string> warnings)
+    private static (ModelFamily Family, List<ModelTensor> Plan) Plan(SourceModel source, ModelFormat format, ConversionOptions options, List<string> warnings)
     {
         var toFolder = format == ModelFormat.Diffusers;
         var family = source.IsFolder ? LdmKeyMap.DetectFamily(source.Shapes) : LdmKeyMap.DetectFamily(source.SingleShapes);
-        List<Planned> plan;
+        List<ModelTensor> plan;
         if (source.IsFolder == toFolder)
         {
             // Same layout: every tensor as it is (a .ckpt to .safetensors keeps EMA and training keys too).
-            plan = [.. source.Shapes.Select(kv => new Planned(kv.Key, kv.Value, source.DTypeOf(kv.Key), () => source.Read(kv.Key)))];
+            plan = [.. source.Tensors];
         }
         else
         {
@@ -151,8 +137,7 @@ public static class ModelConverter
             if (mapping.Unmapped.Count > 0)
                 warnings.Add($"{mapping.Unmapped.Count} tensor(s) that no rule maps were left out: " +
                     string.Join(", ", mapping.Unmapped.Take(5)) + (mapping.Unmapped.Count > 5 ? ", ..." : ""));
-            plan = [.. mapping.Tensors.Select(r => new Planned(r.Target, [.. r.Shape], source.DTypeOf(r.Sources[0]),
-                () => KeyMapping.Materialize(r, key => (source.DTypeOf(key), source.Read(key))).Bytes))];
+            plan = [.. ModelWriter.Remap(mapping, source.Tensors)];
         }
         if (options.Half)
             plan = [.. plan.Select(p => IsFloating(p.DType) ? p with { DType = SafetensorsDType.F16, Bytes = () => ToHalf(p.DType, p.Bytes()) } : p)];
@@ -188,88 +173,44 @@ public static class ModelConverter
         return result;
     }
 
-    private static SafetensorsTensor Writable(Planned p, string name, Counter counter) => new(name, p.DType, p.Shape, stream =>
-    {
-        counter.Check();
-        stream.Write(p.Bytes());
-        counter.Done();
-    });
-
     private sealed class Counter(int total, IProgress<ConversionProgress>? progress, CancellationToken cancellationToken)
     {
         private int done;
 
-        public void Check() => cancellationToken.ThrowIfCancellationRequested();
-
-        public void Done() => progress?.Report(new ConversionProgress(++done, total));
+        /// <summary>The tensor, checking for cancellation before its bytes are made and reporting progress after.</summary>
+        public ModelTensor Counted(ModelTensor tensor) => tensor with
+        {
+            Bytes = () =>
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                var bytes = tensor.Bytes();
+                progress?.Report(new ConversionProgress(++done, total));
+                return bytes;
+            },
+        };
     }
 
     // ---- diffusers folders ----
-    private static readonly string[] BaseComponents = [ModelComponents.Unet, ModelComponents.Vae, ModelComponents.TextEncoder];
-
-    private static void WriteDiffusers(SourceModel source, string output, ModelFamily family, List<Planned> plan, ConversionOptions options, Counter counter, List<string> warnings)
+    private static void WriteDiffusers(SourceModel source, string output, ModelFamily family, List<ModelTensor> plan, ConversionOptions options, List<string> warnings)
     {
-        var isSdxl = plan.Any(p => p.Target.Component == ModelComponents.TextEncoder2);
-        string[] components = isSdxl ? [.. BaseComponents, ModelComponents.TextEncoder2] : BaseComponents;
-        var missing = components.Where(c => plan.All(p => p.Target.Component != c)).ToList();
+        var components = ModelWriter.DiffusersComponents(plan);
+        var isSdxl = components.Contains(ModelComponents.TextEncoder2);
+        var missing = components.Where(c => plan.All(p => p.Key.Component != c)).ToList();
         if (missing.Count > 0)
             throw new InvalidDataException($"'{source.Path}' has no {string.Join(", ", missing)} weights; a diffusers folder needs every component");
         var loadOptions = new ModelLoadOptions(ConfigDirectory: options.ConfigDirectory, SearchRoots: options.SearchRoots);
         var configs = options.ConfigDirectory ?? (source.IsFolder ? source.Path : ModelLoader.FindConfigs(family, loadOptions));
         if (!source.IsFolder) CheckFits(source.Path, configs, plan);
 
-        var parent = Path.GetDirectoryName(output)!;
-        var temp = Path.Combine(parent, $".{Path.GetFileName(output)}.{Guid.NewGuid():N}.tmp");
-        Directory.CreateDirectory(temp);
-        try
-        {
-            foreach (var component in components)
-            {
-                var folder = Directory.CreateDirectory(Path.Combine(temp, component)).FullName;
-                var tensors = plan.Where(p => p.Target.Component == component).ToList();
-                WriteComponentConfig(configs, component, folder, tensors);
-                var weights = component.StartsWith(ModelComponents.TextEncoder, StringComparison.Ordinal) ? "model.safetensors" : "diffusion_pytorch_model.safetensors";
-                // save_pretrained's metadata.
-                SafetensorsWriter.Write(Path.Combine(folder, weights), tensors.Select(p => Writable(p, p.Target.Name, counter)),
-                    new Dictionary<string, string> { ["format"] = "pt" });
-            }
-            var scheduler = WriteScheduler(source, configs, family, options, loadOptions, temp, warnings);
-            var tokenizers = CopyTokenizers(source.Path, family, isSdxl, loadOptions, temp, warnings);
-            WriteModelIndex(temp, configs, isSdxl, scheduler, tokenizers);
-            Commit(temp, output);
-        }
-        catch
-        {
-            TryDeleteFolder(temp);
-            throw;
-        }
+        ModelWriter.WriteDiffusersFolder(output, new DiffusersFolderContent(
+            plan,
+            components.ToDictionary(c => c, c => File.ReadAllText(ModelLoader.ConfigFile(configs, c))),
+            SchedulerConfig(source, configs, family, options, loadOptions, warnings),
+            FindTokenizers(source.Path, isSdxl, loadOptions, warnings),
+            family));
     }
 
-    private static string ComponentConfig(string configs, string component)
-    {
-        var file = Path.Combine(configs, component, "config.json");
-        return File.Exists(file) ? file : throw new FileNotFoundException($"the architecture config '{file}' is missing", file);
-    }
-
-    private static void WriteComponentConfig(string configs, string component, string folder, List<Planned> tensors)
-    {
-        var source = ComponentConfig(configs, component);
-        var target = Path.Combine(folder, "config.json");
-        if (!component.StartsWith(ModelComponents.TextEncoder, StringComparison.Ordinal))
-        {
-            File.Copy(source, target);
-            return;
-        }
-        // transformers records the weights' dtype in the config; it changes with --half.
-        var config = JsonNode.Parse(File.ReadAllText(source))!.AsObject();
-        var dtype = tensors.Select(t => t.DType).FirstOrDefault(d => d is SafetensorsDType.F16 or SafetensorsDType.BF16 or SafetensorsDType.F32);
-        config["torch_dtype"] = dtype switch { SafetensorsDType.F16 => "float16", SafetensorsDType.BF16 => "bfloat16", _ => "float32" };
-        File.WriteAllText(target, config.ToJsonString(IndentedJson) + "\n");
-    }
-
-    private static readonly JsonSerializerOptions IndentedJson = new() { WriteIndented = true };
-
-    private static string WriteScheduler(SourceModel source, string configs, ModelFamily family, ConversionOptions options, ModelLoadOptions loadOptions, string temp, List<string> warnings)
+    private static JsonObject SchedulerConfig(SourceModel source, string configs, ModelFamily family, ConversionOptions options, ModelLoadOptions loadOptions, List<string> warnings)
     {
         string? file = null;
         foreach (var candidate in new[] { configs, source.IsFolder ? source.Path : null }.OfType<string>())
@@ -292,156 +233,55 @@ public static class ModelConverter
             config["prediction_type"] = prediction;
         else if (!source.IsFolder && family == ModelFamily.V2 && options.ConfigDirectory is null)
             warnings.Add($"SD 2.x: the scheduler predicts {config["prediction_type"]?.GetValue<string>() ?? "epsilon"} as the 768-v model does; for a 512-base model pass --prediction-type epsilon");
-        var folder = Directory.CreateDirectory(Path.Combine(temp, "scheduler")).FullName;
-        File.WriteAllText(Path.Combine(folder, "scheduler_config.json"), config.ToJsonString(IndentedJson) + "\n");
-        return config["_class_name"]?.GetValue<string>() ?? "PNDMScheduler";
+        return config;
     }
 
-    /// <summary>Copies each tokenizer the loader would use; the names of those found.</summary>
-    private static HashSet<string> CopyTokenizers(string input, ModelFamily family, bool isSdxl, ModelLoadOptions loadOptions, string temp, List<string> warnings)
+    /// <summary>The tokenizer folder the loader would use for each tokenizer the model needs; a warning for each one not found.</summary>
+    private static Dictionary<string, string> FindTokenizers(string input, bool isSdxl, ModelLoadOptions loadOptions, List<string> warnings)
     {
-        var found = new HashSet<string>(StringComparer.Ordinal);
+        var found = new Dictionary<string, string>(StringComparer.Ordinal);
         var roots = ModelLoader.SearchRoots(loadOptions);
         foreach (var sub in isSdxl ? new[] { "tokenizer", "tokenizer_2" } : ["tokenizer"])
         {
-            string from;
             try
             {
-                from = ModelLoader.FindTokenizer(input, loadOptions, roots, sub);
+                found[sub] = ModelLoader.FindTokenizer(input, loadOptions, roots, sub);
             }
             catch (FileNotFoundException e)
             {
                 warnings.Add($"the folder has no {sub}/ (it will not load until one is added): {e.Message}");
-                continue;
             }
-            var to = Directory.CreateDirectory(Path.Combine(temp, sub)).FullName;
-            foreach (var file in Directory.EnumerateFiles(from))
-                File.Copy(file, Path.Combine(to, Path.GetFileName(file)));
-            // OpenCLIP (SD 2.x, SDXL's second encoder) pads with "!": say so where diffusers looks, since a shared CLIP folder may not.
-            if (sub == "tokenizer_2" || family == ModelFamily.V2)
-                EnsurePadToken(to, "!");
-            found.Add(sub);
         }
         return found;
-    }
-
-    private static void EnsurePadToken(string folder, string pad)
-    {
-        var file = Path.Combine(folder, "special_tokens_map.json");
-        var map = File.Exists(file) ? JsonNode.Parse(File.ReadAllText(file))?.AsObject() ?? [] : [];
-        var current = map["pad_token"] switch
-        {
-            JsonValue v when v.TryGetValue<string>(out var s) => s,
-            JsonObject o => o["content"]?.GetValue<string>(),
-            _ => null,
-        };
-        if (current == pad) return;
-        map["pad_token"] = pad;
-        File.WriteAllText(file, map.ToJsonString(IndentedJson) + "\n");
-    }
-
-    private static void WriteModelIndex(string temp, string configs, bool isSdxl, string schedulerClass, HashSet<string> tokenizers)
-    {
-        static JsonArray Library(string? library, string? className) => [library, className];
-        JsonArray Tokenizer(string name) => tokenizers.Contains(name) ? Library("transformers", "CLIPTokenizer") : Library(null, null);
-        var version = ReadVersion(Path.Combine(configs, "unet", "config.json")) ?? DefaultDiffusersVersion;
-        var index = new SortedDictionary<string, JsonNode?>(StringComparer.Ordinal)
-        {
-            ["_class_name"] = isSdxl ? "StableDiffusionXLPipeline" : "StableDiffusionPipeline",
-            ["_diffusers_version"] = version,
-            ["feature_extractor"] = Library(null, null),
-            ["image_encoder"] = Library(null, null),
-            ["scheduler"] = Library("diffusers", schedulerClass),
-            ["text_encoder"] = Library("transformers", "CLIPTextModel"),
-            ["tokenizer"] = Tokenizer("tokenizer"),
-            ["unet"] = Library("diffusers", "UNet2DConditionModel"),
-            ["vae"] = Library("diffusers", "AutoencoderKL"),
-        };
-        if (isSdxl)
-        {
-            index["force_zeros_for_empty_prompt"] = true;
-            index["text_encoder_2"] = Library("transformers", "CLIPTextModelWithProjection");
-            index["tokenizer_2"] = Tokenizer("tokenizer_2");
-        }
-        else
-        {
-            index["requires_safety_checker"] = false;
-            index["safety_checker"] = Library(null, null);
-        }
-        var json = new JsonObject(index.Select(kv => KeyValuePair.Create(kv.Key, kv.Value)));
-        File.WriteAllText(Path.Combine(temp, "model_index.json"), json.ToJsonString(IndentedJson) + "\n");
-    }
-
-    private static string? ReadVersion(string configFile)
-    {
-        if (!File.Exists(configFile)) return null;
-        return JsonNode.Parse(File.ReadAllText(configFile))?["_diffusers_version"] is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
-    }
-
-    /// <summary>Puts the finished folder in place: renamed onto a free name, or swapped with the model folder it replaces.</summary>
-    private static void Commit(string temp, string output)
-    {
-        if (!Directory.Exists(output))
-        {
-            Directory.Move(temp, output);
-            return;
-        }
-        var old = Path.Combine(Path.GetDirectoryName(output)!, $".{Path.GetFileName(output)}.{Guid.NewGuid():N}.old");
-        Directory.Move(output, old);
-        try
-        {
-            Directory.Move(temp, output);
-        }
-        catch
-        {
-            Directory.Move(old, output);
-            throw;
-        }
-        TryDeleteFolder(old);
-    }
-
-    private static void TryDeleteFolder(string folder)
-    {
-        try
-        {
-            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
-        }
-        catch (IOException)
-        {
-            // The conversion's own error, if any, is the one worth reporting.
-        }
-        catch (UnauthorizedAccessException)
-        {
-        }
     }
 
     /// <summary>
     /// The configs a single file's tensors are written with must describe it: a few shape checks that need
     /// no engine catch the usual mistake (a non-standard model converted with the standard family's configs).
     /// </summary>
-    private static void CheckFits(string input, string configs, List<Planned> plan)
+    private static void CheckFits(string input, string configs, List<ModelTensor> plan)
     {
-        var shapes = plan.ToDictionary(p => p.Target, p => p.Shape);
+        var shapes = plan.ToDictionary(p => p.Key, p => p.Shape);
         var problems = new List<string>();
-        long[]? Shape(string component, string name) => shapes.GetValueOrDefault(new TensorKey(component, name));
-        int Count(string component, string prefix) => plan.Where(p => p.Target.Component == component && p.Target.Name.StartsWith(prefix, StringComparison.Ordinal))
-            .Select(p => p.Target.Name[prefix.Length..].Split('.')[0]).Distinct().Count();
+        IReadOnlyList<long>? Shape(string component, string name) => shapes.GetValueOrDefault(new TensorKey(component, name));
+        int Count(string component, string prefix) => plan.Where(p => p.Key.Component == component && p.Key.Name.StartsWith(prefix, StringComparison.Ordinal))
+            .Select(p => p.Key.Name[prefix.Length..].Split('.')[0]).Distinct().Count();
         void Expect(string component, string what, long inFile, long inConfig)
         {
             if (inFile != inConfig) problems.Add($"{component} {what} is {inFile} in the file, {inConfig} in the config");
         }
 
-        var unet = DiffusersConfig.Load<UNet2DConditionConfig>(ComponentConfig(configs, ModelComponents.Unet));
+        var unet = DiffusersConfig.Load<UNet2DConditionConfig>(ModelLoader.ConfigFile(configs, ModelComponents.Unet));
         if (Shape(ModelComponents.Unet, "conv_in.weight") is [var unetWidth, var unetIn, ..])
         {
             Expect(ModelComponents.Unet, "conv_in width", unetWidth, unet.BlockOutChannels[0]);
             Expect(ModelComponents.Unet, "in_channels", unetIn, unet.InChannels);
         }
         Expect(ModelComponents.Unet, "down block count", Count(ModelComponents.Unet, "down_blocks."), unet.DownBlockTypes.Count);
-        if (plan.FirstOrDefault(p => p.Target.Component == ModelComponents.Unet && p.Target.Name.EndsWith(".attn2.to_k.weight", StringComparison.Ordinal)) is { Shape: [_, var context] })
+        if (plan.FirstOrDefault(p => p.Key.Component == ModelComponents.Unet && p.Key.Name.EndsWith(".attn2.to_k.weight", StringComparison.Ordinal)) is { Shape: [_, var context] })
             Expect(ModelComponents.Unet, "cross_attention_dim", context, unet.CrossAttentionDim[0]);
 
-        var vae = DiffusersConfig.Load<AutoencoderKLConfig>(ComponentConfig(configs, ModelComponents.Vae));
+        var vae = DiffusersConfig.Load<AutoencoderKLConfig>(ModelLoader.ConfigFile(configs, ModelComponents.Vae));
         if (Shape(ModelComponents.Vae, "encoder.conv_in.weight") is [var vaeWidth, ..])
             Expect(ModelComponents.Vae, "conv_in width", vaeWidth, vae.BlockOutChannels[0]);
         if (Shape(ModelComponents.Vae, "quant_conv.weight") is [var moments, ..])
@@ -450,8 +290,8 @@ public static class ModelConverter
 
         foreach (var component in new[] { ModelComponents.TextEncoder, ModelComponents.TextEncoder2 })
         {
-            if (plan.All(p => p.Target.Component != component)) continue;
-            var text = ClipTextConfig.Load(ComponentConfig(configs, component));
+            if (plan.All(p => p.Key.Component != component)) continue;
+            var text = ClipTextConfig.Load(ModelLoader.ConfigFile(configs, component));
             if (Shape(component, "text_model.embeddings.token_embedding.weight") is [var vocab, var hidden])
             {
                 Expect(component, "vocab_size", vocab, text.VocabSize);
@@ -482,6 +322,9 @@ public static class ModelConverter
         public string Path { get; }
         public bool IsFolder { get; }
         public Dictionary<TensorKey, long[]> Shapes { get; }
+
+        /// <summary>Every tensor, its bytes read when they are asked for.</summary>
+        public IEnumerable<ModelTensor> Tensors => Shapes.Select(kv => new ModelTensor(kv.Key, DTypeOf(kv.Key), kv.Value, () => Read(kv.Key)));
         public IReadOnlyDictionary<string, long[]> SingleShapes => files[ModelComponents.SingleFile].Shapes;
 
         public SafetensorsDType DTypeOf(TensorKey key) => files[key.Component].DTypeOf(key.Name);

@@ -22,13 +22,19 @@ internal abstract class TensorFile : IDisposable
 
     public abstract void Dispose();
 
-    public static TensorFile Open(string path)
+    public static TensorFile Open(string path) => IsSafetensors(path) ? new Safetensors(path) : new Pickle(path);
+
+    /// <summary>
+    /// Whether the weights file at <paramref name="path"/> is <c>.safetensors</c> (else a torch pickle:
+    /// <c>.ckpt</c>, <c>.pt</c>, <c>.pth</c>, <c>.bin</c>); a missing file or another extension throws.
+    /// </summary>
+    public static bool IsSafetensors(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"model file '{path}' does not exist", path);
         return System.IO.Path.GetExtension(path).ToLowerInvariant() switch
         {
-            ".safetensors" => new Safetensors(path),
-            ".ckpt" or ".pt" or ".pth" or ".bin" => new Pickle(path),
+            ".safetensors" => true,
+            ".ckpt" or ".pt" or ".pth" or ".bin" => false,
             var ext => throw new NotSupportedException($"'{path}': {ext} is not a weights format we read; use .safetensors, .ckpt, .pt or .bin"),
         };
     }

@@ -200,7 +200,8 @@ public static class ModelLoader
         return TokenizerLocator.Find(home, "clip", roots, subfolder);
     }
 
-    private static string ConfigFile(string configs, string component)
+    /// <summary>The config.json of <paramref name="component"/> in the diffusers-style folder <paramref name="configs"/>; it must exist.</summary>
+    internal static string ConfigFile(string configs, string component)
     {
         var file = Path.Combine(configs, component, "config.json");
         return File.Exists(file) ? file : throw new FileNotFoundException($"the architecture config '{file}' is missing", file);

@@ -1,5 +1,5 @@
 using SdAppliance.Formats;
-using SdAppliance.Formats.Checkpoints;
+using SdAppliance.Models.Conversion;
 using SdAppliance.Torch;
 using SdAppliance.Torch.Serialization;
 
@@ -27,16 +27,8 @@ public abstract class StateDictSource : IDisposable
 
     public abstract void Dispose();
 
-    public static StateDictSource Open(string path)
-    {
-        if (!File.Exists(path)) throw new FileNotFoundException($"model file '{path}' does not exist", path);
-        return System.IO.Path.GetExtension(path).ToLowerInvariant() switch
-        {
-            ".safetensors" => new SafetensorsSource(path),
-            ".ckpt" or ".pt" or ".pth" or ".bin" => new PickleSource(path),
-            var ext => throw new NotSupportedException($"'{path}': {ext} is not a weights format we read; use .safetensors, .ckpt, .pt or .bin"),
-        };
-    }
+    public static StateDictSource Open(string path) =>
+        TensorFile.IsSafetensors(path) ? new SafetensorsSource(path) : new PickleSource(TensorFile.Open(path));
 
     private sealed class SafetensorsSource : StateDictSource
     {
@@ -64,19 +56,10 @@ public abstract class StateDictSource : IDisposable
         public override void Dispose() => reader.Dispose();
     }
 
-    private sealed class PickleSource : StateDictSource
+    /// <summary>A torch pickle, read engine-free by <see cref="TensorFile"/>; tensors are made from its bytes.</summary>
+    private sealed class PickleSource(TensorFile file) : StateDictSource(file.Path)
     {
-        private readonly TorchCheckpoint checkpoint;
-        private readonly TorchStateDict tensors;
-
-        public PickleSource(string path) : base(path)
-        {
-            checkpoint = TorchCheckpoint.Open(path);
-            tensors = checkpoint.StateDict();
-            Shapes = tensors.ToDictionary(kv => kv.Key, kv => kv.Value.Shape.ToArray());
-        }
-
-        public override IReadOnlyDictionary<string, long[]> Shapes { get; }
+        public override IReadOnlyDictionary<string, long[]> Shapes => file.Shapes;
 
         public override Tensor Get(string name)
         {
@@ -84,12 +67,8 @@ public abstract class StateDictSource : IDisposable
             return Torch.Torch.FromBytes(bytes, Shapes[name], Safetensors.ToTorch(dtype, name, Path));
         }
 
-        public override (SafetensorsDType DType, byte[] Bytes) GetBytes(string name)
-        {
-            var t = tensors[name];
-            return (t.DType, t.ReadBytes());
-        }
+        public override (SafetensorsDType DType, byte[] Bytes) GetBytes(string name) => (file.DTypeOf(name), file.ReadBytes(name));
 
-        public override void Dispose() => checkpoint.Dispose();
+        public override void Dispose() => file.Dispose();
     }
 }

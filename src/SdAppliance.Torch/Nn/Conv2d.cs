@@ -26,15 +26,8 @@ public sealed class Conv2d : Module<Tensor, Tensor>
         Padding = padding ?? 0;
         Dilation = dilation ?? 1;
         Groups = groups;
-        var w = Torch.Empty([outChannels, inChannels / groups, kernelSize.H, kernelSize.W], dtype, device);
-        Init.KaimingUniform_(w, Math.Sqrt(5), generator);
+        var (w, b) = Init.LayerParameters([outChannels, inChannels / groups, kernelSize.H, kernelSize.W], bias, device, dtype, generator);
         RegisterParameter("weight", w);
-        Tensor? b = null;
-        if (bias)
-        {
-            b = Torch.Empty([outChannels], dtype, device);
-            Init.BiasUniform_(b, w, generator);
-        }
         RegisterParameter("bias", b);
     }
 

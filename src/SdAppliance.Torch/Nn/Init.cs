@@ -90,11 +90,21 @@ public static class Init
         return Uniform_(tensor, -bound, bound, generator);
     }
 
-    /// <summary>The bias initialisation of Linear and Conv2d: U(-1/√fan_in, 1/√fan_in) with the weight's fan_in.</summary>
-    internal static Tensor BiasUniform_(Tensor bias, Tensor weight, Generator? generator)
+    /// <summary>
+    /// Linear's and Conv2d's reset_parameters: a weight of <paramref name="weightShape"/> from
+    /// kaiming_uniform(a = √5), then, with <paramref name="bias"/>, a bias as long as the weight's first
+    /// dimension from U(-1/√fan_in, 1/√fan_in) with the weight's fan_in; weight first, then bias, from
+    /// the same generator.
+    /// </summary>
+    internal static (Tensor Weight, Tensor? Bias) LayerParameters(long[] weightShape, bool bias, Device? device, DType dtype, Generator? generator)
     {
+        var weight = Torch.Empty(weightShape, dtype, device);
+        KaimingUniform_(weight, Math.Sqrt(5), generator);
+        if (!bias) return (weight, null);
+        var b = Torch.Empty([weightShape[0]], dtype, device);
         var (fanIn, _) = CalculateFanInAndFanOut(weight);
         var bound = fanIn > 0 ? 1 / Math.Sqrt(fanIn) : 0;
-        return Uniform_(bias, -bound, bound, generator);
+        Uniform_(b, -bound, bound, generator);
+        return (weight, b);
     }
 }

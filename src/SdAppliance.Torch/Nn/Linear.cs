@@ -7,16 +7,8 @@ public sealed class Linear : Module<Tensor, Tensor>
     {
         InFeatures = inFeatures;
         OutFeatures = outFeatures;
-        // PyTorch's reset_parameters: weight first, then bias, from the same generator.
-        var w = Torch.Empty([outFeatures, inFeatures], dtype, device);
-        Init.KaimingUniform_(w, Math.Sqrt(5), generator);
+        var (w, b) = Init.LayerParameters([outFeatures, inFeatures], bias, device, dtype, generator);
         RegisterParameter("weight", w);
-        Tensor? b = null;
-        if (bias)
-        {
-            b = Torch.Empty([outFeatures], dtype, device);
-            Init.BiasUniform_(b, w, generator);
-        }
         RegisterParameter("bias", b);
     }
 

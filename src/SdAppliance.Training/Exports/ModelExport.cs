@@ -1,20 +1,16 @@
 using System.Text.Json.Nodes;
-using SdAppliance.Formats;
 using SdAppliance.Formats.Checkpoints;
 using SdAppliance.Models.Adapters;
 using SdAppliance.Models.Blocks;
+using SdAppliance.Models.Conversion;
 using SdAppliance.Models.Loading;
 using SdAppliance.Models.TextEncoders;
 using SdAppliance.Models.Tokenization;
 using SdAppliance.Torch;
 using SdAppliance.Torch.Nn;
 using SdAppliance.Torch.Serialization;
-using SdAppliance.Training.Networks;
 
 namespace SdAppliance.Training.Exports;
-
-/// <summary>What <see cref="ModelExport.MergeLora"/> did: modules merged, and the file's modules that match no layer.</summary>
-public sealed record LoraMergeResult(int MergedModules, IReadOnlyList<string> Unmatched);
 
 /// <summary>
 /// Whole-model results of training: a LoRA merged into the weights for good, and the model written as
@@ -34,87 +30,28 @@ public static class ModelExport
     {
         ArgumentNullException.ThrowIfNull(model);
         using var file = LoraFile.Load(loraFilePath);
-        var alternate = KohyaLoraNames.AlternateNames(model);
-        var targets = new Dictionary<LoraTarget, Module> { [LoraTarget.Unet] = model.Unet, [LoraTarget.TextEncoder] = model.TextEncoder };
-        if (model.TextEncoder2 is not null) targets[LoraTarget.TextEncoder2] = model.TextEncoder2;
-        var index = targets.ToDictionary(t => t.Key, t => IndexLayers(t.Key, t.Value, alternate));
-
-        var plan = new List<(Tensor Weight, LoraModule Lora)>();
-        var unmatched = new List<string>();
-        foreach (var lora in file.Modules)
-        {
-            if (index.TryGetValue(lora.Target, out var layers) && layers.TryGetValue(lora.Name, out var w)) plan.Add((w, lora));
-            else unmatched.Add($"{lora.Target} {lora.Name}");
-        }
-        if (plan.Count == 0)
-            throw new InvalidDataException($"LoRA '{loraFilePath}' matches no layer of the model (first module: {unmatched.FirstOrDefault()}); it was made for another architecture");
-        foreach (var (w, lora) in plan) CheckShapes(w, lora, loraFilePath);
-
-        using var noGrad = Autograd.NoGrad();
-        if (weight != 0)
-            foreach (var (w, lora) in plan)
-            {
-                using var scope = Torch.Torch.NewDisposeScope();
-                var down = lora.Down.To(w.Device, DType.Float32).Flatten(1);
-                var up = lora.Up.To(w.Device, DType.Float32).Flatten(1);
-                var delta = up.Matmul(down).Mul(weight * lora.Scale).Reshape(w.Shape).To(w.DType);
-                w.Add_(delta);
-            }
-        return new LoraMergeResult(plan.Count, unmatched);
-    }
-
-    private static Dictionary<string, Tensor> IndexLayers(LoraTarget target, Module root, Func<LoraTarget, string, string?> alternate)
-    {
-        var index = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (var (path, module) in root.NamedModules())
-        {
-            var w = module switch { Linear l => l.Weight, Conv2d c => c.Weight, _ => null };
-            if (w is null) continue;
-            index[path.Replace('.', '_')] = w;
-            if (alternate(target, path) is { } other) index[other] = w;
-        }
-        return index;
-    }
-
-    private static void CheckShapes(Tensor weight, LoraModule lora, string path)
-    {
-        var (down, up) = (lora.Down.Shape, lora.Up.Shape);
-        var downCols = down.Skip(1).Aggregate(1L, (a, d) => a * d);
-        var upCols = up.Skip(1).Aggregate(1L, (a, d) => a * d);
-        if (upCols != down[0] || up[0] * downCols != weight.NumEl)
-            throw new InvalidDataException($"LoRA '{path}': module {lora.Name} has down [{string.Join(", ", down)}] and up [{string.Join(", ", up)}], which do not fit its weight [{string.Join(", ", weight.Shape)}]; the LoRA was made for another model");
+        return LoraPatch.MergePermanently(file, weight, LoraModelNames.Targets(model), LoraModelNames.AlternateNames(model.Unet));
     }
 
     /// <summary>
     /// The model as one original-layout <c>.safetensors</c> (<c>model.diffusion_model.</c>,
     /// <c>first_stage_model.</c>, <c>cond_stage_model.</c>/<c>conditioner.</c>), through
-    /// <see cref="LdmKeyMap.FromDiffusers"/>; <paramref name="half"/> writes every floating tensor as
-    /// float16, as diffusers' converter's <c>--half</c>. Streamed one tensor at a time, written atomically.
+    /// <see cref="LdmKeyMap.FromDiffusers"/> and the converter's writer (<see cref="ModelWriter"/>);
+    /// <paramref name="half"/> writes every floating tensor as float16, as diffusers' converter's
+    /// <c>--half</c>. Streamed one tensor at a time, written atomically.
     /// </summary>
     public static void SaveSingleFile(StableDiffusionModel model, string path, bool half)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentException.ThrowIfNullOrEmpty(path);
-        var states = Components(model).ToDictionary(c => c.Name, c => c.Module.StateDict());
+        var states = StateDicts(model);
         try
         {
-            var sources = new Dictionary<TensorKey, Tensor>();
-            foreach (var (component, state) in states)
-                foreach (var (name, tensor) in state)
-                    sources[new TensorKey(component, name)] = tensor;
-            var mapping = LdmKeyMap.FromDiffusers(sources.ToDictionary(kv => kv.Key, kv => kv.Value.Shape), model.Family);
+            var tensors = Tensors(states, half);
+            var mapping = LdmKeyMap.FromDiffusers(tensors.ToDictionary(t => t.Key, t => t.Shape.ToArray()), model.Family);
             if (mapping.Unmapped.Count > 0)
                 throw new InvalidOperationException($"the model has tensors the single-file layout has no place for: {string.Join(", ", mapping.Unmapped.Take(5))}");
-            var tensors = mapping.Tensors.Select(recipe =>
-            {
-                var dtype = Stored(sources[recipe.Sources[0]].DType, half);
-                return new SafetensorsTensor(recipe.Target.Name, Safetensors.ToSafetensors(dtype, recipe.Target.Name), recipe.Shape, stream =>
-                {
-                    var (_, bytes) = KeyMapping.Materialize(recipe, key => (Safetensors.ToSafetensors(dtype, key.Name), HostBytes(sources[key], dtype)));
-                    stream.Write(bytes);
-                });
-            });
-            SafetensorsWriter.Write(path, tensors);
+            ModelWriter.WriteSingleFile(path, ModelFormat.Safetensors, ModelWriter.Remap(mapping, tensors));
         }
         finally
         {
@@ -123,23 +60,21 @@ public static class ModelExport
     }
 
     /// <summary>
-    /// The model as a diffusers folder: model_index.json, unet/, vae/, text_encoder/ (and SDXL's
-    /// text_encoder_2/, tokenizer_2/), tokenizer/, scheduler/, with config.json files written from the
+    /// The model as a diffusers folder, written by the converter's writer (<see cref="ModelWriter"/>) and
+    /// replacing <paramref name="folder"/> as a whole: model_index.json, unet/, vae/, text_encoder/ (and
+    /// SDXL's text_encoder_2/, tokenizer_2/), tokenizer/, scheduler/, with config.json files from the
     /// loaded configs and weights as <c>.safetensors</c> (float16 with <paramref name="half"/>).
     /// </summary>
     public static void SaveDiffusersFolder(StableDiffusionModel model, string folder, bool half)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentException.ThrowIfNullOrEmpty(folder);
-        Directory.CreateDirectory(folder);
-        var dtypeName = half ? "float16" : model.DType.TorchName();
-
-        WriteJson(Path.Combine(folder, ModelComponents.Unet, "config.json"),
-            WithClass(DiffusersConfig.ToJson(model.Unet.Config), "UNet2DConditionModel"));
-        WriteWeights(model.Unet, Path.Combine(folder, ModelComponents.Unet, "diffusion_pytorch_model.safetensors"), half);
-        WriteJson(Path.Combine(folder, ModelComponents.Vae, "config.json"),
-            WithClass(DiffusersConfig.ToJson(model.Vae.Config), "AutoencoderKL"));
-        WriteWeights(model.Vae, Path.Combine(folder, ModelComponents.Vae, "diffusion_pytorch_model.safetensors"), half);
+        var configs = new Dictionary<string, string>(StringComparer.Ordinal)
+        {
+            [ModelComponents.Unet] = WithClass(DiffusersConfig.ToJson(model.Unet.Config), "UNet2DConditionModel"),
+            [ModelComponents.Vae] = WithClass(DiffusersConfig.ToJson(model.Vae.Config), "AutoencoderKL"),
+        };
+        var tokenizers = new Dictionary<string, string>(StringComparer.Ordinal);
         var encoders = new List<(string Component, string Tokenizer, ClipTextModel Model)> { (ModelComponents.TextEncoder, "tokenizer", model.TextEncoder) };
         if (model.TextEncoder2 is not null) encoders.Add((ModelComponents.TextEncoder2, "tokenizer_2", model.TextEncoder2));
         foreach (var (component, tokenizer, encoder) in encoders)
@@ -147,48 +82,41 @@ public static class ModelExport
             var config = JsonNode.Parse(encoder.Config.ToJson())!.AsObject();
             config["architectures"] = new JsonArray(encoder.WithProjection ? "CLIPTextModelWithProjection" : "CLIPTextModel");
             config["model_type"] = "clip_text_model";
-            config["torch_dtype"] = dtypeName;
-            WriteJson(Path.Combine(folder, component, "config.json"), config);
-            WriteWeights(encoder, Path.Combine(folder, component, "model.safetensors"), half);
-            CopyTokenizer(model, tokenizer, Path.Combine(folder, tokenizer));
+            configs[component] = config.ToJsonString(DiffusersConfig.JsonOptions);
+            tokenizers[tokenizer] = TokenizerLocator.Find(model.SourcePath, "clip", ModelLoader.SearchRoots(new ModelLoadOptions()), tokenizer);
         }
-        WriteJson(Path.Combine(folder, "scheduler", "scheduler_config.json"), model.SchedulerConfig.DeepClone().AsObject());
 
-        var index = new JsonObject
+        var states = StateDicts(model);
+        try
         {
-            ["_class_name"] = model.IsSdxl ? "StableDiffusionXLPipeline" : "StableDiffusionPipeline",
-            ["_diffusers_version"] = DiffusersVersion,
-            ["scheduler"] = new JsonArray("diffusers", model.SchedulerConfig["_class_name"]?.GetValue<string>() ?? "PNDMScheduler"),
-            ["text_encoder"] = new JsonArray("transformers", "CLIPTextModel"),
-            ["tokenizer"] = new JsonArray("transformers", "CLIPTokenizer"),
-            ["unet"] = new JsonArray("diffusers", "UNet2DConditionModel"),
-            ["vae"] = new JsonArray("diffusers", "AutoencoderKL"),
-        };
-        if (model.IsSdxl)
-        {
-            index["text_encoder_2"] = new JsonArray("transformers", "CLIPTextModelWithProjection");
-            index["tokenizer_2"] = new JsonArray("transformers", "CLIPTokenizer");
-            index["force_zeros_for_empty_prompt"] = true;
+            ModelWriter.WriteDiffusersFolder(folder, new DiffusersFolderContent(
+                Tensors(states, half), configs, model.SchedulerConfig.DeepClone().AsObject(), tokenizers, model.Family));
         }
-        else
+        finally
         {
-            index["safety_checker"] = new JsonArray(null, null);
-            index["feature_extractor"] = new JsonArray(null, null);
-            index["requires_safety_checker"] = false;
+            foreach (var state in states.Values) state.Dispose();
         }
-        WriteJson(Path.Combine(folder, "model_index.json"), index);
     }
 
-    // The diffusers release whose config layout these files follow.
-    private const string DiffusersVersion = "0.30.0";
-
-    private static IEnumerable<(string Name, Module Module)> Components(StableDiffusionModel model)
+    private static Dictionary<string, StateDict> StateDicts(StableDiffusionModel model)
     {
-        yield return (ModelComponents.Unet, model.Unet);
-        yield return (ModelComponents.Vae, model.Vae);
-        yield return (ModelComponents.TextEncoder, model.TextEncoder);
-        if (model.TextEncoder2 is not null) yield return (ModelComponents.TextEncoder2, model.TextEncoder2);
+        var components = new List<(string Name, Module Module)>
+        {
+            (ModelComponents.Unet, model.Unet),
+            (ModelComponents.Vae, model.Vae),
+            (ModelComponents.TextEncoder, model.TextEncoder),
+        };
+        if (model.TextEncoder2 is not null) components.Add((ModelComponents.TextEncoder2, model.TextEncoder2));
+        return components.ToDictionary(c => c.Name, c => c.Module.StateDict());
     }
+
+    /// <summary>The components' tensors as the writer takes them, each copied to the host (as float16 with <paramref name="half"/>) when it is written.</summary>
+    private static List<ModelTensor> Tensors(Dictionary<string, StateDict> states, bool half) =>
+        [.. states.SelectMany(component => component.Value.Select(kv =>
+        {
+            var dtype = Stored(kv.Value.DType, half);
+            return new ModelTensor(new TensorKey(component.Key, kv.Key), Safetensors.ToSafetensors(dtype, kv.Key), kv.Value.Shape, () => HostBytes(kv.Value, dtype));
+        }))];
 
     private static DType Stored(DType dtype, bool half) => half && dtype.IsFloatingPoint() ? DType.Float16 : dtype;
 
@@ -199,36 +127,11 @@ public static class ModelExport
         return converted.ToBytes();
     }
 
-    private static void WriteWeights(Module module, string path, bool half)
-    {
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        using var state = module.StateDict();
-        SafetensorsWriter.Write(path, state.Select(kv =>
-        {
-            var dtype = Stored(kv.Value.DType, half);
-            return new SafetensorsTensor(kv.Key, Safetensors.ToSafetensors(dtype, kv.Key), kv.Value.Shape, stream => stream.Write(HostBytes(kv.Value, dtype)));
-        }), new Dictionary<string, string> { ["format"] = "pt" });
-    }
-
-    private static JsonObject WithClass(string json, string className)
+    private static string WithClass(string json, string className)
     {
         var config = JsonNode.Parse(json)!.AsObject();
-        var result = new JsonObject { ["_class_name"] = className, ["_diffusers_version"] = DiffusersVersion };
+        var result = new JsonObject { ["_class_name"] = className, ["_diffusers_version"] = ModelWriter.DiffusersVersion };
         foreach (var (key, value) in config) result[key] = value?.DeepClone();
-        return result;
-    }
-
-    private static void WriteJson(string path, JsonObject json)
-    {
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        File.WriteAllText(path, json.ToJsonString(DiffusersConfig.JsonOptions));
-    }
-
-    private static void CopyTokenizer(StableDiffusionModel model, string subfolder, string target)
-    {
-        var source = TokenizerLocator.Find(model.SourcePath, "clip", ModelLoader.SearchRoots(new ModelLoadOptions()), subfolder);
-        Directory.CreateDirectory(target);
-        foreach (var file in Directory.GetFiles(source))
-            File.Copy(file, Path.Combine(target, Path.GetFileName(file)), overwrite: true);
+        return result.ToJsonString(DiffusersConfig.JsonOptions);
     }
 }

@@ -1,7 +1,5 @@
-using SdAppliance.Formats.Checkpoints;
 using SdAppliance.Models.Adapters;
 using SdAppliance.Models.Blocks;
-using SdAppliance.Models.Loading;
 using SdAppliance.Models.TextEncoders;
 using SdAppliance.Models.Unet;
 using SdAppliance.Torch.Nn;
@@ -19,8 +17,8 @@ public sealed record KohyaLoraTarget(LoraTarget Target, string LoraName, string 
 /// every Linear/Conv2d under a <c>Transformer2DModel</c> of the UNet (plus, with a conv dim, under
 /// <c>ResnetBlock2D</c>/<c>Downsample2D</c>/<c>Upsample2D</c>), and under <c>CLIPAttention</c>/<c>CLIPMLP</c>
 /// of each text encoder. SD 1.x/2.x UNet names are diffusers paths; SDXL's are the original (ldm)
-/// paths kohya's <c>sdxl_original_unet</c> has (<c>input_blocks_4_1_…</c>), derived here through
-/// <see cref="LdmKeyMap"/>.
+/// paths kohya's <c>sdxl_original_unet</c> has (<c>input_blocks_4_1_…</c>), from
+/// <see cref="LoraModelNames.UnetLdmModuleNames"/>, which the generation path uses too.
 /// </summary>
 public static class KohyaLoraNames
 {
@@ -33,7 +31,7 @@ public static class KohyaLoraNames
     public static List<KohyaLoraTarget> UnetTargets(UNet2DConditionModel unet, bool isSdxl, bool includeConv3x3)
     {
         ArgumentNullException.ThrowIfNull(unet);
-        var ldmNames = isSdxl ? UnetLdmModuleNames(unet) : null;
+        var ldmNames = isSdxl ? LoraModelNames.UnetLdmModuleNames(unet) : null;
         var targets = new List<KohyaLoraTarget>();
         foreach (var (path, module) in unet.NamedModules())
         {
@@ -76,41 +74,5 @@ public static class KohyaLoraNames
             }
         }
         return targets;
-    }
-
-    /// <summary>
-    /// Diffusers module path → original-layout module path for every Linear/Conv2d of the UNet
-    /// ("down_blocks.1.attentions.0.proj_in" → "input_blocks.4.1.proj_in"), from the key map the
-    /// single-file converter uses, so the two can never disagree.
-    /// </summary>
-    public static Dictionary<string, string> UnetLdmModuleNames(UNet2DConditionModel unet)
-    {
-        ArgumentNullException.ThrowIfNull(unet);
-        var shapes = new Dictionary<TensorKey, long[]>();
-        using (var state = unet.StateDict())
-            foreach (var (name, tensor) in state)
-                shapes[new TensorKey(ModelComponents.Unet, name)] = tensor.Shape;
-        var mapping = LdmKeyMap.FromDiffusers(shapes);
-        var names = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (var recipe in mapping.Tensors)
-        {
-            var source = recipe.Sources[0].Name;
-            var target = recipe.Target.Name;
-            if (!source.EndsWith(".weight", StringComparison.Ordinal) || !target.StartsWith(LdmKeyMap.UnetPrefix, StringComparison.Ordinal)) continue;
-            names[source[..^".weight".Length]] = target[LdmKeyMap.UnetPrefix.Length..^".weight".Length];
-        }
-        return names;
-    }
-
-    /// <summary>
-    /// The second name <see cref="LoraPatch.Apply"/> should know each UNet layer by: its original-layout
-    /// path, underscored, which is how kohya names SDXL UNet modules (and how LoRAs converted from
-    /// A1111-era tools name SD 1.x ones). Text-encoder names need none.
-    /// </summary>
-    public static Func<LoraTarget, string, string?> AlternateNames(StableDiffusionModel model)
-    {
-        ArgumentNullException.ThrowIfNull(model);
-        var ldm = UnetLdmModuleNames(model.Unet);
-        return (target, path) => target == LoraTarget.Unet && ldm.TryGetValue(path, out var name) ? name.Replace('.', '_') : null;
     }
 }

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using SdAppliance.Formats;
 using SdAppliance.Torch;
 using SdAppliance.Torch.Optim;
 using SdAppliance.Training.Methods;
@@ -23,10 +24,7 @@ internal static class Checkpoints
     {
         Directory.CreateDirectory(folder);
         var name = $"step-{state.Step:D6}";
-        var final = Path.Combine(folder, name);
-        var temp = Path.Combine(folder, $".{name}.{Guid.NewGuid():N}.tmp");
-        Directory.CreateDirectory(temp);
-        try
+        AtomicFile.WriteFolder(Path.Combine(folder, name), temp =>
         {
             method.SaveState(Path.Combine(temp, Trained));
             using (var optimizerState = optimizer.StateDict()) optimizerState.Save(Path.Combine(temp, OptimizerFile));
@@ -45,13 +43,7 @@ internal static class Checkpoints
             };
             // state.json last: a folder with it is complete.
             AtomicFile.WriteAllText(Path.Combine(temp, StateFile), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-            if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
-            Directory.Move(temp, final);
-        }
-        finally
-        {
-            if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
-        }
+        });
         foreach (var old in Complete(folder).SkipLast(keepLast)) Directory.Delete(old, recursive: true);
     }
 
