@@ -36,16 +36,30 @@ public sealed record SceneReading(string Background, string Foreground, bool[] M
             for (var x = 0; x < w; x++)
                 if (x < 2 || y < 2 || x >= w - 2 || y >= h - 2) border[labels[y * w + x]]++;
         var background = ArgMax(border);
-        var inner = new int[Palette.Names.Count];
-        foreach (var l in labels)
-            if (l != background) inner[l]++;
-        inner[background] = -1;
-        var foreground = ArgMax(inner);
-        var mask = LargestComponent(labels.Select(l => l == foreground).ToArray(), w, h);
+        // Edges blend the two colours (red on yellow gives orange pixels, white on blue purple ones), so the
+        // foreground is voted by its core: the 40 % of other pixels farthest from the background colour.
+        var bg = Palette.Colours[background];
+        var others = Enumerable.Range(0, labels.Length).Where(i => labels[i] != background)
+            .OrderByDescending(i => Distance(image.Pixels, i, bg)).ToList();
+        var core = others.Take(Math.Max(10, others.Count * 2 / 5)).ToList();
+        var votes = new int[Palette.Names.Count];
+        foreach (var i in core) votes[labels[i]]++;
+        votes[background] = -1;
+        var foreground = ArgMax(votes);
+        // The shape: pixels nearer the foreground colour than the background colour, so a blended edge
+        // is split at its middle as the anti-aliased training pictures are.
+        var fg = Palette.Colours[foreground];
+        var mask = LargestComponent([.. Enumerable.Range(0, labels.Length).Select(i => Distance(image.Pixels, i, fg) < Distance(image.Pixels, i, bg))], w, h);
         return new SceneReading(Palette.Names[background], Palette.Names[foreground], mask, w, h);
     }
 
     public int Area => Mask.Count(m => m);
+
+    private static int Distance(byte[] pixels, int i, Rgb colour)
+    {
+        int dr = pixels[3 * i] - colour.R, dg = pixels[3 * i + 1] - colour.G, db = pixels[3 * i + 2] - colour.B;
+        return dr * dr + dg * dg + db * db;
+    }
 
     private static int ArgMax(int[] counts)
     {

@@ -30,6 +30,8 @@ var options = new Dictionary<string, string>(StringComparer.Ordinal)
     ["vae-lr"] = "2e-3",
     // A warm restart: the second phase's steps at half the rate, on new scenes.
     ["vae-steps2"] = "1200",
+    // A third phase after the UNet: the decoder alone, which leaves the latent space the UNet learned unchanged.
+    ["decoder-steps"] = "1000",
     ["unet-steps"] = "2500",
     ["unet-batch"] = "32",
     ["unet-lr"] = "1e-3",
@@ -69,6 +71,27 @@ if (options["stage"] == "all")
     Prepare();
 if (options["stage"] is "all" or "vae2")
     SecondVaePhase();
+if (options["stage"] == "decoder")
+{
+    DecoderPhase();
+    return 0;
+}
+
+void DecoderPhase()
+{
+    clock.Restart();
+    var vaeConfig = AutoencoderKLConfig.Load(Path.Combine(init, "vae", "config.json"));
+    using var vae = new AutoencoderKL(vaeConfig);
+    var weights = Safetensors.Load(Path.Combine(init, "vae", "diffusion_pytorch_model.safetensors"));
+    vae.LoadStateDict(weights);
+    foreach (var t in weights.Values) t.Dispose();
+    var loss = VaeTraining.Train(vae, seed + 2, Int("decoder-steps"), Int("vae-batch"), Double("vae-lr") / 4, fresh: false, Log, decoderOnly: true);
+    timings["decoder_s"] = Math.Round(clock.Elapsed.TotalSeconds, 1);
+    timings["vae_decoder_final_loss"] = Math.Round(loss, 5);
+    Log($"vae decoder phase: {Int("decoder-steps")} steps in {clock.Elapsed.TotalSeconds:F0} s, loss {loss:F4}");
+    DemoArchitecture.WriteComponent(work, "vae-decoder", vaeConfig.ToJson(), "AutoencoderKL", vae, "diffusion_pytorch_model.safetensors");
+    File.WriteAllText(Path.Combine(work, "vae-decoder", "timings.json"), timings.ToJsonString());
+}
 
 void SecondVaePhase()
 {
@@ -177,10 +200,14 @@ timings["unet_s"] = Math.Round(clock.Elapsed.TotalSeconds, 1);
 timings["unet_final_smoothed_loss"] = Math.Round(report.FinalSmoothedLoss, 5);
 Log($"unet: {report.Steps} steps in {clock.Elapsed.TotalSeconds:F0} s, smoothed loss {report.FinalSmoothedLoss:F4}");
 
-// (e) the model folder
+if (options["stage"] == "all") DecoderPhase();
+
+// (e) the model folder, with the fine-tuned decoder
 var exported = Path.Combine(run, "demo-diffusers");
 if (Directory.Exists(output)) Directory.Delete(output, recursive: true);
 CopyFolder(exported, output);
+var decoder = Path.Combine(work, "vae-decoder", "diffusion_pytorch_model.safetensors");
+if (File.Exists(decoder)) File.Copy(decoder, Path.Combine(output, "vae", "diffusion_pytorch_model.safetensors"), overwrite: true);
 // A "unet" stage run adds the earlier stages' recorded times.
 double Recorded(string key) => timings[key]?.GetValue<double>() ?? 0;
 timings["total_s"] = Math.Round(total.Elapsed.TotalSeconds

@@ -20,10 +20,18 @@ public static class VaeTraining
     private const double KlWeight = 1e-4;
 
     /// <param name="fresh">Random weights: start the posterior narrow. False continues a trained VAE (a warm restart).</param>
-    public static double Train(AutoencoderKL vae, int seed, int steps, int batchSize, double lr, bool fresh, Action<string> log)
+    /// <param name="decoderOnly">Train the decoder alone (SD's ft-MSE recipe): the latent space, which a UNet may already be learning, stays as it is.</param>
+    public static double Train(AutoencoderKL vae, int seed, int steps, int batchSize, double lr, bool fresh, Action<string> log, bool decoderOnly = false)
     {
         vae.Train();
-        var parameters = vae.Parameters().ToList();
+        var parameters = decoderOnly
+            ? vae.NamedParameters().Where(p => !p.Name.StartsWith("encoder.", StringComparison.Ordinal) && !p.Name.StartsWith("quant_conv.", StringComparison.Ordinal)).Select(p => p.Parameter).ToList()
+            : vae.Parameters().ToList();
+        if (decoderOnly)
+        {
+            vae.Encoder.Freeze();
+            if (vae.NamedChildren().FirstOrDefault(c => c.Name == "quant_conv").Module is { } quant) quant.Freeze();
+        }
         // The posterior starts narrow (log-variance -6, std 0.05): from random weights it would start at std 1,
         // and the decoder would spend its first hundreds of steps seeing noise instead of the encoder's signal.
         if (fresh && vae.GetParameter("quant_conv.bias") is { } bias)
@@ -57,7 +65,7 @@ public static class VaeTraining
             optimizer.Step();
             optimizer.ZeroGrad();
             smoothed = double.IsNaN(smoothed) ? value : 0.95 * smoothed + 0.05 * value;
-            if (step % 50 == 0 || step == steps) log($"vae step {step}/{steps} loss {smoothed:F4}");
+            if (step % 50 == 0 || step == steps) log($"vae{(decoderOnly ? " decoder" : "")} step {step}/{steps} loss {smoothed:F4}");
         }
         vae.Eval();
         return smoothed;
