@@ -32,6 +32,8 @@ var options = new Dictionary<string, string>(StringComparer.Ordinal)
     ["vae-steps2"] = "1200",
     // A third phase after the UNet: the decoder alone, which leaves the latent space the UNet learned unchanged.
     ["decoder-steps"] = "1000",
+    // Rounds of decoder-steps each, every round a warm restart on new scenes.
+    ["decoder-rounds"] = "2",
     ["unet-steps"] = "2500",
     ["unet-batch"] = "32",
     ["unet-lr"] = "1e-3",
@@ -85,10 +87,12 @@ void DecoderPhase()
     var weights = Safetensors.Load(Path.Combine(init, "vae", "diffusion_pytorch_model.safetensors"));
     vae.LoadStateDict(weights);
     foreach (var t in weights.Values) t.Dispose();
-    var loss = VaeTraining.Train(vae, seed + 2, Int("decoder-steps"), Int("vae-batch"), Double("vae-lr") / 4, fresh: false, Log, decoderOnly: true);
+    var loss = 0.0;
+    for (var round = 0; round < Int("decoder-rounds"); round++)
+        loss = VaeTraining.Train(vae, seed + 2 + round, Int("decoder-steps"), Int("vae-batch"), Double("vae-lr") / 4, fresh: false, Log, decoderOnly: true);
     timings["decoder_s"] = Math.Round(clock.Elapsed.TotalSeconds, 1);
     timings["vae_decoder_final_loss"] = Math.Round(loss, 5);
-    Log($"vae decoder phase: {Int("decoder-steps")} steps in {clock.Elapsed.TotalSeconds:F0} s, loss {loss:F4}");
+    Log($"vae decoder phase: {Int("decoder-rounds")} x {Int("decoder-steps")} steps in {clock.Elapsed.TotalSeconds:F0} s, loss {loss:F4}");
     DemoArchitecture.WriteComponent(work, "vae-decoder", vaeConfig.ToJson(), "AutoencoderKL", vae, "diffusion_pytorch_model.safetensors");
     File.WriteAllText(Path.Combine(work, "vae-decoder", "timings.json"), timings.ToJsonString());
 }
