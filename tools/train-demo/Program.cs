@@ -38,9 +38,12 @@ var options = new Dictionary<string, string>(StringComparer.Ordinal)
     ["unet-batch"] = "32",
     ["unet-lr"] = "1e-3",
     ["ema-decay"] = "0.995",
+    // Then the Trainer's resume to unet-steps + this: the cosine schedule restarts from its stretched curve.
+    ["unet-extra-steps"] = "1500",
     ["threads"] = "0",
     // "all"; "unet": reuse the dataset, tokenizer and trained VAE in --work and redo only the denoiser;
-    // "vae2": also redo the VAE's second phase from the first phase's weights kept in --work.
+    // "vae2": also redo the VAE's second phase from the first phase's weights kept in --work;
+    // "decoder": only the decoder phase; "unet-more": only the UNet's resumed steps and the export.
     ["stage"] = "all",
 };
 for (var i = 0; i < args.Length; i++)
@@ -67,7 +70,7 @@ var clock = Stopwatch.StartNew();
 var data = Path.Combine(work, "data");
 var init = Path.Combine(work, "init");
 var timingsFile = Path.Combine(work, "timings.json");
-if (options["stage"] is "unet" or "vae2")
+if (options["stage"] is "unet" or "vae2" or "unet-more")
     timings = File.Exists(timingsFile) ? JsonNode.Parse(File.ReadAllText(timingsFile))!.AsObject() : new JsonObject();
 if (options["stage"] == "all")
     Prepare();
@@ -172,30 +175,45 @@ void Prepare()
 // (d) UNet + text encoder jointly, with the project's Trainer
 clock.Restart();
 var run = Path.Combine(work, "run");
-if (Directory.Exists(run)) Directory.Delete(run, recursive: true);
-var config = new TrainingConfig
+TrainingReport report;
+if (options["stage"] == "unet-more")
 {
-    Method = "finetune",
-    Model = init,
-    Data = data,
-    Output = run,
-    OutputName = "demo",
-    Resolution = DemoScene.ImageSize,
-    CaptionDropoutRate = 0.1,
-    TrainBatchSize = Int("unet-batch"),
-    MaxTrainSteps = Int("unet-steps"),
-    LearningRate = Double("unet-lr"),
-    LrScheduler = "cosine",
-    LrWarmupSteps = Math.Min(200, Int("unet-steps") / 10),
-    TrainTextEncoder = true,
-    UseEma = true,
-    EmaDecay = Double("ema-decay"),
-    Seed = seed,
-    SaveDiffusers = true,
-    SaveEveryNSteps = 1000,
-    SaveLastK = 1,
-};
-var report = Trainer.Train(config, new Progress(e =>
+    report = Resume();
+}
+else
+{
+    if (Directory.Exists(run)) Directory.Delete(run, recursive: true);
+    var config = new TrainingConfig
+    {
+        Method = "finetune",
+        Model = init,
+        Data = data,
+        Output = run,
+        OutputName = "demo",
+        Resolution = DemoScene.ImageSize,
+        CaptionDropoutRate = 0.1,
+        TrainBatchSize = Int("unet-batch"),
+        MaxTrainSteps = Int("unet-steps"),
+        LearningRate = Double("unet-lr"),
+        LrScheduler = "cosine",
+        LrWarmupSteps = Math.Min(200, Int("unet-steps") / 10),
+        TrainTextEncoder = true,
+        UseEma = true,
+        EmaDecay = Double("ema-decay"),
+        Seed = seed,
+        SaveDiffusers = true,
+        SaveEveryNSteps = 1000,
+        SaveLastK = 1,
+    };
+    report = Trainer.Train(config, new Progress(e =>
+    {
+        if (e.Step % 50 != 0 && e.Step != e.MaxSteps) return;
+        Log($"unet step {e.Step}/{e.MaxSteps} loss {e.SmoothedLoss:F4} lr {e.LearningRate:G3} {e.ItemsPerSecond:F2} it/s");
+    }));
+    if (Int("unet-extra-steps") > 0) report = Resume();
+}
+
+TrainingReport Resume() => Trainer.Resume(run, Int("unet-steps") + Int("unet-extra-steps"), new Progress(e =>
 {
     if (e.Step % 50 != 0 && e.Step != e.MaxSteps) return;
     Log($"unet step {e.Step}/{e.MaxSteps} loss {e.SmoothedLoss:F4} lr {e.LearningRate:G3} {e.ItemsPerSecond:F2} it/s");
