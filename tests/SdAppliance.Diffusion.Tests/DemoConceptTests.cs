@@ -87,6 +87,6 @@ public sealed class DemoConceptTests(ITestOutputHelper output) : IDisposable
 
     private const int ConceptSteps = 200;
     private const int SamplesPerPrompt = 10;
-    private const int MinHearts = 2;
-    private const int MinCircles = 4;
+    private const int MinHearts = 4;
+    private const int MinCircles = 6;
 }

@@ -80,9 +80,9 @@ public sealed class DemoModelTests(DemoModelTests.DemoModel demo, ITestOutputHel
         Assert.True(shapeRate >= ShapeTarget, $"shapes right in {shapeRate:P0} of {total} images");
     }
 
-    // NOT the acceptance levels (0.8 and 0.6): the levels the committed model reaches (26 and 11
-    // of 48 images, 54 % and 23 %), less about two images of margin for another CPU's float rounding.
+    // NOT the acceptance levels (0.8 and 0.6): the levels the committed model reaches (32 and 14
+    // of 48 images, 67 % and 29 %), less two or three images of margin for another CPU's float rounding.
     // The model card has the numbers; raising these back to 0.8 / 0.6 needs a better-trained model.
-    private const double ColourTarget = 0.5;
-    private const double ShapeTarget = 0.2;
+    private const double ColourTarget = 0.6;
+    private const double ShapeTarget = 0.25;
 }
