@@ -230,6 +230,9 @@ if (Directory.Exists(output)) Directory.Delete(output, recursive: true);
 CopyFolder(exported, output);
 var decoder = Path.Combine(work, "vae-decoder", "diffusion_pytorch_model.safetensors");
 if (File.Exists(decoder)) File.Copy(decoder, Path.Combine(output, "vae", "diffusion_pytorch_model.safetensors"), overwrite: true);
+// The single-file copy (original key layout) of exactly these weights; it fits the size budget.
+using (var final = SdAppliance.Models.Loading.ModelLoader.Load(output))
+    SdAppliance.Training.Exports.ModelExport.SaveSingleFile(final, Path.Combine(output, "demo.safetensors"), half: false);
 // A "unet" stage run adds the earlier stages' recorded times.
 double Recorded(string key) => timings[key]?.GetValue<double>() ?? 0;
 timings["total_s"] = Math.Round(total.Elapsed.TotalSeconds
