@@ -21,6 +21,7 @@ using SdAppliance.Models.Unet;
 using SdAppliance.Torch;
 using SdAppliance.Torch.Nn;
 using SdAppliance.Torch.Optim;
+using SdAppliance.Training;
 using SdAppliance.Training.Networks;
 using F = SdAppliance.Torch.Functional;
 
@@ -147,7 +148,7 @@ void RunCase(BenchCase c)
 
         var latent = (long)(unet.Config.SampleSize is { Count: > 0 } s ? s[0] : 64);
         using var text = Torch.Randn([1, 77, unet.Config.CrossAttentionDimPerBlock[0]], generator).To(device).DetachFromDisposeScope();
-        var lossScale = mixedPrecision == "fp16" ? 65536.0 : 1.0;
+        var scaler = mixedPrecision == "fp16" ? new LossScaler() : null;
 
         // One step; returns the seconds of forward (with the loss), backward, and clipping plus optimizer.
         (double Forward, double Backward, double Optimizer) Step()
@@ -163,12 +164,11 @@ void RunCase(BenchCase c)
                 prediction = unet.Forward(noisy, timesteps, text);
             var loss = F.MseLoss(prediction.Float(), target);
             var forward = Lap(sw);
-            (lossScale == 1 ? loss : loss * lossScale).Backward();
+            (scaler is null ? loss : loss * scaler.Scale).Backward();
             var backward = Lap(sw);
-            if (lossScale != 1 && !Unscale(trainable, lossScale))
+            if (scaler is not null && !scaler.Unscale(trainable))
             {
-                // As the trainer's loss scaler: an overflow skips the step and halves the scale.
-                lossScale /= 2;
+                // The trainer's loss scaler: an overflow skips the step.
                 optimizer.ZeroGrad();
                 return (forward, backward, Lap(sw));
             }
@@ -268,23 +268,6 @@ static void FillRandom(Module module, Generator? generator)
         else if (name.EndsWith(".weight", StringComparison.Ordinal)) p.Fill_(1);
         else p.Zero_();
     }
-}
-
-// Divides the gradients by the scale; false when one holds an infinity or NaN (fp16 overflow).
-static bool Unscale(IReadOnlyList<Tensor> parameters, double scale)
-{
-    using var noGrad = Autograd.NoGrad();
-    var finite = true;
-    foreach (var p in parameters)
-    {
-        using var grad = p.Grad;
-        if (grad is null) continue;
-        grad.Div_(scale);
-        using var isFinite = grad.IsFinite();
-        using var all = isFinite.All();
-        finite &= all.Item() != 0;
-    }
-    return finite;
 }
 
 // A field of /proc/self/status in KiB (Linux); 0 elsewhere.
