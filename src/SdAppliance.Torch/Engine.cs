@@ -6,19 +6,12 @@ namespace SdAppliance.Torch;
 /// <summary>What the engine runs on: libtorch's version and location, threads, CUDA devices.</summary>
 public static unsafe class Engine
 {
-    /// <summary>
-    /// Loads libsdtorch and libtorch, turning a missing library into one actionable message, and
-    /// gives libtorch every core this process may use unless OMP_NUM_THREADS/MKL_NUM_THREADS say
-    /// otherwise (libtorch counts physical cores through cpuinfo, which reports 1 on some VMs).
-    /// </summary>
+    /// <summary>Loads libsdtorch and libtorch, turning a missing library into one actionable message.</summary>
     public static void EnsureLoaded()
     {
         try
         {
             _ = sdt_torch_version();
-            var threadsChosen = Environment.GetEnvironmentVariable("OMP_NUM_THREADS") is { Length: > 0 }
-                || Environment.GetEnvironmentVariable("MKL_NUM_THREADS") is { Length: > 0 };
-            if (!threadsChosen && NumThreads < Environment.ProcessorCount) NumThreads = Environment.ProcessorCount;
         }
         catch (DllNotFoundException e)
         {
@@ -26,6 +19,25 @@ public static unsafe class Engine
                 "the engine could not load libsdtorch/libtorch (" + e.Message + "). " +
                 "Install libtorch (Debian: apt-get install libtorch-dev; or a PyTorch for the python3 on PATH; " +
                 "or set SDAPP_LIBTORCH to an unpacked libtorch) and rebuild with 'dotnet build'.");
+        }
+    }
+
+    /// <summary>
+    /// Gives libtorch every core this process may use unless OMP_NUM_THREADS/MKL_NUM_THREADS say otherwise
+    /// (libtorch counts physical cores through cpuinfo, which reports 1 on some VMs). Runs once, before
+    /// the first native call; a missing library is left for that call (and <see cref="EnsureLoaded"/>) to report.
+    /// </summary>
+    internal static void UseAllCoresUnlessChosen()
+    {
+        var threadsChosen = Environment.GetEnvironmentVariable("OMP_NUM_THREADS") is { Length: > 0 }
+            || Environment.GetEnvironmentVariable("MKL_NUM_THREADS") is { Length: > 0 };
+        if (threadsChosen) return;
+        try
+        {
+            if (sdt_get_num_threads() < Environment.ProcessorCount) sdt_set_num_threads(Environment.ProcessorCount);
+        }
+        catch (DllNotFoundException)
+        {
         }
     }
 

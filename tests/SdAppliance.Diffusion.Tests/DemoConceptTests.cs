@@ -24,8 +24,13 @@ public sealed class DemoConceptTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void DreamBoothTeachesAHeart()
     {
+        // Like the photos of a DreamBooth subject: the same object, large and centred, in varying colours.
         var random = new Random(5);
-        var hearts = Enumerable.Range(0, 8).Select(_ => ShapeClassifier.PlainScene(random, Shapes.Heart)).ToList();
+        var hearts = Enumerable.Range(0, 8).Select(_ => ShapeClassifier.PlainScene(random, Shapes.Heart) with
+        {
+            Size = "large", Position = "center",
+            CenterX = 30 + 4 * random.NextDouble(), CenterY = 30 + 4 * random.NextDouble(), Radius = 17 + 5 * random.NextDouble(),
+        }).ToList();
         var instances = Path.Combine(folder, "zwx");
         Directory.CreateDirectory(instances);
         for (var i = 0; i < hearts.Count; i++)
@@ -38,7 +43,7 @@ public sealed class DemoConceptTests(ITestOutputHelper output) : IDisposable
         {
             var pipeline = new StableDiffusionPipeline(model);
             return Enumerable.Range(1, SamplesPerPrompt).Count(seed => classifier.Classify(SceneReading.Read(
-                pipeline.Generate(new GenerationRequest { Prompt = "a zwx shape", Seed = seed, Steps = 20, CfgScale = DemoModelTests.Cfg })[0].Image)) == Shapes.Heart);
+                pipeline.Generate(new GenerationRequest { Prompt = "a zwx shape", Seed = seed, Steps = 20 })[0].Image)) == Shapes.Heart);
         }
         int heartsBefore;
         using (var baseModel = ModelLoader.Load(DemoModelLocation.Folder))
@@ -57,7 +62,7 @@ public sealed class DemoConceptTests(ITestOutputHelper output) : IDisposable
             Resolution = DemoScene.ImageSize,
             TrainBatchSize = 4,
             MaxTrainSteps = ConceptSteps,
-            LearningRate = 2e-4,
+            LearningRate = 1e-3,
             TrainTextEncoder = true,
             SaveDiffusers = true,
             Seed = 3,
@@ -69,8 +74,8 @@ public sealed class DemoConceptTests(ITestOutputHelper output) : IDisposable
         int heartCount = 0, circleCount = 0;
         for (var seed = 1; seed <= SamplesPerPrompt; seed++)
         {
-            var heart = SceneReading.Read(pipeline.Generate(new GenerationRequest { Prompt = "a zwx shape", Seed = seed, Steps = 20, CfgScale = DemoModelTests.Cfg })[0].Image);
-            var circle = SceneReading.Read(pipeline.Generate(new GenerationRequest { Prompt = "a red circle", Seed = seed, Steps = 20, CfgScale = DemoModelTests.Cfg })[0].Image);
+            var heart = SceneReading.Read(pipeline.Generate(new GenerationRequest { Prompt = "a zwx shape", Seed = seed, Steps = 20 })[0].Image);
+            var circle = SceneReading.Read(pipeline.Generate(new GenerationRequest { Prompt = "a red circle", Seed = seed, Steps = 20 })[0].Image);
             var heartSeen = classifier.Classify(heart);
             var circleSeen = classifier.Classify(circle);
             if (heartSeen == Shapes.Heart) heartCount++;
@@ -78,15 +83,15 @@ public sealed class DemoConceptTests(ITestOutputHelper output) : IDisposable
             output.WriteLine($"seed {seed}: 'a zwx shape' -> {heart.Foreground} {heartSeen ?? "nothing"}; 'a red circle' -> {circle.Foreground} {circleSeen ?? "nothing"}");
         }
         output.WriteLine($"hearts before {heartsBefore}, after {heartCount}; red circles after {circleCount} of {SamplesPerPrompt}");
-        // NOT the issue's level (most images): what the committed model reaches (see the model card), with
-        // one image of margin. The run must at least have taught hearts the base model does not draw.
+        // Measured on the committed model (see its card): hearts in 15 of 20, red circles in 17 of 20;
+        // the levels below leave three images of margin for another CPU's float rounding.
         Assert.True(heartCount > heartsBefore, $"'a zwx shape' drew hearts in {heartCount} of {SamplesPerPrompt} images after training, {heartsBefore} before");
         Assert.True(heartCount >= MinHearts, $"'a zwx shape' drew hearts in {heartCount} of {SamplesPerPrompt} images");
         Assert.True(circleCount >= MinCircles, $"'a red circle' drew red circles in {circleCount} of {SamplesPerPrompt} images");
     }
 
-    private const int ConceptSteps = 200;
-    private const int SamplesPerPrompt = 10;
-    private const int MinHearts = 4;
-    private const int MinCircles = 6;
+    private const int ConceptSteps = 300;
+    private const int SamplesPerPrompt = 20;
+    private const int MinHearts = 12;
+    private const int MinCircles = 14;
 }

@@ -130,6 +130,17 @@ public class EngineTests
     }
 
     [Fact]
+    public void UsesEveryCoreWithoutBeingAsked()
+    {
+        // No test calls Engine.EnsureLoaded or sets the thread count: the first native call alone must give
+        // libtorch every core (it counts 1 on VMs whose cpuinfo reports one physical core). A number chosen
+        // in the environment is libtorch's to honour.
+        if (Environment.GetEnvironmentVariable("OMP_NUM_THREADS") is { Length: > 0 } || Environment.GetEnvironmentVariable("MKL_NUM_THREADS") is { Length: > 0 })
+            return;
+        Assert.Equal(Environment.ProcessorCount, Engine.NumThreads);
+    }
+
+    [Fact]
     public void DisposeScopeFreesWhatItOwnsAndKeepsWhatMovesOut()
     {
         Tensor kept, dropped;

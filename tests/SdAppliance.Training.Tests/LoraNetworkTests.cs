@@ -278,6 +278,11 @@ public sealed class LoraNetworkTests : IDisposable
         Assert.Equal(patched, Generate(merged));
     }
 
+    // Up weights of std 1 saturate the tiny random SDXL (the image moves by 240 levels), and there the float
+    // summation order alone (2 threads against 1) moved pixels by 45 between the attached network and the file
+    // applied by the generation path; 0.3 still moves the image by about 150 levels and keeps the two within 1.
+    private const double SdxlUpScale = 0.3;
+
     [Fact]
     public void TinySdxlFileMatchesEveryLayerThroughTheOriginalLayoutNames()
     {
@@ -293,7 +298,7 @@ public sealed class LoraNetworkTests : IDisposable
         {
             Assert.Contains(network.UnetModules, m => m.LoraName.StartsWith("lora_unet_input_blocks_", StringComparison.Ordinal));
             Assert.Contains(network.TextEncoderModules, m => m.LoraName.StartsWith("lora_te2_", StringComparison.Ordinal));
-            foreach (var (m, i) in network.Loras.Select((m, i) => (m, i))) Randomise(m.UpWeight, 1.0, (ulong)(300 + i));
+            foreach (var (m, i) in network.Loras.Select((m, i) => (m, i))) Randomise(m.UpWeight, SdxlUpScale, (ulong)(300 + i));
             network.Eval();
             attached = Generate(model);
             network.Save(file, KohyaMetadata.Build(model, options));

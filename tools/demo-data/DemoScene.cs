@@ -84,14 +84,14 @@ public sealed record DemoScene(
         var size = position == "center" ? new[] { "small", "medium", "large" }[random.Next(3)] : new[] { "small", "medium" }[random.Next(2)];
         var radius = size switch
         {
-            "small" => 8 + 3 * random.NextDouble(),
-            "medium" => 12 + 3 * random.NextDouble(),
-            _ => 17 + 5 * random.NextDouble(),
+            "small" => 10 + 3 * random.NextDouble(),
+            "medium" => 14 + 3 * random.NextDouble(),
+            _ => 20 + 5 * random.NextDouble(),
         };
         double cx = 32, cy = 32;
         if (position != "center")
         {
-            var corner = 16.5;
+            var corner = 20.0;
             cx = position.EndsWith("left", StringComparison.Ordinal) ? corner : ImageSize - corner;
             cy = position.StartsWith("top", StringComparison.Ordinal) ? corner : ImageSize - corner;
         }
