@@ -429,7 +429,11 @@ public static class LdmKeyMap
     private static string VaeResnetToLdm(string rest) =>
         rest.StartsWith("conv_shortcut.", StringComparison.Ordinal) ? "nin_shortcut." + rest["conv_shortcut.".Length..] : rest;
 
-    private static string? VaeToDiffusers(string name, int levels)
+    /// <summary>
+    /// What both directions of the VAE mapping share: the quant convolutions and each coder's conv_in/conv_out
+    /// keep their names; any other encoder/decoder name goes to <paramref name="mapCoderPart"/> as (coder, rest).
+    /// </summary>
+    private static string? MapVaeName(string name, Func<string, string, string?> mapCoderPart)
     {
         if (name.StartsWith("quant_conv.", StringComparison.Ordinal) || name.StartsWith("post_quant_conv.", StringComparison.Ordinal))
             return name;
@@ -442,6 +446,15 @@ public static class LdmKeyMap
         var rest = name[(dot + 1)..];
         if (rest.StartsWith("conv_in.", StringComparison.Ordinal) || rest.StartsWith("conv_out.", StringComparison.Ordinal))
             return name;
+        return mapCoderPart(coder, rest);
+    }
+
+    private static string? VaeToDiffusers(string name, int levels) => MapVaeName(name, (coder, rest) => VaeCoderPartToDiffusers(coder, rest, levels));
+
+    private static string? VaeToLdm(string name, int levels) => MapVaeName(name, (coder, rest) => VaeCoderPartToLdm(coder, rest, levels));
+
+    private static string? VaeCoderPartToDiffusers(string coder, string rest, int levels)
+    {
         if (rest.StartsWith("norm_out.", StringComparison.Ordinal))
             return $"{coder}.conv_norm_out.{rest["norm_out.".Length..]}";
         if (rest.StartsWith("mid.block_", StringComparison.Ordinal) && TryParts(rest, 2, out var m) && m[1] is "block_1" or "block_2")
@@ -477,19 +490,8 @@ public static class LdmKeyMap
         return null;
     }
 
-    private static string? VaeToLdm(string name, int levels)
+    private static string? VaeCoderPartToLdm(string coder, string rest, int levels)
     {
-        if (name.StartsWith("quant_conv.", StringComparison.Ordinal) || name.StartsWith("post_quant_conv.", StringComparison.Ordinal))
-            return name;
-        var dot = name.IndexOf('.');
-        if (dot < 0)
-            return null;
-        var coder = name[..dot];
-        if (coder != "encoder" && coder != "decoder")
-            return null;
-        var rest = name[(dot + 1)..];
-        if (rest.StartsWith("conv_in.", StringComparison.Ordinal) || rest.StartsWith("conv_out.", StringComparison.Ordinal))
-            return name;
         if (rest.StartsWith("conv_norm_out.", StringComparison.Ordinal))
             return $"{coder}.norm_out.{rest["conv_norm_out.".Length..]}";
         if (rest.StartsWith("mid_block.attentions.0.", StringComparison.Ordinal))
