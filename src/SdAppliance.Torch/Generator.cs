@@ -55,7 +55,7 @@ public sealed class Generator : IDisposable
 
     public void SetStateBytes(byte[] state)
     {
-        using var t = Torch.FromArray<byte>(state, [state.Length], DType.UInt8);
+        using var t = torch.FromArray<byte>(state, [state.Length], DType.UInt8);
         SetState(t);
     }
 

@@ -105,7 +105,7 @@ public sealed class Trainer
         if (config.GradientCheckpointing) model.Unet.EnableGradientCheckpointing();
 
         using var noiseGenerator = new Generator((ulong)config.Seed);
-        Torch.Torch.ManualSeed((ulong)config.Seed);
+        torch.ManualSeed((ulong)config.Seed);
         using var method = TrainingMethod.Create(model, config, noiseGenerator);
         using var optimizer = CreateOptimizer(method);
         var schedule = new LrScheduler(optimizer, config.LrScheduler, config.LrWarmupSteps, config.MaxTrainSteps, config.LrNumCycles, config.LrPower);
@@ -289,16 +289,16 @@ public sealed class Trainer
     private double MicroStep(StableDiffusionModel model, TrainingMethod method, PromptConditioner conditioner, TextEmbeddingCache? textCache,
         LatentCache latentCache, Scheduler scheduler, Generator generator, IReadOnlyList<TrainingExample> batch, LossScaler? scaler)
     {
-        using var scope = Torch.Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         var device = model.Device;
-        var latents = Torch.Torch.Cat([.. batch.Select(latentCache.Get)]).To(device, model.DType);
+        var latents = torch.Cat([.. batch.Select(latentCache.Get)]).To(device, model.DType);
         var captions = batch.Select(e => e.Caption).ToList();
         TextConditioning text;
         if (textCache is not null)
         {
             var cached = captions.Select(textCache.Get).ToList();
-            text = new TextConditioning(Torch.Torch.Cat([.. cached.Select(c => c.PromptEmbeds)]),
-                cached[0].PooledPromptEmbeds is null ? null : Torch.Torch.Cat([.. cached.Select(c => c.PooledPromptEmbeds!)]));
+            text = new TextConditioning(torch.Cat([.. cached.Select(c => c.PromptEmbeds)]),
+                cached[0].PooledPromptEmbeds is null ? null : torch.Cat([.. cached.Select(c => c.PooledPromptEmbeds!)]));
         }
         else
         {
@@ -307,10 +307,10 @@ public sealed class Trainer
 
         var b = latents.Size(0);
         // Drawn on CPU from the run's generator (the resume state), then moved: the same numbers on any device.
-        var noise = Torch.Torch.Randn(latents.Shape, generator).To(device, latents.DType);
+        var noise = torch.Randn(latents.Shape, generator).To(device, latents.DType);
         if (config.NoiseOffset > 0)
-            noise = noise + Torch.Torch.Randn([b, latents.Size(1), 1, 1], generator).To(device, latents.DType) * config.NoiseOffset;
-        var timesteps = Torch.Torch.Randint(0, scheduler.NumTrainTimesteps, [b], generator).To(device);
+            noise = noise + torch.Randn([b, latents.Size(1), 1, 1], generator).To(device, latents.DType) * config.NoiseOffset;
+        var timesteps = torch.Randint(0, scheduler.NumTrainTimesteps, [b], generator).To(device);
         var noisy = scheduler.AddNoise(latents, noise, timesteps);
         var target = scheduler.PredictionType == "v_prediction" ? scheduler.GetVelocity(latents, noise, timesteps) : noise;
 
@@ -318,7 +318,7 @@ public sealed class Trainer
         if (model.IsSdxl)
         {
             var ids = batch.SelectMany(e => new float[] { e.BucketHeight, e.BucketWidth, e.CropTop, e.CropLeft, e.BucketHeight, e.BucketWidth }).ToArray();
-            added = new UNetAddedConditions(text.PooledPromptEmbeds!, Torch.Torch.Tensor(ids, b, 6).To(device, model.DType));
+            added = new UNetAddedConditions(text.PooledPromptEmbeds!, torch.Tensor(ids, b, 6).To(device, model.DType));
         }
 
         Tensor prediction;
@@ -351,7 +351,7 @@ public sealed class Trainer
                 weights[i] *= Math.Min(snr, gamma) / (scheduler.PredictionType == "v_prediction" ? snr + 1 : snr);
             }
         }
-        return Torch.Torch.Tensor(weights.Select(w => (float)w).ToArray()).To(device);
+        return torch.Tensor(weights.Select(w => (float)w).ToArray()).To(device);
     }
 
     private IDisposable? AutocastFor(SdAppliance.Torch.Device device) => config.MixedPrecision switch

@@ -1,3 +1,4 @@
+using SdAppliance.Formats;
 using System.Globalization;
 using System.Reflection;
 using System.Text.Json;
@@ -210,4 +211,5 @@ public sealed record TrainingConfig
     public static readonly IReadOnlyList<string> Optimizers = ["AdamW", "Adam", "SGD", "Lion", "Adafactor"];
 }
 
-public sealed class TrainingConfigException(string message) : Exception(message);
+/// <summary>A run setting cannot be used; the message names the field.</summary>
+public sealed class TrainingConfigException(string message) : UserInputException(message, null, message, null, null);

@@ -82,12 +82,12 @@ public sealed class PipelineTests : IClassFixture<PipelineTests.TinyModel>
         // seed's generator (the tiny VAE's random weights do not reproduce the image itself).
         RgbImage reconstruction;
         using (Autograd.InferenceMode())
-        using (var scope = Torch.Torch.NewDisposeScope())
+        using (var scope = torch.NewDisposeScope())
         using (var g = new Generator(3))
         {
             var vae = pipeline.Model.Vae;
             using var posterior = vae.Encode(Images.ImageTensors.ToTensor(init));
-            var latents = posterior.Sample(Torch.Torch.Randn(posterior.Mean.Shape, g));
+            var latents = posterior.Sample(torch.Randn(posterior.Mean.Shape, g));
             reconstruction = Images.ImageTensors.ToImages(vae.Decode(latents))[0];
         }
         static double MeanDiff(RgbImage a, RgbImage b) => a.Pixels.Zip(b.Pixels, (x, y) => Math.Abs(x - y)).Average();

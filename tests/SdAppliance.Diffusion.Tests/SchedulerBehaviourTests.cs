@@ -310,11 +310,11 @@ public class SchedulerBehaviourTests
     {
         using var s = SchedulerRegistry.Create("dpmpp_sde_karras", BaseConfig, new() { NoiseSampler = sampler });
         s.SetTimesteps(4);
-        using var scope = Torch.Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         var sig = s.Sigmas!.ToArray<float>();
         double sigma = sig[0], sigmaNext = sig[1];
-        var x = Torch.Torch.Full([1, 1, 2, 2], 3.0, DType.Float64);
-        var noise = NoiseSource.FromTensors([Torch.Torch.Ones([1, 1, 2, 2], DType.Float64), Torch.Torch.Zeros([1, 1, 2, 2], DType.Float64)]);
+        var x = torch.Full([1, 1, 2, 2], 3.0, DType.Float64);
+        var noise = NoiseSource.FromTensors([torch.Ones([1, 1, 2, 2], DType.Float64), torch.Zeros([1, 1, 2, 2], DType.Float64)]);
 
         // Stage 1 (ε = x/σ means x̂₀ = 0), then stage 2 at the midpoint with the stage-2 ε of its input.
         var first = s.Step(x / sigma, s.TimestepValues[0], x, noise).PrevSample;
@@ -338,7 +338,7 @@ public class SchedulerBehaviourTests
     public void StepBeforeSetTimestepsAndUnknownTimestepsAreErrors()
     {
         using var euler = SchedulerRegistry.Create("euler", BaseConfig);
-        using var x = Torch.Torch.Zeros([1, 4, 2, 2]);
+        using var x = torch.Zeros([1, 4, 2, 2]);
         Assert.Throws<InvalidOperationException>(() => euler.Step(x, 901, x));
         euler.SetTimesteps(10);
         Assert.Throws<ArgumentException>(() => euler.Step(x, 900, x));
@@ -354,9 +354,9 @@ public class SchedulerBehaviourTests
         using var both = NoiseSource.FromGenerators([g0, g1]).Randn([2, 4, 2, 2], DType.Float32, Device.Cpu);
         using var r0 = new Generator(5);
         using var r1 = new Generator(6);
-        using var a = Torch.Torch.Randn([1, 4, 2, 2], r0);
-        using var b = Torch.Torch.Randn([1, 4, 2, 2], r1);
-        using var expected = Torch.Torch.Cat([a, b]);
+        using var a = torch.Randn([1, 4, 2, 2], r0);
+        using var b = torch.Randn([1, 4, 2, 2], r1);
+        using var expected = torch.Cat([a, b]);
         Assert.Equal(expected.ToArray<float>(), both.ToArray<float>());
     }
 }

@@ -138,7 +138,7 @@ public class SchedulerExtraGoldenTests
         {
             for (var i = 0; i < recorded.Size(0); i++)
             {
-                using var z = Torch.Torch.Randn([1, 4, 8, 8], g);
+                using var z = torch.Randn([1, 4, 8, 8], g);
                 using var e = recorded.Narrow(0, i, 1).Squeeze(0);
                 Assert.Equal(e.ToArray<float>(), z.ToArray<float>());
             }
@@ -167,7 +167,7 @@ public class SchedulerExtraGoldenTests
         {
             for (var k = 0; k < scheduler.TimestepValues.Count; k++)
             {
-                using var scope = Torch.Torch.NewDisposeScope();
+                using var scope = torch.NewDisposeScope();
                 var t = scheduler.TimestepValues[k];
                 var modelInput = scheduler.ScaleModelInput(x, t);
                 AssertClose(modelInputs.Narrow(0, k, 1).Squeeze(0), modelInput, $"{setup} step {k} model_input");

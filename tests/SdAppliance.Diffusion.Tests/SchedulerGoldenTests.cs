@@ -119,7 +119,7 @@ public class SchedulerGoldenTests
         {
             for (var i = 0; i < draws; i++)
             {
-                using var z = Torch.Torch.Randn([1, 4, 8, 8], g);
+                using var z = torch.Randn([1, 4, 8, 8], g);
                 using var expected = recorded.Narrow(0, i, 1).Squeeze(0);
                 Assert.Equal(expected.ToArray<float>(), z.ToArray<float>());
             }
@@ -138,7 +138,7 @@ public class SchedulerGoldenTests
             using var scheduler = Build(setup);
             scheduler.SetTimesteps(10);
             using var g = new Generator(300);
-            using var z = Torch.Torch.Randn([1, 4, 8, 8], g);
+            using var z = torch.Randn([1, 4, 8, 8], g);
             // The pipeline multiplies by a float32 scalar: one rounding, so exact equality.
             using var x = z * (double)(float)scheduler.InitNoiseSigma;
             using var expected = golden.Get($"{setup}/loop/x_init");
@@ -162,7 +162,7 @@ public class SchedulerGoldenTests
         {
             for (var k = 0; k < scheduler.TimestepValues.Count; k++)
             {
-                using var scope = Torch.Torch.NewDisposeScope();
+                using var scope = torch.NewDisposeScope();
                 var t = scheduler.TimestepValues[k];
                 var modelInput = scheduler.ScaleModelInput(x, t);
                 AssertClose(modelInputs.Narrow(0, k, 1).Squeeze(0), modelInput, $"{setup} step {k} model_input");
@@ -200,10 +200,10 @@ public class SchedulerGoldenTests
     public void AddNoiseAndVelocityMatchTheTrainingForwardProcess()
     {
         using var golden = SafetensorsReader.Open(Fixture(GoldenFile));
-        using var scope = Torch.Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         var g = new Generator(302);
-        var x0 = Torch.Torch.Randn([1, 4, 8, 8], g);
-        var noise = Torch.Torch.Randn([1, 4, 8, 8], g);
+        var x0 = torch.Randn([1, 4, 8, 8], g);
+        var noise = torch.Randn([1, 4, 8, 8], g);
         Assert.Equal(golden.Get("train/x0").ToArray<float>(), x0.ToArray<float>());
         Assert.Equal(golden.Get("train/noise").ToArray<float>(), noise.ToArray<float>());
 

@@ -104,11 +104,11 @@ public class SchedulerReconstructionTests
         if (scheduler is DdimScheduler ddim && caseName == "ddim_eta1") ddim.Eta = 1;
         scheduler.SetTimesteps(steps);
 
-        using var scope = Torch.Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         using var generator = new Generator(7);
-        var x0 = Torch.Torch.Randn([2, 4, 8, 8], generator, DType.Float64);
-        var eps = Torch.Torch.Randn([2, 4, 8, 8], generator, DType.Float64);
-        var t0 = Torch.Torch.Tensor([scheduler.TimestepValues[0]]).To(scheduler.Timesteps.DType);
+        var x0 = torch.Randn([2, 4, 8, 8], generator, DType.Float64);
+        var eps = torch.Randn([2, 4, 8, 8], generator, DType.Float64);
+        var t0 = torch.Tensor([scheduler.TimestepValues[0]]).To(scheduler.Timesteps.DType);
         var x = scheduler.AddNoise(x0, eps, t0);
 
         Tensor? lastInput = null;
@@ -175,10 +175,10 @@ public class SchedulerReconstructionTests
         pndm.SetTimesteps(10);
         ddim.SetTimesteps(10);
         Assert.Equal(ddim.TimestepValues[0], pndm.TimestepValues[0]);
-        using var scope = Torch.Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         using var generator = new Generator(11);
-        var x = Torch.Torch.Randn([1, 4, 8, 8], generator, DType.Float64);
-        var output = Torch.Torch.Randn([1, 4, 8, 8], generator, DType.Float64);
+        var x = torch.Randn([1, 4, 8, 8], generator, DType.Float64);
+        var output = torch.Randn([1, 4, 8, 8], generator, DType.Float64);
         var t = pndm.TimestepValues[0];
         var fromPndm = pndm.Step(output, t, x).PrevSample;
         var fromDdim = ddim.Step(output, t, x).PrevSample;
@@ -227,10 +227,10 @@ public class SchedulerReconstructionTests
         scheduler.SetTimesteps(steps);
         var varianceExploding = scheduler is EulerDiscreteScheduler or LmsDiscreteScheduler;
 
-        using var scope = Torch.Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         using var generator = new Generator(3);
         var sigmaT = NoiseLevel(scheduler, 0, scheduler.TimestepValues[0]);
-        var xT = mu + Math.Sqrt(s * s + sigmaT * sigmaT) * Torch.Torch.Randn([1, 4, 4, 4], generator, DType.Float64);
+        var xT = mu + Math.Sqrt(s * s + sigmaT * sigmaT) * torch.Randn([1, 4, 4, 4], generator, DType.Float64);
         var x = varianceExploding ? xT : xT / Math.Sqrt(sigmaT * sigmaT + 1);
         var values = scheduler.TimestepValues;
         for (var k = 0; k < values.Count; k++)

@@ -52,7 +52,7 @@ public sealed class SdxlPipelineTests : IDisposable
         te2Config["hidden_act"] = "gelu";
         te2Config["architectures"] = new JsonArray("CLIPTextModelWithProjection");
 
-        Torch.Torch.ManualSeed(5);
+        torch.ManualSeed(5);
         using (var unet = new UNet2DConditionModel(DiffusersConfig.Parse<UNet2DConditionConfig>(unetConfig.ToJsonString())))
             Write("unet", unetConfig, unet, "diffusion_pytorch_model.safetensors");
         using (var te = new ClipTextModel(ClipTextConfig.FromJson(teConfig.ToJsonString())))

@@ -125,7 +125,7 @@ public sealed class ConversionTests : IDisposable
                 if (BitConverter.HalfToUInt16Bits((Half)floats[i]) != BitConverter.HalfToUInt16Bits(halves[i])) wrong = i;
             Assert.True(wrong < 0, $"{entry.Name}[{wrong}] is not {floats[Math.Max(wrong, 0)]} rounded to float16");
             // And the engine's float16 (what torch's .half() gives) is the same bytes.
-            using var t = Torch.Torch.FromBytes(reference.GetSpan(entry), [.. entry.Shape], DType.Float32);
+            using var t = torch.FromBytes(reference.GetSpan(entry), [.. entry.Shape], DType.Float32);
             using var h = t.To(DType.Float16);
             Assert.True(h.ToBytes().AsSpan().SequenceEqual(half.GetSpan(converted)), $"{entry.Name}: torch rounds differently");
         }
@@ -152,7 +152,7 @@ public sealed class ConversionTests : IDisposable
         Assert.Equal(SafetensorsDType.I64, file.DTypeOf("cond_stage_model.transformer.text_model.embeddings.position_ids"));
         Assert.Equal(MemoryMarshal.AsBytes(ids.AsSpan()).ToArray(), file.ReadBytes("cond_stage_model.transformer.text_model.embeddings.position_ids"));
         Assert.Equal(SafetensorsDType.F16, file.DTypeOf("model.diffusion_model.out.2.bias"));
-        using var t = Torch.Torch.FromBytes(bf16, [values.Length], DType.BFloat16);
+        using var t = torch.FromBytes(bf16, [values.Length], DType.BFloat16);
         using var h = t.To(DType.Float16);
         Assert.Equal(h.ToBytes(), file.ReadBytes("model.diffusion_model.out.2.bias"));
     }

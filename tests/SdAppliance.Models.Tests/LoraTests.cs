@@ -70,9 +70,9 @@ public sealed class LoraTests : IDisposable
             Assert.Equal(2, patch.PatchedCount);
             Assert.Equal(["style: Unet missing_module"], patch.Unmatched);
             // alpha 1 / rank 2 = 0.5 for to_q; no alpha means alpha = rank (scale 1) for proj_in.
-            using var original = Torch.Torch.FromArray<float>(before, [3, 4], DType.Float32);
+            using var original = torch.FromArray<float>(before, [3, 4], DType.Float32);
             AssertClose(Expected(original, up, down, 3, 2, 4, 0.8 * 0.5), q.ToArray<float>());
-            using var originalConv = Torch.Torch.FromArray<float>(beforeConv, [3, 4], DType.Float32);
+            using var originalConv = torch.FromArray<float>(beforeConv, [3, 4], DType.Float32);
             AssertClose(Expected(originalConv, up, down, 3, 2, 4, 0.8), conv.ToArray<float>());
         }
         Assert.Equal(before, q.ToArray<float>());

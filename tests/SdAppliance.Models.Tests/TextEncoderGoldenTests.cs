@@ -4,7 +4,6 @@ using static SdAppliance.Models.Tests.TextEncoderFixtures;
 
 namespace SdAppliance.Models.Tests;
 
-using Torch = SdAppliance.Torch.Torch;
 
 /// <summary>The tiny CLIP text encoder against the reference's outputs (fixtures README, "Text encoder").</summary>
 public sealed class TextEncoderGoldenTests : IDisposable
@@ -39,7 +38,7 @@ public sealed class TextEncoderGoldenTests : IDisposable
 
         AssertClose(last, output.LastHiddenState, GoldenAtol, "last_hidden_state");
         Assert.Equal(4, output.HiddenStates.Count);
-        using var stacked = Torch.Stack([.. output.HiddenStates]);
+        using var stacked = torch.Stack([.. output.HiddenStates]);
         AssertClose(hidden, stacked, GoldenAtol, "hidden_states");
         AssertClose(penultimate, output.HiddenStates[^2], GoldenAtol, "penultimate_hidden_state");
         using var ourPenultimateLn = model.FinalLayerNorm.Forward(output.HiddenStates[^2]);
@@ -114,7 +113,7 @@ public sealed class TextEncoderGoldenTests : IDisposable
     [Fact]
     public void TooManyTokensAreRefused()
     {
-        using var long78 = Torch.Zeros([1, 78], DType.Int64);
+        using var long78 = torch.Zeros([1, 78], DType.Int64);
         var e = Assert.Throws<ArgumentException>(() => model.Forward(long78));
         Assert.Contains("max_position_embeddings", e.Message);
     }

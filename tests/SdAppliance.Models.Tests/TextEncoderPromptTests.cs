@@ -5,7 +5,6 @@ using static SdAppliance.Models.Tests.TextEncoderFixtures;
 
 namespace SdAppliance.Models.Tests;
 
-using Torch = SdAppliance.Torch.Torch;
 
 /// <summary>A1111 emphasis, chunk concatenation and the SDXL front end, on the tiny encoder.</summary>
 public sealed class TextEncoderPromptTests : IDisposable
@@ -73,10 +72,10 @@ public sealed class TextEncoderPromptTests : IDisposable
     public void ApplyEmphasisWorksPerChunk()
     {
         // Two chunks with very different values: each keeps its own mean (A1111 restores per chunk).
-        using var a = Torch.Full([1, 3, 2], 1.0);
-        using var b = Torch.Full([1, 3, 2], -4.0);
-        using var z = Torch.Cat([a, b]);
-        using var w = Torch.Tensor([2f, 1f, 1f, 1f, 1f, 3f], 2, 3);
+        using var a = torch.Full([1, 3, 2], 1.0);
+        using var b = torch.Full([1, 3, 2], -4.0);
+        using var z = torch.Cat([a, b]);
+        using var w = torch.Tensor([2f, 1f, 1f, 1f, 1f, 3f], 2, 3);
         using var r = PromptEncoder.ApplyEmphasis(z, w);
         // Chunk 0: scaled [2,1,1] (mean 4/3) then × 1/(4/3); chunk 1: [-4,-4,-12] (mean -20/3) × (-4)/(-20/3).
         double[] expected = [1.5, 1.5, 0.75, 0.75, 0.75, 0.75, -2.4, -2.4, -2.4, -2.4, -7.2, -7.2];

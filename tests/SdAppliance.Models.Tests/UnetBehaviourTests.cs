@@ -6,7 +6,6 @@ using static SdAppliance.Models.Tests.UnetVaeFixtures;
 
 namespace SdAppliance.Models.Tests;
 
-using Torch = SdAppliance.Torch.Torch;
 
 /// <summary>UNet behaviour beyond the goldens: odd sizes, SDXL conditioning, checkpointing, ownership.</summary>
 public sealed class UnetBehaviourTests
@@ -34,8 +33,8 @@ public sealed class UnetBehaviourTests
         using var unet = LoadTinyUnet();
         Assert.Equal(1, unet.NumUpsamplers);
         using var generator = new Generator(11);
-        using var sample = Torch.Randn([1, 4, 9, 7], generator);
-        using var context = Torch.Randn([1, 77, 32], generator);
+        using var sample = torch.Randn([1, 4, 9, 7], generator);
+        using var context = torch.Randn([1, 77, 32], generator);
         using var inference = Autograd.InferenceMode();
         using var output = unet.Forward(sample, 10.0, context);
         Assert.Equal([1L, 4, 9, 7], output.Shape);
@@ -54,11 +53,11 @@ public sealed class UnetBehaviourTests
         Assert.Equal([64L, 64], sd["down_blocks.1.attentions.0.proj_in.weight"].Shape);
 
         using var generator = new Generator(13);
-        using var sample = Torch.Randn([2, 4, 8, 8], generator);
-        using var context = Torch.Randn([2, 77, 32], generator);
-        using var textEmbeds = Torch.Randn([2, 16], generator);
-        using var timeIds = Torch.Tensor(new double[] { 64, 64, 0, 0, 64, 64, 64, 64, 0, 0, 64, 64 }, 2, 6);
-        using var otherIds = Torch.Tensor(new double[] { 128, 96, 8, 0, 64, 64, 64, 64, 0, 0, 64, 64 }, 2, 6);
+        using var sample = torch.Randn([2, 4, 8, 8], generator);
+        using var context = torch.Randn([2, 77, 32], generator);
+        using var textEmbeds = torch.Randn([2, 16], generator);
+        using var timeIds = torch.Tensor(new double[] { 64, 64, 0, 0, 64, 64, 64, 64, 0, 0, 64, 64 }, 2, 6);
+        using var otherIds = torch.Tensor(new double[] { 128, 96, 8, 0, 64, 64, 64, 64, 0, 0, 64, 64 }, 2, 6);
         using var inference = Autograd.InferenceMode();
         using var a = unet.Forward(sample, 500.0, context, new UNetAddedConditions(textEmbeds, timeIds));
         using var b = unet.Forward(sample, 500.0, context, new UNetAddedConditions(textEmbeds, otherIds));
@@ -80,9 +79,9 @@ public sealed class UnetBehaviourTests
     {
         using var unet = LoadTinyUnet().Train();
         using var generator = new Generator(14);
-        using var sample = Torch.Randn([2, 4, 8, 8], generator);
-        using var contextValues = Torch.Randn([2, 77, 32], generator);
-        using var timesteps = Torch.Tensor(new long[] { 900, 20 });
+        using var sample = torch.Randn([2, 4, 8, 8], generator);
+        using var contextValues = torch.Randn([2, 77, 32], generator);
+        using var timesteps = torch.Tensor(new long[] { 900, 20 });
 
         (double[] Output, double[] Grads) Run()
         {
@@ -122,10 +121,10 @@ public sealed class UnetBehaviourTests
     {
         using var unet = LoadTinyUnet();
         using var generator = new Generator(15);
-        using var sample = Torch.Randn([2, 4, 8, 8], generator);
-        using var context = Torch.Randn([2, 77, 32], generator);
+        using var sample = torch.Randn([2, 4, 8, 8], generator);
+        using var context = torch.Randn([2, 77, 32], generator);
         using var inference = Autograd.InferenceMode();
-        using var scope = Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         using (unet.Forward(sample, 999.0, context)) { }
         // Every tensor the forward pass made was created inside the scope; none may still be alive.
         Assert.Equal(0, scope.Count);
@@ -136,12 +135,12 @@ public sealed class UnetBehaviourTests
     {
         using var unet = TinyXl(16);
         using var generator = new Generator(17);
-        using var sample = Torch.Randn([1, 4, 8, 8], generator);
-        using var context = Torch.Randn([1, 77, 32], generator);
-        using var textEmbeds = Torch.Randn([1, 16], generator);
-        using var timeIds = Torch.Tensor(new double[] { 64, 64, 0, 0, 64, 64 }, 1, 6);
+        using var sample = torch.Randn([1, 4, 8, 8], generator);
+        using var context = torch.Randn([1, 77, 32], generator);
+        using var textEmbeds = torch.Randn([1, 16], generator);
+        using var timeIds = torch.Tensor(new double[] { 64, 64, 0, 0, 64, 64 }, 1, 6);
         using var inference = Autograd.InferenceMode();
-        using var scope = Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         using (unet.Forward(sample, 1.0, context, new UNetAddedConditions(textEmbeds, timeIds))) { }
         Assert.Equal(0, scope.Count);
     }

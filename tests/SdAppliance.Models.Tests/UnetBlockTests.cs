@@ -5,7 +5,6 @@ using static SdAppliance.Models.Tests.UnetVaeFixtures;
 
 namespace SdAppliance.Models.Tests;
 
-using Torch = SdAppliance.Torch.Torch;
 
 /// <summary>The building blocks against the formulas they implement, computed in double precision here.</summary>
 public sealed class UnetBlockTests
@@ -20,7 +19,7 @@ public sealed class UnetBlockTests
     public void TimestepsAreDiffusersSinusoids(int channels, bool flip, double shift)
     {
         var timesteps = new long[] { 0, 1, 500, 999 };
-        using var t = Torch.Tensor(timesteps);
+        using var t = torch.Tensor(timesteps);
         using var features = new Timesteps(channels, flip, shift).Forward(t);
         Assert.Equal(DType.Float32, features.DType);
         Assert.Equal([4L, channels], features.Shape);
@@ -44,8 +43,8 @@ public sealed class UnetBlockTests
         using var generator = new Generator(21);
         var options = new ModuleOptions(Generator: generator);
         using var attention = new Attention(queryDim: 6, crossAttentionDim: 5, heads: 2, dimHead: 3, options: options);
-        using var x = Torch.Randn([2, 4, 6], generator);
-        using var context = Torch.Randn([2, 3, 5], generator);
+        using var x = torch.Randn([2, 4, 6], generator);
+        using var context = torch.Randn([2, 3, 5], generator);
         using var output = attention.Forward(x, context);
         Assert.Equal([2L, 4, 6], output.Shape);
 
@@ -85,7 +84,7 @@ public sealed class UnetBlockTests
             residualConnection: true, options: options);
         using (var sd = attention.StateDict())
             Assert.Equal("group_norm.weight", sd.Keys.First());
-        using var image = Torch.Randn([1, 8, 3, 2], generator);
+        using var image = torch.Randn([1, 8, 3, 2], generator);
         using var output = attention.Forward(image);
 
         // The same attention applied by hand to the [B, H·W, C] tokens of the normalised image.
@@ -107,7 +106,7 @@ public sealed class UnetBlockTests
     {
         using var generator = new Generator(23);
         using var attention = new Attention(16, heads: 2, dimHead: 8, upcastAttention: true, options: new ModuleOptions(Generator: generator));
-        using var x = Torch.Randn([1, 5, 16], generator);
+        using var x = torch.Randn([1, 5, 16], generator);
         using var reference = attention.Forward(x);
         attention.To(DType.BFloat16);
         using var xLow = x.To(DType.BFloat16);
@@ -122,15 +121,15 @@ public sealed class UnetBlockTests
     public void CheckpointedCallsRunAgainInBackwardOnly()
     {
         var calls = 0;
-        using var weight = Torch.Tensor(new float[] { 2f }).RequiresGrad_();
+        using var weight = torch.Tensor(new float[] { 2f }).RequiresGrad_();
         Tensor Layer(Tensor x, Tensor? extra)
         {
             calls++;
             using var scaled = x * weight;
             return scaled + extra!;
         }
-        using var x = Torch.Tensor(new float[] { 1f, 2f }).RequiresGrad_();
-        using var extra = Torch.Tensor(new float[] { 3f, 4f }).RequiresGrad_();
+        using var x = torch.Tensor(new float[] { 1f, 2f }).RequiresGrad_();
+        using var extra = torch.Tensor(new float[] { 3f, 4f }).RequiresGrad_();
         using (var y = Checkpointing.Call(true, Layer, x, extra))
         using (var loss = y.Sum())
         {
@@ -168,7 +167,7 @@ public sealed class UnetBlockTests
     {
         using var generator = new Generator(24);
         var options = new ModuleOptions(Generator: generator);
-        using var x = Torch.Randn([1, 4, 7, 8], generator);
+        using var x = torch.Randn([1, 4, 7, 8], generator);
         using var unetDown = new Downsample2D(4, padding: 1, options: options);
         using var vaeDown = new Downsample2D(4, padding: 0, options: options);
         using (var a = unetDown.Forward(x)) Assert.Equal([1L, 4, 4, 4], a.Shape);

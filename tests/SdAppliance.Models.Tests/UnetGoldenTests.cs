@@ -4,7 +4,6 @@ using static SdAppliance.Models.Tests.UnetVaeFixtures;
 
 namespace SdAppliance.Models.Tests;
 
-using Torch = SdAppliance.Torch.Torch;
 
 /// <summary>The tiny UNet against diffusers' noise predictions (fixtures README, "UNet").</summary>
 public sealed class UnetGoldenTests : IDisposable
@@ -38,7 +37,7 @@ public sealed class UnetGoldenTests : IDisposable
     public void ScalarTimestepIsBroadcastToTheBatch()
     {
         using var golden = Golden(File, "noise_pred_text_t500");
-        using (var t = Torch.Scalar(500, DType.Int64))
+        using (var t = torch.Scalar(500, DType.Int64))
         using (var fromTensor = Predict(t, "encoder_hidden_states_text"))
             AssertClose(golden, fromTensor, GoldenAtol, GoldenRtol, "0-d int64 timestep");
 

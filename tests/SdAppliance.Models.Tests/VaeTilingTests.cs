@@ -4,7 +4,6 @@ using static SdAppliance.Models.Tests.UnetVaeFixtures;
 
 namespace SdAppliance.Models.Tests;
 
-using Torch = SdAppliance.Torch.Torch;
 
 /// <summary>
 /// Tiled encode/decode. A tiled result cannot equal the untiled one everywhere: each tile's group
@@ -45,7 +44,7 @@ public sealed class VaeTilingTests : IDisposable
         using var generator = new Generator(7);
         // 16 latents with tiles of 8 every 6 (8 · 0.75): tiles at 0, 6, 12 (the last only 4 wide), so
         // the output has full tiles, a short tile, and both kinds of seams.
-        using var z = Torch.Randn([1, 4, 16, 16], generator);
+        using var z = torch.Randn([1, 4, 16, 16], generator);
 
         vae.EnableTiling();
         using var tiled = vae.Decode(z);
@@ -67,7 +66,7 @@ public sealed class VaeTilingTests : IDisposable
     {
         using var inference = Autograd.InferenceMode();
         using var generator = new Generator(8);
-        using var raw = Torch.Rand([1, 3, 112, 128], generator);
+        using var raw = torch.Rand([1, 3, 112, 128], generator);
         using var images = raw * 2 - 1;
 
         vae.EnableTiling();
@@ -101,7 +100,7 @@ public sealed class VaeTilingTests : IDisposable
     {
         using var inference = Autograd.InferenceMode();
         using var generator = new Generator(9);
-        using var z = Torch.Randn([2, 4, 8, 8], generator);
+        using var z = torch.Randn([2, 4, 8, 8], generator);
         using var batched = vae.Decode(z);
         vae.EnableSlicing();
         using var sliced = vae.Decode(z);
@@ -181,7 +180,7 @@ public sealed class VaeTilingTests : IDisposable
             }
             top += Math.Min(limit, row[0].H);
         }
-        using var doubles = Torch.Tensor(result, 1, channels, outH, outW);
+        using var doubles = torch.Tensor(result, 1, channels, outH, outW);
         return doubles.Float();
     }
 

@@ -7,7 +7,7 @@ public class AutogradTests
     [Fact]
     public void BackwardAccumulatesIntoLeaves()
     {
-        using var a = Torch.Tensor([1f, 2f, 3f]).RequiresGrad_();
+        using var a = torch.Tensor([1f, 2f, 3f]).RequiresGrad_();
         using var loss = (a * a).Sum();
         loss.Backward(retainGraph: true);
         loss.Backward();
@@ -20,7 +20,7 @@ public class AutogradTests
     [Fact]
     public void BackwardTwiceWithoutRetainGraphFails()
     {
-        using var a = Torch.Tensor([1f, 2f]).RequiresGrad_();
+        using var a = torch.Tensor([1f, 2f]).RequiresGrad_();
         using var loss = (a * a).Sum();
         loss.Backward();
         var e = Assert.Throws<TorchException>(() => loss.Backward());
@@ -30,9 +30,9 @@ public class AutogradTests
     [Fact]
     public void BackwardOfNonScalarTakesAGradient()
     {
-        using var a = Torch.Tensor([1f, 2f]).RequiresGrad_();
+        using var a = torch.Tensor([1f, 2f]).RequiresGrad_();
         using var y = a * 3;
-        using var g = Torch.Tensor([1f, 10f]);
+        using var g = torch.Tensor([1f, 10f]);
         y.Backward(g);
         using var grad = a.Grad!;
         Assert.Equal([3f, 30f], grad.ToArray<float>());
@@ -43,7 +43,7 @@ public class AutogradTests
     [Fact]
     public void NoGradAndInferenceModeStopRecording()
     {
-        using var a = Torch.Ones([2]).RequiresGrad_();
+        using var a = torch.Ones([2]).RequiresGrad_();
         using (Autograd.NoGrad())
         {
             using var b = a * 2;
@@ -67,7 +67,7 @@ public class AutogradTests
     [Fact]
     public void DetachCutsTheGraph()
     {
-        using var a = Torch.Ones([2]).RequiresGrad_();
+        using var a = torch.Ones([2]).RequiresGrad_();
         using var b = (a * 2).Detach();
         Assert.False(b.RequiresGrad);
         Assert.True(b.IsLeaf);
@@ -76,8 +76,8 @@ public class AutogradTests
     [Fact]
     public void CheckpointGivesTheSameValuesAndGradients()
     {
-        using var w = Torch.Randn([8, 8], new Generator(3)).RequiresGrad_();
-        using var x0 = Torch.Randn([4, 8], new Generator(4));
+        using var w = torch.Randn([8, 8], new Generator(3)).RequiresGrad_();
+        using var x0 = torch.Randn([4, 8], new Generator(4));
         Tensor Block(Tensor x)
         {
             using var h = Functional.Linear(x, w);
@@ -88,7 +88,7 @@ public class AutogradTests
         float[] Run(bool checkpointed, out float[] grad)
         {
             using var x = x0.Clone().RequiresGrad_();
-            Torch.ManualSeed(11);
+            torch.ManualSeed(11);
             using var y = checkpointed ? Autograd.Checkpoint(Block, x) : Block(x);
             using var loss = y.Sum();
             loss.Backward();
@@ -112,7 +112,7 @@ public class AutogradTests
         static WeakReference RunOnce()
         {
             var marker = new object();
-            using var x = Torch.Ones([3]).RequiresGrad_();
+            using var x = torch.Ones([3]).RequiresGrad_();
             Tensor Block(Tensor t)
             {
                 GC.KeepAlive(marker);
@@ -133,7 +133,7 @@ public class AutogradTests
     [Fact]
     public void CheckpointSurfacesExceptionsFromTheWrappedCall()
     {
-        using var x = Torch.Ones([2]).RequiresGrad_();
+        using var x = torch.Ones([2]).RequiresGrad_();
         var e = Assert.Throws<TorchException>(() => Autograd.Checkpoint((Tensor _) => throw new InvalidOperationException("boom"), x));
         Assert.Contains("boom", e.Message);
     }
@@ -141,7 +141,7 @@ public class AutogradTests
     [Fact]
     public void CpuAutocastRunsMatmulInBFloat16()
     {
-        using var a = Torch.Ones([4, 4]);
+        using var a = torch.Ones([4, 4]);
         using (Autograd.Autocast(DeviceType.Cpu, DType.BFloat16))
         {
             Assert.True(Autograd.IsAutocastEnabled(DeviceType.Cpu));

@@ -11,7 +11,7 @@ public class EngineTests
     {
         // torch.randn(3, generator=torch.Generator().manual_seed(0)) printed by PyTorch 1.13 to 4 decimals.
         using var g = new Generator(0);
-        using var x = Torch.Randn([3], g);
+        using var x = torch.Randn([3], g);
         var v = x.ToArray<float>();
         Assert.Equal(1.5410f, v[0], 4);
         Assert.Equal(-0.2934f, v[1], 4);
@@ -22,12 +22,12 @@ public class EngineTests
     public void GeneratorStateRestoresTheSameDraws()
     {
         using var g = new Generator(1234);
-        using (Torch.Randn([5], g)) { }
+        using (torch.Randn([5], g)) { }
         var state = g.GetStateBytes();
-        using var first = Torch.Randn([64], g);
+        using var first = torch.Randn([64], g);
         using var other = new Generator(99);
         other.SetStateBytes(state);
-        using var again = Torch.Randn([64], other);
+        using var again = torch.Randn([64], other);
         Assert.Equal(first.ToArray<float>(), again.ToArray<float>());
         Assert.Equal(1234UL, g.InitialSeed);
     }
@@ -35,12 +35,12 @@ public class EngineTests
     [Fact]
     public void ManualSeedDrivesTheDefaultGenerator()
     {
-        Torch.ManualSeed(7);
-        using var a = Torch.Rand([16]);
-        Torch.ManualSeed(7);
-        using var b = Torch.Rand([16]);
+        torch.ManualSeed(7);
+        using var a = torch.Rand([16]);
+        torch.ManualSeed(7);
+        using var b = torch.Rand([16]);
         using var g = new Generator(7);
-        using var c = Torch.Rand([16], g);
+        using var c = torch.Rand([16], g);
         Assert.Equal(a.ToArray<float>(), b.ToArray<float>());
         Assert.Equal(a.ToArray<float>(), c.ToArray<float>());
     }
@@ -52,13 +52,13 @@ public class EngineTests
         {
             var bytes = new byte[6 * dtype.ElementSize()];
             // Values that are exact in every dtype: small non-negative integers (and 0/1 for bool).
-            using var source = Torch.Tensor([0f, 1f, 1f, 0f, 1f, 1f], 2, 3);
+            using var source = torch.Tensor([0f, 1f, 1f, 0f, 1f, 1f], 2, 3);
             using var converted = source.To(dtype);
             Assert.Equal(dtype, converted.DType);
             Assert.Equal([2L, 3L], converted.Shape);
             var raw = converted.ToBytes();
             Assert.Equal(bytes.Length, raw.Length);
-            using var back = Torch.FromBytes(raw, [2, 3], dtype);
+            using var back = torch.FromBytes(raw, [2, 3], dtype);
             using var asFloat = back.To(DType.Float32);
             Assert.Equal(source.ToArray<float>(), asFloat.ToArray<float>());
         }
@@ -67,10 +67,10 @@ public class EngineTests
     [Fact]
     public void WrongElementTypeIsRefused()
     {
-        using var t = Torch.Zeros([4], DType.Float64);
+        using var t = torch.Zeros([4], DType.Float64);
         var e = Assert.Throws<ArgumentException>(() => t.ToArray<float>());
         Assert.Contains("float64", e.Message);
-        Assert.Throws<TorchException>(() => Torch.FromArray<float>(new float[3], [2, 2], DType.Float32));
+        Assert.Throws<TorchException>(() => torch.FromArray<float>(new float[3], [2, 2], DType.Float32));
     }
 
     [Fact]
@@ -79,7 +79,7 @@ public class EngineTests
         var buffer = (float*)System.Runtime.InteropServices.NativeMemory.Alloc(4 * sizeof(float));
         for (var i = 0; i < 4; i++) buffer[i] = i;
         var released = 0;
-        var t = Torch.FromExternalMemory((IntPtr)buffer, [2, 2], DType.Float32, () => released++);
+        var t = torch.FromExternalMemory((IntPtr)buffer, [2, 2], DType.Float32, () => released++);
         buffer[3] = 42;
         Assert.Equal([0f, 1f, 2f, 42f], t.ToArray<float>());
         var alias = t.Alias();
@@ -93,8 +93,8 @@ public class EngineTests
     [Fact]
     public void ErrorsCarryLibtorchMessageWithoutBacktrace()
     {
-        using var a = Torch.Zeros([2, 3]);
-        using var b = Torch.Zeros([4, 5]);
+        using var a = torch.Zeros([2, 3]);
+        using var b = torch.Zeros([4, 5]);
         var e = Assert.Throws<TorchException>(() => a + b);
         Assert.Contains("aten::add", e.Message);
         Assert.Contains("size of tensor a (3) must match the size of tensor b (5)", e.Message);
@@ -144,11 +144,11 @@ public class EngineTests
     public void DisposeScopeFreesWhatItOwnsAndKeepsWhatMovesOut()
     {
         Tensor kept, dropped;
-        using (var outer = Torch.NewDisposeScope())
+        using (var outer = torch.NewDisposeScope())
         {
-            using (Torch.NewDisposeScope())
+            using (torch.NewDisposeScope())
             {
-                dropped = Torch.Ones([2]);
+                dropped = torch.Ones([2]);
                 kept = (dropped * 3).MoveToOuterScope();
             }
             Assert.True(dropped.IsDisposed);
@@ -168,11 +168,11 @@ public class EngineTests
         // A miniature training step (forward, backward, in-place update) repeated; resident memory
         // after warm-up must stay flat. Each step allocates ~40 KB of tensors, so a leak of even one
         // tensor per step would add > 100 MB over 10,000 steps; allocator noise stays far below 32 MB.
-        using var w = Torch.Randn([64, 64], new Generator(0)).RequiresGrad_();
-        using var x = Torch.Randn([16, 64], new Generator(1));
+        using var w = torch.Randn([64, 64], new Generator(0)).RequiresGrad_();
+        using var x = torch.Randn([16, 64], new Generator(1));
         void Step()
         {
-            using var scope = Torch.NewDisposeScope();
+            using var scope = torch.NewDisposeScope();
             var y = Functional.Linear(x, w);
             (y * y).Sum().Backward();
             using (Autograd.NoGrad())

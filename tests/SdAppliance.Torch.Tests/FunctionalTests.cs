@@ -13,7 +13,7 @@ public class FunctionalTests
     {
         // float64: in float32, GELU's 1 + erf(x) cancels for x < -2 (1.7e-7 absolute at x = -3),
         // which would hide a real error behind a loose tolerance.
-        using var x = Torch.Tensor(Xs.Select(v => (double)v).ToArray());
+        using var x = torch.Tensor(Xs.Select(v => (double)v).ToArray());
         using var silu = Functional.Silu(x);
         using var gelu = Functional.Gelu(x);
         using var geluTanh = Functional.Gelu(x, "tanh");
@@ -37,7 +37,7 @@ public class FunctionalTests
     [Fact]
     public void GeluRejectsUnknownApproximation()
     {
-        using var x = Torch.Tensor(Xs);
+        using var x = torch.Tensor(Xs);
         var e = Assert.Throws<TorchException>(() => Functional.Gelu(x, "fast"));
         Assert.Contains("approximate argument must be either none or tanh", e.Message);
     }
@@ -45,7 +45,7 @@ public class FunctionalTests
     [Fact]
     public void SoftmaxAndLogSoftmaxAgree()
     {
-        using var x = Torch.Tensor([0.5, -1, 2, 0, 3, 1], 2, 3);
+        using var x = torch.Tensor([0.5, -1, 2, 0, 3, 1], 2, 3);
         using var s = Functional.Softmax(x, -1);
         using var ls = Functional.LogSoftmax(x, -1);
         using var exp = ls.Exp();
@@ -58,13 +58,13 @@ public class FunctionalTests
     [Fact]
     public void ConvTranspose2dSpreadsEachInputOverTheKernel()
     {
-        using var x = Torch.Tensor([1f, 2, 3, 4], 1, 1, 2, 2);
-        using var w = Torch.Ones([1, 1, 2, 2]);
+        using var x = torch.Tensor([1f, 2, 3, 4], 1, 1, 2, 2);
+        using var w = torch.Ones([1, 1, 2, 2]);
         using var y = Functional.ConvTranspose2d(x, w);
         Assert.Equal([1L, 1, 3, 3], y.Shape);
         Assert.Equal([1f, 3, 2, 4, 10, 6, 3, 7, 4], y.ToArray<float>());
 
-        using var bias = Torch.Tensor([0.5f]);
+        using var bias = torch.Tensor([0.5f]);
         using var y2 = Functional.ConvTranspose2d(x, w, bias, stride: 2);
         Assert.Equal([1L, 1, 4, 4], y2.Shape);
         Assert.Equal([1.5f, 1.5f, 2.5f, 2.5f, 1.5f, 1.5f, 2.5f, 2.5f, 3.5f, 3.5f, 4.5f, 4.5f, 3.5f, 3.5f, 4.5f, 4.5f], y2.ToArray<float>());
@@ -139,7 +139,7 @@ public class FunctionalTests
         {
             // [L, S] broadcast over batch and heads; every query keeps at least one key.
             bool[] keep = [true, false, true, true, false, false, true, false, false, true, true, true, true, true, false];
-            using var mask = Torch.Tensor(keep, L, S);
+            using var mask = torch.Tensor(keep, L, S);
             using var o = Functional.ScaledDotProductAttention(q, k, v, mask);
             var expected = AttentionReference(Values(q), Values(k), Values(v), B * H, L, S, E, Ev,
                 (_, i, j) => keep[i * S + j] ? 0 : double.NegativeInfinity, 1 / Math.Sqrt(E));
@@ -155,7 +155,7 @@ public class FunctionalTests
         {
             // [B, 1, L, S]: a different additive bias per batch item, shared by the heads.
             var bias = RandomValues(B * L * S, 4).Select(x => 3 * x).ToArray();
-            using var mask = Torch.Tensor(bias, B, 1, L, S);
+            using var mask = torch.Tensor(bias, B, 1, L, S);
             using var o = Functional.ScaledDotProductAttention(q, k, v, mask);
             var expected = AttentionReference(Values(q), Values(k), Values(v), B * H, L, S, E, Ev,
                 (bh, i, j) => bias[(bh / H * L + i) * S + j], 1 / Math.Sqrt(E));
@@ -180,9 +180,9 @@ public class FunctionalTests
     {
         var (q, k, v) = Qkv(DType.Float32);
         using (q) using (k) using (v)
-        using (Torch.NewDisposeScope())
+        using (torch.NewDisposeScope())
         {
-            var mask = Torch.Tensor([true, true, false, true, false, true, true, true, true, false, false, true, true, true, true], L, S);
+            var mask = torch.Tensor([true, true, false, true, false, true, true, true, true, false, false, true, true, true, true], L, S);
             var o = Functional.ScaledDotProductAttention(q, k, v, mask);
             var scores = q.Matmul(k.Transpose(-2, -1)).Mul(1 / Math.Sqrt(E)).MaskedFill(mask.LogicalNot(), double.NegativeInfinity);
             var explicitO = scores.Softmax(-1).Matmul(v);
@@ -197,10 +197,10 @@ public class FunctionalTests
         var (q, k, v) = Qkv();
         using (q) using (k) using (v)
         {
-            using var mask = Torch.Ones([L, S], DType.Bool);
+            using var mask = torch.Ones([L, S], DType.Bool);
             Assert.Throws<ArgumentException>(() => Functional.ScaledDotProductAttention(q, k, v, mask, isCausal: true));
             Assert.Throws<ArgumentOutOfRangeException>(() => Functional.ScaledDotProductAttention(q, k, v, scale: 0));
-            using var wrongE = Torch.Zeros([B, H, S, E + 1], DType.Float64);
+            using var wrongE = torch.Zeros([B, H, S, E + 1], DType.Float64);
             Assert.Throws<TorchException>(() => Functional.ScaledDotProductAttention(q, wrongE, v));
         }
     }
@@ -290,7 +290,7 @@ public class FunctionalTests
     [Fact]
     public void NearestUpsamplingRepeatsPixels()
     {
-        using var x = Torch.Tensor([1f, 2, 3, 4], 1, 1, 2, 2);
+        using var x = torch.Tensor([1f, 2, 3, 4], 1, 1, 2, 2);
         using var y = Functional.Interpolate(x, size: [4, 4]);
         using var y2 = Functional.Interpolate(x, 2.0);
         Assert.Equal([1L, 1, 4, 4], y.Shape);
@@ -305,7 +305,7 @@ public class FunctionalTests
     {
         // Width 5 at scale 0.7 gives 3 columns. PyTorch samples column floor(o / 0.7) = 0, 1, 2;
         // with the scale recomputed from the sizes (5/3) it samples 0, 1, 3.
-        using var x = Torch.Tensor([10f, 11, 12, 13, 14], 1, 1, 1, 5);
+        using var x = torch.Tensor([10f, 11, 12, 13, 14], 1, 1, 1, 5);
         using var byScale = Functional.Interpolate(x, scaleFactor: [1, 0.7]);
         using var recomputed = Functional.Interpolate(x, scaleFactor: [1, 0.7], recomputeScaleFactor: true);
         using var bySize = Functional.Interpolate(x, size: [1, 3]);
@@ -366,7 +366,7 @@ public class FunctionalTests
     [Fact]
     public void AreaAveragesBlocks()
     {
-        using var x = Torch.Tensor(Enumerable.Range(0, 16).Select(i => (float)i).ToArray(), 1, 1, 4, 4);
+        using var x = torch.Tensor(Enumerable.Range(0, 16).Select(i => (float)i).ToArray(), 1, 1, 4, 4);
         using var y = Functional.Interpolate(x, size: [2, 2], mode: "area");
         using var y2 = Functional.Interpolate(x, 0.5, mode: "area");
         Assert.Equal([2.5f, 4.5f, 10.5f, 12.5f], y.ToArray<float>());
@@ -376,7 +376,7 @@ public class FunctionalTests
     [Fact]
     public void InterpolateArgumentErrors()
     {
-        using var x = Torch.Zeros([1, 1, 4, 4]);
+        using var x = torch.Zeros([1, 1, 4, 4]);
         Assert.Throws<ArgumentException>(() => Functional.Interpolate(x, size: [2, 2], scaleFactor: [2]));
         Assert.Throws<ArgumentException>(() => Functional.Interpolate(x));
         Assert.Throws<ArgumentException>(() => Functional.Interpolate(x, size: [2, 2, 2]));
@@ -384,20 +384,20 @@ public class FunctionalTests
         Assert.Throws<ArgumentException>(() => Functional.Interpolate(x, 2.0, alignCorners: false));
         Assert.Throws<ArgumentException>(() => Functional.Interpolate(x, 2.0, antialias: true));
         Assert.Throws<ArgumentException>(() => Functional.Interpolate(x, 2.0, mode: "trilinear"));
-        using var x3 = Torch.Zeros([1, 4, 4]);
+        using var x3 = torch.Zeros([1, 4, 4]);
         Assert.Throws<ArgumentException>(() => Functional.Interpolate(x3, 2.0));
-        using var empty = Torch.Zeros([1, 1, 4, 4]);
+        using var empty = torch.Zeros([1, 1, 4, 4]);
         var e = Assert.Throws<TorchException>(() => Functional.Interpolate(empty, size: [0, 2], mode: "bilinear"));
         Assert.Contains("should be greater than 0", e.Message);
     }
 
     // ---- pad ----
-    private static Tensor Grid() => Torch.Tensor([1f, 2, 3, 4, 5, 6], 1, 1, 2, 3);
+    private static Tensor Grid() => torch.Tensor([1f, 2, 3, 4, 5, 6], 1, 1, 2, 3);
 
     [Fact]
     public void PadConstant()
     {
-        using var x = Torch.Tensor([1f, 2, 3]);
+        using var x = torch.Tensor([1f, 2, 3]);
         using var p = Functional.Pad(x, [1, 2], value: 9);
         Assert.Equal([9f, 1, 2, 3, 9, 9], p.ToArray<float>());
 
@@ -432,8 +432,8 @@ public class FunctionalTests
     [Fact]
     public void MseLossReductions()
     {
-        using var input = Torch.Tensor([1f, 2, 3]);
-        using var target = Torch.Tensor([2f, 2, 5]);
+        using var input = torch.Tensor([1f, 2, 3]);
+        using var target = torch.Tensor([2f, 2, 5]);
         using var mean = Functional.MseLoss(input, target);
         using var sum = Functional.MseLoss(input, target, "sum");
         using var none = Functional.MseLoss(input, target, "none");
@@ -443,7 +443,7 @@ public class FunctionalTests
         Assert.Equal([1f, 0, 4], none.ToArray<float>());
         Assert.Throws<ArgumentException>(() => Functional.MseLoss(input, target, "average"));
 
-        using var wrong = Torch.Zeros([2]);
+        using var wrong = torch.Zeros([2]);
         var e = Assert.Throws<TorchException>(() => Functional.MseLoss(input, wrong));
         Assert.Contains("must match the size of tensor b", e.Message);
     }

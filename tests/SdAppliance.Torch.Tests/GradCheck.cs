@@ -30,13 +30,13 @@ internal static class GradCheck
 
         double[] weights;
         var analytic = new double[inputs.Length][];
-        using (Torch.NewDisposeScope())
+        using (torch.NewDisposeScope())
         {
-            var leaves = data.Select((d, i) => Torch.FromArray<double>(d, shapes[i], DType.Float64).RequiresGrad_()).ToArray();
+            var leaves = data.Select((d, i) => torch.FromArray<double>(d, shapes[i], DType.Float64).RequiresGrad_()).ToArray();
             var y = f(leaves);
             Assert.Equal(DType.Float64, y.DType);
             weights = Weights(y.NumEl);
-            var w = Torch.FromArray<double>(weights, y.Shape, DType.Float64);
+            var w = torch.FromArray<double>(weights, y.Shape, DType.Float64);
             var loss = y.Mul(w).Sum();
             loss.Backward();
             for (var i = 0; i < leaves.Length; i++)
@@ -68,9 +68,9 @@ internal static class GradCheck
 
     private static double Evaluate(Func<Tensor[], Tensor> f, double[][] data, long[][] shapes, double[] weights)
     {
-        using var scope = Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         using var noGrad = Autograd.NoGrad();
-        var xs = data.Select((d, i) => Torch.FromArray<double>(d, shapes[i], DType.Float64)).ToArray();
+        var xs = data.Select((d, i) => torch.FromArray<double>(d, shapes[i], DType.Float64)).ToArray();
         var y = f(xs).ToArray<double>();
         double s = 0;
         for (var k = 0; k < y.Length; k++) s += y[k] * weights[k];

@@ -51,7 +51,7 @@ public class GradcheckTests
     [Fact]
     public void Embedding()
     {
-        using var indices = Torch.Tensor([2L, 0, 2, 3, 1], 5);
+        using var indices = torch.Tensor([2L, 0, 2, 3, 1], 5);
         GradCheck.Check(x => Functional.Embedding(indices, x[0]), R(1, 4, 3));
     }
 
@@ -100,7 +100,7 @@ public class GradcheckTests
     [Fact]
     public void AttentionWithBoolMask()
     {
-        using var mask = Torch.Tensor([true, false, true, true, false, false, true, true, false, true, true, false, false, true, true], 3, 5);
+        using var mask = torch.Tensor([true, false, true, true, false, false, true, true, false, true, true, false, false, true, true], 3, 5);
         GradCheck.Check(x => Functional.ScaledDotProductAttention(x[0], x[1], x[2], mask), R(1, 1, 2, 3, 4), R(2, 1, 2, 5, 4), R(3, 1, 2, 5, 3));
     }
 
@@ -130,20 +130,20 @@ public class GradcheckTests
     [Fact]
     public void GatherIndexSelectScatterAdd()
     {
-        using var gi = Torch.Tensor([0L, 2, 2, 1, 0, 0], 2, 3);
+        using var gi = torch.Tensor([0L, 2, 2, 1, 0, 0], 2, 3);
         GradCheck.Check(x => x[0].Gather(1, gi), R(1, 2, 3));
-        using var si = Torch.Tensor([1L, 0, 2], 3);
+        using var si = torch.Tensor([1L, 0, 2], 3);
         GradCheck.Check(x => x[0].IndexSelect(1, si), R(2, 2, 3));
-        using var scatter = Torch.Tensor([0L, 2, 0, 1, 1, 1], 2, 3);
+        using var scatter = torch.Tensor([0L, 2, 0, 1, 1, 1], 2, 3);
         GradCheck.Check(x => x[0].ScatterAdd(1, scatter, x[1]), R(3, 2, 4), R(4, 2, 3));
     }
 
     [Fact]
     public void MaskedFillAndWhere()
     {
-        using var mask = Torch.Tensor([true, false, false, true, false, true], 2, 3);
+        using var mask = torch.Tensor([true, false, false, true, false, true], 2, 3);
         GradCheck.Check(x => x[0].MaskedFill(mask, 2), R(1, 2, 3));
-        GradCheck.Check(x => Torch.Where(mask, x[0], x[1]), R(2, 2, 3), R(3, 2, 3));
+        GradCheck.Check(x => torch.Where(mask, x[0], x[1]), R(2, 2, 3), R(3, 2, 3));
     }
 
     [Fact]
@@ -161,7 +161,7 @@ public class GradcheckTests
                 x.Chunk(2, 2)[1].Flatten(),
                 x.Split([1, 3], 2)[0].Squeeze(2).Flatten(),
             };
-            return Torch.Cat(parts);
+            return torch.Cat(parts);
         }
         GradCheck.Check(x => Views(x[0]), R(1, 2, 3, 4));
     }
@@ -208,7 +208,7 @@ public class GradcheckTests
     {
         GradCheck.Check(x => x[0].Pow(2.5), Positive(1, 8));
         GradCheck.Check(x => x[0].Pow(x[1]), Positive(2, 8), R(3, 8));
-        GradCheck.Check(x => Torch.Pow(1.7, x[0]), R(4, 8));
+        GradCheck.Check(x => torch.Pow(1.7, x[0]), R(4, 8));
     }
 
     [Fact]

@@ -77,9 +77,9 @@ public class LrScheduleTests
     [Fact]
     public void SchedulerSetsEachGroupsLrLikeLambdaLR()
     {
-        using var scope = Torch.NewDisposeScope();
-        var a = Torch.Zeros([1]).RequiresGrad_();
-        var b = Torch.Zeros([1]).RequiresGrad_();
+        using var scope = torch.NewDisposeScope();
+        var a = torch.Zeros([1]).RequiresGrad_();
+        var b = torch.Zeros([1]).RequiresGrad_();
         using var opt = new AdamW([new ParamGroup<AdamWOptions>([a], new() { Lr = 1e-3 }), new ParamGroup<AdamWOptions>([b], new() { Lr = 1e-2 })]);
         // linear, warmup 2, 6 steps: multipliers 0, 0.5, 1, 0.75, 0.5, ...
         var scheduler = new LrScheduler(opt, "linear", warmupSteps: 2, trainingSteps: 6);
@@ -106,8 +106,8 @@ public class LrScheduleTests
     [Fact]
     public void PolynomialSchedulerDividesByTheOptimizersDefaultLr()
     {
-        using var scope = Torch.NewDisposeScope();
-        var p = Torch.Zeros([1]).RequiresGrad_();
+        using var scope = torch.NewDisposeScope();
+        var p = torch.Zeros([1]).RequiresGrad_();
         using var opt = new Sgd([p], new SgdOptions { Lr = 0.1 });
         var scheduler = new LrScheduler(opt, "polynomial", warmupSteps: 0, trainingSteps: 4, power: 1);
         for (var i = 0; i < 4; i++) scheduler.Step();

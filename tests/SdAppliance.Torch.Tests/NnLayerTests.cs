@@ -25,7 +25,7 @@ public class NnLayerTests
     public void LinearInitialisesExactlyLikePyTorchForTheSameSeed()
     {
         // torch.manual_seed(0); nn.Linear(3, 2)
-        Torch.ManualSeed(0);
+        torch.ManualSeed(0);
         using var m = new Linear(3, 2);
         var w = m.Weight.ToArray<float>();
         float[] expected = [-0.0043f, 0.3097f, -0.4752f, -0.4249f, -0.2224f, 0.1548f];
@@ -47,8 +47,8 @@ public class NnLayerTests
         // groups=2: each filter sees 4/2 channels x 3x3, so fan_in = 18 and the bound is 1/sqrt(18).
         using var m = new Conv2d(4, 6, 3, groups: 2, generator: new Generator(9));
         using var g = new Generator(9);
-        using var uw = Torch.Rand([6, 2, 3, 3], g);
-        using var ub = Torch.Rand([6], g);
+        using var uw = torch.Rand([6, 2, 3, 3], g);
+        using var ub = torch.Rand([6], g);
         var bound = 1 / Math.Sqrt(18);
         // uniform_(-b, b) is u*(2b) - b on the same draws u, in float: ~1 ulp of 0.24.
         AssertClose(uw.ToArray<float>().Select(u => u * 2 * bound - bound).ToArray(), m.Weight.ToArray<float>(), 1e-6);
@@ -60,7 +60,7 @@ public class NnLayerTests
     public void EmbeddingIsStandardNormalAndNormsStartAtOnesAndZeros()
     {
         using var e = new Embedding(5, 3, generator: new Generator(4));
-        using var n = Torch.Randn([5, 3], new Generator(4));
+        using var n = torch.Randn([5, 3], new Generator(4));
         Assert.Equal(n.ToArray<float>(), e.Weight.ToArray<float>());
 
         using var gn = new GroupNorm(2, 4);
@@ -81,7 +81,7 @@ public class NnLayerTests
     {
         using var m = new Sequential(new Linear(2, 3, dtype: DType.Float64), new LayerNorm(3, dtype: DType.Float64));
         Assert.All(m.Parameters(), p => Assert.Equal(DType.Float64, p.DType));
-        using var x = Torch.Ones([1, 2], DType.Float64);
+        using var x = torch.Ones([1, 2], DType.Float64);
         using var y = m.Forward(x);
         Assert.Equal(DType.Float64, y.DType);
     }
@@ -92,8 +92,8 @@ public class NnLayerTests
     public void LinearComputesXWTransposedPlusB()
     {
         using var m = new Linear(3, 2);
-        Load(m, ("weight", Torch.Tensor([1f, 2, 3, -1, 0, 0.5f], 2, 3)), ("bias", Torch.Tensor([0.5f, -0.5f], 2)));
-        using var x = Torch.Tensor([1f, 1, 1, 2, 0, -1], 2, 3);
+        Load(m, ("weight", torch.Tensor([1f, 2, 3, -1, 0, 0.5f], 2, 3)), ("bias", torch.Tensor([0.5f, -0.5f], 2)));
+        using var x = torch.Tensor([1f, 1, 1, 2, 0, -1], 2, 3);
         using var y = m.Forward(x);
         // [1,1,1]·[1,2,3]+0.5 = 6.5; [1,1,1]·[-1,0,.5]-.5 = -1; [2,0,-1]·[1,2,3]+.5 = -.5; [2,0,-1]·[-1,0,.5]-.5 = -3 (all exact in float).
         Assert.Equal([6.5f, -1f, -0.5f, -3f], y.ToArray<float>());
@@ -106,7 +106,7 @@ public class NnLayerTests
         const int n = 2, cin = 4, cout = 6, h = 5, w = 6, groups = 2, kh = 3, kw = 2;
         (int H, int W) stride = (2, 1), pad = (1, 2), dil = (1, 2);
         using var m = new Conv2d(cin, cout, (kh, kw), stride: (stride.H, stride.W), padding: (pad.H, pad.W), dilation: (dil.H, dil.W), groups: groups, generator: new Generator(1));
-        using var x = Torch.Randn([n, cin, h, w], new Generator(2));
+        using var x = torch.Randn([n, cin, h, w], new Generator(2));
         using var y = m.Forward(x);
 
         var xv = x.ToArray<float>();
@@ -145,8 +145,8 @@ public class NnLayerTests
         const int n = 2, c = 6, hw = 4, groups = 3;
         using var m = new GroupNorm(groups, c, eps: 1e-3);
         float[] gamma = [1, -2, 0.5f, 3, 1, 0.25f], beta = [0, 1, -1, 0.5f, 2, -0.5f];
-        Load(m, ("weight", Torch.Tensor(gamma, c)), ("bias", Torch.Tensor(beta, c)));
-        using var r = Torch.Randn([n, c, 2, 2], new Generator(3));
+        Load(m, ("weight", torch.Tensor(gamma, c)), ("bias", torch.Tensor(beta, c)));
+        using var r = torch.Randn([n, c, 2, 2], new Generator(3));
         using var r3 = r * 3;
         using var x = r3 + 1;
         using var y = m.Forward(x);
@@ -176,8 +176,8 @@ public class NnLayerTests
     {
         using var m = new LayerNorm([2, 3], eps: 1e-5);
         float[] gamma = [1, 2, 3, -1, 0.5f, 1], beta = [0, 0.1f, 0.2f, 0.3f, 0.4f, 0.5f];
-        Load(m, ("weight", Torch.Tensor(gamma, 2, 3)), ("bias", Torch.Tensor(beta, 2, 3)));
-        using var x = Torch.Randn([4, 2, 3], new Generator(5));
+        Load(m, ("weight", torch.Tensor(gamma, 2, 3)), ("bias", torch.Tensor(beta, 2, 3)));
+        using var x = torch.Randn([4, 2, 3], new Generator(5));
         using var y = m.Forward(x);
 
         var xv = x.ToArray<float>();
@@ -197,8 +197,8 @@ public class NnLayerTests
     public void EmbeddingPicksRows()
     {
         using var m = new Embedding(3, 2);
-        Load(m, ("weight", Torch.Tensor([10f, 11, 20, 21, 30, 31], 3, 2)));
-        using var idx = Torch.Tensor([0L, 2, 1, 0], 2, 2);
+        Load(m, ("weight", torch.Tensor([10f, 11, 20, 21, 30, 31], 3, 2)));
+        using var idx = torch.Tensor([0L, 2, 1, 0], 2, 2);
         using var y = m.Forward(idx);
         Assert.Equal([2L, 2, 2], y.Shape);
         Assert.Equal([10f, 11, 30, 31, 20, 21, 10, 11], y.ToArray<float>());
@@ -212,7 +212,7 @@ public class NnLayerTests
         Assert.Equal(3, seq.Count);
         Assert.Same(lin, seq[1]);
         Assert.Same(lin, seq[-2]);
-        using var x = Torch.Randn([4, 3], new Generator(7));
+        using var x = torch.Randn([4, 3], new Generator(7));
         using var direct = lin.Forward(x);
         using var chained = seq.Forward(x);
         Assert.Equal(direct.ToArray<float>(), chained.ToArray<float>());
@@ -257,9 +257,9 @@ public class LayerAdapterTests
     public void AnAdapterWrapsTheLayerWithoutChangingItsStateDict()
     {
         using var linear = new Nn.Linear(3, 2, generator: new Generator(0)).Freeze();
-        using var x = Torch.Tensor([1f, 2f, 3f], 1, 3);
+        using var x = torch.Tensor([1f, 2f, 3f], 1, 3);
         using var plain = linear.Forward(x);
-        using var scale = Torch.Scalar(0.5).RequiresGrad_();
+        using var scale = torch.Scalar(0.5).RequiresGrad_();
         linear.Adapter = new AddBranch(scale);
         using var adapted = linear.Forward(x);
         // 0.5 × (1 + 2 + 3) added to each output.

@@ -7,9 +7,9 @@ internal sealed class TinyBlock : Module<Tensor, Tensor>
 {
     public TinyBlock(Generator? generator = null)
     {
-        Scale = RegisterParameter("scale", Torch.Ones([4]));
-        RegisterBuffer("position_ids", Torch.Arange(4));
-        RegisterBuffer("cache", Torch.Zeros([2]), persistent: false);
+        Scale = RegisterParameter("scale", torch.Ones([4]));
+        RegisterBuffer("position_ids", torch.Arange(4));
+        RegisterBuffer("cache", torch.Zeros([2]), persistent: false);
         ProjIn = RegisterModule("proj_in", new Linear(3, 4, generator: generator));
         Blocks = RegisterModule("blocks", new ModuleList<Sequential>(
             new Sequential(new Linear(4, 4, generator: generator), new Dropout(0.5)),
@@ -85,7 +85,7 @@ public class NnModuleTests
     {
         using var a = new TinyBlock(new Generator(0)).Eval();
         using var b = new TinyBlock(new Generator(1)).Eval();
-        using var x = Torch.Randn([5, 3], new Generator(2));
+        using var x = torch.Randn([5, 3], new Generator(2));
         using var ya = a.Forward(x);
         using (var yb0 = b.Forward(x))
             Assert.NotEqual(ya.ToArray<float>(), yb0.ToArray<float>());
@@ -112,7 +112,7 @@ public class NnModuleTests
         using var sd = source.StateDict();
         sd.Remove("proj_in.bias", out var removed);
         removed!.Dispose();
-        sd.Add("blocks.2.weight", Torch.Zeros([1]));
+        sd.Add("blocks.2.weight", torch.Zeros([1]));
 
         var e = Assert.Throws<StateDictException>(() => target.LoadStateDict(sd));
         Assert.Contains("Error(s) in loading state_dict for TinyBlock", e.Message);
@@ -134,7 +134,7 @@ public class NnModuleTests
         using var m = new Linear(3, 2);
         using var sd = m.StateDict();
         sd["weight"].Dispose();
-        sd["weight"] = Torch.Zeros([2, 5]);
+        sd["weight"] = torch.Zeros([2, 5]);
         var e = Assert.Throws<StateDictException>(() => m.LoadStateDict(sd, strict: false));
         Assert.Contains("size mismatch for weight: copying a param with shape [2, 5] from checkpoint, the shape in current model is [2, 3].", e.Message);
     }
@@ -145,8 +145,8 @@ public class NnModuleTests
         using var m = new Linear(2, 1);
         using var sd = new StateDict
         {
-            ["weight"] = Torch.Tensor([0.5, -1.25], 1, 2),
-            ["bias"] = Torch.Tensor([0.125], 1),
+            ["weight"] = torch.Tensor([0.5, -1.25], 1, 2),
+            ["bias"] = torch.Tensor([0.125], 1),
         };
         m.LoadStateDict(sd);
         Assert.Equal(DType.Float32, m.Weight.DType);
@@ -171,8 +171,8 @@ public class NnModuleTests
     public void DropoutScalesKeptElementsInTrainingAndIsTheIdentityInEval()
     {
         using var dropout = new Dropout(0.25);
-        using var x = Torch.Full([10000], 3.0);
-        Torch.ManualSeed(0);
+        using var x = torch.Full([10000], 3.0);
+        torch.ManualSeed(0);
         using var y = dropout.Forward(x);
         var v = y.ToArray<float>();
         // Kept elements are scaled by 1/(1-p) = 4/3 exactly up to float rounding of 3*4/3.
@@ -194,9 +194,9 @@ public class NnModuleTests
         var seq = new Sequential(first, second);
         first.Freeze();
         Assert.All(first.Parameters(), p => Assert.False(p.RequiresGrad));
-        using var x = Torch.Randn([5, 3]);
+        using var x = torch.Randn([5, 3]);
         using var y = seq.Forward(x);
-        using var g = Torch.OnesLike(y);
+        using var g = torch.OnesLike(y);
         y.Backward(g);
         Assert.Null(first.Weight.Grad);
         Assert.Null(first.Bias!.Grad);
@@ -213,13 +213,13 @@ public class NnModuleTests
     public void ToFloat64AndBackKeepsTensorObjectsGradFlagsAndValues()
     {
         using var m = new TinyBlock(new Generator(3)).Eval();
-        using var x = Torch.Randn([2, 3], new Generator(4));
+        using var x = torch.Randn([2, 3], new Generator(4));
         using var y32 = m.Forward(x);
         var weight = m.ProjIn.Weight;
         using var original = weight.Clone();
         m.Blocks[1][1].Freeze();
         using (var y = m.Forward(x))
-        using (var ones = Torch.OnesLike(y))
+        using (var ones = torch.OnesLike(y))
             y.Backward(ones);
 
         m.To(DType.Float64);
@@ -251,9 +251,9 @@ public class NnModuleTests
     public void RegistrationRejectsBadNamesAndNonLeafParameters()
     {
         using var m = new Linear(2, 2);
-        Assert.Throws<ArgumentException>(() => m.RegisterParameter("a.b", Torch.Zeros([1])));
-        Assert.Throws<ArgumentException>(() => m.RegisterBuffer("weight", Torch.Zeros([1])));
-        using var leaf = Torch.Ones([2]).RequiresGrad_();
+        Assert.Throws<ArgumentException>(() => m.RegisterParameter("a.b", torch.Zeros([1])));
+        Assert.Throws<ArgumentException>(() => m.RegisterBuffer("weight", torch.Zeros([1])));
+        using var leaf = torch.Ones([2]).RequiresGrad_();
         using var nonLeaf = leaf * 2;
         Assert.Throws<ArgumentException>(() => m.RegisterParameter("p", nonLeaf));
     }
@@ -262,7 +262,7 @@ public class NnModuleTests
     public void ModulesBuiltInsideADisposeScopeOutliveIt()
     {
         Linear m;
-        using (Torch.NewDisposeScope()) m = new Linear(2, 2);
+        using (torch.NewDisposeScope()) m = new Linear(2, 2);
         using (m)
         {
             Assert.False(m.Weight.IsDisposed);
@@ -295,14 +295,14 @@ public class NnModuleTests
     public void CheckpointedBlockMatchesThePlainCallIncludingDropoutMasks()
     {
         using var block = new Sequential(new Linear(4, 16, generator: new Generator(5)), new Dropout(0.5), new Linear(16, 3, generator: new Generator(6)));
-        using var x = Torch.Randn([8, 4], new Generator(7)).RequiresGrad_();
-        using var g = Torch.Randn([8, 3], new Generator(8));
+        using var x = torch.Randn([8, 4], new Generator(7)).RequiresGrad_();
+        using var g = torch.Randn([8, 3], new Generator(8));
 
         (float[] Y, float[][] Grads) Run(bool checkpoint, ulong seed)
         {
             block.ZeroGrad();
             x.ZeroGrad();
-            Torch.ManualSeed(seed);
+            torch.ManualSeed(seed);
             using var y = checkpoint ? Autograd.Checkpoint(block.Forward, x) : block.Forward(x);
             y.Backward(g);
             var grads = block.Parameters().Append(x).Select(p =>

@@ -10,11 +10,11 @@ public class OpsTests
     [Fact]
     public void MatmulOfMatrices()
     {
-        using var a = Torch.Tensor([1f, 2, 3, 4, 5, 6], 2, 3);
-        using var b = Torch.Tensor([7f, 8, 9, 10, 11, 12], 3, 2);
+        using var a = torch.Tensor([1f, 2, 3, 4, 5, 6], 2, 3);
+        using var b = torch.Tensor([7f, 8, 9, 10, 11, 12], 3, 2);
         using var c = a.Matmul(b);
         using var d = a.Mm(b);
-        using var e = Torch.Matmul(a, b);
+        using var e = torch.Matmul(a, b);
         Assert.Equal([2L, 2], c.Shape);
         Assert.Equal([58f, 64, 139, 154], c.ToArray<float>());
         Assert.Equal(c.ToArray<float>(), d.ToArray<float>());
@@ -26,8 +26,8 @@ public class OpsTests
     {
         var av = Enumerable.Range(0, 12).Select(i => (double)i - 5).ToArray();
         var bv = Enumerable.Range(0, 6).Select(i => (double)(i * i) - 3).ToArray();
-        using var a = Torch.Tensor(av, 2, 2, 3);
-        using var b = Torch.Tensor(bv, 3, 2);
+        using var a = torch.Tensor(av, 2, 2, 3);
+        using var b = torch.Tensor(bv, 3, 2);
         using var c = a.Matmul(b);
         Assert.Equal([2L, 2, 2], c.Shape);
         var expected = MatMul(av, bv, 2, 3, 2, 0).Concat(MatMul(av, bv, 2, 3, 2, 6)).ToArray();
@@ -37,11 +37,11 @@ public class OpsTests
     [Fact]
     public void MatmulShapeMismatchCarriesLibtorchMessage()
     {
-        using var a = Torch.Zeros([2, 3]);
-        using var b = Torch.Zeros([2, 3]);
+        using var a = torch.Zeros([2, 3]);
+        using var b = torch.Zeros([2, 3]);
         var e = Assert.Throws<TorchException>(() => a.Matmul(b));
         Assert.Contains("mat1 and mat2 shapes cannot be multiplied (2x3 and 2x3)", e.Message);
-        using var ok = Torch.Ones([3, 3]);
+        using var ok = torch.Ones([3, 3]);
         using var c = a.Matmul(ok);
         Assert.Equal([2L, 3], c.Shape);
     }
@@ -52,21 +52,21 @@ public class OpsTests
         var av = Enumerable.Range(0, 12).Select(i => (double)(i % 5) - 2).ToArray();
         var bv = Enumerable.Range(0, 12).Select(i => (double)(i % 7) - 3).ToArray();
         var sv = Enumerable.Range(0, 8).Select(i => (double)i).ToArray();
-        using var a = Torch.Tensor(av, 2, 2, 3);
-        using var b = Torch.Tensor(bv, 2, 3, 2);
-        using var self = Torch.Tensor(sv, 2, 2, 2);
+        using var a = torch.Tensor(av, 2, 2, 3);
+        using var b = torch.Tensor(bv, 2, 3, 2);
+        using var self = torch.Tensor(sv, 2, 2, 2);
         using var p = a.Bmm(b);
         var expected = MatMul(av, bv, 2, 3, 2, 0, 0).Concat(MatMul(av, bv, 2, 3, 2, 6, 6)).ToArray();
         Assert.Equal(expected, p.ToArray<double>());
 
         using var r = self.Baddbmm(a, b, beta: 0.5, alpha: 2);
-        using var rt = Torch.Baddbmm(self, a, b, 0.5, 2);
+        using var rt = torch.Baddbmm(self, a, b, 0.5, 2);
         var expectedR = expected.Select((x, i) => 0.5 * sv[i] + 2 * x).ToArray();
         Assert.Equal(expectedR, r.ToArray<double>());
         Assert.Equal(expectedR, rt.ToArray<double>());
 
         // baddbmm broadcasts self: a [2, 1] bias added to every batch.
-        using var bias = Torch.Tensor([100.0, 200.0], 2, 1);
+        using var bias = torch.Tensor([100.0, 200.0], 2, 1);
         using var rb = bias.Baddbmm(a, b);
         var expectedB = expected.Select((x, i) => x + (i / 2 % 2 == 0 ? 100 : 200)).ToArray();
         Assert.Equal(expectedB, rb.ToArray<double>());
@@ -75,7 +75,7 @@ public class OpsTests
     [Fact]
     public void BmmRejectsMatrices()
     {
-        using var a = Torch.Zeros([2, 3]);
+        using var a = torch.Zeros([2, 3]);
         var e = Assert.Throws<TorchException>(() => a.Bmm(a));
         Assert.Contains("batch1 must be a 3D tensor", e.Message);
     }
@@ -86,7 +86,7 @@ public class OpsTests
     [Fact]
     public void SigmoidTanhRelu()
     {
-        using var x = Torch.Tensor(Xs);
+        using var x = torch.Tensor(Xs);
         using var s = x.Sigmoid();
         using var t = x.Tanh();
         using var r = x.Relu();
@@ -99,7 +99,7 @@ public class OpsTests
     public void SoftmaxAlongADimension()
     {
         float[] v = [1, 2, 3, -1, 0, 5];
-        using var x = Torch.Tensor(v, 2, 3);
+        using var x = torch.Tensor(v, 2, 3);
         using var s1 = x.Softmax(1);
         using var s0 = x.Softmax(0);
         using var ls = x.LogSoftmax(-1);
@@ -129,7 +129,7 @@ public class OpsTests
     [Fact]
     public void SoftmaxInAnotherDtypeCastsFirst()
     {
-        using var x32 = Torch.Tensor([0f, 1f]);
+        using var x32 = torch.Tensor([0f, 1f]);
         using var x = x32.Half();
         using var s = x.Softmax(0, DType.Float32);
         Assert.Equal(DType.Float32, s.DType);
@@ -139,7 +139,7 @@ public class OpsTests
     [Fact]
     public void SoftmaxDimOutOfRange()
     {
-        using var x = Torch.Zeros([2, 3]);
+        using var x = torch.Zeros([2, 3]);
         var e = Assert.Throws<TorchException>(() => x.Softmax(2));
         Assert.Contains("Dimension out of range (expected to be in range of [-2, 1], but got 2)", e.Message);
     }
@@ -149,7 +149,7 @@ public class OpsTests
     public void UnaryMath()
     {
         float[] p = [0.25f, 1f, 2f, 9f];
-        using var x = Torch.Tensor(p);
+        using var x = torch.Tensor(p);
         using var exp = x.Exp();
         using var log = x.Log();
         using var sqrt = x.Sqrt();
@@ -171,7 +171,7 @@ public class OpsTests
     [Fact]
     public void AbsSignFloorRound()
     {
-        using var x = Torch.Tensor([-2.5f, -1.5f, -0.5f, 0f, 0.5f, 1.5f, 2.5f, 2.7f]);
+        using var x = torch.Tensor([-2.5f, -1.5f, -0.5f, 0f, 0.5f, 1.5f, 2.5f, 2.7f]);
         using var abs = x.Abs();
         using var sign = x.Sign();
         using var floor = x.Floor();
@@ -182,7 +182,7 @@ public class OpsTests
         // torch.round rounds half to even.
         Assert.Equal([-2f, -2, -0f, 0, 0, 2, 2, 3], round.ToArray<float>());
 
-        using var y = Torch.Tensor([1.2345, -0.0151]);
+        using var y = torch.Tensor([1.2345, -0.0151]);
         using var r2 = y.Round(2);
         AssertClose([1.23, -0.02], r2, 1e-12, 0);
     }
@@ -190,12 +190,12 @@ public class OpsTests
     [Fact]
     public void PowWithScalarAndTensorExponents()
     {
-        using var x = Torch.Tensor([2f, 3f, 4f]);
-        using var e = Torch.Tensor([3f, 2f, 0.5f]);
+        using var x = torch.Tensor([2f, 3f, 4f]);
+        using var e = torch.Tensor([3f, 2f, 0.5f]);
         using var p2 = x.Pow(2);
         using var ph = x.Pow(0.5);
         using var pt = x.Pow(e);
-        using var ps = Torch.Pow(2, e);
+        using var ps = torch.Pow(2, e);
         Assert.Equal([4f, 9, 16], p2.ToArray<float>());
         AssertClose([Math.Sqrt(2), Math.Sqrt(3), 2], ph);
         AssertClose([8, 9, 2], pt);
@@ -205,7 +205,7 @@ public class OpsTests
     [Fact]
     public void ClampWithOptionalBounds()
     {
-        using var x = Torch.Tensor([-2f, -0.5f, 0.5f, 2f]);
+        using var x = torch.Tensor([-2f, -0.5f, 0.5f, 2f]);
         using var both = x.Clamp(-1, 1);
         using var lower = x.Clamp(min: 0);
         using var upper = x.Clamp(max: 0);
@@ -217,7 +217,7 @@ public class OpsTests
         Assert.Equal(lower.ToArray<float>(), cmin.ToArray<float>());
         Assert.Equal(upper.ToArray<float>(), cmax.ToArray<float>());
 
-        using var lo = Torch.Tensor([0f, -1f, 1f, 0f]);
+        using var lo = torch.Tensor([0f, -1f, 1f, 0f]);
         using var tensorBounds = x.Clamp(lo, null);
         Assert.Equal([0f, -0.5f, 1f, 2f], tensorBounds.ToArray<float>());
     }
@@ -225,9 +225,9 @@ public class OpsTests
     [Fact]
     public void LerpWithScalarAndTensorWeights()
     {
-        using var a = Torch.Tensor([0f, 10f, -4f]);
-        using var b = Torch.Tensor([10f, 20f, 4f]);
-        using var w = Torch.Tensor([0f, 1f, 0.75f]);
+        using var a = torch.Tensor([0f, 10f, -4f]);
+        using var b = torch.Tensor([10f, 20f, 4f]);
+        using var w = torch.Tensor([0f, 1f, 0.75f]);
         using var s = a.Lerp(b, 0.25);
         using var t = a.Lerp(b, w);
         AssertClose([2.5, 12.5, -2], s);
@@ -237,10 +237,10 @@ public class OpsTests
     [Fact]
     public void MaximumMinimumBroadcast()
     {
-        using var a = Torch.Tensor([1f, 5f, 3f], 3, 1);
-        using var b = Torch.Tensor([2f, 4f], 1, 2);
+        using var a = torch.Tensor([1f, 5f, 3f], 3, 1);
+        using var b = torch.Tensor([2f, 4f], 1, 2);
         using var mx = a.Maximum(b);
-        using var mn = Torch.Minimum(a, b);
+        using var mn = torch.Minimum(a, b);
         using var mx2 = a.Max(b);
         Assert.Equal([3L, 2], mx.Shape);
         Assert.Equal([2f, 4, 5, 5, 3, 4], mx.ToArray<float>());
@@ -252,8 +252,8 @@ public class OpsTests
     [Fact]
     public void ComparisonsReturnBoolTensors()
     {
-        using var a = Torch.Tensor([1f, 2f, 3f]);
-        using var b = Torch.Tensor([3f, 2f, 1f]);
+        using var a = torch.Tensor([1f, 2f, 3f]);
+        using var b = torch.Tensor([3f, 2f, 1f]);
         using var eq = a.Eq(b);
         using var ne = a.Ne(b);
         using var gt = a.Gt(b);
@@ -284,8 +284,8 @@ public class OpsTests
     [Fact]
     public void ComparisonsBroadcastAndMixIntegerAndFloat()
     {
-        using var a = Torch.Tensor([0L, 1, 2], 3, 1);
-        using var b = Torch.Tensor([0.5f, 1.5f], 1, 2);
+        using var a = torch.Tensor([0L, 1, 2], 3, 1);
+        using var b = torch.Tensor([0.5f, 1.5f], 1, 2);
         using var gt = a.Gt(b);
         Assert.Equal([3L, 2], gt.Shape);
         Assert.Equal([false, false, true, false, true, true], Bools(gt));
@@ -294,8 +294,8 @@ public class OpsTests
     [Fact]
     public void LogicalOpsAndFiniteness()
     {
-        using var a = Torch.Tensor([true, true, false, false]);
-        using var b = Torch.Tensor([true, false, true, false]);
+        using var a = torch.Tensor([true, true, false, false]);
+        using var b = torch.Tensor([true, false, true, false]);
         using var not = a.LogicalNot();
         using var and = a.LogicalAnd(b);
         using var or = a.LogicalOr(b);
@@ -303,7 +303,7 @@ public class OpsTests
         Assert.Equal([true, false, false, false], Bools(and));
         Assert.Equal([true, true, true, false], Bools(or));
 
-        using var x = Torch.Tensor([1f, float.PositiveInfinity, float.NaN, float.NegativeInfinity]);
+        using var x = torch.Tensor([1f, float.PositiveInfinity, float.NaN, float.NegativeInfinity]);
         using var finite = x.IsFinite();
         using var nan = x.IsNan();
         Assert.Equal([true, false, false, false], Bools(finite));
@@ -313,13 +313,13 @@ public class OpsTests
     [Fact]
     public void MaskedFillBroadcastsTheMask()
     {
-        using var x = Torch.Tensor([1f, 2f, 3f, 4f], 2, 2);
-        using var rowMask = Torch.Tensor([true, false], 2, 1);
+        using var x = torch.Tensor([1f, 2f, 3f, 4f], 2, 2);
+        using var rowMask = torch.Tensor([true, false], 2, 1);
         using var filled = x.MaskedFill(rowMask, -1);
         Assert.Equal([-1f, -1, 3, 4], filled.ToArray<float>());
         Assert.Equal([1f, 2, 3, 4], x.ToArray<float>());
 
-        using var value = Torch.Scalar(7);
+        using var value = torch.Scalar(7);
         using var filledT = x.MaskedFill(rowMask, value);
         Assert.Equal([7f, 7, 3, 4], filledT.ToArray<float>());
     }
@@ -327,13 +327,13 @@ public class OpsTests
     [Fact]
     public void MaskedFillInPlace()
     {
-        using var x = Torch.Tensor([1f, 2f, 3f, 4f]);
-        using var mask = Torch.Tensor([false, true, false, true]);
+        using var x = torch.Tensor([1f, 2f, 3f, 4f]);
+        using var mask = torch.Tensor([false, true, false, true]);
         var same = x.MaskedFill_(mask, float.NegativeInfinity);
         Assert.Same(x, same);
         Assert.Equal([1f, float.NegativeInfinity, 3, float.NegativeInfinity], x.ToArray<float>());
 
-        using var shortMask = Torch.Tensor([true, false, true]);
+        using var shortMask = torch.Tensor([true, false, true]);
         var e = Assert.Throws<TorchException>(() => x.MaskedFill_(shortMask, 0));
         Assert.Contains("The size of tensor a (4) must match the size of tensor b (3)", e.Message);
     }
@@ -341,15 +341,15 @@ public class OpsTests
     [Fact]
     public void AllcloseUsesRelativeAndAbsoluteTolerance()
     {
-        using var a = Torch.Tensor([1f, 100f]);
-        using var b = Torch.Tensor([1.000001f, 100.0005f]);
-        using var c = Torch.Tensor([1.1f, 100f]);
+        using var a = torch.Tensor([1f, 100f]);
+        using var b = torch.Tensor([1.000001f, 100.0005f]);
+        using var c = torch.Tensor([1.1f, 100f]);
         Assert.True(a.Allclose(b));
         Assert.False(a.Allclose(c));
         Assert.True(a.Allclose(c, rtol: 0.2));
-        Assert.True(Torch.Allclose(a, c, rtol: 0, atol: 0.11));
+        Assert.True(torch.Allclose(a, c, rtol: 0, atol: 0.11));
 
-        using var n = Torch.Tensor([float.NaN]);
+        using var n = torch.Tensor([float.NaN]);
         Assert.False(n.Allclose(n));
         Assert.True(n.Allclose(n, equalNan: true));
     }
@@ -357,16 +357,16 @@ public class OpsTests
     [Fact]
     public void WhereWithScalars()
     {
-        using var c = Torch.Tensor([true, false, true]);
-        using var x = Torch.Tensor([1f, 2f, 3f]);
-        using var w1 = Torch.Where(c, x, 0);
-        using var w2 = Torch.Where(c, -1, x);
+        using var c = torch.Tensor([true, false, true]);
+        using var x = torch.Tensor([1f, 2f, 3f]);
+        using var w1 = torch.Where(c, x, 0);
+        using var w2 = torch.Where(c, -1, x);
         Assert.Equal([1f, 0, 3], w1.ToArray<float>());
         Assert.Equal([-1f, 2, -1], w2.ToArray<float>());
     }
 
     // ---- reductions ----
-    private static Tensor M23() => Torch.Tensor([1f, 2, 3, 4, 5, 6], 2, 3);
+    private static Tensor M23() => torch.Tensor([1f, 2, 3, 4, 5, 6], 2, 3);
 
     [Fact]
     public void SumAndMeanWithDims()
@@ -397,7 +397,7 @@ public class OpsTests
     [Fact]
     public void ReductionDtypes()
     {
-        using var ints = Torch.Tensor([1, 2, 3]);
+        using var ints = torch.Tensor([1, 2, 3]);
         using var s = ints.Sum();
         Assert.Equal(DType.Int64, s.DType); // integer sums widen to int64, as in PyTorch
         using var f = M23();
@@ -413,7 +413,7 @@ public class OpsTests
     [Fact]
     public void VarAndStdWithCorrection()
     {
-        using var x = Torch.Tensor([1.0, 2, 3, 4]);
+        using var x = torch.Tensor([1.0, 2, 3, 4]);
         // mean 2.5, squared deviations 2.25 + 0.25 + 0.25 + 2.25 = 5
         using var unbiased = x.Var();
         using var population = x.Var(correction: 0);
@@ -426,7 +426,7 @@ public class OpsTests
         Assert.Equal(Math.Sqrt(5 / 3.0), std.Item(), 15);
         Assert.Equal(Math.Sqrt(1.25), std0.Item(), 15);
 
-        using var m = Torch.Tensor([1.0, 2, 3, 4, 6, 8], 2, 3);
+        using var m = torch.Tensor([1.0, 2, 3, 4, 6, 8], 2, 3);
         using var rows = m.Var(1);
         using var rowsKeep = m.Std(1, correction: 0, keepdim: true);
         AssertClose([1, 4], rows, Float64Tol, 0);
@@ -439,7 +439,7 @@ public class OpsTests
     [Fact]
     public void MaxMinWholeAndAlongADim()
     {
-        using var x = Torch.Tensor([3f, 9, 1, -4, 5, 7], 2, 3);
+        using var x = torch.Tensor([3f, 9, 1, -4, 5, 7], 2, 3);
         using var max = x.Max();
         using var min = x.Min();
         Assert.Equal(9, max.Item());
@@ -465,7 +465,7 @@ public class OpsTests
     [Fact]
     public void ArgmaxAmaxAmin()
     {
-        using var x = Torch.Tensor([3f, 9, 1, -4, 5, 9], 2, 3);
+        using var x = torch.Tensor([3f, 9, 1, -4, 5, 9], 2, 3);
         using var flat = x.Argmax();
         Assert.Equal(1, flat.ItemInt64()); // the first of the tied maxima
         using var rows = x.Argmax(1);
@@ -485,7 +485,7 @@ public class OpsTests
     [Fact]
     public void VectorNorm()
     {
-        using var x = Torch.Tensor([3f, 4, 6, -8], 2, 2);
+        using var x = torch.Tensor([3f, 4, 6, -8], 2, 2);
         using var all = x.Norm();
         using var rows = x.Norm(2, 1);
         using var l1 = x.Norm(1);
@@ -499,7 +499,7 @@ public class OpsTests
     [Fact]
     public void AllAndAny()
     {
-        using var b = Torch.Tensor([true, true, true, false], 2, 2);
+        using var b = torch.Tensor([true, true, true, false], 2, 2);
         using var all = b.All();
         using var any = b.Any();
         using var allRows = b.All(1);
@@ -512,7 +512,7 @@ public class OpsTests
     }
 
     // ---- shape ----
-    private static Tensor Arange24() => Torch.Tensor(Enumerable.Range(0, 24).Select(i => (float)i).ToArray(), 2, 3, 4);
+    private static Tensor Arange24() => torch.Tensor(Enumerable.Range(0, 24).Select(i => (float)i).ToArray(), 2, 3, 4);
 
     [Fact]
     public void PermuteMovesElements()
@@ -567,7 +567,7 @@ public class OpsTests
         Assert.Equal([1L, 2, 3, 4], a.Shape);
         Assert.Equal([2L, 3, 4, 1], b.Shape);
 
-        using var s = Torch.Zeros([1, 2, 1, 3]);
+        using var s = torch.Zeros([1, 2, 1, 3]);
         using var sAll = s.Squeeze();
         using var s0 = s.Squeeze(0);
         using var s1 = s.Squeeze(1);
@@ -579,21 +579,21 @@ public class OpsTests
     [Fact]
     public void ExpandIsAViewAndRepeatCopies()
     {
-        using var x = Torch.Tensor([1f, 2f, 3f], 3, 1);
+        using var x = torch.Tensor([1f, 2f, 3f], 3, 1);
         using var e = x.Expand(3, 4);
         using var e2 = x.Expand(2, -1, 2);
         Assert.Equal([3L, 4], e.Shape);
         Assert.Equal([1L, 0], e.Strides); // no copy: the new dim steps 0 elements
         Assert.Equal([1f, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3], e.ToArray<float>());
         Assert.Equal([2L, 3, 2], e2.Shape);
-        using var like = Torch.Zeros([3, 5]);
+        using var like = torch.Zeros([3, 5]);
         using var ea = x.ExpandAs(like);
         Assert.Equal([3L, 5], ea.Shape);
 
         var err = Assert.Throws<TorchException>(() => x.Expand(4, 4));
         Assert.Contains("The expanded size of the tensor (4) must match the existing size (3) at non-singleton dimension 0", err.Message);
 
-        using var row = Torch.Tensor([1f, 2f]);
+        using var row = torch.Tensor([1f, 2f]);
         using var r = row.Repeat(2, 2);
         Assert.Equal([2L, 4], r.Shape);
         Assert.Equal([1f, 2, 1, 2, 1, 2, 1, 2], r.ToArray<float>());
@@ -602,7 +602,7 @@ public class OpsTests
     [Fact]
     public void ChunkSplitNarrow()
     {
-        using var x = Torch.Arange(5, DType.Float32);
+        using var x = torch.Arange(5, DType.Float32);
         var chunks = x.Chunk(3);
         Assert.Equal([[0f, 1], [2f, 3], [4f]], chunks.Select(c => c.ToArray<float>()).ToArray());
         // ceil(5/4) = 2 per chunk, so only three chunks come back.
@@ -635,32 +635,32 @@ public class OpsTests
     public void IndexSelectGatherScatterAdd()
     {
         using var x = M23();
-        using var idx = Torch.Tensor([2L, 0L]);
+        using var idx = torch.Tensor([2L, 0L]);
         using var cols = x.IndexSelect(1, idx);
         Assert.Equal([3f, 1, 6, 4], cols.ToArray<float>());
 
         // torch.gather's documented example: out[i][j] = t[i][index[i][j]] for dim 1.
-        using var t = Torch.Tensor([1f, 2, 3, 4], 2, 2);
-        using var gi = Torch.Tensor([0L, 0, 1, 0], 2, 2);
+        using var t = torch.Tensor([1f, 2, 3, 4], 2, 2);
+        using var gi = torch.Tensor([0L, 0, 1, 0], 2, 2);
         using var g = t.Gather(1, gi);
         Assert.Equal([1f, 1, 4, 3], g.ToArray<float>());
         using var g0 = t.Gather(0, gi);
         Assert.Equal([1f, 2, 3, 2], g0.ToArray<float>());
 
-        using var bad = Torch.Tensor([0L, 5, 1, 0], 2, 2);
+        using var bad = torch.Tensor([0L, 5, 1, 0], 2, 2);
         var e = Assert.Throws<TorchException>(() => t.Gather(1, bad));
         Assert.Contains("index 5 is out of bounds for dimension 1 with size 2", e.Message);
 
-        using var zeros = Torch.Zeros([3]);
-        using var si = Torch.Tensor([0L, 1, 0, 2]);
-        using var src = Torch.Tensor([1f, 2, 3, 4]);
+        using var zeros = torch.Zeros([3]);
+        using var si = torch.Tensor([0L, 1, 0, 2]);
+        using var src = torch.Tensor([1f, 2, 3, 4]);
         using var sa = zeros.ScatterAdd(0, si, src);
         Assert.Equal([4f, 2, 4], sa.ToArray<float>());
         Assert.Equal([0f, 0, 0], zeros.ToArray<float>());
 
-        using var z2 = Torch.Zeros([2, 3]);
-        using var si2 = Torch.Tensor([2L, 2, 0, 1], 2, 2);
-        using var src2 = Torch.Tensor([1f, 2, 3, 4], 2, 2);
+        using var z2 = torch.Zeros([2, 3]);
+        using var si2 = torch.Tensor([2L, 2, 0, 1], 2, 2);
+        using var src2 = torch.Tensor([1f, 2, 3, 4], 2, 2);
         using var sa2 = z2.ScatterAdd(1, si2, src2);
         Assert.Equal([0f, 0, 3, 3, 4, 0], sa2.ToArray<float>());
     }
@@ -671,16 +671,16 @@ public class OpsTests
     {
         // torch.rand(3, generator=torch.Generator().manual_seed(0)) = [0.4963, 0.7682, 0.0885]
         using var g = new Generator(0);
-        using var x = Torch.Empty([3]);
+        using var x = torch.Empty([3]);
         Assert.Same(x, x.Uniform_(generator: g));
         AssertClose([0.4963, 0.7682, 0.0885], x, 0, 5e-5); // the reference is printed to 4 decimals
 
         g.ManualSeed(0);
-        using var r = Torch.Rand([3], g);
+        using var r = torch.Rand([3], g);
         Assert.Equal(r.ToArray<float>(), x.ToArray<float>());
 
         g.ManualSeed(0);
-        using var y = Torch.Empty([1000]).Uniform_(-3, -2, g);
+        using var y = torch.Empty([1000]).Uniform_(-3, -2, g);
         using var ymin = y.Min();
         using var ymax = y.Max();
         Assert.True(ymin.Item() >= -3 && ymax.Item() < -2);
@@ -692,13 +692,13 @@ public class OpsTests
     {
         // torch.randn(3, generator=torch.Generator().manual_seed(0)) = [1.5410, -0.2934, -2.1788]
         using var g = new Generator(0);
-        using var x = Torch.Empty([3]).Normal_(2, 3, g);
+        using var x = torch.Empty([3]).Normal_(2, 3, g);
         AssertClose([2 + 3 * 1.5410, 2 - 3 * 0.2934, 2 - 3 * 2.1788], x, 0, 3 * 5e-5);
 
         g.ManualSeed(0);
-        using var a = Torch.Empty([40]).Normal_(generator: g);
+        using var a = torch.Empty([40]).Normal_(generator: g);
         g.ManualSeed(0);
-        using var b = Torch.Randn([40], g);
+        using var b = torch.Randn([40], g);
         Assert.Equal(b.ToArray<float>(), a.ToArray<float>());
     }
 }

@@ -7,11 +7,11 @@ public class OptimGradClipTests
     // Gradients (3, 4) and (12): 2-norm 13, 1-norm 19, max-norm 12, all exact in float32.
     private static (Tensor A, Tensor B, Tensor NoGrad) Params()
     {
-        var a = Torch.Zeros([2]).RequiresGrad_();
-        var b = Torch.Zeros([1]).RequiresGrad_();
-        var c = Torch.Zeros([1]).RequiresGrad_();
-        a.Grad = Torch.Tensor([3f, 4f]);
-        b.Grad = Torch.Tensor([12f]);
+        var a = torch.Zeros([2]).RequiresGrad_();
+        var b = torch.Zeros([1]).RequiresGrad_();
+        var c = torch.Zeros([1]).RequiresGrad_();
+        a.Grad = torch.Tensor([3f, 4f]);
+        b.Grad = torch.Tensor([12f]);
         return (a, b, c);
     }
 
@@ -27,7 +27,7 @@ public class OptimGradClipTests
     [InlineData(double.PositiveInfinity, 12.0)]
     public void ReturnsTheTotalNormAndScalesByMaxOverTotal(double normType, double total)
     {
-        using var scope = Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         var (a, b, c) = Params();
         using var norm = GradClipping.ClipGradNorm([a, b, c], maxNorm: 6.5, normType);
         Assert.Equal(total, norm.Item(), 1e-5);
@@ -42,7 +42,7 @@ public class OptimGradClipTests
     [Fact]
     public void LeavesGradientsBelowTheLimitUnchanged()
     {
-        using var scope = Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         var (a, b, _) = Params();
         using var norm = GradClipping.ClipGradNorm([a, b], maxNorm: 100);
         Assert.Equal(13.0, norm.Item(), 1e-5);
@@ -53,8 +53,8 @@ public class OptimGradClipTests
     [Fact]
     public void NoGradientsGiveZero()
     {
-        using var scope = Torch.NewDisposeScope();
-        var p = Torch.Zeros([2]).RequiresGrad_();
+        using var scope = torch.NewDisposeScope();
+        var p = torch.Zeros([2]).RequiresGrad_();
         using var norm = GradClipping.ClipGradNorm([p], 1.0);
         Assert.Equal(0.0, norm.Item());
     }
@@ -62,16 +62,16 @@ public class OptimGradClipTests
     [Fact]
     public void NonFiniteNormIsReportedWhenAsked()
     {
-        using var scope = Torch.NewDisposeScope();
-        var p = Torch.Zeros([2]).RequiresGrad_();
-        p.Grad = Torch.Tensor([float.NaN, 1f]);
+        using var scope = torch.NewDisposeScope();
+        var p = torch.Zeros([2]).RequiresGrad_();
+        p.Grad = torch.Tensor([float.NaN, 1f]);
         Assert.Throws<InvalidOperationException>(() => GradClipping.ClipGradNorm([p], 1.0, errorIfNonfinite: true));
     }
 
     [Fact]
     public void ClipGradValueClamps()
     {
-        using var scope = Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         var (a, b, _) = Params();
         GradClipping.ClipGradValue([a, b], 3.5);
         Assert.Equal([3f, 3.5f], GradOf(a));

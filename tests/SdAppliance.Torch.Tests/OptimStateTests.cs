@@ -31,10 +31,10 @@ public class OptimStateTests
         public Problem(float[] w, float[] b)
         {
             var random = new Random(11);
-            x = Torch.Tensor(OptimReference.Values(random, 20), 5, 4);
-            y = Torch.Tensor(OptimReference.Values(random, 15), 5, 3);
-            W = Torch.Tensor(w, 3, 4).RequiresGrad_();
-            B = Torch.Tensor(b, 3).RequiresGrad_();
+            x = torch.Tensor(OptimReference.Values(random, 20), 5, 4);
+            y = torch.Tensor(OptimReference.Values(random, 15), 5, 3);
+            W = torch.Tensor(w, 3, 4).RequiresGrad_();
+            B = torch.Tensor(b, 3).RequiresGrad_();
         }
 
         public Tensor W { get; }
@@ -45,7 +45,7 @@ public class OptimStateTests
         {
             for (var s = 0; s < steps; s++)
             {
-                using var scope = Torch.NewDisposeScope();
+                using var scope = torch.NewDisposeScope();
                 var diff = Functional.Linear(x, W, B) - y;
                 var loss = Op.Get("aten::sum").Begin().T(diff * diff).Call();
                 loss.Backward();
@@ -160,9 +160,9 @@ public class OptimStateTests
 
     private static OptimizerStateDict SavedAdamW(long[] shape, int parameters = 1)
     {
-        var ps = Enumerable.Range(0, parameters).Select(_ => Torch.Ones(shape).RequiresGrad_()).ToArray();
+        var ps = Enumerable.Range(0, parameters).Select(_ => torch.Ones(shape).RequiresGrad_()).ToArray();
         using var opt = new AdamW(ps, new AdamWOptions { Lr = 0.5 });
-        foreach (var p in ps) p.Grad = Torch.OnesLike(p);
+        foreach (var p in ps) p.Grad = torch.OnesLike(p);
         opt.Step();
         using var state = opt.StateDict();
         var copy = new OptimizerStateDict(
@@ -174,12 +174,12 @@ public class OptimStateTests
     [Fact]
     public void LoadRefusesMismatchesWithClearErrors()
     {
-        using var scope = Torch.NewDisposeScope();
-        using var p = Torch.Ones([3, 4]).RequiresGrad_();
+        using var scope = torch.NewDisposeScope();
+        using var p = torch.Ones([3, 4]).RequiresGrad_();
         using var opt = new AdamW([p], new AdamWOptions { Lr = 0.25 });
 
         var wrongKind = SavedAdamW([3, 4]);
-        using var sgd = new Sgd([Torch.Ones([3, 4]).RequiresGrad_()]);
+        using var sgd = new Sgd([torch.Ones([3, 4]).RequiresGrad_()]);
         Assert.Contains("is for AdamW, not Sgd", Assert.Throws<ArgumentException>(() => sgd.LoadStateDict(wrongKind)).Message);
 
         var twoParams = SavedAdamW([3, 4], parameters: 2);
@@ -192,8 +192,8 @@ public class OptimStateTests
         Assert.Contains("needs [3, 4]", shapeError);
 
         var twoGroups = SavedAdamW([3, 4]);
-        using var other = Torch.Ones([2]).RequiresGrad_();
-        using var grouped = new AdamW([new ParamGroup<AdamWOptions>([Torch.Ones([3, 4]).RequiresGrad_()], new()), new ParamGroup<AdamWOptions>([other], new())]);
+        using var other = torch.Ones([2]).RequiresGrad_();
+        using var grouped = new AdamW([new ParamGroup<AdamWOptions>([torch.Ones([3, 4]).RequiresGrad_()], new()), new ParamGroup<AdamWOptions>([other], new())]);
         Assert.Contains("1 parameter groups but this optimizer has 2", Assert.Throws<ArgumentException>(() => grouped.LoadStateDict(twoGroups)).Message);
 
         var missing = SavedAdamW([3, 4]);
@@ -202,7 +202,7 @@ public class OptimStateTests
 
         var extra = SavedAdamW([3, 4]);
         var withExtra = new OptimizerStateDict(
-            extra.Tensors.Append(new("state.0.bogus", Torch.Ones([1]))).ToDictionary(), extra.Json);
+            extra.Tensors.Append(new("state.0.bogus", torch.Ones([1]))).ToDictionary(), extra.Json);
         Assert.Contains("unexpected tensor state.0.bogus", Assert.Throws<ArgumentException>(() => opt.LoadStateDict(withExtra)).Message);
 
         var badOptions = SavedAdamW([3, 4]);

@@ -16,15 +16,15 @@ public class OptimizerTests
     /// <summary>Runs <paramref name="make"/>'s optimizer over float32 parameters, each step in its own dispose scope.</summary>
     private static float[][] Run(Func<Tensor[], Optimizer> make, float[][] init, long[][] shapes, float[][][] grads)
     {
-        var ps = init.Select((v, i) => Torch.Tensor(v, shapes[i]).RequiresGrad_()).ToArray();
+        var ps = init.Select((v, i) => torch.Tensor(v, shapes[i]).RequiresGrad_()).ToArray();
         try
         {
             using var opt = make(ps);
             foreach (var stepGrads in grads)
             {
                 // The optimizer's state must outlive the caller's per-step scope.
-                using var scope = Torch.NewDisposeScope();
-                for (var i = 0; i < ps.Length; i++) ps[i].Grad = Torch.Tensor(stepGrads[i], shapes[i]);
+                using var scope = torch.NewDisposeScope();
+                for (var i = 0; i < ps.Length; i++) ps[i].Grad = torch.Tensor(stepGrads[i], shapes[i]);
                 opt.Step();
                 opt.ZeroGrad();
                 Assert.All(ps, p => Assert.Null(p.Grad));
@@ -156,12 +156,12 @@ public class OptimizerTests
     [Fact]
     public void AdafactorKeepsFactoredStateSmall()
     {
-        using var scope = Torch.NewDisposeScope();
-        using var w = Torch.Zeros([3, 4]).RequiresGrad_();
-        using var b = Torch.Zeros([4]).RequiresGrad_();
+        using var scope = torch.NewDisposeScope();
+        using var w = torch.Zeros([3, 4]).RequiresGrad_();
+        using var b = torch.Zeros([4]).RequiresGrad_();
         using var opt = new Adafactor([w, b]);
-        w.Grad = Torch.Ones([3, 4]);
-        b.Grad = Torch.Ones([4]);
+        w.Grad = torch.Ones([3, 4]);
+        b.Grad = torch.Ones([4]);
         opt.Step();
         using var state = opt.StateDict();
         Assert.Equal(["state.0.exp_avg_sq_col", "state.0.exp_avg_sq_row", "state.1.exp_avg_sq"], state.Tensors.Keys.Order());
@@ -172,13 +172,13 @@ public class OptimizerTests
     [Fact]
     public void AdafactorUpdatesBFloat16ParametersThroughFloat32()
     {
-        using var scope = Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         var (init, grads) = Data(6, 12);
-        using var p = Torch.Tensor(init[0], 3, 4).BFloat16().RequiresGrad_();
+        using var p = torch.Tensor(init[0], 3, 4).BFloat16().RequiresGrad_();
         var start = p.Float().ToArray<float>();
         var options = new AdafactorOptions { Lr = 0.05, RelativeStep = false, ScaleParameter = false };
         using var opt = new Adafactor([p], options);
-        p.Grad = Torch.Tensor(grads[0][0], 3, 4).BFloat16();
+        p.Grad = torch.Tensor(grads[0][0], 3, 4).BFloat16();
         opt.Step();
         Assert.Equal(DType.BFloat16, p.DType);
         using var state = opt.StateDict();
@@ -214,10 +214,10 @@ public class OptimizerTests
     [Fact]
     public void GroupLrCanBeChangedBetweenSteps()
     {
-        using var scope = Torch.NewDisposeScope();
-        using var p = Torch.Tensor([0f]).RequiresGrad_();
+        using var scope = torch.NewDisposeScope();
+        using var p = torch.Tensor([0f]).RequiresGrad_();
         using var opt = new Sgd([p], new SgdOptions { Lr = 1 });
-        p.Grad = Torch.Tensor([1f]);
+        p.Grad = torch.Tensor([1f]);
         opt.Step();
         opt.ParamGroups[0].Lr = 0.25;
         opt.Step();
@@ -228,11 +228,11 @@ public class OptimizerTests
     [Fact]
     public void ParametersWithoutGradientAreLeftAlone()
     {
-        using var scope = Torch.NewDisposeScope();
-        using var a = Torch.Tensor([1f, 2f]).RequiresGrad_();
-        using var b = Torch.Tensor([3f]).RequiresGrad_();
+        using var scope = torch.NewDisposeScope();
+        using var a = torch.Tensor([1f, 2f]).RequiresGrad_();
+        using var b = torch.Tensor([3f]).RequiresGrad_();
         using var opt = new AdamW([a, b]);
-        a.Grad = Torch.Tensor([1f, 1f]);
+        a.Grad = torch.Tensor([1f, 1f]);
         opt.Step();
         Assert.Equal([3f], b.ToArray<float>());
         Assert.NotEqual([1f, 2f], a.ToArray<float>());
@@ -244,10 +244,10 @@ public class OptimizerTests
     [Fact]
     public void ZeroGradCanZeroInsteadOfDropping()
     {
-        using var scope = Torch.NewDisposeScope();
-        using var p = Torch.Tensor([1f]).RequiresGrad_();
+        using var scope = torch.NewDisposeScope();
+        using var p = torch.Tensor([1f]).RequiresGrad_();
         using var opt = new Sgd([p]);
-        p.Grad = Torch.Tensor([5f]);
+        p.Grad = torch.Tensor([5f]);
         opt.ZeroGrad(setToNone: false);
         using var g = p.Grad!;
         Assert.Equal([0f], g.ToArray<float>());
@@ -256,7 +256,7 @@ public class OptimizerTests
     [Fact]
     public void InvalidHyperparametersAreRefused()
     {
-        using var p = Torch.Zeros([2]).RequiresGrad_();
+        using var p = torch.Zeros([2]).RequiresGrad_();
         Assert.Contains("relative_step", Assert.Throws<ArgumentException>(() => new Adafactor([p], new AdafactorOptions { Lr = 1e-3 })).Message);
         Assert.Contains("warmup_init", Assert.Throws<ArgumentException>(() => new Adafactor([p], new AdafactorOptions { RelativeStep = false, Lr = 1, WarmupInit = true })).Message);
         Assert.Contains("Nesterov", Assert.Throws<ArgumentException>(() => new Sgd([p], new SgdOptions { Nesterov = true })).Message);
@@ -264,7 +264,7 @@ public class OptimizerTests
         Assert.Contains("learning rate", Assert.Throws<ArgumentException>(() => new Lion([p], new LionOptions { Lr = -1 })).Message);
         Assert.Contains("empty", Assert.Throws<ArgumentException>(() => new AdamW(Array.Empty<Tensor>())).Message);
         Assert.Contains("more than once", Assert.Throws<ArgumentException>(() => new AdamW([p, p])).Message);
-        using var q = Torch.Zeros([2]).RequiresGrad_();
+        using var q = torch.Zeros([2]).RequiresGrad_();
         using var twice = new AdamW([p]);
         Assert.Contains("more than once", Assert.Throws<ArgumentException>(() => twice.AddParamGroup([q, p])).Message);
         Assert.Single(twice.ParamGroups);
@@ -275,7 +275,7 @@ public class OptimizerTests
     [Fact]
     public void NonLeafTensorsAreRefused()
     {
-        using var p = Torch.Zeros([2]).RequiresGrad_();
+        using var p = torch.Zeros([2]).RequiresGrad_();
         using var q = p * 2;
         Assert.Contains("non-leaf", Assert.Throws<ArgumentException>(() => new Sgd([q])).Message);
     }

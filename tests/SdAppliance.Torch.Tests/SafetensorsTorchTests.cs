@@ -13,8 +13,8 @@ public sealed class SafetensorsTorchTests : IDisposable
     public void EveryDTypeRoundTripsWithMetadata()
     {
         var path = Path.Combine(folder, "all.safetensors");
-        using var scope = Torch.NewDisposeScope();
-        var source = Torch.Arange(-6, 6, 1, DType.Float32).Reshape(3, 4);
+        using var scope = torch.NewDisposeScope();
+        var source = torch.Arange(-6, 6, 1, DType.Float32).Reshape(3, 4);
         var dtypes = new[] { DType.Float32, DType.Float64, DType.Float16, DType.BFloat16, DType.Int64, DType.Int32, DType.Int16, DType.Int8, DType.Bool };
         var tensors = dtypes.ToDictionary(d => d.TorchName(), d => source.To(d));
         tensors["uint8"] = (source + 6).To(DType.UInt8);
@@ -35,7 +35,7 @@ public sealed class SafetensorsTorchTests : IDisposable
     public void LoadedTensorsShareTheMapAndOutliveTheReader()
     {
         var path = Path.Combine(folder, "w.safetensors");
-        using (var w = Torch.Tensor([1f, 2f, 3f, 4f], 2, 2))
+        using (var w = torch.Tensor([1f, 2f, 3f, 4f], 2, 2))
             Safetensors.Save(path, [new("w", w)]);
         var original = File.ReadAllBytes(path);
 
@@ -55,8 +55,8 @@ public sealed class SafetensorsTorchTests : IDisposable
     public void GpuOrNonContiguousTensorsAreWrittenContiguously()
     {
         var path = Path.Combine(folder, "t.safetensors");
-        using var scope = Torch.NewDisposeScope();
-        var m = Torch.Tensor([1f, 2f, 3f, 4f, 5f, 6f], 2, 3);
+        using var scope = torch.NewDisposeScope();
+        var m = torch.Tensor([1f, 2f, 3f, 4f, 5f, 6f], 2, 3);
         var transposed = m.T();
         Assert.False(transposed.IsContiguous);
         Safetensors.Save(path, [new("t", transposed)]);

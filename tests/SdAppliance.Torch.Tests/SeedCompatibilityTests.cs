@@ -15,8 +15,8 @@ public class SeedCompatibilityTests
     {
         using var golden = SafetensorsReader.Open(Fixture("unet_golden.safetensors"));
         using var g = new Generator(100);
-        using var latents = Torch.Randn([2, 4, 8, 8], g);
-        using var hidden = Torch.Randn([2, 77, 32], g);
+        using var latents = torch.Randn([2, 4, 8, 8], g);
+        using var hidden = torch.Randn([2, 77, 32], g);
         using var expectedLatents = golden.Get("latents");
         using var expectedHidden = golden.Get("encoder_hidden_states_random");
         Assert.Equal(expectedLatents.ToArray<float>(), latents.ToArray<float>());
@@ -28,16 +28,16 @@ public class SeedCompatibilityTests
     {
         using var golden = SafetensorsReader.Open(Fixture("vae_golden.safetensors"));
         using var g = new Generator(200);
-        using var scope = Torch.NewDisposeScope();
-        var image = Torch.Rand([1, 3, 64, 64], g) * 2 - 1;
-        var latents = Torch.Randn([1, 4, 8, 8], g);
+        using var scope = torch.NewDisposeScope();
+        var image = torch.Rand([1, 3, 64, 64], g) * 2 - 1;
+        var latents = torch.Randn([1, 4, 8, 8], g);
         Assert.Equal(golden.Get("image").ToArray<float>(), image.ToArray<float>());
         Assert.Equal(golden.Get("latents").ToArray<float>(), latents.ToArray<float>());
 
         // latent_sample = mean + std * randn(mean.shape, Generator().manual_seed(201)): one fused
         // multiply-add in float32 either side, so at most one rounding step apart (|x| < 8 here).
         var mean = golden.Get("mean");
-        var sample = mean + golden.Get("std") * Torch.Randn(mean.Shape, new Generator(201));
+        var sample = mean + golden.Get("std") * torch.Randn(mean.Shape, new Generator(201));
         var expected = golden.Get("latent_sample").ToArray<float>();
         var actual = sample.ToArray<float>();
         for (var i = 0; i < expected.Length; i++)

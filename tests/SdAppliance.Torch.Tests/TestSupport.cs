@@ -62,7 +62,7 @@ internal static class TestSupport
     public static Tensor Random64(long[] shape, int seed)
     {
         var n = (int)shape.Aggregate(1L, (a, b) => a * b);
-        return Torch.FromArray<double>(RandomValues(n, seed), shape, DType.Float64);
+        return torch.FromArray<double>(RandomValues(n, seed), shape, DType.Float64);
     }
 
     /// <summary>C = A·B for row-major A [n, k] and B [k, m].</summary>

@@ -30,8 +30,8 @@ public sealed class HypernetworkTests : IDisposable
     private float[] UnetOutput()
     {
         using var generator = new Generator(17);
-        using var sample = Torch.Torch.Randn([1, 4, 8, 8], generator);
-        using var context = Torch.Torch.Randn([1, 77, 32], generator);
+        using var sample = torch.Randn([1, 4, 8, 8], generator);
+        using var context = torch.Randn([1, 77, 32], generator);
         using var noGrad = Autograd.NoGrad();
         using var output = model.Unet.Forward(sample, 500, context);
         return output.ToArray<float>();

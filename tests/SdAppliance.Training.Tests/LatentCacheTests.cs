@@ -177,7 +177,7 @@ public sealed class LatentCacheTests(TinyVaeFixture fixture) : IClassFixture<Tin
         using var cache = new TextEmbeddingCache(caption =>
         {
             calls.Add(caption);
-            return new TextConditioning(Torch.Torch.Full([1, 2, 3], caption.Length), null);
+            return new TextConditioning(torch.Full([1, 2, 3], caption.Length), null);
         });
         using (var first = cache.Get("a dog")) Assert.Equal(5f, first.PromptEmbeds.ToArray<float>()[0]);
         using (var second = cache.Get("a dog"))

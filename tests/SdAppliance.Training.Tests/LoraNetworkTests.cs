@@ -142,7 +142,7 @@ public sealed class LoraNetworkTests : IDisposable
         Assert.Equal(0.5, module.Scale);
         Assert.Equal(0.5, module.Alpha.Item() / module.Rank);
 
-        using var x = Torch.Torch.Randn([2, 5, layer.InFeatures], generator);
+        using var x = torch.Randn([2, 5, layer.InFeatures], generator);
         using var noGrad = Autograd.NoGrad();
         using (var adapted = layer.Forward(x))
         using (var plain = Functional.Linear(x, layer.Weight, layer.Bias))
@@ -170,7 +170,7 @@ public sealed class LoraNetworkTests : IDisposable
         var layer = (Linear)module.Layer;
         Randomise(module.UpWeight, 1, 5);
         using var noGrad = Autograd.NoGrad();
-        using var x = Torch.Torch.Ones([1, 64, layer.InFeatures]);
+        using var x = torch.Ones([1, 64, layer.InFeatures]);
         network.Eval();
         using var eval1 = layer.Forward(x);
         using var eval2 = layer.Forward(x);
@@ -305,7 +305,7 @@ public sealed class LoraNetworkTests : IDisposable
             using var noGrad = Autograd.NoGrad();
             foreach (var m in network.Loras.Where(m => m.Layer is Linear))
             {
-                var x = Torch.Torch.Randn([3, ((Linear)m.Layer).InFeatures]);
+                var x = torch.Randn([3, ((Linear)m.Layer).InFeatures]);
                 inputs[m] = (x, ((Linear)m.Layer).Forward(x));
             }
         }

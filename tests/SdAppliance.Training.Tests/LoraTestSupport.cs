@@ -86,7 +86,7 @@ internal static class LoraTestSupport
         var options = new ModuleOptions(Generator: generator);
         using (var unet = new UNet2DConditionModel(DiffusersConfig.Parse<UNet2DConditionConfig>(unetConfig.ToJsonString()), options))
             Write("unet", unetConfig, unet, "diffusion_pytorch_model.safetensors");
-        Torch.Torch.ManualSeed(6);
+        torch.ManualSeed(6);
         using (var te = new ClipTextModel(ClipTextConfig.FromJson(teConfig.ToJsonString())))
             Write("text_encoder", teConfig, te, "model.safetensors");
         using (var te2 = new ClipTextModel(ClipTextConfig.FromJson(te2Config.ToJsonString()), withProjection: true))

@@ -114,7 +114,7 @@ public sealed class TrainerTests : IDisposable
         if (outputs is not null && method == "textual-inversion")
             embeddings.Add(TextualInversionEmbedding.Load(outputs.First(o => o.EndsWith("zwx.safetensors", StringComparison.Ordinal))));
         using var inference = Autograd.InferenceMode();
-        using var scope = Torch.Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         var dataset = TrainingDataset.Scan(new DatasetOptions { DataDir = config.Data, Resolution = 64 });
         using var cache = new LatentCache(model.Vae, "eval", onDisk: false);
         var conditioner = new Diffusion.Prompts.PromptConditioner(model, embeddings);
@@ -126,8 +126,8 @@ public sealed class TrainerTests : IDisposable
             foreach (var t in new long[] { 100, 400, 700 })
             {
                 var latents = cache.Get(batch[0]);
-                var noise = Torch.Torch.Randn(latents.Shape, g);
-                var timesteps = Torch.Torch.Tensor([t]);
+                var noise = torch.Randn(latents.Shape, g);
+                var timesteps = torch.Tensor([t]);
                 var noisy = scheduler.AddNoise(latents, noise, timesteps);
                 // Before textual inversion the new word is its initializer (one vector, the same position).
                 var caption = method == "textual-inversion" && outputs is null ? batch[0].Caption.Replace("zwx", "square") : batch[0].Caption;

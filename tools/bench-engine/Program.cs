@@ -34,7 +34,7 @@ double Time(Action body, int repeats)
 void Report(string name, double value, string unit) => Console.WriteLine($"{name}: {value:G4} {unit}");
 
 var g = new Generator(0);
-Tensor R(params long[] shape) => Torch.Randn(shape, g).To(device).DetachFromDisposeScope();
+Tensor R(params long[] shape) => torch.Randn(shape, g).To(device).DetachFromDisposeScope();
 
 // 1. Per-call overhead: a one-element add is almost all binding and dispatcher.
 {
@@ -42,7 +42,7 @@ Tensor R(params long[] shape) => Torch.Randn(shape, g).To(device).DetachFromDisp
     const int calls = 20_000;
     var s = Time(() =>
     {
-        using var scope = Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         for (var i = 0; i < calls; i++) _ = a + a;
     }, quick ? 3 : 7);
     Report("op_overhead_add_1elem", s / calls * 1e6, "us/op");
@@ -84,7 +84,7 @@ using (Autograd.InferenceMode())
     using var input = R(64, 512);
     var step = Time(() =>
     {
-        using var scope = Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         var loss = F.Linear(F.Silu(F.Linear(input, w1)), w2).Square().Mean();
         loss.Backward();
         using (Autograd.NoGrad())

@@ -115,7 +115,7 @@ using var inference = Autograd.InferenceMode();
 
     using var cond = Encode(request.Prompt);
     using var uncond = Encode(request.NegativePrompt);
-    using var embeds = Torch.Cat([uncond.PromptEmbeds, cond.PromptEmbeds]);
+    using var embeds = torch.Cat([uncond.PromptEmbeds, cond.PromptEmbeds]);
     var latentSize = 64 / model.VaeScaleFactor;
     using (var loop = new SamplingLoop(model.Unet, embeds, SchedulerConfig.FromJson(model.SchedulerConfig.ToJsonString()), Sampler, Steps, CfgScale, latentSize, dtype, device))
         Report("tiny_sampler_step_64", Time(loop.Step, quick ? Steps : 2 * Steps), "s/step");
@@ -177,7 +177,7 @@ static Tensor RandomLatents(long channels, long size, DType dtype, Device device
 static Tensor RandomTensor(long[] shape, DType dtype, Device device)
 {
     using var g = new Generator(0);
-    using var cpu = Torch.Randn(shape, g);
+    using var cpu = torch.Randn(shape, g);
     return cpu.To(device, dtype);
 }
 
@@ -211,9 +211,9 @@ sealed class SamplingLoop(UNet2DConditionModel unet, Tensor embeds, SchedulerCon
     public void Step()
     {
         if (scheduler is null || latents is null || index == steps) Restart();
-        using var scope = Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         var t = scheduler!.TimestepValues[index];
-        var scaled = scheduler.ScaleModelInput(Torch.Cat([latents!, latents!]), t);
+        var scaled = scheduler.ScaleModelInput(torch.Cat([latents!, latents!]), t);
         var halves = unet.Forward(scaled, t, embeds).Chunk(2);
         var guided = halves[0] + (halves[1] - halves[0]) * cfgScale;
         var next = scheduler.Step(guided, t, latents!).PrevSample.DetachFromDisposeScope();
@@ -227,7 +227,7 @@ sealed class SamplingLoop(UNet2DConditionModel unet, Tensor embeds, SchedulerCon
         Dispose();
         scheduler = SchedulerRegistry.Create(sampler, config);
         scheduler.SetTimesteps(steps, device);
-        using var noise = Torch.Randn([1, unet.Config.InChannels, latentSize, latentSize], dtype: DType.Float32);
+        using var noise = torch.Randn([1, unet.Config.InChannels, latentSize, latentSize], dtype: DType.Float32);
         using var onDevice = noise.To(device, dtype);
         latents = onDevice.Mul(scheduler.InitNoiseSigma);
         index = 0;

@@ -105,7 +105,7 @@ void RunCase(BenchCase c)
     // Long cases say what they are doing on stderr, so that stdout stays `name: value unit` only.
     Console.Error.WriteLine($"# {c.Name}: {c.WarmUp} warm-up + {c.Repeats} timed steps");
     var generator = new Generator(0);
-    Torch.ManualSeed(0);
+    torch.ManualSeed(0);
     // Draws for CUDA tensors come from the device's default generator; a CPU one is refused there.
     var drawGenerator = device.IsCuda ? null : generator;
 
@@ -147,17 +147,17 @@ void RunCase(BenchCase c)
         using var optimizer = new AdamW(trainable, new AdamWOptions { Lr = 1e-4 });
 
         var latent = (long)(unet.Config.SampleSize is { Count: > 0 } s ? s[0] : 64);
-        using var text = Torch.Randn([1, 77, unet.Config.CrossAttentionDimPerBlock[0]], generator).To(device).DetachFromDisposeScope();
+        using var text = torch.Randn([1, 77, unet.Config.CrossAttentionDimPerBlock[0]], generator).To(device).DetachFromDisposeScope();
         var scaler = mixedPrecision == "fp16" ? new LossScaler() : null;
 
         // One step; returns the seconds of forward (with the loss), backward, and clipping plus optimizer.
         (double Forward, double Backward, double Optimizer) Step()
         {
-            using var scope = Torch.NewDisposeScope();
+            using var scope = torch.NewDisposeScope();
             // Drawn on CPU and moved, as the trainer draws its noise.
-            var noisy = Torch.Randn([1, 4, latent, latent], generator).To(device);
-            var target = Torch.Randn([1, 4, latent, latent], generator).To(device);
-            var timesteps = Torch.Randint(0, 1000, [1], generator).To(device);
+            var noisy = torch.Randn([1, 4, latent, latent], generator).To(device);
+            var target = torch.Randn([1, 4, latent, latent], generator).To(device);
+            var timesteps = torch.Randint(0, 1000, [1], generator).To(device);
             var sw = Stopwatch.StartNew();
             Tensor prediction;
             using (Autocast())

@@ -13,7 +13,6 @@ using SdAppliance.Torch;
 using SdAppliance.Torch.Serialization;
 using SdAppliance.Training;
 using SdAppliance.Training.Runs;
-using TorchOps = SdAppliance.Torch.Torch;
 
 // train-demo --out models/demo [--work DIR] [--from STAGE] [--vae-steps N] [--unet-steps N] ...
 // The whole recipe of the demo model, stage by stage: dataset and BPE vocabulary, VAE from scratch, UNet +
@@ -111,7 +110,7 @@ if (Runs("unet"))
     if (Directory.Exists(run)) Directory.Delete(run, recursive: true);
     // The random UNet and text encoder the Trainer starts from.
     var textConfig = DemoArchitecture.TextEncoder(ClipTokenizer.FromFolder(Path.Combine(init, "tokenizer")).VocabSize);
-    TorchOps.ManualSeed((ulong)seed + 1);
+    torch.ManualSeed((ulong)seed + 1);
     using (var textEncoder = new ClipTextModel(textConfig))
     {
         var json = JsonNode.Parse(textConfig.ToJson())!.AsObject();

@@ -4,7 +4,6 @@ using SdAppliance.Tools.DemoData;
 using SdAppliance.Torch;
 using SdAppliance.Torch.Nn;
 using SdAppliance.Torch.Optim;
-using TorchOps = SdAppliance.Torch.Torch;
 
 namespace SdAppliance.Tools.TrainDemo;
 
@@ -48,7 +47,7 @@ public static class VaeTraining
             // A short warm-up, then a linear decay to a tenth.
             optimizer.ParamGroups[0].Lr = lr * Math.Min(1, step / 20.0) * (1 - 0.9 * (step - 1) / Math.Max(1, steps - 1));
             double value;
-            using (var scope = TorchOps.NewDisposeScope())
+            using (var scope = torch.NewDisposeScope())
             {
                 var scenes = Enumerable.Range(0, batchSize).Select(_ => DemoScene.Random(random, Shapes.Base)).ToList();
                 var images = ToTensor(scenes.Select(s => s.Render()).ToList());
@@ -92,7 +91,7 @@ public static class VaeTraining
         var means = new List<float>();
         for (var i = 0; i < scenes.Count; i += 64)
         {
-            using var scope = TorchOps.NewDisposeScope();
+            using var scope = torch.NewDisposeScope();
             var images = ToTensor(scenes.Skip(i).Take(64).Select(s => s.Render()).ToList());
             var posterior = vae.Encode(images);
             means.AddRange(posterior.Mean.Contiguous().ToArray<float>());
@@ -115,6 +114,6 @@ public static class VaeTraining
                     for (var c = 0; c < 3; c++)
                         data[((b * 3 + c) * h + y) * w + x] = pixels[(y * w + x) * 3 + c] / 127.5f - 1;
         }
-        return TorchOps.Tensor(data, images.Count, 3, h, w);
+        return torch.Tensor(data, images.Count, 3, h, w);
     }
 }

@@ -14,8 +14,8 @@ public static class ImageTensors
     public static Tensor ToTensor(RgbImage image, Device? device = null)
     {
         var rgb = image.HasAlpha ? image.FlattenAlpha() : image;
-        using var scope = Torch.Torch.NewDisposeScope();
-        var hwc = Torch.Torch.FromArray<byte>(rgb.Pixels, [rgb.Height, rgb.Width, 3], DType.UInt8);
+        using var scope = torch.NewDisposeScope();
+        var hwc = torch.FromArray<byte>(rgb.Pixels, [rgb.Height, rgb.Width, 3], DType.UInt8);
         var chw = hwc.Permute(2, 0, 1).Unsqueeze(0).To(DType.Float32).Div(127.5).Sub(1.0);
         return chw.To(device ?? Device.Cpu).MoveToOuterScope();
     }
@@ -28,7 +28,7 @@ public static class ImageTensors
     {
         if (images.Dim != 4 || images.Size(1) != 3)
             throw new ArgumentException($"expected images of shape [B, 3, H, W], got [{string.Join(", ", images.Shape)}]", nameof(images));
-        using var scope = Torch.Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         var bytes = images.To(Device.Cpu, DType.Float32).Div(2).Add(0.5).Clamp(0, 1).Mul(255).Round().To(DType.UInt8).Permute(0, 2, 3, 1).Contiguous();
         var (batch, height, width) = ((int)images.Size(0), (int)images.Size(2), (int)images.Size(3));
         var all = bytes.ToArray<byte>();
@@ -40,7 +40,7 @@ public static class ImageTensors
     public static RgbImage Resize(RgbImage image, int width, int height)
     {
         if (image.Width == width && image.Height == height) return image;
-        using var scope = Torch.Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         var x = ToTensor(image);
         var resized = F.Interpolate(x, [height, width], mode: "bicubic", alignCorners: false, antialias: true);
         return ToImages(resized)[0];

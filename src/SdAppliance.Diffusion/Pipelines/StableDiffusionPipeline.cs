@@ -153,12 +153,12 @@ public sealed class StableDiffusionPipeline
     private List<RgbImage> Sample(GenerationRequest request, string prompt, string negative, EmbeddingLibrary embeddings,
         List<Generator> generators, int width, int height, IProgress<GenerationProgress>? progress, CancellationToken cancellationToken)
     {
-        using var scope = Torch.Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         var batch = request.BatchSize;
         var guided = request.CfgScale > 1;
         var (cond, uncond) = EncodePrompts(prompt, negative, embeddings, request.ClipSkip);
         var condBatch = Repeat(cond.PromptEmbeds, batch);
-        var embeds = guided ? Torch.Torch.Cat([Repeat(uncond.PromptEmbeds, batch), condBatch]) : condBatch;
+        var embeds = guided ? torch.Cat([Repeat(uncond.PromptEmbeds, batch), condBatch]) : condBatch;
         var added = AddedConditions(cond, uncond, batch, width, height, guided);
 
         using var scheduler = SchedulerRegistry.Create(request.Sampler, SchedulerConfig.FromJson(model.SchedulerConfig.ToJsonString()));
@@ -177,7 +177,7 @@ public sealed class StableDiffusionPipeline
             scheduler.SetBeginIndex(start);
             var initLatents = EncodeImage(init, width, height, batch, noise);
             var startNoise = noise.Randn(latentShape, model.DType, model.Device);
-            using var t0 = Torch.Torch.Full([batch], timesteps[start], DType.Float32, model.Device);
+            using var t0 = torch.Full([batch], timesteps[start], DType.Float32, model.Device);
             latents = scheduler.AddNoise(initLatents, startNoise, t0);
         }
         else
@@ -189,9 +189,9 @@ public sealed class StableDiffusionPipeline
         for (var i = start; i < timesteps.Count; i++)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            using var stepScope = Torch.Torch.NewDisposeScope();
+            using var stepScope = torch.NewDisposeScope();
             var t = timesteps[i];
-            var input = guided ? Torch.Torch.Cat([latents, latents]) : latents;
+            var input = guided ? torch.Cat([latents, latents]) : latents;
             var scaled = scheduler.ScaleModelInput(input, t);
             var prediction = model.Unet.Forward(scaled, t, embeds, added);
             if (guided)
@@ -230,7 +230,7 @@ public sealed class StableDiffusionPipeline
             // diffusers' force_zeros_for_empty_prompt for SDXL
             var c = encoded[0];
             encoded[1].Dispose();
-            return (c, new TextConditioning(Torch.Torch.ZerosLike(c.PromptEmbeds), c.PooledPromptEmbeds is null ? null : Torch.Torch.ZerosLike(c.PooledPromptEmbeds)));
+            return (c, new TextConditioning(torch.ZerosLike(c.PromptEmbeds), c.PooledPromptEmbeds is null ? null : torch.ZerosLike(c.PooledPromptEmbeds)));
         }
         return (encoded[0], encoded[1]);
     }
@@ -240,10 +240,10 @@ public sealed class StableDiffusionPipeline
     {
         if (!model.IsSdxl) return null;
         var pooled = Repeat(cond.PooledPromptEmbeds!, batch);
-        if (guided) pooled = Torch.Torch.Cat([Repeat(uncond.PooledPromptEmbeds!, batch), pooled]);
+        if (guided) pooled = torch.Cat([Repeat(uncond.PooledPromptEmbeds!, batch), pooled]);
         var rows = guided ? 2 * batch : batch;
         var ids = Enumerable.Range(0, rows).SelectMany(_ => new float[] { height, width, 0, 0, height, width }).ToArray();
-        var timeIds = Torch.Torch.Tensor(ids, rows, 6).To(model.Device, model.DType);
+        var timeIds = torch.Tensor(ids, rows, 6).To(model.Device, model.DType);
         return new UNetAddedConditions(pooled, timeIds);
     }
 

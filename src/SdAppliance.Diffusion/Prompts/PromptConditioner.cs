@@ -30,8 +30,8 @@ public sealed class PromptConditioner(StableDiffusionModel model, EmbeddingLibra
         try
         {
             if (each.Count == 1) return each[0];
-            var embeds = Torch.Torch.Cat([.. each.Select(c => c.PromptEmbeds)]);
-            var pooled = each[0].PooledPromptEmbeds is null ? null : Torch.Torch.Cat([.. each.Select(c => c.PooledPromptEmbeds!)]);
+            var embeds = torch.Cat([.. each.Select(c => c.PromptEmbeds)]);
+            var pooled = each[0].PooledPromptEmbeds is null ? null : torch.Cat([.. each.Select(c => c.PooledPromptEmbeds!)]);
             foreach (var c in each) c.Dispose();
             return new TextConditioning(embeds, pooled);
         }

@@ -43,7 +43,7 @@ public sealed class DdimScheduler : Scheduler
         var alphaProdPrev = prevT >= 0 ? AlphasCumprodValues[prevT] : finalAlphaCumprod;
         var betaProd = 1 - alphaProd;
 
-        using var scope = Torch.Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         var mo = Upcast(modelOutput);
         var x = Upcast(sample);
         var x0 = PredictOriginal(mo, x, alphaProd);

@@ -49,7 +49,7 @@ public sealed class DdpmScheduler : Scheduler
         var currentAlpha = alphaProd / alphaProdPrev;
         var currentBeta = 1 - currentAlpha;
 
-        using var scope = Torch.Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         var mo = Upcast(modelOutput);
         var x = Upcast(sample);
         Tensor? predictedVariance = null;

@@ -133,7 +133,7 @@ public sealed class DpmSolverMultistepScheduler : SigmaScheduler
             (Config.EulerAtFinal == true || (Config.LowerOrderFinal == true && count < 15) || Config.FinalSigmasType == "zero");
         var lowerOrderSecond = index == count - 2 && Config.LowerOrderFinal == true && count < 15;
 
-        using var scope = Torch.Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         var mo = Upcast(modelOutput);
         var x = Upcast(sample);
         var converted = ConvertModelOutput(mo, x, index);

@@ -102,7 +102,7 @@ public sealed class DpmSolverSdeScheduler : SigmaScheduler
         var sigma = first ? SigmaValues[index] : SigmaValues[index - 1];
         var sigmaNext = first ? SigmaValues[index + 1] : SigmaValues[index];
 
-        using var scope = Torch.Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         var mo = Upcast(modelOutput);
         var x = Upcast(sample);
         var t = -Math.Log(sigma);

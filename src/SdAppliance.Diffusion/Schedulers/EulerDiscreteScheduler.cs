@@ -63,7 +63,7 @@ public sealed class EulerDiscreteScheduler : SigmaScheduler
         var gamma = STmin <= sigma && sigma <= STmax ? Math.Min(SChurn / (SigmaValues.Length - 1), Math.Sqrt(2) - 1) : 0.0;
         var sigmaHat = sigma * (gamma + 1);
 
-        using var scope = Torch.Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         var mo = Upcast(modelOutput);
         var x = Upcast(sample);
         if (gamma > 0)

@@ -71,7 +71,7 @@ public sealed class LcmScheduler : Scheduler
         var cSkip = SigmaData * SigmaData / (scaled * scaled + SigmaData * SigmaData);
         var cOut = scaled / Math.Sqrt(scaled * scaled + SigmaData * SigmaData);
 
-        using var scope = Torch.Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         var mo = Upcast(modelOutput);
         var x = Upcast(sample);
         var x0 = ClipOriginal(PredictOriginal(mo, x, alphaProd));

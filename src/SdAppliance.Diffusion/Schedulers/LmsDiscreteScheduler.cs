@@ -70,7 +70,7 @@ public sealed class LmsDiscreteScheduler : SigmaScheduler
         var index = InitStepIndex(timestep);
         var sigma = SigmaValues[index];
 
-        using var scope = Torch.Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         var mo = Upcast(modelOutput);
         var x = Upcast(sample);
         var x0 = PredictOriginalSigma(mo, x, sigma);

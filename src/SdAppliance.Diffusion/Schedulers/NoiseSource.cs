@@ -40,7 +40,7 @@ public abstract class NoiseSource
     {
         public override Tensor Randn(long[] shape, DType dtype, Device device)
         {
-            if (generators.Count == 0) return Torch.Torch.Randn(shape, null, dtype, device);
+            if (generators.Count == 0) return torch.Randn(shape, null, dtype, device);
             if (generators.Count == 1) return Draw(generators[0], shape, dtype, device);
             if (shape.Length == 0 || shape[0] != generators.Count)
                 throw new ArgumentException($"{generators.Count} generators for a batch of {(shape.Length == 0 ? 0 : shape[0])}");
@@ -50,7 +50,7 @@ public abstract class NoiseSource
             try
             {
                 foreach (var g in generators) parts.Add(Draw(g, one, dtype, device));
-                return Torch.Torch.Cat(parts);
+                return torch.Cat(parts);
             }
             finally
             {
@@ -61,8 +61,8 @@ public abstract class NoiseSource
         private static Tensor Draw(Generator g, long[] shape, DType dtype, Device device)
         {
             // A CPU generator draws on the CPU (the seed contract), then the noise moves to the sample.
-            if (g.Device == device) return Torch.Torch.Randn(shape, g, dtype, device);
-            using var t = Torch.Torch.Randn(shape, g, dtype, g.Device);
+            if (g.Device == device) return torch.Randn(shape, g, dtype, device);
+            using var t = torch.Randn(shape, g, dtype, g.Device);
             return t.To(device);
         }
     }

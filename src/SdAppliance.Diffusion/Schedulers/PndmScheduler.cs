@@ -80,7 +80,7 @@ public sealed class PndmScheduler : Scheduler
     public override SchedulerOutput Step(Tensor modelOutput, double timestep, Tensor sample, NoiseSource? noise = null)
     {
         if (NumInferenceSteps is null) throw NotReady();
-        using var scope = Torch.Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         var mo = Upcast(modelOutput);
         var x = Upcast(sample);
         var prev = counter < prkTimesteps.Length && Config.SkipPrkSteps != true

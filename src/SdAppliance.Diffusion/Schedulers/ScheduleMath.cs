@@ -24,12 +24,12 @@ internal static class ScheduleMath
             case "linear":
             {
                 // torch.linspace's own float32 algorithm (it is not start + i·step in float64).
-                using var t = Torch.Torch.Linspace(betaStart, betaEnd, numTrainTimesteps, DType.Float32);
+                using var t = torch.Linspace(betaStart, betaEnd, numTrainTimesteps, DType.Float32);
                 return t.ToArray<float>();
             }
             case "scaled_linear":
             {
-                using var t = Torch.Torch.Linspace(Math.Pow(betaStart, 0.5), Math.Pow(betaEnd, 0.5), numTrainTimesteps, DType.Float32);
+                using var t = torch.Linspace(Math.Pow(betaStart, 0.5), Math.Pow(betaEnd, 0.5), numTrainTimesteps, DType.Float32);
                 using var sq = t.Pow(2);
                 return sq.ToArray<float>();
             }

@@ -108,7 +108,7 @@ public abstract class Scheduler : IDisposable
     /// </summary>
     public virtual Tensor AddNoise(Tensor originalSamples, Tensor noise, Tensor timesteps)
     {
-        using var scope = Torch.Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         var (sqrtAlpha, sqrtOneMinusAlpha) = AlphaTerms(timesteps, originalSamples);
         return (sqrtAlpha * originalSamples + sqrtOneMinusAlpha * noise).MoveToOuterScope();
     }
@@ -120,7 +120,7 @@ public abstract class Scheduler : IDisposable
     /// </summary>
     public virtual Tensor GetVelocity(Tensor sample, Tensor noise, Tensor timesteps)
     {
-        using var scope = Torch.Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         var (sqrtAlpha, sqrtOneMinusAlpha) = AlphaTerms(timesteps, sample);
         return (sqrtAlpha * noise - sqrtOneMinusAlpha * sample).MoveToOuterScope();
     }
@@ -128,7 +128,7 @@ public abstract class Scheduler : IDisposable
     /// <summary>√ᾱ_t and √(1 − ᾱ_t) shaped [B, 1, 1, …] to broadcast over <paramref name="like"/> (in its dtype, as diffusers casts ᾱ first).</summary>
     private (Tensor SqrtAlpha, Tensor SqrtOneMinusAlpha) AlphaTerms(Tensor timesteps, Tensor like)
     {
-        var ac = Torch.Torch.Tensor(AlphasCumprodValues).To(like.Device, like.DType);
+        var ac = torch.Tensor(AlphasCumprodValues).To(like.Device, like.DType);
         var index = timesteps.To(like.Device, DType.Int64).Flatten();
         var a = ac.IndexSelect(0, index);
         var shape = new long[like.Dim];
@@ -181,9 +181,9 @@ public abstract class Scheduler : IDisposable
         var dev = device ?? Device.Cpu;
         timesteps = (timestepDType switch
         {
-            DType.Int64 => Torch.Torch.Tensor(timestepValues.Select(v => (long)v).ToArray()),
-            DType.Float32 => Torch.Torch.Tensor(timestepValues.Select(v => (float)v).ToArray()),
-            _ => Torch.Torch.Tensor(timestepValues),
+            DType.Int64 => torch.Tensor(timestepValues.Select(v => (long)v).ToArray()),
+            DType.Float32 => torch.Tensor(timestepValues.Select(v => (float)v).ToArray()),
+            _ => torch.Tensor(timestepValues),
         }).DetachFromDisposeScope();
         if (dev != Device.Cpu)
         {
@@ -191,7 +191,7 @@ public abstract class Scheduler : IDisposable
             timesteps.Dispose();
             timesteps = moved;
         }
-        sigmas = sigmaValues is null ? null : Torch.Torch.Tensor(sigmaValues.Select(s => (float)s).ToArray()).DetachFromDisposeScope();
+        sigmas = sigmaValues is null ? null : torch.Tensor(sigmaValues.Select(s => (float)s).ToArray()).DetachFromDisposeScope();
         StepIndex = null;
         BeginIndex = null;
     }
@@ -255,7 +255,7 @@ public abstract class Scheduler : IDisposable
     /// </summary>
     protected Tensor ThresholdSample(Tensor sample)
     {
-        using var scope = Torch.Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         var ratio = Config.DynamicThresholdingRatio ?? 0.995;
         var maxValue = Config.SampleMaxValue ?? 1.0;
         var batch = sample.Size(0);
@@ -276,7 +276,7 @@ public abstract class Scheduler : IDisposable
         var shape = new long[sample.Dim];
         Array.Fill(shape, 1L);
         shape[0] = batch;
-        var st = Torch.Torch.Tensor(s).Reshape(shape).To(sample.Device, sample.DType);
+        var st = torch.Tensor(s).Reshape(shape).To(sample.Device, sample.DType);
         return (sample.Clamp(-st, st) / st).MoveToOuterScope();
     }
 

@@ -142,7 +142,7 @@ public abstract class SigmaScheduler : Scheduler
         var shape = new long[like.Dim];
         Array.Fill(shape, 1L);
         shape[0] = s.Length;
-        using var t = Torch.Torch.Tensor(s);
+        using var t = torch.Tensor(s);
         using var r = t.Reshape(shape);
         return r.To(like.Device, like.DType);
     }
@@ -150,7 +150,7 @@ public abstract class SigmaScheduler : Scheduler
     /// <summary>α_t·x₀ + σ_t·ε with α = 1/√(σ²+1), σ_t = σ·α: the noising of the solvers that work on the VP sample (DPM-Solver, UniPC).</summary>
     protected Tensor AddNoiseVariancePreserving(Tensor originalSamples, Tensor noise, Tensor timesteps)
     {
-        using var scope = Torch.Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         var sigma = SigmaColumn(StepIndicesFor(timesteps, lastWhenMissing: true), originalSamples);
         var alpha = 1.0 / (sigma * sigma + 1).Pow(0.5);
         var sigmaT = sigma * alpha;

@@ -101,7 +101,7 @@ public sealed class UniPCMultistepScheduler : SigmaScheduler
         var disabled = Config.DisableCorrector ?? [];
         var useCorrector = index > 0 && !disabled.Contains(index - 1) && lastSample is not null;
 
-        using var scope = Torch.Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         var mo = Upcast(modelOutput);
         var x = Upcast(sample);
         var converted = ConvertModelOutput(mo, x, index);

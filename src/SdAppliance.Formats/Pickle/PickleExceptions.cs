@@ -5,14 +5,14 @@ namespace SdAppliance.Formats.Pickle;
 /// globals PyTorch checkpoints use. Nothing named by the pickle was executed: the unpickler
 /// never runs Python code, it refuses the reference as soon as it reads it.
 /// </summary>
-public sealed class UnsafePickleException : Exception
+public sealed class UnsafePickleException : UserInputException
 {
     /// <summary>Creates the exception for the global <paramref name="module"/>.<paramref name="name"/>.</summary>
     /// <param name="module">The module part, as written in the pickle (e.g. "posix").</param>
     /// <param name="name">The attribute part (e.g. "system").</param>
     /// <param name="filePath">The file the pickle came from, when known.</param>
     public UnsafePickleException(string module, string name, string? filePath = null)
-        : base(BuildMessage(module, name, filePath))
+        : base(BuildMessage(module, name, filePath), filePath, $"references the global '{module}.{name}'", null, null)
     {
         Module = module;
         Name = name;
@@ -44,18 +44,11 @@ public sealed class UnsafePickleException : Exception
 }
 
 /// <summary>A pickle stream is malformed: truncated, an unknown opcode, a stack underflow, a value of the wrong type.</summary>
-public sealed class PickleFormatException : Exception
+public sealed class PickleFormatException : UserInputException
 {
     /// <summary>Creates the exception for a problem found at byte <paramref name="position"/> of the pickle.</summary>
     public PickleFormatException(string problem, long position, Exception? inner = null)
-        : base($"Malformed pickle at byte {position}: {problem}", inner)
-    {
-        Problem = problem;
-        Position = position;
-    }
-
-    /// <summary>What is wrong, without the position.</summary>
-    public string Problem { get; }
+        : base($"Malformed pickle at byte {position}: {problem}", null, problem, null, inner) => Position = position;
 
     /// <summary>Offset of the opcode being read, from the start of the pickle stream.</summary>
     public long Position { get; }

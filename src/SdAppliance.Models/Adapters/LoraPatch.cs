@@ -91,7 +91,7 @@ public sealed class LoraPatch : IDisposable
         if (multiplier != 0)
             foreach (var (weight, lora) in plan)
             {
-                using var scope = Torch.Torch.NewDisposeScope();
+                using var scope = torch.NewDisposeScope();
                 weight.Add_(Delta(weight, lora, multiplier));
             }
         return new LoraMergeResult(plan.Count, unmatched);
@@ -120,7 +120,7 @@ public sealed class LoraPatch : IDisposable
 
     private void Merge(Tensor weight, LoraModule lora, double multiplier, string fileName)
     {
-        using var scope = Torch.Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         CheckFits(weight, lora, fileName);
         var delta = Delta(weight, lora, multiplier);
         if (patched.Add(weight))

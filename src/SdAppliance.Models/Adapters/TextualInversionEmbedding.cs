@@ -45,7 +45,7 @@ public sealed class TextualInversionEmbedding(string name, Tensor vectors, Tenso
         void Walk(object? node, string prefix, int depth)
         {
             if (node is TorchTensor t)
-                found[prefix] = Torch.Torch.FromBytes(t.ReadBytes(), t.Shape.ToArray(), Safetensors.ToTorch(t.DType, prefix, path));
+                found[prefix] = torch.FromBytes(t.ReadBytes(), t.Shape.ToArray(), Safetensors.ToTorch(t.DType, prefix, path));
             else if (node is PickleDict dict && depth < 3)
                 foreach (var (key, value) in dict)
                     if (key is string k) Walk(value, prefix.Length == 0 ? k : prefix + "." + k, depth + 1);

@@ -3,7 +3,6 @@ using SdAppliance.Torch.Nn;
 
 namespace SdAppliance.Models.Blocks;
 
-using Torch = SdAppliance.Torch.Torch;
 
 /// <summary>
 /// A UNet up level with text cross-attention, as diffusers' <c>CrossAttnUpBlock2D</c>: like
@@ -56,7 +55,7 @@ public sealed class CrossAttnUpBlock2D : Module, IUNetUpBlock
         for (var i = 0; i < resnets.Count; i++)
         {
             using var previous = current;
-            using var joined = Torch.Cat([previous, resSamples[^(i + 1)]], 1);
+            using var joined = torch.Cat([previous, resSamples[^(i + 1)]], 1);
             using var resnetOut = Checkpointing.Call(GradientCheckpointing, resnets[i].Forward, joined, temb);
             current = attentions[i].Forward(resnetOut, encoderHiddenStates);
         }

@@ -3,7 +3,6 @@ using SdAppliance.Torch.Nn;
 
 namespace SdAppliance.Models.Blocks;
 
-using Torch = SdAppliance.Torch.Torch;
 
 /// <summary>
 /// Sinusoidal timestep features, as diffusers' <c>Timesteps</c> (<c>get_timestep_embedding</c>):
@@ -26,7 +25,7 @@ public sealed class Timesteps(long numChannels, bool flipSinToCos, double downsc
         if (timesteps.Dim != 1) throw new ArgumentException($"timesteps must be a 1-D tensor, got {timesteps.Dim}-D", nameof(timesteps));
         var half = NumChannels / 2;
         // The same float32 operations in the same order as diffusers, so the features agree to the bit.
-        using var index = Torch.Arange(0, half, dtype: DType.Float32, device: timesteps.Device);
+        using var index = torch.Arange(0, half, dtype: DType.Float32, device: timesteps.Device);
         using var scaledIndex = index.Mul(-Math.Log(MaxPeriod));
         using var exponent = scaledIndex.Div(half - DownscaleFreqShift);
         using var frequencies = exponent.Exp();
@@ -37,7 +36,7 @@ public sealed class Timesteps(long numChannels, bool flipSinToCos, double downsc
         using var scaled = angles.Mul(Scale);
         using var sin = scaled.Sin();
         using var cos = scaled.Cos();
-        var features = FlipSinToCos ? Torch.Cat([cos, sin], -1) : Torch.Cat([sin, cos], -1);
+        var features = FlipSinToCos ? torch.Cat([cos, sin], -1) : torch.Cat([sin, cos], -1);
         if (NumChannels % 2 == 0) return features;
         using (features) return Functional.Pad(features, [0, 1, 0, 0]);
     }

@@ -3,7 +3,6 @@ using SdAppliance.Torch.Nn;
 
 namespace SdAppliance.Models.Blocks;
 
-using Torch = SdAppliance.Torch.Torch;
 
 /// <summary>
 /// A UNet up level without attention, as diffusers' <c>UpBlock2D</c>: each of <c>resnets.N</c>
@@ -50,7 +49,7 @@ public sealed class UpBlock2D : Module, IUNetUpBlock
         for (var i = 0; i < resnets.Count; i++)
         {
             using var previous = current;
-            using var joined = Torch.Cat([previous, resSamples[^(i + 1)]], 1);
+            using var joined = torch.Cat([previous, resSamples[^(i + 1)]], 1);
             current = Checkpointing.Call(GradientCheckpointing, resnets[i].Forward, joined, temb);
         }
         if (upsampler is null) return current;

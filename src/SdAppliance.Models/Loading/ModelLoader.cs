@@ -114,7 +114,7 @@ public static class ModelLoader
     {
         if (recipe.Op == TensorOp.Copy) return source.Get(recipe.Sources[0].Name);
         var (dtype, bytes) = KeyMapping.Materialize(recipe, key => source.GetBytes(key.Name));
-        return Torch.Torch.FromBytes(bytes, recipe.Shape.ToArray(), Torch.Serialization.Safetensors.ToTorch(dtype, recipe.Target.Name, source.Path));
+        return torch.FromBytes(bytes, recipe.Shape.ToArray(), Torch.Serialization.Safetensors.ToTorch(dtype, recipe.Target.Name, source.Path));
     }
 
     internal static string FindConfigs(ModelFamily family, ModelLoadOptions options)

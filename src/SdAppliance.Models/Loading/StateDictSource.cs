@@ -64,7 +64,7 @@ public abstract class StateDictSource : IDisposable
         public override Tensor Get(string name)
         {
             var (dtype, bytes) = GetBytes(name);
-            return Torch.Torch.FromBytes(bytes, Shapes[name], Safetensors.ToTorch(dtype, name, Path));
+            return torch.FromBytes(bytes, Shapes[name], Safetensors.ToTorch(dtype, name, Path));
         }
 
         public override (SafetensorsDType DType, byte[] Bytes) GetBytes(string name) => (file.DTypeOf(name), file.ReadBytes(name));

@@ -14,12 +14,12 @@ public static class VParameterization
     public static string Detect(UNet2DConditionModel unet)
     {
         using var inference = Autograd.InferenceMode();
-        using var scope = Torch.Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         var device = unet.Parameters().First().Device;
         var dtype = unet.Parameters().First().DType;
         var crossAttentionDim = unet.Config.CrossAttentionDim[0];
-        var x = Torch.Torch.Full([1, unet.Config.InChannels, 8, 8], 0.5, dtype, device);
-        var context = Torch.Torch.Full([1, 2, crossAttentionDim], 0.5, dtype, device);
+        var x = torch.Full([1, unet.Config.InChannels, 8, 8], 0.5, dtype, device);
+        var context = torch.Full([1, 2, crossAttentionDim], 0.5, dtype, device);
         var output = unet.Forward(x, 999, context);
         return (output - x).To(DType.Float32).Mean().Item() < -1 ? "v_prediction" : "epsilon";
     }

@@ -2,7 +2,6 @@ using SdAppliance.Torch;
 
 namespace SdAppliance.Models.TextEncoders;
 
-using Torch = SdAppliance.Torch.Torch;
 
 /// <summary>
 /// A tokenized prompt as the prompt parser hands it over: chunks of ids (77 each for Stable
@@ -53,13 +52,13 @@ public sealed record PromptChunks
     public Tensor IdsTensor(Device? device = null)
     {
         var flat = ChunkIds.SelectMany(c => c.Select(id => (long)id)).ToArray();
-        var ids = Torch.Tensor(flat, ChunkCount, ChunkLength);
+        var ids = torch.Tensor(flat, ChunkCount, ChunkLength);
         if (device is not { } d || d == Device.Cpu) return ids;
         using (ids) return ids.To(d);
     }
 
     /// <summary>The weights as a float32 tensor [chunks, length].</summary>
-    public Tensor WeightsTensor() => Torch.Tensor(ChunkWeights.SelectMany(c => c).ToArray(), ChunkCount, ChunkLength);
+    public Tensor WeightsTensor() => torch.Tensor(ChunkWeights.SelectMany(c => c).ToArray(), ChunkCount, ChunkLength);
 }
 
 /// <summary>An embedding's vectors placed at <paramref name="Offset"/> of chunk <paramref name="Chunk"/> (positions count bos as 0).</summary>
@@ -238,7 +237,7 @@ public sealed class SdxlPromptEncoder : PromptEncoder
             try
             {
                 using (part2)
-                using (var joined = Torch.Cat([part1, part2], -1))
+                using (var joined = torch.Cat([part1, part2], -1))
                     return new TextConditioning(ConcatenateChunks(joined), pooled);
             }
             catch

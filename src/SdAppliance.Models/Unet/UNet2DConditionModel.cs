@@ -4,7 +4,6 @@ using SdAppliance.Torch.Nn;
 
 namespace SdAppliance.Models.Unet;
 
-using Torch = SdAppliance.Torch.Torch;
 
 /// <summary>SDXL's extra conditioning: the pooled text embedding and the six size/crop numbers per image.</summary>
 /// <param name="TextEmbeds">[B, 1280] pooled output of the second text encoder.</param>
@@ -134,7 +133,7 @@ public sealed class UNet2DConditionModel : Module
     public Tensor Forward(Tensor sample, double timestep, Tensor encoderHiddenStates, UNetAddedConditions? addedConditions = null,
         Tensor? timestepCond = null, IReadOnlyList<Tensor>? downBlockAdditionalResiduals = null, Tensor? midBlockAdditionalResidual = null)
     {
-        using var t = Torch.Scalar(timestep, DType.Float64, sample.Device);
+        using var t = torch.Scalar(timestep, DType.Float64, sample.Device);
         return Forward(sample, t, encoderHiddenStates, addedConditions, timestepCond, downBlockAdditionalResiduals, midBlockAdditionalResidual);
     }
 
@@ -255,7 +254,7 @@ public sealed class UNet2DConditionModel : Module
         using var ids = added.TimeIds.Flatten();
         using var idFeatures = addTimeProj!.Forward(ids);
         using var perImage = idFeatures.Reshape(added.TextEmbeds.Size(0), -1);
-        using var joined = Torch.Cat([added.TextEmbeds, perImage], -1);
+        using var joined = torch.Cat([added.TextEmbeds, perImage], -1);
         using var joinedTyped = joined.To(emb.DType);
         using var aug = addEmbedding.Forward(joinedTyped);
         using (emb) return emb + aug;

@@ -4,7 +4,6 @@ using SdAppliance.Torch.Nn;
 
 namespace SdAppliance.Models.Vae;
 
-using Torch = SdAppliance.Torch.Torch;
 
 /// <summary>
 /// The Stable Diffusion VAE, as diffusers' <c>AutoencoderKL</c> with its module names
@@ -92,7 +91,7 @@ public sealed class AutoencoderKL : Module
         try
         {
             foreach (var part in parts) outputs.Add(run(part));
-            return Torch.Cat(outputs, 0);
+            return torch.Cat(outputs, 0);
         }
         finally
         {
@@ -169,7 +168,7 @@ public sealed class AutoencoderKL : Module
                 if (above is not null) foreach (var t in above) t.Dispose();
                 above = row;
             }
-            return Torch.Cat(strips, 2);
+            return torch.Cat(strips, 2);
         }
         finally
         {
@@ -196,8 +195,8 @@ public sealed class AutoencoderKL : Module
             keep[k] = 1 - (double)k / e;
         }
         long[] shape = dim == 2 ? [1, 1, e, 1] : [1, 1, 1, e];
-        using var keep64 = Torch.Tensor(keep, shape);
-        using var take64 = Torch.Tensor(take, shape);
+        using var keep64 = torch.Tensor(keep, shape);
+        using var take64 = torch.Tensor(take, shape);
         using var keepW = keep64.To(b.Device, b.DType);
         using var takeW = take64.To(b.Device, b.DType);
         using var aEnd = a.Narrow(dim, a.Size(dim) - e, e);
@@ -219,7 +218,7 @@ public sealed class AutoencoderKL : Module
                 using var top = tile.Narrow(2, 0, Math.Min(limit, tile.Size(2)));
                 crops.Add(top.Narrow(3, 0, Math.Min(limit, tile.Size(3))));
             }
-            return Torch.Cat(crops, 3);
+            return torch.Cat(crops, 3);
         }
         finally
         {

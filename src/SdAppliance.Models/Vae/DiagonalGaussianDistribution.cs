@@ -2,7 +2,6 @@ using SdAppliance.Torch;
 
 namespace SdAppliance.Models.Vae;
 
-using Torch = SdAppliance.Torch.Torch;
 
 /// <summary>
 /// The VAE's posterior, as diffusers' <c>DiagonalGaussianDistribution</c>: the encoder's moments
@@ -21,8 +20,8 @@ public sealed class DiagonalGaussianDistribution : IDisposable
         Deterministic = deterministic;
         if (deterministic)
         {
-            Std = Torch.ZerosLike(Mean);
-            Var = Torch.ZerosLike(Mean);
+            Std = torch.ZerosLike(Mean);
+            Var = torch.ZerosLike(Mean);
         }
         else
         {
@@ -48,7 +47,7 @@ public sealed class DiagonalGaussianDistribution : IDisposable
     public Tensor Sample(Generator? generator = null)
     {
         var drawDevice = generator?.Device ?? Mean.Device;
-        using var drawn = Torch.Randn(Mean.Shape, generator, Mean.DType, drawDevice);
+        using var drawn = torch.Randn(Mean.Shape, generator, Mean.DType, drawDevice);
         using var noise = drawn.Device == Mean.Device ? drawn.Alias() : drawn.To(Mean.Device);
         return Sample(noise);
     }
@@ -66,7 +65,7 @@ public sealed class DiagonalGaussianDistribution : IDisposable
     /// <summary>KL divergence to N(0, 1) per batch item: ½ Σ (mean² + var − 1 − logvar).</summary>
     public Tensor Kl()
     {
-        if (Deterministic) return Torch.Zeros([Mean.Size(0)], Mean.DType, Mean.Device);
+        if (Deterministic) return torch.Zeros([Mean.Size(0)], Mean.DType, Mean.Device);
         using var meanSquared = Mean.Square();
         using var withVar = meanSquared + Var;
         using var minusOne = withVar - 1;

@@ -7,7 +7,7 @@ public sealed class Embedding : Module<Tensor, Tensor>
     {
         NumEmbeddings = numEmbeddings;
         EmbeddingDim = embeddingDim;
-        var w = Torch.Empty([numEmbeddings, embeddingDim], dtype, device);
+        var w = torch.Empty([numEmbeddings, embeddingDim], dtype, device);
         Init.Normal_(w, 0, 1, generator);
         RegisterParameter("weight", w);
     }

@@ -12,7 +12,7 @@ public static class Init
 
     /// <summary>
     /// Until the returned scope is disposed, the initialisers on this thread leave tensors as
-    /// allocated (uninitialised <c>Torch.Empty</c> memory) and draw nothing, as PyTorch's
+    /// allocated (uninitialised <c>torch.Empty</c> memory) and draw nothing, as PyTorch's
     /// <c>skip_init</c>: for a model whose weights are about to be loaded, or built only for its
     /// names and shapes, where filling gigabytes would be wasted (and would touch every page).
     /// </summary>
@@ -98,10 +98,10 @@ public static class Init
     /// </summary>
     internal static (Tensor Weight, Tensor? Bias) LayerParameters(long[] weightShape, bool bias, Device? device, DType dtype, Generator? generator)
     {
-        var weight = Torch.Empty(weightShape, dtype, device);
+        var weight = torch.Empty(weightShape, dtype, device);
         KaimingUniform_(weight, Math.Sqrt(5), generator);
         if (!bias) return (weight, null);
-        var b = Torch.Empty([weightShape[0]], dtype, device);
+        var b = torch.Empty([weightShape[0]], dtype, device);
         var (fanIn, _) = CalculateFanInAndFanOut(weight);
         var bound = fanIn > 0 ? 1 / Math.Sqrt(fanIn) : 0;
         Uniform_(b, -bound, bound, generator);

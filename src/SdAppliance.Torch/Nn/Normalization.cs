@@ -11,8 +11,8 @@ public sealed class GroupNorm : Module<Tensor, Tensor>
         NumChannels = numChannels;
         Eps = eps;
         Affine = affine;
-        RegisterParameter("weight", affine ? Torch.Ones([numChannels], dtype, device) : null);
-        RegisterParameter("bias", affine ? Torch.Zeros([numChannels], dtype, device) : null);
+        RegisterParameter("weight", affine ? torch.Ones([numChannels], dtype, device) : null);
+        RegisterParameter("bias", affine ? torch.Zeros([numChannels], dtype, device) : null);
     }
 
     public long NumGroups { get; }
@@ -40,8 +40,8 @@ public sealed class LayerNorm : Module<Tensor, Tensor>
         NormalizedShape = [.. normalizedShape];
         Eps = eps;
         ElementwiseAffine = elementwiseAffine;
-        RegisterParameter("weight", elementwiseAffine ? Torch.Ones(normalizedShape, dtype, device) : null);
-        RegisterParameter("bias", elementwiseAffine && bias ? Torch.Zeros(normalizedShape, dtype, device) : null);
+        RegisterParameter("weight", elementwiseAffine ? torch.Ones(normalizedShape, dtype, device) : null);
+        RegisterParameter("bias", elementwiseAffine && bias ? torch.Zeros(normalizedShape, dtype, device) : null);
     }
 
     public IReadOnlyList<long> NormalizedShape { get; }

@@ -12,13 +12,13 @@ public static class GradClipping
     public static Tensor ClipGradNorm(IEnumerable<Tensor> parameters, double maxNorm, double normType = 2, bool errorIfNonfinite = false)
     {
         Tensor total;
-        using (var scope = Torch.NewDisposeScope())
+        using (var scope = torch.NewDisposeScope())
         using (Autograd.NoGrad())
         {
             var grads = new List<Tensor>();
             foreach (var p in parameters)
                 if (p.Grad is { } g) grads.Add(g);
-            if (grads.Count == 0) return Torch.Scalar(0.0).MoveToOuterScope();
+            if (grads.Count == 0) return torch.Scalar(0.0).MoveToOuterScope();
 
             var device = grads[0].Device;
             var norms = new List<Tensor>(grads.Count);
@@ -39,7 +39,7 @@ public static class GradClipping
     /// <summary>Clamps every gradient element into [−clipValue, clipValue].</summary>
     public static void ClipGradValue(IEnumerable<Tensor> parameters, double clipValue)
     {
-        using var scope = Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         using var noGrad = Autograd.NoGrad();
         foreach (var p in parameters)
             p.Grad?.Clamp_(-clipValue, clipValue);

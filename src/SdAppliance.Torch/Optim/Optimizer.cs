@@ -97,7 +97,7 @@ internal sealed class ParamState : IDisposable
     public void EnsureZeros(IEnumerable<StateSpec> layout, Device device)
     {
         foreach (var spec in layout)
-            if (!Tensors.ContainsKey(spec.Name)) Set(spec.Name, Torch.Zeros(spec.Shape, spec.DType, device));
+            if (!Tensors.ContainsKey(spec.Name)) Set(spec.Name, torch.Zeros(spec.Shape, spec.DType, device));
     }
 
     public void Dispose()
@@ -167,7 +167,7 @@ public abstract class Optimizer : IDisposable
             {
                 var i = index++;
                 // One scope per parameter so temporaries of a large model never pile up.
-                using var scope = Torch.NewDisposeScope();
+                using var scope = torch.NewDisposeScope();
                 var grad = p.Grad;
                 if (grad is null) continue;
                 var state = states[i] ??= new ParamState();

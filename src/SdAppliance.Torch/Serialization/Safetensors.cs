@@ -37,7 +37,7 @@ public sealed class SafetensorsReader : IDisposable
         var dtype = Safetensors.ToTorch(entry.DType, entry.Name, Path);
         if (Interlocked.Increment(ref references) == 1)
             throw new ObjectDisposedException(nameof(SafetensorsReader));
-        return Torch.FromExternalMemory(file.GetPointer(entry), shape, dtype, Release);
+        return torch.FromExternalMemory(file.GetPointer(entry), shape, dtype, Release);
     }
 
     /// <summary>Every tensor, in file order.</summary>
@@ -130,7 +130,7 @@ internal static unsafe class Float8
         var values = new float[count];
         var table = dtype == SafetensorsDType.F8E4M3 ? E4M3 : E5M2;
         for (var i = 0; i < values.Length; i++) values[i] = table[bytes[i]];
-        return Torch.FromArray<float>(values, shape, DType.Float32);
+        return torch.FromArray<float>(values, shape, DType.Float32);
     }
 
     private static readonly float[] E4M3 = Table(exponentBits: 4, mantissaBits: 3, bias: 7, finiteOnly: true);

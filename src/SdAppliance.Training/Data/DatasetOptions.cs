@@ -1,3 +1,4 @@
+using SdAppliance.Formats;
 using System.Text.Json;
 
 namespace SdAppliance.Training.Data;
@@ -139,9 +140,11 @@ public sealed record DatasetOptions
 }
 
 /// <summary>A dataset or its options cannot be used; <see cref="Field"/> names the option or folder at fault.</summary>
-public sealed class DatasetException(string message) : Exception(message)
+public sealed class DatasetException : UserInputException
 {
-    public DatasetException(string field, string message) : this(message) => Field = field;
+    public DatasetException(string message) : base(message, null, message, null, null) { }
+
+    public DatasetException(string field, string message) : base(message, field, message, null, null) => Field = field;
 
     /// <summary>The option (or concepts-list entry) the message is about, when there is one.</summary>
     public string? Field { get; }

@@ -170,7 +170,7 @@ public sealed class LatentCache : IDisposable
     private Tensor Encode(TrainingExample example, string key)
     {
         var parameter = vae.Parameters().First();
-        using var scope = Torch.Torch.NewDisposeScope();
+        using var scope = torch.NewDisposeScope();
         using var noGrad = Autograd.NoGrad();
         var pixels = LoadPixels(example).To(parameter.Device, parameter.DType);
         using var posterior = vae.Encode(pixels);
@@ -178,7 +178,7 @@ public sealed class LatentCache : IDisposable
         if (sampleSeed is { } seed)
         {
             using var generator = new Generator(DataRandom.Seed(seed, DataRandom.Hash(key[(key.IndexOf('|') + 1)..]), DataRandom.Hash(Path.GetFileName(example.Item.Path))));
-            var noise = Torch.Torch.Randn(posterior.Mean.Shape, generator, DType.Float32, Device.Cpu).To(posterior.Mean.Device, posterior.Mean.DType);
+            var noise = torch.Randn(posterior.Mean.Shape, generator, DType.Float32, Device.Cpu).To(posterior.Mean.Device, posterior.Mean.DType);
             latents = posterior.Sample(noise);
         }
         else

@@ -335,7 +335,7 @@ public sealed class Hypernetwork : Module, IDisposable
                 if (key is not string name || value is not TorchTensor t)
                     throw new InvalidDataException($"'{path}': the layers of size {size} hold a non-tensor entry {key}");
                 name = LegacyKeys.GetValueOrDefault(name, name);
-                tensors[name] = Torch.Torch.FromBytes(t.ReadBytes(), t.Shape.ToArray(), Safetensors.ToTorch(t.DType, name, path));
+                tensors[name] = torch.FromBytes(t.ReadBytes(), t.Shape.ToArray(), Safetensors.ToTorch(t.DType, name, path));
             }
             module.LoadStateDict(tensors, strict: true);
         }

@@ -1,6 +1,5 @@
 using SdAppliance.Torch;
 using SdAppliance.Torch.Nn;
-using TorchApi = SdAppliance.Torch.Torch;
 
 namespace SdAppliance.Training.Networks;
 
@@ -173,7 +172,7 @@ internal sealed class HypernetworkActivation : Module<Tensor, Tensor>
     {
         using (negative)
         using (var positive = x.Gt(0))
-            return TorchApi.Where(positive, x, negative);
+            return torch.Where(positive, x, negative);
     }
 
     // eˣ - 1 for the negative branch, on min(x, 0) so large inputs cannot overflow it.
@@ -200,7 +199,7 @@ internal sealed class HypernetworkActivation : Module<Tensor, Tensor>
         using var onePlus = e.Add(1);
         using var soft = onePlus.Log();
         using var large = x.Gt(20);
-        return TorchApi.Where(large, x, soft);
+        return torch.Where(large, x, soft);
     }
 
     public override Tensor Forward(Tensor input) => function(input);

@@ -1,6 +1,5 @@
 using SdAppliance.Torch;
 using SdAppliance.Torch.Nn;
-using TorchApi = SdAppliance.Torch.Torch;
 
 namespace SdAppliance.Training.Networks;
 
@@ -48,7 +47,7 @@ public sealed class LoraNetworkModule : Module, ILayerAdapter
         Init.Zeros_(UpWeight);
         // kohya: alpha None or 0 means alpha = rank (scale 1); the buffer is a float32 scalar.
         var effectiveAlpha = alpha == 0 ? rank : alpha;
-        RegisterBuffer("alpha", TorchApi.Scalar(effectiveAlpha, DType.Float32, weight.Device));
+        RegisterBuffer("alpha", torch.Scalar(effectiveAlpha, DType.Float32, weight.Device));
         Scale = effectiveAlpha / rank;
     }
 

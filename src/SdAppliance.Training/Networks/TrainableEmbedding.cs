@@ -79,12 +79,12 @@ public sealed class TrainableEmbedding : IDisposable
         {
             if (ids.Count == 0)
             {
-                result = Torch.Torch.Zeros([count, table.Size(1)], DType.Float32, table.Device);
+                result = torch.Zeros([count, table.Size(1)], DType.Float32, table.Device);
             }
             else
             {
                 var picks = Enumerable.Range(0, count).Select(i => (long)ids[i * ids.Count / count]).ToArray();
-                using var index = Torch.Torch.Tensor(picks, picks.Length);
+                using var index = torch.Tensor(picks, picks.Length);
                 using var onDevice = index.To(table.Device);
                 using var rows = table.IndexSelect(0, onDevice);
                 result = rows.To(table.Device, DType.Float32, copy: true);

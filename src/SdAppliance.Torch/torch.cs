@@ -2,10 +2,11 @@ using System.Runtime.InteropServices;
 using SdAppliance.Torch.Native;
 using static SdAppliance.Torch.Native.LibSdTorch;
 
+#pragma warning disable CS8981 // lower-case like PyTorch's `torch` namespace (and TorchSharp's), so calls read torch.Zeros(...)
 namespace SdAppliance.Torch;
 
 /// <summary>The <c>torch.*</c> namespace: tensor creation, random sampling, seeding and joining.</summary>
-public static unsafe partial class Torch
+public static unsafe partial class torch
 {
     private static readonly Device DefaultDevice = Device.Cpu;
 
