@@ -27,7 +27,13 @@ public sealed partial class Tensor
     public static Tensor operator *(double a, Tensor b) => b.Mul(a);
     public static Tensor operator /(Tensor a, Tensor b) => a.Div(b);
     public static Tensor operator /(Tensor a, double b) => a.Div(b);
-    public static Tensor operator /(double a, Tensor b) => Op.Get("aten::reciprocal").Begin().T(b).Call().Mul_(a);
+    public static Tensor operator /(double a, Tensor b)
+    {
+        // Out of place, as PyTorch's __rtruediv__: reciprocal's backward reads its result, so scaling it in place would break autograd.
+        using var reciprocal = b.Reciprocal();
+        return reciprocal.Mul(a);
+    }
+
     public static Tensor operator -(Tensor a) => a.Neg();
 
     // ---- in place (optimizers) ----

@@ -233,6 +233,26 @@ public class GradcheckTests
     }
 
     [Fact]
+    public void ScalarDividedByTensor()
+    {
+        // Reciprocal's backward reads its own result: computing c / x by scaling that result in place made backward fail.
+        GradCheck.Check(x => 3.0 / x[0], Positive(10, 8));
+
+        using var scope = torch.NewDisposeScope();
+        var input = Positive(11, 8).RequiresGrad_();
+        (3.0 / input).Sum().Backward();
+        var x = input.ToArray<double>();
+        var grad = input.Grad!.ToArray<double>();
+        // The analytic derivative -3/x²: autograd computes -grad·r² with r = 1/x, a few float64 roundings from the
+        // formula, so 1e-14 relative (about 50 ulp) separates rounding from any real error.
+        for (var i = 0; i < x.Length; i++)
+        {
+            var expected = -3.0 / (x[i] * x[i]);
+            Assert.True(Math.Abs(grad[i] - expected) <= 1e-14 * Math.Abs(expected), $"element {i}: {grad[i]} vs {expected}");
+        }
+    }
+
+    [Fact]
     public void TheCheckerCatchesAWrongGradient()
     {
         // x·detach(x) has true gradient 2x but autograd sees only x: the check must fail.
