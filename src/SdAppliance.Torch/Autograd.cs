@@ -26,11 +26,11 @@ public static unsafe class Autograd
 
     public static bool IsGradEnabled
     {
-        get => sdt_grad_enabled() != 0;
-        set => sdt_set_grad_enabled(value ? 1 : 0);
+        get => Check(sdt_grad_enabled()) != 0;
+        set => Check(sdt_set_grad_enabled(value ? 1 : 0));
     }
 
-    public static bool IsInferenceMode => sdt_is_inference_mode() != 0;
+    public static bool IsInferenceMode => Check(sdt_is_inference_mode()) != 0;
 
     /// <summary>Like <c>with torch.no_grad():</c> for the lifetime of the returned scope.</summary>
     public static GradModeScope NoGrad() => new(false);
@@ -47,7 +47,7 @@ public static unsafe class Autograd
     /// </summary>
     public static AutocastScope Autocast(DeviceType deviceType, DType dtype, bool enabled = true) => new(deviceType, dtype, enabled);
 
-    public static bool IsAutocastEnabled(DeviceType deviceType) => sdt_autocast_enabled((int)deviceType) != 0;
+    public static bool IsAutocastEnabled(DeviceType deviceType) => Check(sdt_autocast_enabled((int)deviceType)) != 0;
 
     /// <summary>
     /// Gradient checkpointing of one call, as torch.utils.checkpoint (reentrant): the forward pass
@@ -134,7 +134,7 @@ public sealed class InferenceModeScope : IDisposable
     public void Dispose()
     {
         var g = Interlocked.Exchange(ref guard, IntPtr.Zero);
-        if (g != IntPtr.Zero) sdt_inference_mode_exit(g);
+        if (g != IntPtr.Zero) Check(sdt_inference_mode_exit(g));
     }
 }
 
@@ -148,6 +148,6 @@ public sealed class AutocastScope : IDisposable
     public void Dispose()
     {
         var g = Interlocked.Exchange(ref guard, IntPtr.Zero);
-        if (g != IntPtr.Zero) sdt_autocast_exit(g);
+        if (g != IntPtr.Zero) Check(sdt_autocast_exit(g));
     }
 }

@@ -39,7 +39,15 @@ public sealed class Generator : IDisposable
         return this;
     }
 
-    public ulong InitialSeed => sdt_generator_initial_seed(Handle);
+    public ulong InitialSeed
+    {
+        get
+        {
+            var seed = sdt_generator_initial_seed(Handle);
+            ThrowIfError();
+            return seed;
+        }
+    }
 
     /// <summary>The full generator state as a uint8 tensor (PyTorch's <c>get_state()</c>); save it to resume exactly.</summary>
     public Tensor GetState() => new(sdt_generator_get_state(Handle));

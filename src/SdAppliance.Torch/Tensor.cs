@@ -61,17 +61,17 @@ public sealed unsafe partial class Tensor : IDisposable
     public Tensor Alias() => new(sdt_tensor_alias(Handle));
 
     /// <summary>Whether both handles refer to the very same native tensor.</summary>
-    public bool IsSameAs(Tensor other) => sdt_tensor_same(Handle, other.Handle) != 0;
+    public bool IsSameAs(Tensor other) => Check(sdt_tensor_same(Handle, other.Handle)) != 0;
 
     // ---- metadata ----
-    public int Dim => sdt_tensor_dim(Handle);
+    public int Dim => Check(sdt_tensor_dim(Handle));
 
     public long[] Shape
     {
         get
         {
             var s = new long[Dim];
-            fixed (long* p = s) sdt_tensor_sizes(Handle, p);
+            fixed (long* p = s) Check(sdt_tensor_sizes(Handle, p, s.Length));
             return s;
         }
     }
@@ -81,7 +81,7 @@ public sealed unsafe partial class Tensor : IDisposable
         get
         {
             var s = new long[Dim];
-            fixed (long* p = s) sdt_tensor_strides(Handle, p);
+            fixed (long* p = s) Check(sdt_tensor_strides(Handle, p, s.Length));
             return s;
         }
     }
@@ -93,23 +93,23 @@ public sealed unsafe partial class Tensor : IDisposable
         return shape[dim < 0 ? dim + shape.Length : dim];
     }
 
-    public long NumEl => sdt_tensor_numel(Handle);
+    public long NumEl => Check(sdt_tensor_numel(Handle));
 
-    public DType DType => (DType)sdt_tensor_dtype(Handle);
+    public DType DType => (DType)Check(sdt_tensor_dtype(Handle));
 
     public Device Device
     {
         get
         {
             int index;
-            var type = sdt_tensor_device(Handle, &index);
+            var type = Check(sdt_tensor_device(Handle, &index));
             return new Device((DeviceType)type, index);
         }
     }
 
-    public long ElementSize => sdt_tensor_element_size(Handle);
+    public long ElementSize => Check(sdt_tensor_element_size(Handle));
 
-    public bool IsContiguous => sdt_tensor_is_contiguous(Handle) != 0;
+    public bool IsContiguous => Check(sdt_tensor_is_contiguous(Handle)) != 0;
 
     /// <summary>Address of the first element (CPU tensors; valid while the tensor lives).</summary>
     public IntPtr DataPointer => CheckHandle(sdt_tensor_data_ptr(Handle));
@@ -169,7 +169,7 @@ public sealed unsafe partial class Tensor : IDisposable
     // ---- autograd ----
     public bool RequiresGrad
     {
-        get => sdt_tensor_requires_grad(Handle) != 0;
+        get => Check(sdt_tensor_requires_grad(Handle)) != 0;
         set => Check(sdt_tensor_set_requires_grad(Handle, value ? 1 : 0));
     }
 
@@ -180,9 +180,9 @@ public sealed unsafe partial class Tensor : IDisposable
         return this;
     }
 
-    public bool IsLeaf => sdt_tensor_is_leaf(Handle) != 0;
+    public bool IsLeaf => Check(sdt_tensor_is_leaf(Handle)) != 0;
 
-    public bool HasGradFn => sdt_tensor_has_grad_fn(Handle) != 0;
+    public bool HasGradFn => Check(sdt_tensor_has_grad_fn(Handle)) != 0;
 
     /// <summary>The accumulated gradient, or null when none was computed. Each read is a new handle: dispose it.</summary>
     public Tensor? Grad

@@ -1,5 +1,5 @@
 // libsdtorch: see sdtorch.h for the conventions of this surface.
-#include "sdtorch.h"
+#include "internal.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -30,128 +30,204 @@
 #define SDT_TORCH_AT_LEAST(major, minor) \
   (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
 
-namespace {
+namespace sdt {
 
+namespace {
 thread_local std::string t_error;
 thread_local bool t_has_error = false;
-thread_local std::string t_text;
+}  // namespace
 
 void set_error(std::string message) {
   t_error = std::move(message);
   t_has_error = true;
 }
 
-// Runs body; any exception becomes the thread's last error and `fallback` is returned.
-template <typename R, typename F>
-R guarded(R fallback, F&& body) {
-  try {
-    t_has_error = false;
-    return body();
-  } catch (const c10::Error& e) {
-    set_error(e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    set_error(e.what());
-  } catch (...) {
-    set_error("unknown C++ exception in libsdtorch");
-  }
-  return fallback;
-}
+void clear_error() { t_has_error = false; }
 
-at::Tensor& T(sdt_tensor t) {
-  if (t == nullptr) throw std::invalid_argument("a NULL tensor handle was passed where a tensor is required");
-  return *static_cast<at::Tensor*>(t);
-}
+const char* last_error() { return t_has_error ? t_error.c_str() : nullptr; }
+
+}  // namespace sdt
+
+namespace {
+
+using sdt::guarded;
+using sdt::set_error;
+using sdt::T;
+
+thread_local std::string t_text;
 
 sdt_tensor wrap(at::Tensor t) {
   if (!t.defined()) return nullptr;
   return new at::Tensor(std::move(t));
 }
 
-at::Generator& G(sdt_generator g) { return *static_cast<at::Generator*>(g); }
+at::Generator& G(sdt_generator g) {
+  if (g == nullptr) throw std::invalid_argument("a NULL generator handle was passed where a generator is required");
+  return *static_cast<at::Generator*>(g);
+}
+
+// Copies dims into a caller's buffer of `capacity` values, refusing one too small.
+int copy_dims(c10::IntArrayRef dims, int64_t* out, int capacity) {
+  if (static_cast<int64_t>(dims.size()) > capacity) {
+    std::ostringstream os;
+    os << "the tensor has " << dims.size() << " dimensions, the buffer holds " << capacity;
+    throw std::invalid_argument(os.str());
+  }
+  std::copy(dims.begin(), dims.end(), out);
+  return static_cast<int>(dims.size());
+}
 
 std::vector<int64_t> shape_of(const int64_t* shape, int ndim) { return std::vector<int64_t>(shape, shape + ndim); }
 
-struct Args {
-  std::vector<c10::IValue> stack;
-  std::vector<size_t> defaulted;  // positions the schema's default fills
-  std::vector<at::Tensor> outputs;
-  double scalar = 0;
-};
-Args& A(sdt_args a) { return *static_cast<Args*>(a); }
-
-bool expects_float(const c10::TypePtr& type) {
-  if (type->kind() == c10::TypeKind::FloatType) return true;
-  if (auto opt = type->cast<c10::OptionalType>()) return opt->getElementType()->kind() == c10::TypeKind::FloatType;
-  return false;
+const char* kind_name(int kind) {
+  switch (kind) {
+    case SDT_ARG_NONE: return "None";
+    case SDT_ARG_DEFAULT: return "the default";
+    case SDT_ARG_TENSOR: return "a tensor";
+    case SDT_ARG_INT: return "an int";
+    case SDT_ARG_DOUBLE: return "a float";
+    case SDT_ARG_BOOL: return "a bool";
+    case SDT_ARG_STRING: return "a string";
+    case SDT_ARG_INT_LIST: return "an int list";
+    case SDT_ARG_DOUBLE_LIST: return "a float list";
+    case SDT_ARG_BOOL_LIST: return "a bool list";
+    case SDT_ARG_TENSOR_LIST: return "a tensor list";
+    case SDT_ARG_DEVICE: return "a device";
+    case SDT_ARG_GENERATOR: return "a generator";
+    case SDT_ARG_SCALAR_TYPE: return "a dtype";
+    default: return "an unknown kind";
+  }
 }
 
-bool expects_float_list(const c10::TypePtr& type) {
-  auto t = type;
-  if (auto opt = t->cast<c10::OptionalType>()) t = opt->getElementType();
-  if (auto list = t->cast<c10::ListType>()) return list->getElementType()->kind() == c10::TypeKind::FloatType;
-  return false;
+// Whether an argument of this kind may fill a parameter of the declared (real, not JIT-fake)
+// type. Ints widen to floats; Scalar takes ints, floats and bools; a dtype fills only ScalarType.
+bool accepts(int kind, const c10::TypePtr& declared) {
+  using K = c10::TypeKind;
+  auto type = declared;
+  bool optional = false;
+  if (auto opt = type->cast<c10::OptionalType>()) {
+    optional = true;
+    type = opt->getElementType();
+  }
+  const auto k = type->kind();
+  auto element = [&] { auto list = type->cast<c10::ListType>(); return list ? list->getElementType()->kind() : K::AnyType; };
+  switch (kind) {
+    case SDT_ARG_NONE: return optional || k == K::NoneType;
+    case SDT_ARG_TENSOR: return k == K::TensorType;
+    case SDT_ARG_INT: return k == K::IntType || k == K::SymIntType || k == K::FloatType || k == K::NumberType;
+    case SDT_ARG_DOUBLE: return k == K::FloatType || k == K::NumberType;
+    case SDT_ARG_BOOL: return k == K::BoolType || k == K::NumberType;
+    case SDT_ARG_STRING: return k == K::StringType;
+    case SDT_ARG_INT_LIST: return element() == K::IntType || element() == K::SymIntType || element() == K::FloatType;
+    case SDT_ARG_DOUBLE_LIST: return element() == K::FloatType;
+    case SDT_ARG_BOOL_LIST: return element() == K::BoolType;
+    case SDT_ARG_TENSOR_LIST: return element() == K::TensorType;
+    case SDT_ARG_DEVICE: return k == K::DeviceObjType;
+    case SDT_ARG_GENERATOR: return k == K::GeneratorType;
+    case SDT_ARG_SCALAR_TYPE: return k == K::ScalarTypeType;
+    default: return false;
+  }
 }
 
-// Completes the pushed arguments against the schema: defaults where asked or where the
-// caller stopped early, ints widened to floats where the schema says float.
-void complete_arguments(const c10::FunctionSchema& schema, Args& args) {
+bool declares_float(const c10::TypePtr& declared) {
+  auto type = declared;
+  if (auto opt = type->cast<c10::OptionalType>()) type = opt->getElementType();
+  if (auto list = type->cast<c10::ListType>()) type = list->getElementType();
+  return type->kind() == c10::TypeKind::FloatType;
+}
+
+c10::IValue to_ivalue(const sdt_arg& a, const c10::Argument& formal) {
+  switch (a.kind) {
+    case SDT_ARG_TENSOR: return a.value.p ? c10::IValue(T(const_cast<void*>(a.value.p))) : c10::IValue();
+    case SDT_ARG_INT:
+      return declares_float(formal.real_type()) ? c10::IValue(static_cast<double>(a.value.i)) : c10::IValue(a.value.i);
+    case SDT_ARG_SCALAR_TYPE: return c10::IValue(a.value.i);
+    case SDT_ARG_DOUBLE: return c10::IValue(a.value.d);
+    case SDT_ARG_BOOL: return c10::IValue(a.value.i != 0);
+    case SDT_ARG_STRING: return c10::IValue(std::string(static_cast<const char*>(a.value.p)));
+    case SDT_ARG_INT_LIST: {
+      const auto* v = static_cast<const int64_t*>(a.value.p);
+      if (declares_float(formal.real_type())) return c10::IValue(std::vector<double>(v, v + a.count));
+      return c10::IValue(std::vector<int64_t>(v, v + a.count));
+    }
+    case SDT_ARG_DOUBLE_LIST: {
+      const auto* v = static_cast<const double*>(a.value.p);
+      return c10::IValue(std::vector<double>(v, v + a.count));
+    }
+    case SDT_ARG_BOOL_LIST: {
+      const auto* v = static_cast<const int64_t*>(a.value.p);
+      c10::List<bool> list;
+      for (int i = 0; i < a.count; ++i) list.push_back(v[i] != 0);
+      return c10::IValue(list);
+    }
+    case SDT_ARG_TENSOR_LIST: {
+      const auto* v = static_cast<const sdt_tensor*>(a.value.p);
+      std::vector<at::Tensor> list;
+      list.reserve(static_cast<size_t>(a.count));
+      for (int i = 0; i < a.count; ++i) list.push_back(T(v[i]));
+      return c10::IValue(list);
+    }
+    case SDT_ARG_DEVICE:
+      return c10::IValue(at::Device(static_cast<at::DeviceType>(a.value.i), static_cast<c10::DeviceIndex>(a.count)));
+    case SDT_ARG_GENERATOR: return a.value.p ? c10::IValue(G(const_cast<void*>(a.value.p))) : c10::IValue();
+    default: return c10::IValue();
+  }
+}
+
+// Builds the call's stack from the packed arguments, in schema order: each checked against its
+// parameter's declared type (so a wrapper pushing arguments out of order, or one too few, fails
+// naming the parameter instead of computing something else), defaults where asked for or where the
+// caller stopped early.
+void build_stack(const c10::FunctionSchema& schema, const sdt_arg* args, int n, std::vector<c10::IValue>& stack) {
   const auto& formals = schema.arguments();
-  if (args.stack.size() > formals.size()) {
+  auto fail = [&](size_t i, const std::string& problem) {
     std::ostringstream os;
-    os << schema.name() << " takes " << formals.size() << " arguments, " << args.stack.size() << " were given";
+    os << schema << ": argument " << i + 1 << " '" << formals[i].name() << "' (" << formals[i].real_type()->str() << ") " << problem;
+    throw std::invalid_argument(os.str());
+  };
+  if (n < 0 || static_cast<size_t>(n) > formals.size()) {
+    std::ostringstream os;
+    os << schema << " takes " << formals.size() << " arguments, " << n << " were given";
     throw std::invalid_argument(os.str());
   }
-  auto default_of = [&](size_t i) {
-    const auto& d = formals[i].default_value();
-    if (!d) throw std::invalid_argument(schema.name() + ": argument '" + formals[i].name() + "' has no default and was not given");
-    return *d;
-  };
-  for (size_t i : args.defaulted) args.stack[i] = default_of(i);
-  for (size_t i = args.stack.size(); i < formals.size(); ++i) args.stack.push_back(default_of(i));
+  stack.reserve(formals.size());
   for (size_t i = 0; i < formals.size(); ++i) {
-    auto& v = args.stack[i];
-    if (v.isInt() && expects_float(formals[i].type())) v = c10::IValue(static_cast<double>(v.toInt()));
-    if (v.isIntList() && expects_float_list(formals[i].type())) {
-      std::vector<double> d;
-      for (auto x : v.toIntVector()) d.push_back(static_cast<double>(x));
-      v = c10::IValue(d);
+    const auto& formal = formals[i];
+    int kind = i < static_cast<size_t>(n) ? args[i].kind : SDT_ARG_DEFAULT;
+    if (kind == SDT_ARG_TENSOR && args[i].value.p == nullptr) kind = SDT_ARG_NONE;
+    if (kind == SDT_ARG_GENERATOR && args[i].value.p == nullptr) kind = SDT_ARG_NONE;
+    if (kind == SDT_ARG_DEFAULT) {
+      if (!formal.default_value()) fail(i, "has no default and was not given");
+      stack.push_back(*formal.default_value());
+      continue;
     }
+    if (!accepts(kind, formal.real_type())) fail(i, std::string("cannot take ") + kind_name(kind));
+    stack.push_back(to_ivalue(args[i], formal));
   }
 }
 
-void collect_outputs(const c10::IValue& v, Args& args) {
+void collect_outputs(const c10::IValue& v, std::vector<at::Tensor>& outputs, double& scalar) {
   if (v.isTensor()) {
-    args.outputs.push_back(v.toTensor());
+    outputs.push_back(v.toTensor());
   } else if (v.isTensorList()) {
-    for (const at::Tensor& t : v.toTensorVector()) args.outputs.push_back(t);
+    for (const at::Tensor& t : v.toTensorVector()) outputs.push_back(t);
   } else if (v.isTuple()) {
-    for (const auto& e : v.toTupleRef().elements()) collect_outputs(e, args);
+    for (const auto& e : v.toTupleRef().elements()) collect_outputs(e, outputs, scalar);
   } else if (v.isDouble()) {
-    args.scalar = v.toDouble();
+    scalar = v.toDouble();
   } else if (v.isInt()) {
-    args.scalar = static_cast<double>(v.toInt());
+    scalar = static_cast<double>(v.toInt());
   } else if (v.isBool()) {
-    args.scalar = v.toBool() ? 1.0 : 0.0;
+    scalar = v.toBool() ? 1.0 : 0.0;
   }
 }
 
-[[maybe_unused]] at::Tensor attention_by_matmul(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
-                               double dropout_p, bool is_causal, double scale) {
-  auto scores = at::matmul(q, k.transpose(-2, -1)) * scale;
-  const auto L = q.size(-2), S = k.size(-2);
-  if (is_causal) {
-    auto keep = at::ones({L, S}, q.options().dtype(at::kBool)).tril();
-    scores = scores.masked_fill(keep.logical_not(), -std::numeric_limits<double>::infinity());
-  }
-  if (mask.defined()) {
-    if (mask.scalar_type() == at::kBool)
-      scores = scores.masked_fill(mask.logical_not(), -std::numeric_limits<double>::infinity());
-    else
-      scores = scores + mask;
-  }
-  auto probs = at::softmax(scores, -1);
-  if (dropout_p > 0) probs = at::dropout(probs, dropout_p, true);
-  return at::matmul(probs, v);
+// Outputs of the last call on this thread that did not fit the caller's buffer.
+thread_local std::vector<at::Tensor> t_pending_outputs;
+
+c10::OperatorHandle& OP(sdt_op op) {
+  if (op == nullptr) throw std::invalid_argument("a NULL operator handle was passed");
+  return *static_cast<c10::OperatorHandle*>(op);
 }
 
 using torch::autograd::AutogradContext;
@@ -162,7 +238,7 @@ variable_list run_forward(sdt_forward_fn forward, void* context, const variable_
   for (const auto& t : inputs) in.push_back(const_cast<at::Tensor*>(&t));
   std::vector<sdt_tensor> out(64, nullptr);
   const int n = forward(context, in.data(), static_cast<int>(in.size()), out.data(), static_cast<int>(out.size()));
-  if (n < 0) throw std::runtime_error(t_has_error ? t_error : std::string("checkpointed forward failed"));
+  if (n < 0) throw std::runtime_error(sdt::last_error() ? sdt::last_error() : "checkpointed forward failed");
   variable_list result;
   for (int i = 0; i < n; ++i) {
     auto* h = static_cast<at::Tensor*>(out[i]);
@@ -289,39 +365,65 @@ void autocast_set(at::DeviceType device, bool enabled, at::ScalarType dtype) {
 
 }  // namespace
 
+at::Tensor sdt::attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, double dropout_p,
+                          bool is_causal, double scale) {
+#if SDT_TORCH_AT_LEAST(2, 1)
+  c10::optional<at::Tensor> mask_opt = mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt;
+  return at::scaled_dot_product_attention(q, k, v, mask_opt, dropout_p, is_causal, scale);
+#else
+  auto scores = at::matmul(q, k.transpose(-2, -1)) * scale;
+  const auto L = q.size(-2), S = k.size(-2);
+  if (is_causal) {
+    auto keep = at::ones({L, S}, q.options().dtype(at::kBool)).tril();
+    scores = scores.masked_fill(keep.logical_not(), -std::numeric_limits<double>::infinity());
+  }
+  if (mask.defined()) {
+    if (mask.scalar_type() == at::kBool)
+      scores = scores.masked_fill(mask.logical_not(), -std::numeric_limits<double>::infinity());
+    else
+      scores = scores + mask;
+  }
+  auto probs = at::softmax(scores, -1);
+  if (dropout_p > 0) probs = at::dropout(probs, dropout_p, true);
+  return at::matmul(probs, v);
+#endif
+}
+
 extern "C" {
 
 // ---- errors ----
-const char* sdt_last_error(void) { return t_has_error ? t_error.c_str() : nullptr; }
-void sdt_clear_error(void) { t_has_error = false; }
+const char* sdt_last_error(void) { return sdt::last_error(); }
+void sdt_clear_error(void) { sdt::clear_error(); }
 void sdt_set_error(const char* message) { set_error(message ? message : "unknown error"); }
 
 // ---- engine ----
-const char* sdt_torch_version(void) { return TORCH_VERSION; }
-
-const char* sdt_torch_library_path(void) {
-  static std::string path = [] {
-    Dl_info info{};
-    if (dladdr(reinterpret_cast<void*>(&at::globalContext), &info) && info.dli_fname) return std::string(info.dli_fname);
-    return std::string("unknown");
-  }();
-  return path.c_str();
+const char* sdt_torch_version(void) {
+  return guarded<const char*>(nullptr, [] { return TORCH_VERSION; });
 }
 
-int sdt_get_num_threads(void) { return at::get_num_threads(); }
-void sdt_set_num_threads(int n) {
-  guarded(0, [&] {
+const char* sdt_torch_library_path(void) {
+  return guarded<const char*>(nullptr, [] {
+    static std::string path = [] {
+      Dl_info info{};
+      if (dladdr(reinterpret_cast<void*>(&at::globalContext), &info) && info.dli_fname) return std::string(info.dli_fname);
+      return std::string("unknown");
+    }();
+    return path.c_str();
+  });
+}
+
+int sdt_get_num_threads(void) {
+  return guarded(-1, [] { return at::get_num_threads(); });
+}
+int sdt_set_num_threads(int n) {
+  return guarded(-1, [&] {
     at::set_num_threads(n);
     return 0;
   });
 }
 
 int sdt_has_native_sdpa(void) {
-#if SDT_TORCH_AT_LEAST(2, 1)
-  return 1;
-#else
-  return 0;
-#endif
+  return guarded(-1, [] { return SDT_TORCH_AT_LEAST(2, 1) ? 1 : 0; });
 }
 
 int sdt_cuda_is_available(void) {
@@ -332,11 +434,13 @@ int sdt_cuda_device_count(void) {
 }
 
 int sdt_cuda_compiled(void) {
+  return guarded(-1, [] {
 #ifdef SDT_WITH_CUDA
-  return 1;
+    return 1;
 #else
-  return 0;
+    return 0;
 #endif
+  });
 }
 
 int sdt_cuda_device_info(int index, char* name, int name_len, int64_t* total_bytes, int64_t* free_bytes) {
@@ -415,34 +519,49 @@ int sdt_cuda_synchronize(int index) {
 }
 
 // ---- tensors ----
-void sdt_tensor_free(sdt_tensor t) { delete static_cast<at::Tensor*>(t); }
+void sdt_tensor_free(sdt_tensor t) {
+  guarded(0, [&] {
+    delete static_cast<at::Tensor*>(t);
+    return 0;
+  });
+}
 sdt_tensor sdt_tensor_alias(sdt_tensor t) {
   return guarded<sdt_tensor>(nullptr, [&] { return wrap(T(t)); });
 }
-int sdt_tensor_dim(sdt_tensor t) { return static_cast<int>(T(t).dim()); }
-int sdt_tensor_sizes(sdt_tensor t, int64_t* out) {
-  auto s = T(t).sizes();
-  std::copy(s.begin(), s.end(), out);
-  return static_cast<int>(s.size());
+int sdt_tensor_dim(sdt_tensor t) {
+  return guarded(-1, [&] { return static_cast<int>(T(t).dim()); });
 }
-int sdt_tensor_strides(sdt_tensor t, int64_t* out) {
-  auto s = T(t).strides();
-  std::copy(s.begin(), s.end(), out);
-  return static_cast<int>(s.size());
+int sdt_tensor_sizes(sdt_tensor t, int64_t* out, int capacity) {
+  return guarded(-1, [&] { return copy_dims(T(t).sizes(), out, capacity); });
 }
-int64_t sdt_tensor_numel(sdt_tensor t) { return T(t).numel(); }
-int sdt_tensor_dtype(sdt_tensor t) { return static_cast<int>(T(t).scalar_type()); }
+int sdt_tensor_strides(sdt_tensor t, int64_t* out, int capacity) {
+  return guarded(-1, [&] { return copy_dims(T(t).strides(), out, capacity); });
+}
+int64_t sdt_tensor_numel(sdt_tensor t) {
+  return guarded<int64_t>(-1, [&] { return T(t).numel(); });
+}
+int sdt_tensor_dtype(sdt_tensor t) {
+  return guarded(-1, [&] { return static_cast<int>(T(t).scalar_type()); });
+}
 int sdt_tensor_device(sdt_tensor t, int* index) {
-  auto d = T(t).device();
-  *index = d.has_index() ? d.index() : (d.is_cuda() ? 0 : -1);
-  return static_cast<int>(d.type());
+  return guarded(-1, [&] {
+    auto d = T(t).device();
+    *index = d.has_index() ? d.index() : (d.is_cuda() ? 0 : -1);
+    return static_cast<int>(d.type());
+  });
 }
-int64_t sdt_tensor_element_size(sdt_tensor t) { return static_cast<int64_t>(T(t).element_size()); }
-int sdt_tensor_is_contiguous(sdt_tensor t) { return T(t).is_contiguous() ? 1 : 0; }
+int64_t sdt_tensor_element_size(sdt_tensor t) {
+  return guarded<int64_t>(-1, [&] { return static_cast<int64_t>(T(t).element_size()); });
+}
+int sdt_tensor_is_contiguous(sdt_tensor t) {
+  return guarded(-1, [&] { return T(t).is_contiguous() ? 1 : 0; });
+}
 void* sdt_tensor_data_ptr(sdt_tensor t) {
   return guarded<void*>(nullptr, [&] { return T(t).data_ptr(); });
 }
-int sdt_tensor_same(sdt_tensor a, sdt_tensor b) { return T(a).is_same(T(b)) ? 1 : 0; }
+int sdt_tensor_same(sdt_tensor a, sdt_tensor b) {
+  return guarded(-1, [&] { return T(a).is_same(T(b)) ? 1 : 0; });
+}
 
 sdt_tensor sdt_tensor_from_data(const void* data, int64_t bytes, const int64_t* shape, int ndim, int dtype) {
   return guarded<sdt_tensor>(nullptr, [&] {
@@ -499,14 +618,18 @@ const char* sdt_tensor_to_string(sdt_tensor t) {
 }
 
 // ---- autograd ----
-int sdt_tensor_requires_grad(sdt_tensor t) { return T(t).requires_grad() ? 1 : 0; }
+int sdt_tensor_requires_grad(sdt_tensor t) {
+  return guarded(-1, [&] { return T(t).requires_grad() ? 1 : 0; });
+}
 int sdt_tensor_set_requires_grad(sdt_tensor t, int value) {
   return guarded(-1, [&] {
     T(t).requires_grad_(value != 0);
     return 0;
   });
 }
-int sdt_tensor_is_leaf(sdt_tensor t) { return T(t).is_leaf() ? 1 : 0; }
+int sdt_tensor_is_leaf(sdt_tensor t) {
+  return guarded(-1, [&] { return T(t).is_leaf() ? 1 : 0; });
+}
 sdt_tensor sdt_tensor_grad(sdt_tensor t) {
   return guarded<sdt_tensor>(nullptr, [&] { return wrap(T(t).grad()); });
 }
@@ -516,7 +639,9 @@ int sdt_tensor_set_grad(sdt_tensor t, sdt_tensor grad) {
     return 0;
   });
 }
-int sdt_tensor_has_grad_fn(sdt_tensor t) { return T(t).grad_fn() ? 1 : 0; }
+int sdt_tensor_has_grad_fn(sdt_tensor t) {
+  return guarded(-1, [&] { return T(t).grad_fn() ? 1 : 0; });
+}
 
 int sdt_backward(const sdt_tensor* tensors, const sdt_tensor* grads, int n, int retain_graph, int create_graph) {
   return guarded(-1, [&] {
@@ -530,14 +655,28 @@ int sdt_backward(const sdt_tensor* tensors, const sdt_tensor* grads, int n, int 
   });
 }
 
-int sdt_grad_enabled(void) { return at::GradMode::is_enabled() ? 1 : 0; }
-void sdt_set_grad_enabled(int enabled) { at::GradMode::set_enabled(enabled != 0); }
+int sdt_grad_enabled(void) {
+  return guarded(-1, [] { return at::GradMode::is_enabled() ? 1 : 0; });
+}
+int sdt_set_grad_enabled(int enabled) {
+  return guarded(-1, [&] {
+    at::GradMode::set_enabled(enabled != 0);
+    return 0;
+  });
+}
 
 sdt_guard sdt_inference_mode_enter(int enabled) {
   return guarded<sdt_guard>(nullptr, [&] { return new c10::InferenceMode(enabled != 0); });
 }
-void sdt_inference_mode_exit(sdt_guard g) { delete static_cast<c10::InferenceMode*>(g); }
-int sdt_is_inference_mode(void) { return c10::InferenceMode::is_enabled() ? 1 : 0; }
+int sdt_inference_mode_exit(sdt_guard g) {
+  return guarded(-1, [&] {
+    delete static_cast<c10::InferenceMode*>(g);
+    return 0;
+  });
+}
+int sdt_is_inference_mode(void) {
+  return guarded(-1, [] { return c10::InferenceMode::is_enabled() ? 1 : 0; });
+}
 
 sdt_guard sdt_autocast_enter(int device_type, int dtype, int enabled) {
   return guarded<sdt_guard>(nullptr, [&] {
@@ -550,22 +689,32 @@ sdt_guard sdt_autocast_enter(int device_type, int dtype, int enabled) {
   });
 }
 
-void sdt_autocast_exit(sdt_guard g) {
-  auto* previous = static_cast<AutocastState*>(g);
-  if (!previous) return;
-  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-  autocast_set(static_cast<at::DeviceType>(previous->device_type), previous->enabled, previous->dtype);
-  delete previous;
+int sdt_autocast_exit(sdt_guard g) {
+  return guarded(-1, [&] {
+    std::unique_ptr<AutocastState> previous(static_cast<AutocastState*>(g));
+    if (!previous) return 0;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    autocast_set(static_cast<at::DeviceType>(previous->device_type), previous->enabled, previous->dtype);
+    return 0;
+  });
 }
 
-int sdt_autocast_enabled(int device_type) { return autocast_is_enabled(static_cast<at::DeviceType>(device_type)) ? 1 : 0; }
+int sdt_autocast_enabled(int device_type) {
+  return guarded(-1, [&] { return autocast_is_enabled(static_cast<at::DeviceType>(device_type)) ? 1 : 0; });
+}
 
 int sdt_checkpoint(sdt_forward_fn forward, sdt_release_fn release, void* context, const sdt_tensor* inputs, int n_in,
                    sdt_tensor* outputs, int max_out) {
-  static char anchor = 0;
-  ContextKeeper keeper{at::from_blob(
-      &anchor, {1}, [release, context](void*) { if (release) release(context); }, at::TensorOptions().dtype(at::kByte))};
   return guarded(-1, [&] {
+    static char anchor = 0;
+    ContextKeeper keeper;
+    try {
+      keeper.releaser = at::from_blob(
+          &anchor, {1}, [release, context](void*) { if (release) release(context); }, at::TensorOptions().dtype(at::kByte));
+    } catch (...) {
+      if (release) release(context);  // the promise of sdtorch.h: release runs once, whatever happens
+      throw;
+    }
     variable_list in;
     for (int i = 0; i < n_in; ++i) in.push_back(T(inputs[i]));
     auto out = CheckpointFunction::apply(forward, context, keeper, at::TensorList(in));
@@ -600,7 +749,12 @@ sdt_generator sdt_generator_default(int device_type, int device_index) {
   });
 }
 
-void sdt_generator_free(sdt_generator g) { delete static_cast<at::Generator*>(g); }
+void sdt_generator_free(sdt_generator g) {
+  guarded(0, [&] {
+    delete static_cast<at::Generator*>(g);
+    return 0;
+  });
+}
 
 int sdt_generator_manual_seed(sdt_generator g, uint64_t seed) {
   return guarded(-1, [&] {
@@ -610,7 +764,9 @@ int sdt_generator_manual_seed(sdt_generator g, uint64_t seed) {
   });
 }
 
-uint64_t sdt_generator_initial_seed(sdt_generator g) { return G(g).current_seed(); }
+uint64_t sdt_generator_initial_seed(sdt_generator g) {
+  return guarded<uint64_t>(0, [&] { return G(g).current_seed(); });
+}
 
 sdt_tensor sdt_generator_get_state(sdt_generator g) {
   return guarded<sdt_tensor>(nullptr, [&] {
@@ -656,76 +812,65 @@ sdt_op sdt_op_find(const char* name, const char* overload) {
   });
 }
 
-sdt_args sdt_args_new(void) { return new Args(); }
-void sdt_args_free(sdt_args a) { delete static_cast<Args*>(a); }
-void sdt_args_clear(sdt_args a) {
-  A(a).stack.clear();
-  A(a).defaulted.clear();
-  A(a).outputs.clear();
-  A(a).scalar = 0;
-}
-void sdt_args_tensor(sdt_args a, sdt_tensor t) {
-  if (t) A(a).stack.emplace_back(T(t));
-  else A(a).stack.emplace_back();
-}
-void sdt_args_int(sdt_args a, int64_t v) { A(a).stack.emplace_back(v); }
-void sdt_args_double(sdt_args a, double v) { A(a).stack.emplace_back(v); }
-void sdt_args_bool(sdt_args a, int v) { A(a).stack.emplace_back(v != 0); }
-void sdt_args_none(sdt_args a) { A(a).stack.emplace_back(); }
-void sdt_args_string(sdt_args a, const char* v) { A(a).stack.emplace_back(std::string(v)); }
-void sdt_args_int_list(sdt_args a, const int64_t* v, int n) { A(a).stack.emplace_back(std::vector<int64_t>(v, v + n)); }
-void sdt_args_double_list(sdt_args a, const double* v, int n) { A(a).stack.emplace_back(std::vector<double>(v, v + n)); }
-void sdt_args_bool_list(sdt_args a, const int* v, int n) {
-  c10::List<bool> list;
-  for (int i = 0; i < n; ++i) list.push_back(v[i] != 0);
-  A(a).stack.emplace_back(list);
-}
-void sdt_args_tensor_list(sdt_args a, const sdt_tensor* v, int n) {
-  std::vector<at::Tensor> list;
-  for (int i = 0; i < n; ++i) list.push_back(*static_cast<at::Tensor*>(v[i]));
-  A(a).stack.emplace_back(list);
-}
-void sdt_args_device(sdt_args a, int device_type, int device_index) {
-  A(a).stack.emplace_back(at::Device(static_cast<at::DeviceType>(device_type), static_cast<c10::DeviceIndex>(device_index)));
-}
-void sdt_args_generator(sdt_args a, sdt_generator g) {
-  if (g) A(a).stack.emplace_back(G(g));
-  else A(a).stack.emplace_back();
-}
-void sdt_args_default(sdt_args a) {
-  A(a).defaulted.push_back(A(a).stack.size());
-  A(a).stack.emplace_back();
-}
-
-int sdt_op_call(sdt_op op, sdt_args a) {
+int sdt_op_schema(sdt_op op, char* buffer, int capacity) {
   return guarded(-1, [&] {
-    auto& handle = *static_cast<c10::OperatorHandle*>(op);
-    auto& args = A(a);
-    args.outputs.clear();
-    try {
-      complete_arguments(handle.schema(), args);
-      handle.callBoxed(&args.stack);
-    } catch (const c10::Error& e) {
-      args.stack.clear();
-      args.defaulted.clear();
-      throw std::runtime_error(handle.schema().name() + ": " + e.what_without_backtrace());
-    }
-    for (const auto& v : args.stack) collect_outputs(v, args);
-    args.stack.clear();
-    args.defaulted.clear();
-    return static_cast<int>(args.outputs.size());
+    std::ostringstream os;
+    os << OP(op).schema();
+    const auto text = os.str();
+    if (buffer && capacity > 0) std::snprintf(buffer, static_cast<size_t>(capacity), "%s", text.c_str());
+    return static_cast<int>(text.size());
   });
 }
 
-int sdt_args_take_outputs(sdt_args a, sdt_tensor* out, int n) {
-  auto& args = A(a);
-  const int count = std::min(n, static_cast<int>(args.outputs.size()));
-  for (int i = 0; i < count; ++i) out[i] = wrap(args.outputs[i]);
-  args.outputs.clear();
-  return count;
+int sdt_op_check(sdt_op op, const sdt_arg* args, int n_args) {
+  return guarded(-1, [&] {
+    std::vector<c10::IValue> stack;
+    build_stack(OP(op).schema(), args, n_args, stack);
+    return 0;
+  });
 }
 
-double sdt_args_scalar_output(sdt_args a) { return A(a).scalar; }
+int sdt_op_call(sdt_op op, const sdt_arg* args, int n_args, sdt_tensor* outputs, int max_outputs, double* scalar) {
+  return guarded(-1, [&] {
+    auto& handle = OP(op);
+    // A local stack, not a thread-local one: a tensor freed inside the call may run a .NET release
+    // callback that calls another operator on this thread.
+    std::vector<c10::IValue> stack;
+    build_stack(handle.schema(), args, n_args, stack);
+    try {
+      handle.callBoxed(&stack);
+    } catch (const c10::Error& e) {
+      throw std::runtime_error(handle.schema().name() + ": " + e.what_without_backtrace());
+    }
+    std::vector<at::Tensor> produced;
+    double value = 0;
+    for (const auto& v : stack) collect_outputs(v, produced, value);
+    if (scalar) *scalar = value;
+    const int count = static_cast<int>(produced.size());
+    t_pending_outputs.clear();
+    if (outputs) {
+      const int direct = std::min(count, std::max(max_outputs, 0));
+      for (int i = 0; i < direct; ++i) outputs[i] = wrap(std::move(produced[i]));
+      t_pending_outputs.assign(std::make_move_iterator(produced.begin() + direct), std::make_move_iterator(produced.end()));
+    }
+    return count;
+  });
+}
+
+int sdt_op_take_outputs(sdt_tensor* out, int capacity) {
+  return guarded(-1, [&] {
+    auto& pending = t_pending_outputs;
+    if (static_cast<int64_t>(pending.size()) > capacity) {
+      std::ostringstream os;
+      os << pending.size() << " outputs are pending, the buffer holds " << capacity;
+      throw std::invalid_argument(os.str());
+    }
+    for (size_t i = 0; i < pending.size(); ++i) out[i] = wrap(std::move(pending[i]));
+    const int count = static_cast<int>(pending.size());
+    pending.clear();
+    return count;
+  });
+}
 
 // ---- attention ----
 sdt_tensor sdt_scaled_dot_product_attention(sdt_tensor q, sdt_tensor k, sdt_tensor v, sdt_tensor mask, double dropout_p,
@@ -734,12 +879,7 @@ sdt_tensor sdt_scaled_dot_product_attention(sdt_tensor q, sdt_tensor k, sdt_tens
     const auto& query = T(q);
     const double s = scale > 0 ? scale : 1.0 / std::sqrt(static_cast<double>(query.size(-1)));
     at::Tensor m = mask ? T(mask) : at::Tensor();
-#if SDT_TORCH_AT_LEAST(2, 1)
-    c10::optional<at::Tensor> mask_opt = m.defined() ? c10::optional<at::Tensor>(m) : c10::nullopt;
-    return wrap(at::scaled_dot_product_attention(query, T(k), T(v), mask_opt, dropout_p, is_causal != 0, s));
-#else
-    return wrap(attention_by_matmul(query, T(k), T(v), m, dropout_p, is_causal != 0, s));
-#endif
+    return wrap(sdt::attention(query, T(k), T(v), m, dropout_p, is_causal != 0, s));
   });
 }
 

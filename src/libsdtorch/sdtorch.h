@@ -2,9 +2,12 @@
 //
 // Conventions, so the C# binding can stay mechanical:
 // - Handles are opaque pointers owned by the caller and freed with the matching *_free.
-// - No C++ exception crosses this surface. A failing call records its message in a
-//   thread-local slot (sdt_last_error) and returns NULL, -1 or 0 as documented; the
-//   binding turns that into a .NET exception carrying libtorch's message.
+// - No C++ exception crosses this surface: every entry point runs inside one guard. A failing
+//   call records its message in a thread-local slot (sdt_last_error) and returns NULL, -1 or 0
+//   as documented (functions without a result: read sdt_last_error); the binding turns that
+//   into a .NET exception carrying libtorch's message. Every call clears the previous error,
+//   except the three error functions themselves.
+// - Every buffer the shim writes into comes with its capacity, and a buffer too small is refused.
 // - A NULL tensor handle means "undefined tensor" (e.g. a grad that was never computed),
 //   which is not an error unless sdt_last_error says so.
 #pragma once
@@ -19,7 +22,6 @@ extern "C" {
 
 typedef void* sdt_tensor;     // at::Tensor*
 typedef void* sdt_generator;  // at::Generator*
-typedef void* sdt_args;       // a boxed argument/result stack
 typedef void* sdt_op;         // a resolved operator (never freed; operators live forever)
 typedef void* sdt_guard;      // an RAII guard (inference mode, autocast)
 typedef void (*sdt_release_fn)(void* context);
@@ -32,7 +34,7 @@ SDT_API void sdt_clear_error(void);
 SDT_API const char* sdt_torch_version(void);   // e.g. "1.13.0"
 SDT_API const char* sdt_torch_library_path(void);  // the libtorch_cpu shared object actually loaded
 SDT_API int sdt_get_num_threads(void);
-SDT_API void sdt_set_num_threads(int n);
+SDT_API int sdt_set_num_threads(int n);
 SDT_API int sdt_has_native_sdpa(void);  // 1 when libtorch provides scaled_dot_product_attention
 SDT_API int sdt_cuda_is_available(void);
 SDT_API int sdt_cuda_device_count(void);
@@ -49,8 +51,9 @@ SDT_API int sdt_cuda_synchronize(int index);
 SDT_API void sdt_tensor_free(sdt_tensor t);
 SDT_API sdt_tensor sdt_tensor_alias(sdt_tensor t);  // a second handle on the same tensor
 SDT_API int sdt_tensor_dim(sdt_tensor t);
-SDT_API int sdt_tensor_sizes(sdt_tensor t, int64_t* out);    // out holds dim() values
-SDT_API int sdt_tensor_strides(sdt_tensor t, int64_t* out);
+// Write dim() values into out, which holds `capacity`; return dim(), or -1 when it does not fit.
+SDT_API int sdt_tensor_sizes(sdt_tensor t, int64_t* out, int capacity);
+SDT_API int sdt_tensor_strides(sdt_tensor t, int64_t* out, int capacity);
 SDT_API int64_t sdt_tensor_numel(sdt_tensor t);
 SDT_API int sdt_tensor_dtype(sdt_tensor t);         // c10::ScalarType value
 SDT_API int sdt_tensor_device(sdt_tensor t, int* index);  // c10::DeviceType value
@@ -80,13 +83,13 @@ SDT_API int sdt_tensor_set_grad(sdt_tensor t, sdt_tensor grad);  // grad NULL re
 SDT_API int sdt_tensor_has_grad_fn(sdt_tensor t);
 SDT_API int sdt_backward(const sdt_tensor* tensors, const sdt_tensor* grads, int n, int retain_graph, int create_graph);
 SDT_API int sdt_grad_enabled(void);
-SDT_API void sdt_set_grad_enabled(int enabled);
+SDT_API int sdt_set_grad_enabled(int enabled);
 SDT_API sdt_guard sdt_inference_mode_enter(int enabled);
-SDT_API void sdt_inference_mode_exit(sdt_guard g);
+SDT_API int sdt_inference_mode_exit(sdt_guard g);
 SDT_API int sdt_is_inference_mode(void);
 // Autocast for a device type (CUDA=1, CPU=0) to dtype; returns a guard restoring the previous state.
 SDT_API sdt_guard sdt_autocast_enter(int device_type, int dtype, int enabled);
-SDT_API void sdt_autocast_exit(sdt_guard g);
+SDT_API int sdt_autocast_exit(sdt_guard g);
 SDT_API int sdt_autocast_enabled(int device_type);
 
 // Gradient checkpointing. forward(context, inputs, n_in, outputs, max_out) runs the wrapped
@@ -112,34 +115,78 @@ SDT_API int sdt_manual_seed(uint64_t seed);  // every default generator, like to
 // Every aten operator is reachable by schema name and overload ("aten::add", "Tensor"), with
 // autograd, autocast and device dispatch exactly as PyTorch does it.
 SDT_API sdt_op sdt_op_find(const char* name, const char* overload);  // NULL + error when unknown
-SDT_API sdt_args sdt_args_new(void);
-SDT_API void sdt_args_free(sdt_args a);
-SDT_API void sdt_args_clear(sdt_args a);
-SDT_API void sdt_args_tensor(sdt_args a, sdt_tensor t);  // NULL pushes None
-SDT_API void sdt_args_int(sdt_args a, int64_t v);
-SDT_API void sdt_args_double(sdt_args a, double v);
-SDT_API void sdt_args_bool(sdt_args a, int v);
-SDT_API void sdt_args_none(sdt_args a);
-SDT_API void sdt_args_string(sdt_args a, const char* v);
-SDT_API void sdt_args_int_list(sdt_args a, const int64_t* v, int n);
-SDT_API void sdt_args_double_list(sdt_args a, const double* v, int n);
-SDT_API void sdt_args_bool_list(sdt_args a, const int* v, int n);
-SDT_API void sdt_args_tensor_list(sdt_args a, const sdt_tensor* v, int n);
-SDT_API void sdt_args_device(sdt_args a, int device_type, int device_index);
-SDT_API void sdt_args_generator(sdt_args a, sdt_generator g);  // NULL pushes None
-SDT_API void sdt_args_default(sdt_args a);  // this position takes the schema's default value
-// Runs the operator on the pushed arguments. Returns the number of tensors it produced
-// (tensor lists and tuples are flattened in order), -1 on error. Fetch them with
-// sdt_args_take_outputs; a scalar result is read with sdt_args_scalar_output.
-SDT_API int sdt_op_call(sdt_op op, sdt_args a);
-SDT_API int sdt_args_take_outputs(sdt_args a, sdt_tensor* out, int n);
-SDT_API double sdt_args_scalar_output(sdt_args a);
+// The operator's schema as libtorch prints it ("aten::add.Tensor(Tensor self, Tensor other, *,
+// Scalar alpha=1) -> Tensor"), written NUL-terminated into buffer (at most capacity bytes, cut
+// short when it does not fit); returns the schema's full length, -1 on error.
+SDT_API int sdt_op_schema(sdt_op op, char* buffer, int capacity);
+
+// One argument of an operator call, in schema order. A call carries all of them in one array, so
+// it crosses from .NET to C++ once. Pointers (tensor handles, strings, list elements) are read
+// during the call only.
+enum {
+  SDT_ARG_NONE = 0,
+  SDT_ARG_DEFAULT = 1,      // the schema's default value for this position
+  SDT_ARG_TENSOR = 2,       // value.p: sdt_tensor (NULL: None)
+  SDT_ARG_INT = 3,          // value.i (widened where the schema says float)
+  SDT_ARG_DOUBLE = 4,       // value.d
+  SDT_ARG_BOOL = 5,         // value.i != 0
+  SDT_ARG_STRING = 6,       // value.p: NUL-terminated UTF-8
+  SDT_ARG_INT_LIST = 7,     // value.p: count int64_t values
+  SDT_ARG_DOUBLE_LIST = 8,  // value.p: count doubles
+  SDT_ARG_BOOL_LIST = 9,    // value.p: count int64_t values, non-zero = true
+  SDT_ARG_TENSOR_LIST = 10, // value.p: count sdt_tensor handles
+  SDT_ARG_DEVICE = 11,      // value.i: c10::DeviceType, count: device index
+  SDT_ARG_GENERATOR = 12,   // value.p: sdt_generator (NULL: None)
+  SDT_ARG_SCALAR_TYPE = 13, // value.i: c10::ScalarType (a dtype)
+};
+typedef struct {
+  int32_t kind;
+  int32_t count;
+  union {
+    int64_t i;
+    double d;
+    const void* p;
+  } value;
+} sdt_arg;
+
+// Runs the operator. Each argument is checked against its parameter's declared type (a tensor
+// where the schema says int is refused, naming the parameter and the schema); arguments left off
+// at the end take the schema's defaults. Returns the number of tensors produced (tensor lists
+// and tuples flattened in order), -1 on error. The first max_outputs are written to outputs
+// (new handles); the rest wait for sdt_op_take_outputs; outputs NULL discards them (in-place
+// operators). A scalar result (int, float, bool) goes to *scalar when scalar is not NULL.
+SDT_API int sdt_op_call(sdt_op op, const sdt_arg* args, int n_args, sdt_tensor* outputs, int max_outputs, double* scalar);
+// The outputs of this thread's last sdt_op_call that did not fit its buffer; returns how many,
+// -1 when more wait than capacity.
+SDT_API int sdt_op_take_outputs(sdt_tensor* out, int capacity);
+// Checks the arguments against the schema exactly as sdt_op_call does, without calling: 0 or -1.
+SDT_API int sdt_op_check(sdt_op op, const sdt_arg* args, int n_args);
 
 // ---- attention (version-dependent) ----
 // softmax(q k^T * scale + mask) v, over [..., L, E] inputs; mask may be NULL (bool: true = keep;
 // float: added). scale <= 0 means 1/sqrt(E). Uses libtorch's fused kernel when it has one.
 SDT_API sdt_tensor sdt_scaled_dot_product_attention(sdt_tensor q, sdt_tensor k, sdt_tensor v, sdt_tensor mask,
                                                     double dropout_p, int is_causal, double scale);
+
+// ---- native timings for tools/bench-engine ----
+// The same operations as the binding's benchmarks, timed here through libtorch's C++ API, so the
+// benchmark can say what the binding costs. Runs `iterations` times and returns the seconds taken,
+// -1 on error. Inputs by kind:
+//   SDT_BENCH_ADD             a, b: a + b (at::add, the typed C++ call)
+//   SDT_BENCH_ADD_BOXED       a, b: aten::add.Tensor through the dispatcher's boxed call, as the shim makes it
+//   SDT_BENCH_CONV2D          x, w: conv2d, stride 1, padding 1
+//   SDT_BENCH_CONV2D_BACKWARD x, w: conv2d as above, sum, backward, gradients dropped
+//   SDT_BENCH_LINEAR          x, w: linear without bias
+//   SDT_BENCH_ATTENTION       q, k, v: scaled dot-product attention (libtorch's own where it has it)
+enum {
+  SDT_BENCH_ADD = 0,
+  SDT_BENCH_ADD_BOXED = 1,
+  SDT_BENCH_CONV2D = 2,
+  SDT_BENCH_CONV2D_BACKWARD = 3,
+  SDT_BENCH_LINEAR = 4,
+  SDT_BENCH_ATTENTION = 5,
+};
+SDT_API double sdt_bench_native(int kind, const sdt_tensor* inputs, int n_inputs, int iterations);
 
 #ifdef __cplusplus
 }

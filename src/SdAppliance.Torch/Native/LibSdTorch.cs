@@ -18,7 +18,7 @@ internal static unsafe partial class LibSdTorch
     [LibraryImport(Lib)] internal static partial IntPtr sdt_torch_version();
     [LibraryImport(Lib)] internal static partial IntPtr sdt_torch_library_path();
     [LibraryImport(Lib)] internal static partial int sdt_get_num_threads();
-    [LibraryImport(Lib)] internal static partial void sdt_set_num_threads(int n);
+    [LibraryImport(Lib)] internal static partial int sdt_set_num_threads(int n);
     [LibraryImport(Lib)] internal static partial int sdt_has_native_sdpa();
     [LibraryImport(Lib)] internal static partial int sdt_cuda_is_available();
     [LibraryImport(Lib)] internal static partial int sdt_cuda_device_count();
@@ -32,8 +32,8 @@ internal static unsafe partial class LibSdTorch
     [LibraryImport(Lib)] internal static partial void sdt_tensor_free(IntPtr t);
     [LibraryImport(Lib)] internal static partial IntPtr sdt_tensor_alias(IntPtr t);
     [LibraryImport(Lib)] internal static partial int sdt_tensor_dim(IntPtr t);
-    [LibraryImport(Lib)] internal static partial int sdt_tensor_sizes(IntPtr t, long* output);
-    [LibraryImport(Lib)] internal static partial int sdt_tensor_strides(IntPtr t, long* output);
+    [LibraryImport(Lib)] internal static partial int sdt_tensor_sizes(IntPtr t, long* output, int capacity);
+    [LibraryImport(Lib)] internal static partial int sdt_tensor_strides(IntPtr t, long* output, int capacity);
     [LibraryImport(Lib)] internal static partial long sdt_tensor_numel(IntPtr t);
     [LibraryImport(Lib)] internal static partial int sdt_tensor_dtype(IntPtr t);
     [LibraryImport(Lib)] internal static partial int sdt_tensor_device(IntPtr t, int* index);
@@ -56,12 +56,12 @@ internal static unsafe partial class LibSdTorch
     [LibraryImport(Lib)] internal static partial int sdt_tensor_has_grad_fn(IntPtr t);
     [LibraryImport(Lib)] internal static partial int sdt_backward(IntPtr* tensors, IntPtr* grads, int n, int retainGraph, int createGraph);
     [LibraryImport(Lib)] internal static partial int sdt_grad_enabled();
-    [LibraryImport(Lib)] internal static partial void sdt_set_grad_enabled(int enabled);
+    [LibraryImport(Lib)] internal static partial int sdt_set_grad_enabled(int enabled);
     [LibraryImport(Lib)] internal static partial IntPtr sdt_inference_mode_enter(int enabled);
-    [LibraryImport(Lib)] internal static partial void sdt_inference_mode_exit(IntPtr guard);
+    [LibraryImport(Lib)] internal static partial int sdt_inference_mode_exit(IntPtr guard);
     [LibraryImport(Lib)] internal static partial int sdt_is_inference_mode();
     [LibraryImport(Lib)] internal static partial IntPtr sdt_autocast_enter(int deviceType, int dtype, int enabled);
-    [LibraryImport(Lib)] internal static partial void sdt_autocast_exit(IntPtr guard);
+    [LibraryImport(Lib)] internal static partial int sdt_autocast_exit(IntPtr guard);
     [LibraryImport(Lib)] internal static partial int sdt_autocast_enabled(int deviceType);
     [LibraryImport(Lib)] internal static partial int sdt_checkpoint(delegate* unmanaged<IntPtr, IntPtr*, int, IntPtr*, int, int> forward, delegate* unmanaged<IntPtr, void> release, IntPtr context, IntPtr* inputs, int nIn, IntPtr* outputs, int maxOut);
 
@@ -75,27 +75,44 @@ internal static unsafe partial class LibSdTorch
     [LibraryImport(Lib)] internal static partial int sdt_manual_seed(ulong seed);
 
     [LibraryImport(Lib, StringMarshalling = StringMarshalling.Utf8)] internal static partial IntPtr sdt_op_find(string name, string overload);
-    [LibraryImport(Lib)] internal static partial IntPtr sdt_args_new();
-    [LibraryImport(Lib)] internal static partial void sdt_args_free(IntPtr a);
-    [LibraryImport(Lib)] internal static partial void sdt_args_clear(IntPtr a);
-    [LibraryImport(Lib)] internal static partial void sdt_args_tensor(IntPtr a, IntPtr t);
-    [LibraryImport(Lib)] internal static partial void sdt_args_int(IntPtr a, long v);
-    [LibraryImport(Lib)] internal static partial void sdt_args_double(IntPtr a, double v);
-    [LibraryImport(Lib)] internal static partial void sdt_args_bool(IntPtr a, int v);
-    [LibraryImport(Lib)] internal static partial void sdt_args_none(IntPtr a);
-    [LibraryImport(Lib, StringMarshalling = StringMarshalling.Utf8)] internal static partial void sdt_args_string(IntPtr a, string v);
-    [LibraryImport(Lib)] internal static partial void sdt_args_int_list(IntPtr a, long* v, int n);
-    [LibraryImport(Lib)] internal static partial void sdt_args_double_list(IntPtr a, double* v, int n);
-    [LibraryImport(Lib)] internal static partial void sdt_args_bool_list(IntPtr a, int* v, int n);
-    [LibraryImport(Lib)] internal static partial void sdt_args_tensor_list(IntPtr a, IntPtr* v, int n);
-    [LibraryImport(Lib)] internal static partial void sdt_args_device(IntPtr a, int deviceType, int deviceIndex);
-    [LibraryImport(Lib)] internal static partial void sdt_args_generator(IntPtr a, IntPtr g);
-    [LibraryImport(Lib)] internal static partial void sdt_args_default(IntPtr a);
-    [LibraryImport(Lib)] internal static partial int sdt_op_call(IntPtr op, IntPtr a);
-    [LibraryImport(Lib)] internal static partial int sdt_args_take_outputs(IntPtr a, IntPtr* output, int n);
-    [LibraryImport(Lib)] internal static partial double sdt_args_scalar_output(IntPtr a);
+    [LibraryImport(Lib)] internal static partial int sdt_op_schema(IntPtr op, byte* buffer, int capacity);
+    [LibraryImport(Lib)] internal static partial int sdt_op_call(IntPtr op, Arg* args, int nArgs, IntPtr* outputs, int maxOutputs, double* scalar);
+    [LibraryImport(Lib)] internal static partial int sdt_op_take_outputs(IntPtr* output, int capacity);
+    [LibraryImport(Lib)] internal static partial int sdt_op_check(IntPtr op, Arg* args, int nArgs);
 
     [LibraryImport(Lib)] internal static partial IntPtr sdt_scaled_dot_product_attention(IntPtr q, IntPtr k, IntPtr v, IntPtr mask, double dropoutP, int isCausal, double scale);
+
+    [LibraryImport(Lib)] internal static partial double sdt_bench_native(int kind, IntPtr* inputs, int nInputs, int iterations);
+
+    /// <summary>sdt_arg: one argument of a packed operator call.</summary>
+    [StructLayout(LayoutKind.Explicit, Size = 16)]
+    internal struct Arg
+    {
+        [FieldOffset(0)] public ArgKind Kind;
+        [FieldOffset(4)] public int Count;
+        [FieldOffset(8)] public long I;
+        [FieldOffset(8)] public double D;
+        [FieldOffset(8)] public IntPtr P;
+    }
+
+    /// <summary>SDT_ARG_*, in sdtorch.h's numbering.</summary>
+    internal enum ArgKind
+    {
+        None = 0,
+        Default = 1,
+        Tensor = 2,
+        Int = 3,
+        Double = 4,
+        Bool = 5,
+        String = 6,
+        IntList = 7,
+        DoubleList = 8,
+        BoolList = 9,
+        TensorList = 10,
+        Device = 11,
+        Generator = 12,
+        ScalarType = 13,
+    }
 
     internal static string? LastError()
     {
@@ -115,6 +132,12 @@ internal static unsafe partial class LibSdTorch
     }
 
     internal static int Check(int status)
+    {
+        if (status < 0) ThrowIfError();
+        return status;
+    }
+
+    internal static long Check(long status)
     {
         if (status < 0) ThrowIfError();
         return status;
