@@ -55,6 +55,23 @@ extern "C" double sdt_bench_native(int kind, const sdt_tensor* inputs, int n_inp
           stack.clear();
         });
       }
+      case SDT_BENCH_ADD_SHIM: {
+        require_inputs(kind, n_inputs, 2);
+        auto op = sdt_op_find("aten::add", "Tensor");
+        if (!op) throw std::runtime_error("aten::add.Tensor not found");
+        sdt_arg args[3] = {};
+        args[0].kind = SDT_ARG_TENSOR;
+        args[0].value.p = inputs[0];
+        args[1].kind = SDT_ARG_TENSOR;
+        args[1].value.p = inputs[1];
+        args[2].kind = SDT_ARG_DOUBLE;
+        args[2].value.d = 1.0;
+        sdt_tensor out = nullptr;
+        return time_runs(iterations, [&] {
+          if (sdt_op_call(op, args, 3, &out, 1, nullptr) < 0) throw std::runtime_error(sdt::last_error());
+          sdt_tensor_free(out);
+        });
+      }
       case SDT_BENCH_CONV2D: {
         require_inputs(kind, n_inputs, 2);
         const auto& x = T(inputs[0]);

@@ -101,16 +101,17 @@ const char* kind_name(int kind) {
 
 // Whether an argument of this kind may fill a parameter of the declared (real, not JIT-fake)
 // type. Ints widen to floats; Scalar takes ints, floats and bools; a dtype fills only ScalarType.
-bool accepts(int kind, const c10::TypePtr& declared) {
+// Raw pointers, not TypePtr copies: this runs for every argument of every call, and each copy of
+// a shared type pointer is two atomic operations.
+bool accepts(int kind, const c10::Type* type) {
   using K = c10::TypeKind;
-  auto type = declared;
   bool optional = false;
-  if (auto opt = type->cast<c10::OptionalType>()) {
+  if (auto* opt = type->castRaw<c10::OptionalType>()) {
     optional = true;
-    type = opt->getElementType();
+    type = opt->getElementType().get();
   }
   const auto k = type->kind();
-  auto element = [&] { auto list = type->cast<c10::ListType>(); return list ? list->getElementType()->kind() : K::AnyType; };
+  auto element = [&] { auto* list = type->castRaw<c10::ListType>(); return list ? list->getElementType()->kind() : K::AnyType; };
   switch (kind) {
     case SDT_ARG_NONE: return optional || k == K::NoneType;
     case SDT_ARG_TENSOR: return k == K::TensorType;
@@ -129,10 +130,9 @@ bool accepts(int kind, const c10::TypePtr& declared) {
   }
 }
 
-bool declares_float(const c10::TypePtr& declared) {
-  auto type = declared;
-  if (auto opt = type->cast<c10::OptionalType>()) type = opt->getElementType();
-  if (auto list = type->cast<c10::ListType>()) type = list->getElementType();
+bool declares_float(const c10::Type* type) {
+  if (auto* opt = type->castRaw<c10::OptionalType>()) type = opt->getElementType().get();
+  if (auto* list = type->castRaw<c10::ListType>()) type = list->getElementType().get();
   return type->kind() == c10::TypeKind::FloatType;
 }
 
@@ -140,14 +140,14 @@ c10::IValue to_ivalue(const sdt_arg& a, const c10::Argument& formal) {
   switch (a.kind) {
     case SDT_ARG_TENSOR: return a.value.p ? c10::IValue(T(const_cast<void*>(a.value.p))) : c10::IValue();
     case SDT_ARG_INT:
-      return declares_float(formal.real_type()) ? c10::IValue(static_cast<double>(a.value.i)) : c10::IValue(a.value.i);
+      return declares_float(formal.real_type().get()) ? c10::IValue(static_cast<double>(a.value.i)) : c10::IValue(a.value.i);
     case SDT_ARG_SCALAR_TYPE: return c10::IValue(a.value.i);
     case SDT_ARG_DOUBLE: return c10::IValue(a.value.d);
     case SDT_ARG_BOOL: return c10::IValue(a.value.i != 0);
     case SDT_ARG_STRING: return c10::IValue(std::string(static_cast<const char*>(a.value.p)));
     case SDT_ARG_INT_LIST: {
       const auto* v = static_cast<const int64_t*>(a.value.p);
-      if (declares_float(formal.real_type())) return c10::IValue(std::vector<double>(v, v + a.count));
+      if (declares_float(formal.real_type().get())) return c10::IValue(std::vector<double>(v, v + a.count));
       return c10::IValue(std::vector<int64_t>(v, v + a.count));
     }
     case SDT_ARG_DOUBLE_LIST: {
@@ -201,12 +201,12 @@ void build_stack(const c10::FunctionSchema& schema, const sdt_arg* args, int n, 
       stack.push_back(*formal.default_value());
       continue;
     }
-    if (!accepts(kind, formal.real_type())) fail(i, std::string("cannot take ") + kind_name(kind));
+    if (!accepts(kind, formal.real_type().get())) fail(i, std::string("cannot take ") + kind_name(kind));
     stack.push_back(to_ivalue(args[i], formal));
   }
 }
 
-void collect_outputs(const c10::IValue& v, std::vector<at::Tensor>& outputs, double& scalar) {
+void collect_outputs(const c10::IValue& v, c10::SmallVectorImpl<at::Tensor>& outputs, double& scalar) {
   if (v.isTensor()) {
     outputs.push_back(v.toTensor());
   } else if (v.isTensorList()) {
@@ -842,7 +842,7 @@ int sdt_op_call(sdt_op op, const sdt_arg* args, int n_args, sdt_tensor* outputs,
     } catch (const c10::Error& e) {
       throw std::runtime_error(handle.schema().name() + ": " + e.what_without_backtrace());
     }
-    std::vector<at::Tensor> produced;
+    c10::SmallVector<at::Tensor, 4> produced;
     double value = 0;
     for (const auto& v : stack) collect_outputs(v, produced, value);
     if (scalar) *scalar = value;

@@ -178,6 +178,7 @@ SDT_API sdt_tensor sdt_scaled_dot_product_attention(sdt_tensor q, sdt_tensor k, 
 //   SDT_BENCH_CONV2D_BACKWARD x, w: conv2d as above, sum, backward, gradients dropped
 //   SDT_BENCH_LINEAR          x, w: linear without bias
 //   SDT_BENCH_ATTENTION       q, k, v: scaled dot-product attention (libtorch's own where it has it)
+//   SDT_BENCH_ADD_SHIM        a, b: a + b through sdt_op_call, called from C++ (the shim without .NET)
 enum {
   SDT_BENCH_ADD = 0,
   SDT_BENCH_ADD_BOXED = 1,
@@ -185,6 +186,7 @@ enum {
   SDT_BENCH_CONV2D_BACKWARD = 3,
   SDT_BENCH_LINEAR = 4,
   SDT_BENCH_ATTENTION = 5,
+  SDT_BENCH_ADD_SHIM = 6,
 };
 SDT_API double sdt_bench_native(int kind, const sdt_tensor* inputs, int n_inputs, int iterations);
 
