@@ -28,7 +28,14 @@ public sealed record TrainingReport(
     IReadOnlyList<string> Outputs,
     IReadOnlyList<SkippedFile> SkippedFiles,
     IReadOnlyList<string> Samples,
-    bool Completed);
+    bool Completed)
+{
+    /// <summary>Latents the run kept in memory at its end (none when it does not cache them: <see cref="TrainingConfig.CachesLatents"/>).</summary>
+    public int CachedLatents { get; init; }
+
+    /// <summary>Their bytes.</summary>
+    public long CachedLatentBytes { get; init; }
+}
 
 /// <summary>
 /// The training loop of every method: noise and uniform timesteps, epsilon or v targets from the
@@ -116,7 +123,8 @@ public sealed class Trainer
         using var embeddings = new EmbeddingLibrary(model.Tokenizer);
         foreach (var e in method.Embeddings) embeddings.Add(e, owns: false);
         var conditioner = new PromptConditioner(model, embeddings);
-        using var latents = new LatentCache(model.Vae, model.Name, config.CacheLatentsToDisk);
+        using var latentCache = LatentCache.ForRun(config, model.Vae);
+        Func<TrainingExample, Tensor> latentsOf = latentCache is null ? e => LatentCache.Encode(model.Vae, e) : e => latentCache.Get(e, cancellationToken);
         var captionsFixed = !config.ShuffleCaption && config.CaptionDropoutRate == 0;
         using var textCache = !method.TrainsTextConditioning && captionsFixed
             ? new TextEmbeddingCache(caption => Encode(conditioner, [caption], grad: false))
@@ -145,7 +153,7 @@ public sealed class Trainer
                 foreach (var batch in dataset.Batches(state.Epoch, config.TrainBatchSize, (ulong)config.Seed, state.BatchInEpoch))
                 {
                     cancellationToken.ThrowIfCancellationRequested();
-                    var loss = MicroStep(model, method, conditioner, textCache, latents, scheduler, target, noiseGenerator, batch, lossScaler);
+                    var loss = MicroStep(model, method, conditioner, textCache, latentsOf, scheduler, target, noiseGenerator, batch, lossScaler);
                     state.BatchInEpoch++;
                     state.AccumulatedLoss += loss;
                     if (++microSteps % config.GradientAccumulationSteps != 0) continue;
@@ -202,7 +210,11 @@ public sealed class Trainer
         var outputs = method.Export(run.Path, name, state.Step);
         if (config.SampleEveryNSteps is not null) samples.AddRange(Sample(model, method, dataset, state.Step, cancellationToken));
         var report = new TrainingReport(run.Path, config.Method, state.Step, state.Epoch + 1, started.Elapsed, state.SmoothedLoss,
-            outputs, dataset.Skipped, samples, completed);
+            outputs, dataset.Skipped, samples, completed)
+        {
+            CachedLatents = latentCache?.Count ?? 0,
+            CachedLatentBytes = latentCache?.Bytes ?? 0,
+        };
         AtomicFile.WriteAllText(run.ReportFile, JsonSerializer.Serialize(report, TrainingConfig.Json));
         return report;
     }
@@ -216,11 +228,11 @@ public sealed class Trainer
 
     /// <summary>One forward and backward pass over a batch; returns its loss.</summary>
     private double MicroStep(StableDiffusionModel model, TrainingMethod method, PromptConditioner conditioner, TextEmbeddingCache? textCache,
-        LatentCache latentCache, Scheduler scheduler, PredictionTarget predicted, Generator generator, IReadOnlyList<TrainingExample> batch, LossScaler? scaler)
+        Func<TrainingExample, Tensor> latentsOf, Scheduler scheduler, PredictionTarget predicted, Generator generator, IReadOnlyList<TrainingExample> batch, LossScaler? scaler)
     {
         using var scope = torch.NewDisposeScope();
         var device = model.Device;
-        var latents = torch.Cat([.. batch.Select(latentCache.Get)]).To(device, model.DType);
+        var latents = torch.Cat([.. batch.Select(latentsOf)]).To(device, model.DType);
         var captions = batch.Select(e => e.Caption).ToList();
         TextConditioning text;
         if (textCache is not null)

@@ -61,9 +61,9 @@ public sealed record TrainingConfig
     public int KeepTokens { get; init; }
     [Description("The share of examples trained with an empty caption")]
     public double CaptionDropoutRate { get; init; }
-    [Description("Encode each image with the VAE once")]
-    public bool CacheLatents { get; init; } = true;
-    [Description("Keep the latent cache on disk next to the images (edits invalidate it)")]
+    [Description("Encode each image with the VAE once and keep its latents (default: when center_crop; a random crop cannot be cached)")]
+    public bool? CacheLatents { get; init; }
+    [Description("Keep the latent cache on disk next to the images too (edits invalidate it)")]
     public bool CacheLatentsToDisk { get; init; }
 
     // ---- the loop ----
@@ -242,6 +242,9 @@ public sealed record TrainingConfig
         throw new TrainingConfigException($"{name}: '{text}' is not a valid {type.Name.ToLowerInvariant()}");
     }
 
+    /// <summary>Whether the run keeps each image's latents (<see cref="CacheLatents"/>, by default when every draw of an image is the same crop).</summary>
+    public bool CachesLatents() => CacheLatents ?? CenterCrop;
+
     /// <summary>Checks every setting before any work starts; the message names the field and the fix.</summary>
     public void Validate()
     {
@@ -270,6 +273,12 @@ public sealed record TrainingConfig
         Require(SaveEveryNSteps is null or >= 1, $"save_every_n_steps: {SaveEveryNSteps} must be at least 1");
         Require(SampleEveryNSteps is null or >= 1, $"sample_every_n_steps: {SampleEveryNSteps} must be at least 1");
         Require(SaveLastK >= 1, $"save_last_k: {SaveLastK} must be at least 1");
+        // kohya refuses cache_latents with random_crop: every draw is another window, so a cache would only grow.
+        Require(CenterCrop || CacheLatents != true,
+            "cache_latents: a random crop (center_crop false) draws a new window each time, which cannot be cached; set cache_latents false or center_crop true");
+        Require(CenterCrop || !CacheLatentsToDisk,
+            "cache_latents_to_disk: a random crop (center_crop false) draws a new window each time, which cannot be cached; leave cache_latents_to_disk off or set center_crop true");
+        Require(CacheLatents != false || !CacheLatentsToDisk, "cache_latents_to_disk: keeping latents on disk caches them; set cache_latents true or leave it out");
         switch (method)
         {
             case TrainingMethodKind.Lora:

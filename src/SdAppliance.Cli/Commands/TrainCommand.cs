@@ -5,8 +5,8 @@ using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
+using SdAppliance.Formats;
 using SdAppliance.Training;
-using SdAppliance.Training.Data;
 using SdAppliance.Training.Runs;
 
 namespace SdAppliance.Cli.Commands;
@@ -120,7 +120,7 @@ public static class TrainCommand
             PrintStopped(runFolder, lastStep, error);
             return Cancelled;
         }
-        catch (Exception e) when (e is TrainingConfigException or DatasetException)
+        catch (UserInputException e)
         {
             bar.Finish();
             error.WriteLine("error: " + e.Message);
@@ -270,7 +270,7 @@ public static class TrainCommand
     {
         "method" => string.Join('|', TrainingConfig.Methods),
         "preset" => string.Join('|', TrainingPresets.All.Keys),
-        "mixed_precision" => "no|fp16|bf16",
+        "mixed_precision" => string.Join('|', TrainingConfig.PrecisionChoices.Names),
         "optimizer" => string.Join('|', TrainingConfig.Optimizers),
         "lr_scheduler" => string.Join('|', Torch.Optim.LrSchedule.Names),
         "sample_prompts" => "P1|P2",
