@@ -52,15 +52,11 @@ public sealed class SettingChoices<T>
     /// <summary>The accepted names, in the order help lists them.</summary>
     public IReadOnlyList<string> Names { get; }
 
-    public bool IsValid(string? text) => entries.Any(e => string.Equals(e.Name, text, comparison));
-
+    /// <summary>The enum of <paramref name="text"/>; an unknown name is a <see cref="TrainingConfigException"/> listing the names.</summary>
     public T Parse(string? text)
     {
         foreach (var (name, value) in entries)
             if (string.Equals(name, text, comparison)) return value;
         throw new TrainingConfigException($"{Field}: '{text}' is not one of {string.Join(", ", Names)}");
     }
-
-    /// <summary>The name run.json writes for <paramref name="value"/>.</summary>
-    public string NameOf(T value) => entries.First(e => e.Value.Equals(value)).Name;
 }

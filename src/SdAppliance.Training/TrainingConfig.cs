@@ -77,7 +77,7 @@ public sealed record TrainingConfig
     public double LearningRate { get; init; } = 1e-4;
     [Description("The text encoder's learning rate when it trains (default: learning_rate)")]
     public double? TextEncoderLr { get; init; }
-    [Description("The LR schedule (one of the names its values list)")]
+    [Description("LR schedule")]
     public string LrScheduler { get; init; } = "constant";
     [Description("Steps of linear warmup at the start")]
     public int LrWarmupSteps { get; init; }

@@ -253,7 +253,8 @@ public static class TrainCommand
 
     private static string Describe(string name, PropertyInfo field)
     {
-        var text = Descriptions[name];
+        // The schedules are too many for the value's placeholder: they follow the description.
+        var text = name == "lr_scheduler" ? $"{Descriptions[name]}: {string.Join(", ", Torch.Optim.LrSchedule.Names)}" : Descriptions[name];
         var value = field.GetValue(Defaults);
         var shown = value switch
         {
@@ -272,7 +273,7 @@ public static class TrainCommand
         "preset" => string.Join('|', TrainingPresets.All.Keys),
         "mixed_precision" => string.Join('|', TrainingConfig.PrecisionChoices.Names),
         "optimizer" => string.Join('|', TrainingConfig.Optimizers),
-        "lr_scheduler" => string.Join('|', Torch.Optim.LrSchedule.Names),
+        "lr_scheduler" => "NAME",
         "sample_prompts" => "P1|P2",
         _ when type == typeof(bool) => "true|false",
         _ when type == typeof(int) || type == typeof(long) => "N",
