@@ -91,6 +91,26 @@ public static class AtomicFile
         }
     }
 
+    /// <summary>
+    /// Removes what writes in <paramref name="folder"/> left when their process was killed before they could clean up: the
+    /// hidden <c>.NAME.ID.tmp</c> files and folders being written, and <c>.NAME.ID.old</c> folders being replaced. Only call it
+    /// for a folder no other process is writing to. Returns the paths removed.
+    /// </summary>
+    public static IReadOnlyList<string> RemoveLeftovers(string folder)
+    {
+        if (!Directory.Exists(folder)) return [];
+        var removed = new List<string>();
+        foreach (var entry in Directory.EnumerateFileSystemEntries(folder, ".*"))
+        {
+            var name = Path.GetFileName(entry);
+            if (!name.EndsWith(".tmp", StringComparison.Ordinal) && !name.EndsWith(".old", StringComparison.Ordinal)) continue;
+            if (Directory.Exists(entry)) Directory.Delete(entry, recursive: true);
+            else File.Delete(entry);
+            removed.Add(entry);
+        }
+        return removed;
+    }
+
     // Hidden (a leading dot) and unique, so concurrent writers of one target do not collide.
     private static string TemporaryName(string fullPath) =>
         Path.Combine(Path.GetDirectoryName(fullPath)!, $".{Path.GetFileName(fullPath)}.{Guid.NewGuid():N}.tmp");

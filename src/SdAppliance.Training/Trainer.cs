@@ -1,7 +1,5 @@
 using System.Diagnostics;
-using System.Globalization;
 using System.Text.Json;
-using System.Text.Json.Nodes;
 using SdAppliance.Diffusion.Pipelines;
 using SdAppliance.Diffusion.Prompts;
 using SdAppliance.Diffusion.Schedulers;
@@ -30,73 +28,86 @@ public sealed record TrainingReport(
     IReadOnlyList<string> Outputs,
     IReadOnlyList<SkippedFile> SkippedFiles,
     IReadOnlyList<string> Samples,
-    bool Completed);
+    bool Completed)
+{
+    /// <summary>Latents the run kept in memory at its end (none when it does not cache them: <see cref="TrainingConfig.CachesLatents"/>).</summary>
+    public int CachedLatents { get; init; }
+
+    /// <summary>Their bytes.</summary>
+    public long CachedLatentBytes { get; init; }
+}
 
 /// <summary>
 /// The training loop of every method: noise and uniform timesteps, epsilon or v targets from the
 /// model's scheduler config, MSE with min-SNR-gamma weighting and noise offset, prior preservation,
 /// gradient accumulation and clipping, the engine's optimizers and LR schedules, CUDA mixed
-/// precision, gradient checkpointing; atomic checkpoints from which a run resumes exactly
+/// precision, gradient checkpointing; atomic saved training states from which a run resumes exactly
 /// (trained values, optimizer, schedule, step, data position, random generators).
 /// </summary>
 public sealed class Trainer
 {
-    private const string ConfigFile = "run.json";
-    private const string CheckpointFolder = "checkpoints";
-
     /// <summary>Starts a new run in <c>config.Output</c>.</summary>
     public static TrainingReport Train(TrainingConfig config, IProgress<TrainingEvent>? progress = null, CancellationToken cancellationToken = default)
     {
         config.Validate();
-        var runFolder = Path.GetFullPath(config.Output!);
-        if (Directory.Exists(Path.Combine(runFolder, CheckpointFolder)) && Directory.EnumerateDirectories(Path.Combine(runFolder, CheckpointFolder), "step-*").Any())
-            throw new TrainingConfigException($"output: '{runFolder}' already holds a run; continue it with --resume, or choose another folder");
-        Directory.CreateDirectory(runFolder);
-        AtomicFile.WriteAllText(Path.Combine(runFolder, ConfigFile), config.ToJson());
-        return new Trainer(config, runFolder).Run(resumeFrom: null, progress, cancellationToken);
+        var run = new RunFolder(config.Output!);
+        if (run.HoldsRun)
+            throw new TrainingConfigException($"output: '{run.Path}' already holds a run; resume it to continue, or choose another folder");
+        Directory.CreateDirectory(run.Path);
+        run.SaveConfig(config);
+        return new Trainer(config, run).Run(resumeFrom: null, progress, cancellationToken);
     }
 
-    /// <summary>Continues the run in <paramref name="runFolder"/> from its last checkpoint, to <paramref name="maxTrainSteps"/> when given.</summary>
+    /// <summary>
+    /// Continues the run in <paramref name="runFolder"/> from its last saved training state, to <paramref name="maxTrainSteps"/>
+    /// when given; what a killed process left half-written there is removed first.
+    /// </summary>
     public static TrainingReport Resume(string runFolder, int? maxTrainSteps = null, IProgress<TrainingEvent>? progress = null, CancellationToken cancellationToken = default)
     {
-        runFolder = Path.GetFullPath(runFolder);
-        var configPath = Path.Combine(runFolder, ConfigFile);
-        if (!File.Exists(configPath)) throw new TrainingConfigException($"resume: '{runFolder}' is not a run folder (no {ConfigFile})");
-        var config = TrainingConfig.Load(configPath);
+        var run = RunFolder.ToResume(runFolder);
+        var config = run.LoadConfig();
         if (maxTrainSteps is { } total)
         {
             config = config with { MaxTrainSteps = total };
-            AtomicFile.WriteAllText(configPath, config.ToJson());
+            run.SaveConfig(config);
         }
         config.Validate();
-        var checkpoint = Checkpoints.Latest(Path.Combine(runFolder, CheckpointFolder));
-        return new Trainer(config, runFolder).Run(checkpoint, progress, cancellationToken);
+        var state = run.StateToResume();
+        run.RemoveUnfinishedWrites();
+        return new Trainer(config, run).Run(state, progress, cancellationToken);
     }
 
     private readonly TrainingConfig config;
-    private readonly string runFolder;
+    private readonly RunFolder run;
+    private readonly TrainingMethodKind methodKind;
+    private readonly AutocastPrecision precision;
+    private readonly OptimizerKind optimizerKind;
 
-    private Trainer(TrainingConfig config, string runFolder)
+    /// <param name="config">Validated: its named choices are parsed here, once, and only the enums are used past this point.</param>
+    private Trainer(TrainingConfig config, RunFolder run)
     {
         this.config = config;
-        this.runFolder = runFolder;
+        this.run = run;
+        methodKind = TrainingConfig.MethodChoices.Parse(config.Method);
+        precision = TrainingConfig.PrecisionChoices.Parse(config.MixedPrecision);
+        optimizerKind = TrainingConfig.OptimizerChoices.Parse(config.Optimizer);
     }
 
     private TrainingReport Run(string? resumeFrom, IProgress<TrainingEvent>? progress, CancellationToken cancellationToken)
     {
         var started = Stopwatch.StartNew();
-        var device = SdAppliance.Torch.Device.Parse(config.Device);
-        if (config.MixedPrecision == "fp16" && !device.IsCuda)
-            throw new TrainingConfigException("mixed_precision: fp16 needs a CUDA device (--device cuda); on CPU use no or bf16");
-        var dataset = TrainingDataset.Scan(DatasetOptions());
-        if (config.Method == "textual-inversion" && !dataset.Items.Any(i => i.Caption.Contains(config.PlaceholderToken!, StringComparison.Ordinal)))
+        var device = Device.Parse(config.DeviceName);
+        if (precision == AutocastPrecision.Float16 && !device.IsCuda)
+            throw new TrainingConfigException("mixed_precision: fp16 needs a CUDA device (device cuda); on CPU use no or bf16");
+        var dataset = TrainingDataset.Scan(DatasetOptions.Of(config), cancellationToken);
+        if (methodKind == TrainingMethodKind.TextualInversion && !dataset.Items.Any(i => i.Caption.Contains(config.PlaceholderToken!, StringComparison.Ordinal)))
             throw new TrainingConfigException(
-                $"placeholder_token: '{config.PlaceholderToken}' appears in no caption, so nothing would train it; put it in the captions or use --instance-prompt \"a photo of {config.PlaceholderToken}\" without caption files");
-        var name = config.OutputName ?? Path.GetFileName(runFolder);
+                $"placeholder_token: '{config.PlaceholderToken}' appears in no caption, so nothing would train it; put it in the captions or set instance_prompt to \"a photo of {config.PlaceholderToken}\" without caption files");
+        var name = config.OutputName ?? Path.GetFileName(run.Path);
 
-        using var model = ModelLoader.Load(config.Model ?? throw new TrainingConfigException("model: give the base model (--model PATH)"),
-            new ModelLoadOptions(Device: device));
-        dataset = GenerateClassImages(model, dataset, cancellationToken);
+        using var model = ModelLoader.Load(config.Model ?? throw new TrainingConfigException("model: give the base model (a diffusers folder or a .safetensors/.ckpt file)"),
+            new ModelLoadOptions(Device: device), cancellationToken);
+        dataset = new ClassImageGenerator(model, config).Complete(dataset, cancellationToken);
 
         model.Unet.Freeze();
         model.TextEncoder.Freeze();
@@ -106,28 +117,30 @@ public sealed class Trainer
 
         using var noiseGenerator = new Generator((ulong)config.Seed);
         torch.ManualSeed((ulong)config.Seed);
-        using var method = TrainingMethod.Create(model, config, noiseGenerator);
-        using var optimizer = CreateOptimizer(method);
+        using var method = TrainingMethod.Create(methodKind, model, config, noiseGenerator);
+        using var optimizer = OptimizerFactory.Create(optimizerKind, config, method.ParameterGroups);
         var schedule = new LrScheduler(optimizer, config.LrScheduler, config.LrWarmupSteps, config.MaxTrainSteps, config.LrNumCycles, config.LrPower);
         using var embeddings = new EmbeddingLibrary(model.Tokenizer);
         foreach (var e in method.Embeddings) embeddings.Add(e, owns: false);
         var conditioner = new PromptConditioner(model, embeddings);
-        using var latents = new LatentCache(model.Vae, model.Name, config.CacheLatentsToDisk);
+        using var latentCache = LatentCache.ForRun(config, model.Vae);
+        Func<TrainingExample, Tensor> latentsOf = latentCache is null ? e => LatentCache.Encode(model.Vae, e) : e => latentCache.Get(e, cancellationToken);
         var captionsFixed = !config.ShuffleCaption && config.CaptionDropoutRate == 0;
         using var textCache = !method.TrainsTextConditioning && captionsFixed
             ? new TextEmbeddingCache(caption => Encode(conditioner, [caption], grad: false))
             : null;
         using var scheduler = SchedulerRegistry.FromConfig(SchedulerConfig.FromJson(model.SchedulerConfig.ToJsonString()));
-        var lossScaler = config.MixedPrecision == "fp16" ? new LossScaler() : null;
+        var target = TargetOf(scheduler);
+        var lossScaler = precision == AutocastPrecision.Float16 ? new LossScaler() : null;
 
         var state = new RunState();
         if (resumeFrom is not null)
         {
-            state = Checkpoints.Load(resumeFrom, method, optimizer, schedule, noiseGenerator);
+            state = TrainingStates.Load(resumeFrom, method, optimizer, schedule, noiseGenerator);
             if (lossScaler is not null) lossScaler.Scale = state.LossScale;
         }
 
-        using var log = new RunLog(runFolder);
+        using var log = new RunLog(run.Path);
         var samples = new List<string>();
         var microSteps = 0;
         var stepTimer = Stopwatch.StartNew();
@@ -140,7 +153,7 @@ public sealed class Trainer
                 foreach (var batch in dataset.Batches(state.Epoch, config.TrainBatchSize, (ulong)config.Seed, state.BatchInEpoch))
                 {
                     cancellationToken.ThrowIfCancellationRequested();
-                    var loss = MicroStep(model, method, conditioner, textCache, latents, scheduler, noiseGenerator, batch, lossScaler);
+                    var loss = MicroStep(model, method, conditioner, textCache, latentsOf, scheduler, target, noiseGenerator, batch, lossScaler);
                     state.BatchInEpoch++;
                     state.AccumulatedLoss += loss;
                     if (++microSteps % config.GradientAccumulationSteps != 0) continue;
@@ -163,11 +176,11 @@ public sealed class Trainer
                     if (config.SaveEveryNSteps is { } every && state.Step % every == 0 && state.Step < config.MaxTrainSteps)
                     {
                         state.LossScale = lossScaler?.Scale ?? 1;
-                        Checkpoints.Save(Path.Combine(runFolder, CheckpointFolder), state, method, optimizer, schedule, noiseGenerator, config.SaveLastK);
+                        TrainingStates.Save(run.StatesFolder, state, method, optimizer, schedule, noiseGenerator, config.SaveLastK);
                         log.Flush();
                     }
                     if (config.SampleEveryNSteps is { } sampleEvery && state.Step % sampleEvery == 0)
-                        samples.AddRange(Sample(model, method, dataset, state.Step));
+                        samples.AddRange(Sample(model, method, dataset, state.Step, cancellationToken));
                     if (state.Step >= config.MaxTrainSteps) break;
                 }
                 if (state.Step >= config.MaxTrainSteps) break;
@@ -184,7 +197,7 @@ public sealed class Trainer
             state.BatchInEpoch -= microSteps % config.GradientAccumulationSteps;
             state.AccumulatedLoss = 0;
             state.LossScale = lossScaler?.Scale ?? 1;
-            Checkpoints.Save(Path.Combine(runFolder, CheckpointFolder), state, method, optimizer, schedule, noiseGenerator, config.SaveLastK);
+            TrainingStates.Save(run.StatesFolder, state, method, optimizer, schedule, noiseGenerator, config.SaveLastK);
             throw;
         }
         finally
@@ -193,90 +206,18 @@ public sealed class Trainer
         }
 
         state.LossScale = lossScaler?.Scale ?? 1;
-        Checkpoints.Save(Path.Combine(runFolder, CheckpointFolder), state, method, optimizer, schedule, noiseGenerator, config.SaveLastK);
-        var outputs = method.Export(runFolder, name, state.Step);
-        if (config.SampleEveryNSteps is not null) samples.AddRange(Sample(model, method, dataset, state.Step));
-        var report = new TrainingReport(runFolder, config.Method, state.Step, state.Epoch + 1, started.Elapsed, state.SmoothedLoss,
-            outputs, dataset.Skipped, samples, completed);
-        AtomicFile.WriteAllText(Path.Combine(runFolder, "report.json"), JsonSerializer.Serialize(report, TrainingConfig.Json));
+        TrainingStates.Save(run.StatesFolder, state, method, optimizer, schedule, noiseGenerator, config.SaveLastK);
+        var outputs = method.Export(run.Path, name, state.Step);
+        if (config.SampleEveryNSteps is not null) samples.AddRange(Sample(model, method, dataset, state.Step, cancellationToken));
+        var report = new TrainingReport(run.Path, config.Method, state.Step, state.Epoch + 1, started.Elapsed, state.SmoothedLoss,
+            outputs, dataset.Skipped, samples, completed)
+        {
+            CachedLatents = latentCache?.Count ?? 0,
+            CachedLatentBytes = latentCache?.Bytes ?? 0,
+        };
+        AtomicFile.WriteAllText(run.ReportFile, JsonSerializer.Serialize(report, TrainingConfig.Json));
         return report;
     }
-
-    private DatasetOptions DatasetOptions() => new()
-    {
-        DataDir = config.Data,
-        Concepts = config.Concepts is null ? [] : Data.DatasetOptions.ReadConcepts(config.Concepts),
-        InstancePrompt = config.InstancePrompt,
-        ClassPrompt = config.ClassPrompt,
-        ClassDataDir = config.ClassData,
-        NumClassImages = config.NumClassImages,
-        CaptionExtension = config.CaptionExtension,
-        Resolution = config.Resolution,
-        CenterCrop = config.CenterCrop,
-        EnableBucket = config.EnableBucket,
-        MinBucketReso = config.MinBucketReso,
-        MaxBucketReso = config.MaxBucketReso,
-        FlipAug = config.FlipAug,
-        ShuffleCaption = config.ShuffleCaption,
-        KeepTokens = config.KeepTokens,
-        CaptionDropoutRate = config.CaptionDropoutRate,
-    };
-
-    /// <summary>
-    /// Prior preservation: class images the concepts ask for and do not have yet are generated with
-    /// the base model (class prompt, A1111-style sampler and steps, seeds recorded) before training.
-    /// </summary>
-    private TrainingDataset GenerateClassImages(StableDiffusionModel model, TrainingDataset dataset, CancellationToken cancellationToken)
-    {
-        var missing = dataset.MissingClassImages();
-        if (missing.Count == 0) return dataset;
-        var pipeline = new StableDiffusionPipeline(model);
-        foreach (var (concept, count) in missing)
-        {
-            var folder = concept.ClassDataDir ?? throw new TrainingConfigException("class_data: prior preservation needs a folder for the class images");
-            Directory.CreateDirectory(folder);
-            var record = new JsonArray();
-            var existing = Directory.EnumerateFiles(folder, "class-*.png").Count();
-            for (var i = 0; i < count; i++)
-            {
-                cancellationToken.ThrowIfCancellationRequested();
-                var seed = config.Seed * 1000 + existing + i;
-                var image = pipeline.Generate(new GenerationRequest
-                {
-                    Prompt = concept.ClassPrompt!, Seed = seed, Steps = config.SampleSteps, Sampler = config.SampleSampler,
-                    Width = config.Resolution, Height = config.Resolution,
-                }, cancellationToken: cancellationToken)[0];
-                var file = Path.Combine(folder, $"class-{existing + i:D5}.png");
-                ImageCodec.Save(image.Image, file);
-                record.Add(new JsonObject { ["file"] = Path.GetFileName(file), ["prompt"] = concept.ClassPrompt, ["seed"] = seed });
-            }
-            AtomicFile.WriteAllText(Path.Combine(folder, $"class_images-{DateTime.UtcNow:yyyyMMddHHmmss}.json"), record.ToJsonString(TrainingConfig.Json));
-        }
-        return TrainingDataset.Scan(dataset.Options);
-    }
-
-    private Optimizer CreateOptimizer(TrainingMethod method)
-    {
-        var groups = method.ParameterGroups.Where(g => g.Parameters.Count > 0).ToList();
-        if (groups.Count == 0) throw new TrainingConfigException($"method: {config.Method} found nothing to train in this model");
-        return config.Optimizer.ToLowerInvariant() switch
-        {
-            "adamw" => new AdamW(groups.Select(g => new ParamGroup<AdamWOptions>(g.Parameters, AdamW(g.LearningRate)))),
-            "adam" => new Adam(groups.Select(g => new ParamGroup<AdamOptions>(g.Parameters,
-                new AdamOptions { Lr = g.LearningRate, Beta1 = config.AdamBeta1, Beta2 = config.AdamBeta2, Eps = config.AdamEpsilon }))),
-            "sgd" => new Sgd(groups.Select(g => new ParamGroup<SgdOptions>(g.Parameters, new SgdOptions { Lr = g.LearningRate }))),
-            "lion" => new Lion(groups.Select(g => new ParamGroup<LionOptions>(g.Parameters,
-                new LionOptions { Lr = g.LearningRate, WeightDecay = config.AdamWeightDecay }))),
-            "adafactor" => new Adafactor(groups.Select(g => new ParamGroup<AdafactorOptions>(g.Parameters,
-                new AdafactorOptions { Lr = g.LearningRate, RelativeStep = false, ScaleParameter = false, WarmupInit = false }))),
-            _ => throw new TrainingConfigException($"optimizer: '{config.Optimizer}' is not one of {string.Join(", ", TrainingConfig.Optimizers)}"),
-        };
-    }
-
-    private AdamWOptions AdamW(double lr) => new()
-    {
-        Lr = lr, Beta1 = config.AdamBeta1, Beta2 = config.AdamBeta2, Eps = config.AdamEpsilon, WeightDecay = config.AdamWeightDecay,
-    };
 
     private TextConditioning Encode(PromptConditioner conditioner, IReadOnlyList<string> captions, bool grad)
     {
@@ -287,11 +228,11 @@ public sealed class Trainer
 
     /// <summary>One forward and backward pass over a batch; returns its loss.</summary>
     private double MicroStep(StableDiffusionModel model, TrainingMethod method, PromptConditioner conditioner, TextEmbeddingCache? textCache,
-        LatentCache latentCache, Scheduler scheduler, Generator generator, IReadOnlyList<TrainingExample> batch, LossScaler? scaler)
+        Func<TrainingExample, Tensor> latentsOf, Scheduler scheduler, PredictionTarget predicted, Generator generator, IReadOnlyList<TrainingExample> batch, LossScaler? scaler)
     {
         using var scope = torch.NewDisposeScope();
         var device = model.Device;
-        var latents = torch.Cat([.. batch.Select(latentCache.Get)]).To(device, model.DType);
+        var latents = torch.Cat([.. batch.Select(latentsOf)]).To(device, model.DType);
         var captions = batch.Select(e => e.Caption).ToList();
         TextConditioning text;
         if (textCache is not null)
@@ -312,7 +253,7 @@ public sealed class Trainer
             noise = noise + torch.Randn([b, latents.Size(1), 1, 1], generator).To(device, latents.DType) * config.NoiseOffset;
         var timesteps = torch.Randint(0, scheduler.NumTrainTimesteps, [b], generator).To(device);
         var noisy = scheduler.AddNoise(latents, noise, timesteps);
-        var target = scheduler.PredictionType == "v_prediction" ? scheduler.GetVelocity(latents, noise, timesteps) : noise;
+        var target = predicted == PredictionTarget.Velocity ? scheduler.GetVelocity(latents, noise, timesteps) : noise;
 
         UNetAddedConditions? added = null;
         if (model.IsSdxl)
@@ -325,7 +266,7 @@ public sealed class Trainer
         using (AutocastFor(device))
             prediction = model.Unet.Forward(noisy, timesteps, text.PromptEmbeds, added);
         var perExample = Functional.MseLoss(prediction.Float(), target.Float(), "none").Mean([1, 2, 3]);
-        perExample = perExample * LossWeights(scheduler, timesteps, batch, device);
+        perExample = perExample * LossWeights(scheduler, predicted, timesteps, batch, device);
         var loss = perExample.Sum() / config.GradientAccumulationSteps;
         var value = loss.Item() * config.GradientAccumulationSteps;
         (scaler is null ? loss : loss * scaler.Scale).Backward();
@@ -336,7 +277,7 @@ public sealed class Trainer
     /// Per-example weights whose sum is the batch loss: the reference DreamBooth loss (instance mean +
     /// prior_loss_weight × class mean) and min-SNR-gamma (weights min(SNR, γ)/SNR, or /(SNR+1) for v).
     /// </summary>
-    private Tensor LossWeights(Scheduler scheduler, Tensor timesteps, IReadOnlyList<TrainingExample> batch, SdAppliance.Torch.Device device)
+    private Tensor LossWeights(Scheduler scheduler, PredictionTarget predicted, Tensor timesteps, IReadOnlyList<TrainingExample> batch, Device device)
     {
         var priors = batch.Count(e => e.Item.IsPrior);
         var instances = batch.Count - priors;
@@ -348,18 +289,33 @@ public sealed class Trainer
             {
                 var ac = scheduler.AlphasCumprod[(int)t[i]];
                 var snr = ac / (1 - ac);
-                weights[i] *= Math.Min(snr, gamma) / (scheduler.PredictionType == "v_prediction" ? snr + 1 : snr);
+                weights[i] *= Math.Min(snr, gamma) / (predicted == PredictionTarget.Velocity ? snr + 1 : snr);
             }
         }
         return torch.Tensor(weights.Select(w => (float)w).ToArray()).To(device);
     }
 
-    private IDisposable? AutocastFor(SdAppliance.Torch.Device device) => config.MixedPrecision switch
+    private IDisposable? AutocastFor(Device device) => precision switch
     {
-        "bf16" => Autograd.Autocast(device.Type, DType.BFloat16),
-        "fp16" => Autograd.Autocast(device.Type, DType.Float16),
+        AutocastPrecision.BFloat16 => Autograd.Autocast(device.Type, DType.BFloat16),
+        AutocastPrecision.Float16 => Autograd.Autocast(device.Type, DType.Float16),
         _ => null,
     };
+
+    /// <summary>What the UNet learns to predict, from the model's scheduler config (parsed here, once).</summary>
+    private static PredictionTarget TargetOf(Scheduler scheduler) => scheduler.PredictionType switch
+    {
+        "epsilon" => PredictionTarget.Noise,
+        "v_prediction" => PredictionTarget.Velocity,
+        var other => throw new TrainingConfigException(
+            $"model: its scheduler predicts '{other}'; training supports epsilon and v_prediction models"),
+    };
+
+    private enum PredictionTarget
+    {
+        Noise,
+        Velocity,
+    }
 
     /// <summary>Unscales (fp16), clips and steps; false when an overflow skipped the step.</summary>
     private bool OptimizerStep(TrainingMethod method, Optimizer optimizer, LossScaler? scaler)
@@ -377,11 +333,11 @@ public sealed class Trainer
         return true;
     }
 
-    private IReadOnlyList<string> Sample(StableDiffusionModel model, TrainingMethod method, TrainingDataset dataset, long step)
+    private IReadOnlyList<string> Sample(StableDiffusionModel model, TrainingMethod method, TrainingDataset dataset, long step, CancellationToken cancellationToken)
     {
         var prompts = config.SamplePrompts.Count > 0 ? config.SamplePrompts
             : [config.InstancePrompt ?? dataset.Items.FirstOrDefault()?.Caption ?? ""];
-        var folder = Path.Combine(runFolder, "samples");
+        var folder = run.SamplesFolder;
         Directory.CreateDirectory(folder);
         var pipeline = new StableDiffusionPipeline(model) { ExtraEmbeddings = method.Embeddings };
         var files = new List<string>();
@@ -394,7 +350,7 @@ public sealed class Trainer
                 {
                     Prompt = prompts[i], Seed = config.SampleSeed + i, Steps = config.SampleSteps, Sampler = config.SampleSampler,
                     Width = config.Resolution, Height = config.Resolution,
-                })[0];
+                }, cancellationToken: cancellationToken)[0];
                 var file = Path.Combine(folder, $"step-{step:D6}-{i}.png");
                 ImageCodec.Save(image.Image, file);
                 files.Add(file);
@@ -407,17 +363,6 @@ public sealed class Trainer
         return files;
     }
 
-    private static long MemoryBytes(SdAppliance.Torch.Device device) =>
+    private static long MemoryBytes(Device device) =>
         device.IsCuda && Cuda.HasMemoryStats ? Cuda.GetMemoryStats(Math.Max(device.Index, 0)).AllocatedBytes : Environment.WorkingSet;
-}
-
-/// <summary>Where a run is: what a checkpoint records besides the tensors.</summary>
-internal sealed class RunState
-{
-    public long Step { get; set; }
-    public int Epoch { get; set; }
-    public int BatchInEpoch { get; set; }
-    public double SmoothedLoss { get; set; } = double.NaN;
-    public double AccumulatedLoss { get; set; }
-    public double LossScale { get; set; } = 1;
 }

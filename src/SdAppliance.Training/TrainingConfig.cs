@@ -1,99 +1,164 @@
-using SdAppliance.Formats;
+using System.ComponentModel;
 using System.Globalization;
 using System.Reflection;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using SdAppliance.Formats;
 
 namespace SdAppliance.Training;
 
 /// <summary>
 /// One training run, as <c>run.json</c> holds it (snake_case, the names kohya sd-scripts and the
-/// diffusers scripts use); every field is also a <c>sdapp train</c> flag (<c>--network-dim 16</c>).
+/// diffusers scripts use); each field carries its one-line <see cref="DescriptionAttribute"/>, which the front ends show
+/// (the CLI makes every field a flag).
 /// Defaults are those of the diffusers/kohya scripts where they agree.
 /// </summary>
 public sealed record TrainingConfig
 {
-    /// <summary>lora, dreambooth, textual-inversion, finetune or hypernetwork.</summary>
+    [Description("What to train: LoRA, DreamBooth (full UNet), textual inversion, full fine-tune (EMA) or a hypernetwork")]
     public string Method { get; init; } = "lora";
-    /// <summary>A recipe (see <see cref="TrainingPresets"/>) whose values apply before the file's and the flags'.</summary>
+    [Description("A recipe applied before the config file and the other settings (README: Training presets)")]
     public string? Preset { get; init; }
+    [Description("The base model: a diffusers folder or a .safetensors/.ckpt file (default: models/demo when present)")]
     public string? Model { get; init; }
-    /// <summary>The images (and captions, kohya's N_name repeat folders).</summary>
+    [Description("The image folder: captions in same-name .txt files, kohya N_name sub-folders repeat N times")]
     public string? Data { get; init; }
-    /// <summary>The run folder: config, log, checkpoints, samples and the results.</summary>
+    [Description("The run folder: run.json, log, checkpoints, samples, report and the results")]
     public string? Output { get; init; }
-    /// <summary>A JSON concepts list: [{"instance_prompt", "class_prompt", "instance_data_dir", "class_data_dir"}].</summary>
+    [Description("A DreamBooth concepts list (JSON: instance_prompt, class_prompt, instance_data_dir, class_data_dir)")]
     public string? Concepts { get; init; }
+    [Description("The results' file name (default: the run folder's name)")]
     public string? OutputName { get; init; }
 
     // ---- data ----
+    [Description("The caption of images without a caption file (DreamBooth: \"a photo of sks dog\")")]
     public string? InstancePrompt { get; init; }
+    [Description("Prior preservation: the class prompt (\"a photo of a dog\"); missing class images are generated with it")]
     public string? ClassPrompt { get; init; }
+    [Description("Prior preservation: the folder of class images (generated there when fewer than num_class_images)")]
     public string? ClassData { get; init; }
+    [Description("Prior preservation: how many class images to use (and generate when missing)")]
     public int NumClassImages { get; init; }
+    [Description("Prior preservation: the weight of the class images' loss")]
     public double PriorLossWeight { get; init; } = 1.0;
+    [Description("The caption files' extension")]
     public string CaptionExtension { get; init; } = ".txt";
+    [Description("Training size in pixels (square; the bucket area with enable_bucket)")]
     public int Resolution { get; init; } = 512;
+    [Description("Crop the center (false: a random window each time)")]
     public bool CenterCrop { get; init; } = true;
+    [Description("Aspect-ratio bucketing: each image trains at the bucket nearest its aspect ratio")]
     public bool EnableBucket { get; init; }
+    [Description("Bucketing: the smallest side of a bucket")]
     public int MinBucketReso { get; init; } = 256;
+    [Description("Bucketing: the largest side of a bucket")]
     public int MaxBucketReso { get; init; } = 1024;
+    [Description("Randomly mirror images horizontally")]
     public bool FlipAug { get; init; }
+    [Description("Shuffle the comma-separated caption tags each time")]
     public bool ShuffleCaption { get; init; }
+    [Description("Caption shuffle leaves the first N tags in place")]
     public int KeepTokens { get; init; }
+    [Description("The share of examples trained with an empty caption")]
     public double CaptionDropoutRate { get; init; }
-    public bool CacheLatents { get; init; } = true;
+    [Description("Encode each image with the VAE once and keep its latents (default: when center_crop; a random crop cannot be cached)")]
+    public bool? CacheLatents { get; init; }
+    [Description("Keep the latent cache on disk next to the images too (edits invalidate it)")]
     public bool CacheLatentsToDisk { get; init; }
 
     // ---- the loop ----
+    [Description("Images per batch")]
     public int TrainBatchSize { get; init; } = 1;
+    [Description("Batches per optimizer step")]
     public int GradientAccumulationSteps { get; init; } = 1;
+    [Description("Optimizer steps to train (on resume: the new total)")]
     public int MaxTrainSteps { get; init; } = 1000;
+    [Description("The learning rate (the UNet's, or the embedding's for textual inversion)")]
     public double LearningRate { get; init; } = 1e-4;
+    [Description("The text encoder's learning rate when it trains (default: learning_rate)")]
     public double? TextEncoderLr { get; init; }
+    [Description("LR schedule")]
     public string LrScheduler { get; init; } = "constant";
+    [Description("Steps of linear warmup at the start")]
     public int LrWarmupSteps { get; init; }
+    [Description("Restarts of cosine_with_restarts")]
     public double LrNumCycles { get; init; } = 1;
+    [Description("The power of the polynomial schedule")]
     public double LrPower { get; init; } = 1;
+    [Description("The optimizer")]
     public string Optimizer { get; init; } = "AdamW";
+    [Description("Adam/AdamW beta1")]
     public double AdamBeta1 { get; init; } = 0.9;
+    [Description("Adam/AdamW beta2")]
     public double AdamBeta2 { get; init; } = 0.999;
+    [Description("AdamW/Lion weight decay")]
     public double AdamWeightDecay { get; init; } = 1e-2;
+    [Description("Adam/AdamW epsilon")]
     public double AdamEpsilon { get; init; } = 1e-8;
+    [Description("Clip the gradient norm to this (0: no clipping)")]
     public double MaxGradNorm { get; init; } = 1.0;
+    [Description("Min-SNR-gamma loss weighting (5 is the paper's value; off when not given)")]
     public double? MinSnrGamma { get; init; }
+    [Description("Noise offset (0.05-0.1 helps very dark and bright images)")]
     public double NoiseOffset { get; init; }
+    [Description("Autocast on CUDA: bf16, or fp16 with loss scaling (CPU: no or bf16)")]
     public string MixedPrecision { get; init; } = "no";
+    [Description("Recompute UNet activations in the backward pass: less memory, slower")]
     public bool GradientCheckpointing { get; init; }
+    [Description("1 = the text encoder's last layer, 2 = the penultimate (A1111 numbering)")]
     public int ClipSkip { get; init; } = 1;
+    [Description("Seed of everything: data order, augmentation, noise, timesteps")]
     public long Seed { get; init; } = 42;
-    public string Device { get; init; } = "cpu";
+    [Description("cpu, cuda or cuda:N")]
+    [JsonPropertyName("device")]
+    public string DeviceName { get; init; } = "cpu";
 
     // ---- methods ----
+    [Description("LoRA rank")]
     public int NetworkDim { get; init; } = 16;
+    [Description("LoRA alpha (the update is scaled by alpha/rank)")]
     public double NetworkAlpha { get; init; } = 8;
+    [Description("LoRA dropout")]
     public double NetworkDropout { get; init; }
+    [Description("LoCon: also train the 3x3 convolutions, at this rank")]
     public int? ConvDim { get; init; }
+    [Description("LoCon alpha (default: 1, as kohya)")]
     public double? ConvAlpha { get; init; }
+    [Description("LoRA and DreamBooth: train the text encoder(s) too")]
     public bool TrainTextEncoder { get; init; }
+    [Description("Textual inversion: the new word, used in the captions or instance_prompt")]
     public string? PlaceholderToken { get; init; }
+    [Description("Textual inversion: the word whose embedding the new one starts from")]
     public string? InitializerToken { get; init; }
+    [Description("Textual inversion: vectors per token")]
     public int NumVectors { get; init; } = 1;
+    [Description("Hypernetwork: the layer widths as multiples of the input, starting and ending with 1")]
     public string HypernetworkLayerStructure { get; init; } = "1,2,1";
+    [Description("Hypernetwork: the activation between layers (linear, relu, swish...)")]
     public string HypernetworkActivation { get; init; } = "linear";
+    [Description("Full fine-tune: keep an exponential moving average of the weights and export it")]
     public bool UseEma { get; init; } = true;
+    [Description("Full fine-tune: the EMA's decay")]
     public double EmaDecay { get; init; } = 0.9999;
 
     // ---- saving and watching ----
+    [Description("Save a checkpoint every N steps (one is always saved at the end)")]
     public int? SaveEveryNSteps { get; init; }
+    [Description("Keep only the last K checkpoints")]
     public int SaveLastK { get; init; } = 3;
+    [Description("Draw sample images every N steps into samples/")]
     public int? SampleEveryNSteps { get; init; }
-    /// <summary>Prompts for the sample images (kohya's --sample_prompts); default: the instance prompt or the first captions.</summary>
+    [Description("The sample prompts, separated by | (default: the instance prompt or the first caption)")]
     public IReadOnlyList<string> SamplePrompts { get; init; } = [];
+    [Description("Seed of the first sample prompt (the next ones count up)")]
     public long SampleSeed { get; init; } = 1234;
+    [Description("Sampler steps of the samples (and of generated class images)")]
     public int SampleSteps { get; init; } = 20;
+    [Description("Sampler of the samples (and of generated class images)")]
     public string SampleSampler { get; init; } = "Euler a";
+    [Description("Write the results in float16")]
     public bool SaveFp16 { get; init; }
+    [Description("DreamBooth and fine-tune: also write a diffusers folder")]
     public bool SaveDiffusers { get; init; }
 
     public static readonly JsonSerializerOptions Json = new()
@@ -106,7 +171,20 @@ public sealed record TrainingConfig
         UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
     };
 
-    public static readonly IReadOnlyList<string> Methods = ["lora", "dreambooth", "textual-inversion", "finetune", "hypernetwork"];
+    public static readonly SettingChoices<TrainingMethodKind> MethodChoices = new("method", StringComparison.Ordinal,
+        ("lora", TrainingMethodKind.Lora), ("dreambooth", TrainingMethodKind.DreamBooth), ("textual-inversion", TrainingMethodKind.TextualInversion),
+        ("finetune", TrainingMethodKind.Finetune), ("hypernetwork", TrainingMethodKind.Hypernetwork));
+
+    public static readonly SettingChoices<AutocastPrecision> PrecisionChoices = new("mixed_precision", StringComparison.Ordinal,
+        ("no", AutocastPrecision.None), ("fp16", AutocastPrecision.Float16), ("bf16", AutocastPrecision.BFloat16));
+
+    // kohya spells optimizers in any case (AdamW, adamw).
+    public static readonly SettingChoices<OptimizerKind> OptimizerChoices = new("optimizer", StringComparison.OrdinalIgnoreCase,
+        ("AdamW", OptimizerKind.AdamW), ("Adam", OptimizerKind.Adam), ("SGD", OptimizerKind.Sgd), ("Lion", OptimizerKind.Lion), ("Adafactor", OptimizerKind.Adafactor));
+
+    public static IReadOnlyList<string> Methods => MethodChoices.Names;
+
+    public static IReadOnlyList<string> Optimizers => OptimizerChoices.Names;
 
     public static TrainingConfig Load(string path)
     {
@@ -122,8 +200,13 @@ public sealed record TrainingConfig
 
     public string ToJson() => JsonSerializer.Serialize(this, Json);
 
-    /// <summary>The config file field name of a property (network_dim), also the flag name with dashes (--network-dim).</summary>
-    public static string FieldName(PropertyInfo property) => JsonNamingPolicy.SnakeCaseLower.ConvertName(property.Name);
+    /// <summary>The run.json field name of a property (network_dim; <see cref="DeviceName"/> is <c>device</c>), which front ends turn into their own words.</summary>
+    public static string FieldName(PropertyInfo property) =>
+        property.GetCustomAttribute<JsonPropertyNameAttribute>()?.Name ?? JsonNamingPolicy.SnakeCaseLower.ConvertName(property.Name);
+
+    /// <summary>The one-line description of a field, for every front end's help (its <see cref="DescriptionAttribute"/>).</summary>
+    public static string Description(PropertyInfo property) =>
+        property.GetCustomAttribute<DescriptionAttribute>()?.Description ?? throw new InvalidOperationException($"{FieldName(property)} has no description");
 
     public static IReadOnlyList<PropertyInfo> Fields { get; } =
         [.. typeof(TrainingConfig).GetProperties(BindingFlags.Public | BindingFlags.Instance).Where(p => p.CanWrite)];
@@ -159,6 +242,9 @@ public sealed record TrainingConfig
         throw new TrainingConfigException($"{name}: '{text}' is not a valid {type.Name.ToLowerInvariant()}");
     }
 
+    /// <summary>Whether the run keeps each image's latents (<see cref="CacheLatents"/>, by default when every draw of an image is the same crop).</summary>
+    public bool CachesLatents() => CacheLatents ?? CenterCrop;
+
     /// <summary>Checks every setting before any work starts; the message names the field and the fix.</summary>
     public void Validate()
     {
@@ -166,40 +252,46 @@ public sealed record TrainingConfig
         {
             if (!ok) throw new TrainingConfigException(message);
         }
-        Require(Methods.Contains(Method), $"method: '{Method}' is not one of {string.Join(", ", Methods)}");
-        Require(!string.IsNullOrWhiteSpace(Output), "output: give the run folder (--output DIR)");
-        Require(Data is not null || Concepts is not null, "data: give the image folder (--data DIR) or a concepts list (--concepts FILE)");
+        var method = MethodChoices.Parse(Method);
+        Require(!string.IsNullOrWhiteSpace(Output), "output: give the run folder");
+        Require(Data is not null || Concepts is not null, "data: give the image folder, or a concepts list (concepts)");
         Require(Resolution >= 64 && Resolution % 8 == 0, $"resolution: {Resolution} must be a multiple of 8 and at least 64");
         Require(TrainBatchSize >= 1, $"train_batch_size: {TrainBatchSize} must be at least 1");
         Require(GradientAccumulationSteps >= 1, $"gradient_accumulation_steps: {GradientAccumulationSteps} must be at least 1");
         Require(MaxTrainSteps >= 1, $"max_train_steps: {MaxTrainSteps} must be at least 1");
         Require(LearningRate > 0, $"learning_rate: {LearningRate} must be positive");
         Require(MaxGradNorm >= 0, $"max_grad_norm: {MaxGradNorm} must be zero (off) or positive");
-        Require(Optimizers.Contains(Optimizer, StringComparer.OrdinalIgnoreCase), $"optimizer: '{Optimizer}' is not one of {string.Join(", ", Optimizers)}");
+        OptimizerChoices.Parse(Optimizer);
         Require(Torch.Optim.LrSchedule.Names.Contains(LrScheduler), $"lr_scheduler: '{LrScheduler}' is not one of {string.Join(", ", Torch.Optim.LrSchedule.Names)}");
-        Require(MixedPrecision is "no" or "fp16" or "bf16", $"mixed_precision: '{MixedPrecision}' is not one of no, fp16, bf16");
+        PrecisionChoices.Parse(MixedPrecision);
         Require(ClipSkip >= 1, $"clip_skip: {ClipSkip} counts from 1 (the last layer)");
         Require(PriorLossWeight >= 0, $"prior_loss_weight: {PriorLossWeight} must not be negative");
         Require(ClassPrompt is null || ClassData is not null || Concepts is not null,
-            "class_data: a class prompt (prior preservation) needs a folder for the class images (--class-data DIR); missing ones are generated there");
+            "class_data: a class prompt (prior preservation) needs a folder for the class images; missing ones are generated there");
         Require(NumClassImages >= 0, $"num_class_images: {NumClassImages} must not be negative");
         Require(CaptionDropoutRate is >= 0 and <= 1, $"caption_dropout_rate: {CaptionDropoutRate} must be in [0, 1]");
         Require(SaveEveryNSteps is null or >= 1, $"save_every_n_steps: {SaveEveryNSteps} must be at least 1");
         Require(SampleEveryNSteps is null or >= 1, $"sample_every_n_steps: {SampleEveryNSteps} must be at least 1");
         Require(SaveLastK >= 1, $"save_last_k: {SaveLastK} must be at least 1");
-        switch (Method)
+        // kohya refuses cache_latents with random_crop: every draw is another window, so a cache would only grow.
+        Require(CenterCrop || CacheLatents != true,
+            "cache_latents: a random crop (center_crop false) draws a new window each time, which cannot be cached; set cache_latents false or center_crop true");
+        Require(CenterCrop || !CacheLatentsToDisk,
+            "cache_latents_to_disk: a random crop (center_crop false) draws a new window each time, which cannot be cached; leave cache_latents_to_disk off or set center_crop true");
+        Require(CacheLatents != false || !CacheLatentsToDisk, "cache_latents_to_disk: keeping latents on disk caches them; set cache_latents true or leave it out");
+        switch (method)
         {
-            case "lora":
+            case TrainingMethodKind.Lora:
                 Require(NetworkDim >= 1, $"network_dim: {NetworkDim} must be at least 1 (the LoRA rank)");
                 Require(NetworkAlpha >= 0, $"network_alpha: {NetworkAlpha} must not be negative");
                 Require(ConvDim is null or >= 1, $"conv_dim: {ConvDim} must be at least 1");
                 break;
-            case "textual-inversion":
-                Require(!string.IsNullOrWhiteSpace(PlaceholderToken), "placeholder_token: textual inversion needs the new word (--placeholder-token zwx)");
-                Require(!string.IsNullOrWhiteSpace(InitializerToken), "initializer_token: textual inversion needs a word to start from (--initializer-token shape)");
+            case TrainingMethodKind.TextualInversion:
+                Require(!string.IsNullOrWhiteSpace(PlaceholderToken), "placeholder_token: textual inversion needs the new word (for example zwx)");
+                Require(!string.IsNullOrWhiteSpace(InitializerToken), "initializer_token: textual inversion needs a word to start from (for example shape)");
                 Require(NumVectors >= 1, $"num_vectors: {NumVectors} must be at least 1");
                 break;
-            case "hypernetwork":
+            case TrainingMethodKind.Hypernetwork:
                 var layers = HypernetworkLayerStructure.Split(',');
                 Require(layers.Length >= 2 && layers.All(l => double.TryParse(l, CultureInfo.InvariantCulture, out var v) && v > 0)
                     && layers[0].Trim() == "1" && layers[^1].Trim() == "1",
@@ -208,7 +300,6 @@ public sealed record TrainingConfig
         }
     }
 
-    public static readonly IReadOnlyList<string> Optimizers = ["AdamW", "Adam", "SGD", "Lion", "Adafactor"];
 }
 
 /// <summary>A run setting cannot be used; the message names the field.</summary>

@@ -86,6 +86,24 @@ public sealed class TrainCommandTests : IDisposable
     }
 
     [Fact]
+    public void HelpTurnsTheFieldsALibraryDescriptionNamesIntoFlags()
+    {
+        Assert.Equal("The text encoder's learning rate when it trains (default: --learning-rate)", TrainCommand.Descriptions["text_encoder_lr"]);
+        // Only fields: a schedule's name with underscores stays as it is.
+        Assert.Equal("after --num-class-images, cosine_with_restarts", TrainCommand.FieldsAsFlags("after num_class_images, cosine_with_restarts"));
+    }
+
+    [Fact]
+    public void ResumingAFolderThatIsNoRunSaysSoNamingTheField()
+    {
+        var (exit, _, error) = Invoke(NoDemo, "--resume", temp);
+        Assert.Equal(1, exit);
+        AssertOneCleanErrorLine(error);
+        Assert.StartsWith("error: resume: ", error);
+        Assert.Contains("run.json", error);
+    }
+
+    [Fact]
     public void ThePresetAppliesUnderTheFileWhichAppliesUnderTheFlags()
     {
         var file = Path.Combine(temp, "run.json");

@@ -57,4 +57,26 @@ public sealed class AtomicFileTests : IDisposable
         Assert.Throws<InvalidOperationException>(() => AtomicFile.WriteFolder(_temp.File("new"), _ => throw new InvalidOperationException("no")));
         Assert.Equal([path], Directory.GetFileSystemEntries(_temp.Path));
     }
+
+    [Fact]
+    public void LeftoversOfAKilledWriteAreRemovedAndNothingElse()
+    {
+        var path = _temp.File("data.bin");
+        AtomicFile.WriteAllBytes(path, new byte[] { 1 });
+        // What a process killed inside Write or WriteFolder leaves: its hidden temporary file or folder, or the old folder.
+        var file = _temp.File($".data.bin.{Guid.NewGuid():N}.tmp");
+        File.WriteAllBytes(file, [9]);
+        var folder = Directory.CreateDirectory(_temp.File($".model.{Guid.NewGuid():N}.tmp")).FullName;
+        File.WriteAllText(Path.Combine(folder, "half.txt"), "half");
+        var old = Directory.CreateDirectory(_temp.File($".model.{Guid.NewGuid():N}.old")).FullName;
+        string[] kept = [path, _temp.File("notes.tmp"), _temp.File(".settings")];
+        File.WriteAllText(kept[1], "mine");
+        File.WriteAllText(kept[2], "mine");
+
+        var removed = AtomicFile.RemoveLeftovers(_temp.Path);
+
+        Assert.Equal(new[] { file, folder, old }.Order(StringComparer.Ordinal), removed.Order(StringComparer.Ordinal));
+        Assert.Equal(kept.Order(StringComparer.Ordinal), Directory.GetFileSystemEntries(_temp.Path).Order(StringComparer.Ordinal));
+        Assert.Empty(AtomicFile.RemoveLeftovers(_temp.File("missing")));
+    }
 }

@@ -170,6 +170,81 @@ public sealed class LatentCacheTests(TinyVaeFixture fixture) : IClassFixture<Tin
         Assert.NotEqual(oa.ToArray<float>(), fa.ToArray<float>());
     }
 
+    /// <summary>Three images of different sizes at 64x64 (two of them larger, so a random crop has windows to choose from), flips on.</summary>
+    private static TrainingConfig ThreeImages(DataTestFolder folder, bool centerCrop)
+    {
+        folder.Image("a.png", 97, 64);
+        folder.Image("b.png", 80, 120, shift: 50);
+        folder.Image("c.png", 64, 64, shift: 100);
+        return new TrainingConfig { Data = folder.Root, InstancePrompt = "x", Resolution = 64, CenterCrop = centerCrop, FlipAug = true };
+    }
+
+    /// <summary>The examples of 2,000 optimizer steps at batch 1 (one draw a step), epoch after epoch, as the trainer draws them.</summary>
+    private static IEnumerable<TrainingExample> Draws(TrainingDataset dataset, int steps = 2000) =>
+        Enumerable.Range(0, int.MaxValue).SelectMany(epoch => dataset.Batches(epoch, 1, seed: 42)).SelectMany(b => b).Take(steps);
+
+    [Fact]
+    public void ARandomCropRunCachesNothingAndACenterCropRunStaysBoundedOver2000Steps()
+    {
+        using var folder = new DataTestFolder();
+        var random = ThreeImages(folder, centerCrop: false);
+        var randomSet = TrainingDataset.Scan(DatasetOptions.Of(random));
+        // What an unbounded cache would have kept: every (window, flip) drawn is a new entry.
+        var windows = Draws(randomSet).Select(e => (e.Item.Path, e.CropLeft, e.CropTop, e.Flip)).Distinct().Count();
+        Assert.True(windows > 50, $"only {windows} distinct windows in 2,000 random-crop draws");
+        Assert.Null(LatentCache.ForRun(random, vae));
+
+        var centered = random with { CenterCrop = true };
+        using var cache = LatentCache.ForRun(centered, vae);
+        Assert.NotNull(cache);
+        foreach (var example in Draws(TrainingDataset.Scan(DatasetOptions.Of(centered))))
+            cache.Get(example).Dispose();
+        // One entry per image and flip, however long the run: 3 images x 2 = 6 latents of [1, 4, 8, 8] float32 (1,024 bytes each).
+        Assert.Equal(6, cache.Count);
+        Assert.Equal(6, cache.Computed);
+        Assert.Equal(2000 - 6, cache.MemoryHits);
+        Assert.Equal(6 * 4 * 8 * 8 * sizeof(float), cache.Bytes);
+    }
+
+    [Fact]
+    public void CachingARandomCropIsRefusedNamingTheFieldsAsKohyaDoes()
+    {
+        var config = new TrainingConfig { Data = "data", Output = "run", CenterCrop = false };
+        config.Validate();  // the default caches only what it can
+        Assert.False(config.CachesLatents());
+        var error = Assert.Throws<TrainingConfigException>(() => (config with { CacheLatents = true }).Validate());
+        Assert.StartsWith("cache_latents: ", error.Message);
+        Assert.Contains("center_crop", error.Message);
+        Assert.StartsWith("cache_latents_to_disk: ", Assert.Throws<TrainingConfigException>(() => (config with { CacheLatentsToDisk = true }).Validate()).Message);
+        Assert.True((config with { CenterCrop = true }).CachesLatents());
+        Assert.False((config with { CenterCrop = true, CacheLatents = false }).CachesLatents());
+    }
+
+    [Fact]
+    public void TheDiskCacheKnowsTheVaeByAHashOfItsWeightsNotItsName()
+    {
+        var hash = LatentCache.ContentHash(vae);
+        Assert.Matches("^[0-9a-f]{32}$", hash);
+        Assert.Equal(hash, LatentCache.ContentHash(vae));
+        var weight = vae.Parameters().First();
+        using (Autograd.NoGrad())
+        {
+            using var original = weight.Clone();
+            using var flat = weight.Flatten();
+            using var one = flat.Narrow(0, 0, 1);
+            one.Add_(1e-3);
+            try
+            {
+                Assert.NotEqual(hash, LatentCache.ContentHash(vae));
+            }
+            finally
+            {
+                weight.Copy_(original);
+            }
+        }
+        Assert.Equal(hash, LatentCache.ContentHash(vae));
+    }
+
     [Fact]
     public void TextEmbeddingsAreEncodedOncePerCaption()
     {

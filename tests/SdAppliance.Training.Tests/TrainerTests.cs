@@ -253,6 +253,59 @@ public sealed class TrainerTests : IDisposable
         Assert.True(File.Exists(Path.Combine(checkpoints, "step-000003", "state.json")));
     }
 
+    [Fact]
+    public void ResumeRemovesWhatAKilledRunLeftHalfWritten()
+    {
+        var config = Config("lora", "killed", steps: 2) with { SaveEveryNSteps = 1 };
+        Trainer.Train(config);
+        var run = config.Output!;
+        // What kill -9 leaves mid-write: the temporary folder of a training state, temporary files beside run.json,
+        // the results and the samples, and the old folder of a state being replaced.
+        var leftovers = new[]
+        {
+            Path.Combine(run, "checkpoints", $".step-000003.{Guid.NewGuid():N}.tmp"),
+            Path.Combine(run, "checkpoints", $".step-000002.{Guid.NewGuid():N}.old"),
+        };
+        foreach (var folder in leftovers) Directory.CreateDirectory(folder);
+        File.WriteAllBytes(Path.Combine(leftovers[0], "trained.safetensors"), [1, 2, 3]);
+        var files = new[]
+        {
+            Path.Combine(run, $".run.json.{Guid.NewGuid():N}.tmp"),
+            Path.Combine(run, $".killed.safetensors.{Guid.NewGuid():N}.tmp"),
+            Path.Combine(run, "samples", $".step-000002-0.png.{Guid.NewGuid():N}.tmp"),
+        };
+        Directory.CreateDirectory(Path.Combine(run, "samples"));
+        foreach (var file in files) File.WriteAllBytes(file, [1]);
+        // Files a crash cannot have written stay, even when their names end in .tmp.
+        var mine = Path.Combine(run, "notes.tmp");
+        File.WriteAllText(mine, "kept");
+
+        var resumed = Trainer.Resume(run, maxTrainSteps: 3);
+
+        Assert.Equal(3, resumed.Steps);
+        Assert.All(leftovers, f => Assert.False(Directory.Exists(f), f));
+        Assert.All(files, f => Assert.False(File.Exists(f), f));
+        Assert.True(File.Exists(mine));
+        Assert.Equal(["step-000001", "step-000002", "step-000003"],
+            Directory.GetFileSystemEntries(Path.Combine(run, "checkpoints")).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
+    public void TheTrainerCachesLatentsOnlyWhenEveryDrawIsTheSameCropAndCachingChangesNoWeight()
+    {
+        // 4 images, center crop, no flips: one latent each at most, whatever the number of steps.
+        var cached = Trainer.Train(Config("lora", "cached", steps: 4));
+        Assert.InRange(cached.CachedLatents, 1, 4);
+        Assert.Equal(cached.CachedLatents * 4 * 8 * 8 * sizeof(float), cached.CachedLatentBytes);
+        var off = Trainer.Train(Config("lora", "off", steps: 4) with { CacheLatents = false });
+        Assert.Equal((0, 0L), (off.CachedLatents, off.CachedLatentBytes));
+        var random = Trainer.Train(Config("lora", "random", steps: 4) with { CenterCrop = false });
+        Assert.Equal((0, 0L), (random.CachedLatents, random.CachedLatentBytes));
+        // A cached latent is the one the VAE gives at each draw: the same weights either way.
+        Assert.Equal(File.ReadAllBytes(Path.Combine(cached.RunFolder, "checkpoints", "step-000004", "trained.safetensors")),
+            File.ReadAllBytes(Path.Combine(off.RunFolder, "checkpoints", "step-000004", "trained.safetensors")));
+    }
+
     private sealed class CancelAtStep(long step, CancellationTokenSource source) : IProgress<TrainingEvent>
     {
         public void Report(TrainingEvent value)

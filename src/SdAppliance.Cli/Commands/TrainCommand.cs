@@ -5,8 +5,8 @@ using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
+using SdAppliance.Formats;
 using SdAppliance.Training;
-using SdAppliance.Training.Data;
 using SdAppliance.Training.Runs;
 
 namespace SdAppliance.Cli.Commands;
@@ -17,7 +17,7 @@ internal sealed record TrainArguments(string? ConfigFile, string? Resume, IReadO
 /// <summary>
 /// <c>sdapp train</c>: every field of <see cref="TrainingConfig"/> (run.json) is also a flag, <c>--network-dim 16</c>
 /// for <c>network_dim</c>; a preset applies first, then the config file, then the flags. <c>--resume RUN_DIR</c>
-/// continues a run from its last checkpoint. A bar on a terminal, a line every 5% of the run otherwise; the
+/// continues a run from its last saved training state. A bar on a terminal, a line every 5% of the run otherwise; the
 /// report at the end says where the results are. Ctrl+C stops after the current step.
 /// </summary>
 public static class TrainCommand
@@ -30,7 +30,7 @@ public static class TrainCommand
     internal static Command Create(Func<AppPaths> paths)
     {
         var config = new Option<string?>("--config", "-c") { Description = "A run.json holding the settings below by their field names (network_dim...); flags override it", HelpName = "FILE" };
-        var resume = new Option<string?>("--resume") { Description = "Continue the run in RUN_DIR from its last checkpoint; --max-train-steps sets a new total", HelpName = "RUN_DIR" };
+        var resume = new Option<string?>("--resume") { Description = "Continue the run in RUN_DIR from its last saved training state; --max-train-steps sets a new total", HelpName = "RUN_DIR" };
         var fields = TrainingConfig.Fields.Select(f => (Field: TrainingConfig.FieldName(f), Option: FieldOption(f))).ToList();
 
         var command = new Command("train", "Fine-tune a model: LoRA, DreamBooth, Textual Inversion, full fine-tune or a hypernetwork. Settings come from a preset, then --config, then the flags.")
@@ -63,7 +63,7 @@ public static class TrainCommand
             if (stop.IsCancellationRequested) return;
             context.Cancel = true;
             error.WriteLine();
-            error.WriteLine("stopping after the current step (Ctrl+C again quits at once; the last checkpoint stays intact)");
+            error.WriteLine("stopping after the current step (Ctrl+C again quits at once; the saved training states stay intact)");
             stop.Cancel();
         }
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
@@ -83,10 +83,9 @@ public static class TrainCommand
             if (args.Resume is { } resume)
             {
                 resumeTo = ResumeTarget(args);
-                runFolder = Path.GetFullPath(resume);
-                var runConfig = Path.Combine(runFolder, "run.json");
-                if (!File.Exists(runConfig)) throw new TrainingConfigException($"resume: '{runFolder}' is not a run folder (it has no run.json)");
-                config = TrainingConfig.Load(runConfig);
+                var run = RunFolder.ToResume(resume);
+                runFolder = run.Path;
+                config = run.LoadConfig();
                 error.WriteLine($"resuming the {config.Method} run in {runFolder}" + (resumeTo is { } n ? $" to {n} steps" : ""));
             }
             else
@@ -121,10 +120,10 @@ public static class TrainCommand
             PrintStopped(runFolder, lastStep, error);
             return Cancelled;
         }
-        catch (Exception e) when (e is TrainingConfigException or DatasetException)
+        catch (UserInputException e)
         {
             bar.Finish();
-            error.WriteLine("error: " + (e is DatasetException d ? DatasetMessage(d) : e.Message));
+            error.WriteLine("error: " + e.Message);
             return 1;
         }
         catch (Exception e)
@@ -225,31 +224,14 @@ public static class TrainCommand
     {
         error.WriteLine(lastStep > 0 ? $"stopped after step {lastStep}" : "stopped before the first step");
         if (runFolder is null) return;
-        var checkpoints = Path.Combine(runFolder, "checkpoints");
-        var latest = Directory.Exists(checkpoints)
-            ? Directory.EnumerateDirectories(checkpoints, "step-*").Where(d => File.Exists(Path.Combine(d, "state.json"))).Order(StringComparer.Ordinal).LastOrDefault()
-            : null;
+        var latest = new RunFolder(runFolder).LatestState;
         if (latest is null)
-            error.WriteLine("no checkpoint was saved yet (--save-every-n-steps sets how often); run the same command to start over");
+            error.WriteLine("no training state was saved yet (--save-every-n-steps sets how often); run the same command to start over");
         else
-            error.WriteLine($"the last checkpoint is {latest}; continue with: sdapp train --resume {Quote(runFolder)}");
+            error.WriteLine($"the last saved training state is {latest}; continue with: sdapp train --resume {Quote(runFolder)}");
     }
 
     private static string Quote(string path) => path.Any(c => char.IsWhiteSpace(c) || c is '\'' or '"' or '$' or '\\') ? $"'{path.Replace("'", "'\\''")}'" : path;
-
-    /// <summary>The dataset names its options as <see cref="DatasetOptions"/> spells them (DataDir); the user knows them as flags' fields (data).</summary>
-    private static string DatasetMessage(DatasetException e)
-    {
-        var names = typeof(DatasetOptions).GetProperties().Select(p => p.Name).ToHashSet(StringComparer.Ordinal);
-        return Regex.Replace(e.Message, @"\b[A-Z][A-Za-z]+\b", m => names.Contains(m.Value) ? DatasetField(m.Value) : m.Value);
-    }
-
-    private static string DatasetField(string option) => option switch
-    {
-        "DataDir" => "data",
-        "ClassDataDir" => "class_data",
-        _ => JsonNamingPolicy.SnakeCaseLower.ConvertName(option),
-    };
 
     /// <summary>A field's flag: text for every type, so a bad value is reported by <see cref="TrainingConfig.With"/> naming the field.</summary>
     private static Option<string?> FieldOption(PropertyInfo field)
@@ -271,7 +253,8 @@ public static class TrainCommand
 
     private static string Describe(string name, PropertyInfo field)
     {
-        var text = Descriptions.TryGetValue(name, out var d) ? d : name.Replace('_', ' ');
+        // The schedules are too many for the value's placeholder: they follow the description.
+        var text = name == "lr_scheduler" ? $"{Descriptions[name]}: {string.Join(", ", Torch.Optim.LrSchedule.Names)}" : Descriptions[name];
         var value = field.GetValue(Defaults);
         var shown = value switch
         {
@@ -288,7 +271,7 @@ public static class TrainCommand
     {
         "method" => string.Join('|', TrainingConfig.Methods),
         "preset" => string.Join('|', TrainingPresets.All.Keys),
-        "mixed_precision" => "no|fp16|bf16",
+        "mixed_precision" => string.Join('|', TrainingConfig.PrecisionChoices.Names),
         "optimizer" => string.Join('|', TrainingConfig.Optimizers),
         "lr_scheduler" => "NAME",
         "sample_prompts" => "P1|P2",
@@ -299,76 +282,16 @@ public static class TrainCommand
         _ => "TEXT",
     };
 
-    /// <summary>One line per field for --help; a test checks that every field has one.</summary>
-    internal static readonly IReadOnlyDictionary<string, string> Descriptions = new Dictionary<string, string>
-    {
-        ["method"] = "What to train: LoRA, DreamBooth (full UNet), textual inversion, full fine-tune (EMA) or a hypernetwork",
-        ["preset"] = "A recipe applied before --config and the flags (README: Training presets)",
-        ["model"] = "The base model: a diffusers folder or a .safetensors/.ckpt file (default: models/demo when present)",
-        ["data"] = "The image folder: captions in same-name .txt files, kohya N_name sub-folders repeat N times",
-        ["output"] = "The run folder: run.json, log, checkpoints, samples, report and the results",
-        ["concepts"] = "A DreamBooth concepts list (JSON: instance_prompt, class_prompt, instance_data_dir, class_data_dir)",
-        ["output_name"] = "The results' file name (default: the run folder's name)",
-        ["instance_prompt"] = "The caption of images without a caption file (DreamBooth: \"a photo of sks dog\")",
-        ["class_prompt"] = "Prior preservation: the class prompt (\"a photo of a dog\"); missing class images are generated with it",
-        ["class_data"] = "Prior preservation: the folder of class images (generated there when fewer than --num-class-images)",
-        ["num_class_images"] = "Prior preservation: how many class images to use (and generate when missing)",
-        ["prior_loss_weight"] = "Prior preservation: the weight of the class images' loss",
-        ["caption_extension"] = "The caption files' extension",
-        ["resolution"] = "Training size in pixels (square; the bucket area with --enable-bucket)",
-        ["center_crop"] = "Crop the center (false: a random window each time)",
-        ["enable_bucket"] = "Aspect-ratio bucketing: each image trains at the bucket nearest its aspect ratio",
-        ["min_bucket_reso"] = "Bucketing: the smallest side of a bucket",
-        ["max_bucket_reso"] = "Bucketing: the largest side of a bucket",
-        ["flip_aug"] = "Randomly mirror images horizontally",
-        ["shuffle_caption"] = "Shuffle the comma-separated caption tags each time",
-        ["keep_tokens"] = "Caption shuffle leaves the first N tags in place",
-        ["caption_dropout_rate"] = "The share of examples trained with an empty caption",
-        ["cache_latents"] = "Encode each image with the VAE once",
-        ["cache_latents_to_disk"] = "Keep the latent cache on disk next to the images (edits invalidate it)",
-        ["train_batch_size"] = "Images per batch",
-        ["gradient_accumulation_steps"] = "Batches per optimizer step",
-        ["max_train_steps"] = "Optimizer steps to train (with --resume: the new total)",
-        ["learning_rate"] = "The learning rate (the UNet's, or the embedding's for textual inversion)",
-        ["text_encoder_lr"] = "The text encoder's learning rate when it trains (default: --learning-rate)",
-        ["lr_scheduler"] = "LR schedule: " + string.Join(", ", Torch.Optim.LrSchedule.Names),
-        ["lr_warmup_steps"] = "Steps of linear warmup at the start",
-        ["lr_num_cycles"] = "Restarts of cosine_with_restarts",
-        ["lr_power"] = "The power of the polynomial schedule",
-        ["optimizer"] = "The optimizer",
-        ["adam_beta1"] = "Adam/AdamW beta1",
-        ["adam_beta2"] = "Adam/AdamW beta2",
-        ["adam_weight_decay"] = "AdamW/Lion weight decay",
-        ["adam_epsilon"] = "Adam/AdamW epsilon",
-        ["max_grad_norm"] = "Clip the gradient norm to this (0: no clipping)",
-        ["min_snr_gamma"] = "Min-SNR-gamma loss weighting (5 is the paper's value; off when not given)",
-        ["noise_offset"] = "Noise offset (0.05-0.1 helps very dark and bright images)",
-        ["mixed_precision"] = "Autocast on CUDA: bf16, or fp16 with loss scaling (CPU: no or bf16)",
-        ["gradient_checkpointing"] = "Recompute UNet activations in the backward pass: less memory, slower",
-        ["clip_skip"] = "1 = the text encoder's last layer, 2 = the penultimate (A1111 numbering)",
-        ["seed"] = "Seed of everything: data order, augmentation, noise, timesteps",
-        ["device"] = "cpu, cuda or cuda:N",
-        ["network_dim"] = "LoRA rank",
-        ["network_alpha"] = "LoRA alpha (the update is scaled by alpha/rank)",
-        ["network_dropout"] = "LoRA dropout",
-        ["conv_dim"] = "LoCon: also train the 3x3 convolutions, at this rank",
-        ["conv_alpha"] = "LoCon alpha (default: --network-alpha)",
-        ["train_text_encoder"] = "LoRA and DreamBooth: train the text encoder(s) too",
-        ["placeholder_token"] = "Textual inversion: the new word, used in the captions or --instance-prompt",
-        ["initializer_token"] = "Textual inversion: the word whose embedding the new one starts from",
-        ["num_vectors"] = "Textual inversion: vectors per token",
-        ["hypernetwork_layer_structure"] = "Hypernetwork: the layer widths as multiples of the input, starting and ending with 1",
-        ["hypernetwork_activation"] = "Hypernetwork: the activation between layers (linear, relu, swish...)",
-        ["use_ema"] = "Full fine-tune: keep an exponential moving average of the weights and export it",
-        ["ema_decay"] = "Full fine-tune: the EMA's decay",
-        ["save_every_n_steps"] = "Save a checkpoint every N steps (one is always saved at the end)",
-        ["save_last_k"] = "Keep only the last K checkpoints",
-        ["sample_every_n_steps"] = "Draw sample images every N steps into samples/",
-        ["sample_prompts"] = "The sample prompts, separated by | (default: the instance prompt or the first caption)",
-        ["sample_seed"] = "Seed of the first sample prompt (the next ones count up)",
-        ["sample_steps"] = "Sampler steps of the samples (and of generated class images)",
-        ["sample_sampler"] = "Sampler of the samples (and of generated class images)",
-        ["save_fp16"] = "Write the results in float16",
-        ["save_diffusers"] = "DreamBooth and fine-tune: also write a diffusers folder",
-    };
+    private static readonly IReadOnlySet<string> FieldNames = TrainingConfig.Fields.Select(TrainingConfig.FieldName).ToHashSet(StringComparer.Ordinal);
+
+    /// <summary>One line per field for --help, from <see cref="TrainingConfig.Description"/>, with the fields it mentions as flags.</summary>
+    internal static IReadOnlyDictionary<string, string> Descriptions { get; } =
+        TrainingConfig.Fields.ToDictionary(TrainingConfig.FieldName, f => FieldsAsFlags(TrainingConfig.Description(f)));
+
+    /// <summary>
+    /// Library text names settings by their fields (<c>learning_rate</c>); here they are flags (<c>--learning-rate</c>). Only
+    /// names with an underscore are taken for fields: one-word fields (data, model) read as plain words in a sentence.
+    /// </summary>
+    internal static string FieldsAsFlags(string text) =>
+        Regex.Replace(text, @"\b[a-z0-9]+(_[a-z0-9]+)+\b", m => FieldNames.Contains(m.Value) ? Flag(m.Value) : m.Value);
 }

@@ -28,11 +28,13 @@ public sealed record ModelLoadOptions(
 /// </summary>
 public static class ModelLoader
 {
-    public static StableDiffusionModel Load(string path, ModelLoadOptions? options = null)
+    /// <param name="cancellationToken">Checked between components and between tensors: a cancelled load frees what it built and throws <see cref="OperationCanceledException"/>.</param>
+    public static StableDiffusionModel Load(string path, ModelLoadOptions? options = null, CancellationToken cancellationToken = default)
     {
         options ??= new ModelLoadOptions();
-        if (Directory.Exists(path)) return LoadDiffusersFolder(path, options);
-        if (File.Exists(path)) return LoadSingleFile(path, options);
+        cancellationToken.ThrowIfCancellationRequested();
+        if (Directory.Exists(path)) return LoadDiffusersFolder(path, options, cancellationToken);
+        if (File.Exists(path)) return LoadSingleFile(path, options, cancellationToken);
         throw new FileNotFoundException($"model '{path}' does not exist: give a diffusers folder (with model_index.json) or a .safetensors/.ckpt file", path);
     }
 
@@ -46,7 +48,7 @@ public static class ModelLoader
     };
 
     // ---- diffusers folders ----
-    private static StableDiffusionModel LoadDiffusersFolder(string folder, ModelLoadOptions options)
+    private static StableDiffusionModel LoadDiffusersFolder(string folder, ModelLoadOptions options, CancellationToken cancellationToken)
     {
         if (!File.Exists(Path.Combine(folder, "unet", "config.json")))
             throw new InvalidDataException($"'{folder}' is not a diffusers model folder: it has no unet/config.json (expected model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)");
@@ -62,7 +64,7 @@ public static class ModelLoader
                 var source = parts.Open(component, file);
                 parts.Set(component, source.Shapes.Keys.ToDictionary(k => k, k => (Func<Tensor>)(() => source.Get(k))));
             }
-            return Build(folder, family, configs, parts, options, folder);
+            return Build(folder, family, configs, parts, options, folder, cancellationToken);
         }
         finally
         {
@@ -88,7 +90,7 @@ public static class ModelLoader
     }
 
     // ---- single files ----
-    private static StableDiffusionModel LoadSingleFile(string file, ModelLoadOptions options)
+    private static StableDiffusionModel LoadSingleFile(string file, ModelLoadOptions options, CancellationToken cancellationToken)
     {
         using var source = StateDictSource.Open(file);
         var mapping = LdmKeyMap.ToDiffusers(source.Shapes);
@@ -102,7 +104,7 @@ public static class ModelLoader
         {
             foreach (var component in Components(mapping.Family == ModelFamily.XlBase))
                 parts.Set(component, mapping.Component(component).ToDictionary(r => r.Target.Name, r => (Func<Tensor>)(() => Materialize(source, r))));
-            return Build(file, mapping.Family, configs, parts, options, file);
+            return Build(file, mapping.Family, configs, parts, options, file, cancellationToken);
         }
         finally
         {
@@ -139,7 +141,8 @@ public static class ModelLoader
     }
 
     // ---- building ----
-    private static StableDiffusionModel Build(string sourcePath, ModelFamily family, string configs, ComponentWeights weights, ModelLoadOptions options, string modelPath)
+    private static StableDiffusionModel Build(string sourcePath, ModelFamily family, string configs, ComponentWeights weights, ModelLoadOptions options, string modelPath,
+        CancellationToken cancellationToken)
     {
         var device = options.Device ?? Device.Cpu;
         var moduleOptions = new ModuleOptions(device, options.DType);
@@ -156,10 +159,10 @@ public static class ModelLoader
                 te = new ClipTextModel(ClipTextConfig.Load(ConfigFile(configs, "text_encoder")), withProjection: false, device, options.DType);
                 if (isSdxl) te2 = new ClipTextModel(ClipTextConfig.Load(ConfigFile(configs, "text_encoder_2")), withProjection: true, device, options.DType);
             }
-            Fill(unet, weights, ModelComponents.Unet, sourcePath, configs);
-            Fill(vae, weights, ModelComponents.Vae, sourcePath, configs);
-            Fill(te, weights, ModelComponents.TextEncoder, sourcePath, configs);
-            if (te2 is not null) Fill(te2, weights, ModelComponents.TextEncoder2, sourcePath, configs);
+            Fill(unet, weights, ModelComponents.Unet, sourcePath, configs, cancellationToken);
+            Fill(vae, weights, ModelComponents.Vae, sourcePath, configs, cancellationToken);
+            Fill(te, weights, ModelComponents.TextEncoder, sourcePath, configs, cancellationToken);
+            if (te2 is not null) Fill(te2, weights, ModelComponents.TextEncoder2, sourcePath, configs, cancellationToken);
             if (family == ModelFamily.Unknown)
                 family = isSdxl ? ModelFamily.XlBase : te.Config.HiddenAct == "gelu" ? ModelFamily.V2 : ModelFamily.V1;
             unet.Eval();
@@ -210,15 +213,19 @@ public static class ModelLoader
     // Old transformers wrote this buffer into text encoder checkpoints; the model does not have it.
     private static readonly string[] IgnoredKeys = ["text_model.embeddings.position_ids"];
 
-    private static void Fill(Module module, ComponentWeights weights, string component, string sourcePath, string configs)
+    private static void Fill(Module module, ComponentWeights weights, string component, string sourcePath, string configs, CancellationToken cancellationToken)
     {
+        cancellationToken.ThrowIfCancellationRequested();
         var expected = module.StateDict();
         var given = weights.Get(component);
         var dict = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         try
         {
             foreach (var (name, load) in given)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
                 if (!IgnoredKeys.Contains(name)) dict[name] = load();
+            }
             foreach (var (name, tensor) in dict)
                 if (expected.TryGetValue(name, out var target) && !target.Shape.SequenceEqual(tensor.Shape))
                     throw new InvalidDataException(

@@ -2,7 +2,7 @@ namespace SdAppliance.Training.Data;
 
 /// <summary>
 /// The dataset's random numbers: SplitMix64 (Steele, Lea and Flood 2014), written out here rather than taken
-/// from <see cref="System.Random"/> so that a data order saved in a checkpoint replays identically on any .NET
+/// from <see cref="System.Random"/> so that a data order saved in a training state replays identically on any .NET
 /// version. Every stream is seeded by <see cref="Seed"/> from the run seed plus labels (epoch, batch, slot), so
 /// any one example's choices can be recomputed without replaying the ones before it (what resume needs).
 /// </summary>

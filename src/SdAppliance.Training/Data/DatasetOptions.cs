@@ -13,53 +13,73 @@ public sealed record ConceptSpec(string InstanceDataDir, string? InstancePrompt 
     string? ClassDataDir = null, int Repeats = 1, int NumClassImages = 0);
 
 /// <summary>
-/// Where the training images are and how they become examples. <see cref="DataDir"/> with the class fields
-/// (<see cref="ClassPrompt"/>, <see cref="ClassDataDir"/>, <see cref="NumClassImages"/>) is one concept; the
-/// <see cref="Concepts"/> list adds more (each with its own class fields). Either or both may be given.
+/// Where the training images are and how they become examples: a view of a run's <see cref="TrainingConfig"/>, whose
+/// fields hold each setting, its default and its description (one place for each). <see cref="DataDir"/> with the class
+/// fields (<see cref="ClassPrompt"/>, <see cref="ClassDataDir"/>, <see cref="NumClassImages"/>) is one concept; the
+/// <see cref="Concepts"/> list adds more (each with its own class fields). Either or both may be given. Setting a
+/// property here sets the config's field (<c>options with { Resolution = 64 }</c>).
 /// </summary>
 public sealed record DatasetOptions
 {
-    /// <summary>
-    /// Images with their caption files; kohya's <c>N_name</c> sub-folders add N repeats of their images, with
-    /// <c>name</c> as the caption of an image that has no caption file. Other sub-folders are listed as skipped.
-    /// </summary>
-    public string? DataDir { get; init; }
+    public DatasetOptions()
+    {
+    }
 
+    /// <summary>The dataset of <paramref name="settings"/>, its concepts list (<see cref="TrainingConfig.Concepts"/>) not yet read.</summary>
+    public DatasetOptions(TrainingConfig settings) => Settings = settings;
+
+    /// <summary>The dataset of a run: its settings, with the concepts list read from its file.</summary>
+    public static DatasetOptions Of(TrainingConfig settings) =>
+        new(settings) { Concepts = settings.Concepts is null ? [] : ReadConcepts(settings.Concepts) };
+
+    /// <summary>The run settings this is a view of.</summary>
+    public TrainingConfig Settings { get; init; } = new();
+
+    /// <summary>
+    /// Images with their caption files (<see cref="TrainingConfig.Data"/>); kohya's <c>N_name</c> sub-folders add N repeats of
+    /// their images, with <c>name</c> as the caption of an image that has no caption file. Other sub-folders are listed as skipped.
+    /// </summary>
+    public string? DataDir { get => Settings.Data; init => Settings = Settings with { Data = value }; }
+
+    /// <summary>The concepts of <see cref="TrainingConfig.Concepts"/>'s list, or given directly.</summary>
     public IReadOnlyList<ConceptSpec> Concepts { get; init; } = [];
 
     /// <summary>The caption of an image that has no caption file (also for concepts that give no prompt).</summary>
-    public string? InstancePrompt { get; init; }
+    public string? InstancePrompt { get => Settings.InstancePrompt; init => Settings = Settings with { InstancePrompt = value }; }
 
     /// <summary>The caption of a class image of <see cref="DataDir"/> without a caption file, and the prompt that generates missing ones.</summary>
-    public string? ClassPrompt { get; init; }
+    public string? ClassPrompt { get => Settings.ClassPrompt; init => Settings = Settings with { ClassPrompt = value }; }
 
-    public string? ClassDataDir { get; init; }
+    public string? ClassDataDir { get => Settings.ClassData; init => Settings = Settings with { ClassData = value }; }
 
     /// <summary>How many class images <see cref="ClassDataDir"/> should hold; only that many are used when it holds more (as diffusers' DreamBooth).</summary>
-    public int NumClassImages { get; init; }
+    public int NumClassImages { get => Settings.NumClassImages; init => Settings = Settings with { NumClassImages = value }; }
 
-    public string CaptionExtension { get; init; } = ".txt";
+    public string CaptionExtension { get => Settings.CaptionExtension; init => Settings = Settings with { CaptionExtension = value }; }
 
-    public int Resolution { get; init; } = 512;
+    public int Resolution { get => Settings.Resolution; init => Settings = Settings with { Resolution = value }; }
 
     /// <summary>Crop the overflow evenly from both sides; false: a random window (seeded) each time an example is drawn.</summary>
-    public bool CenterCrop { get; init; } = true;
+    public bool CenterCrop { get => Settings.CenterCrop; init => Settings = Settings with { CenterCrop = value }; }
 
-    public bool EnableBucket { get; init; }
+    public bool EnableBucket { get => Settings.EnableBucket; init => Settings = Settings with { EnableBucket = value }; }
 
-    public int MinBucketReso { get; init; } = 256;
+    public int MinBucketReso { get => Settings.MinBucketReso; init => Settings = Settings with { MinBucketReso = value }; }
 
-    public int MaxBucketReso { get; init; } = 1024;
+    public int MaxBucketReso { get => Settings.MaxBucketReso; init => Settings = Settings with { MaxBucketReso = value }; }
 
+    public bool FlipAug { get => Settings.FlipAug; init => Settings = Settings with { FlipAug = value }; }
+
+    public bool ShuffleCaption { get => Settings.ShuffleCaption; init => Settings = Settings with { ShuffleCaption = value }; }
+
+    public int KeepTokens { get => Settings.KeepTokens; init => Settings = Settings with { KeepTokens = value }; }
+
+    public double CaptionDropoutRate { get => Settings.CaptionDropoutRate; init => Settings = Settings with { CaptionDropoutRate = value }; }
+
+    // The dataset's own knobs, which a run does not set.
+
+    /// <summary>kohya's bucket side step; it keeps its default of 64.</summary>
     public int BucketResoSteps { get; init; } = 64;
-
-    public bool FlipAug { get; init; }
-
-    public bool ShuffleCaption { get; init; }
-
-    public int KeepTokens { get; init; }
-
-    public double CaptionDropoutRate { get; init; }
 
     /// <summary>
     /// Images smaller than this on either side are skipped: below 64 px the VAE's latent is under 8×8 and the
@@ -72,6 +92,17 @@ public sealed record DatasetOptions
     /// rather than stopping the run when it is first drawn. Headers alone (off) are much faster on large sets.
     /// </summary>
     public bool VerifyImages { get; init; } = true;
+
+    /// <summary>
+    /// The name users know a property by: its run.json field (<see cref="DataDir"/> is <c>data</c>, <see cref="ClassDataDir"/>
+    /// <c>class_data</c>, the rest in snake_case: <c>resolution</c>, <c>bucket_reso_steps</c>).
+    /// </summary>
+    public static string FieldName(string property) => property switch
+    {
+        nameof(DataDir) => "data",
+        nameof(ClassDataDir) => "class_data",
+        _ => JsonNamingPolicy.SnakeCaseLower.ConvertName(property),
+    };
 
     /// <summary>
     /// Reads the concepts list users keep for DreamBooth scripts: a JSON array (or an object with a
@@ -139,14 +170,20 @@ public sealed record DatasetOptions
     }
 }
 
-/// <summary>A dataset or its options cannot be used; <see cref="Field"/> names the option or folder at fault.</summary>
+/// <summary>
+/// A dataset or its options cannot be used. The message and <see cref="UserInputException.Subject"/> name the setting as users
+/// know it (<c>data</c>, <c>concepts[0].repeats</c>); <see cref="Field"/> names it for code (the <see cref="DatasetOptions"/> property).
+/// </summary>
 public sealed class DatasetException : UserInputException
 {
     public DatasetException(string message) : base(message, null, message, null, null) { }
 
     public DatasetException(string field, string message) : base(message, field, message, null, null) => Field = field;
 
-    /// <summary>The option (or concepts-list entry) the message is about, when there is one.</summary>
+    /// <summary>A refusal of <paramref name="field"/> (a property), known to users as <paramref name="subject"/>: "subject: problem".</summary>
+    public DatasetException(string field, string subject, string problem) : base($"{subject}: {problem}", subject, problem, null, null) => Field = field;
+
+    /// <summary>The option (a <see cref="DatasetOptions"/> property, or a concepts-list entry) the message is about, when there is one.</summary>
     public string? Field { get; }
 }
 

@@ -1,3 +1,5 @@
+using System.Security.Cryptography;
+using System.Text;
 using SdAppliance.Diffusion.Images;
 using SdAppliance.Imaging;
 using SdAppliance.Models.Vae;
@@ -20,7 +22,8 @@ namespace SdAppliance.Training.Data;
 /// kept as float32 on the CPU; <see cref="Get"/> returns a copy the caller disposes.
 /// </para>
 /// A random crop gives a new key at nearly every draw, so caching is for center-cropped datasets
-/// (<see cref="TrainingDataset.LatentsCacheable"/>), as kohya refuses <c>cache_latents</c> with <c>random_crop</c>.
+/// (<see cref="TrainingDataset.LatentsCacheable"/>), as kohya refuses <c>cache_latents</c> with <c>random_crop</c>
+/// (<see cref="ForRun"/>); there the entries are bounded by the images × their flips (× the buckets, for class images).
 /// </summary>
 public sealed class LatentCache : IDisposable
 {
@@ -59,6 +62,37 @@ public sealed class LatentCache : IDisposable
     /// <summary>Draws that ran the VAE.</summary>
     public int Computed { get; private set; }
 
+    /// <summary>
+    /// The cache a run trains from, or null when it does not cache (<see cref="TrainingConfig.CachesLatents"/>: then every draw
+    /// runs the VAE, <see cref="Encode"/>). On disk the VAE is known by a hash of its weights (<see cref="ContentHash"/>), so
+    /// two models of the same name do not share latents, and one VAE in two models does.
+    /// </summary>
+    public static LatentCache? ForRun(TrainingConfig config, AutoencoderKL vae)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        if (!config.CachesLatents()) return null;
+        // In memory the cache lives and dies with its one VAE: no identity to compute.
+        return new LatentCache(vae, config.CacheLatentsToDisk ? ContentHash(vae) : "this-run", config.CacheLatentsToDisk);
+    }
+
+    /// <summary>
+    /// A SHA-256 (its first 16 bytes, in hex) of the VAE's state: every tensor's name, dtype, shape and bytes, in name order.
+    /// Read once per run; about a second for SD's 84M-parameter VAE.
+    /// </summary>
+    public static string ContentHash(AutoencoderKL vae)
+    {
+        ArgumentNullException.ThrowIfNull(vae);
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        using var state = vae.StateDict();
+        foreach (var (name, tensor) in state.OrderBy(p => p.Key, StringComparer.Ordinal))
+        {
+            hash.AppendData(Encoding.UTF8.GetBytes($"{name}|{tensor.DType}|{string.Join(',', tensor.Shape)}|"));
+            using var cpu = tensor.To(Device.Cpu);
+            hash.AppendData(cpu.ToBytes());
+        }
+        return Convert.ToHexStringLower(hash.GetHashAndReset().AsSpan(0, 16));
+    }
+
     /// <summary>Latents in memory.</summary>
     public int Count
     {
@@ -68,8 +102,18 @@ public sealed class LatentCache : IDisposable
         }
     }
 
+    /// <summary>The bytes of the latents in memory.</summary>
+    public long Bytes
+    {
+        get
+        {
+            lock (gate) return memory.Values.Sum(e => e.Latents.NumEl * e.Latents.ElementSize);
+        }
+    }
+
     /// <summary>The latents [1, 4, H/8, W/8] of <paramref name="example"/>'s image, bucket, crop and flip (float32, CPU; the caller disposes).</summary>
-    public Tensor Get(TrainingExample example)
+    /// <param name="cancellationToken">Checked before the VAE runs.</param>
+    public Tensor Get(TrainingExample example, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(example);
         ObjectDisposedException.ThrowIf(disposed, this);
@@ -92,7 +136,8 @@ public sealed class LatentCache : IDisposable
         }
         else
         {
-            latents = Encode(example, key);
+            cancellationToken.ThrowIfCancellationRequested();
+            latents = Encode(vae, example, sampleSeed);
             lock (gate) Computed++;
             if (file is not null)
             {
@@ -167,8 +212,15 @@ public sealed class LatentCache : IDisposable
         }
     }
 
-    private Tensor Encode(TrainingExample example, string key)
+    /// <summary>
+    /// Runs the VAE on <paramref name="example"/>: its posterior's mean, or with <paramref name="sampleSeed"/> a sample whose
+    /// noise is seeded by the seed and the draw; scaled (and shifted) as the UNet sees latents; float32 on the CPU.
+    /// </summary>
+    public static Tensor Encode(AutoencoderKL vae, TrainingExample example, ulong? sampleSeed = null)
     {
+        ArgumentNullException.ThrowIfNull(vae);
+        ArgumentNullException.ThrowIfNull(example);
+        var key = Key(example);
         var parameter = vae.Parameters().First();
         using var scope = torch.NewDisposeScope();
         using var noGrad = Autograd.NoGrad();

@@ -9,12 +9,12 @@ using SdAppliance.Training.Methods;
 namespace SdAppliance.Training.Runs;
 
 /// <summary>
-/// Training checkpoints: <c>checkpoints/step-NNNNNN/</c> holding the trained values, the optimizer
-/// state, and <c>state.json</c> (step, epoch, data position, LR schedule, generator states). A
-/// checkpoint is written into a temporary folder and renamed, so a crash leaves either the whole
-/// checkpoint or none; only the last K are kept.
+/// Saved training states, from which a run resumes exactly: <c>checkpoints/step-NNNNNN/</c> (the folder name users know)
+/// holding the trained values, the optimizer state, and <c>state.json</c> (step, epoch, data position, LR schedule,
+/// generator states). A state is written into a temporary folder and renamed, so a crash leaves either the whole state
+/// or none; only the last K are kept. ("Checkpoint" in this project's code means a torch <c>.ckpt</c> file.)
 /// </summary>
-internal static class Checkpoints
+internal static class TrainingStates
 {
     private const string Trained = "trained.safetensors";
     private const string OptimizerFile = "optimizer.safetensors";
@@ -28,7 +28,7 @@ internal static class Checkpoints
         {
             method.SaveState(Path.Combine(temp, Trained));
             using (var optimizerState = optimizer.StateDict()) optimizerState.Save(Path.Combine(temp, OptimizerFile));
-            using var cpuDefault = Generator.Default(SdAppliance.Torch.Device.Cpu);
+            using var cpuDefault = Generator.Default(Device.Cpu);
             var json = new JsonObject
             {
                 ["step"] = state.Step,
@@ -47,23 +47,26 @@ internal static class Checkpoints
         foreach (var old in Complete(folder).SkipLast(keepLast)) Directory.Delete(old, recursive: true);
     }
 
-    /// <summary>The complete checkpoints, oldest first.</summary>
+    /// <summary>The complete states, oldest first.</summary>
     private static IEnumerable<string> Complete(string folder) =>
         Directory.Exists(folder)
             ? Directory.EnumerateDirectories(folder, "step-*").Where(d => File.Exists(Path.Combine(d, StateFile))).Order(StringComparer.Ordinal)
             : [];
 
-    public static string Latest(string folder) =>
-        Complete(folder).LastOrDefault() ?? throw new TrainingConfigException($"resume: '{folder}' holds no complete checkpoint to continue from");
+    /// <summary>The newest complete state, or null when none was saved yet.</summary>
+    public static string? Latest(string folder) => Complete(folder).LastOrDefault();
 
-    public static RunState Load(string checkpoint, TrainingMethod method, Optimizer optimizer, LrScheduler schedule, Generator noise)
+    /// <summary>Whether a state folder was ever started in <paramref name="folder"/> (complete or not): a run lives there.</summary>
+    public static bool Any(string folder) => Directory.Exists(folder) && Directory.EnumerateDirectories(folder, "step-*").Any();
+
+    public static RunState Load(string state, TrainingMethod method, Optimizer optimizer, LrScheduler schedule, Generator noise)
     {
-        var json = JsonNode.Parse(File.ReadAllText(Path.Combine(checkpoint, StateFile)))!.AsObject();
-        method.LoadState(Path.Combine(checkpoint, Trained));
-        using (var optimizerState = OptimizerStateDict.Load(Path.Combine(checkpoint, OptimizerFile))) optimizer.LoadStateDict(optimizerState);
+        var json = JsonNode.Parse(File.ReadAllText(Path.Combine(state, StateFile)))!.AsObject();
+        method.LoadState(Path.Combine(state, Trained));
+        using (var optimizerState = OptimizerStateDict.Load(Path.Combine(state, OptimizerFile))) optimizer.LoadStateDict(optimizerState);
         schedule.LoadStateDict(json["lr_scheduler"]!.AsObject());
         noise.SetStateBytes(Convert.FromBase64String(json["noise_generator"]!.GetValue<string>()));
-        using (var cpuDefault = Generator.Default(SdAppliance.Torch.Device.Cpu))
+        using (var cpuDefault = Generator.Default(Device.Cpu))
             cpuDefault.SetStateBytes(Convert.FromBase64String(json["default_cpu_generator"]!.GetValue<string>()));
         return new RunState
         {

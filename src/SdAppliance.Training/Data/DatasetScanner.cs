@@ -1,0 +1,309 @@
+using System.Globalization;
+using System.Text;
+using SdAppliance.Imaging;
+
+namespace SdAppliance.Training.Data;
+
+/// <summary>
+/// Finds and checks a dataset's images (<see cref="TrainingDataset.Scan"/>). A data folder's own images are drawn once
+/// per epoch; its kohya <c>N_name</c> sub-folders N times, with <c>name</c> as the caption of their images without a
+/// caption file (kohya's <c>class_tokens</c>), the instance prompt otherwise. Images are PNG, JPEG or WebP (told by their
+/// bytes); other image files, tiny or corrupt images, and unreadable captions are skipped with the reason. Hidden files
+/// and folders (a leading dot, such as the <c>.latents</c> cache) are not looked at. A bad option is a
+/// <see cref="DatasetException"/> whose message names the run.json field (<c>data</c>, <c>resolution</c>).
+/// </summary>
+internal static class DatasetScanner
+{
+    /// <summary>Image extensions we decode. The format itself is told from the file's bytes.</summary>
+    public static readonly IReadOnlySet<string> ImageExtensions = new HashSet<string>(StringComparer.OrdinalIgnoreCase) { ".png", ".jpg", ".jpeg", ".webp" };
+
+    /// <summary>Image extensions users put in datasets that we do not decode: listed as skipped rather than silently ignored.</summary>
+    public static readonly IReadOnlySet<string> UnsupportedImageExtensions = new HashSet<string>(StringComparer.OrdinalIgnoreCase)
+    {
+        ".bmp", ".gif", ".tif", ".tiff", ".avif", ".heic", ".heif", ".jxl", ".ico", ".psd", ".tga", ".jp2",
+    };
+
+    /// <summary>What every folder of one scan shares: the options, the caption extension with its dot, the class folders, the skipped list.</summary>
+    private sealed record ScanContext(DatasetOptions Options, string CaptionExtension, IReadOnlySet<string> ClassFolders, List<SkippedFile> Skipped,
+        CancellationToken CancellationToken);
+
+    public static TrainingDataset Scan(DatasetOptions options, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var captionExtension = CheckOptions(options);
+        var concepts = ResolveConcepts(options);
+        var candidates = options.EnableBucket
+            ? AdjustedBuckets(options)
+            : [(options.Resolution, options.Resolution)];
+
+        var skipped = new List<SkippedFile>();
+        var items = new List<ImageItem>();
+        var itemConcept = new List<int>();
+        var priorItems = new List<ImageItem>();
+        var priorByConcept = new int[concepts.Count][];
+        var classFound = new int[concepts.Count];
+        // A class folder kept inside a data folder is not one of its sub-folders.
+        var classFolders = concepts.Where(c => c.Spec.ClassDataDir is not null).Select(c => Path.TrimEndingDirectorySeparator(c.Spec.ClassDataDir!)).ToHashSet(StringComparer.Ordinal);
+        var scan = new ScanContext(options, captionExtension, classFolders, skipped, cancellationToken);
+        for (int c = 0; c < concepts.Count; c++)
+        {
+            var (spec, _) = concepts[c];
+            foreach (var item in ScanFolder(spec.InstanceDataDir, spec.InstancePrompt, spec.Repeats, spec.InstanceDataDir, false, scan))
+            {
+                items.Add(item);
+                itemConcept.Add(c);
+            }
+            var classItems = spec.ClassDataDir is not null && Directory.Exists(spec.ClassDataDir)
+                ? ScanFolder(spec.ClassDataDir, spec.ClassPrompt, 1, spec.InstanceDataDir, true, scan).ToList()
+                : [];
+            classFound[c] = classItems.Count;
+            // diffusers' DreamBooth uses only the first num_class_images when the folder holds more.
+            if (spec.NumClassImages > 0 && classItems.Count > spec.NumClassImages) classItems.RemoveRange(spec.NumClassImages, classItems.Count - spec.NumClassImages);
+            priorByConcept[c] = Enumerable.Range(priorItems.Count, classItems.Count).ToArray();
+            priorItems.AddRange(classItems);
+        }
+
+        if (items.Count == 0)
+        {
+            var field = options.DataDir is not null ? nameof(DatasetOptions.DataDir) : "concepts";
+            var folders = string.Join(", ", concepts.Select(c => $"'{c.Spec.InstanceDataDir}'"));
+            var reasons = skipped.Count == 0 ? "" : $"; skipped: {string.Join("; ", skipped.Take(5).Select(s => $"{Path.GetFileName(s.Path)}: {s.Reason}"))}{(skipped.Count > 5 ? $" and {skipped.Count - 5} more" : "")}";
+            throw Fail(field, $"no usable training images in {folders} (PNG, JPEG or WebP, directly in the folder or in kohya N_name sub-folders){reasons}");
+        }
+        for (int c = 0; c < concepts.Count; c++)
+        {
+            var (spec, names) = concepts[c];
+            if (spec.ClassDataDir is null) continue;
+            int missing = spec.NumClassImages - classFound[c];
+            if (missing > 0 && string.IsNullOrWhiteSpace(spec.ClassPrompt))
+                throw Fail(names.ClassPrompt, $"{missing} class images are missing from '{spec.ClassDataDir}' and there is no class prompt to generate them with");
+            if (spec.NumClassImages == 0 && classFound[c] == 0)
+                throw Fail(names.ClassDataDir, $"no usable class images in '{spec.ClassDataDir}' (set {FieldName(names.NumClassImages)} to generate them)");
+        }
+        return new TrainingDataset(options, [.. concepts.Select(c => c.Spec)], items, itemConcept, priorItems, priorByConcept, classFound, skipped, candidates);
+    }
+
+    private sealed record FieldNames(string InstanceDataDir, string ClassDataDir, string ClassPrompt, string NumClassImages, string Repeats);
+
+    private static string CheckOptions(DatasetOptions o)
+    {
+        if (o.DataDir is null && o.Concepts.Count == 0)
+            throw Fail(nameof(o.DataDir), "no training data given (a data folder, or a concepts list)");
+        if (o.Resolution < 64 || o.Resolution % 8 != 0)
+            throw Fail(nameof(o.Resolution), $"{o.Resolution} must be at least 64 and a multiple of 8 (the VAE's downscale)");
+        if (o.KeepTokens < 0) throw Fail(nameof(o.KeepTokens), $"{o.KeepTokens} must not be negative");
+        if (!(o.CaptionDropoutRate >= 0 && o.CaptionDropoutRate <= 1))
+            throw Fail(nameof(o.CaptionDropoutRate), $"{o.CaptionDropoutRate} must be between 0 and 1");
+        if (o.NumClassImages < 0) throw Fail(nameof(o.NumClassImages), $"{o.NumClassImages} must not be negative");
+        if (o.MinImageSide < 1) throw Fail(nameof(o.MinImageSide), $"{o.MinImageSide} must be at least 1");
+        if (string.IsNullOrWhiteSpace(o.CaptionExtension) || o.CaptionExtension.Trim('.').Length == 0 || o.CaptionExtension.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0)
+            throw Fail(nameof(o.CaptionExtension), $"'{o.CaptionExtension}' is not a file extension (for example .txt or .caption)");
+        if (o.EnableBucket) AdjustedBuckets(o);
+        return o.CaptionExtension.StartsWith('.') ? o.CaptionExtension : "." + o.CaptionExtension;
+    }
+
+    /// <summary>kohya's bucket list after its adjustment of min/max to multiples of the step (min down, max up), which must bracket the resolution.</summary>
+    private static IReadOnlyList<(int, int)> AdjustedBuckets(DatasetOptions o)
+    {
+        int steps = o.BucketResoSteps;
+        if (steps < 8 || steps % 8 != 0)
+            throw Fail(nameof(o.BucketResoSteps), $"{steps} must be a positive multiple of 8 (kohya uses 64)");
+        int min = o.MinBucketReso - (o.MinBucketReso % steps);
+        int max = o.MaxBucketReso % steps == 0 ? o.MaxBucketReso : o.MaxBucketReso + steps - (o.MaxBucketReso % steps);
+        if (min < steps)
+            throw Fail(nameof(o.MinBucketReso), $"{o.MinBucketReso} must be at least {FieldName(nameof(o.BucketResoSteps))} ({steps})");
+        if (min > o.Resolution)
+            throw Fail(nameof(o.MinBucketReso), $"{o.MinBucketReso} (as a multiple of {steps}: {min}) must not exceed {FieldName(nameof(o.Resolution))} {o.Resolution}");
+        if (max < o.Resolution)
+            throw Fail(nameof(o.MaxBucketReso), $"{o.MaxBucketReso} (as a multiple of {steps}: {max}) must not be below {FieldName(nameof(o.Resolution))} {o.Resolution}");
+        return AspectBuckets.MakeBucketResolutions(o.Resolution, o.Resolution, min, max, steps);
+    }
+
+    /// <summary>The concepts with absolute folders and fallback prompts, every folder checked before any image is read.</summary>
+    private static List<(ConceptSpec Spec, FieldNames Names)> ResolveConcepts(DatasetOptions o)
+    {
+        var concepts = new List<(ConceptSpec, FieldNames)>();
+        if (o.DataDir is not null)
+        {
+            concepts.Add((new ConceptSpec(Path.GetFullPath(o.DataDir), o.InstancePrompt, o.ClassPrompt,
+                o.ClassDataDir is null ? null : Path.GetFullPath(o.ClassDataDir), 1, o.NumClassImages),
+                new FieldNames(nameof(o.DataDir), nameof(o.ClassDataDir), nameof(o.ClassPrompt), nameof(o.NumClassImages), nameof(o.DataDir))));
+        }
+        else if (o.ClassDataDir is not null || o.ClassPrompt is not null || o.NumClassImages > 0)
+        {
+            var field = o.ClassDataDir is not null ? nameof(o.ClassDataDir) : o.ClassPrompt is not null ? nameof(o.ClassPrompt) : nameof(o.NumClassImages);
+            throw Fail(field, $"the class options go with {FieldName(nameof(o.DataDir))}, which is not set; give class_data_dir, class_prompt and num_class_images in each concept instead");
+        }
+        for (int i = 0; i < o.Concepts.Count; i++)
+        {
+            var c = o.Concepts[i];
+            string p = $"concepts[{i}]";
+            if (string.IsNullOrWhiteSpace(c.InstanceDataDir))
+                throw Fail($"{p}.instance_data_dir", "no folder given");
+            concepts.Add((c with
+            {
+                InstanceDataDir = Path.GetFullPath(c.InstanceDataDir),
+                InstancePrompt = c.InstancePrompt ?? o.InstancePrompt,
+                ClassDataDir = c.ClassDataDir is null ? null : Path.GetFullPath(c.ClassDataDir),
+            }, new FieldNames($"{p}.instance_data_dir", $"{p}.class_data_dir", $"{p}.class_prompt", $"{p}.num_class_images", $"{p}.repeats")));
+        }
+        foreach (var (spec, names) in concepts)
+        {
+            if (spec.Repeats < 1) throw Fail(names.Repeats, $"{spec.Repeats} must be at least 1");
+            if (spec.NumClassImages < 0) throw Fail(names.NumClassImages, $"{spec.NumClassImages} must not be negative");
+            if (!Directory.Exists(spec.InstanceDataDir))
+                throw Fail(names.InstanceDataDir, $"folder '{spec.InstanceDataDir}' does not exist");
+            if (spec.ClassDataDir is null)
+            {
+                if (!string.IsNullOrWhiteSpace(spec.ClassPrompt))
+                    throw Fail(names.ClassDataDir, $"a class prompt is set ('{spec.ClassPrompt}') but no class data folder to hold the class images");
+                if (spec.NumClassImages > 0)
+                    throw Fail(names.ClassDataDir, $"{FieldName(names.NumClassImages)} is {spec.NumClassImages} but no class data folder is set");
+            }
+            // A class folder may be missing only when its images are still to be generated into it.
+            else if (!Directory.Exists(spec.ClassDataDir) && spec.NumClassImages == 0)
+            {
+                throw Fail(names.ClassDataDir, $"folder '{spec.ClassDataDir}' does not exist (set {FieldName(names.NumClassImages)} to generate class images into it)");
+            }
+        }
+        return concepts;
+    }
+
+    /// <summary>A folder's own images, then those of its kohya <c>N_name</c> sub-folders (N repeats, <c>name</c> as fallback caption).</summary>
+    private static IEnumerable<ImageItem> ScanFolder(string folder, string? prompt, int repeats, string concept, bool isPrior, ScanContext scan)
+    {
+        var skipped = scan.Skipped;
+        foreach (var item in ScanImages(folder, prompt ?? "", repeats, concept, isPrior, scan))
+            yield return item;
+        foreach (var sub in Directory.EnumerateDirectories(folder).Order(StringComparer.Ordinal))
+        {
+            var name = Path.GetFileName(sub);
+            if (name.StartsWith('.') || scan.ClassFolders.Contains(Path.TrimEndingDirectorySeparator(Path.GetFullPath(sub)))) continue;
+            var (count, tokens) = ParseRepeatsFolder(name);
+            if (count is null)
+            {
+                skipped.Add(new SkippedFile(sub, "folder name does not start with a repeat count (kohya's N_name, for example 10_sks dog)"));
+                continue;
+            }
+            if (count < 1)
+            {
+                skipped.Add(new SkippedFile(sub, $"repeat count {count} is below 1"));
+                continue;
+            }
+            var fallback = tokens.Length > 0 ? tokens : prompt ?? "";
+            foreach (var item in ScanImages(sub, fallback, repeats * count.Value, concept, isPrior, scan))
+                yield return item;
+        }
+    }
+
+    /// <summary>kohya's <c>extract_dreambooth_params</c>: the text before the first underscore is the repeat count, the rest (underscores kept) the class tokens.</summary>
+    internal static (int? Repeats, string Name) ParseRepeatsFolder(string name)
+    {
+        int underscore = name.IndexOf('_');
+        var head = underscore < 0 ? name : name[..underscore];
+        var rest = underscore < 0 ? "" : name[(underscore + 1)..];
+        return int.TryParse(head, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int n) ? (n, rest) : (null, rest);
+    }
+
+    private static IEnumerable<ImageItem> ScanImages(string folder, string fallbackCaption, int repeats, string concept, bool isPrior, ScanContext scan)
+    {
+        var skipped = scan.Skipped;
+        foreach (var path in Directory.EnumerateFiles(folder).Order(StringComparer.Ordinal))
+        {
+            scan.CancellationToken.ThrowIfCancellationRequested();
+            var name = Path.GetFileName(path);
+            if (name.StartsWith('.')) continue;
+            var extension = Path.GetExtension(path);
+            if (UnsupportedImageExtensions.Contains(extension))
+            {
+                skipped.Add(new SkippedFile(path, $"{extension.TrimStart('.').ToUpperInvariant()} images are not read (convert it to PNG, JPEG or WebP)"));
+                continue;
+            }
+            if (!ImageExtensions.Contains(extension)) continue;
+            var item = CheckImage(path, scan.Options, skipped);
+            if (item is not { } size) continue;
+            string caption = fallbackCaption;
+            bool hasCaption = false;
+            var captionPath = Captions.CaptionPath(path, scan.CaptionExtension);
+            if (File.Exists(captionPath))
+            {
+                try
+                {
+                    caption = Captions.Read(captionPath);
+                    hasCaption = true;
+                }
+                catch (DecoderFallbackException)
+                {
+                    skipped.Add(new SkippedFile(path, $"its caption file '{Path.GetFileName(captionPath)}' is not UTF-8 text"));
+                    continue;
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    skipped.Add(new SkippedFile(path, $"its caption file '{Path.GetFileName(captionPath)}' cannot be read: {e.Message}"));
+                    continue;
+                }
+            }
+            yield return new ImageItem(path, caption, isPrior, concept)
+            {
+                Width = size.Width,
+                Height = size.Height,
+                Repeats = isPrior ? 1 : repeats,
+                HasCaptionFile = hasCaption,
+            };
+        }
+    }
+
+    /// <summary>The image's size, or null with the reason added to <paramref name="skipped"/>.</summary>
+    private static (int Width, int Height)? CheckImage(string path, DatasetOptions options, List<SkippedFile> skipped)
+    {
+        ImageInfo info;
+        try
+        {
+            info = ImageCodec.Identify(path);
+        }
+        catch (ImageFormatException e)
+        {
+            skipped.Add(new SkippedFile(path, e.Problem));
+            return null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            skipped.Add(new SkippedFile(path, $"cannot be read: {e.Message}"));
+            return null;
+        }
+        if (info.Width < options.MinImageSide || info.Height < options.MinImageSide)
+        {
+            skipped.Add(new SkippedFile(path, $"{info.Width}x{info.Height} is smaller than {options.MinImageSide} px on a side"));
+            return null;
+        }
+        if (info.PixelCount > ImageDecodeOptions.DefaultMaxPixels)
+        {
+            skipped.Add(new SkippedFile(path, $"{info.Width}x{info.Height} is over the decoder's limit of {ImageDecodeOptions.DefaultMaxPixels:N0} pixels"));
+            return null;
+        }
+        if (options.VerifyImages)
+        {
+            try
+            {
+                ImageCodec.Load(path);
+            }
+            catch (ImageFormatException e)
+            {
+                skipped.Add(new SkippedFile(path, $"corrupt: {e.Problem}"));
+                return null;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                skipped.Add(new SkippedFile(path, $"cannot be read: {e.Message}"));
+                return null;
+            }
+        }
+        return (info.Width, info.Height);
+    }
+
+    /// <summary>A refusal of <paramref name="field"/>: a <see cref="DatasetOptions"/> property or a concepts-list path.</summary>
+    private static DatasetException Fail(string field, string problem) => new(field, FieldName(field), problem);
+
+    /// <summary>How users know <paramref name="field"/>: the run.json field of a <see cref="DatasetOptions"/> property; a concepts-list path as it is.</summary>
+    private static string FieldName(string field) => field.StartsWith("concepts", StringComparison.Ordinal) ? field : DatasetOptions.FieldName(field);
+}

@@ -1,0 +1,25 @@
+namespace SdAppliance.Training.Tests;
+
+public sealed class TrainingConfigTests
+{
+    [Fact]
+    public void TheDeviceKeepsItsRunJsonNameAndFlag()
+    {
+        var config = new TrainingConfig { DeviceName = "cuda:1" };
+        Assert.Contains("\"device\": \"cuda:1\"", config.ToJson());
+        Assert.Contains("device", TrainingConfig.Fields.Select(TrainingConfig.FieldName));
+        Assert.Equal("cuda:0", config.With(new Dictionary<string, string> { ["device"] = "cuda:0" }).DeviceName);
+    }
+
+    [Fact]
+    public void NamedChoicesParseOnceIntoEnumsAndAnUnknownNameListsTheValidOnes()
+    {
+        Assert.Equal(TrainingMethodKind.TextualInversion, TrainingConfig.MethodChoices.Parse("textual-inversion"));
+        Assert.Equal(AutocastPrecision.BFloat16, TrainingConfig.PrecisionChoices.Parse("bf16"));
+        // kohya's optimizer names are case-insensitive.
+        Assert.Equal(OptimizerKind.AdamW, TrainingConfig.OptimizerChoices.Parse("adamw"));
+        var error = Assert.Throws<TrainingConfigException>(() => TrainingConfig.MethodChoices.Parse("magic"));
+        Assert.Equal("method: 'magic' is not one of lora, dreambooth, textual-inversion, finetune, hypernetwork", error.Message);
+        Assert.StartsWith("mixed_precision: 'fp8'", Assert.Throws<TrainingConfigException>(() => new TrainingConfig { Output = "o", Data = "d", MixedPrecision = "fp8" }.Validate()).Message);
+    }
+}
