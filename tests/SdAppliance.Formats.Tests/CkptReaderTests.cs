@@ -187,26 +187,10 @@ public sealed class CkptReaderTests : IDisposable
         Assert.Contains("no <folder>/data.pkl", Assert.Throws<CheckpointFormatException>(() => TorchCheckpoint.Open(path).Dispose()).Problem);
     }
 
-    // {"w": _rebuild_tensor_v2(('storage', torch.FloatStorage, '0', 'cpu', numel), offset, size, stride, False, OrderedDict())}
-    private static byte[] OneTensorPickle(int numel, int offset, int[] size, int[] stride, string storageType = "FloatStorage") => Protocol2(
-        "}", Unicode("w"), Global("torch._utils", "_rebuild_tensor_v2"), "(",
-        "(", Unicode("storage"), Global("torch", storageType), Unicode("0"), Unicode("cpu"), BinInt(numel), "t", "Q",
-        BinInt(offset), "(", Of([.. size.Select(s => (object)BinInt(s))]), "t", "(", Of([.. stride.Select(s => (object)BinInt(s))]), "t",
-        0x89, Global("collections", "OrderedDict"), ")", "R", "t", "R", "s");
+    private static byte[] OneTensorPickle(int numel, int offset, int[] size, int[] stride, string storageType = "FloatStorage") =>
+        CheckpointFiles.OneTensorPickle(numel, offset, size, stride, storageType);
 
-    private string WriteZip(byte[] pickle, params (string Name, byte[] Data)[] entries)
-    {
-        var path = _temp.File($"{Guid.NewGuid():N}.ckpt");
-        using var zip = ZipFile.Open(path, ZipArchiveMode.Create);
-        using (var data = zip.CreateEntry("archive/data.pkl", CompressionLevel.NoCompression).Open())
-            data.Write(pickle);
-        foreach (var (name, bytes) in entries)
-        {
-            using var stream = zip.CreateEntry("archive/" + name, CompressionLevel.NoCompression).Open();
-            stream.Write(bytes);
-        }
-        return path;
-    }
+    private string WriteZip(byte[] pickle, params (string Name, byte[] Data)[] entries) => CheckpointFiles.WriteZip(_temp, pickle, entries);
 
     [Fact]
     public void TensorReachingPastItsStorageIsRefused()

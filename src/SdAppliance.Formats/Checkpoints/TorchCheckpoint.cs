@@ -184,6 +184,7 @@ public sealed class TorchCheckpoint : IDisposable
             var pickleEntry = zip.GetEntry(pickles[0].Value)!;
             if (pickleEntry.Length > MaxPickleLength)
                 throw new CheckpointFormatException(path, $"{pickleEntry.FullName} is {pickleEntry.Length} bytes, more than the {MaxPickleLength} a checkpoint's pickle is allowed");
+            CheckInflation(path, pickleEntry);
             byte[] pickle;
             try
             {
@@ -211,6 +212,7 @@ public sealed class TorchCheckpoint : IDisposable
                 var storage = new TorchStorage(key, dtype, numel, location, source);
                 if (entry.Length < storage.ByteLength)
                     throw new PickleCallException($"storage '{key}' needs {storage.ByteLength} bytes ({numel} x {dtype.ToHeaderName()}) but {entry.FullName} holds {entry.Length}");
+                CheckInflation(path, entry);
                 source.Entries[key] = entry;
                 storages.Add(key, storage);
                 order.Add(storage);
@@ -229,6 +231,20 @@ public sealed class TorchCheckpoint : IDisposable
             source.Dispose();
             throw;
         }
+    }
+
+    // torch.save stores every entry uncompressed. A zip tool may recompress a checkpoint, and real weights
+    // deflate little, but an entry that inflates more than 100 times to over 16 MiB is a zip bomb: its
+    // declared size (read from the headers, before anything is inflated) would cost that much memory.
+    private const long MaxInflationRatio = 100;
+    private const long MaxInflatedWithoutCheck = 16L << 20;
+
+    private static void CheckInflation(string path, ZipArchiveEntry entry)
+    {
+        if (entry.Length > MaxInflatedWithoutCheck && entry.Length > entry.CompressedLength * MaxInflationRatio)
+            throw new CheckpointFormatException(path,
+                $"{entry.FullName} declares {entry.Length} bytes compressed into {entry.CompressedLength}, more than {MaxInflationRatio} times; " +
+                "a checkpoint's entries are stored uncompressed, and this one would inflate like a zip bomb");
     }
 
     private static TorchCheckpoint OpenLegacy(string path, FileStream stream)
@@ -327,7 +343,11 @@ public sealed class TorchCheckpoint : IDisposable
     {
         try
         {
-            return load();
+            var value = load();
+            if (PickleNesting.Depth(value) is null)
+                throw new CheckpointFormatException(path, $"{what}: its values nest more than {PickleNesting.MaxDepth} levels deep " +
+                    "(tuples, lists or dicts inside each other), far deeper than any checkpoint; a file like this is made to crash its reader");
+            return value;
         }
         catch (UnsafePickleException e)
         {

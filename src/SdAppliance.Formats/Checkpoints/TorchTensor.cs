@@ -222,6 +222,15 @@ public sealed class TorchTensor
                           $"reaches element {last} but storage '{storage.Key}' has {storage.ElementCount} elements";
                 return null;
             }
+            // A stride of 0 (an expanded tensor) or overlapping strides repeat storage elements: a few bytes
+            // in the file could claim gigabytes when read. torch.save keeps such views, but no model file has them.
+            if (count > storage.ElementCount)
+            {
+                problem = $"the view (size [{string.Join(", ", shape)}], stride [{string.Join(", ", strides)}]) repeats elements " +
+                          $"(a stride of 0 or overlapping strides) and would expand the {storage.ByteLength} bytes of storage '{storage.Key}' " +
+                          $"into {count * storage.DType.ElementSize()}; save the tensor with .contiguous() or .clone() first";
+                return null;
+            }
         }
         return new TorchTensor(storage, storageOffset, shape, strides, requiresGrad, count);
     }

@@ -45,7 +45,7 @@ public sealed class PickleTuple : IReadOnlyList<object?>, IEquatable<PickleTuple
     public override int GetHashCode() => PickleKeyComparer.Instance.GetHashCode(this);
 
     /// <inheritdoc/>
-    public override string ToString() => "(" + string.Join(", ", _items.Select(PickleText.Repr)) + (_items.Length == 1 ? ",)" : ")");
+    public override string ToString() => PickleText.Repr(this);
 }
 
 /// <summary>
@@ -357,7 +357,13 @@ internal sealed class PickleKeyComparer : IEqualityComparer<object?>
 /// <summary>Short Python-like renderings of values for error messages.</summary>
 internal static class PickleText
 {
-    public static string Repr(object? value) => value switch
+    // Tuples inside tuples are spelled out this many levels deep, so a message about a hostile
+    // nested value stays short and its rendering cannot exhaust the stack.
+    private const int MaxReprDepth = 3;
+
+    public static string Repr(object? value) => Repr(value, 0);
+
+    private static string Repr(object? value, int depth) => value switch
     {
         null => "None",
         bool b => b ? "True" : "False",
@@ -366,7 +372,8 @@ internal static class PickleText
         double d => d.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
         BigInteger big when big.GetBitLength() > 256 => $"<int of {big.GetBitLength()} bits>",
         long or BigInteger => Convert.ToString(value, System.Globalization.CultureInfo.InvariantCulture)!,
-        PickleTuple t => t.Count > 8 ? $"<tuple of {t.Count}>" : t.ToString(),
+        PickleTuple t when t.Count > 8 || depth >= MaxReprDepth => $"<tuple of {t.Count}>",
+        PickleTuple t => "(" + string.Join(", ", t.Select(item => Repr(item, depth + 1))) + (t.Count == 1 ? ",)" : ")"),
         List<object?> list => $"<list of {list.Count}>",
         _ => value.ToString() ?? value.GetType().Name,
     };
