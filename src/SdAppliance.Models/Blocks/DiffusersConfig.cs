@@ -16,10 +16,44 @@ public static class DiffusersConfig
         NumberHandling = JsonNumberHandling.AllowReadingFromString,
     };
 
+    // A config.json is a few kilobytes; a larger one is not a config (and is not read into memory).
+    private const long MaxFileLength = 1 << 20;
+
     public static T Parse<T>(string json) =>
         JsonSerializer.Deserialize<T>(json, JsonOptions) ?? throw new JsonException($"config.json is null, not a {typeof(T).Name}");
 
-    public static T Load<T>(string path) => Parse<T>(File.ReadAllText(path));
+    /// <summary>Reads a config file and checks its values (<see cref="IModelConfig.CheckValues"/>).</summary>
+    /// <exception cref="ModelConfigException">Too large, not JSON, a value of the wrong type or out of range; names the file and the field.</exception>
+    public static T Load<T>(string path) where T : IModelConfig => Load(path, text => JsonSerializer.Deserialize<T>(text, JsonOptions));
+
+    /// <summary>The text of a model's config file, refused when it is too large to be one.</summary>
+    public static string ReadText(string path)
+    {
+        var length = new FileInfo(path).Length;
+        if (length > MaxFileLength)
+            throw new ModelConfigException(path, null, $"is {length} bytes; a config.json is a few kilobytes (at most {MaxFileLength} are read)");
+        return File.ReadAllText(path);
+    }
+
+    /// <summary>Reads <paramref name="path"/> with <paramref name="deserialize"/>, then checks the values; every failure names the file and the field.</summary>
+    internal static T Load<T>(string path, Func<string, T?> deserialize) where T : IModelConfig
+    {
+        var json = ReadText(path);
+        T? config;
+        try
+        {
+            config = deserialize(json);
+        }
+        catch (JsonException e)
+        {
+            // The path is "$.block_out_channels[1]"; the message repeats it after the reason.
+            var field = string.IsNullOrEmpty(e.Path) || e.Path == "$" ? null : e.Path.TrimStart('$', '.');
+            throw new ModelConfigException(path, field, $"cannot be read: {e.Message}", e);
+        }
+        var loaded = config ?? throw new ModelConfigException(path, null, $"is null, not a {typeof(T).Name} object");
+        loaded.CheckValues(path);
+        return loaded;
+    }
 
     public static string ToJson<T>(T config) => JsonSerializer.Serialize(config, JsonOptions);
 
@@ -33,6 +67,13 @@ public static class DiffusersConfig
         : throw new ArgumentException($"{name} has {values.Count} values for {blocks} blocks");
 }
 
+/// <summary>A model config whose values are range-checked when its file is read (<see cref="DiffusersConfig.Load{T}(string)"/>).</summary>
+public interface IModelConfig
+{
+    /// <summary>Throws <see cref="ModelConfigException"/> naming <paramref name="source"/> and the first field no model could be built from.</summary>
+    void CheckValues(string source);
+}
+
 /// <summary>
 /// Reads a number or a list of numbers (diffusers writes <c>"attention_head_dim": 8</c> for SD 1.x
 /// and <c>[5, 10, 20, 20]</c> for SD 2.x) as a list; writes a one-element list back as the number.
@@ -41,7 +82,7 @@ public sealed class NumberOrListConverter : JsonConverter<IReadOnlyList<int>>
 {
     public override IReadOnlyList<int> Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
     {
-        if (reader.TokenType == JsonTokenType.Number) return [reader.GetInt32()];
+        if (reader.TokenType == JsonTokenType.Number) return [Int(ref reader)];
         if (reader.TokenType != JsonTokenType.StartArray)
             throw new JsonException($"expected a number or a list of numbers, found {reader.TokenType}");
         var values = new List<int>();
@@ -49,10 +90,13 @@ public sealed class NumberOrListConverter : JsonConverter<IReadOnlyList<int>>
         {
             if (reader.TokenType != JsonTokenType.Number)
                 throw new JsonException($"expected a list of numbers, found {reader.TokenType} in it (nested lists are not supported)");
-            values.Add(reader.GetInt32());
+            values.Add(Int(ref reader));
         }
         return values;
     }
+
+    private static int Int(ref Utf8JsonReader reader) =>
+        reader.TryGetInt32(out var value) ? value : throw new JsonException($"expected a whole number that fits 32 bits, found {System.Text.Encoding.UTF8.GetString(reader.ValueSpan)}");
 
     public override void Write(Utf8JsonWriter writer, IReadOnlyList<int> value, JsonSerializerOptions options)
     {
@@ -76,7 +120,12 @@ public sealed class BoolOrListConverter : JsonConverter<IReadOnlyList<bool>>
         if (reader.TokenType != JsonTokenType.StartArray)
             throw new JsonException($"expected a boolean or a list of booleans, found {reader.TokenType}");
         var values = new List<bool>();
-        while (reader.Read() && reader.TokenType != JsonTokenType.EndArray) values.Add(reader.GetBoolean());
+        while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
+        {
+            if (reader.TokenType is not (JsonTokenType.True or JsonTokenType.False))
+                throw new JsonException($"expected a list of booleans, found {reader.TokenType} in it");
+            values.Add(reader.GetBoolean());
+        }
         return values;
     }
 

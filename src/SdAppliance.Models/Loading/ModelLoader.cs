@@ -150,14 +150,19 @@ public static class ModelLoader
         UNet2DConditionModel? unet = null;
         AutoencoderKL? vae = null;
         ClipTextModel? te = null, te2 = null;
+        // Every config is read and checked before the first module is allocated.
+        var unetConfig = DiffusersConfig.Load<UNet2DConditionConfig>(ConfigFile(configs, "unet"));
+        var vaeConfig = DiffusersConfig.Load<AutoencoderKLConfig>(ConfigFile(configs, "vae"));
+        var teConfig = ClipTextConfig.Load(ConfigFile(configs, "text_encoder"));
+        var te2Config = isSdxl ? ClipTextConfig.Load(ConfigFile(configs, "text_encoder_2")) : null;
         try
         {
             using (Init.Skip())
             {
-                unet = new UNet2DConditionModel(DiffusersConfig.Load<UNet2DConditionConfig>(ConfigFile(configs, "unet")), moduleOptions);
-                vae = new AutoencoderKL(DiffusersConfig.Load<AutoencoderKLConfig>(ConfigFile(configs, "vae")), moduleOptions);
-                te = new ClipTextModel(ClipTextConfig.Load(ConfigFile(configs, "text_encoder")), withProjection: false, device, options.DType);
-                if (isSdxl) te2 = new ClipTextModel(ClipTextConfig.Load(ConfigFile(configs, "text_encoder_2")), withProjection: true, device, options.DType);
+                unet = new UNet2DConditionModel(unetConfig, moduleOptions);
+                vae = new AutoencoderKL(vaeConfig, moduleOptions);
+                te = new ClipTextModel(teConfig, withProjection: false, device, options.DType);
+                if (te2Config is not null) te2 = new ClipTextModel(te2Config, withProjection: true, device, options.DType);
             }
             Fill(unet, weights, ModelComponents.Unet, sourcePath, configs, cancellationToken);
             Fill(vae, weights, ModelComponents.Vae, sourcePath, configs, cancellationToken);
@@ -249,7 +254,7 @@ public static class ModelLoader
     private static JsonObject SchedulerConfig(string configs, string sourcePath, ModelLoadOptions options, UNet2DConditionModel unet, ModelFamily family)
     {
         var file = Path.Combine(configs, "scheduler", "scheduler_config.json");
-        var config = File.Exists(file) ? JsonNode.Parse(File.ReadAllText(file))!.AsObject() : DefaultScheduler();
+        var config = File.Exists(file) ? ReadSchedulerConfig(file) : DefaultScheduler();
         var prediction = options.PredictionType
             ?? CompanionYamlPrediction(sourcePath)
             ?? (family == ModelFamily.V2 && options.ConfigDirectory is null && File.Exists(sourcePath) ? VParameterization.Detect(unet) : null);
@@ -260,6 +265,18 @@ public static class ModelLoader
             config["prediction_type"] = prediction;
         }
         return config;
+    }
+
+    private static JsonObject ReadSchedulerConfig(string file)
+    {
+        try
+        {
+            return JsonNode.Parse(DiffusersConfig.ReadText(file)) as JsonObject ?? throw new ModelConfigException(file, null, "is not a JSON object");
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new ModelConfigException(file, null, $"cannot be read: {e.Message}", e);
+        }
     }
 
     internal static JsonObject DefaultScheduler() => new()

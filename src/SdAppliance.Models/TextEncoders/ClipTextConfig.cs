@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using SdAppliance.Models.Blocks;
 
 namespace SdAppliance.Models.TextEncoders;
 
@@ -10,7 +11,7 @@ namespace SdAppliance.Models.TextEncoders;
 /// means to the reference. Fields that do not change the network (dropout, initializer ranges,
 /// torch_dtype) are ignored.
 /// </summary>
-public sealed record ClipTextConfig
+public sealed record ClipTextConfig : IModelConfig
 {
     public int VocabSize { get; init; } = 49408;
     public int HiddenSize { get; init; } = 512;
@@ -41,17 +42,26 @@ public sealed record ClipTextConfig
         JsonSerializer.Deserialize<ClipTextConfig>(json, JsonOptions)
         ?? throw new JsonException("a CLIP text config must be a JSON object, not null");
 
-    /// <summary>Reads a <c>config.json</c>; the message names the file when it does not parse.</summary>
-    public static ClipTextConfig Load(string path)
+    /// <summary>Reads a <c>config.json</c> and checks its values; every refusal (<see cref="ModelConfigException"/>) names the file and the field.</summary>
+    public static ClipTextConfig Load(string path) => DiffusersConfig.Load(path, text => JsonSerializer.Deserialize<ClipTextConfig>(text, JsonOptions));
+
+    /// <inheritdoc/>
+    public void CheckValues(string source)
     {
-        try
-        {
-            return FromJson(File.ReadAllText(path));
-        }
-        catch (JsonException e)
-        {
-            throw new InvalidDataException($"{path}: not a CLIP text encoder config.json: {e.Message}", e);
-        }
+        var check = new ConfigChecks(source);
+        check.Count("vocab_size", VocabSize, ConfigChecks.MaxVocabulary)
+            .Count("hidden_size", HiddenSize, ConfigChecks.MaxChannels)
+            .Count("intermediate_size", IntermediateSize, 8 * ConfigChecks.MaxChannels)
+            .Count("projection_dim", ProjectionDim, ConfigChecks.MaxChannels)
+            .Count("num_hidden_layers", NumHiddenLayers, ConfigChecks.MaxLayers)
+            .Count("num_attention_heads", NumAttentionHeads, ConfigChecks.MaxHeads)
+            .Divides("hidden_size", HiddenSize, "num_attention_heads", NumAttentionHeads)
+            .Count("max_position_embeddings", MaxPositionEmbeddings, ConfigChecks.MaxSampleSize)
+            .Positive("layer_norm_eps", LayerNormEps);
+        // Token ids index the embedding table.
+        foreach (var (field, id) in new[] { ("pad_token_id", PadTokenId), ("bos_token_id", BosTokenId), ("eos_token_id", EosTokenId) })
+            if (id < 0 || id >= VocabSize)
+                throw check.Refuse(field, $"is {id}, outside the vocabulary of vocab_size = {VocabSize} tokens");
     }
 
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);

@@ -11,7 +11,7 @@ namespace SdAppliance.Models.Unet;
 /// Settings that change no module of the supported block types (e.g. <c>resnet_out_scale_factor</c>,
 /// only used by block types this project does not build) are kept so the file round-trips.
 /// </summary>
-public sealed record UNet2DConditionConfig
+public sealed record UNet2DConditionConfig : IModelConfig
 {
     [JsonConverter(typeof(NumberOrListConverter))]
     public IReadOnlyList<int>? SampleSize { get; init; }
@@ -109,6 +109,48 @@ public sealed record UNet2DConditionConfig
     /// <summary>Width of the time embedding the blocks receive (4 × the first block's channels unless set).</summary>
     [JsonIgnore]
     public int TimeEmbedDim => TimeEmbeddingDim ?? BlockOutChannels[0] * 4;
+
+    /// <inheritdoc/>
+    public void CheckValues(string source)
+    {
+        var check = new ConfigChecks(source);
+        check.Length("block_out_channels", NumBlocks, ConfigChecks.MaxBlocks)
+            .Counts("block_out_channels", BlockOutChannels, ConfigChecks.MaxChannels)
+            .OnePerBlock("down_block_types", DownBlockTypes.Count, NumBlocks)
+            .OnePerBlock("up_block_types", UpBlockTypes.Count, NumBlocks)
+            .Count("in_channels", InChannels, ConfigChecks.MaxChannels)
+            .Count("out_channels", OutChannels, ConfigChecks.MaxChannels)
+            .Count("conv_in_kernel", ConvInKernel, 15)
+            .Count("conv_out_kernel", ConvOutKernel, 15)
+            .Positive("norm_eps", NormEps);
+        var headsField = NumAttentionHeads is null ? "attention_head_dim" : "num_attention_heads";
+        var heads = NumAttentionHeads ?? AttentionHeadDim;
+        foreach (var (field, values, max) in new[]
+        {
+            ("layers_per_block", LayersPerBlock, ConfigChecks.MaxLayers),
+            ("transformer_layers_per_block", TransformerLayersPerBlock, ConfigChecks.MaxLayers),
+            ("cross_attention_dim", CrossAttentionDim, ConfigChecks.MaxChannels),
+            (headsField, heads, ConfigChecks.MaxHeads),
+        })
+            check.PerBlock(field, values.Count, NumBlocks).Counts(field, values, max);
+        check.PerBlock("only_cross_attention", OnlyCrossAttention.Count, NumBlocks);
+        if (SampleSize is not null)
+            check.Counts("sample_size", SampleSize, ConfigChecks.MaxSampleSize);
+        foreach (var (field, value) in new[] { ("time_embedding_dim", TimeEmbeddingDim), ("addition_time_embed_dim", AdditionTimeEmbedDim),
+                     ("projection_class_embeddings_input_dim", ProjectionClassEmbeddingsInputDim) })
+            if (value is { } v) check.Count(field, v, 8 * ConfigChecks.MaxChannels);
+        if (NormNumGroups is { } groups)
+        {
+            check.Count("norm_num_groups", groups, ConfigChecks.MaxChannels);
+            for (var i = 0; i < NumBlocks; i++)
+                check.Divides($"block_out_channels[{i}]", BlockOutChannels[i], "norm_num_groups", groups);
+        }
+        // Attention splits a block's channels into its heads: the cross-attention blocks' and the mid block's (the last block's heads).
+        var headsPerBlock = HeadsPerBlock;
+        for (var i = 0; i < NumBlocks; i++)
+            if (DownBlockTypes[i] == "CrossAttnDownBlock2D" || (i == NumBlocks - 1 && MidBlockType == "UNetMidBlock2DCrossAttn"))
+                check.Divides($"block_out_channels[{i}]", BlockOutChannels[i], heads.Count == 1 ? headsField : $"{headsField}[{i}]", headsPerBlock[i]);
+    }
 
     /// <summary>
     /// Throws <see cref="NotSupportedException"/> naming the first setting this implementation does

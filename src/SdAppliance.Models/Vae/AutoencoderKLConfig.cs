@@ -7,7 +7,7 @@ namespace SdAppliance.Models.Vae;
 /// The <c>config.json</c> of a diffusers <c>AutoencoderKL</c>, with diffusers' defaults for absent
 /// keys (SD 1.5's and 2.1's omit <c>scaling_factor</c>, whose default 0.18215 is theirs).
 /// </summary>
-public sealed record AutoencoderKLConfig
+public sealed record AutoencoderKLConfig : IModelConfig
 {
     public int InChannels { get; init; } = 3;
     public int OutChannels { get; init; } = 3;
@@ -48,6 +48,26 @@ public sealed record AutoencoderKLConfig
     /// <summary>Spatial factor between image and latent: 2^(levels − 1), 8 for Stable Diffusion.</summary>
     [JsonIgnore]
     public int DownscaleFactor => 1 << (BlockOutChannels.Count - 1);
+
+    /// <inheritdoc/>
+    public void CheckValues(string source)
+    {
+        var check = new ConfigChecks(source);
+        var blocks = BlockOutChannels.Count;
+        check.Length("block_out_channels", blocks, ConfigChecks.MaxBlocks)
+            .Counts("block_out_channels", BlockOutChannels, ConfigChecks.MaxChannels)
+            .OnePerBlock("down_block_types", DownBlockTypes.Count, blocks)
+            .OnePerBlock("up_block_types", UpBlockTypes.Count, blocks)
+            .Count("in_channels", InChannels, ConfigChecks.MaxChannels)
+            .Count("out_channels", OutChannels, ConfigChecks.MaxChannels)
+            .Count("latent_channels", LatentChannels, ConfigChecks.MaxChannels)
+            .Count("layers_per_block", LayersPerBlock, ConfigChecks.MaxLayers)
+            .Counts("sample_size", SampleSize, ConfigChecks.MaxSampleSize)
+            .Positive("scaling_factor", ScalingFactor)
+            .Count("norm_num_groups", NormNumGroups, ConfigChecks.MaxChannels);
+        for (var i = 0; i < blocks; i++)
+            check.Divides($"block_out_channels[{i}]", BlockOutChannels[i], "norm_num_groups", NormNumGroups);
+    }
 
     /// <summary>Throws <see cref="NotSupportedException"/> for block types this implementation does not build.</summary>
     public void Validate()
