@@ -172,6 +172,8 @@ public sealed class Trainer
                         optimizer.ParamGroups[0].Lr, rate, TimeSpan.FromSeconds((config.MaxTrainSteps - state.Step) / Math.Max(rate, 1e-9)), MemoryBytes(device));
                     log.Write(evt);
                     progress?.Report(evt);
+                    if (config.StopOnNan && !double.IsFinite(stepLoss))
+                        throw new LossNotFiniteException(state.Step, stepLoss);
 
                     if (config.SaveEveryNSteps is { } every && state.Step % every == 0 && state.Step < config.MaxTrainSteps)
                     {

@@ -112,6 +112,8 @@ public sealed record TrainingConfig
     [Description("cpu, cuda or cuda:N")]
     [JsonPropertyName("device")]
     public string DeviceName { get; init; } = "cpu";
+    [Description("Stop the run when the loss becomes NaN or infinite (the weights are lost by then); false trains on regardless")]
+    public bool StopOnNan { get; init; } = true;
 
     // ---- methods ----
     [Description("LoRA rank")]
@@ -169,6 +171,7 @@ public sealed record TrainingConfig
         ReadCommentHandling = JsonCommentHandling.Skip,
         AllowTrailingCommas = true,
         UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+        Converters = { new Runs.FiniteOrNullConverter() },
     };
 
     public static readonly SettingChoices<TrainingMethodKind> MethodChoices = new("method", StringComparison.Ordinal,

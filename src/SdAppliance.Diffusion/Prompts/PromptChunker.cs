@@ -27,6 +27,12 @@ public sealed class PromptChunker
     private readonly ITextualInversionLookup _embeddings;
     private readonly int? _commaId;
 
+    /// <summary>
+    /// The most chunks one prompt may take: 32 (2,400 tokens) is eight times the longest prompts A1111 users write, and keeps
+    /// cross-attention at 2,464 keys; more is refused with <see cref="PromptTooLongException"/> before anything is encoded.
+    /// </summary>
+    public const int MaxChunks = 32;
+
     /// <summary>Prompt tokens per chunk: the model length less the start and end tokens (75 for CLIP).</summary>
     public int ChunkLength { get; }
 
@@ -59,6 +65,7 @@ public sealed class PromptChunker
         {
             // The last chunk counts its real tokens only; the others count as full.
             tokenCount += isLast ? tokens.Count : ChunkLength;
+            if (chunks.Count == MaxChunks) throw new PromptTooLongException(chunks.Count + 1);
             chunks.Add(Finish(tokens, weights, fixes));
             tokens.Clear();
             weights.Clear();

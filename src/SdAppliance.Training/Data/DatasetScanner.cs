@@ -229,8 +229,13 @@ internal static class DatasetScanner
             {
                 try
                 {
-                    caption = Captions.Read(captionPath);
+                    caption = CaptionCheck.Read(captionPath);
                     hasCaption = true;
+                }
+                catch (DatasetException e)
+                {
+                    skipped.Add(new SkippedFile(path, e.Problem));
+                    continue;
                 }
                 catch (DecoderFallbackException)
                 {
@@ -242,6 +247,11 @@ internal static class DatasetScanner
                     skipped.Add(new SkippedFile(path, $"its caption file '{Path.GetFileName(captionPath)}' cannot be read: {e.Message}"));
                     continue;
                 }
+            }
+            if (CaptionCheck.Problem(caption) is { } problem)
+            {
+                skipped.Add(new SkippedFile(path, problem));
+                continue;
             }
             yield return new ImageItem(path, caption, isPrior, concept)
             {

@@ -17,6 +17,9 @@ public sealed record TrainingEvent(
 /// <summary>The run's step log: one JSON object per line in <c>log.jsonl</c>, and TensorBoard scalars.</summary>
 public sealed class RunLog : IDisposable
 {
+    // A diverged run's loss is NaN: written as null, never an exception that ends the run (FiniteOrNullConverter).
+    private static readonly JsonSerializerOptions Json = new() { Converters = { new FiniteOrNullConverter() } };
+
     private readonly StreamWriter jsonl;
     private readonly TensorBoardWriter tensorBoard;
 
@@ -33,7 +36,7 @@ public sealed class RunLog : IDisposable
             step = e.Step, max_steps = e.MaxSteps, epoch = e.Epoch, loss = e.Loss, smoothed_loss = e.SmoothedLoss, lr = e.LearningRate,
             it_per_s = e.ItemsPerSecond, eta_s = Math.Round(e.Eta.TotalSeconds, 1), memory_bytes = e.MemoryBytes,
             time = DateTimeOffset.UtcNow.ToString("O"),
-        }));
+        }, Json));
         tensorBoard.Scalar("loss", e.Loss, e.Step);
         tensorBoard.Scalar("loss/smoothed", e.SmoothedLoss, e.Step);
         tensorBoard.Scalar("lr", e.LearningRate, e.Step);

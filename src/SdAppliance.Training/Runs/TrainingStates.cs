@@ -34,7 +34,7 @@ internal static class TrainingStates
                 ["step"] = state.Step,
                 ["epoch"] = state.Epoch,
                 ["batch_in_epoch"] = state.BatchInEpoch,
-                ["smoothed_loss"] = double.IsNaN(state.SmoothedLoss) ? null : state.SmoothedLoss,
+                ["smoothed_loss"] = double.IsFinite(state.SmoothedLoss) ? state.SmoothedLoss : null,
                 ["loss_scale"] = state.LossScale,
                 ["lr_scheduler"] = schedule.StateDict(),
                 ["noise_generator"] = Convert.ToBase64String(noise.GetStateBytes()),
