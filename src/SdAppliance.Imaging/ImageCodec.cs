@@ -181,6 +181,11 @@ public static class ImageCodec
     private static byte[] ReadFile(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
+        // Opening a FIFO named like an image would block, reading a link to /dev/zero would never end.
+        if (FileKind.NotRegular(path) is { } kind)
+        {
+            throw new ImageFormatException(path, kind);
+        }
         return File.ReadAllBytes(path);
     }
 

@@ -11,6 +11,11 @@ internal static unsafe class WebPCodec
 {
     internal static ImageInfo ReadInfo(ReadOnlySpan<byte> data, string? source)
     {
+        // libwebp's simple API decodes still images only; it would call an animation's frames corrupt.
+        if (data.Length >= 21 && data.Slice(12, 4).SequenceEqual("VP8X"u8) && (data[20] & 0x02) != 0)
+        {
+            throw new ImageFormatException(source, "animated images are not supported (this is an animated WebP); save the frame you want as a still PNG, JPEG or WebP");
+        }
         int width, height;
         fixed (byte* input = data)
         {

@@ -149,75 +149,19 @@ public sealed class HostileDatasetTests : IDisposable
         Assert.Empty(dataset.Skipped);
     }
 
-    public static TheoryData<string, int, int> Bombs() => new()
+    [Fact]
+    public void DecompressionBombIsSkippedFromItsHeader()
     {
-        // Headers that claim more pixels than the decoder's limit (8192 x 8192) over a few bytes of data.
-        { "png", 100_000, 100_000 },
-        { "png", 8192, 8193 },
-        { "png", 2_000_000, 64 },
-        { "jpg", 65_000, 65_000 },
-        { "webp", 16_383, 16_383 },
-    };
-
-    [Theory]
-    [MemberData(nameof(Bombs))]
-    public void DecompressionBombIsSkippedFromItsHeader(string format, int width, int height)
-    {
-        folder.Bytes($"bomb.{format}", ImageBombs.Claiming(format, width, height));
+        // An 8x8 PNG whose IHDR claims 100,000 x 100,000 pixels (every codec's header bombs: Imaging's HostileImageTests).
+        var png = ImageCodec.Encode(DataTestFolder.Pattern(8, 8));
+        BinaryPrimitives.WriteInt32BigEndian(png.AsSpan(16), 100_000);
+        BinaryPrimitives.WriteInt32BigEndian(png.AsSpan(20), 100_000);
+        folder.Bytes("bomb.png", png);
         var before = GC.GetAllocatedBytesForCurrentThread();
         var skipped = Assert.Single(Scan().Skipped);
-        // Two 64x64 test images are encoded and read here; a decoded bomb would need gigabytes.
+        // Two 64x64 test images are encoded and read here; the bomb's pixels would need 30 GB.
         Assert.True(GC.GetAllocatedBytesForCurrentThread() - before < 32 << 20, "the bomb was decoded");
-        Assert.Equal(folder.PathOf($"bomb.{format}"), skipped.Path);
-        Assert.Contains($"{width}x{height}", skipped.Reason);
-        Assert.Contains("limit", skipped.Reason);
-    }
-}
-
-/// <summary>Small image files whose headers claim a huge size, as decompression bombs do.</summary>
-internal static class ImageBombs
-{
-    public static byte[] Claiming(string format, int width, int height) => format switch
-    {
-        "png" => Png(width, height),
-        "jpg" => Jpeg(width, height),
-        _ => WebP(width, height),
-    };
-
-    // A real 8x8 PNG whose IHDR says width x height (and whose IDAT would then be far too short).
-    private static byte[] Png(int width, int height)
-    {
-        var png = ImageCodec.Encode(DataTestFolder.Pattern(8, 8));
-        BinaryPrimitives.WriteInt32BigEndian(png.AsSpan(16), width);
-        BinaryPrimitives.WriteInt32BigEndian(png.AsSpan(20), height);
-        return png;
-    }
-
-    // A real 8x8 JPEG whose SOF0 says width x height.
-    private static byte[] Jpeg(int width, int height)
-    {
-        var jpeg = ImageCodec.Encode(DataTestFolder.Pattern(8, 8), new ImageEncodeOptions { Format = ImageFormat.Jpeg });
-        for (var i = 2; i + 9 < jpeg.Length; i++)
-        {
-            if (jpeg[i] == 0xFF && jpeg[i + 1] == 0xC0)
-            {
-                BinaryPrimitives.WriteUInt16BigEndian(jpeg.AsSpan(i + 5), (ushort)height);
-                BinaryPrimitives.WriteUInt16BigEndian(jpeg.AsSpan(i + 7), (ushort)width);
-                return jpeg;
-            }
-        }
-        throw new InvalidOperationException("no SOF0 marker");
-    }
-
-    // A real 8x8 lossless WebP whose VP8L header says width x height (14 bits each, so at most 16384).
-    private static byte[] WebP(int width, int height)
-    {
-        var webp = ImageCodec.Encode(DataTestFolder.Pattern(8, 8), new ImageEncodeOptions { Format = ImageFormat.WebP, Lossless = true });
-        if (!webp.AsSpan(12, 4).SequenceEqual("VP8L"u8) || webp[20] != 0x2F)
-            throw new InvalidOperationException("not a simple lossless WebP");
-        var bits = BinaryPrimitives.ReadUInt32LittleEndian(webp.AsSpan(21));
-        bits = (bits & 0xF000_0000u) | (uint)(width - 1) | ((uint)(height - 1) << 14);
-        BinaryPrimitives.WriteUInt32LittleEndian(webp.AsSpan(21), bits);
-        return webp;
+        Assert.Equal(folder.PathOf("bomb.png"), skipped.Path);
+        Assert.Equal("100000x100000 is over the decoder's limit of 67,108,864 pixels", skipped.Reason);
     }
 }
