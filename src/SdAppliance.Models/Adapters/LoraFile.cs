@@ -1,6 +1,8 @@
 using System.Text.RegularExpressions;
+using SdAppliance.Models.Loading;
 using SdAppliance.Torch;
 using SdAppliance.Torch.Serialization;
+
 
 namespace SdAppliance.Models.Adapters;
 
@@ -102,7 +104,7 @@ public sealed class LoraFile : IDisposable
                 case 'd': parts.Down = reader.Get(key); break;
                 case 'u': parts.Up = reader.Get(key); break;
                 default:
-                    using (var alpha = reader.Get(key)) parts.Alpha = alpha.Item();
+                    using (var alpha = reader.Get(key)) parts.Alpha = WeightChecks.Scalar(path, key, alpha);
                     break;
             }
         }
@@ -118,6 +120,8 @@ public sealed class LoraFile : IDisposable
         {
             if (parts.Down is null || parts.Up is null)
                 throw new InvalidDataException($"'{path}': module '{name}' has {(parts.Down is null ? "no down" : "no up")} weight");
+            WeightChecks.RequireFinite(path, $"{name} down", parts.Down);
+            WeightChecks.RequireFinite(path, $"{name} up", parts.Up);
             modules.Add(new LoraModule(target, name, parts.Down, parts.Up, parts.Alpha));
         }
         return modules;

@@ -1,5 +1,6 @@
 using SdAppliance.Formats.Checkpoints;
 using SdAppliance.Formats.Pickle;
+using SdAppliance.Models.Loading;
 using SdAppliance.Torch;
 using SdAppliance.Torch.Serialization;
 
@@ -34,7 +35,18 @@ public sealed class TextualInversionEmbedding(string name, Tensor vectors, Tenso
             ".pt" or ".bin" => ReadPickled(path),
             var ext => throw new NotSupportedException($"textual-inversion file '{path}': {ext} is not an embedding format; use .safetensors, .pt or .bin"),
         };
-        return FromTensors(path, name, tensors);
+        var embedding = FromTensors(path, name, tensors);
+        try
+        {
+            WeightChecks.RequireFinite(path, "the vectors", embedding.Vectors);
+            if (embedding.Vectors2 is { } second) WeightChecks.RequireFinite(path, "the second encoder's vectors", second);
+        }
+        catch
+        {
+            embedding.Dispose();
+            throw;
+        }
+        return embedding;
     }
 
     /// <summary>The tensors of a torch.save'd embedding (through the restricted unpickler), keyed by their dotted path in its dicts.</summary>

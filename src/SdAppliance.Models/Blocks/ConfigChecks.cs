@@ -70,7 +70,7 @@ internal sealed class ConfigChecks(string source)
     public ConfigChecks Positive(string field, double value)
     {
         if (!double.IsFinite(value) || value <= 0)
-            throw Refuse(field, $"is {value}; it must be a finite number above 0");
+            throw Refuse(field, $"is {value.ToString(System.Globalization.CultureInfo.InvariantCulture)}; it must be a finite number above 0");
         return this;
     }
 

@@ -232,6 +232,8 @@ public static class ModelLoader
                 if (!IgnoredKeys.Contains(name)) dict[name] = load();
             }
             foreach (var (name, tensor) in dict)
+                WeightChecks.RequireFinite(sourcePath, $"{component} {name}", tensor);
+            foreach (var (name, tensor) in dict)
                 if (expected.TryGetValue(name, out var target) && !target.Shape.SequenceEqual(tensor.Shape))
                     throw new InvalidDataException(
                         $"'{sourcePath}' does not fit the {component} architecture of '{configs}': {name} is [{string.Join(", ", tensor.Shape)}] in the file, [{string.Join(", ", target.Shape)}] in the model; pass --config with the model's own diffusers configs");
