@@ -76,6 +76,9 @@ public static class ModelConverter
         using var source = SourceModel.Open(input);
         var warnings = new List<string>();
         var (family, plan) = Plan(source, format, options, warnings);
+        if (plan.Count == 0)
+            throw new UserInputException(input, "holds no tensors, so there is nothing to convert", "give a model file or a diffusers model folder");
+        CheckShapes(source, family, format, options);
         var counter = new Counter(plan.Count, progress, cancellationToken);
         plan = [.. plan.Select(counter.Counted)];
         var full = Path.GetFullPath(output);
@@ -144,6 +147,22 @@ public static class ModelConverter
         return (family, plan);
     }
 
+    /// <summary>
+    /// Every tensor against the shapes the configs build: a folder's own or the given ones (a single file becoming a
+    /// folder is checked against the configs it is written with, in <see cref="WriteDiffusers"/>). A single file copied
+    /// to a single file without configs is not checked: no config describes it, and the standard family's may not be its own.
+    /// </summary>
+    private static void CheckShapes(SourceModel source, ModelFamily family, ModelFormat format, ConversionOptions options)
+    {
+        if (source.IsFolder)
+            ArchitectureFit.Check(source.Path, options.ConfigDirectory ?? source.Path, source.Shapes.ToDictionary(kv => kv.Key, kv => (IReadOnlyList<long>)kv.Value));
+        else if (format != ModelFormat.Diffusers && options.ConfigDirectory is { } configs)
+            CheckSingleFileShapes(source, family, configs);
+    }
+
+    private static void CheckSingleFileShapes(SourceModel source, ModelFamily family, string configs) =>
+        ArchitectureFit.Check(source.Path, configs, LdmKeyMap.ToDiffusers(source.SingleShapes, family).Tensors.ToDictionary(r => r.Target, r => r.Shape));
+
     private static bool IsFloating(SafetensorsDType dtype) => dtype is SafetensorsDType.F32 or SafetensorsDType.F64 or SafetensorsDType.BF16;
 
     /// <summary>Row-major float32/float64/bfloat16 bytes as float16, rounded to nearest even as torch's <c>.half()</c>.</summary>
@@ -200,7 +219,11 @@ public static class ModelConverter
             throw new InvalidDataException($"'{source.Path}' has no {string.Join(", ", missing)} weights; a diffusers folder needs every component");
         var loadOptions = new ModelLoadOptions(ConfigDirectory: options.ConfigDirectory, SearchRoots: options.SearchRoots);
         var configs = options.ConfigDirectory ?? (source.IsFolder ? source.Path : ModelLoader.FindConfigs(family, loadOptions));
-        if (!source.IsFolder) CheckFits(source.Path, configs, plan);
+        if (!source.IsFolder)
+        {
+            CheckFits(source.Path, configs, plan);
+            CheckSingleFileShapes(source, family, configs);
+        }
 
         ModelWriter.WriteDiffusersFolder(output, new DiffusersFolderContent(
             plan,
