@@ -67,6 +67,19 @@ public sealed class SafetensorsHostileFileTests : IDisposable
         AssertRejected(WriteHostile(header, 0), "the header is not valid JSON");
 
     [Theory]
+    [InlineData("tensor", "tensor 'a': 'shape' is not an array of non-negative integers")]
+    [InlineData("metadata", "'__metadata__' value for 'x' is not a str")]
+    public void HeaderNested100000DeepIsRefusedWithoutOverflowingTheStack(string where, string problem)
+    {
+        // Deep nesting where a shape or a metadata string belongs: the field's type is checked, nothing recurses.
+        var deep = new string('[', 100_000) + new string(']', 100_000);
+        var header = where == "tensor"
+            ? "{\"a\":{\"dtype\":\"F32\",\"shape\":" + deep + ",\"data_offsets\":[0,4]}}"
+            : "{\"__metadata__\":{\"x\":" + deep + "}}";
+        AssertRejected(WriteHostile(header, 4), problem);
+    }
+
+    [Theory]
     [InlineData("[]")]
     [InlineData("\"text\"")]
     [InlineData("12")]
