@@ -187,4 +187,27 @@ public class PromptChunkerTests
         AssertChunk(result.Chunks[1], [0, 0, .. Ids((A, 5))]);
         Assert.Equal(1, Assert.Single(result.Chunks[1].Fixes).Offset);
     }
+
+    [Theory]
+    [InlineData(PromptChunker.MaxChunks + 1, 0)]
+    [InlineData(2000, 0)]
+    [InlineData(1, 75 * PromptChunker.MaxChunks + 1)]
+    public void PromptOverTheChunkCapIsRefusedBeforeItIsEncoded(int breakSeparatedParts, int words)
+    {
+        // The campaign's caption of thousands of BREAKs (or of words) would cost a text-encoder pass and 77 keys per chunk.
+        var prompt = words > 0 ? Repeat("a", words) : string.Join(" BREAK ", Enumerable.Repeat("a", breakSeparatedParts));
+        var e = Assert.Throws<PromptTooLongException>(() => new PromptChunker(Tiny.Value).Chunk(prompt));
+        Assert.IsAssignableFrom<SdAppliance.Formats.UserInputException>(e);
+        Assert.Equal("prompt", e.Subject);
+        Assert.Equal(PromptChunker.MaxChunks + 1, e.Chunks);
+        Assert.Equal($"needs more than {PromptChunker.MaxChunks} chunks of 75 tokens (it reached {PromptChunker.MaxChunks + 1}, counting each BREAK as a new chunk)", e.Problem);
+    }
+
+    [Fact]
+    public void PromptOfExactlyTheChunkCapIsChunked()
+    {
+        var result = new PromptChunker(Tiny.Value).Chunk(string.Join(" BREAK ", Enumerable.Repeat("a", PromptChunker.MaxChunks)));
+        Assert.Equal(PromptChunker.MaxChunks, result.Chunks.Count);
+        Assert.Equal(PromptChunker.MaxChunks, new PromptChunker(Tiny.Value).Chunk(Repeat("a", 75 * PromptChunker.MaxChunks)).Chunks.Count);
+    }
 }
