@@ -402,7 +402,7 @@ public sealed class TorchCheckpoint : IDisposable
     /// reads at or after its position continue from it: tensors that share a storage are read in
     /// order without rereading it from the start each time.
     /// </summary>
-    private sealed class ZipStorageSource(string path, ZipArchive zip) : StorageSource
+    private sealed class ZipStorageSource(string path, ZipArchive zip) : StorageSource(path)
     {
         private readonly Lock _lock = new();
         private string? _openKey;
@@ -437,7 +437,7 @@ public sealed class TorchCheckpoint : IDisposable
                 {
                     _open?.Dispose();
                     _open = null;
-                    throw new CheckpointFormatException(path, $"the data of storage '{storage.Key}' cannot be read: {e.Message}", e);
+                    throw new CheckpointFormatException(Path, $"the data of storage '{storage.Key}' cannot be read: {e.Message}", e);
                 }
             }
         }
@@ -477,7 +477,7 @@ public sealed class TorchCheckpoint : IDisposable
     }
 
     /// <summary>Storages as records of the legacy file, read with positioned reads (no shared file position, so no lock).</summary>
-    private sealed class LegacyStorageSource(string path, SafeFileHandle handle, FileStream owner) : StorageSource
+    private sealed class LegacyStorageSource(string path, SafeFileHandle handle, FileStream owner) : StorageSource(path)
     {
         private volatile bool _disposed;
 
@@ -491,7 +491,7 @@ public sealed class TorchCheckpoint : IDisposable
             {
                 var n = RandomAccess.Read(handle, destination, position);
                 if (n == 0)
-                    throw new CheckpointFormatException(path, $"the file ends inside the data of storage '{storage.Key}'");
+                    throw new CheckpointFormatException(Path, $"the file ends inside the data of storage '{storage.Key}'");
                 destination = destination[n..];
                 position += n;
             }

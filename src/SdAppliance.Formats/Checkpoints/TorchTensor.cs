@@ -56,8 +56,11 @@ public sealed class TorchStorage
 }
 
 /// <summary>Where storage bytes come from; one per opened checkpoint.</summary>
-internal abstract class StorageSource : IDisposable
+internal abstract class StorageSource(string path) : IDisposable
 {
+    /// <summary>The checkpoint file, for the messages of refusals found while reading.</summary>
+    public string Path { get; } = path;
+
     public bool IsBigEndian { get; set; }
 
     public abstract void Read(TorchStorage storage, long byteOffset, Span<byte> destination);
@@ -120,11 +123,11 @@ public sealed class TorchTensor
     public bool IsContiguous { get; }
 
     /// <summary>The tensor's data, row-major and little-endian.</summary>
-    /// <exception cref="InvalidOperationException">The tensor is 2 GiB or more; use <see cref="WriteTo"/>.</exception>
+    /// <exception cref="CheckpointFormatException">The tensor is 2 GiB or more; use <see cref="WriteTo"/>.</exception>
     public byte[] ReadBytes()
     {
         if (ByteLength > Array.MaxLength)
-            throw new InvalidOperationException($"The tensor is {ByteLength} bytes, too large for one array; use {nameof(WriteTo)}.");
+            throw new CheckpointFormatException(Storage.Source.Path, $"a tensor of {ByteLength} bytes ({ToString()}) is too large to read into memory at once");
         var bytes = GC.AllocateUninitializedArray<byte>((int)ByteLength);
         ReadBytes(bytes);
         return bytes;
@@ -260,7 +263,7 @@ public sealed class TorchTensor
         // The source is read once, as the smallest range of the storage the view touches.
         var spanBytes = (last + 1) * size;
         if (spanBytes > Array.MaxLength)
-            throw new InvalidOperationException($"The strided tensor spans {spanBytes} bytes of its storage, too many to gather in memory.");
+            throw new CheckpointFormatException(Storage.Source.Path, $"a strided tensor ({ToString()}) spans {spanBytes} bytes of storage '{Storage.Key}', too many to gather in memory");
         var source = ArrayPool<byte>.Shared.Rent((int)spanBytes);
         try
         {
