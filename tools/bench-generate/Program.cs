@@ -97,8 +97,7 @@ using var inference = Autograd.InferenceMode();
 {
     Progress("tiny fixture model");
     using var model = ModelLoader.Load(Path.Combine(root, "tests", "fixtures", "tiny-sd"), new ModelLoadOptions(Device: device, DType: dtype));
-    // [uncond, cond] latents through the UNet's first block: the widest activation of the tiny model.
-    UseThreads("tiny", ThreadDemand.ForActivation(2, model.Unet.Config.BlockOutChannels[0], 64 / model.VaeScaleFactor, 64 / model.VaeScaleFactor));
+    UseThreads("tiny", model.UnetThreadDemand(2, 64, 64));
     var pipeline = new StableDiffusionPipeline(model);
     var request = new GenerationRequest
     {
