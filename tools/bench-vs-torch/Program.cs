@@ -1,6 +1,6 @@
 // bench-vs-torch: our binding against PyTorch on the same libtorch, printed as `name: value unit` lines and
 // `NAME ratio: R` (our median seconds ÷ PyTorch's; below 1 we are faster).
-//   dotnet run -c Release --project tools/bench-vs-torch [-- --quick] [--repeats N] [--threads N] [--python PATH]
+//   dotnet run -c Release --project tools/bench-vs-torch [-- --quick] [--repeats N] [--threads N] [--python PATH] [--only A,B]
 // The PyTorch side is bench_torch.py beside this file, run by Debian's python3-torch (the same libtorch 1.13
 // build as libtorch-dev): a child process that builds the same models and runs the same calls; the two take
 // turns call by call (ours, theirs, ours, ...), so that other load on the machine hits both alike. Each side
@@ -12,6 +12,7 @@
 //                 its attention blocks, batch 1, MSE against noise, backward, AdamW (lr 1e-4), zero grads
 //   adamw_step    AdamW alone over that LoRA's tensors (hundreds of small ones), against PyTorch's default on CPU
 //                 (its single-tensor loop) and, as adamw_step_foreach, its _foreach path
+// --only runs the named cases alone (unet_forward, vae_decode, adamw_step, lora_step).
 // --quick takes a quarter of every channel count (SD 1.5's 860M-parameter UNet takes seconds per call on a small CPU).
 // The child inherits this process's environment, OpenMP wait policy included, and runs on the same thread count.
 using System.Diagnostics;
@@ -33,6 +34,8 @@ string? Arg(string name) => Array.IndexOf(args, name) is var i and >= 0 && i + 1
 var quick = args.Contains("--quick");
 var repeats = int.Parse(Arg("--repeats") ?? (quick ? "7" : "3"), CultureInfo.InvariantCulture);
 var python = Arg("--python") ?? "/usr/bin/python3";
+var only = Arg("--only")?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+bool Selected(string name) => only is null || only.Contains(name);
 Engine.EnsureLoaded();
 if (Arg("--threads") is { } threadArg) Engine.NumThreads = int.Parse(threadArg, CultureInfo.InvariantCulture);
 var threads = Engine.NumThreads;
@@ -112,6 +115,7 @@ var ratios = new List<(string Name, double Ratio)>();
 void Compare(string name, Action ours, string? theirs = null)
 {
     theirs ??= name;
+    if (!Selected(name)) return;
     Progress($"{name}: {repeats} turns");
     ours();
     torchSide.Run(theirs);
@@ -147,6 +151,7 @@ vae.Dispose();
     Compare("adamw_step", optimizer.Step, "adamw_step_foreach");
 }
 
+if (Selected("lora_step"))
 {
     Progress("attaching the LoRA on both sides");
     using var textEncoder = MetaTextEncoder();

@@ -62,17 +62,12 @@ internal static class Foreach
     public static void Maximum_(IReadOnlyList<Tensor> self, IReadOnlyList<Tensor> other) => MaximumListInPlaceOp.Begin().Tensors(self).Tensors(other).CallMany();
 
     /// <summary>
-    /// this[i] = lerp(this[i], end[i], weight), the same bits as <see cref="Tensor.Lerp_(Tensor, double)"/>: for weight
-    /// below 0.5 libtorch computes self + weight·(end − self), which a subtraction and a fused add with alpha reproduce.
+    /// this[i] = lerp(this[i], end[i], weight), one call per tensor: libtorch 1.13 has no list lerp, and a list
+    /// subtraction and add (the same bits below weight 0.5) make two passes over memory and a temporary where lerp
+    /// makes one; the update is bound by memory, not by calls.
     /// </summary>
     public static void Lerp_(IReadOnlyList<Tensor> self, IReadOnlyList<Tensor> end, double weight)
     {
-        if (!(Math.Abs(weight) < 0.5))
-        {
-            // Above one half libtorch takes end − (end − self)·(1 − weight): one call per tensor keeps those bits.
-            for (var i = 0; i < self.Count; i++) self[i].Lerp_(end[i], weight);
-            return;
-        }
-        Add_(self, Sub(end, self), weight);
+        for (var i = 0; i < self.Count; i++) self[i].Lerp_(end[i], weight);
     }
 }
