@@ -4,7 +4,7 @@ using static SdAppliance.Torch.Native.LibSdTorch;
 namespace SdAppliance.Torch;
 
 /// <summary>What the engine runs on: libtorch's version and location, threads, CUDA devices.</summary>
-public static unsafe class Engine
+public static unsafe partial class Engine
 {
     /// <summary>Loads libsdtorch and libtorch, turning a missing library into one actionable message.</summary>
     public static void EnsureLoaded()
@@ -23,15 +23,17 @@ public static unsafe class Engine
     }
 
     /// <summary>
-    /// Gives libtorch every core this process may use unless OMP_NUM_THREADS/MKL_NUM_THREADS say otherwise
-    /// (libtorch counts physical cores through cpuinfo, which reports 1 on some VMs). Runs once, before
-    /// the first native call; a missing library is left for that call (and <see cref="EnsureLoaded"/>) to report.
+    /// Runs once, before the first native call (from LibSdTorch's static constructor): sets the OpenMP wait policy
+    /// <see cref="ThreadPolicy.WaitEnvironment"/> chooses in the native environment, where libgomp reads it when
+    /// it loads with libtorch, then gives libtorch every core this process may use unless OMP_NUM_THREADS or
+    /// MKL_NUM_THREADS say otherwise (libtorch counts physical cores through cpuinfo, which reports 1 on some VMs).
+    /// Jobs then pick their own count with <see cref="UseThreads"/>. A missing library is left for the first call
+    /// (and <see cref="EnsureLoaded"/>) to report.
     /// </summary>
-    internal static void UseAllCoresUnlessChosen()
+    internal static void ConfigureBeforeFirstCall()
     {
-        var threadsChosen = Environment.GetEnvironmentVariable("OMP_NUM_THREADS") is { Length: > 0 }
-            || Environment.GetEnvironmentVariable("MKL_NUM_THREADS") is { Length: > 0 };
-        if (threadsChosen) return;
+        foreach (var (name, value) in ThreadPolicy.WaitEnvironment(Environment.GetEnvironmentVariable)) SetNativeEnvironment(name, value);
+        if (ThreadPolicy.ThreadsChosenByUser(Environment.GetEnvironmentVariable)) return;
         try
         {
             if (sdt_get_num_threads() < Environment.ProcessorCount) sdt_set_num_threads(Environment.ProcessorCount);
@@ -40,6 +42,27 @@ public static unsafe class Engine
         {
         }
     }
+
+    /// <summary>
+    /// Sets the intra-op thread count <see cref="ThreadPolicy.ChooseThreads"/> picks for <paramref name="demand"/> on the
+    /// machine as it is now, unless the user fixed it (OMP_NUM_THREADS, MKL_NUM_THREADS); returns the count in force.
+    /// </summary>
+    public static int UseThreads(ThreadDemand demand)
+    {
+        if (!ThreadPolicy.ThreadsChosenByUser(Environment.GetEnvironmentVariable))
+            NumThreads = ThreadPolicy.ChooseThreads(demand, MachineLoad.Read());
+        return NumThreads;
+    }
+
+    // .NET keeps its own copy of the environment on Unix: libgomp only sees what setenv writes.
+    private static void SetNativeEnvironment(string name, string value)
+    {
+        Environment.SetEnvironmentVariable(name, value);
+        if (OperatingSystem.IsLinux() || OperatingSystem.IsMacOS()) _ = setenv(name, value, 1);
+    }
+
+    [LibraryImport("libc", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int setenv(string name, string value, int overwrite);
 
     public static string TorchVersion => Marshal.PtrToStringUTF8(sdt_torch_version()) ?? "unknown";
 

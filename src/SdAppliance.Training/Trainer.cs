@@ -107,6 +107,7 @@ public sealed class Trainer
 
         using var model = ModelLoader.Load(config.Model ?? throw new TrainingConfigException("model: give the base model (a diffusers folder or a .safetensors/.ckpt file)"),
             new ModelLoadOptions(Device: device), cancellationToken);
+        Engine.UseThreads(model.UnetThreadDemand(config.TrainBatchSize, config.Resolution, config.Resolution));
         dataset = new ClassImageGenerator(model, config).Complete(dataset, cancellationToken);
 
         model.Unet.Freeze();

@@ -1,9 +1,11 @@
 // bench-generate: generation speed, printed as `name: value unit` lines.
-//   dotnet run -c Release --project tools/bench-generate [-- --device cuda] [--dtype float16] [--threads N] [--quick]
+//   dotnet run -c Release --project tools/bench-generate [-- --device cuda] [--dtype float16] [--threads N] [--quick] [--tiny]
 // What it measures: the whole txt2img pipeline and its parts (text encoding, one guided sampler step,
 // VAE decode) on the tiny fixture model, then the cost that matters for real use: one guided step of
 // an SD 1.5-shaped UNet and the SD 1.5 VAE decode, with random weights (speed does not depend on the
-// values), at 256x256 and 512x512. --quick leaves out 512x512, which takes minutes on a small CPU.
+// values), at 256x256 and 512x512. --quick leaves out 512x512, which takes minutes on a small CPU; --tiny stops
+// after the fixture model (seconds: for comparing thread counts and wait policies on a busy machine).
+// --threads N fixes libtorch's thread count; without it the engine's thread policy chooses per part.
 using System.Diagnostics;
 using System.Globalization;
 using SdAppliance.Diffusion.Pipelines;
@@ -26,8 +28,17 @@ string? Option(string name)
 var device = Option("--device") is { } deviceName ? Device.Parse(deviceName) : Device.Cpu;
 var dtype = Option("--dtype") is { } dtypeName ? DTypeExtensions.Parse(dtypeName) : DType.Float32;
 var quick = args.Contains("--quick");
+var tinyOnly = args.Contains("--tiny");
 Engine.EnsureLoaded();
-if (Option("--threads") is { } threads) Engine.NumThreads = int.Parse(threads, CultureInfo.InvariantCulture);
+int? fixedThreads = Option("--threads") is { } threads ? int.Parse(threads, CultureInfo.InvariantCulture) : null;
+
+// The thread count for a part: fixed, or the engine's policy for its demand.
+void UseThreads(string part, ThreadDemand demand)
+{
+    if (fixedThreads is { } n) Engine.NumThreads = n;
+    else Engine.UseThreads(demand);
+    Report($"{part}_threads", Engine.NumThreads, "threads");
+}
 if (device.IsCuda && !Cuda.IsAvailable)
 {
     Console.Error.WriteLine($"bench-generate: --device {device} asked for, but this libtorch sees no CUDA device");
@@ -37,7 +48,8 @@ var root = RepositoryRoot();
 Console.WriteLine($"libtorch: {Engine.TorchVersion}");
 Console.WriteLine($"device: {device}");
 Console.WriteLine($"dtype: {dtype.TorchName()}");
-Console.WriteLine($"threads: {Engine.NumThreads}");
+Console.WriteLine($"omp_wait_policy: {Environment.GetEnvironmentVariable("OMP_WAIT_POLICY") ?? "libgomp default"}");
+Console.WriteLine($"gomp_spincount: {Environment.GetEnvironmentVariable("GOMP_SPINCOUNT") ?? "libgomp default"}");
 // Other work on the machine makes libtorch's threads wait for a core (small ops suffer most): the load says how much.
 ReportLoad("load_average_start");
 
@@ -85,6 +97,7 @@ using var inference = Autograd.InferenceMode();
 {
     Progress("tiny fixture model");
     using var model = ModelLoader.Load(Path.Combine(root, "tests", "fixtures", "tiny-sd"), new ModelLoadOptions(Device: device, DType: dtype));
+    UseThreads("tiny", model.UnetThreadDemand(2, 64, 64));
     var pipeline = new StableDiffusionPipeline(model);
     var request = new GenerationRequest
     {
@@ -124,6 +137,12 @@ using var inference = Autograd.InferenceMode();
     Report("tiny_vae_decode_64", Time(() => { using var _ = model.Vae.Decode(latents); }, quick ? 5 : 20), "s/image");
 }
 
+if (tinyOnly)
+{
+    ReportLoad("load_average_end");
+    return 0;
+}
+
 // 2. SD 1.5 shapes with random weights.
 var sd15 = Path.Combine(root, "models", "configs", "sd15");
 int[] sizes = quick ? [256] : [256, 512];
@@ -139,6 +158,7 @@ var stepSeconds = new Dictionary<int, double>();
     foreach (var size in sizes)
     {
         Progress($"SD 1.5 UNet steps at {size}x{size}");
+        UseThreads($"sd15_step_{size}", ThreadDemand.ForActivation(2, unet.Config.BlockOutChannels[0], size / 8, size / 8));
         if (device.IsCuda && Cuda.HasMemoryStats) Cuda.ResetPeakMemoryStats(device.Index);
         using var loop = new SamplingLoop(unet, embeds, scheduler, Sampler, Steps, CfgScale, size / 8, dtype, device);
         stepSeconds[size] = Time(loop.Step, size >= 512 ? 2 : quick ? 1 : 3);
@@ -154,6 +174,8 @@ var stepSeconds = new Dictionary<int, double>();
     foreach (var size in sizes)
     {
         Progress($"SD 1.5 VAE decode at {size}x{size}");
+        // The decoder's last blocks run at full resolution with its first block's channels.
+        UseThreads($"sd15_vae_decode_{size}", ThreadDemand.ForActivation(1, vae.Config.BlockOutChannels[0], size, size));
         using var latents = RandomLatents(4, size / 8, dtype, device);
         var decode = Time(() => { using var _ = vae.Decode(latents); }, size >= 512 ? 2 : quick ? 1 : 3);
         Report($"sd15_vae_decode_{size}", decode, "s/image");

@@ -127,6 +127,7 @@ public static class GenerateCommand
             if (interactive) error.WriteLine($"loading {modelPath}");
             using var model = ModelLoader.Load(modelPath, new ModelLoadOptions(args.Config, args.PredictionType, device, DTypeExtensions.Parse(args.DType), paths.SearchRoots));
             if (args.VaeTiling) model.Vae.EnableTiling();
+            Engine.UseThreads(model.UnetThreadDemand(2L * args.Batch, args.Height ?? model.DefaultResolution, args.Width ?? model.DefaultResolution));
             var pipeline = new StableDiffusionPipeline(model, new AdapterFolders(paths.LoraFolders, paths.EmbeddingFolders))
             {
                 ModelHash = File.Exists(modelPath) ? ModelHash(modelPath) : null,

@@ -61,6 +61,13 @@ public sealed class StableDiffusionModel : IDisposable
     /// <summary>The resolution the UNet was trained at (512 for SD 1.x, 768 for SD 2.x-v, 1024 for SDXL).</summary>
     public int DefaultResolution => (Unet.Config.SampleSize is { Count: > 0 } s ? s[0] : 64) * VaeScaleFactor;
 
+    /// <summary>
+    /// What running the UNet on <paramref name="batch"/> latents of a <paramref name="height"/> × <paramref name="width"/> image
+    /// asks of the CPU (its first block's channels over the latent: the widest activation), for the engine's thread policy.
+    /// </summary>
+    public ThreadDemand UnetThreadDemand(long batch, int height, int width, int concurrentJobs = 1) =>
+        ThreadDemand.ForActivation(batch, Unet.Config.BlockOutChannels[0], height / VaeScaleFactor, width / VaeScaleFactor, concurrentJobs);
+
     public void Dispose()
     {
         TextEncoder.Dispose();

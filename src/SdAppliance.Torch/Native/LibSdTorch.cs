@@ -7,9 +7,10 @@ internal static unsafe partial class LibSdTorch
 {
     private const string Lib = "sdtorch";
 
-    // Before the first call of any entry point (CLI, tools, library users): libtorch would otherwise count
-    // physical cores through cpuinfo, which reports 1 on some VMs, and run everything on one thread.
-    static LibSdTorch() => Engine.UseAllCoresUnlessChosen();
+    // Before the first call of any entry point (CLI, tools, library users): the OpenMP wait policy must be in the
+    // environment before libgomp loads, and libtorch would otherwise count physical cores through cpuinfo
+    // (1 on some VMs) and run everything on one thread.
+    static LibSdTorch() => Engine.ConfigureBeforeFirstCall();
 
     [LibraryImport(Lib)] internal static partial IntPtr sdt_last_error();
     [LibraryImport(Lib)] internal static partial void sdt_clear_error();

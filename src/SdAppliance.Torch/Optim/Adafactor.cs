@@ -88,7 +88,17 @@ public sealed class Adafactor : Optimizer<AdafactorOptions>
 
     private static Tensor Rms(Tensor x) => OptimMath.VectorNorm(x, 2).Div_(Math.Sqrt(x.NumEl));
 
-    private protected override void Update(AdafactorOptions o, Tensor param, Tensor grad, ParamState state)
+    // Each parameter has its own step size (from its RMS) and factored state: one at a time, each in its own scope.
+    private protected override void UpdateBatch(AdafactorOptions o, IReadOnlyList<ParamSlot> batch)
+    {
+        foreach (var (param, grad, state) in batch)
+        {
+            using var scope = torch.NewDisposeScope();
+            Update(o, param, grad, state);
+        }
+    }
+
+    private void Update(AdafactorOptions o, Tensor param, Tensor grad, ParamState state)
     {
         var g = IsHalf(grad.DType) ? grad.Float() : grad;
         state.EnsureZeros(StateLayout(o, param), param.Device);

@@ -44,7 +44,7 @@ public sealed record AdamWOptions : OptimizerOptions
     }
 }
 
-/// <summary>torch.optim.Adam (single-tensor update, the same operations in the same order).</summary>
+/// <summary>torch.optim.Adam (the single-tensor update's operations in the same order, applied to lists of tensors).</summary>
 public sealed class Adam : Optimizer<AdamOptions>
 {
     public Adam(IEnumerable<Tensor> parameters, AdamOptions? options = null) : base(parameters, options ?? new()) { }
@@ -53,8 +53,8 @@ public sealed class Adam : Optimizer<AdamOptions>
 
     private protected override IEnumerable<StateSpec> StateLayout(AdamOptions o, Tensor param) => AdamMath.Layout(param, o.Amsgrad);
 
-    private protected override void Update(AdamOptions o, Tensor param, Tensor grad, ParamState state) =>
-        AdamMath.Update(param, grad, state, o.Lr, o.Beta1, o.Beta2, o.Eps, o.WeightDecay, decoupled: false, o.Amsgrad, o.Maximize);
+    private protected override void UpdateBatch(AdamOptions o, IReadOnlyList<ParamSlot> batch) =>
+        AdamMath.Update(batch, o.Lr, o.Beta1, o.Beta2, o.Eps, o.WeightDecay, decoupled: false, o.Amsgrad, o.Maximize);
 }
 
 /// <summary>torch.optim.AdamW: Adam with decoupled weight decay.</summary>
@@ -66,8 +66,8 @@ public sealed class AdamW : Optimizer<AdamWOptions>
 
     private protected override IEnumerable<StateSpec> StateLayout(AdamWOptions o, Tensor param) => AdamMath.Layout(param, o.Amsgrad);
 
-    private protected override void Update(AdamWOptions o, Tensor param, Tensor grad, ParamState state) =>
-        AdamMath.Update(param, grad, state, o.Lr, o.Beta1, o.Beta2, o.Eps, o.WeightDecay, decoupled: true, o.Amsgrad, o.Maximize);
+    private protected override void UpdateBatch(AdamWOptions o, IReadOnlyList<ParamSlot> batch) =>
+        AdamMath.Update(batch, o.Lr, o.Beta1, o.Beta2, o.Eps, o.WeightDecay, decoupled: true, o.Amsgrad, o.Maximize);
 }
 
 internal static class AdamMath
@@ -88,31 +88,53 @@ internal static class AdamMath
         if (amsgrad) yield return new("max_exp_avg_sq", shape, param.DType);
     }
 
-    public static void Update(Tensor param, Tensor grad, ParamState state, double lr, double beta1, double beta2, double eps,
+    /// <summary>One Adam(W) step of a batch that shares a step count: per formula term one list operator for all of them.</summary>
+    public static void Update(IReadOnlyList<ParamSlot> batch, double lr, double beta1, double beta2, double eps,
         double weightDecay, bool decoupled, bool amsgrad, bool maximize)
     {
-        state.EnsureZeros(Layout(param, amsgrad), param.Device);
-        var g = maximize ? grad.Neg() : grad;
-        if (weightDecay != 0)
+        var n = batch.Count;
+        var parameters = new Tensor[n];
+        var grads = new Tensor[n];
+        var expAvgs = new Tensor[n];
+        var expAvgSqs = new Tensor[n];
+        var maxExpAvgSqs = amsgrad ? new Tensor[n] : [];
+        for (var i = 0; i < n; i++)
         {
-            if (decoupled) param.Mul_(1 - lr * weightDecay);
-            else g = g.Add(param, weightDecay);
+            var (param, grad, state) = batch[i];
+            state.EnsureZeros(Layout(param, amsgrad), param.Device);
+            parameters[i] = param;
+            grads[i] = grad;
+            expAvgs[i] = state["exp_avg"];
+            expAvgSqs[i] = state["exp_avg_sq"];
+            if (amsgrad) maxExpAvgSqs[i] = state["max_exp_avg_sq"];
         }
 
-        var expAvg = state["exp_avg"];
-        var expAvgSq = state["exp_avg_sq"];
-        expAvg.Lerp_(g, 1 - beta1);
-        expAvgSq.Mul_(beta2).Addcmul_(g, g, 1 - beta2);
+        IReadOnlyList<Tensor> g = maximize ? Foreach.Neg(grads) : grads;
+        if (weightDecay != 0)
+        {
+            if (decoupled) Foreach.Mul_(parameters, 1 - lr * weightDecay);
+            else g = Foreach.Add(g, parameters, weightDecay);
+        }
 
-        double step = state.Step;
+        Foreach.Lerp_(expAvgs, g, 1 - beta1);
+        Foreach.Mul_(expAvgSqs, beta2);
+        Foreach.Addcmul_(expAvgSqs, g, g, 1 - beta2);
+
+        double step = batch[0].State.Step;
         var biasCorrection1 = 1 - Math.Pow(beta1, step);
         var biasCorrection2 = 1 - Math.Pow(beta2, step);
         var stepSize = lr / biasCorrection1;
         var biasCorrection2Sqrt = Math.Sqrt(biasCorrection2);
 
-        var second = expAvgSq;
-        if (amsgrad) second = state["max_exp_avg_sq"].Maximum_(expAvgSq);
-        var denom = OptimMath.Sqrt(second).Div_(biasCorrection2Sqrt).Add_(eps);
-        param.Addcdiv_(expAvg, denom, -stepSize);
+        var second = expAvgSqs;
+        if (amsgrad)
+        {
+            Foreach.Maximum_(maxExpAvgSqs, expAvgSqs);
+            second = maxExpAvgSqs;
+        }
+        var denoms = Foreach.Sqrt(second);
+        Foreach.Div_(denoms, biasCorrection2Sqrt);
+        Foreach.Add_(denoms, eps);
+        Foreach.Addcdiv_(parameters, expAvgs, denoms, -stepSize);
     }
 }

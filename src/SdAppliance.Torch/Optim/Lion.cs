@@ -33,13 +33,26 @@ public sealed class Lion : Optimizer<LionOptions>
     private protected override IEnumerable<StateSpec> StateLayout(LionOptions o, Tensor param) =>
         [new StateSpec("exp_avg", param.Shape, param.DType)];
 
-    private protected override void Update(LionOptions o, Tensor param, Tensor grad, ParamState state)
+    private protected override void UpdateBatch(LionOptions o, IReadOnlyList<ParamSlot> batch)
     {
-        state.EnsureZeros(StateLayout(o, param), param.Device);
-        var expAvg = state["exp_avg"];
-        if (o.WeightDecay != 0) param.Mul_(1 - o.Lr * o.WeightDecay);
-        var update = expAvg.Mul(o.Beta1).Add_(grad, 1 - o.Beta1).Sign_();
-        param.Add_(update, -o.Lr);
-        expAvg.Mul_(o.Beta2).Add_(grad, 1 - o.Beta2);
+        var parameters = new Tensor[batch.Count];
+        var grads = new Tensor[batch.Count];
+        var expAvgs = new Tensor[batch.Count];
+        for (var i = 0; i < batch.Count; i++)
+        {
+            var (param, grad, state) = batch[i];
+            state.EnsureZeros(StateLayout(o, param), param.Device);
+            parameters[i] = param;
+            grads[i] = grad;
+            expAvgs[i] = state["exp_avg"];
+        }
+        if (o.WeightDecay != 0) Foreach.Mul_(parameters, 1 - o.Lr * o.WeightDecay);
+        var updates = Foreach.Mul(expAvgs, o.Beta1);
+        Foreach.Add_(updates, grads, 1 - o.Beta1);
+        // libtorch 1.13 has no list sign: one call per tensor.
+        foreach (var u in updates) u.Sign_();
+        Foreach.Add_(parameters, updates, -o.Lr);
+        Foreach.Mul_(expAvgs, o.Beta2);
+        Foreach.Add_(expAvgs, grads, 1 - o.Beta2);
     }
 }

@@ -35,17 +35,34 @@ public sealed class Sgd : Optimizer<SgdOptions>
     private protected override IEnumerable<StateSpec> StateLayout(SgdOptions o, Tensor param) =>
         o.Momentum != 0 ? [new StateSpec(Buffer, param.Shape, param.DType)] : [];
 
-    private protected override void Update(SgdOptions o, Tensor param, Tensor grad, ParamState state)
+    private protected override void UpdateBatch(SgdOptions o, IReadOnlyList<ParamSlot> batch)
     {
-        var d = o.Maximize ? grad.Neg() : grad;
-        if (o.WeightDecay != 0) d = d.Add(param, o.WeightDecay);
+        var parameters = batch.Select(s => s.Param).ToArray();
+        IReadOnlyList<Tensor> d = batch.Select(s => s.Grad).ToArray();
+        if (o.Maximize) d = Foreach.Neg(d);
+        if (o.WeightDecay != 0) d = Foreach.Add(d, parameters, o.WeightDecay);
         if (o.Momentum != 0)
         {
-            // The first step seeds the buffer with the gradient itself, undampened, as PyTorch does.
-            if (state.Tensors.TryGetValue(Buffer, out var buf)) buf.Mul_(o.Momentum).Add_(d, 1 - o.Dampening);
-            else buf = state.Set(Buffer, d.Clone());
-            d = o.Nesterov ? d.Add(buf, o.Momentum) : buf;
+            var buffers = new Tensor[batch.Count];
+            var stepped = new List<int>();
+            for (var i = 0; i < batch.Count; i++)
+            {
+                // The first step seeds the buffer with the gradient itself, undampened, as PyTorch does.
+                if (batch[i].State.Tensors.TryGetValue(Buffer, out var buf))
+                {
+                    buffers[i] = buf;
+                    stepped.Add(i);
+                }
+                else buffers[i] = batch[i].State.Set(Buffer, d[i].Clone());
+            }
+            if (stepped.Count > 0)
+            {
+                var running = stepped.Select(i => buffers[i]).ToArray();
+                Foreach.Mul_(running, o.Momentum);
+                Foreach.Add_(running, stepped.Select(i => d[i]).ToArray(), 1 - o.Dampening);
+            }
+            d = o.Nesterov ? Foreach.Add(d, buffers, o.Momentum) : buffers;
         }
-        param.Add_(d, -o.Lr);
+        Foreach.Add_(parameters, d, -o.Lr);
     }
 }
