@@ -4,7 +4,7 @@ using SdAppliance.Models.Tokenization;
 using SdAppliance.Tools.DemoData;
 using Xunit.Abstractions;
 
-namespace SdAppliance.Diffusion.Tests;
+namespace SdAppliance.Demo.Tests;
 
 /// <summary>
 /// Acceptance of the committed models/demo: for fixed prompts and seeds, with what `sdapp generate` uses

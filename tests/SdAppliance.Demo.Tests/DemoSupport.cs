@@ -1,7 +1,7 @@
 using SdAppliance.Imaging;
 using SdAppliance.Tools.DemoData;
 
-namespace SdAppliance.Diffusion.Tests;
+namespace SdAppliance.Demo.Tests;
 
 /// <summary>Where the committed demo model is: models/demo beside SdAppliance.sln, found by walking up from the test binaries.</summary>
 internal static class DemoModelLocation

@@ -4,7 +4,7 @@ using SdAppliance.Tools.DemoData;
 using SdAppliance.Training;
 using Xunit.Abstractions;
 
-namespace SdAppliance.Diffusion.Tests;
+namespace SdAppliance.Demo.Tests;
 
 /// <summary>
 /// The demo model learns a new concept on a CPU in minutes: a DreamBooth run of the project's Trainer

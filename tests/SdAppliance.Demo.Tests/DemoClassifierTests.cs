@@ -1,6 +1,6 @@
 using SdAppliance.Tools.DemoData;
 
-namespace SdAppliance.Diffusion.Tests;
+namespace SdAppliance.Demo.Tests;
 
 /// <summary>
 /// The judge of the demo model's acceptance tests, checked first on the scene generator's own pictures:
