@@ -19,6 +19,7 @@ namespace SdAppliance.Training.Tests;
 /// through the prompt path's token overrides, and the three export layouts read back by our loader
 /// and used by generation.
 /// </summary>
+[Collection(TinySdxlCollection.Name)]
 public sealed class EmbeddingTests : IDisposable
 {
     private readonly string folder = Directory.CreateTempSubdirectory("sdapp-ti-").FullName;

@@ -15,6 +15,7 @@ namespace SdAppliance.Training.Tests;
 /// fixture set byte for byte, and both the single file and the diffusers folder load back through
 /// ModelLoader and generate the image the model generates.
 /// </summary>
+[Collection(TinySdxlCollection.Name)]
 public sealed class ExportTests : IDisposable
 {
     private readonly string folder = Directory.CreateTempSubdirectory("sdapp-export-").FullName;

@@ -14,6 +14,7 @@ namespace SdAppliance.Training.Tests;
 /// architectures (built on the meta device), its initialisation and forward, and on the tiny model
 /// that a saved file applied by the generation path (or merged) makes the image the attached network makes.
 /// </summary>
+[Collection(TinySdxlCollection.Name)]
 public sealed class LoraNetworkTests : IDisposable
 {
     private readonly string folder = Directory.CreateTempSubdirectory("sdapp-lora-").FullName;
