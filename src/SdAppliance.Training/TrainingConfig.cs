@@ -17,7 +17,7 @@ public sealed record TrainingConfig
 {
     [Description("What to train: LoRA, DreamBooth (full UNet), textual inversion, full fine-tune (EMA) or a hypernetwork")]
     public string Method { get; init; } = "lora";
-    [Description("A recipe applied before the config file and the other settings (README: Training presets)")]
+    [Description("A recipe applied before the config file and the other settings (docs/training.md: Presets)")]
     public string? Preset { get; init; }
     [Description("The base model: a diffusers folder or a .safetensors/.ckpt file (default: models/demo when present)")]
     public string? Model { get; init; }

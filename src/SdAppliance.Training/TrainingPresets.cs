@@ -2,7 +2,7 @@ namespace SdAppliance.Training;
 
 /// <summary>
 /// The recipes users follow, by name. A preset fills settings before the config file and the flags,
-/// which override it. Sources are in README.md ("Training presets").
+/// which override it. Sources are in docs/training.md ("Presets").
 /// </summary>
 public static class TrainingPresets
 {
