@@ -28,6 +28,9 @@ public sealed class FileHashesTests : IDisposable
         Assert.Equal("9815128058", hashes.ModelShortHash(Model));
         Assert.Equal("2988d3d07d40", hashes.LoraShortHash(Model));
         Assert.Equal("9815128058dd", hashes.EmbeddingShortHash(Model));
+        using var stream = File.OpenRead(Model);
+        Assert.Equal(ModelTensorDataSha256, FileHashes.AddNetSha256(stream, Model));
+        Assert.Equal("40f7abfe", FileHashes.LegacyModelHash(stream));
     }
 
     [Fact]

@@ -38,31 +38,42 @@ public sealed class FileHashes
     /// The SHA-256 of a safetensors file's tensor data, everything after its JSON header (sd-webui-additional-networks'
     /// and kohya's <c>addnet_hash_safetensors</c>): editing the metadata does not change it. Cached.
     /// </summary>
-    public string AddNetSha256(string file) => Cached(file, "addnet_sha256", stream =>
+    public string AddNetSha256(string file) => Cached(file, "addnet_sha256", stream => AddNetSha256(stream, file));
+
+    /// <summary><see cref="AddNetSha256(string)"/> of an open, seekable safetensors stream; <paramref name="name"/> names it in errors.</summary>
+    public static string AddNetSha256(Stream safetensors, string name)
     {
         Span<byte> prefix = stackalloc byte[8];
-        if (stream.ReadAtLeast(prefix, 8, throwOnEndOfStream: false) < 8)
-            throw new SafetensorsFormatException(file, "the file is shorter than the 8-byte header length");
+        safetensors.Position = 0;
+        if (safetensors.ReadAtLeast(prefix, 8, throwOnEndOfStream: false) < 8)
+            throw new SafetensorsFormatException(name, "the file is shorter than the 8-byte header length");
         var headerLength = BinaryPrimitives.ReadUInt64LittleEndian(prefix);
-        if (headerLength > (ulong)(stream.Length - 8))
-            throw new SafetensorsFormatException(file, $"the header length {headerLength} runs past the end of the file ({stream.Length} bytes)");
-        stream.Position = 8 + (long)headerLength;
-        return Hash(stream);
-    });
+        if (headerLength > (ulong)(safetensors.Length - 8))
+            throw new SafetensorsFormatException(name, $"the header length {headerLength} runs past the end of the file ({safetensors.Length} bytes)");
+        safetensors.Position = 8 + (long)headerLength;
+        return Hash(safetensors);
+    }
 
     /// <summary>
-    /// A1111's old 8-digit model hash (kohya's <c>ss_sd_model_hash</c>): the SHA-256 of the 64 KiB at offset 1 MiB, or of
-    /// what the file holds there when it is shorter (nothing, for a file under 1 MiB). Reads 64 KiB, so it is not cached.
+    /// A1111's old 8-digit model hash (kohya's <c>ss_sd_model_hash</c>, sd-webui-additional-networks' legacy hash): the
+    /// SHA-256 of the 64 KiB at offset 1 MiB, or of what the file holds there when it is shorter (nothing, for a file
+    /// under 1 MiB). It reads 64 KiB, so it is not cached.
     /// </summary>
     public static string LegacyModelHash(string file)
     {
         using var stream = Open(file);
+        return LegacyModelHash(stream);
+    }
+
+    /// <summary><see cref="LegacyModelHash(string)"/> of an open, seekable stream.</summary>
+    public static string LegacyModelHash(Stream file)
+    {
         var block = new byte[0x10000];
         var read = 0;
-        if (stream.Length > 0x100000)
+        if (file.Length > 0x100000)
         {
-            stream.Position = 0x100000;
-            read = stream.ReadAtLeast(block, block.Length, throwOnEndOfStream: false);
+            file.Position = 0x100000;
+            read = file.ReadAtLeast(block, block.Length, throwOnEndOfStream: false);
         }
         return Convert.ToHexStringLower(SHA256.HashData(block.AsSpan(0, read)))[..8];
     }
@@ -71,7 +82,7 @@ public sealed class FileHashes
     public string ModelShortHash(string file) => Sha256(file)[..10];
 
     /// <summary>
-    /// A1111's LoRA short hash (its "Lora hashes" field): the first 12 hex digits of <see cref="AddNetSha256"/> for a
+    /// A1111's LoRA short hash (its "Lora hashes" field): the first 12 hex digits of <see cref="AddNetSha256(string)"/> for a
     /// <c>.safetensors</c> file, of <see cref="Sha256"/> for any other.
     /// </summary>
     public string LoraShortHash(string file) =>
