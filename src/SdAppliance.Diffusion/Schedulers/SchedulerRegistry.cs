@@ -1,3 +1,5 @@
+using SdAppliance.Formats;
+
 namespace SdAppliance.Diffusion.Schedulers;
 
 /// <summary>A sampler users can name: its id, its A1111 display name, the diffusers class and the settings the name implies.</summary>
@@ -62,13 +64,21 @@ public static class SchedulerRegistry
         return false;
     }
 
-    /// <summary>The sampler called <paramref name="name"/>, or an error that lists every valid name.</summary>
-    public static SamplerInfo Find(string name)
+    /// <summary>The sampler called <paramref name="name"/>, or a refusal of the field <c>sampler</c> that lists every valid name.</summary>
+    public static SamplerInfo Find(string name) => TryFind(name, out var info) ? info : throw UnknownSampler(name);
+
+    /// <summary>Whether <paramref name="name"/> is a sampler's id, A1111 name or alias, or a diffusers class name (any case).</summary>
+    public static bool IsKnown(string name) => TryFind(name, out _) || FindClassName(name) is not null;
+
+    /// <summary>The refusal of an unknown sampler name, listing every name this registry takes (the one text for every caller).</summary>
+    public static UserInputException UnknownSampler(string name)
     {
-        if (TryFind(name, out var info)) return info;
         var valid = string.Join(", ", Samplers.Select(s => $"{s.Id} (\"{s.DisplayName}\"{string.Concat(s.Aliases.Select(a => ", " + a))})"));
-        throw new ArgumentException($"unknown sampler '{name}'; valid names (case-insensitive): {valid}", nameof(name));
+        return new UserInputException("sampler",
+            $"unknown sampler '{name}'; valid names (case-insensitive): {valid}; or a diffusers class name: {string.Join(", ", ClassNames)}");
     }
+
+    private static string? FindClassName(string name) => ClassNames.FirstOrDefault(c => string.Equals(c, name.Trim(), StringComparison.OrdinalIgnoreCase));
 
     /// <summary>
     /// The sampler <paramref name="samplerName"/> built on the model's config; a diffusers class name
@@ -76,7 +86,7 @@ public static class SchedulerRegistry
     /// </summary>
     public static Scheduler Create(string samplerName, SchedulerConfig baseConfig, SchedulerConfig? overrides = null)
     {
-        var className = ClassNames.FirstOrDefault(c => string.Equals(c, samplerName.Trim(), StringComparison.OrdinalIgnoreCase));
+        var className = FindClassName(samplerName);
         if (className is not null) return FromConfig(className, baseConfig, overrides);
         var info = Find(samplerName);
         return FromConfig(info.ClassName, baseConfig.With(info.Settings), overrides);
