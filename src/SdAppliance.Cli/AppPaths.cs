@@ -31,6 +31,9 @@ internal sealed record AppPaths(string? Root, string Data)
     /// <summary>Textual-inversion embeddings, used when their file name appears in a prompt.</summary>
     public IReadOnlyList<string> EmbeddingFolders => Under("embeddings");
 
+    /// <summary>Where the hashes of model files are kept between runs (A1111 keeps its cache.json for the same reason).</summary>
+    public string HashCache => Path.Combine(Data, "cache", "hashes.json");
+
     /// <summary>Roots the model loader searches for models/configs and models/tokenizers besides the program's own.</summary>
     public IReadOnlyList<string> SearchRoots => [Data];
 

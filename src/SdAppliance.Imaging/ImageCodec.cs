@@ -111,7 +111,7 @@ public static class ImageCodec
         ".png" => ImageFormat.Png,
         ".jpg" or ".jpeg" => ImageFormat.Jpeg,
         ".webp" => ImageFormat.WebP,
-        var other => throw new ArgumentException($"cannot tell an image format from the extension '{other}' of '{path}' (use .png, .jpg, .jpeg or .webp)"),
+        var other => throw new UserInputException(path, $"cannot tell an image format from the extension '{other}'", "use .png, .jpg, .jpeg or .webp"),
     };
 
     internal static void CheckPixelLimit(ImageInfo info, ImageDecodeOptions options, string? source)

@@ -1,3 +1,5 @@
+using SdAppliance.Formats;
+
 namespace SdAppliance.Torch;
 
 /// <summary>Element types, numbered as libtorch's <c>c10::ScalarType</c>.</summary>
@@ -64,6 +66,6 @@ public static class DTypeExtensions
         "bfloat16" or "bf16" => DType.BFloat16,
         "float8_e5m2" => DType.Float8E5M2,
         "float8_e4m3fn" => DType.Float8E4M3FN,
-        _ => throw new ArgumentException($"unknown dtype '{name}': use float32, float16, bfloat16, float64, int64, int32, uint8 or bool", nameof(name)),
+        _ => throw new UserInputException("dtype", $"unknown dtype '{name}'", "use float32, float16, bfloat16, float64, int64, int32, uint8 or bool"),
     };
 }

@@ -1,3 +1,5 @@
+using SdAppliance.Formats;
+
 namespace SdAppliance.Torch;
 
 /// <summary>Device kinds, numbered as libtorch's <c>c10::DeviceType</c>.</summary>
@@ -29,7 +31,7 @@ public readonly record struct Device(DeviceType Type, int Index = -1)
         if (t == "meta") return Meta;
         if (t.StartsWith("cuda:", StringComparison.Ordinal) && int.TryParse(t.AsSpan(5), out var index) && index >= 0)
             return Cuda(index);
-        throw new ArgumentException($"unknown device '{text}': use cpu, cuda or cuda:N", nameof(text));
+        throw new UserInputException("device", $"unknown device '{text}'", "use cpu, cuda or cuda:N");
     }
 
     public override string ToString() => Type switch

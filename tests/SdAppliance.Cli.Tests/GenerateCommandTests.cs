@@ -146,14 +146,14 @@ public sealed class GenerateCommandTests : IDisposable
     }
 
     [Theory]
-    [InlineData("--width", "65", "multiples of 8, got 65xnative")]
-    [InlineData("--height", "0", "multiples of 8, got nativex0")]
-    [InlineData("--steps", "0", "--steps must be at least 1")]
-    [InlineData("--batch", "0", "--batch must be at least 1")]
-    [InlineData("--clip-skip", "0", "--clip-skip counts from 1")]
+    [InlineData("--width", "65", "--width: must be a positive multiple of 8 (the VAE works on multiples of 8 pixels), got 65")]
+    [InlineData("--height", "0", "--height: must be a positive multiple of 8 (the VAE works on multiples of 8 pixels), got 0")]
+    [InlineData("--steps", "0", "--steps: must be at least 1, got 0")]
+    [InlineData("--batch", "0", "--batch: must be at least 1, got 0")]
+    [InlineData("--clip-skip", "0", "--clip-skip: counts from 1")]
     [InlineData("--strength", "0.5", "give --init-image too")]
     [InlineData("--lora", "no-such-lora.safetensors:0.8", "the file 'no-such-lora.safetensors' does not exist")]
-    [InlineData("--model", "no-such-model", "model 'no-such-model' does not exist")]
+    [InlineData("--model", "no-such-model", "no-such-model: the model does not exist")]
     [InlineData("--device", "tpu", "unknown device 'tpu'")]
     public void BadRequestsFailWithOneLine(string option, string value, string message)
     {

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using SdAppliance.Formats;
 using SdAppliance.Formats.Checkpoints;
 using SdAppliance.Models.Conversion;
 
@@ -44,12 +45,18 @@ public static class ConvertCommand
         return command;
     }
 
+    /// <summary>The flag of each conversion option a message may name.</summary>
+    private static readonly IReadOnlyDictionary<string, string> Flags = new Dictionary<string, string>
+    {
+        ["config_directory"] = "--config", ["prediction_type"] = "--prediction-type",
+    };
+
     internal static int Run(string input, string output, ConversionOptions options, TextWriter stdout, TextWriter error, CancellationToken cancellationToken = default)
     {
         try
         {
             if (options.ConfigDirectory is not null && !Directory.Exists(options.ConfigDirectory))
-                throw new UsageException($"--config '{options.ConfigDirectory}' is not a folder (it should be a diffusers model folder with unet/config.json...)");
+                throw new UserInputException("config_directory", $"'{options.ConfigDirectory}' is not a folder", "give a diffusers model folder, with unet/config.json...");
             var bar = new ProgressBar(error, ProgressBar.IsTerminal(error), "converting", "tensors", "tensors/s");
             ConversionResult result;
             try
@@ -60,7 +67,7 @@ public static class ConvertCommand
             {
                 bar.Finish();
             }
-            foreach (var warning in result.Warnings) error.WriteLine("warning: " + warning);
+            foreach (var warning in result.Warnings) error.WriteLine("warning: " + CliErrors.FlagsInText(warning, Flags));
             if (!bar.IsInteractive)
                 error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"converted {result.TensorCount} tensors in {bar.Elapsed.TotalSeconds:0.0} s"));
             var kind = result.Format switch
@@ -78,7 +85,7 @@ public static class ConvertCommand
         }
         catch (Exception e)
         {
-            return CliErrors.Report(error, e);
+            return CliErrors.Report(error, e, Flags);
         }
     }
 

@@ -1,8 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Security.Cryptography;
 using SdAppliance.Diffusion.Pipelines;
-using SdAppliance.Diffusion.Schedulers;
+using SdAppliance.Formats.Hashing;
 using SdAppliance.Imaging;
 using SdAppliance.Models.Loading;
 using SdAppliance.Torch;
@@ -42,6 +41,15 @@ internal sealed record GenerateArguments
 public static class GenerateCommand
 {
     private static readonly GenerationRequest Defaults = new();
+
+    /// <summary>The flag of each field a refusal may name (<see cref="GenerationRequest"/>'s and the model options').</summary>
+    internal static readonly IReadOnlyDictionary<string, string> Flags = new Dictionary<string, string>
+    {
+        ["prompt"] = "--prompt", ["negative_prompt"] = "--negative-prompt", ["seed"] = "--seed", ["steps"] = "--steps",
+        ["sampler"] = "--sampler", ["cfg_scale"] = "--cfg", ["width"] = "--width", ["height"] = "--height", ["batch_size"] = "--batch",
+        ["clip_skip"] = "--clip-skip", ["init_image"] = "--init-image", ["strength"] = "--strength", ["loras"] = "--lora",
+        ["config_directory"] = "--config", ["prediction_type"] = "--prediction-type", ["device"] = "--device", ["dtype"] = "--dtype",
+    };
 
     public static Command Create() => Create(AppPaths.Discover);
 
@@ -115,22 +123,18 @@ public static class GenerateCommand
             var files = OutputFiles(args.Output, args.Batch);
             var modelPath = args.Model ?? paths.DefaultModel
                 ?? throw new UsageException("no --model given and no default model (models/demo) found");
-            if (!File.Exists(modelPath) && !Directory.Exists(modelPath))
-                throw new UsageException($"model '{modelPath}' does not exist: give a diffusers folder or a .safetensors/.ckpt file");
-            if (args.Config is not null && !Directory.Exists(args.Config))
-                throw new UsageException($"--config '{args.Config}' is not a folder (it should be a diffusers model folder with unet/config.json...)");
             var device = Device.Parse(args.Device);
-            if (device.IsCuda && !Cuda.IsAvailable)
-                throw new UsageException($"--device {args.Device}: CUDA is not available here (sdapp doctor says why); use --device cpu");
+            var options = new ModelLoadOptions(args.Config, args.PredictionType, device, DTypeExtensions.Parse(args.DType), paths.SearchRoots);
+            ModelLoader.Check(modelPath, options);
 
             var interactive = ProgressBar.IsTerminal(error);
             if (interactive) error.WriteLine($"loading {modelPath}");
-            using var model = ModelLoader.Load(modelPath, new ModelLoadOptions(args.Config, args.PredictionType, device, DTypeExtensions.Parse(args.DType), paths.SearchRoots));
+            using var model = ModelLoader.Load(modelPath, options);
             if (args.VaeTiling) model.Vae.EnableTiling();
             Engine.UseThreads(model.UnetThreadDemand(2L * args.Batch, args.Height ?? model.DefaultResolution, args.Width ?? model.DefaultResolution));
             var pipeline = new StableDiffusionPipeline(model, new AdapterFolders(paths.LoraFolders, paths.EmbeddingFolders))
             {
-                ModelHash = File.Exists(modelPath) ? ModelHash(modelPath) : null,
+                ModelHash = File.Exists(modelPath) ? new FileHashes(paths.HashCache).ModelShortHash(modelPath) : null,
             };
 
             var steps = 0;
@@ -167,56 +171,35 @@ public static class GenerateCommand
         }
         catch (Exception e)
         {
-            return CliErrors.Report(error, e);
+            return CliErrors.Report(error, e, Flags);
         }
     }
 
+    /// <summary>The request the flags describe, validated (the rules are <see cref="GenerationRequest.Validate"/>'s).</summary>
     private static GenerationRequest Request(GenerateArguments args)
     {
-        var sampler = args.Sampler.Trim();
-        // A class name is taken in any case, then spelled as the registry spells it.
-        sampler = SchedulerRegistry.ClassNames.FirstOrDefault(c => string.Equals(c, sampler, StringComparison.OrdinalIgnoreCase)) ?? sampler;
-        if (!SchedulerRegistry.TryFind(sampler, out _) && !SchedulerRegistry.ClassNames.Contains(sampler))
-            throw new UsageException($"unknown sampler '{args.Sampler}'; valid names (case-insensitive): " +
-                string.Join(", ", SchedulerRegistry.Samplers.Select(s => $"\"{s.DisplayName}\" ({string.Join(", ", new[] { s.Id }.Concat(s.Aliases))})")) +
-                "; or a diffusers class name: " + string.Join(", ", SchedulerRegistry.ClassNames));
-        if (args.Steps < 1) throw new UsageException($"--steps must be at least 1, got {args.Steps}");
-        if (args.Batch < 1) throw new UsageException($"--batch must be at least 1, got {args.Batch}");
-        if (args.ClipSkip < 1) throw new UsageException($"--clip-skip counts from 1 (the last layer), got {args.ClipSkip}");
-        // Every Stable Diffusion VAE downsamples by 8; the pipeline checks the model's own factor again.
-        if (!FitsLatents(args.Width) || !FitsLatents(args.Height))
-            throw new UsageException($"--width and --height must be positive multiples of 8, got {Size(args.Width)}x{Size(args.Height)}");
+        // Only the command line can give a strength without an image (a request always has one); it would do nothing.
         if (args.Strength is not null && args.InitImage is null)
             throw new UsageException("--strength applies to img2img: give --init-image too");
-        if (args.Strength is <= 0 or > 1)
-            throw new UsageException($"--strength must be in (0, 1], got {args.Strength.Value.ToString(CultureInfo.InvariantCulture)}");
-        RgbImage? init = null;
-        if (args.InitImage is not null)
-        {
-            if (!File.Exists(args.InitImage)) throw new UsageException($"--init-image '{args.InitImage}' does not exist");
-            init = ImageCodec.Load(args.InitImage, new ImageDecodeOptions { Channels = ChannelMode.Rgb });
-        }
-        return new GenerationRequest
+        var request = new GenerationRequest
         {
             Prompt = args.Prompt,
             NegativePrompt = args.NegativePrompt,
             Seed = args.Seed < 0 ? -1 : args.Seed,
             Steps = args.Steps,
-            Sampler = sampler,
+            Sampler = args.Sampler,
             CfgScale = args.Cfg,
             Width = args.Width,
             Height = args.Height,
             BatchSize = args.Batch,
             ClipSkip = args.ClipSkip,
-            InitImage = init,
             Strength = args.Strength ?? Defaults.Strength,
             Loras = [.. args.Loras.Select(ParseLora)],
         };
+        request.Validate();
+        // The image is read last: everything that costs nothing is checked first.
+        return args.InitImage is null ? request : request with { InitImage = ImageCodec.Load(args.InitImage, new ImageDecodeOptions { Channels = ChannelMode.Rgb }) };
     }
-
-    private static bool FitsLatents(int? size) => size is null || (size > 0 && size % 8 == 0);
-
-    private static string Size(int? value) => value?.ToString(CultureInfo.InvariantCulture) ?? "native";
 
     /// <summary><c>FILE:W</c>, or a bare FILE with weight 1; the colon is the last one, so paths may hold colons.</summary>
     internal static (string Path, double Weight) ParseLora(string spec)
@@ -225,9 +208,7 @@ public static class GenerateCommand
         var (path, weight) = colon > 0 && double.TryParse(spec.AsSpan(colon + 1), NumberStyles.Float, CultureInfo.InvariantCulture, out var w)
             ? (spec[..colon], w)
             : (spec, 1.0);
-        if (!File.Exists(path)) throw new UsageException($"--lora '{spec}': the file '{path}' does not exist (give FILE:WEIGHT)");
-        if (!double.IsFinite(weight)) throw new UsageException($"--lora '{spec}': the weight must be a finite number");
-        return (path, weight);
+        return (path, weight);  // the request's rules check the file and the weight
     }
 
     /// <summary>FILE.png for one image; FILE-0.png, FILE-1.png... for a batch.</summary>
@@ -240,10 +221,4 @@ public static class GenerateCommand
         return [.. Enumerable.Range(0, batch).Select(i => string.Create(CultureInfo.InvariantCulture, $"{stem}-{i}{extension}"))];
     }
 
-    /// <summary>A1111's "Model hash": the first 10 hex digits of the file's SHA-256.</summary>
-    internal static string ModelHash(string file)
-    {
-        using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
-        return Convert.ToHexStringLower(SHA256.HashData(stream))[..10];
-    }
 }

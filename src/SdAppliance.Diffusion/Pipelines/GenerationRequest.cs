@@ -1,10 +1,14 @@
+using System.Globalization;
+using SdAppliance.Diffusion.Schedulers;
+using SdAppliance.Formats;
 using SdAppliance.Imaging;
 
 namespace SdAppliance.Diffusion.Pipelines;
 
 /// <summary>
 /// What to generate, with A1111's defaults: 20 steps, CFG 7, DPM++ 2M Karras, the model's native
-/// resolution (512 for SD 1.x, 768 for SD 2.x-v, 1024 for SDXL), a random seed.
+/// resolution (512 for SD 1.x, 768 for SD 2.x-v, 1024 for SDXL), a random seed. <see cref="Validate"/> holds the
+/// rules; its refusals name the field by <see cref="FieldName"/> (<c>cfg_scale</c>), which front ends map to their own words.
 /// </summary>
 public sealed record GenerationRequest
 {
@@ -34,6 +38,49 @@ public sealed record GenerationRequest
 
     /// <summary>LoRA files to apply besides those named in the prompt with <c>&lt;lora:name:weight&gt;</c>.</summary>
     public IReadOnlyList<(string Path, double Weight)> Loras { get; init; } = [];
+
+    /// <summary>The name a refusal gives a property: snake_case, as a JSON request spells it (<c>CfgScale</c> is <c>cfg_scale</c>).</summary>
+    public static string FieldName(string property) => System.Text.Json.JsonNamingPolicy.SnakeCaseLower.ConvertName(property);
+
+    /// <summary>
+    /// Refuses what no model can generate, before any model is loaded: counts below 1, a non-finite CFG scale, sizes that
+    /// are not positive multiples of 8 (every Stable Diffusion VAE downsamples by 8; the pipeline checks the model's own
+    /// factor again), a strength outside (0, 1], an unknown sampler, a LoRA file that is not there or a non-finite weight.
+    /// </summary>
+    /// <exception cref="GenerationRequestException">naming the field at fault.</exception>
+    public void Validate()
+    {
+        if (Steps < 1) throw Refuse(nameof(Steps), $"must be at least 1, got {Steps}");
+        if (!double.IsFinite(CfgScale)) throw Refuse(nameof(CfgScale), $"must be a finite number, got {Format(CfgScale)}");
+        if (BatchSize < 1) throw Refuse(nameof(BatchSize), $"must be at least 1, got {BatchSize}");
+        if (ClipSkip < 1) throw Refuse(nameof(ClipSkip), $"counts from 1 (the last layer), got {ClipSkip}");
+        CheckSize(nameof(Width), Width);
+        CheckSize(nameof(Height), Height);
+        if (Strength is <= 0 or > 1 || double.IsNaN(Strength)) throw Refuse(nameof(Strength), $"must be in (0, 1], got {Format(Strength)}");
+        if (!SchedulerRegistry.IsKnown(Sampler))
+            throw new GenerationRequestException(FieldName(nameof(Sampler)), SchedulerRegistry.UnknownSampler(Sampler).Problem);
+        foreach (var (path, weight) in Loras)
+        {
+            if (!File.Exists(path)) throw Refuse(nameof(Loras), $"the file '{path}' does not exist");
+            if (!double.IsFinite(weight)) throw Refuse(nameof(Loras), $"the weight of '{path}' must be a finite number, got {Format(weight)}");
+        }
+    }
+
+    private static void CheckSize(string property, int? size)
+    {
+        if (size is { } s && (s <= 0 || s % 8 != 0)) throw Refuse(property, $"must be a positive multiple of 8 (the VAE works on multiples of 8 pixels), got {s}");
+    }
+
+    private static GenerationRequestException Refuse(string property, string problem) => new(FieldName(property), problem);
+
+    private static string Format(double value) => value.ToString(CultureInfo.InvariantCulture);
+}
+
+/// <summary>A field of a <see cref="GenerationRequest"/> that cannot be used; <see cref="UserInputException.Subject"/> is its name.</summary>
+public sealed class GenerationRequestException(string field, string problem, string? fix = null) : UserInputException(field, problem, fix)
+{
+    /// <summary>The field at fault, as <see cref="GenerationRequest.FieldName"/> spells it.</summary>
+    public string Field => Subject!;
 }
 
 /// <summary>One generated image with the seed it came from and its A1111 "parameters" text.</summary>

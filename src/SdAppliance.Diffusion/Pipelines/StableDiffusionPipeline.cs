@@ -47,7 +47,7 @@ public sealed class StableDiffusionPipeline
 
     public IReadOnlyList<GeneratedImage> Generate(GenerationRequest request, IProgress<GenerationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
-        Validate(request);
+        request.Validate();
         var seed = request.Seed >= 0 ? request.Seed : Random.Shared.NextInt64(0, 4294967295L);
         var (width, height) = Size(request);
         var prompt = PromptAdapters.Extract(request.Prompt);
@@ -81,38 +81,21 @@ public sealed class StableDiffusionPipeline
         }
     }
 
-    private static void Validate(GenerationRequest request)
-    {
-        if (request.Steps < 1) throw new ArgumentException($"steps must be at least 1, got {request.Steps}");
-        if (request.BatchSize < 1) throw new ArgumentException($"batch size must be at least 1, got {request.BatchSize}");
-        if (request.ClipSkip < 1) throw new ArgumentException($"clip skip counts from 1 (the last layer), got {request.ClipSkip}");
-        if (request.InitImage is not null && request.Strength is <= 0 or > 1)
-            throw new ArgumentException($"strength must be in (0, 1], got {request.Strength.ToString(CultureInfo.InvariantCulture)}");
-        _ = SchedulerRegistry.TryFind(request.Sampler, out _) || SchedulerRegistry.ClassNames.Contains(request.Sampler)
-            ? true : throw new ArgumentException(SamplerError(request.Sampler));
-    }
-
-    private static string SamplerError(string name)
-    {
-        try
-        {
-            SchedulerRegistry.Find(name);
-            return "";
-        }
-        catch (ArgumentException e)
-        {
-            return e.Message;
-        }
-    }
-
     private (int Width, int Height) Size(GenerationRequest request)
     {
         var multiple = model.VaeScaleFactor;
-        var width = request.Width ?? request.InitImage?.Width ?? model.DefaultResolution;
-        var height = request.Height ?? request.InitImage?.Height ?? model.DefaultResolution;
-        if (width % multiple != 0 || height % multiple != 0 || width < multiple || height < multiple)
-            throw new ArgumentException($"width and height must be positive multiples of {multiple}, got {width}x{height}");
-        return (width, height);
+        return (Side(nameof(request.Width), request.Width, request.InitImage?.Width), Side(nameof(request.Height), request.Height, request.InitImage?.Height));
+
+        // A side not given is the init image's, else the model's native size.
+        int Side(string property, int? given, int? init)
+        {
+            var size = given ?? init ?? model.DefaultResolution;
+            if (size >= multiple && size % multiple == 0) return size;
+            if (given is null && init is not null)
+                throw new GenerationRequestException("init_image", $"its {property.ToLowerInvariant()}, {size}, is not a multiple of {multiple} (this model's VAE scale)",
+                    $"give {GenerationRequest.FieldName(property)} and the image is resized to it");
+            throw new GenerationRequestException(GenerationRequest.FieldName(property), $"must be a positive multiple of {multiple} (this model's VAE works on multiples of {multiple} pixels), got {size}");
+        }
     }
 
     private string FindLora(string name)
@@ -123,9 +106,10 @@ public sealed class StableDiffusionPipeline
                 var file = Path.Combine(folder, name + ext);
                 if (File.Exists(file)) return file;
             }
-        throw new FileNotFoundException(folders.LoraFolders.Count == 0
-            ? $"the prompt names <lora:{name}>, but no LoRA folder is configured; pass the file with --lora FILE:WEIGHT"
-            : $"the prompt names <lora:{name}>, but {name}.safetensors is in none of: {string.Join(", ", folders.LoraFolders)}");
+        throw new GenerationRequestException(GenerationRequest.FieldName(nameof(GenerationRequest.Prompt)), folders.LoraFolders.Count == 0
+            ? $"names <lora:{name}>, but no LoRA folder is configured"
+            : $"names <lora:{name}>, but {name}.safetensors is in none of: {string.Join(", ", folders.LoraFolders)}",
+            folders.LoraFolders.Count == 0 ? "give the file in loras instead" : null);
     }
 
     // The UNet's original-layout names, worked out at the first LoRA and kept: the model does not change shape.

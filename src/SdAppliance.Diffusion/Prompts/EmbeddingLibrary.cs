@@ -1,3 +1,4 @@
+using SdAppliance.Formats;
 using SdAppliance.Models.Adapters;
 using SdAppliance.Models.Tokenization;
 
@@ -22,7 +23,7 @@ public sealed class EmbeddingLibrary : ITextualInversionLookup, IDisposable
     public void Add(TextualInversionEmbedding embedding, bool owns = true)
     {
         var tokens = tokenizer.Encode(embedding.Name).ToArray();
-        if (tokens.Length == 0) throw new ArgumentException($"embedding name '{embedding.Name}' has no tokens");
+        if (tokens.Length == 0) throw new UserInputException(embedding.Name, "the embedding's name has no tokens");
         if (byName.Remove(embedding.Name, out var old))
         {
             byFirstToken[tokenizer.Encode(old.Name)[0]].RemoveAll(e => e.Embedding == old);

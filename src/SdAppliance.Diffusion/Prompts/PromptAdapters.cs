@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
+using SdAppliance.Formats;
 
 namespace SdAppliance.Diffusion.Prompts;
 
@@ -67,7 +68,7 @@ public static partial class PromptAdapters
         {
             // extra_networks_lora.activate: te = positional[1] or te=, unet = positional[2] or unet= or te.
             name = positional.Count > 0 ? positional[0]
-                : throw new FormatException($"The tag {tag} names no LoRA (its first argument has '=').");
+                : throw new UserInputException("prompt", $"the tag {tag} names no LoRA (its first argument has '=')");
             multiplier = positional.Count > 1 ? Number(positional[1], tag) : 1.0;
             if (named.TryGetValue("te", out var te)) multiplier = Number(te, tag);
             unetMultiplier = positional.Count > 2 ? Number(positional[2], tag) : multiplier;
@@ -86,5 +87,5 @@ public static partial class PromptAdapters
     private static double Number(string value, string tag) =>
         double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out var v)
             ? v
-            : throw new FormatException($"'{value}' in the tag {tag} is not a number.");
+            : throw new UserInputException("prompt", $"'{value}' in the tag {tag} is not a number");
 }

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using System.Text.RegularExpressions;
+using SdAppliance.Formats;
 
 namespace SdAppliance.Diffusion.Prompts;
 
@@ -103,6 +104,6 @@ public static partial class PromptAttention
         return double.TryParse(ascii.ToString(), NumberStyles.AllowLeadingSign | NumberStyles.AllowDecimalPoint,
             CultureInfo.InvariantCulture, out var value)
             ? value
-            : throw new FormatException($"The prompt weight ':{weight})' is not a number, in: {prompt}");
+            : throw new UserInputException("prompt", $"the weight ':{weight})' is not a number, in: {prompt}");
     }
 }

@@ -1,3 +1,4 @@
+using SdAppliance.Formats;
 using SdAppliance.Models.Tokenization;
 
 namespace SdAppliance.Diffusion.Prompts;
@@ -118,8 +119,8 @@ public sealed class PromptChunker
                     continue;
                 }
                 if (embedding.VectorCount > ChunkLength || embedding.VectorCount < 1 || embedding.TokenLength < 1)
-                    throw new ArgumentException(
-                        $"Textual-inversion embedding '{embedding.Name}' has {embedding.VectorCount} vectors for {embedding.TokenLength} tokens; a chunk holds 1 to {ChunkLength} vectors.");
+                    throw new UserInputException(embedding.Name,
+                        $"the textual-inversion embedding has {embedding.VectorCount} vectors for {embedding.TokenLength} tokens; a chunk holds 1 to {ChunkLength} vectors");
                 if (tokens.Count + embedding.VectorCount > ChunkLength) NextChunk();
                 fixes.Add(new PromptChunkFix(tokens.Count, embedding));
                 // Placeholder ids; the text encoder puts the embedding's vectors there.

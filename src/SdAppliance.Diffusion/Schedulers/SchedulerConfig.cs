@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.RegularExpressions;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
+using SdAppliance.Formats;
 
 namespace SdAppliance.Diffusion.Schedulers;
 
@@ -103,17 +104,7 @@ public sealed partial record SchedulerConfig
         JsonSerializer.Deserialize<SchedulerConfig>(QuoteNonFiniteLiterals(json), JsonOptions)
         ?? throw new FormatException("scheduler config: the JSON is null");
 
-    public static SchedulerConfig Load(string path)
-    {
-        try
-        {
-            return FromJson(File.ReadAllText(path));
-        }
-        catch (JsonException e)
-        {
-            throw new FormatException($"{path}: not a valid scheduler config: {e.Message}", e);
-        }
-    }
+    public static SchedulerConfig Load(string path) => JsonFiles.Read<SchedulerConfig>(path, JsonOptions, QuoteNonFiniteLiterals);
 
     /// <summary>The config as diffusers writes it (non-finite numbers as Python's bare literals).</summary>
     public string ToJson() => NamedLiteral().Replace(JsonSerializer.Serialize(this, JsonOptions), "$1$2");

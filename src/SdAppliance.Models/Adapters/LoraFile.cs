@@ -1,5 +1,9 @@
 using System.Text.RegularExpressions;
+<<<<<<< HEAD
 using SdAppliance.Models.Loading;
+=======
+using SdAppliance.Formats;
+>>>>>>> 88b0837 (Generation rules in the library: GenerationRequest.Validate (one unknown-sampler text, from SchedulerRegistry), refusals name the field; ModelLoader.Check; model, LoRA, embedding, tokenizer, prompt and conversion refusals are UserInputException naming the file or field, never a flag; the CLI maps fields to its flags and treats UserInputException (plus OS and native-library failures) as the one-line errors; model hash through FileHashes with a cache in the data folder; config JSON refusals name the file)
 using SdAppliance.Torch;
 using SdAppliance.Torch.Serialization;
 
@@ -55,7 +59,7 @@ public sealed class LoraFile : IDisposable
 
     public static LoraFile Load(string path)
     {
-        if (!File.Exists(path)) throw new FileNotFoundException($"LoRA file '{path}' does not exist", path);
+        if (!File.Exists(path)) throw new UserInputException(path, "the LoRA file does not exist");
         var reader = SafetensorsReader.Open(path);
         try
         {
@@ -111,17 +115,21 @@ public sealed class LoraFile : IDisposable
 
         var dora = unknown.FirstOrDefault(k => k.Contains("dora_scale", StringComparison.Ordinal) || k.Contains("hada_", StringComparison.Ordinal) || k.Contains("lokr_", StringComparison.Ordinal));
         if (dora is not null)
-            throw new NotSupportedException($"'{path}' is a LyCORIS/DoRA file (key '{dora}'); only plain LoRA and LoCon are supported");
+            throw new UserInputException(path, $"is a LyCORIS/DoRA file (key '{dora}'); only plain LoRA and LoCon are supported");
         if (byModule.Count == 0)
-            throw new InvalidDataException($"'{path}' holds no LoRA weights (expected keys ending in .lora_down.weight/.lora_up.weight, .lora.down/.up.weight or .lora_A/.lora_B.weight)");
+            throw new UserInputException(path, "holds no LoRA weights (expected keys ending in .lora_down.weight/.lora_up.weight, .lora.down/.up.weight or .lora_A/.lora_B.weight)");
 
         var modules = new List<LoraModule>(byModule.Count);
         foreach (var ((target, name), parts) in byModule)
         {
             if (parts.Down is null || parts.Up is null)
+<<<<<<< HEAD
                 throw new InvalidDataException($"'{path}': module '{name}' has {(parts.Down is null ? "no down" : "no up")} weight");
             WeightChecks.RequireFinite(path, $"{name} down", parts.Down);
             WeightChecks.RequireFinite(path, $"{name} up", parts.Up);
+=======
+                throw new UserInputException(path, $"module '{name}' has {(parts.Down is null ? "no down" : "no up")} weight");
+>>>>>>> 88b0837 (Generation rules in the library: GenerationRequest.Validate (one unknown-sampler text, from SchedulerRegistry), refusals name the field; ModelLoader.Check; model, LoRA, embedding, tokenizer, prompt and conversion refusals are UserInputException naming the file or field, never a flag; the CLI maps fields to its flags and treats UserInputException (plus OS and native-library failures) as the one-line errors; model hash through FileHashes with a cache in the data folder; config JSON refusals name the file)
             modules.Add(new LoraModule(target, name, parts.Down, parts.Up, parts.Alpha));
         }
         return modules;

@@ -1,3 +1,4 @@
+using SdAppliance.Formats;
 using SdAppliance.Torch;
 using SdAppliance.Torch.Nn;
 
@@ -84,7 +85,7 @@ public sealed class LoraPatch : IDisposable
             else unmatched.Add($"{lora.Target} {lora.Name}");
         }
         if (plan.Count == 0)
-            throw new InvalidDataException($"LoRA '{file.Path}' matches no layer of the model (first module: {unmatched.FirstOrDefault()}); it was made for another architecture");
+            throw new UserInputException(file.Path, $"the LoRA matches no layer of the model (first module: {unmatched.FirstOrDefault()}); it was made for another architecture");
         foreach (var (weight, lora) in plan) CheckFits(weight, lora, file.Path);
 
         using var noGrad = Autograd.NoGrad();
@@ -134,7 +135,7 @@ public sealed class LoraPatch : IDisposable
         var downColumns = down.Skip(1).Aggregate(1L, (a, d) => a * d);
         var upColumns = up.Skip(1).Aggregate(1L, (a, d) => a * d);
         if (upColumns != down[0] || up[0] * downColumns != weight.NumEl)
-            throw new InvalidDataException($"LoRA '{fileName}': module {lora.Name} has down [{string.Join(", ", down)}] and up [{string.Join(", ", up)}], which do not fit its weight [{string.Join(", ", weight.Shape)}]; the LoRA was made for another model");
+            throw new UserInputException(fileName, $"LoRA module {lora.Name} has down [{string.Join(", ", down)}] and up [{string.Join(", ", up)}], which do not fit its weight [{string.Join(", ", weight.Shape)}]; the LoRA was made for another model");
     }
 
     // multiplier · scale · up·down in the weight's shape and dtype, computed in float32 (the caller owns a dispose scope).

@@ -1,6 +1,10 @@
 using SdAppliance.Formats.Checkpoints;
 using SdAppliance.Formats.Pickle;
+<<<<<<< HEAD
 using SdAppliance.Models.Loading;
+=======
+using SdAppliance.Formats;
+>>>>>>> 88b0837 (Generation rules in the library: GenerationRequest.Validate (one unknown-sampler text, from SchedulerRegistry), refusals name the field; ModelLoader.Check; model, LoRA, embedding, tokenizer, prompt and conversion refusals are UserInputException naming the file or field, never a flag; the CLI maps fields to its flags and treats UserInputException (plus OS and native-library failures) as the one-line errors; model hash through FileHashes with a cache in the data folder; config JSON refusals name the file)
 using SdAppliance.Torch;
 using SdAppliance.Torch.Serialization;
 
@@ -33,7 +37,7 @@ public sealed class TextualInversionEmbedding(string name, Tensor vectors, Tenso
         {
             ".safetensors" => Safetensors.Load(path),
             ".pt" or ".bin" => ReadPickled(path),
-            var ext => throw new NotSupportedException($"textual-inversion file '{path}': {ext} is not an embedding format; use .safetensors, .pt or .bin"),
+            var ext => throw new UserInputException(path, $"{ext} is not a textual-inversion embedding format", "use .safetensors, .pt or .bin"),
         };
         var embedding = FromTensors(path, name, tensors);
         try
@@ -82,12 +86,12 @@ public sealed class TextualInversionEmbedding(string name, Tensor vectors, Tenso
             var l = Take("clip_l");
             var g = Take("clip_g");
             if (l.Size(0) != g.Size(0))
-                throw new InvalidDataException($"textual-inversion file '{path}': clip_l has {l.Size(0)} vectors but clip_g {g.Size(0)}");
+                throw new UserInputException(path, $"textual-inversion embedding: clip_l has {l.Size(0)} vectors but clip_g {g.Size(0)}");
             return new TextualInversionEmbedding(name, l, g);
         }
         var stringToParam = tensors.Keys.Where(k => k.StartsWith("string_to_param.", StringComparison.Ordinal)).ToList();
         if (stringToParam.Count > 1)
-            throw new InvalidDataException($"textual-inversion file '{path}' has multiple terms in it ({string.Join(", ", stringToParam)}); A1111 embeddings hold one");
+            throw new UserInputException(path, $"the textual-inversion file has multiple terms in it ({string.Join(", ", stringToParam)}); A1111 embeddings hold one");
         foreach (var key in stringToParam.Concat(["emb_params", "emp_params"]))
             if (tensors.ContainsKey(key))
             {
@@ -101,8 +105,8 @@ public sealed class TextualInversionEmbedding(string name, Tensor vectors, Tenso
             return new TextualInversionEmbedding(name, Take(floating[0].Key));
         }
         DisposeAllBut();
-        throw new InvalidDataException(
-            $"textual-inversion file '{path}' is not an embedding: expected 'string_to_param', 'emb_params', 'clip_l' + 'clip_g', or a single tensor, found {string.Join(", ", tensors.Keys)}");
+        throw new UserInputException(path,
+            $"is not a textual-inversion embedding: expected 'string_to_param', 'emb_params', 'clip_l' + 'clip_g', or a single tensor, found {string.Join(", ", tensors.Keys)}");
     }
 
     // diffusers' concept files may hold a single 1-D vector; every layout is used as [n, width].

@@ -69,7 +69,7 @@ public static class ModelConverter
         ArgumentException.ThrowIfNullOrEmpty(output);
         options ??= new ConversionOptions();
         if (options.PredictionType is not (null or "epsilon" or "v_prediction" or "sample"))
-            throw new ArgumentException($"prediction type '{options.PredictionType}' is not one of epsilon, v_prediction, sample");
+            throw new UserInputException("prediction_type", $"'{options.PredictionType}' is not one of {string.Join(", ", ModelLoader.PredictionTypes)}");
         var format = options.To ?? FormatFor(output);
         CheckPaths(input, output, format);
 
@@ -92,27 +92,27 @@ public static class ModelConverter
     private static void CheckPaths(string input, string output, ModelFormat format)
     {
         if (!File.Exists(input) && !Directory.Exists(input))
-            throw new FileNotFoundException($"'{input}' does not exist: give a diffusers folder (with model_index.json) or a .safetensors/.ckpt file", input);
+            throw new UserInputException(input, "does not exist", "give a diffusers folder, with model_index.json, or a .safetensors/.ckpt file");
         var fullOutput = Path.TrimEndingDirectorySeparator(Path.GetFullPath(output));
         if (string.Equals(Path.TrimEndingDirectorySeparator(Path.GetFullPath(input)), fullOutput, StringComparison.Ordinal))
-            throw new ArgumentException($"the output '{output}' is the input; write the conversion elsewhere");
+            throw new UserInputException(output, "the output is the input", "write the conversion elsewhere");
         var extension = Path.GetExtension(fullOutput).ToLowerInvariant();
         if (format == ModelFormat.Diffusers)
         {
             if (SingleFileExtensions.Contains(extension))
-                throw new ArgumentException($"'{output}' is named like a single file ({extension}) but the output is a diffusers folder; name the folder without that extension");
+                throw new UserInputException(output, $"is named like a single file ({extension}) but the output is a diffusers folder", "name the folder without that extension");
             if (File.Exists(fullOutput))
-                throw new IOException($"'{output}' is a file; a diffusers folder cannot replace it");
+                throw new UserInputException(output, "is a file; a diffusers folder cannot replace it");
             if (Directory.Exists(fullOutput) && Directory.EnumerateFileSystemEntries(fullOutput).Any() && !IsDiffusersFolder(fullOutput))
-                throw new IOException($"'{output}' is a folder that is not a diffusers model; only an empty folder or a model folder is replaced");
+                throw new UserInputException(output, "is a folder that is not a diffusers model; only an empty folder or a model folder is replaced");
         }
         else
         {
             var wanted = format == ModelFormat.Safetensors ? new[] { ".safetensors" } : [".ckpt", ".pt", ".pth"];
             if (!wanted.Contains(extension))
-                throw new ArgumentException($"a {format.ToString().ToLowerInvariant()} file must be named {string.Join(" or ", wanted)}, got '{output}'");
+                throw new UserInputException(output, $"a {format.ToString().ToLowerInvariant()} file must be named {string.Join(" or ", wanted)}");
             if (Directory.Exists(fullOutput))
-                throw new IOException($"'{output}' is a folder; a single file cannot replace it");
+                throw new UserInputException(output, "is a folder; a single file cannot replace it");
         }
         Directory.CreateDirectory(Path.GetDirectoryName(fullOutput)!);
     }
@@ -134,8 +134,8 @@ public static class ModelConverter
         else
         {
             if (!source.IsFolder && family == ModelFamily.Unknown)
-                throw new InvalidDataException(
-                    $"'{source.Path}' is not a Stable Diffusion 1.x, 2.x or SDXL checkpoint in the original layout (no model.diffusion_model./first_stage_model. keys of a known family)");
+                throw new UserInputException(source.Path,
+                    "is not a Stable Diffusion 1.x, 2.x or SDXL checkpoint in the original layout (no model.diffusion_model./first_stage_model. keys of a known family)");
             var mapping = source.IsFolder ? LdmKeyMap.FromDiffusers(source.Shapes, family) : LdmKeyMap.ToDiffusers(source.SingleShapes, family);
             if (mapping.Unmapped.Count > 0)
                 warnings.Add($"{mapping.Unmapped.Count} tensor(s) that no rule maps were left out: " +
@@ -216,7 +216,7 @@ public static class ModelConverter
         var isSdxl = components.Contains(ModelComponents.TextEncoder2);
         var missing = components.Where(c => plan.All(p => p.Key.Component != c)).ToList();
         if (missing.Count > 0)
-            throw new InvalidDataException($"'{source.Path}' has no {string.Join(", ", missing)} weights; a diffusers folder needs every component");
+            throw new UserInputException(source.Path, $"has no {string.Join(", ", missing)} weights; a diffusers folder needs every component");
         var loadOptions = new ModelLoadOptions(ConfigDirectory: options.ConfigDirectory, SearchRoots: options.SearchRoots);
         var configs = options.ConfigDirectory ?? (source.IsFolder ? source.Path : ModelLoader.FindConfigs(family, loadOptions));
         if (!source.IsFolder)
@@ -250,12 +250,12 @@ public static class ModelConverter
                 // The default below is what the loader uses too.
             }
         }
-        var config = file is null ? ModelLoader.DefaultScheduler() : JsonNode.Parse(File.ReadAllText(file))!.AsObject();
+        var config = file is null ? ModelLoader.DefaultScheduler() : JsonFiles.ReadObject(file);
         var prediction = options.PredictionType ?? (source.IsFolder ? null : ModelLoader.CompanionYamlPrediction(source.Path));
         if (prediction is not null)
             config["prediction_type"] = prediction;
         else if (!source.IsFolder && family == ModelFamily.V2 && options.ConfigDirectory is null)
-            warnings.Add($"SD 2.x: the scheduler predicts {config["prediction_type"]?.GetValue<string>() ?? "epsilon"} as the 768-v model does; for a 512-base model pass --prediction-type epsilon");
+            warnings.Add($"SD 2.x: the scheduler predicts {config["prediction_type"]?.GetValue<string>() ?? "epsilon"} as the 768-v model does; for a 512-base model give prediction_type epsilon");
         return config;
     }
 
@@ -324,8 +324,8 @@ public static class ModelConverter
         }
 
         if (problems.Count > 0)
-            throw new InvalidDataException(
-                $"'{input}' does not fit the architecture of '{configs}': {string.Join("; ", problems)}; pass --config with a diffusers folder holding the model's own configs");
+            throw new UserInputException(input, $"does not fit the architecture of '{configs}': {string.Join("; ", problems)}",
+                "give config_directory, a diffusers folder holding the model's own configs");
     }
 
     // ---- reading ----
@@ -365,7 +365,7 @@ public static class ModelConverter
                     return new SourceModel(path, false, files);
                 }
                 if (!File.Exists(System.IO.Path.Combine(path, "unet", "config.json")))
-                    throw new InvalidDataException($"'{path}' is not a diffusers model folder: it has no unet/config.json (expected model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)");
+                    throw new UserInputException(path, "is not a diffusers model folder: it has no unet/config.json (expected model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)");
                 foreach (var component in new[] { ModelComponents.Unet, ModelComponents.Vae, ModelComponents.TextEncoder, ModelComponents.TextEncoder2 })
                 {
                     var folder = System.IO.Path.Combine(path, component);

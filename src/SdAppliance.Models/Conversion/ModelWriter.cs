@@ -146,7 +146,7 @@ public static class ModelWriter
     private static void EnsurePadToken(string folder, string pad)
     {
         var file = Path.Combine(folder, "special_tokens_map.json");
-        var map = File.Exists(file) ? JsonNode.Parse(File.ReadAllText(file))?.AsObject() ?? [] : [];
+        var map = File.Exists(file) ? JsonFiles.ReadObject(file) : [];
         var current = map["pad_token"] switch
         {
             JsonValue v when v.TryGetValue<string>(out var s) => s,

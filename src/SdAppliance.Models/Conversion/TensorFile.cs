@@ -30,12 +30,12 @@ internal abstract class TensorFile : IDisposable
     /// </summary>
     public static bool IsSafetensors(string path)
     {
-        if (!File.Exists(path)) throw new FileNotFoundException($"model file '{path}' does not exist", path);
+        if (!File.Exists(path)) throw new UserInputException(path, "the model file does not exist");
         return System.IO.Path.GetExtension(path).ToLowerInvariant() switch
         {
             ".safetensors" => true,
             ".ckpt" or ".pt" or ".pth" or ".bin" => false,
-            var ext => throw new NotSupportedException($"'{path}': {ext} is not a weights format we read; use .safetensors, .ckpt, .pt or .bin"),
+            var ext => throw new UserInputException(path, $"{ext} is not a weights format we read", "use .safetensors, .ckpt, .pt or .bin"),
         };
     }
 

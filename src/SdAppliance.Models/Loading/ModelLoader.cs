@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using SdAppliance.Formats;
 using SdAppliance.Formats.Checkpoints;
 using SdAppliance.Models.Blocks;
 using SdAppliance.Models.TextEncoders;
@@ -32,10 +33,25 @@ public static class ModelLoader
     public static StableDiffusionModel Load(string path, ModelLoadOptions? options = null, CancellationToken cancellationToken = default)
     {
         options ??= new ModelLoadOptions();
+        Check(path, options);
         cancellationToken.ThrowIfCancellationRequested();
-        if (Directory.Exists(path)) return LoadDiffusersFolder(path, options, cancellationToken);
-        if (File.Exists(path)) return LoadSingleFile(path, options, cancellationToken);
-        throw new FileNotFoundException($"model '{path}' does not exist: give a diffusers folder (with model_index.json) or a .safetensors/.ckpt file", path);
+        return Directory.Exists(path) ? LoadDiffusersFolder(path, options, cancellationToken) : LoadSingleFile(path, options, cancellationToken);
+    }
+
+    /// <summary>
+    /// Refuses what can be told without reading the model (a front end calls it before slower work): a model path that is
+    /// not there, a config folder that is not a folder, a prediction type or a device that cannot be used.
+    /// </summary>
+    public static void Check(string path, ModelLoadOptions options)
+    {
+        if (!Directory.Exists(path) && !File.Exists(path))
+            throw new UserInputException(path, "the model does not exist", "give a diffusers folder, with model_index.json, or a .safetensors/.ckpt file");
+        if (options.ConfigDirectory is { } configs && !Directory.Exists(configs))
+            throw new UserInputException("config_directory", $"'{configs}' is not a folder", "give a diffusers model folder, with unet/config.json...");
+        if (options.PredictionType is { } prediction && !PredictionTypes.Contains(prediction))
+            throw new UserInputException("prediction_type", $"'{prediction}' is not one of {string.Join(", ", PredictionTypes)}");
+        if (options.Device is { IsCuda: true } device && !Cuda.IsAvailable)
+            throw new UserInputException("device", $"{device}: CUDA is not available here", "use cpu");
     }
 
     /// <summary>The folder under models/configs that describes a family.</summary>
@@ -51,7 +67,7 @@ public static class ModelLoader
     private static StableDiffusionModel LoadDiffusersFolder(string folder, ModelLoadOptions options, CancellationToken cancellationToken)
     {
         if (!File.Exists(Path.Combine(folder, "unet", "config.json")))
-            throw new InvalidDataException($"'{folder}' is not a diffusers model folder: it has no unet/config.json (expected model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)");
+            throw new UserInputException(folder, "is not a diffusers model folder: it has no unet/config.json (expected model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)");
         var configs = options.ConfigDirectory ?? folder;
         var isSdxl = Directory.Exists(Path.Combine(folder, "text_encoder_2"));
         var family = isSdxl ? ModelFamily.XlBase : ModelFamily.Unknown;
@@ -86,7 +102,7 @@ public static class ModelLoader
             var file = Path.Combine(componentFolder, name);
             if (File.Exists(file)) return file;
         }
-        throw new FileNotFoundException($"'{componentFolder}' has no weights: expected one of {string.Join(", ", names)}");
+        throw new UserInputException(componentFolder, $"has no weights: expected one of {string.Join(", ", names)}");
     }
 
     // ---- single files ----
@@ -95,9 +111,9 @@ public static class ModelLoader
         using var source = StateDictSource.Open(file);
         var mapping = LdmKeyMap.ToDiffusers(source.Shapes);
         if (mapping.Family == ModelFamily.Unknown)
-            throw new InvalidDataException(
-                $"'{file}' is not a Stable Diffusion 1.x, 2.x or SDXL checkpoint in the original layout (no model.diffusion_model./first_stage_model. keys of a known family); " +
-                "pass --config with a diffusers folder describing its architecture, or convert it to a diffusers folder");
+            throw new UserInputException(file,
+                "is not a Stable Diffusion 1.x, 2.x or SDXL checkpoint in the original layout (no model.diffusion_model./first_stage_model. keys of a known family)",
+                "give config_directory, a diffusers folder describing its architecture, or convert it to a diffusers folder");
         var configs = options.ConfigDirectory ?? FindConfigs(mapping.Family, options);
         var parts = new ComponentWeights();
         try
@@ -124,7 +140,8 @@ public static class ModelLoader
         var name = ConfigFolderName(family);
         var candidates = SearchRoots(options).Select(root => Path.Combine(root, "models", "configs", name)).ToList();
         return candidates.FirstOrDefault(c => File.Exists(Path.Combine(c, "unet", "config.json")))
-            ?? throw new DirectoryNotFoundException($"the architecture configs for {family} are missing: expected {string.Join(" or ", candidates)} (models/configs/{name} of the SdAppliance repository), or pass --config");
+            ?? throw new UserInputException(null, $"the architecture configs for {family} are missing: expected {string.Join(" or ", candidates)} (models/configs/{name} of the SdAppliance repository)",
+                "give config_directory, a diffusers folder with the model's configs");
     }
 
     /// <summary>The repository or install folder (holding models/), found upwards from the program, plus the caller's roots.</summary>
@@ -212,7 +229,7 @@ public static class ModelLoader
     internal static string ConfigFile(string configs, string component)
     {
         var file = Path.Combine(configs, component, "config.json");
-        return File.Exists(file) ? file : throw new FileNotFoundException($"the architecture config '{file}' is missing", file);
+        return File.Exists(file) ? file : throw new UserInputException(file, "the architecture config is missing");
     }
 
     // Old transformers wrote this buffer into text encoder checkpoints; the model does not have it.
@@ -235,15 +252,16 @@ public static class ModelLoader
                 WeightChecks.RequireFinite(sourcePath, $"{component} {name}", tensor);
             foreach (var (name, tensor) in dict)
                 if (expected.TryGetValue(name, out var target) && !target.Shape.SequenceEqual(tensor.Shape))
-                    throw new InvalidDataException(
-                        $"'{sourcePath}' does not fit the {component} architecture of '{configs}': {name} is [{string.Join(", ", tensor.Shape)}] in the file, [{string.Join(", ", target.Shape)}] in the model; pass --config with the model's own diffusers configs");
+                    throw new UserInputException(sourcePath,
+                        $"does not fit the {component} architecture of '{configs}': {name} is [{string.Join(", ", tensor.Shape)}] in the file, [{string.Join(", ", target.Shape)}] in the model",
+                        "give config_directory, a diffusers folder with the model's own configs");
             try
             {
                 module.LoadStateDict(dict, strict: true);
             }
             catch (StateDictException e)
             {
-                throw new InvalidDataException($"'{sourcePath}' does not fit the {component} architecture of '{configs}': {e.Message}", e);
+                throw new UserInputException(sourcePath, $"does not fit the {component} architecture of '{configs}': {e.Message}", inner: e);
             }
         }
         finally
@@ -256,19 +274,20 @@ public static class ModelLoader
     private static JsonObject SchedulerConfig(string configs, string sourcePath, ModelLoadOptions options, UNet2DConditionModel unet, ModelFamily family)
     {
         var file = Path.Combine(configs, "scheduler", "scheduler_config.json");
+<<<<<<< HEAD
         var config = File.Exists(file) ? ReadSchedulerConfig(file) : DefaultScheduler();
+=======
+        var config = File.Exists(file) ? JsonFiles.ReadObject(file) : DefaultScheduler();
+>>>>>>> 88b0837 (Generation rules in the library: GenerationRequest.Validate (one unknown-sampler text, from SchedulerRegistry), refusals name the field; ModelLoader.Check; model, LoRA, embedding, tokenizer, prompt and conversion refusals are UserInputException naming the file or field, never a flag; the CLI maps fields to its flags and treats UserInputException (plus OS and native-library failures) as the one-line errors; model hash through FileHashes with a cache in the data folder; config JSON refusals name the file)
         var prediction = options.PredictionType
             ?? CompanionYamlPrediction(sourcePath)
             ?? (family == ModelFamily.V2 && options.ConfigDirectory is null && File.Exists(sourcePath) ? VParameterization.Detect(unet) : null);
-        if (prediction is not null)
-        {
-            if (prediction is not ("epsilon" or "v_prediction" or "sample"))
-                throw new ArgumentException($"prediction type '{prediction}' is not one of epsilon, v_prediction, sample");
-            config["prediction_type"] = prediction;
-        }
+        // A given prediction type passed Check; a detected one is one of the valid ones.
+        if (prediction is not null) config["prediction_type"] = prediction;
         return config;
     }
 
+<<<<<<< HEAD
     private static JsonObject ReadSchedulerConfig(string file)
     {
         try
@@ -280,6 +299,10 @@ public static class ModelLoader
             throw new ModelConfigException(file, null, $"cannot be read: {e.Message}", e);
         }
     }
+=======
+    /// <summary>What a diffusers scheduler's <c>prediction_type</c> may be.</summary>
+    public static readonly IReadOnlyList<string> PredictionTypes = ["epsilon", "v_prediction", "sample"];
+>>>>>>> 88b0837 (Generation rules in the library: GenerationRequest.Validate (one unknown-sampler text, from SchedulerRegistry), refusals name the field; ModelLoader.Check; model, LoRA, embedding, tokenizer, prompt and conversion refusals are UserInputException naming the file or field, never a flag; the CLI maps fields to its flags and treats UserInputException (plus OS and native-library failures) as the one-line errors; model hash through FileHashes with a cache in the data folder; config JSON refusals name the file)
 
     internal static JsonObject DefaultScheduler() => new()
     {

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Text;
 using System.Text.Json;
+using SdAppliance.Formats;
 
 namespace SdAppliance.Models.Tokenization;
 
@@ -56,7 +57,7 @@ public sealed class ClipTokenizer
 
     private int RequireId(string token, string role) =>
         _encoder.TryGetValue(token, out var id) ? id
-            : throw new ArgumentException($"The {role} token '{token}' is not in the vocabulary.");
+            : throw new UserInputException(null, $"the {role} token '{token}' is not in the tokenizer's vocabulary");
 
     /// <summary>
     /// Loads <c>vocab.json</c> and <c>merges.txt</c> from a tokenizer folder, with the special tokens of its
@@ -81,16 +82,8 @@ public sealed class ClipTokenizer
 
     public static Dictionary<string, int> ReadVocab(string path)
     {
-        try
-        {
-            using var stream = File.OpenRead(path);
-            return JsonSerializer.Deserialize<Dictionary<string, int>>(stream)
-                ?? throw new InvalidDataException($"{path}: expected a JSON object mapping tokens to ids, found null.");
-        }
-        catch (JsonException e)
-        {
-            throw new InvalidDataException($"{path}: not a vocabulary (a JSON object mapping tokens to integer ids): {e.Message}", e);
-        }
+        // A vocabulary is a JSON object mapping tokens to integer ids.
+        return JsonFiles.Read<Dictionary<string, int>>(path);
     }
 
     /// <summary>Merge pairs in rank order; a first line <c>#version: ...</c> is a header, not a merge.</summary>
@@ -105,7 +98,7 @@ public sealed class ClipTokenizer
             if (string.IsNullOrWhiteSpace(line)) continue;
             var parts = line.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries);
             if (parts.Length != 2)
-                throw new InvalidDataException($"{path}:{lineNumber}: a merge line must hold two symbols separated by a space, found '{line}'.");
+                throw new UserInputException(path, $"line {lineNumber}: a merge line must hold two symbols separated by a space, found '{line}'");
             merges.Add((parts[0], parts[1]));
         }
         return merges;
@@ -138,7 +131,7 @@ public sealed class ClipTokenizer
             }
             catch (JsonException e)
             {
-                throw new InvalidDataException($"{path}: not valid JSON: {e.Message}", e);
+                throw JsonFiles.Refusal(path, e);
             }
         }
         return result;

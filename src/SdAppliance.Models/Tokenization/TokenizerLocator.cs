@@ -1,4 +1,5 @@
 using System.Text;
+using SdAppliance.Formats;
 
 namespace SdAppliance.Models.Tokenization;
 
@@ -32,7 +33,7 @@ public static class TokenizerLocator
                 return folder;
 
         var message = new StringBuilder();
-        message.Append($"No tokenizer '{name}' found for model '{modelPath}'. ");
+        message.Append($"no tokenizer '{name}' found for this model. ");
         message.Append($"Put {string.Join(" and ", RequiredFiles)} (from the model's Hugging Face '{subfolder}' folder; ");
         message.Append("special_tokens_map.json too where it sets a pad token) into one of these folders:");
         foreach (var folder in candidates)
@@ -42,6 +43,6 @@ public static class TokenizerLocator
             if (Directory.Exists(folder) && missing.Count < RequiredFiles.Length)
                 message.Append($" (exists, missing {string.Join(", ", missing)})");
         }
-        throw new FileNotFoundException(message.ToString());
+        throw new UserInputException(modelPath, message.ToString());
     }
 }

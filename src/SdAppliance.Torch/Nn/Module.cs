@@ -1,5 +1,6 @@
 using System.Diagnostics.CodeAnalysis;
 using System.Text;
+using SdAppliance.Formats;
 using SdAppliance.Torch.Native;
 
 namespace SdAppliance.Torch.Nn;
@@ -355,9 +356,12 @@ public abstract class Module<TIn, TOut> : Module
 /// <summary>What <see cref="Module.LoadStateDict"/> did not match, as PyTorch's <c>_IncompatibleKeys</c>.</summary>
 public sealed record LoadStateDictResult(IReadOnlyList<string> MissingKeys, IReadOnlyList<string> UnexpectedKeys);
 
-/// <summary>A state dict that does not fit the module; the message names every offending key.</summary>
+/// <summary>
+/// A state dict that does not fit the module; the message names every offending key. The state dict comes from a file the
+/// user gave (a model, a LoRA, a training state), so this is a refusal of it; the loader that knows the file adds its name.
+/// </summary>
 public sealed class StateDictException(string message, IReadOnlyList<string> missingKeys, IReadOnlyList<string> unexpectedKeys)
-    : Exception(message)
+    : UserInputException(message, null, message, null, null)
 {
     public IReadOnlyList<string> MissingKeys { get; } = missingKeys;
     public IReadOnlyList<string> UnexpectedKeys { get; } = unexpectedKeys;
