@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text.RegularExpressions;
+using SdAppliance.Formats;
 using SdAppliance.Torch;
 
 namespace SdAppliance.Cli.Tests;
@@ -103,6 +104,25 @@ public class CliTests
         Assert.Equal(
             "libsdtorch.so needs libtorch_cpu.so.1.13: cannot open shared object file: No such file or directory",
             Commands.DoctorCommand.LoadFailureReason(message));
+    }
+
+    [Fact]
+    public void ARefusalIsItsMessageAndAnythingElseNamesItsType()
+    {
+        var flags = new Dictionary<string, string> { ["cfg_scale"] = "--cfg", ["prediction_type"] = "--prediction-type" };
+
+        // A refusal: the field at fault as its flag, snake_case fields in the text too, nothing about exception types.
+        Assert.Equal("--cfg: must be a finite number (pass --prediction-type too)",
+            CliErrors.Message(new UserInputException("cfg_scale", "must be a finite number", "pass prediction_type too"), flags));
+        Assert.Equal("model.safetensors: is not a model", CliErrors.Message(new UserInputException("model.safetensors", "is not a model"), flags));
+        // A field name inside a path is left alone.
+        Assert.Equal("/data/cfg_scale.json: x", CliErrors.Message(new UserInputException("/data/cfg_scale.json", "x"), flags));
+        // The machine's failures say what the OS said.
+        Assert.Equal("No space left on device", CliErrors.Message(new IOException("No space left on device")));
+        // A bug names its type, so a report of the one line is useful.
+        Assert.Equal("InvalidOperationException: boom", CliErrors.Message(new InvalidOperationException("boom")));
+        Assert.Equal("ArgumentException: bad argument", CliErrors.Message(new ArgumentException("bad argument")));
+        Assert.Equal("TorchException: libtorch failed", CliErrors.Message(new TorchException("libtorch failed")));
     }
 
     private static (int ExitCode, string Output, string Error) RunSdapp(string directory, params string[] args)

@@ -59,7 +59,7 @@ public sealed class ConvertCommandTests : IDisposable
 
     [Theory]
     [InlineData("--to", "ckpt", "must be named .ckpt")]
-    [InlineData("--config", "no-such-folder", "--config 'no-such-folder' is not a folder")]
+    [InlineData("--config", "no-such-folder", "--config: 'no-such-folder' is not a folder")]
     public void BadRequestsFailWithOneLine(string option, string value, string message)
     {
         var (exit, _, error) = Invoke("convert", "--input", TinyFolder, "--output", Path.Combine(temp, "x.safetensors"), option, value);

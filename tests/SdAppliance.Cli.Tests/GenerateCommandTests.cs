@@ -2,6 +2,8 @@ using System.CommandLine;
 using System.Security.Cryptography;
 using System.Text.RegularExpressions;
 using SdAppliance.Cli.Commands;
+using SdAppliance.Formats;
+using SdAppliance.Formats.Hashing;
 using SdAppliance.Imaging;
 
 namespace SdAppliance.Cli.Tests;
@@ -167,6 +169,57 @@ public sealed class GenerateCommandTests : IDisposable
         Assert.False(File.Exists(png));
     }
 
+    [Theory]
+    [InlineData("--cfg", "NaN", "error: --cfg: must be a finite number, got NaN")]
+    [InlineData("--sampler", "Euler b", "error: --sampler: unknown sampler 'Euler b'")]
+    [InlineData("--config", "no-such-folder", "error: --config: 'no-such-folder' is not a folder")]
+    [InlineData("--lora", "no-such-lora.safetensors:0.8", "error: --lora: the file 'no-such-lora.safetensors' does not exist")]
+    public void RefusalsNameTheFlagOfTheFieldAtFault(string option, string value, string start)
+    {
+        // The library names the field (cfg_scale, sampler, config_directory, loras); the command line says its flag.
+        var (exit, _, error) = Invoke("generate", "--model", TinyFolder, "--prompt", "a cat", option, value, "--output", Path.Combine(temp, "x.png"));
+
+        Assert.Equal(1, exit);
+        AssertOneCleanErrorLine(error);
+        Assert.StartsWith(start, error);
+    }
+
+    [Fact]
+    public void ABrokenConfigJsonIsRefusedNamingTheFileAndTheLine()
+    {
+        var model = Path.Combine(temp, "broken");
+        CopyFolder(TinyFolder, model);
+        var config = Path.Combine(model, "unet", "config.json");
+        File.WriteAllText(config, "{\n  \"in_channels\": 4,\n  \"out_channels\" 4\n}");
+
+        var (exit, _, error) = Invoke("generate", "--model", model, "--prompt", "a cat", "--steps", "1", "--output", Path.Combine(temp, "x.png"));
+
+        Assert.Equal(1, exit);
+        AssertOneCleanErrorLine(error);
+        Assert.StartsWith($"error: {config}: invalid JSON (", error);
+        Assert.Contains("line 3", error);
+        Assert.DoesNotContain("JsonException", error);
+    }
+
+    [Fact]
+    public void TheModelHashIsKeptInTheDataFolderSoTheNextRunDoesNotHashAgain()
+    {
+        var paths = new AppPaths(null, Path.Combine(temp, "data"));
+        string[] args = ["generate", "--model", TinyLdm, "--config", TinyFolder, "--prompt", "a cat", "--steps", "1"];
+        var (exit, _, error) = Invoke(WithPaths(paths), [.. args, "--output", Path.Combine(temp, "a.png")]);
+        Assert.True(exit == 0, error);
+
+        using (var stream = File.OpenRead(TinyLdm))
+            Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(stream))[..10], ParametersOf(Path.Combine(temp, "a.png"))["Model hash"]);
+        Assert.Contains(Path.GetFullPath(TinyLdm), File.ReadAllText(paths.HashCache));
+
+        // A cached hash is what the next run writes: tamper with the cache and the PNG shows the cached value.
+        File.WriteAllText(paths.HashCache, File.ReadAllText(paths.HashCache).Replace(new FileHashes(null).Sha256(TinyLdm), new string('0', 64)));
+        (exit, _, error) = Invoke(WithPaths(paths), [.. args, "--output", Path.Combine(temp, "b.png")]);
+        Assert.True(exit == 0, error);
+        Assert.Equal("0000000000", ParametersOf(Path.Combine(temp, "b.png"))["Model hash"]);
+    }
+
     [Fact]
     public void AFileThatIsNotALoraFailsWithOneLine()
     {
@@ -260,7 +313,7 @@ public sealed class GenerateCommandTests : IDisposable
     {
         Assert.Equal(["out/x.png"], GenerateCommand.OutputFiles("out/x.png", 1));
         Assert.Equal(["out/x-0.png", "out/x-1.png", "out/x-2.png"], GenerateCommand.OutputFiles("out/x.png", 3));
-        Assert.Contains(".gif", Assert.Throws<ArgumentException>(() => GenerateCommand.OutputFiles("x.gif", 1)).Message);
+        Assert.Contains(".gif", Assert.Throws<UserInputException>(() => GenerateCommand.OutputFiles("x.gif", 1)).Message);
     }
 
     [Fact]

@@ -103,9 +103,9 @@ public sealed class PipelineTests : IClassFixture<PipelineTests.TinyModel>
     [Fact]
     public void BadRequestsAreRefusedWithTheField()
     {
-        Assert.Contains("multiples of 8", Assert.Throws<ArgumentException>(() => pipeline.Generate(new GenerationRequest { Width = 60 })).Message);
-        Assert.Contains("unknown sampler 'fastest'", Assert.Throws<ArgumentException>(() => pipeline.Generate(new GenerationRequest { Sampler = "fastest" })).Message);
-        Assert.Contains("steps", Assert.Throws<ArgumentException>(() => pipeline.Generate(new GenerationRequest { Steps = 0 })).Message);
-        Assert.Contains("<lora:missing>", Assert.Throws<FileNotFoundException>(() => pipeline.Generate(new GenerationRequest { Prompt = "x <lora:missing:1>", Steps = 1 })).Message);
+        Assert.Contains("multiples of 8", Assert.Throws<GenerationRequestException>(() => pipeline.Generate(new GenerationRequest { Width = 60 })).Message);
+        Assert.Contains("unknown sampler 'fastest'", Assert.Throws<GenerationRequestException>(() => pipeline.Generate(new GenerationRequest { Sampler = "fastest" })).Message);
+        Assert.Contains("steps", Assert.Throws<GenerationRequestException>(() => pipeline.Generate(new GenerationRequest { Steps = 0 })).Message);
+        Assert.Contains("<lora:missing>", Assert.Throws<GenerationRequestException>(() => pipeline.Generate(new GenerationRequest { Prompt = "x <lora:missing:1>", Steps = 1 })).Message);
     }
 }

@@ -1,4 +1,5 @@
 using SdAppliance.Diffusion.Prompts;
+using SdAppliance.Formats;
 
 namespace SdAppliance.Diffusion.Tests;
 
@@ -65,7 +66,7 @@ public class PromptAdaptersTests
     [Fact]
     public void NonNumericMultiplierIsAnError()
     {
-        var ex = Assert.Throws<FormatException>(() => PromptAdapters.Extract("<lora:foo:strong>"));
+        var ex = Assert.Throws<UserInputException>(() => PromptAdapters.Extract("<lora:foo:strong>"));
         Assert.Contains("<lora:foo:strong>", ex.Message);
     }
 }

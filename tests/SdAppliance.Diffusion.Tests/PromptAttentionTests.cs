@@ -1,4 +1,5 @@
 using SdAppliance.Diffusion.Prompts;
+using SdAppliance.Formats;
 
 namespace SdAppliance.Diffusion.Tests;
 
@@ -76,7 +77,7 @@ public class PromptAttentionTests
     [Fact]
     public void MalformedWeightIsAnError()
     {
-        var ex = Assert.Throws<FormatException>(() => PromptAttention.Parse("(a:1.2.3)"));
+        var ex = Assert.Throws<UserInputException>(() => PromptAttention.Parse("(a:1.2.3)"));
         Assert.Contains("1.2.3", ex.Message);
     }
 }

@@ -1,4 +1,5 @@
 using SdAppliance.Diffusion.Schedulers;
+using SdAppliance.Formats;
 using SdAppliance.Torch;
 using static SdAppliance.Diffusion.Tests.SchedulerTestSupport;
 
@@ -172,7 +173,7 @@ public class SchedulerBehaviourTests
     [Fact]
     public void UnknownSamplerListsTheValidNames()
     {
-        var e = Assert.Throws<ArgumentException>(() => SchedulerRegistry.Create("DPM++ 3M Turbo", BaseConfig));
+        var e = Assert.Throws<UserInputException>(() => SchedulerRegistry.Create("DPM++ 3M Turbo", BaseConfig));
         Assert.Contains("DPM++ 3M Turbo", e.Message);
         foreach (var s in SchedulerRegistry.Samplers)
         {

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using SdAppliance.Formats;
 using SdAppliance.Imaging.Native;
 
 namespace SdAppliance.Imaging.Tests;
@@ -66,7 +67,7 @@ public class ImageTests
             Assert.Equal(format, ImageCodec.Identify(folder.File(name)).Format);
         }
         Assert.Equal(4, Directory.GetFiles(folder.Path).Length);
-        Assert.Throws<ArgumentException>(() => ImageCodec.Save(image, folder.File("e.bmp")));
+        Assert.Throws<UserInputException>(() => ImageCodec.Save(image, folder.File("e.bmp")));
     }
 
     [Fact]

@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using System.Text.Json.Nodes;
-using SdAppliance.Formats;
 using SdAppliance.Formats.Checkpoints;
+using SdAppliance.Formats;
 using SdAppliance.Models.Conversion;
 using SdAppliance.Models.Loading;
 using SdAppliance.Torch;
@@ -184,7 +184,7 @@ public sealed class ConversionTests : IDisposable
 
         var documents = Directory.CreateDirectory(Path.Combine(temp, "documents")).FullName;
         File.WriteAllText(Path.Combine(documents, "keep.txt"), "mine");
-        var e = Assert.Throws<IOException>(() => ModelConverter.Convert(TinyLdm, documents, new ConversionOptions(ConfigDirectory: TinyFolder)));
+        var e = Assert.Throws<UserInputException>(() => ModelConverter.Convert(TinyLdm, documents, new ConversionOptions(ConfigDirectory: TinyFolder)));
         Assert.Contains("not a diffusers model", e.Message);
         Assert.True(File.Exists(Path.Combine(documents, "keep.txt")));
         Assert.Empty(Directory.GetFileSystemEntries(temp, ".*"));
@@ -216,24 +216,24 @@ public sealed class ConversionTests : IDisposable
     public void ConfigsThatDoNotFitAreRefusedNamingTheMismatch()
     {
         // Without --config the tiny model would be given SD 1.5's architecture (models/configs/sd15).
-        var e = Assert.Throws<InvalidDataException>(() => ModelConverter.Convert(TinyLdm, Path.Combine(temp, "tiny")));
+        var e = Assert.Throws<UserInputException>(() => ModelConverter.Convert(TinyLdm, Path.Combine(temp, "tiny")));
         Assert.Contains("unet conv_in width is 32 in the file, 320 in the config", e.Message);
-        Assert.Contains("--config", e.Message);
+        Assert.Contains("config_directory", e.Message);  // the field; the CLI says --config
         Assert.Empty(Directory.GetFileSystemEntries(temp));
     }
 
     [Fact]
     public void BadRequestsAreRefusedBeforeAnyWork()
     {
-        Assert.Throws<FileNotFoundException>(() => ModelConverter.Convert(Path.Combine(temp, "missing.safetensors"), Path.Combine(temp, "out")));
-        Assert.Contains("the input", Assert.Throws<ArgumentException>(() => ModelConverter.Convert(TinyLdm, TinyLdm)).Message);
-        Assert.Contains(".ckpt", Assert.Throws<ArgumentException>(() =>
+        Assert.Throws<UserInputException>(() => ModelConverter.Convert(Path.Combine(temp, "missing.safetensors"), Path.Combine(temp, "out")));
+        Assert.Contains("the input", Assert.Throws<UserInputException>(() => ModelConverter.Convert(TinyLdm, TinyLdm)).Message);
+        Assert.Contains(".ckpt", Assert.Throws<UserInputException>(() =>
             ModelConverter.Convert(TinyFolder, Path.Combine(temp, "x.safetensors"), new ConversionOptions(To: ModelFormat.Ckpt))).Message);
-        Assert.Contains("single file", Assert.Throws<ArgumentException>(() =>
+        Assert.Contains("single file", Assert.Throws<UserInputException>(() =>
             ModelConverter.Convert(TinyFolder, Path.Combine(temp, "x.ckpt"), new ConversionOptions(To: ModelFormat.Diffusers))).Message);
         var other = Path.Combine(temp, "other.safetensors");
         SafetensorsWriter.Write(other, [new SafetensorsTensor("classifier.weight", SafetensorsDType.F32, [2], new byte[8])]);
-        Assert.Contains("not a Stable Diffusion", Assert.Throws<InvalidDataException>(() => ModelConverter.Convert(other, Path.Combine(temp, "out"))).Message);
+        Assert.Contains("not a Stable Diffusion", Assert.Throws<UserInputException>(() => ModelConverter.Convert(other, Path.Combine(temp, "out"))).Message);
         Assert.Equal(["other.safetensors"], Directory.GetFileSystemEntries(temp).Select(Path.GetFileName));
     }
 

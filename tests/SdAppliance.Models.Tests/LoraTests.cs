@@ -1,8 +1,8 @@
 using SdAppliance.Formats;
 using SdAppliance.Models.Adapters;
-using SdAppliance.Torch;
 using SdAppliance.Torch.Nn;
 using SdAppliance.Torch.Serialization;
+using SdAppliance.Torch;
 
 namespace SdAppliance.Models.Tests;
 
@@ -112,7 +112,7 @@ public sealed class LoraTests : IDisposable
             new SafetensorsTensor("lora_unet_attn1_to_q.lora_up.weight", SafetensorsDType.F32, [3, 1], new byte[12]),
         ]);
         using var file = LoraFile.Load(path);
-        var e = Assert.Throws<InvalidDataException>(() => LoraPatch.Apply([new LoraApplication(file, 1.0)], new Dictionary<LoraTarget, Module> { [LoraTarget.Unet] = model }));
+        var e = Assert.Throws<UserInputException>(() => LoraPatch.Apply([new LoraApplication(file, 1.0)], new Dictionary<LoraTarget, Module> { [LoraTarget.Unet] = model }));
         Assert.Contains("attn1_to_q", e.Message);
         Assert.Contains("another model", e.Message);
     }
@@ -122,7 +122,7 @@ public sealed class LoraTests : IDisposable
     {
         var path = Path.Combine(folder, "not-lora.safetensors");
         SafetensorsWriter.Write(path, [new SafetensorsTensor("model.weight", SafetensorsDType.F32, [1], new byte[4])]);
-        var e = Assert.Throws<InvalidDataException>(() => LoraFile.Load(path));
+        var e = Assert.Throws<UserInputException>(() => LoraFile.Load(path));
         Assert.Contains("no LoRA weights", e.Message);
     }
 

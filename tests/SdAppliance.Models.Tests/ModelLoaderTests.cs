@@ -1,11 +1,11 @@
-using SdAppliance.Formats;
 using SdAppliance.Formats.Checkpoints;
 using SdAppliance.Formats.Pickle;
+using SdAppliance.Formats;
 using SdAppliance.Models.Loading;
 using SdAppliance.Models.Tokenization;
-using SdAppliance.Torch;
 using SdAppliance.Torch.Nn;
 using SdAppliance.Torch.Serialization;
+using SdAppliance.Torch;
 
 namespace SdAppliance.Models.Tests;
 
@@ -77,9 +77,9 @@ public sealed class ModelLoaderTests : IDisposable
     [Fact]
     public void SingleFileThatDoesNotFitTheStandardArchitectureSaysToPassConfig()
     {
-        var e = Assert.Throws<InvalidDataException>(() => ModelLoader.Load(TinyLdm));
+        var e = Assert.Throws<UserInputException>(() => ModelLoader.Load(TinyLdm));
         Assert.Contains("tiny-sd.ldm.safetensors", e.Message);
-        Assert.Contains("--config", e.Message);
+        Assert.Contains("config_directory", e.Message);  // the field; the CLI says --config
     }
 
     [Fact]
@@ -96,14 +96,14 @@ public sealed class ModelLoaderTests : IDisposable
     {
         var notModel = Path.Combine(temp, "notes.txt");
         File.WriteAllText(notModel, "hello");
-        Assert.Contains(".txt", Assert.Throws<NotSupportedException>(() => ModelLoader.Load(notModel)).Message);
+        Assert.Contains(".txt", Assert.Throws<UserInputException>(() => ModelLoader.Load(notModel)).Message);
         var truncated = Path.Combine(temp, "cut.safetensors");
         File.WriteAllBytes(truncated, File.ReadAllBytes(TinyLdm).AsSpan(0, 1000).ToArray());
         Assert.Contains("cut.safetensors", Assert.Throws<SafetensorsFormatException>(() => ModelLoader.Load(truncated)).Message);
-        Assert.Throws<FileNotFoundException>(() => ModelLoader.Load(Path.Combine(temp, "missing.safetensors")));
+        Assert.Throws<UserInputException>(() => ModelLoader.Load(Path.Combine(temp, "missing.safetensors")));
         var unrelated = Path.Combine(temp, "other.safetensors");
         SafetensorsWriter.Write(unrelated, [new SafetensorsTensor("classifier.weight", SafetensorsDType.F32, [2], new byte[8])]);
-        Assert.Contains("not a Stable Diffusion", Assert.Throws<InvalidDataException>(() => ModelLoader.Load(unrelated)).Message);
+        Assert.Contains("not a Stable Diffusion", Assert.Throws<UserInputException>(() => ModelLoader.Load(unrelated)).Message);
     }
 
     [Fact]
@@ -115,7 +115,7 @@ public sealed class ModelLoaderTests : IDisposable
         var configs = Path.Combine(temp, "configs");
         foreach (var component in new[] { "unet", "vae", "text_encoder", "scheduler" })
             CopyFolder(Path.Combine(TinyFolder, component), Path.Combine(configs, component));
-        var e = Assert.Throws<FileNotFoundException>(() => ModelLoader.Load(file, new ModelLoadOptions(ConfigDirectory: configs, SearchRoots: [temp])));
+        var e = Assert.Throws<UserInputException>(() => ModelLoader.Load(file, new ModelLoadOptions(ConfigDirectory: configs, SearchRoots: [temp])));
         Assert.Contains("vocab.json", e.Message);
         Assert.Contains(Path.Combine(temp, "models", "tokenizers", "clip"), e.Message);
     }

@@ -1,3 +1,4 @@
+using SdAppliance.Formats;
 using SdAppliance.Models.Tokenization;
 using static SdAppliance.Models.Tests.TokenizationFixtures;
 
@@ -108,7 +109,7 @@ public class TokenizationGoldenTests
     [Fact]
     public void UnknownSpecialTokenIsReported()
     {
-        var ex = Assert.Throws<ArgumentException>(() =>
+        var ex = Assert.Throws<UserInputException>(() =>
             ClipTokenizer.FromFolder(TinyTokenizerFolder, new ClipTokenizerOptions(PadToken: "<pad>")));
         Assert.Contains("<pad>", ex.Message);
     }
@@ -120,7 +121,7 @@ public class TokenizationGoldenTests
         try
         {
             File.WriteAllLines(path, ["#version: 0.2", "a b", "abc"]);
-            var ex = Assert.Throws<InvalidDataException>(() => ClipTokenizer.ReadMerges(path));
+            var ex = Assert.Throws<UserInputException>(() => ClipTokenizer.ReadMerges(path));
             Assert.Contains($"{path}:3", ex.Message);
         }
         finally

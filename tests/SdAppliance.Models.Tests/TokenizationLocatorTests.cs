@@ -1,3 +1,4 @@
+using SdAppliance.Formats;
 using SdAppliance.Models.Tokenization;
 
 namespace SdAppliance.Models.Tests;
@@ -68,7 +69,7 @@ public sealed class TokenizationLocatorTests : IDisposable
         Directory.CreateDirectory(partial);
         File.WriteAllText(Path.Combine(partial, "vocab.json"), "{}");
 
-        var ex = Assert.Throws<FileNotFoundException>(() => TokenizerLocator.Find(file, "clip-vit-large-patch14", [data]));
+        var ex = Assert.Throws<UserInputException>(() => TokenizerLocator.Find(file, "clip-vit-large-patch14", [data]));
         Assert.Contains("vocab.json and merges.txt", ex.Message);
         Assert.Contains(Path.Combine(Path.GetDirectoryName(file)!, "tokenizer") + Path.DirectorySeparatorChar, ex.Message);
         Assert.Contains(partial + Path.DirectorySeparatorChar + " (exists, missing merges.txt)", ex.Message);

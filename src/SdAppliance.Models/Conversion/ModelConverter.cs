@@ -325,7 +325,7 @@ public static class ModelConverter
 
         if (problems.Count > 0)
             throw new UserInputException(input, $"does not fit the architecture of '{configs}': {string.Join("; ", problems)}",
-                "give config_directory, a diffusers folder holding the model's own configs");
+                "pass config_directory, a diffusers folder holding the model's own configs");
     }
 
     // ---- reading ----

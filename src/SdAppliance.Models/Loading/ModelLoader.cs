@@ -113,7 +113,7 @@ public static class ModelLoader
         if (mapping.Family == ModelFamily.Unknown)
             throw new UserInputException(file,
                 "is not a Stable Diffusion 1.x, 2.x or SDXL checkpoint in the original layout (no model.diffusion_model./first_stage_model. keys of a known family)",
-                "give config_directory, a diffusers folder describing its architecture, or convert it to a diffusers folder");
+                "pass config_directory, a diffusers folder describing its architecture, or convert it to a diffusers folder");
         var configs = options.ConfigDirectory ?? FindConfigs(mapping.Family, options);
         var parts = new ComponentWeights();
         try
@@ -141,7 +141,7 @@ public static class ModelLoader
         var candidates = SearchRoots(options).Select(root => Path.Combine(root, "models", "configs", name)).ToList();
         return candidates.FirstOrDefault(c => File.Exists(Path.Combine(c, "unet", "config.json")))
             ?? throw new UserInputException(null, $"the architecture configs for {family} are missing: expected {string.Join(" or ", candidates)} (models/configs/{name} of the SdAppliance repository)",
-                "give config_directory, a diffusers folder with the model's configs");
+                "pass config_directory, a diffusers folder with the model's configs");
     }
 
     /// <summary>The repository or install folder (holding models/), found upwards from the program, plus the caller's roots.</summary>
@@ -254,7 +254,7 @@ public static class ModelLoader
                 if (expected.TryGetValue(name, out var target) && !target.Shape.SequenceEqual(tensor.Shape))
                     throw new UserInputException(sourcePath,
                         $"does not fit the {component} architecture of '{configs}': {name} is [{string.Join(", ", tensor.Shape)}] in the file, [{string.Join(", ", target.Shape)}] in the model",
-                        "give config_directory, a diffusers folder with the model's own configs");
+                        "pass config_directory, a diffusers folder with the model's own configs");
             try
             {
                 module.LoadStateDict(dict, strict: true);

@@ -98,7 +98,7 @@ public sealed class ClipTokenizer
             if (string.IsNullOrWhiteSpace(line)) continue;
             var parts = line.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries);
             if (parts.Length != 2)
-                throw new UserInputException(path, $"line {lineNumber}: a merge line must hold two symbols separated by a space, found '{line}'");
+                throw new UserInputException($"{path}:{lineNumber}", $"a merge line must hold two symbols separated by a space, found '{line}'");
             merges.Add((parts[0], parts[1]));
         }
         return merges;
