@@ -23,7 +23,7 @@ internal static partial class CliErrors
     public static int Cancelled(TextWriter error)
     {
         error.WriteLine("cancelled; nothing was written");
-        return 130;
+        return Interrupts.ExitCode;
     }
 
     /// <summary>

@@ -26,10 +26,12 @@ public sealed class TrainCommandTests : IDisposable
     private static (int ExitCode, string Output, string Error) Invoke(AppPaths paths, params string[] args) =>
         GenerateCommandTests.Invoke(new RootCommand { TrainCommand.Create(() => paths) }, ["train", .. args]);
 
-    /// <summary>Red squares on blue at a few positions, each with a caption file.</summary>
-    private string MakeDataset(int count = 3)
+    private string MakeDataset(int count = 3) => MakeDataset(temp, count);
+
+    /// <summary>Red squares on blue at a few positions, each with a caption file, in <paramref name="parent"/>/data.</summary>
+    internal static string MakeDataset(string parent, int count = 3)
     {
-        var folder = Directory.CreateDirectory(Path.Combine(temp, "data")).FullName;
+        var folder = Directory.CreateDirectory(Path.Combine(parent, "data")).FullName;
         for (var i = 0; i < count; i++)
         {
             var image = new RgbImage(64, 64, 3);

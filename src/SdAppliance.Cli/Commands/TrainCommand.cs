@@ -23,7 +23,7 @@ internal sealed record TrainArguments(string? ConfigFile, string? Resume, IReadO
 public static class TrainCommand
 {
     /// <summary>Exit code of a run stopped by Ctrl+C (128 + SIGINT, as shells report it).</summary>
-    private const int Cancelled = 130;
+    private const int Cancelled = Interrupts.ExitCode;
 
     public static Command Create() => Create(AppPaths.Discover);
 
