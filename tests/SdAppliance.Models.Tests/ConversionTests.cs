@@ -223,6 +223,20 @@ public sealed class ConversionTests : IDisposable
     }
 
     [Fact]
+    public void AMissingTokenizerIsAWarningNotAFailure()
+    {
+        // The configs without a tokenizer, and no models/tokenizers anywhere the loader looks: the folder is written all the same.
+        var configs = Path.Combine(temp, "configs");
+        foreach (var component in new[] { "unet", "vae", "text_encoder", "scheduler" })
+            CopyFolder(Path.Combine(TinyFolder, component), Path.Combine(configs, component));
+
+        var result = ModelConverter.Convert(TinyLdm, Path.Combine(temp, "out"), new ConversionOptions(ConfigDirectory: configs, SearchRoots: [temp]));
+
+        Assert.Contains(result.Warnings, w => w.StartsWith("the folder has no tokenizer/", StringComparison.Ordinal) && w.Contains("vocab.json"));
+        Assert.True(File.Exists(Path.Combine(temp, "out", "unet", "config.json")));
+    }
+
+    [Fact]
     public void BadRequestsAreRefusedBeforeAnyWork()
     {
         Assert.Throws<UserInputException>(() => ModelConverter.Convert(Path.Combine(temp, "missing.safetensors"), Path.Combine(temp, "out")));

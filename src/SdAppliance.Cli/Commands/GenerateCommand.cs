@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using SdAppliance.Diffusion.Pipelines;
+using SdAppliance.Formats;
 using SdAppliance.Formats.Hashing;
 using SdAppliance.Imaging;
 using SdAppliance.Models.Loading;
@@ -198,7 +199,9 @@ public static class GenerateCommand
         };
         request.Validate();
         // The image is read last: everything that costs nothing is checked first.
-        return args.InitImage is null ? request : request with { InitImage = ImageCodec.Load(args.InitImage, new ImageDecodeOptions { Channels = ChannelMode.Rgb }) };
+        if (args.InitImage is null) return request;
+        if (!File.Exists(args.InitImage)) throw new UserInputException("init_image", $"'{args.InitImage}' does not exist");
+        return request with { InitImage = ImageCodec.Load(args.InitImage, new ImageDecodeOptions { Channels = ChannelMode.Rgb }) };
     }
 
     /// <summary><c>FILE:W</c>, or a bare FILE with weight 1; the colon is the last one, so paths may hold colons.</summary>

@@ -245,9 +245,9 @@ public static class ModelConverter
                 var standard = Path.Combine(ModelLoader.FindConfigs(family, loadOptions), "scheduler", "scheduler_config.json");
                 if (File.Exists(standard)) file = standard;
             }
-            catch (DirectoryNotFoundException)
+            catch (UserInputException)
             {
-                // The default below is what the loader uses too.
+                // No standard configs here: the default below is what the loader uses too.
             }
         }
         var config = file is null ? ModelLoader.DefaultScheduler() : JsonFiles.ReadObject(file);
@@ -270,7 +270,7 @@ public static class ModelConverter
             {
                 found[sub] = ModelLoader.FindTokenizer(input, loadOptions, roots, sub);
             }
-            catch (FileNotFoundException e)
+            catch (UserInputException e)
             {
                 warnings.Add($"the folder has no {sub}/ (it will not load until one is added): {e.Message}");
             }
