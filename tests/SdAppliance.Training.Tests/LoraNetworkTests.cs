@@ -350,7 +350,7 @@ public sealed class LoraNetworkTests : IDisposable
         ]);
         using var state = model.Unet.StateDict();
         var before = state["conv_in.weight"].ToArray<float>();
-        Assert.Throws<InvalidDataException>(() => ModelExport.MergeLora(model, file, 1));
+        Assert.Throws<UserInputException>(() => ModelExport.MergeLora(model, file, 1));
         Assert.Equal(before, state["conv_in.weight"].ToArray<float>());
     }
 }
