@@ -130,7 +130,7 @@ public static class GenerateCommand
 
             var interactive = ProgressBar.IsTerminal(error);
             if (interactive) error.WriteLine($"loading {modelPath}");
-            using var model = ModelLoader.Load(modelPath, options);
+            using var model = ModelLoader.Load(modelPath, options, cancellationToken);
             if (args.VaeTiling) model.Vae.EnableTiling();
             Engine.UseThreads(model.UnetThreadDemand(2L * args.Batch, args.Height ?? model.DefaultResolution, args.Width ?? model.DefaultResolution));
             var pipeline = new StableDiffusionPipeline(model, new AdapterFolders(paths.LoraFolders, paths.EmbeddingFolders))
