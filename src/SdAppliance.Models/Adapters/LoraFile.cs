@@ -1,9 +1,6 @@
 using System.Text.RegularExpressions;
-<<<<<<< HEAD
-using SdAppliance.Models.Loading;
-=======
 using SdAppliance.Formats;
->>>>>>> 88b0837 (Generation rules in the library: GenerationRequest.Validate (one unknown-sampler text, from SchedulerRegistry), refusals name the field; ModelLoader.Check; model, LoRA, embedding, tokenizer, prompt and conversion refusals are UserInputException naming the file or field, never a flag; the CLI maps fields to its flags and treats UserInputException (plus OS and native-library failures) as the one-line errors; model hash through FileHashes with a cache in the data folder; config JSON refusals name the file)
+using SdAppliance.Models.Loading;
 using SdAppliance.Torch;
 using SdAppliance.Torch.Serialization;
 
@@ -123,13 +120,9 @@ public sealed class LoraFile : IDisposable
         foreach (var ((target, name), parts) in byModule)
         {
             if (parts.Down is null || parts.Up is null)
-<<<<<<< HEAD
-                throw new InvalidDataException($"'{path}': module '{name}' has {(parts.Down is null ? "no down" : "no up")} weight");
+                throw new UserInputException(path, $"module '{name}' has {(parts.Down is null ? "no down" : "no up")} weight");
             WeightChecks.RequireFinite(path, $"{name} down", parts.Down);
             WeightChecks.RequireFinite(path, $"{name} up", parts.Up);
-=======
-                throw new UserInputException(path, $"module '{name}' has {(parts.Down is null ? "no down" : "no up")} weight");
->>>>>>> 88b0837 (Generation rules in the library: GenerationRequest.Validate (one unknown-sampler text, from SchedulerRegistry), refusals name the field; ModelLoader.Check; model, LoRA, embedding, tokenizer, prompt and conversion refusals are UserInputException naming the file or field, never a flag; the CLI maps fields to its flags and treats UserInputException (plus OS and native-library failures) as the one-line errors; model hash through FileHashes with a cache in the data folder; config JSON refusals name the file)
             modules.Add(new LoraModule(target, name, parts.Down, parts.Up, parts.Alpha));
         }
         return modules;

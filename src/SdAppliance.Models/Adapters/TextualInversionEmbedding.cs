@@ -1,10 +1,7 @@
+using SdAppliance.Formats;
 using SdAppliance.Formats.Checkpoints;
 using SdAppliance.Formats.Pickle;
-<<<<<<< HEAD
 using SdAppliance.Models.Loading;
-=======
-using SdAppliance.Formats;
->>>>>>> 88b0837 (Generation rules in the library: GenerationRequest.Validate (one unknown-sampler text, from SchedulerRegistry), refusals name the field; ModelLoader.Check; model, LoRA, embedding, tokenizer, prompt and conversion refusals are UserInputException naming the file or field, never a flag; the CLI maps fields to its flags and treats UserInputException (plus OS and native-library failures) as the one-line errors; model hash through FileHashes with a cache in the data folder; config JSON refusals name the file)
 using SdAppliance.Torch;
 using SdAppliance.Torch.Serialization;
 

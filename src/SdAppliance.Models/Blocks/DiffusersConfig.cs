@@ -23,7 +23,6 @@ public static class DiffusersConfig
     public static T Parse<T>(string json) =>
         JsonSerializer.Deserialize<T>(json, JsonOptions) ?? throw new JsonException($"config.json is null, not a {typeof(T).Name}");
 
-<<<<<<< HEAD
     /// <summary>Reads a config file and checks its values (<see cref="IModelConfig.CheckValues"/>).</summary>
     /// <exception cref="ModelConfigException">Too large, not JSON, a value of the wrong type or out of range; names the file and the field.</exception>
     public static T Load<T>(string path) where T : IModelConfig => Load(path, text => JsonSerializer.Deserialize<T>(text, JsonOptions));
@@ -56,10 +55,6 @@ public static class DiffusersConfig
         loaded.CheckValues(path);
         return loaded;
     }
-=======
-    /// <summary>Reads a <c>config.json</c>; one that does not parse or fit <typeparamref name="T"/> is refused naming the file.</summary>
-    public static T Load<T>(string path) => JsonFiles.Read<T>(path, JsonOptions);
->>>>>>> 88b0837 (Generation rules in the library: GenerationRequest.Validate (one unknown-sampler text, from SchedulerRegistry), refusals name the field; ModelLoader.Check; model, LoRA, embedding, tokenizer, prompt and conversion refusals are UserInputException naming the file or field, never a flag; the CLI maps fields to its flags and treats UserInputException (plus OS and native-library failures) as the one-line errors; model hash through FileHashes with a cache in the data folder; config JSON refusals name the file)
 
     public static string ToJson<T>(T config) => JsonSerializer.Serialize(config, JsonOptions);
 

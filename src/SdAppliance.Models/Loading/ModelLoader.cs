@@ -274,11 +274,7 @@ public static class ModelLoader
     private static JsonObject SchedulerConfig(string configs, string sourcePath, ModelLoadOptions options, UNet2DConditionModel unet, ModelFamily family)
     {
         var file = Path.Combine(configs, "scheduler", "scheduler_config.json");
-<<<<<<< HEAD
         var config = File.Exists(file) ? ReadSchedulerConfig(file) : DefaultScheduler();
-=======
-        var config = File.Exists(file) ? JsonFiles.ReadObject(file) : DefaultScheduler();
->>>>>>> 88b0837 (Generation rules in the library: GenerationRequest.Validate (one unknown-sampler text, from SchedulerRegistry), refusals name the field; ModelLoader.Check; model, LoRA, embedding, tokenizer, prompt and conversion refusals are UserInputException naming the file or field, never a flag; the CLI maps fields to its flags and treats UserInputException (plus OS and native-library failures) as the one-line errors; model hash through FileHashes with a cache in the data folder; config JSON refusals name the file)
         var prediction = options.PredictionType
             ?? CompanionYamlPrediction(sourcePath)
             ?? (family == ModelFamily.V2 && options.ConfigDirectory is null && File.Exists(sourcePath) ? VParameterization.Detect(unet) : null);
@@ -287,7 +283,6 @@ public static class ModelLoader
         return config;
     }
 
-<<<<<<< HEAD
     private static JsonObject ReadSchedulerConfig(string file)
     {
         try
@@ -299,10 +294,8 @@ public static class ModelLoader
             throw new ModelConfigException(file, null, $"cannot be read: {e.Message}", e);
         }
     }
-=======
     /// <summary>What a diffusers scheduler's <c>prediction_type</c> may be.</summary>
     public static readonly IReadOnlyList<string> PredictionTypes = ["epsilon", "v_prediction", "sample"];
->>>>>>> 88b0837 (Generation rules in the library: GenerationRequest.Validate (one unknown-sampler text, from SchedulerRegistry), refusals name the field; ModelLoader.Check; model, LoRA, embedding, tokenizer, prompt and conversion refusals are UserInputException naming the file or field, never a flag; the CLI maps fields to its flags and treats UserInputException (plus OS and native-library failures) as the one-line errors; model hash through FileHashes with a cache in the data folder; config JSON refusals name the file)
 
     internal static JsonObject DefaultScheduler() => new()
     {

@@ -1,10 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
-<<<<<<< HEAD
 using SdAppliance.Models.Blocks;
-=======
-using SdAppliance.Formats;
->>>>>>> 88b0837 (Generation rules in the library: GenerationRequest.Validate (one unknown-sampler text, from SchedulerRegistry), refusals name the field; ModelLoader.Check; model, LoRA, embedding, tokenizer, prompt and conversion refusals are UserInputException naming the file or field, never a flag; the CLI maps fields to its flags and treats UserInputException (plus OS and native-library failures) as the one-line errors; model hash through FileHashes with a cache in the data folder; config JSON refusals name the file)
 
 namespace SdAppliance.Models.TextEncoders;
 
@@ -46,7 +42,6 @@ public sealed record ClipTextConfig : IModelConfig
         JsonSerializer.Deserialize<ClipTextConfig>(json, JsonOptions)
         ?? throw new JsonException("a CLIP text config must be a JSON object, not null");
 
-<<<<<<< HEAD
     /// <summary>Reads a <c>config.json</c> and checks its values; every refusal (<see cref="ModelConfigException"/>) names the file and the field.</summary>
     public static ClipTextConfig Load(string path) => DiffusersConfig.Load(path, text => JsonSerializer.Deserialize<ClipTextConfig>(text, JsonOptions));
 
@@ -68,10 +63,6 @@ public sealed record ClipTextConfig : IModelConfig
             if (id < 0 || id >= VocabSize)
                 throw check.Refuse(field, $"is {id}, outside the vocabulary of vocab_size = {VocabSize} tokens");
     }
-=======
-    /// <summary>Reads a <c>config.json</c>; the message names the file when it does not parse.</summary>
-    public static ClipTextConfig Load(string path) => JsonFiles.Read<ClipTextConfig>(path, JsonOptions);
->>>>>>> 88b0837 (Generation rules in the library: GenerationRequest.Validate (one unknown-sampler text, from SchedulerRegistry), refusals name the field; ModelLoader.Check; model, LoRA, embedding, tokenizer, prompt and conversion refusals are UserInputException naming the file or field, never a flag; the CLI maps fields to its flags and treats UserInputException (plus OS and native-library failures) as the one-line errors; model hash through FileHashes with a cache in the data folder; config JSON refusals name the file)
 
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
 
