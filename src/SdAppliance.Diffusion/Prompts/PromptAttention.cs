@@ -104,6 +104,6 @@ public static partial class PromptAttention
         return double.TryParse(ascii.ToString(), NumberStyles.AllowLeadingSign | NumberStyles.AllowDecimalPoint,
             CultureInfo.InvariantCulture, out var value)
             ? value
-            : throw new UserInputException("prompt", $"the weight ':{weight})' is not a number, in: {prompt}");
+            : throw new UserInputException("prompt", $"The prompt weight ':{weight})' is not a number, in: {prompt}");
     }
 }

@@ -42,9 +42,9 @@ internal static class CaptionCheck
         {
             runs = PromptAttention.Parse(caption);
         }
-        catch (FormatException e)
+        catch (UserInputException e)
         {
-            return $"its caption does not parse: {e.Message}";
+            return $"its caption does not parse: {e.Problem}";
         }
         if (runs.FirstOrDefault(r => !double.IsFinite(r.Weight)) is { Text: not null } bad)
             return $"its caption's weights multiply to {(double.IsNaN(bad.Weight) ? "NaN" : bad.Weight > 0 ? "infinity" : "-infinity")} for '{Shorten(bad.Text)}' (brackets nested too deep, or a weight too large)";
