@@ -31,6 +31,9 @@ internal sealed record AppPaths(string? Root, string Data)
     /// <summary>Textual-inversion embeddings, used when their file name appears in a prompt.</summary>
     public IReadOnlyList<string> EmbeddingFolders => Under("embeddings");
 
+    /// <summary>Where <c>&lt;hypernet:NAME:w&gt;</c> in a prompt finds NAME.pt.</summary>
+    public IReadOnlyList<string> HypernetworkFolders => Under("hypernetworks");
+
     /// <summary>Roots the model loader searches for models/configs and models/tokenizers besides the program's own.</summary>
     public IReadOnlyList<string> SearchRoots => [Data];
 

@@ -1,4 +1,5 @@
 using SdAppliance.Formats;
+using SdAppliance.Formats.Adapters;
 using SdAppliance.Models.Adapters;
 using SdAppliance.Torch;
 using SdAppliance.Torch.Nn;

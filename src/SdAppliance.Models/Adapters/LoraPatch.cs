@@ -1,3 +1,4 @@
+using SdAppliance.Formats.Adapters;
 using SdAppliance.Torch;
 using SdAppliance.Torch.Nn;
 
@@ -24,8 +25,11 @@ public sealed class LoraPatch : IDisposable
 
     private LoraPatch() { }
 
-    /// <summary>LoRA modules that matched no module of the model (A1111 warns about these too).</summary>
-    public List<string> Unmatched { get; } = [];
+    /// <summary>LoRA modules that matched no module of the model (A1111 warns about these too), as "FILE: TARGET NAME".</summary>
+    public IReadOnlyList<string> Unmatched => [.. UnmatchedModules.Select(u => $"{u.File.Name}: {u.Module.Target} {u.Module.Name}")];
+
+    /// <summary>The modules behind <see cref="Unmatched"/>, with their files.</summary>
+    public List<(LoraFile File, LoraModule Module)> UnmatchedModules { get; } = [];
 
     /// <summary>How many module weights were changed.</summary>
     public int PatchedCount => saved.Count;
@@ -49,7 +53,7 @@ public sealed class LoraPatch : IDisposable
                 {
                     if (!index.TryGetValue(lora.Target, out var modules) || !modules.TryGetValue(lora.Name, out var weight))
                     {
-                        patch.Unmatched.Add($"{application.File.Name}: {lora.Target} {lora.Name}");
+                        patch.UnmatchedModules.Add((application.File, lora));
                         continue;
                     }
                     var multiplier = lora.Target == LoraTarget.Unet ? application.UnetMultiplier : application.TextEncoderMultiplier;
