@@ -34,6 +34,9 @@ internal sealed record AppPaths(string? Root, string Data)
     /// <summary>Where the hashes of model files are kept between runs (A1111 keeps its cache.json for the same reason).</summary>
     public string HashCache => Path.Combine(Data, "cache", "hashes.json");
 
+    /// <summary>Where <c>&lt;hypernet:NAME:w&gt;</c> in a prompt finds NAME.pt.</summary>
+    public IReadOnlyList<string> HypernetworkFolders => Under("hypernetworks");
+
     /// <summary>Roots the model loader searches for models/configs and models/tokenizers besides the program's own.</summary>
     public IReadOnlyList<string> SearchRoots => [Data];
 

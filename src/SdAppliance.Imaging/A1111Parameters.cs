@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using SdAppliance.Formats;
 
 namespace SdAppliance.Imaging;
 
@@ -155,68 +156,11 @@ public sealed partial class A1111Parameters
         {
             return value;
         }
-        // Python's json.dumps(ensure_ascii=False): escapes ", \ and control characters only.
-        var json = new StringBuilder(value.Length + 2).Append('"');
-        foreach (char c in value)
-        {
-            switch (c)
-            {
-                case '"': json.Append("\\\""); break;
-                case '\\': json.Append("\\\\"); break;
-                case '\n': json.Append("\\n"); break;
-                case '\r': json.Append("\\r"); break;
-                case '\t': json.Append("\\t"); break;
-                case '\b': json.Append("\\b"); break;
-                case '\f': json.Append("\\f"); break;
-                case < ' ': json.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture)); break;
-                default: json.Append(c); break;
-            }
-        }
-        return json.Append('"').ToString();
+        return PythonText.JsonString(value, ensureAscii: false);
     }
 
     /// <summary>A number as Python's <c>str(float)</c> writes it, as A1111's settings show them: 7 -> "7.0", 7.5 -> "7.5", 1e-05.</summary>
-    public static string FormatFloat(double value)
-    {
-        if (double.IsNaN(value))
-        {
-            return "nan";
-        }
-        if (double.IsInfinity(value))
-        {
-            return value > 0 ? "inf" : "-inf";
-        }
-        string sign = value < 0 || (value == 0 && double.IsNegative(value)) ? "-" : "";
-        if (value == 0)
-        {
-            return sign + "0.0";
-        }
-        // Both languages print the shortest round-trip digits; they differ only in where the point goes.
-        string r = Math.Abs(value).ToString("R", CultureInfo.InvariantCulture);
-        int e = r.IndexOf('E', StringComparison.Ordinal);
-        string mantissa = e < 0 ? r : r[..e];
-        int exponent10 = e < 0 ? 0 : int.Parse(r[(e + 1)..], NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture);
-        int dot = mantissa.IndexOf('.', StringComparison.Ordinal);
-        string integer = dot < 0 ? mantissa : mantissa[..dot];
-        string all = integer + (dot < 0 ? "" : mantissa[(dot + 1)..]);
-        string digits = all.TrimStart('0');
-        // value = 0.<digits> x 10^point
-        int point = integer.Length + exponent10 - (all.Length - digits.Length);
-        digits = digits.TrimEnd('0');
-        int scientific = point - 1;
-        if (scientific is < -4 or >= 16)
-        {
-            string head = digits.Length > 1 ? $"{digits[0]}.{digits[1..]}" : digits;
-            return $"{sign}{head}e{(scientific < 0 ? '-' : '+')}{Math.Abs(scientific):00}";
-        }
-        if (point <= 0)
-        {
-            return $"{sign}0.{new string('0', -point)}{digits}";
-        }
-        return point >= digits.Length
-            ? $"{sign}{digits}{new string('0', point - digits.Length)}.0"
-            : $"{sign}{digits[..point]}.{digits[point..]}";
-    }
+    public static string FormatFloat(double value) => PythonText.Float(value);
 
     private static string Unquote(string value)
     {

@@ -210,6 +210,7 @@ public sealed class Trainer
 
         state.LossScale = lossScaler?.Scale ?? 1;
         TrainingStates.Save(run.StatesFolder, state, method, optimizer, schedule, noiseGenerator, config.SaveLastK);
+        method.TrainedOn = (dataset, state.Epoch + 1);
         var outputs = method.Export(run.Path, name, state.Step);
         if (config.SampleEveryNSteps is not null) samples.AddRange(Sample(model, method, dataset, state.Step, cancellationToken));
         var report = new TrainingReport(run.Path, config.Method, state.Step, state.Epoch + 1, started.Elapsed, state.SmoothedLoss,

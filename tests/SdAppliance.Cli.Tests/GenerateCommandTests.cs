@@ -235,6 +235,23 @@ public sealed class GenerateCommandTests : IDisposable
     }
 
     [Fact]
+    public void ALoraThatMatchesNothingIsAWarningAfterTheImages()
+    {
+        var lora = Path.Combine(temp, "nowhere.safetensors");
+        SafetensorsWriter.Write(lora,
+        [
+            new SafetensorsTensor("lora_unet_no_such_layer.lora_down.weight", SafetensorsDType.F32, [2, 32], new byte[2 * 32 * 4]),
+            new SafetensorsTensor("lora_unet_no_such_layer.lora_up.weight", SafetensorsDType.F32, [32, 2], new byte[32 * 2 * 4]),
+        ]);
+        var png = Path.Combine(temp, "x.png");
+        var (exit, output, error) = Invoke("generate", "--model", TinyFolder, "--prompt", "a cat", "--steps", "1", "--lora", lora + ":0.5", "--output", png);
+
+        Assert.Equal(0, exit);
+        Assert.Contains(png, output);
+        Assert.Contains("warning: lora nowhere: none of its 1 modules matches a layer of this model", error);
+    }
+
+    [Fact]
     public void PromptLoraThatIsNowhereNamesTheFolders()
     {
         var root = Directory.CreateDirectory(Path.Combine(temp, "app")).FullName;

@@ -1,4 +1,5 @@
 using SdAppliance.Formats;
+using SdAppliance.Formats.Adapters;
 using SdAppliance.Models.Adapters;
 using SdAppliance.Torch.Nn;
 using SdAppliance.Torch.Serialization;

@@ -242,9 +242,9 @@ public class NnLayerTests
     }
 }
 
-public class LayerAdapterTests
+public class LayerWrapperTests
 {
-    private sealed class AddBranch(Tensor scale) : ILayerAdapter
+    private sealed class AddBranch(Tensor scale) : ILayerWrapper
     {
         public Tensor Forward(Tensor input, Func<Tensor, Tensor> layer)
         {
@@ -254,13 +254,13 @@ public class LayerAdapterTests
     }
 
     [Fact]
-    public void AnAdapterWrapsTheLayerWithoutChangingItsStateDict()
+    public void AWrapperWrapsTheLayerWithoutChangingItsStateDict()
     {
         using var linear = new Nn.Linear(3, 2, generator: new Generator(0)).Freeze();
         using var x = torch.Tensor([1f, 2f, 3f], 1, 3);
         using var plain = linear.Forward(x);
         using var scale = torch.Scalar(0.5).RequiresGrad_();
-        linear.Adapter = new AddBranch(scale);
+        linear.Wrapper = new AddBranch(scale);
         using var adapted = linear.Forward(x);
         // 0.5 × (1 + 2 + 3) added to each output.
         Assert.Equal(plain.ToArray<float>().Select(v => v + 3f), adapted.ToArray<float>());
@@ -269,7 +269,7 @@ public class LayerAdapterTests
         using var grad = scale.Grad!;
         Assert.Equal(12f, grad.Item(), 5);  // d/dscale of 2 outputs × 6
         Assert.Null(linear.Weight.Grad);
-        linear.Adapter = null;
+        linear.Wrapper = null;
         using var again = linear.Forward(x);
         Assert.Equal(plain.ToArray<float>(), again.ToArray<float>());
     }

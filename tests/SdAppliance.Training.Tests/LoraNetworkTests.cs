@@ -1,5 +1,7 @@
+using SdAppliance.Formats.Hashing;
 using SdAppliance.Diffusion.Pipelines;
 using SdAppliance.Formats;
+using SdAppliance.Formats.Adapters;
 using SdAppliance.Models.Adapters;
 using SdAppliance.Torch;
 using SdAppliance.Torch.Nn;
@@ -52,10 +54,10 @@ public sealed class LoraNetworkTests : IDisposable
             Assert.Equal([4L, 768], state["lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight"].Shape);
             Assert.Equal([2560L, 4], state["lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_ff_net_0_proj.lora_up.weight"].Shape);
             Assert.Empty(state["lora_te_text_model_encoder_layers_0_self_attn_q_proj.alpha"].Shape);
-            Assert.All(network.Loras, m => Assert.Same(m, LoraNetwork.AdapterOf(m.Layer)));
+            Assert.All(network.Loras, m => Assert.Same(m, LoraNetwork.WrapperOf(m.Layer)));
         }
         // Disposing the network took its adapters off the model.
-        Assert.All(unet.Modules().OfType<Linear>(), l => Assert.Null(l.Adapter));
+        Assert.All(unet.Modules().OfType<Linear>(), l => Assert.Null(l.Wrapper));
     }
 
     [Fact]
@@ -192,7 +194,7 @@ public sealed class LoraNetworkTests : IDisposable
         // A second network cannot take a layer the first one holds.
         using var first = LoraNetwork.Create(model, new LoraNetworkOptions(NetworkDim: 1));
         Assert.Throws<InvalidOperationException>(() => LoraNetwork.Create(model, new LoraNetworkOptions(NetworkDim: 1)));
-        Assert.All(first.Loras, m => Assert.Same(m, LoraNetwork.AdapterOf(m.Layer)));
+        Assert.All(first.Loras, m => Assert.Same(m, LoraNetwork.WrapperOf(m.Layer)));
     }
 
     [Fact]
@@ -202,10 +204,10 @@ public sealed class LoraNetworkTests : IDisposable
         var options = new LoraNetworkOptions(NetworkDim: 2, NetworkAlpha: 1, TrainTextEncoder: true, ConvDim: 2, ConvAlpha: 2);
         using var network = LoraNetwork.Create(model, options, new Generator(8));
         foreach (var (m, i) in network.Loras.Select((m, i) => (m, i))) Randomise(m.UpWeight, 0.1, (ulong)(100 + i));
-        var metadata = KohyaMetadata.Build(model, options);
+        var metadata = KohyaLoraExport.MinimumMetadata(model, options);
         metadata["ss_output_name"] = "tiny";
         var file = Path.Combine(folder, "tiny.safetensors");
-        network.Save(file, metadata, DType.Float16);
+        KohyaLoraExport.Save(network, file, metadata, DType.Float16);
 
         using var st = SafetensorsFile.Open(file);
         using var state = network.StateDict();
@@ -217,7 +219,7 @@ public sealed class LoraNetworkTests : IDisposable
         // The payload does not depend on the header, so the model hash is the final file's own addnet hash;
         // the file is under 1 MiB, so the legacy hash is that of no bytes (sha256("") = e3b0c442…).
         using (var stream = File.OpenRead(file))
-            Assert.Equal(KohyaMetadata.AddnetModelHash(stream), st.Metadata["sshs_model_hash"]);
+            Assert.Equal(FileHashes.AddNetSha256(stream, "lora"), st.Metadata["sshs_model_hash"]);
         Assert.Equal("e3b0c442", st.Metadata["sshs_legacy_hash"]);
         Assert.Empty(Directory.GetFiles(folder, ".*"));
 
@@ -258,7 +260,7 @@ public sealed class LoraNetworkTests : IDisposable
             foreach (var (m, i) in network.Loras.Select((m, i) => (m, i))) Randomise(m.UpWeight, 1.0, (ulong)(200 + i));
             network.Eval();
             attached = Generate(model);
-            network.Save(file, KohyaMetadata.Build(model, options));
+            KohyaLoraExport.Save(network, file, KohyaLoraExport.MinimumMetadata(model, options));
         }
         // The network changed the image, and detaching (dispose) gave the model back.
         Assert.True(MaxPixelDifference(baseline, attached) > 40, "the LoRA should change the image");
@@ -302,7 +304,7 @@ public sealed class LoraNetworkTests : IDisposable
             foreach (var (m, i) in network.Loras.Select((m, i) => (m, i))) Randomise(m.UpWeight, SdxlUpScale, (ulong)(300 + i));
             network.Eval();
             attached = Generate(model);
-            network.Save(file, KohyaMetadata.Build(model, options));
+            KohyaLoraExport.Save(network, file, KohyaLoraExport.MinimumMetadata(model, options));
             using var noGrad = Autograd.NoGrad();
             foreach (var m in network.Loras.Where(m => m.Layer is Linear))
             {
@@ -315,7 +317,7 @@ public sealed class LoraNetworkTests : IDisposable
         Assert.InRange(MaxPixelDifference(attached, Generate(model, loras: [(file, 1.0)])), 0, 1);
 
         using var lora = LoraFile.Load(file);
-        Assert.Equal(KohyaMetadata.SdxlBaseVersion, lora.Metadata["ss_base_model_version"]);
+        Assert.Equal(KohyaLoraExport.SdxlBaseVersion, lora.Metadata["ss_base_model_version"]);
         var targets = new Dictionary<LoraTarget, Module>
         {
             [LoraTarget.Unet] = model.Unet, [LoraTarget.TextEncoder] = model.TextEncoder, [LoraTarget.TextEncoder2] = model.TextEncoder2!,

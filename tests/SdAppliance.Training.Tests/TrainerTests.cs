@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using SdAppliance.Formats.Adapters;
 using SdAppliance.Imaging;
 using SdAppliance.Models.Adapters;
 using SdAppliance.Models.Loading;
@@ -108,7 +109,7 @@ public sealed class TrainerTests : IDisposable
         using var lora = outputs is not null && method == "lora" ? LoraFile.Load(outputs[0]) : null;
         using var patch = lora is null ? null : LoraPatch.Apply([new LoraApplication(lora, 1.0)],
             new Dictionary<LoraTarget, Torch.Nn.Module> { [LoraTarget.Unet] = model.Unet, [LoraTarget.TextEncoder] = model.TextEncoder });
-        using var hypernetwork = outputs is not null && method == "hypernetwork" ? Networks.Hypernetwork.LoadPt(outputs[0], model) : null;
+        using var hypernetwork = outputs is not null && method == "hypernetwork" ? Hypernetwork.LoadPt(outputs[0], model) : null;
         hypernetwork?.Attach();
         using var embeddings = new Diffusion.Prompts.EmbeddingLibrary(model.Tokenizer);
         if (outputs is not null && method == "textual-inversion")

@@ -133,14 +133,14 @@ public static class GenerateCommand
             using var model = ModelLoader.Load(modelPath, options, cancellationToken);
             if (args.VaeTiling) model.Vae.EnableTiling();
             Engine.UseThreads(model.UnetThreadDemand(2L * args.Batch, args.Height ?? model.DefaultResolution, args.Width ?? model.DefaultResolution));
-            var pipeline = new StableDiffusionPipeline(model, new AdapterFolders(paths.LoraFolders, paths.EmbeddingFolders))
+            var pipeline = new StableDiffusionPipeline(model, new AdapterFolders(paths.LoraFolders, paths.EmbeddingFolders, paths.HypernetworkFolders))
             {
                 ModelHash = File.Exists(modelPath) ? new FileHashes(paths.HashCache).ModelShortHash(modelPath) : null,
             };
 
             var steps = 0;
             var bar = new ProgressBar(error, interactive, "generating", "steps", "it/s");
-            IReadOnlyList<GeneratedImage> images;
+            GenerationResult images;
             try
             {
                 images = pipeline.Generate(request, new ProgressCallback<GenerationProgress>(p =>
@@ -164,6 +164,7 @@ public static class GenerateCommand
                         $"image {i + 1}/{images.Count}: {steps} steps, {seconds:0.0} s for the batch ({(seconds > 0 ? steps / seconds : 0):0.00} it/s)"));
                 output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"seed {images[i].Seed}: {files[i]}"));
             }
+            foreach (var warning in images.Warnings) error.WriteLine($"warning: {warning}");
             return 0;
         }
         catch (OperationCanceledException)

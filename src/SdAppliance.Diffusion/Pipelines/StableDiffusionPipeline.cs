@@ -2,7 +2,9 @@ using System.Globalization;
 using SdAppliance.Diffusion.Images;
 using SdAppliance.Diffusion.Prompts;
 using SdAppliance.Diffusion.Schedulers;
+using SdAppliance.Formats;
 using SdAppliance.Imaging;
+using SdAppliance.Formats.Adapters;
 using SdAppliance.Models.Adapters;
 using SdAppliance.Models.Loading;
 using SdAppliance.Models.TextEncoders;
@@ -14,7 +16,8 @@ namespace SdAppliance.Diffusion.Pipelines;
 
 /// <param name="LoraFolders">Where <c>&lt;lora:NAME:w&gt;</c> finds <c>NAME.safetensors</c>.</param>
 /// <param name="EmbeddingFolders">Textual-inversion embeddings, used when their file name appears in a prompt.</param>
-public sealed record AdapterFolders(IReadOnlyList<string> LoraFolders, IReadOnlyList<string> EmbeddingFolders)
+/// <param name="HypernetworkFolders">Where <c>&lt;hypernet:NAME:w&gt;</c> finds <c>NAME.pt</c>.</param>
+public sealed record AdapterFolders(IReadOnlyList<string> LoraFolders, IReadOnlyList<string> EmbeddingFolders, IReadOnlyList<string>? HypernetworkFolders = null)
 {
     public static AdapterFolders None { get; } = new([], []);
 }
@@ -24,7 +27,8 @@ public sealed record AdapterFolders(IReadOnlyList<string> LoraFolders, IReadOnly
 /// its SDXL and img2img variants), so that on CPU in float32 a seed reproduces the reference: initial
 /// latents from <c>Generator(seed + i)</c>, the stochastic samplers' noise from the same generator,
 /// the <c>[uncond, cond]</c> guidance batch, the VAE scaling and NumPy's rounding to uint8. Prompts
-/// are read the A1111 way: emphasis, <c>BREAK</c>, 75-token chunks, adapters in angle brackets.
+/// are read the A1111 way: emphasis, <c>BREAK</c>, 75-token chunks, adapters in angle brackets. What it
+/// cannot apply it leaves out and reports in <see cref="GenerationResult.Warnings"/> (and the PNG info).
 /// </summary>
 public sealed class StableDiffusionPipeline
 {
@@ -45,30 +49,40 @@ public sealed class StableDiffusionPipeline
     /// <summary>Embeddings to use besides the folder's (a textual inversion being trained); the caller keeps them.</summary>
     public IReadOnlyList<TextualInversionEmbedding> ExtraEmbeddings { get; init; } = [];
 
-    public IReadOnlyList<GeneratedImage> Generate(GenerationRequest request, IProgress<GenerationProgress>? progress = null, CancellationToken cancellationToken = default)
+    public GenerationResult Generate(GenerationRequest request, IProgress<GenerationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         request.Validate();
         var seed = request.Seed >= 0 ? request.Seed : Random.Shared.NextInt64(0, 4294967295L);
         var (width, height) = Size(request);
-        var prompt = PromptAdapters.Extract(request.Prompt);
-        var negative = PromptAdapters.Extract(request.NegativePrompt);
+        var prompt = ExtraNetworkTags.Extract(request.Prompt);
+        var negative = ExtraNetworkTags.Extract(request.NegativePrompt);
+        var warnings = new List<AdapterWarning>();
+        foreach (var tag in negative.Tags)
+            warnings.Add(new AdapterWarning(tag.Kind, tag.Name, "tags in the negative prompt are not applied; it was left out"));
+        foreach (var tag in prompt.Tags.Where(t => !t.IsLora && t.Kind != ExtraNetworkTag.Hypernetwork))
+            warnings.Add(new AdapterWarning(tag.Kind, tag.Name, $"'{tag.Kind}' is not an adapter kind we apply (lora, lyco, hypernet); the tag was left out"));
 
         var loras = new List<LoraApplication>();
+        var hypernetworks = new List<Hypernetwork>();
         try
         {
-            foreach (var adapter in prompt.Adapters.Where(a => a.IsLora))
-                loras.Add(new LoraApplication(LoraFile.Load(FindLora(adapter.Name)), adapter.Multiplier, adapter.UnetMultiplier));
+            foreach (var tag in prompt.Tags.Where(a => a.IsLora))
+                loras.Add(new LoraApplication(LoraFile.Load(FindLora(tag.Name)), tag.Multiplier, tag.UnetMultiplier));
             foreach (var (path, weight) in request.Loras)
                 loras.Add(new LoraApplication(LoraFile.Load(path), weight, weight));
             using var patch = loras.Count == 0 ? null : LoraPatch.Apply(loras, LoraModelNames.Targets(model), loraAlternateNames ??= LoraModelNames.AlternateNames(model.Unet));
-            using var embeddings = LoadEmbeddings();
+            if (patch is not null) warnings.AddRange(UnmatchedLoras(loras, patch));
+            foreach (var tag in prompt.Tags.Where(t => t.Kind == ExtraNetworkTag.Hypernetwork))
+                AttachHypernetwork(tag, hypernetworks, warnings);
+            using var embeddings = LoadEmbeddings(prompt.Text, warnings);
             using var inference = Autograd.InferenceMode();
 
             var generators = Enumerable.Range(0, request.BatchSize).Select(i => new Generator((ulong)(seed + i))).ToList();
             try
             {
-                var images = Sample(request, prompt.Text, negative.Text, embeddings, generators, width, height, progress, cancellationToken);
-                return [.. images.Select((image, i) => Finish(image, seed + i, request, width, height))];
+                var images = Sample(request, prompt.Text, negative.Text, embeddings.Library, generators, width, height, progress, cancellationToken);
+                var info = new Infotext(request, model, ModelHash, width, height, loras, embeddings, warnings);
+                return new GenerationResult([.. images.Select((image, i) => Finish(image, seed + i, info))], warnings);
             }
             finally
             {
@@ -77,8 +91,37 @@ public sealed class StableDiffusionPipeline
         }
         finally
         {
+            // Detached last-attached first: a network chains onto the ones attached before it.
+            for (var i = hypernetworks.Count - 1; i >= 0; i--) hypernetworks[i].Dispose();
             foreach (var lora in loras) lora.File.Dispose();
         }
+    }
+
+    /// <summary>A warning per LoRA with modules that match no layer: left out entirely when none matches.</summary>
+    private static IEnumerable<AdapterWarning> UnmatchedLoras(List<LoraApplication> loras, LoraPatch patch)
+    {
+        foreach (var application in loras)
+        {
+            var unmatched = patch.UnmatchedModules.Where(u => ReferenceEquals(u.File, application.File)).Select(u => u.Module).ToList();
+            if (unmatched.Count == 0) continue;
+            var total = application.File.Modules.Count;
+            yield return new AdapterWarning("lora", application.File.Name, unmatched.Count == total
+                ? $"none of its {total} modules matches a layer of this model (it was made for another architecture); it had no effect"
+                : $"{unmatched.Count} of its {total} modules match no layer of this model and were left out (first: {unmatched[0].Target} {unmatched[0].Name})");
+        }
+    }
+
+    /// <summary>A1111's <c>&lt;hypernet:NAME:w&gt;</c>: the network on the attentions whose context width it has layers for, at strength w.</summary>
+    private void AttachHypernetwork(ExtraNetworkTag tag, List<Hypernetwork> attached, List<AdapterWarning> warnings)
+    {
+        var network = Hypernetwork.LoadPt(FindAdapter(folders.HypernetworkFolders ?? [], tag.Kind, tag.Name, ".pt"), model.Unet);
+        attached.Add(network);
+        network.Multiplier = tag.Multiplier;
+        if (network.AttachedLayerCount == 0)
+            warnings.Add(new AdapterWarning(tag.Kind, tag.Name,
+                $"it has layers for context widths {string.Join(", ", network.Sizes)}, and no attention of this model has one of them; it had no effect"));
+        else if (network.UnusedSizes() is { Count: > 0 } unused)
+            warnings.Add(new AdapterWarning(tag.Kind, tag.Name, $"its layers for context widths {string.Join(", ", unused)} match no attention of this model and were left out"));
     }
 
     private (int Width, int Height) Size(GenerationRequest request)
@@ -98,37 +141,70 @@ public sealed class StableDiffusionPipeline
         }
     }
 
-    private string FindLora(string name)
+    private string FindLora(string name) => FindAdapter(folders.LoraFolders, "lora", name, ".safetensors");
+
+    private static string FindAdapter(IReadOnlyList<string> searched, string kind, string name, string extension)
     {
-        foreach (var folder in folders.LoraFolders)
-            foreach (var ext in new[] { ".safetensors" })
-            {
-                var file = Path.Combine(folder, name + ext);
-                if (File.Exists(file)) return file;
-            }
-        throw new GenerationRequestException(GenerationRequest.FieldName(nameof(GenerationRequest.Prompt)), folders.LoraFolders.Count == 0
-            ? $"names <lora:{name}>, but no LoRA folder is configured"
-            : $"names <lora:{name}>, but {name}.safetensors is in none of: {string.Join(", ", folders.LoraFolders)}",
-            folders.LoraFolders.Count == 0 ? "give the file in loras instead" : null);
+        foreach (var folder in searched)
+        {
+            var file = Path.Combine(folder, name + extension);
+            if (File.Exists(file)) return file;
+        }
+        throw new GenerationRequestException(GenerationRequest.FieldName(nameof(GenerationRequest.Prompt)), searched.Count == 0
+            ? $"names <{kind}:{name}>, but no {kind} folder is configured"
+            : $"names <{kind}:{name}>, but {name}{extension} is in none of: {string.Join(", ", searched)}",
+            searched.Count == 0 && kind == "lora" ? "give the file in loras instead" : null);
     }
 
     // The UNet's original-layout names, worked out at the first LoRA and kept: the model does not change shape.
     private Func<LoraTarget, string, string?>? loraAlternateNames;
 
-    private EmbeddingLibrary LoadEmbeddings()
+    /// <summary>
+    /// The embeddings of the embedding folders that fit the model (and <see cref="ExtraEmbeddings"/>). As A1111,
+    /// a file of another model family is skipped, and one that cannot be read too (so one bad file does not
+    /// stop every generation); each is a warning, a skipped family's only when the prompt uses its name.
+    /// </summary>
+    private LoadedEmbeddings LoadEmbeddings(string prompt, List<AdapterWarning> warnings)
     {
-        var library = new EmbeddingLibrary(model.Tokenizer);
-        foreach (var extra in ExtraEmbeddings) library.Add(extra, owns: false);
+        var loaded = new LoadedEmbeddings(new EmbeddingLibrary(model.Tokenizer));
+        foreach (var extra in ExtraEmbeddings) loaded.Library.Add(extra, owns: false);
+        var promptTokens = model.Tokenizer.Encode(prompt);
         foreach (var folder in folders.EmbeddingFolders)
             foreach (var file in Directory.Exists(folder) ? Directory.EnumerateFiles(folder).Where(IsEmbeddingFile).Order(StringComparer.Ordinal) : Enumerable.Empty<string>())
             {
-                var embedding = TextualInversionEmbedding.Load(file);
-                if (embedding.Vectors.Size(1) != model.TextEncoder.Config.HiddenSize || (model.IsSdxl && embedding.Vectors2 is null))
-                    embedding.Dispose();  // made for another model family: A1111 lists these as skipped
-                else
-                    library.Add(embedding);
+                var name = Path.GetFileNameWithoutExtension(file);
+                TextualInversionEmbedding embedding;
+                try
+                {
+                    embedding = TextualInversionEmbedding.Load(file);
+                }
+                catch (Exception e) when (e is UserInputException or InvalidDataException or NotSupportedException or IOException)
+                {
+                    warnings.Add(new AdapterWarning("embedding", name, $"'{file}' cannot be read and was skipped: {e.Message}"));
+                    continue;
+                }
+                var width = embedding.Vectors.Size(1);
+                if (width != model.TextEncoder.Config.HiddenSize || (model.IsSdxl && embedding.Vectors2 is null))
+                {
+                    embedding.Dispose();
+                    if (Uses(promptTokens, name))
+                        warnings.Add(new AdapterWarning("embedding", name, $"it was made for another model family (vectors {width} wide; this model's text encoder is {model.TextEncoder.Config.HiddenSize}); the prompt reads its name as words"));
+                    continue;
+                }
+                loaded.Library.Add(embedding);
+                loaded.Files[embedding.Name] = file;
             }
-        return library;
+        return loaded;
+    }
+
+    // Whether the tokens of an embedding's name appear in the prompt, as the chunker would find them.
+    private bool Uses(IReadOnlyList<int> promptTokens, string name)
+    {
+        var tokens = model.Tokenizer.Encode(name);
+        if (tokens.Count == 0) return false;
+        for (var i = 0; i + tokens.Count <= promptTokens.Count; i++)
+            if (Enumerable.Range(0, tokens.Count).All(j => promptTokens[i + j] == tokens[j])) return true;
+        return false;
     }
 
     private static bool IsEmbeddingFile(string file) => Path.GetExtension(file).ToLowerInvariant() is ".safetensors" or ".pt" or ".bin";
@@ -232,20 +308,9 @@ public sealed class StableDiffusionPipeline
     }
 
     // ---- PNG info ----
-    private GeneratedImage Finish(RgbImage image, long seed, GenerationRequest request, int width, int height)
+    private static GeneratedImage Finish(RgbImage image, long seed, Infotext info)
     {
-        var p = new A1111Parameters { Prompt = request.Prompt, NegativePrompt = request.NegativePrompt };
-        p.Add("Steps", request.Steps.ToString(CultureInfo.InvariantCulture));
-        p.Add("Sampler", SchedulerRegistry.TryFind(request.Sampler, out var info) ? info.DisplayName : request.Sampler);
-        p.Add("CFG scale", A1111Parameters.FormatFloat(request.CfgScale));
-        p.Add("Seed", seed.ToString(CultureInfo.InvariantCulture));
-        p.Add("Size", $"{width}x{height}");
-        if (ModelHash is not null) p.Add("Model hash", ModelHash);
-        p.Add("Model", model.Name);
-        if (request.InitImage is not null) p.Add("Denoising strength", A1111Parameters.FormatFloat(request.Strength));
-        if (request.ClipSkip > 1) p.Add("Clip skip", request.ClipSkip.ToString(CultureInfo.InvariantCulture));
-        p.Add("Version", "SdAppliance");
-        var text = p.ToString();
+        var text = info.For(seed);
         image.Text["parameters"] = text;
         return new GeneratedImage(image, seed, text);
     }

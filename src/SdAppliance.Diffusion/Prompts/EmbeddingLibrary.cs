@@ -19,6 +19,11 @@ public sealed class EmbeddingLibrary : ITextualInversionLookup, IDisposable
 
     public IReadOnlyDictionary<string, TextualInversionEmbedding> Embeddings => byName;
 
+    /// <summary>The names of the embeddings found in a prompt so far (A1111 lists them in "TI hashes").</summary>
+    public IReadOnlyCollection<string> Used => used;
+
+    private readonly SortedSet<string> used = new(StringComparer.Ordinal);
+
     /// <summary>Adds an embedding; with <paramref name="owns"/> the library disposes it (a trainer keeps its own).</summary>
     public void Add(TextualInversionEmbedding embedding, bool owns = true)
     {
@@ -44,7 +49,9 @@ public sealed class EmbeddingLibrary : ITextualInversionLookup, IDisposable
             if (position + nameTokens.Length > tokens.Count) continue;
             var matches = true;
             for (var i = 1; i < nameTokens.Length && matches; i++) matches = tokens[position + i] == nameTokens[i];
-            if (matches) return new TextualInversionMatch(embedding.Name, embedding.VectorCount, nameTokens.Length);
+            if (!matches) continue;
+            used.Add(embedding.Name);
+            return new TextualInversionMatch(embedding.Name, embedding.VectorCount, nameTokens.Length);
         }
         return null;
     }
@@ -53,6 +60,7 @@ public sealed class EmbeddingLibrary : ITextualInversionLookup, IDisposable
     {
         foreach (var e in owned) e.Dispose();
         owned.Clear();
+        used.Clear();
         byName.Clear();
         byFirstToken.Clear();
     }

@@ -16,7 +16,7 @@ public sealed record PromptChunk(int[] Ids, double[] Weights, IReadOnlyList<Prom
 public sealed record ChunkedPrompt(IReadOnlyList<PromptChunk> Chunks, int TokenCount);
 
 /// <summary>
-/// Turns a prompt (adapter tags already taken out, see <see cref="PromptAdapters"/>) into A1111-style chunks
+/// Turns a prompt (adapter tags already taken out, see <see cref="ExtraNetworkTags"/>) into A1111-style chunks
 /// (<c>modules/sd_hijack_clip.py</c>, <c>tokenize_line</c>): each weighted run is tokenized on its own, tokens
 /// fill chunks of 75, <c>BREAK</c> starts a new chunk, and a chunk that would overflow is cut after its last
 /// comma when that comma is among the last <see cref="CommaPaddingBacktrack"/> tokens, the rest moving to the

@@ -85,8 +85,11 @@ public sealed class FileHashes
     /// A1111's LoRA short hash (its "Lora hashes" field): the first 12 hex digits of <see cref="AddNetSha256(string)"/> for a
     /// <c>.safetensors</c> file, of <see cref="Sha256"/> for any other.
     /// </summary>
-    public string LoraShortHash(string file) =>
-        (file.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase) ? AddNetSha256(file) : Sha256(file))[..12];
+    /// <remarks>A file whose metadata carries <c>sshs_model_hash</c> (kohya writes it) is known by that, as A1111 does.</remarks>
+    public string LoraShortHash(string file, IReadOnlyDictionary<string, string>? metadata = null) =>
+        metadata is not null && metadata.TryGetValue("sshs_model_hash", out var stored) && stored.Length > 0
+            ? stored[..Math.Min(12, stored.Length)]
+            : (file.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase) ? AddNetSha256(file) : Sha256(file))[..12];
 
     /// <summary>A1111's textual-inversion short hash (its "TI hashes" field): the first 12 hex digits of <see cref="Sha256"/>.</summary>
     public string EmbeddingShortHash(string file) => Sha256(file)[..12];

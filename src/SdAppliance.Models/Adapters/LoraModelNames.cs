@@ -1,15 +1,25 @@
+using SdAppliance.Formats.Adapters;
 using SdAppliance.Formats.Checkpoints;
+using SdAppliance.Models.Blocks;
 using SdAppliance.Models.Loading;
+using SdAppliance.Models.TextEncoders;
 using SdAppliance.Models.Unet;
 using SdAppliance.Torch.Nn;
 
 namespace SdAppliance.Models.Adapters;
 
+/// <summary>One layer kohya's LoRANetwork wraps: its kohya name, the layer, and which rank class it gets.</summary>
+/// <param name="LoraName">"lora_unet_…" / "lora_te_…" (<see cref="LoraKeys.KohyaName"/>).</param>
+/// <param name="Path">The layer's dotted path inside its root module (diffusers naming).</param>
+/// <param name="IsConv3x3">A convolution other than 1×1: it gets conv_dim/conv_alpha (LoCon), the rest network_dim/alpha.</param>
+public sealed record KohyaLoraTarget(LoraTarget Target, string LoraName, string Path, Module Layer, bool IsConv3x3);
+
 /// <summary>
-/// How LoRA files name a Stable Diffusion model's layers, for the generation path (applying a LoRA)
-/// and for training (kohya's names, merging a LoRA for good): the root module of each
-/// <see cref="LoraTarget"/>, and the UNet layers' original-layout (ldm) paths, which kohya uses for
-/// SDXL UNet modules (<c>input_blocks_4_1_…</c>) and A1111-era tools for SD 1.x ones.
+/// How LoRA files name a Stable Diffusion model's layers, for applying a LoRA at generation, merging one
+/// for good, and training one: the root module of each <see cref="LoraTarget"/>, the UNet layers'
+/// original-layout (ldm) paths (which kohya uses for SDXL UNet modules, <c>input_blocks_4_1_…</c>, and
+/// A1111-era tools for SD 1.x ones), and the layers kohya sd-scripts' <c>networks/lora.py</c> wraps
+/// (FORMATS §4.1). Key prefixes and suffixes are <see cref="LoraKeys"/>'.
 /// </summary>
 public static class LoraModelNames
 {
@@ -55,5 +65,62 @@ public static class LoraModelNames
     {
         var ldm = UnetLdmModuleNames(unet);
         return (target, path) => target == LoraTarget.Unet && ldm.TryGetValue(path, out var name) ? name.Replace('.', '_') : null;
+    }
+
+    /// <summary>
+    /// The UNet layers kohya targets, in its order (<c>named_modules</c> order, then child order): every
+    /// Linear/Conv2d under a <c>Transformer2DModel</c> (plus, with <paramref name="includeConv3x3"/>, under
+    /// <c>ResnetBlock2D</c>/<c>Downsample2D</c>/<c>Upsample2D</c>). SD 1.x/2.x names are diffusers paths;
+    /// SDXL's are the original-layout paths kohya's <c>sdxl_original_unet</c> has.
+    /// </summary>
+    public static List<KohyaLoraTarget> KohyaUnetTargets(UNet2DConditionModel unet, bool isSdxl, bool includeConv3x3)
+    {
+        ArgumentNullException.ThrowIfNull(unet);
+        var ldmNames = isSdxl ? UnetLdmModuleNames(unet) : null;
+        var targets = new List<KohyaLoraTarget>();
+        foreach (var (path, module) in unet.NamedModules())
+        {
+            var isTransformer = module is Transformer2DModel;
+            var isConvBlock = module is ResnetBlock2D or Downsample2D or Upsample2D;
+            if (!isTransformer && !(includeConv3x3 && isConvBlock)) continue;
+            foreach (var (childPath, child) in module.NamedModules())
+            {
+                if (child is not (Linear or Conv2d)) continue;
+                var full = path + "." + childPath;
+                string name;
+                if (ldmNames is null)
+                {
+                    name = full;
+                }
+                else if (!ldmNames.TryGetValue(full, out name!))
+                {
+                    throw new InvalidOperationException($"the SDXL UNet layer '{full}' has no original-layout name; the kohya LoRA name cannot be derived");
+                }
+                var isConv3x3 = child is Conv2d conv && conv.KernelSize != new Pair(1, 1);
+                targets.Add(new KohyaLoraTarget(LoraTarget.Unet, LoraKeys.KohyaName(LoraTarget.Unet, isSdxl, name), full, child, isConv3x3));
+            }
+        }
+        return targets;
+    }
+
+    /// <summary>
+    /// The layers kohya targets in one text encoder: q/k/v/out_proj of each <c>CLIPAttention</c> and fc1/fc2
+    /// of each <c>CLIPMLP</c>, named <c>lora_te_…</c> (SDXL: <c>lora_te1_…</c>, <c>lora_te2_…</c>).
+    /// </summary>
+    public static List<KohyaLoraTarget> KohyaTextEncoderTargets(ClipTextModel textEncoder, LoraTarget target, bool isSdxl)
+    {
+        ArgumentNullException.ThrowIfNull(textEncoder);
+        var targets = new List<KohyaLoraTarget>();
+        foreach (var (path, module) in textEncoder.NamedModules())
+        {
+            if (module is not (ClipAttention or ClipMlp)) continue;
+            foreach (var (childPath, child) in module.NamedModules())
+            {
+                if (child is not (Linear or Conv2d)) continue;
+                var full = path + "." + childPath;
+                targets.Add(new KohyaLoraTarget(target, LoraKeys.KohyaName(target, isSdxl, full), full, child, IsConv3x3: false));
+            }
+        }
+        return targets;
     }
 }

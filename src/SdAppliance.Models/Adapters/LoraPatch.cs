@@ -1,4 +1,5 @@
 using SdAppliance.Formats;
+using SdAppliance.Formats.Adapters;
 using SdAppliance.Torch;
 using SdAppliance.Torch.Nn;
 
@@ -25,8 +26,11 @@ public sealed class LoraPatch : IDisposable
 
     private LoraPatch() { }
 
-    /// <summary>LoRA modules that matched no module of the model (A1111 warns about these too).</summary>
-    public List<string> Unmatched { get; } = [];
+    /// <summary>LoRA modules that matched no module of the model (A1111 warns about these too), as "FILE: TARGET NAME".</summary>
+    public IReadOnlyList<string> Unmatched => [.. UnmatchedModules.Select(u => $"{u.File.Name}: {u.Module.Target} {u.Module.Name}")];
+
+    /// <summary>The modules behind <see cref="Unmatched"/>, with their files.</summary>
+    public List<(LoraFile File, LoraModule Module)> UnmatchedModules { get; } = [];
 
     /// <summary>How many module weights were changed.</summary>
     public int PatchedCount => saved.Count;
@@ -50,7 +54,7 @@ public sealed class LoraPatch : IDisposable
                 {
                     if (!index.TryGetValue(lora.Target, out var modules) || !modules.TryGetValue(lora.Name, out var weight))
                     {
-                        patch.Unmatched.Add($"{application.File.Name}: {lora.Target} {lora.Name}");
+                        patch.UnmatchedModules.Add((application.File, lora));
                         continue;
                     }
                     var multiplier = lora.Target == LoraTarget.Unet ? application.UnetMultiplier : application.TextEncoderMultiplier;
@@ -135,7 +139,7 @@ public sealed class LoraPatch : IDisposable
         var downColumns = down.Skip(1).Aggregate(1L, (a, d) => a * d);
         var upColumns = up.Skip(1).Aggregate(1L, (a, d) => a * d);
         if (upColumns != down[0] || up[0] * downColumns != weight.NumEl)
-            throw new UserInputException(fileName, $"LoRA module {lora.Name} has down [{string.Join(", ", down)}] and up [{string.Join(", ", up)}], which do not fit its weight [{string.Join(", ", weight.Shape)}]; the LoRA was made for another model");
+            throw new UserInputException(fileName, $"LoRA: module {lora.Name} has down [{string.Join(", ", down)}] and up [{string.Join(", ", up)}], which do not fit its weight [{string.Join(", ", weight.Shape)}]; the LoRA was made for another model");
     }
 
     // multiplier · scale · up·down in the weight's shape and dtype, computed in float32 (the caller owns a dispose scope).

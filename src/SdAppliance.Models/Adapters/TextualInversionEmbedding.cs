@@ -1,6 +1,5 @@
 using SdAppliance.Formats;
-using SdAppliance.Formats.Checkpoints;
-using SdAppliance.Formats.Pickle;
+using SdAppliance.Formats.Adapters;
 using SdAppliance.Models.Loading;
 using SdAppliance.Torch;
 using SdAppliance.Torch.Serialization;
@@ -10,9 +9,7 @@ namespace SdAppliance.Models.Adapters;
 /// <summary>
 /// A textual-inversion embedding: <see cref="Vectors"/> [n, width] replace the tokens of its
 /// <see cref="Name"/> in a prompt (SDXL files carry one set per text encoder: <c>clip_l</c> and
-/// <c>clip_g</c>, the latter in <see cref="Vectors2"/>). Read from the layouts users bring:
-/// A1111 (<c>string_to_param</c>), kohya (<c>emb_params</c>), OneTrainer (<c>emp_params</c>),
-/// diffusers (<c>learned_embeds</c>: one key named after the token) and SDXL (<c>clip_l</c> + <c>clip_g</c>).
+/// <c>clip_g</c>, the latter in <see cref="Vectors2"/>). Read from every layout <see cref="TextualInversionFile"/> knows.
 /// </summary>
 public sealed class TextualInversionEmbedding(string name, Tensor vectors, Tensor? vectors2 = null) : IDisposable
 {
@@ -26,91 +23,56 @@ public sealed class TextualInversionEmbedding(string name, Tensor vectors, Tenso
 
     public int VectorCount => (int)Vectors.Size(0);
 
-    /// <summary>Loads the embedding in <paramref name="path"/>; its name is the file name, as A1111 uses it.</summary>
+    /// <summary>Loads the embedding in <paramref name="path"/> (<see cref="TextualInversionFile"/>); its name is the file name, as A1111 uses it.</summary>
     public static TextualInversionEmbedding Load(string path)
     {
         var name = Path.GetFileNameWithoutExtension(path);
-        var tensors = Path.GetExtension(path).ToLowerInvariant() switch
-        {
-            ".safetensors" => Safetensors.Load(path),
-            ".pt" or ".bin" => ReadPickled(path),
-            var ext => throw new UserInputException(path, $"{ext} is not a textual-inversion embedding format", "use .safetensors, .pt or .bin"),
-        };
-        var embedding = FromTensors(path, name, tensors);
+        if (Path.GetExtension(path).ToLowerInvariant() is not (".safetensors" or ".pt" or ".bin"))
+            throw new UserInputException(path, $"{Path.GetExtension(path)} is not a textual-inversion embedding format", "use .safetensors, .pt or .bin");
+        using var file = TensorFile.OpenNested(path);
+        var (key, key2) = TextualInversionFile.FindVectors(file);
+        var vectors = Finite(path, "the vectors", AsMatrix(file.ReadTensor(key)));
+        if (key2 is null) return new TextualInversionEmbedding(name, vectors);
+        Tensor vectors2;
         try
         {
-            WeightChecks.RequireFinite(path, "the vectors", embedding.Vectors);
-            if (embedding.Vectors2 is { } second) WeightChecks.RequireFinite(path, "the second encoder's vectors", second);
+            vectors2 = Finite(path, "the second encoder's vectors", AsMatrix(file.ReadTensor(key2)));
         }
         catch
         {
-            embedding.Dispose();
+            vectors.Dispose();
             throw;
         }
-        return embedding;
+        if (vectors.Size(0) != vectors2.Size(0))
+        {
+            var (n, n2) = (vectors.Size(0), vectors2.Size(0));
+            vectors.Dispose();
+            vectors2.Dispose();
+            throw new UserInputException(path, $"textual-inversion embedding: clip_l has {n} vectors but clip_g {n2}");
+        }
+        return new TextualInversionEmbedding(name, vectors, vectors2);
     }
 
-    /// <summary>The tensors of a torch.save'd embedding (through the restricted unpickler), keyed by their dotted path in its dicts.</summary>
-    private static Dictionary<string, Tensor> ReadPickled(string path)
+    // NaN or infinite vectors would draw a black image; refused naming the file (WeightChecks).
+    private static Tensor Finite(string path, string what, Tensor vectors)
     {
-        using var checkpoint = TorchCheckpoint.Open(path);
-        var found = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        void Walk(object? node, string prefix, int depth)
+        try
         {
-            if (node is TorchTensor t)
-                found[prefix] = torch.FromBytes(t.ReadBytes(), t.Shape.ToArray(), Safetensors.ToTorch(t.DType, prefix, path));
-            else if (node is PickleDict dict && depth < 3)
-                foreach (var (key, value) in dict)
-                    if (key is string k) Walk(value, prefix.Length == 0 ? k : prefix + "." + k, depth + 1);
+            WeightChecks.RequireFinite(path, what, vectors);
+            return vectors;
         }
-        Walk(checkpoint.Root, "", 0);
-        return found;
-    }
-
-    /// <summary>Interprets the tensors of an embedding file (any supported layout).</summary>
-    public static TextualInversionEmbedding FromTensors(string path, string name, IReadOnlyDictionary<string, Tensor> tensors)
-    {
-        Tensor Take(string key) => AsMatrix(tensors[key]);
-        void DisposeAllBut(params string[] keep)
+        catch
         {
-            foreach (var (k, t) in tensors)
-                if (!keep.Contains(k)) t.Dispose();
+            vectors.Dispose();
+            throw;
         }
-
-        if (tensors.ContainsKey("clip_l") && tensors.ContainsKey("clip_g"))
-        {
-            DisposeAllBut("clip_l", "clip_g");
-            var l = Take("clip_l");
-            var g = Take("clip_g");
-            if (l.Size(0) != g.Size(0))
-                throw new UserInputException(path, $"textual-inversion embedding: clip_l has {l.Size(0)} vectors but clip_g {g.Size(0)}");
-            return new TextualInversionEmbedding(name, l, g);
-        }
-        var stringToParam = tensors.Keys.Where(k => k.StartsWith("string_to_param.", StringComparison.Ordinal)).ToList();
-        if (stringToParam.Count > 1)
-            throw new UserInputException(path, $"the textual-inversion file has multiple terms in it ({string.Join(", ", stringToParam)}); A1111 embeddings hold one");
-        foreach (var key in stringToParam.Concat(["emb_params", "emp_params"]))
-            if (tensors.ContainsKey(key))
-            {
-                DisposeAllBut(key);
-                return new TextualInversionEmbedding(name, Take(key));
-            }
-        var floating = tensors.Where(kv => kv.Value.DType.IsFloatingPoint()).ToList();
-        if (floating.Count == 1)
-        {
-            DisposeAllBut(floating[0].Key);
-            return new TextualInversionEmbedding(name, Take(floating[0].Key));
-        }
-        DisposeAllBut();
-        throw new UserInputException(path,
-            $"is not a textual-inversion embedding: expected 'string_to_param', 'emb_params', 'clip_l' + 'clip_g', or a single tensor, found {string.Join(", ", tensors.Keys)}");
     }
 
     // diffusers' concept files may hold a single 1-D vector; every layout is used as [n, width].
     private static Tensor AsMatrix(Tensor t)
     {
         if (t.Dim == 2) return t;
-        if (t.Dim != 1) throw new InvalidDataException($"an embedding must be [vectors, width], got [{string.Join(", ", t.Shape)}]");
+        if (t.Dim != 1) throw new UserInputException(null, $"an embedding must be [vectors, width], got [{string.Join(", ", t.Shape)}]");
         var m = t.Unsqueeze(0);
         t.Dispose();
         return m;

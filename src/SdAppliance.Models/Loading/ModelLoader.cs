@@ -8,6 +8,7 @@ using SdAppliance.Models.Unet;
 using SdAppliance.Models.Vae;
 using SdAppliance.Torch;
 using SdAppliance.Torch.Nn;
+using SdAppliance.Torch.Serialization;
 
 namespace SdAppliance.Models.Loading;
 
@@ -78,7 +79,7 @@ public static class ModelLoader
             {
                 var file = WeightsFile(Path.Combine(folder, component));
                 var source = parts.Open(component, file);
-                parts.Set(component, source.Shapes.Keys.ToDictionary(k => k, k => (Func<Tensor>)(() => source.Get(k))));
+                parts.Set(component, source.Shapes.Keys.ToDictionary(k => k, k => (Func<Tensor>)(() => source.ReadTensor(k))));
             }
             return Build(folder, family, configs, parts, options, folder, cancellationToken);
         }
@@ -108,7 +109,7 @@ public static class ModelLoader
     // ---- single files ----
     private static StableDiffusionModel LoadSingleFile(string file, ModelLoadOptions options, CancellationToken cancellationToken)
     {
-        using var source = StateDictSource.Open(file);
+        using var source = TensorFile.Open(file);
         var mapping = LdmKeyMap.ToDiffusers(source.Shapes);
         if (mapping.Family == ModelFamily.Unknown)
             throw new UserInputException(file,
@@ -128,10 +129,10 @@ public static class ModelLoader
         }
     }
 
-    private static Tensor Materialize(StateDictSource source, TensorRecipe recipe)
+    private static Tensor Materialize(TensorFile source, TensorRecipe recipe)
     {
-        if (recipe.Op == TensorOp.Copy) return source.Get(recipe.Sources[0].Name);
-        var (dtype, bytes) = KeyMapping.Materialize(recipe, key => source.GetBytes(key.Name));
+        if (recipe.Op == TensorOp.Copy) return source.ReadTensor(recipe.Sources[0].Name);
+        var (dtype, bytes) = KeyMapping.Materialize(recipe, key => (source.DTypeOf(key.Name), source.ReadBytes(key.Name)));
         return torch.FromBytes(bytes, recipe.Shape.ToArray(), Torch.Serialization.Safetensors.ToTorch(dtype, recipe.Target.Name, source.Path));
     }
 
@@ -319,11 +320,11 @@ public static class ModelLoader
     private sealed class ComponentWeights : IDisposable
     {
         private readonly Dictionary<string, IReadOnlyDictionary<string, Func<Tensor>>> components = [];
-        private readonly List<StateDictSource> sources = [];
+        private readonly List<TensorFile> sources = [];
 
-        public StateDictSource Open(string component, string file)
+        public TensorFile Open(string component, string file)
         {
-            var source = StateDictSource.Open(file);
+            var source = TensorFile.Open(file);
             sources.Add(source);
             return source;
         }

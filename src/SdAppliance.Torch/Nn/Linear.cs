@@ -18,9 +18,9 @@ public sealed class Linear : Module<Tensor, Tensor>
     public Tensor? Bias => GetParameter("bias");
 
     /// <summary>Wraps this layer's forward (LoRA, hypernetworks); null runs the layer alone.</summary>
-    public ILayerAdapter? Adapter { get; set; }
+    public ILayerWrapper? Wrapper { get; set; }
 
-    public override Tensor Forward(Tensor input) => Adapter is null ? Plain(input) : Adapter.Forward(input, plain ??= Plain);
+    public override Tensor Forward(Tensor input) => Wrapper is null ? Plain(input) : Wrapper.Forward(input, plain ??= Plain);
 
     private Func<Tensor, Tensor>? plain;
 

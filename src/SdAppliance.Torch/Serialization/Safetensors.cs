@@ -124,6 +124,11 @@ public static class Safetensors
 /// </summary>
 internal static unsafe class Float8
 {
+    public static Tensor Decode(byte[] bytes, long[] shape, SafetensorsDType dtype)
+    {
+        fixed (byte* data = bytes) return Decode((nint)data, bytes.Length, shape, dtype);
+    }
+
     public static Tensor Decode(nint data, long count, long[] shape, SafetensorsDType dtype)
     {
         var bytes = new ReadOnlySpan<byte>((void*)data, checked((int)count));

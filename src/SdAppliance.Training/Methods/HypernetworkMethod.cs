@@ -1,7 +1,8 @@
 using System.Globalization;
+using SdAppliance.Formats.Adapters;
+using SdAppliance.Models.Adapters;
 using SdAppliance.Models.Loading;
 using SdAppliance.Torch;
-using SdAppliance.Training.Networks;
 
 namespace SdAppliance.Training.Methods;
 
@@ -23,7 +24,7 @@ public sealed class HypernetworkMethod : TrainingMethod
     public override IReadOnlyList<string> Export(string runFolder, string name, long step)
     {
         var path = Path.Combine(runFolder, name + ".pt");
-        network.SavePt(path, (int)step, "", Model.Name);
+        network.SavePt(path, (int)step, A1111CheckpointHash(), Model.Name);
         return [path];
     }
 

@@ -1,6 +1,6 @@
-using System.Globalization;
 using SdAppliance.Models.Loading;
 using SdAppliance.Torch;
+using SdAppliance.Training.Exports;
 using SdAppliance.Training.Networks;
 
 namespace SdAppliance.Training.Methods;
@@ -9,6 +9,7 @@ namespace SdAppliance.Training.Methods;
 public sealed class LoraMethod : TrainingMethod
 {
     private readonly LoraNetwork network;
+    private readonly KohyaLoraExport.KohyaSession session = KohyaLoraExport.KohyaSession.Start();
 
     public LoraMethod(StableDiffusionModel model, TrainingConfig config, Generator generator) : base(model, config)
     {
@@ -28,43 +29,11 @@ public sealed class LoraMethod : TrainingMethod
     public override IReadOnlyList<string> Export(string runFolder, string name, long step)
     {
         var path = Path.Combine(runFolder, name + ".safetensors");
-        network.Save(path, Metadata(name, step), Config.SaveFp16 ? DType.Float16 : null);
+        var metadata = KohyaLoraExport.Metadata(Model, Config, network.Options, name, step, session);
+        if (TrainedOn is { } run)
+            foreach (var (key, value) in KohyaLoraExport.DatasetMetadata(run.Dataset, Config, run.Epoch)) metadata[key] = value;
+        KohyaLoraExport.Save(network, path, metadata, Config.SaveFp16 ? DType.Float16 : null);
         return [path];
-    }
-
-    /// <summary>kohya's minimum keys plus the training settings kohya records (all values strings, as kohya writes them).</summary>
-    private Dictionary<string, string> Metadata(string name, long step)
-    {
-        var m = KohyaMetadata.Build(Model, network.Options);
-        string F(double v) => KohyaMetadata.PythonFloat(v);
-        m["ss_output_name"] = name;
-        m["ss_sd_model_name"] = Model.Name;
-        m["ss_learning_rate"] = F(Config.LearningRate);
-        m["ss_text_encoder_lr"] = F(Config.TextEncoderLr ?? Config.LearningRate);
-        m["ss_unet_lr"] = F(Config.LearningRate);
-        m["ss_max_train_steps"] = Config.MaxTrainSteps.ToString(CultureInfo.InvariantCulture);
-        m["ss_steps"] = step.ToString(CultureInfo.InvariantCulture);
-        m["ss_lr_scheduler"] = Config.LrScheduler;
-        m["ss_lr_warmup_steps"] = Config.LrWarmupSteps.ToString(CultureInfo.InvariantCulture);
-        m["ss_optimizer"] = Config.Optimizer;
-        m["ss_seed"] = Config.Seed.ToString(CultureInfo.InvariantCulture);
-        m["ss_resolution"] = $"({Config.Resolution}, {Config.Resolution})";
-        m["ss_batch_size_per_device"] = Config.TrainBatchSize.ToString(CultureInfo.InvariantCulture);
-        m["ss_gradient_accumulation_steps"] = Config.GradientAccumulationSteps.ToString(CultureInfo.InvariantCulture);
-        m["ss_gradient_checkpointing"] = Config.GradientCheckpointing ? "True" : "False";
-        m["ss_mixed_precision"] = Config.MixedPrecision;
-        m["ss_max_grad_norm"] = F(Config.MaxGradNorm);
-        m["ss_clip_skip"] = Config.ClipSkip.ToString(CultureInfo.InvariantCulture);
-        m["ss_noise_offset"] = F(Config.NoiseOffset);
-        m["ss_min_snr_gamma"] = Config.MinSnrGamma is { } g ? F(g) : "None";
-        m["ss_prior_loss_weight"] = F(Config.PriorLossWeight);
-        m["ss_enable_bucket"] = Config.EnableBucket ? "True" : "False";
-        m["ss_flip_aug"] = Config.FlipAug ? "True" : "False";
-        m["ss_shuffle_caption"] = Config.ShuffleCaption ? "True" : "False";
-        m["ss_keep_tokens"] = Config.KeepTokens.ToString(CultureInfo.InvariantCulture);
-        m["ss_caption_dropout_rate"] = F(Config.CaptionDropoutRate);
-        m["ss_training_finished_at"] = DateTimeOffset.UtcNow.ToUnixTimeSeconds().ToString(CultureInfo.InvariantCulture);
-        return m;
     }
 
     public override void Dispose()

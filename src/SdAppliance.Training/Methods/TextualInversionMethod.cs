@@ -39,7 +39,7 @@ public sealed class TextualInversionMethod : TrainingMethod
         var pt = Path.Combine(runFolder, token + ".pt");
         var diffusers = Path.Combine(runFolder, "learned_embeds.safetensors");
         EmbeddingExport.SaveA1111Safetensors(safetensors, view);
-        EmbeddingExport.SaveA1111Pt(pt, view, (int)step, "", Model.Name);
+        EmbeddingExport.SaveA1111Pt(pt, view, (int)step, A1111CheckpointHash(), Model.Name);
         EmbeddingExport.SaveDiffusers(diffusers, view);
         return [safetensors, pt, diffusers];
     }

@@ -1,7 +1,10 @@
+using SdAppliance.Formats.Hashing;
+using SdAppliance.Formats.Adapters;
 using SdAppliance.Models.Adapters;
 using SdAppliance.Models.Loading;
 using SdAppliance.Torch;
 using SdAppliance.Torch.Serialization;
+using SdAppliance.Training.Data;
 
 namespace SdAppliance.Training.Methods;
 
@@ -49,10 +52,16 @@ public abstract class TrainingMethod : IDisposable
     /// <summary>Called after each optimizer step (EMA).</summary>
     public virtual void AfterOptimizerStep(long step) { }
 
+    /// <summary>The dataset and the epoch (1-based) the results come from, for the metadata result files carry; set by the trainer before <see cref="Export"/>.</summary>
+    public (TrainingDataset Dataset, int Epoch)? TrainedOn { get; set; }
+
     /// <summary>Writes the results into the run folder; returns their paths.</summary>
     public abstract IReadOnlyList<string> Export(string runFolder, string name, long step);
 
     public virtual void Dispose() { }
+
+    /// <summary>What A1111 writes as a result's <c>sd_checkpoint</c>: the base model file's short hash (none for a folder).</summary>
+    protected string? A1111CheckpointHash() => File.Exists(Model.SourcePath) ? FileHashes.Uncached.ModelShortHash(Model.SourcePath) : null;
 
     public static TrainingMethod Create(TrainingMethodKind kind, StableDiffusionModel model, TrainingConfig config, Generator generator) => kind switch
     {

@@ -1,3 +1,5 @@
+using SdAppliance.Formats;
+using SdAppliance.Formats.Adapters;
 using SdAppliance.Models.Adapters;
 using SdAppliance.Models.Loading;
 using SdAppliance.Models.TextEncoders;
@@ -34,7 +36,7 @@ public sealed record LoraNetworkOptions(int NetworkDim = 16, double NetworkAlpha
 
 /// <summary>
 /// kohya's LoRANetwork: one <see cref="LoraNetworkModule"/> (lora_down, lora_up, alpha) per targeted
-/// Linear/Conv2d (<see cref="KohyaLoraNames"/>), attached through the layer's <see cref="ILayerAdapter"/>
+/// Linear/Conv2d (<see cref="LoraModelNames.KohyaUnetTargets"/>), attached through the layer's <see cref="ILayerWrapper"/>
 /// slot, so the model's own weights and state dict stay untouched. The network's state dict is a
 /// kohya LoRA file: "lora_unet_…" (SDXL: original-layout UNet names), "lora_te_…" (SDXL "lora_te1_…",
 /// "lora_te2_…"), each with ".lora_down.weight", ".lora_up.weight" and ".alpha"; text-encoder modules
@@ -102,14 +104,12 @@ public sealed class LoraNetwork : Module, IDisposable
             // kohya creates the text-encoder modules first (and registers them first).
             if (options.TrainTextEncoder)
             {
-                var te = isSdxl
-                    ? KohyaLoraNames.TextEncoderTargets(textEncoder, KohyaLoraNames.SdxlTextEncoder1Prefix, LoraTarget.TextEncoder)
-                        .Concat(KohyaLoraNames.TextEncoderTargets(textEncoder2!, KohyaLoraNames.SdxlTextEncoder2Prefix, LoraTarget.TextEncoder2))
-                    : KohyaLoraNames.TextEncoderTargets(textEncoder, KohyaLoraNames.TextEncoderPrefix, LoraTarget.TextEncoder);
+                var te = LoraModelNames.KohyaTextEncoderTargets(textEncoder, LoraTarget.TextEncoder, isSdxl);
+                if (isSdxl) te.AddRange(LoraModelNames.KohyaTextEncoderTargets(textEncoder2!, LoraTarget.TextEncoder2, isSdxl));
                 foreach (var target in te) network.textEncoderModules.Add(network.Build(target, generator));
             }
             if (options.TrainUnet)
-                foreach (var target in KohyaLoraNames.UnetTargets(unet, isSdxl, includeConv3x3: options.ConvDim is not null))
+                foreach (var target in LoraModelNames.KohyaUnetTargets(unet, isSdxl, includeConv3x3: options.ConvDim is not null))
                     network.unetModules.Add(network.Build(target, generator));
             network.Attach();
             return network;
@@ -128,74 +128,42 @@ public sealed class LoraNetwork : Module, IDisposable
         return RegisterModule(target.LoraName, module);
     }
 
-    /// <summary>Sets each module as its layer's adapter; a layer already adapted by something else is an error.</summary>
+    /// <summary>Sets each module as its layer's wrapper; a layer already wrapped by something else is an error.</summary>
     public void Attach()
     {
         ObjectDisposedException.ThrowIf(IsDisposed, this);
         foreach (var m in Loras)
         {
-            var current = AdapterOf(m.Layer);
+            var current = WrapperOf(m.Layer);
             if (current is not null && !ReferenceEquals(current, m))
-                throw new InvalidOperationException($"layer of {m.LoraName} already has an adapter ({current.GetType().Name}); detach it first");
+                throw new InvalidOperationException($"layer of {m.LoraName} already has a wrapper ({current.GetType().Name}); detach it first");
         }
-        foreach (var m in Loras) SetAdapter(m.Layer, m);
+        foreach (var m in Loras) SetWrapper(m.Layer, m);
         IsAttached = true;
     }
 
-    /// <summary>Removes this network's adapters: the model computes exactly what it did before.</summary>
+    /// <summary>Removes this network's wrappers: the model computes exactly what it did before.</summary>
     public void Detach()
     {
         foreach (var m in Loras)
-            if (ReferenceEquals(AdapterOf(m.Layer), m)) SetAdapter(m.Layer, null);
+            if (ReferenceEquals(WrapperOf(m.Layer), m)) SetWrapper(m.Layer, null);
         IsAttached = false;
     }
 
-    internal static ILayerAdapter? AdapterOf(Module layer) => layer switch
+    internal static ILayerWrapper? WrapperOf(Module layer) => layer switch
     {
-        Linear l => l.Adapter,
-        Conv2d c => c.Adapter,
+        Linear l => l.Wrapper,
+        Conv2d c => c.Wrapper,
         _ => null,
     };
 
-    internal static void SetAdapter(Module layer, ILayerAdapter? adapter)
+    internal static void SetWrapper(Module layer, ILayerWrapper? wrapper)
     {
         switch (layer)
         {
-            case Linear l: l.Adapter = adapter; break;
-            case Conv2d c: c.Adapter = adapter; break;
-            default: throw new ArgumentException($"{layer.GetType().Name} has no adapter slot", nameof(layer));
-        }
-    }
-
-    /// <summary>
-    /// Writes the network as a kohya LoRA <c>.safetensors</c> (atomically), in <paramref name="dtype"/>
-    /// (default: float32) as kohya's <c>--save_precision</c>. With metadata, the addnet hashes
-    /// (<c>sshs_model_hash</c>, <c>sshs_legacy_hash</c>) are added as kohya computes them: over a file
-    /// holding the same tensors and only the <c>ss_*</c> metadata.
-    /// </summary>
-    public void Save(string path, IReadOnlyDictionary<string, string> metadata, DType? dtype = null)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(path);
-        ArgumentNullException.ThrowIfNull(metadata);
-        var target = dtype ?? DType.Float32;
-        if (!target.IsFloatingPoint()) throw new ArgumentException($"a LoRA is saved in a floating-point dtype, not {target.TorchName()}", nameof(dtype));
-        using var state = StateDict();
-        var tensors = new StateDict();
-        try
-        {
-            foreach (var (key, value) in state) tensors.Add(key, value.To(Device.Cpu, target, copy: true));
-            var meta = new Dictionary<string, string>(metadata, StringComparer.Ordinal);
-            if (meta.Count > 0)
-            {
-                var (modelHash, legacyHash) = KohyaMetadata.PrecalculateHashes(tensors, meta, Path.GetDirectoryName(Path.GetFullPath(path))!);
-                meta["sshs_model_hash"] = modelHash;
-                meta["sshs_legacy_hash"] = legacyHash;
-            }
-            Safetensors.Save(path, tensors, meta);
-        }
-        finally
-        {
-            tensors.Dispose();
+            case Linear l: l.Wrapper = wrapper; break;
+            case Conv2d c: c.Wrapper = wrapper; break;
+            default: throw new ArgumentException($"{layer.GetType().Name} has no wrapper slot", nameof(layer));
         }
     }
 
@@ -211,7 +179,7 @@ public sealed class LoraNetwork : Module, IDisposable
             }
             catch (StateDictException e)
             {
-                throw new InvalidDataException($"'{path}' is not a LoRA of this network's layout ({Options}): {e.Message}", e);
+                throw new UserInputException(path, $"is not a LoRA of this network's layout ({Options}): {e.Message}", inner: e);
             }
             foreach (var m in Loras) m.RefreshScale();
         }

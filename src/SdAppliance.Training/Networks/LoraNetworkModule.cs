@@ -6,11 +6,11 @@ namespace SdAppliance.Training.Networks;
 /// <summary>
 /// kohya's <c>LoRAModule</c> for one Linear or Conv2d: <c>lora_down</c> (in → rank, for a convolution
 /// with the layer's kernel, stride and padding), <c>lora_up</c> (rank → out, 1×1 for a convolution) and
-/// the <c>alpha</c> buffer. As the layer's <see cref="ILayerAdapter"/> it returns
+/// the <c>alpha</c> buffer. As the layer's <see cref="ILayerWrapper"/> it returns
 /// <c>layer(x) + up(dropout(down(x))) · multiplier · alpha/rank</c>; kohya drops out after
 /// <c>lora_down</c>, and only in training mode.
 /// </summary>
-public sealed class LoraNetworkModule : Module, ILayerAdapter
+public sealed class LoraNetworkModule : Module, ILayerWrapper
 {
     private readonly Module<Tensor, Tensor> loraDown;
     private readonly Module<Tensor, Tensor> loraUp;

@@ -5,7 +5,7 @@ using SdAppliance.Formats;
 namespace SdAppliance.Diffusion.Prompts;
 
 /// <summary>
-/// An inference-time adapter written in the prompt, A1111's "extra network" tag <c>&lt;kind:arg:arg...&gt;</c>:
+/// A1111's "extra network" tag <c>&lt;kind:arg:arg...&gt;</c> in a prompt, which names an adapter to apply:
 /// <c>&lt;lora:name:0.8&gt;</c>, <c>&lt;lora:name&gt;</c> (multiplier 1), <c>&lt;hypernet:name:0.5&gt;</c>.
 /// </summary>
 /// <param name="Kind">The tag's first word, e.g. "lora", "lyco", "hypernet".</param>
@@ -14,7 +14,7 @@ namespace SdAppliance.Diffusion.Prompts;
 /// <paramref name="Multiplier"/>); equal to <paramref name="Multiplier"/> for other kinds.</param>
 /// <param name="Positional">The colon-separated arguments without '=' (the name first).</param>
 /// <param name="Named">Arguments written <c>key=value</c>.</param>
-public sealed record PromptAdapter(
+public sealed record ExtraNetworkTag(
     string Kind,
     string Name,
     double Multiplier,
@@ -22,13 +22,16 @@ public sealed record PromptAdapter(
     IReadOnlyList<string> Positional,
     IReadOnlyDictionary<string, string> Named)
 {
+    /// <summary>The kind of A1111's hypernetwork tags.</summary>
+    public const string Hypernetwork = "hypernet";
+
     public bool IsLora => Kind is "lora" or "lyco";
 }
 
-/// <summary>A prompt with its adapter tags taken out, and the adapters in the order they were written.</summary>
-public sealed record ExtractedPrompt(string Text, IReadOnlyList<PromptAdapter> Adapters);
+/// <summary>A prompt with its extra-network tags taken out, and the tags in the order they were written.</summary>
+public sealed record ExtractedPrompt(string Text, IReadOnlyList<ExtraNetworkTag> Tags);
 
-public static partial class PromptAdapters
+public static partial class ExtraNetworkTags
 {
     // A1111's re_extra_net (modules/extra_networks.py).
     [GeneratedRegex(@"<(\w+):([^>]+)>")]
@@ -38,19 +41,19 @@ public static partial class PromptAdapters
     /// Removes every <c>&lt;kind:args&gt;</c> tag from <paramref name="prompt"/> (A1111 removes them all, known
     /// kinds or not, leaving the surrounding text as it was) and returns them parsed.
     /// </summary>
-    /// <exception cref="FormatException">A multiplier is not a number.</exception>
+    /// <exception cref="UserInputException">A multiplier is not a number.</exception>
     public static ExtractedPrompt Extract(string prompt)
     {
-        var adapters = new List<PromptAdapter>();
+        var tags = new List<ExtraNetworkTag>();
         var text = ExtraNetwork().Replace(prompt, m =>
         {
-            adapters.Add(Create(m.Groups[1].Value, m.Groups[2].Value.Split(':'), m.Value));
+            tags.Add(Create(m.Groups[1].Value, m.Groups[2].Value.Split(':'), m.Value));
             return "";
         });
-        return new ExtractedPrompt(text, adapters);
+        return new ExtractedPrompt(text, tags);
     }
 
-    private static PromptAdapter Create(string kind, string[] items, string tag)
+    private static ExtraNetworkTag Create(string kind, string[] items, string tag)
     {
         // ExtraNetworkParams: an item with exactly one '=' is named, everything else positional.
         var positional = new List<string>();
@@ -81,7 +84,7 @@ public static partial class PromptAdapters
             multiplier = items.Length > 1 ? Number(items[1], tag) : 1.0;
             unetMultiplier = multiplier;
         }
-        return new PromptAdapter(kind, name, multiplier, unetMultiplier, positional, named);
+        return new ExtraNetworkTag(kind, name, multiplier, unetMultiplier, positional, named);
     }
 
     private static double Number(string value, string tag) =>

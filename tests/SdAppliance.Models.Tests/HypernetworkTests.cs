@@ -1,13 +1,13 @@
 using SdAppliance.Formats;
+using SdAppliance.Formats.Adapters;
 using SdAppliance.Formats.Checkpoints;
 using SdAppliance.Formats.Pickle;
+using SdAppliance.Models.Adapters;
 using SdAppliance.Models.Loading;
 using SdAppliance.Torch;
 using SdAppliance.Torch.Nn;
-using SdAppliance.Training.Networks;
-using static SdAppliance.Training.Tests.LoraTestSupport;
 
-namespace SdAppliance.Training.Tests;
+namespace SdAppliance.Models.Tests;
 
 /// <summary>
 /// A1111 hypernetworks on the tiny model: the MLP layout and initialisation A1111 builds, where they
@@ -16,7 +16,7 @@ namespace SdAppliance.Training.Tests;
 public sealed class HypernetworkTests : IDisposable
 {
     private readonly string folder = Directory.CreateTempSubdirectory("sdapp-hypernet-").FullName;
-    private readonly StableDiffusionModel model = LoadTiny();
+    private readonly StableDiffusionModel model = ModelLoader.Load(Path.Combine(AppContext.BaseDirectory, "Fixtures", "tiny-sd"));
 
     public void Dispose()
     {

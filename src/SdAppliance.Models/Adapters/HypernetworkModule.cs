@@ -1,7 +1,8 @@
+using SdAppliance.Formats.Adapters;
 using SdAppliance.Torch;
 using SdAppliance.Torch.Nn;
 
-namespace SdAppliance.Training.Networks;
+namespace SdAppliance.Models.Adapters;
 
 /// <summary>
 /// A1111's <c>HypernetworkModule</c>: an MLP <c>linear</c> (a Sequential) over a context of width
@@ -105,16 +106,10 @@ internal sealed class HypernetworkActivation : Module<Tensor, Tensor>
     {
         Name = name;
         function = Resolve(name) ?? throw new ArgumentException(
-            $"hypernetwork activation_func '{name}' is not supported: use one of {string.Join(", ", Names)}", nameof(name));
+            $"hypernetwork activation_func '{name}' is not supported: use one of {string.Join(", ", HypernetworkOptions.Activations)}", nameof(name));
     }
 
     public string Name { get; }
-
-    public static readonly string[] Names =
-    [
-        "linear", "relu", "leakyrelu", "elu", "swish", "tanh", "sigmoid", "gelu", "silu", "mish", "softplus", "softsign",
-        "relu6", "selu", "celu", "hardswish", "hardsigmoid", "hardtanh", "tanhshrink", "logsigmoid",
-    ];
 
     // torch.nn defaults for each: LeakyReLU slope 0.01, ELU/CELU alpha 1, SELU's constants, Softplus
     // beta 1 threshold 20, Hardtanh [-1, 1]; "swish" is A1111's name for Hardswish. Written with the
