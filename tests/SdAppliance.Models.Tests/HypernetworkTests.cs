@@ -203,6 +203,6 @@ public sealed class HypernetworkTests : IDisposable
         var root = new PickleDict();
         root.Set("name", "nothing");
         TorchSaveWriter.Write(file, root);
-        Assert.Throws<InvalidDataException>(() => Hypernetwork.LoadPt(file, model));
+        Assert.Contains(file, Assert.Throws<UserInputException>(() => Hypernetwork.LoadPt(file, model)).Message);
     }
 }

@@ -242,7 +242,7 @@ public sealed class LoraNetworkTests : IDisposable
         // A file of another layout is refused, naming a key.
         using var third = LoadTiny();
         using var other = LoraNetwork.Create(third, new LoraNetworkOptions(NetworkDim: 2));
-        Assert.Contains("Unexpected key", Assert.Throws<InvalidDataException>(() => other.Load(file)).Message);
+        Assert.Contains("Unexpected key", Assert.Throws<UserInputException>(() => other.Load(file)).Message);
     }
 
     [Fact]
