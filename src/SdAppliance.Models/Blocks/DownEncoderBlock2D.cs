@@ -30,13 +30,10 @@ public sealed class DownEncoderBlock2D : Module<Tensor, Tensor>, IGradientCheckp
 
     public override Tensor Forward(Tensor input)
     {
-        var current = input.Alias();
-        foreach (var resnet in resnets)
-        {
-            using var previous = current;
-            current = Checkpointing.Call(GradientCheckpointing, resnet.Forward, previous, null);
-        }
-        if (downsampler is null) return current;
-        using (current) return downsampler.Forward(current);
+        using var scope = torch.NewDisposeScope();
+        var hiddenStates = input;
+        foreach (var resnet in resnets) hiddenStates = Checkpointing.Call(GradientCheckpointing, resnet.Forward, hiddenStates, null);
+        if (downsampler is not null) hiddenStates = downsampler.Forward(hiddenStates);
+        return scope.MoveToOuterScope(hiddenStates);
     }
 }

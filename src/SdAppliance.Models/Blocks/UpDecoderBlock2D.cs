@@ -32,13 +32,10 @@ public sealed class UpDecoderBlock2D : Module<Tensor, Tensor>, IGradientCheckpoi
 
     public Tensor Forward(Tensor input, Tensor? temb)
     {
-        var current = input.Alias();
-        foreach (var resnet in resnets)
-        {
-            using var previous = current;
-            current = Checkpointing.Call(GradientCheckpointing, resnet.Forward, previous, temb);
-        }
-        if (upsampler is null) return current;
-        using (current) return upsampler.Forward(current);
+        using var scope = torch.NewDisposeScope();
+        var hiddenStates = input;
+        foreach (var resnet in resnets) hiddenStates = Checkpointing.Call(GradientCheckpointing, resnet.Forward, hiddenStates, temb);
+        if (upsampler is not null) hiddenStates = upsampler.Forward(hiddenStates);
+        return scope.MoveToOuterScope(hiddenStates);
     }
 }

@@ -55,17 +55,13 @@ public sealed class Encoder : Module<Tensor, Tensor>, IGradientCheckpointing
     /// <summary>Images [B, in, H, W] → [B, 2·latent, H/f, W/f].</summary>
     public override Tensor Forward(Tensor input)
     {
-        var current = convIn.Forward(input);
-        foreach (var block in downBlocks)
-        {
-            using var previous = current;
-            current = block.Forward(previous);
-        }
-        using (var beforeMid = current)
-            current = midBlock.Forward(beforeMid);
-        using (current)
-        using (var normed = convNormOut.Forward(current))
-        using (var activated = Activation.Apply(ActFn, normed))
-            return convOut.Forward(activated);
+        using var scope = torch.NewDisposeScope();
+        var sample = convIn.Forward(input);
+        foreach (var block in downBlocks) sample = block.Forward(sample);
+        sample = midBlock.Forward(sample);
+        sample = convNormOut.Forward(sample);
+        sample = Activation.Apply(ActFn, sample);
+        sample = convOut.Forward(sample);
+        return scope.MoveToOuterScope(sample);
     }
 }

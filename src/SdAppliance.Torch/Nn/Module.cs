@@ -12,6 +12,10 @@ namespace SdAppliance.Torch.Nn;
 /// The module owns what is registered on it: <see cref="Dispose"/> frees it all.
 /// Forward is not declared here: modules give their own typed <c>Forward</c> (see
 /// <see cref="Module{TIn, TOut}"/> for the one-tensor-in, one-out kind that Sequential chains).
+/// A forward that makes intermediates opens one dispose scope and moves its result out, so it
+/// reads straight through like the PyTorch it ports:
+/// <c>using var scope = torch.NewDisposeScope(); ... return scope.MoveToOuterScope(result);</c>
+/// (autograd keeps what backward needs; the handles can go).
 /// Fluent <c>To</c>, <c>Train</c>, <c>Eval</c>, <c>Freeze</c>... are in <see cref="ModuleExtensions"/>
 /// so that they return the caller's own module type.
 /// </summary>
