@@ -31,8 +31,7 @@ public sealed class DownEncoderBlock2D : Module<Tensor, Tensor>, IGradientCheckp
     public override Tensor Forward(Tensor input)
     {
         using var scope = torch.NewDisposeScope();
-        var hiddenStates = input;
-        foreach (var resnet in resnets) hiddenStates = Checkpointing.Call(GradientCheckpointing, resnet.Forward, hiddenStates, null);
+        var hiddenStates = Chain(input, resnets, (resnet, h) => Checkpointing.Call(GradientCheckpointing, resnet.Forward, h, null));
         if (downsampler is not null) hiddenStates = downsampler.Forward(hiddenStates);
         return scope.MoveToOuterScope(hiddenStates);
     }

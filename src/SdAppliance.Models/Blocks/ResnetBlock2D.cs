@@ -56,21 +56,18 @@ public sealed class ResnetBlock2D : Module
     public Tensor Forward(Tensor input, Tensor? temb = null)
     {
         using var scope = torch.NewDisposeScope();
-        var hiddenStates = norm1.Forward(input);
-        hiddenStates = Activation.Apply(NonLinearity, hiddenStates);
-        hiddenStates = conv1.Forward(hiddenStates);
-
-        if (timeEmbProj is not null && temb is not null)
+        Tensor Act(Tensor x) => Activation.Apply(NonLinearity, x);
+        if (timeEmbProj is null) temb = null;
+        if (temb is not null)
         {
-            if (!SkipTimeAct) temb = Activation.Apply(NonLinearity, temb);
-            temb = timeEmbProj.Forward(temb);
-            hiddenStates = hiddenStates + temb.Unflatten(1, temb.Size(1), 1, 1);
+            if (!SkipTimeAct) temb = Act(temb);
+            temb = timeEmbProj!.Forward(temb);
+            temb = temb.Unflatten(1, temb.Size(1), 1, 1);
         }
 
-        hiddenStates = norm2.Forward(hiddenStates);
-        hiddenStates = Activation.Apply(NonLinearity, hiddenStates);
-        hiddenStates = dropout.Forward(hiddenStates);
-        hiddenStates = conv2.Forward(hiddenStates);
+        // One chain, so each full-size activation is freed once the next exists (the input is the caller's).
+        var hiddenStates = Chain(input, norm1.Forward, Act, conv1.Forward, temb is null ? null : h => h + temb,
+            norm2.Forward, Act, dropout.Forward, conv2.Forward);
 
         var shortcut = convShortcut is null ? input : convShortcut.Forward(input.Contiguous());
         var output = shortcut + hiddenStates;

@@ -33,8 +33,7 @@ public sealed class UpDecoderBlock2D : Module<Tensor, Tensor>, IGradientCheckpoi
     public Tensor Forward(Tensor input, Tensor? temb)
     {
         using var scope = torch.NewDisposeScope();
-        var hiddenStates = input;
-        foreach (var resnet in resnets) hiddenStates = Checkpointing.Call(GradientCheckpointing, resnet.Forward, hiddenStates, temb);
+        var hiddenStates = Chain(input, resnets, (resnet, h) => Checkpointing.Call(GradientCheckpointing, resnet.Forward, h, temb));
         if (upsampler is not null) hiddenStates = upsampler.Forward(hiddenStates);
         return scope.MoveToOuterScope(hiddenStates);
     }

@@ -55,15 +55,9 @@ public sealed class Decoder : Module<Tensor, Tensor>, IGradientCheckpointing
     /// <summary>Latents [B, latent, h, w] (after post_quant_conv) → images [B, out, h·f, w·f].</summary>
     public override Tensor Forward(Tensor input)
     {
-        using var scope = torch.NewDisposeScope();
-        var sample = convIn.Forward(input);
-        sample = midBlock.Forward(sample);
         // diffusers runs the up blocks in their parameters' dtype (they may be upcast alone).
-        sample = sample.To(upBlocks.Parameters().First().DType);
-        foreach (var block in upBlocks) sample = block.Forward(sample);
-        sample = convNormOut.Forward(sample);
-        sample = Activation.Apply(ActFn, sample);
-        sample = convOut.Forward(sample);
-        return scope.MoveToOuterScope(sample);
+        var upDType = upBlocks.Parameters().First().DType;
+        return Chain(input, [convIn.Forward, h => midBlock.Forward(h), h => h.To(upDType),
+            .. upBlocks.Select(block => (Func<Tensor, Tensor>)block.Forward), convNormOut.Forward, h => Activation.Apply(ActFn, h), convOut.Forward]);
     }
 }

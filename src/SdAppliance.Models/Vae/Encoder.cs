@@ -53,15 +53,7 @@ public sealed class Encoder : Module<Tensor, Tensor>, IGradientCheckpointing
     }
 
     /// <summary>Images [B, in, H, W] → [B, 2·latent, H/f, W/f].</summary>
-    public override Tensor Forward(Tensor input)
-    {
-        using var scope = torch.NewDisposeScope();
-        var sample = convIn.Forward(input);
-        foreach (var block in downBlocks) sample = block.Forward(sample);
-        sample = midBlock.Forward(sample);
-        sample = convNormOut.Forward(sample);
-        sample = Activation.Apply(ActFn, sample);
-        sample = convOut.Forward(sample);
-        return scope.MoveToOuterScope(sample);
-    }
+    public override Tensor Forward(Tensor input) =>
+        Chain(input, [convIn.Forward, .. downBlocks.Select(block => (Func<Tensor, Tensor>)block.Forward),
+            h => midBlock.Forward(h), convNormOut.Forward, h => Activation.Apply(ActFn, h), convOut.Forward]);
 }
