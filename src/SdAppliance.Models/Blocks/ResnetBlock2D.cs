@@ -57,16 +57,15 @@ public sealed class ResnetBlock2D : Module
     {
         using var scope = torch.NewDisposeScope();
         Tensor Act(Tensor x) => Activation.Apply(NonLinearity, x);
-        if (timeEmbProj is null) temb = null;
-        if (temb is not null)
+        Tensor? timeEmb = null;
+        if (timeEmbProj is not null && temb is not null)
         {
-            if (!SkipTimeAct) temb = Act(temb);
-            temb = timeEmbProj!.Forward(temb);
-            temb = temb.Unflatten(1, temb.Size(1), 1, 1);
+            timeEmb = timeEmbProj.Forward(SkipTimeAct ? temb : Act(temb));
+            timeEmb = timeEmb.Unflatten(1, timeEmb.Size(1), 1, 1);
         }
 
         // One chain, so each full-size activation is freed once the next exists (the input is the caller's).
-        var hiddenStates = Chain(input, norm1.Forward, Act, conv1.Forward, temb is null ? null : h => h + temb,
+        var hiddenStates = Chain(input, norm1.Forward, Act, conv1.Forward, timeEmb is null ? null : h => h + timeEmb,
             norm2.Forward, Act, dropout.Forward, conv2.Forward);
 
         var shortcut = convShortcut is null ? input : convShortcut.Forward(input.Contiguous());

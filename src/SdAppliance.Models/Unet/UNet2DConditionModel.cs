@@ -168,7 +168,8 @@ public sealed class UNet2DConditionModel : Module
         if (downBlockAdditionalResiduals is not null)
         {
             if (downBlockAdditionalResiduals.Count != downBlockResSamples.Count)
-                throw new ArgumentException($"{downBlockResSamples.Count} down-block residuals expected, got {downBlockAdditionalResiduals.Count}", nameof(downBlockAdditionalResiduals));
+                throw new ArgumentException($"{downBlockResSamples.Count} down-block residuals expected, got {downBlockAdditionalResiduals.Count}",
+                    nameof(downBlockAdditionalResiduals));
             downBlockResSamples = [.. downBlockResSamples.Zip(downBlockAdditionalResiduals, (resSample, residual) => resSample + residual)];
         }
 

@@ -15,8 +15,10 @@ namespace SdAppliance.Torch.Nn;
 /// A forward that makes intermediates opens one dispose scope and moves its result out, so it
 /// reads straight through like the PyTorch it ports:
 /// <c>using var scope = torch.NewDisposeScope(); ... return scope.MoveToOuterScope(result);</c>
-/// (autograd keeps what backward needs; the handles can go). Inside that scope, <see cref="Chain(Tensor, IEnumerable{Func{Tensor, Tensor}?})"/>
-/// runs a line of layers freeing each activation as the next one exists, as Python frees a rebound name.
+/// (autograd keeps what backward needs, so the handles can go; the private helpers a forward
+/// calls need no scope of their own, their temporaries are the forward's). Inside that scope,
+/// <see cref="Chain(Tensor, IEnumerable{Func{Tensor, Tensor}?})"/> runs a line of layers freeing
+/// each activation once the next exists, as Python frees a rebound name.
 /// Fluent <c>To</c>, <c>Train</c>, <c>Eval</c>, <c>Freeze</c>... are in <see cref="ModuleExtensions"/>
 /// so that they return the caller's own module type.
 /// </summary>
@@ -330,7 +332,10 @@ public abstract class Module : IDisposable
     protected static Tensor Chain(Tensor input, params IEnumerable<Func<Tensor, Tensor>?> layers) =>
         Chain(input, layers, (layer, x) => layer is null ? x : layer(x));
 
-    /// <summary>As <see cref="Chain(Tensor, IEnumerable{Func{Tensor, Tensor}?})"/>, applying <paramref name="apply"/>(layer, x) for each of <paramref name="layers"/>.</summary>
+    /// <summary>
+    /// As <see cref="Chain(Tensor, IEnumerable{Func{Tensor, Tensor}?})"/>, applying
+    /// <paramref name="apply"/>(layer, x) for each of <paramref name="layers"/> (a block's resnets).
+    /// </summary>
     protected static Tensor Chain<TLayer>(Tensor input, IEnumerable<TLayer> layers, Func<TLayer, Tensor, Tensor> apply)
     {
         ArgumentNullException.ThrowIfNull(input);
