@@ -1,3 +1,5 @@
+using System.Diagnostics.CodeAnalysis;
+
 namespace SdAppliance.Torch;
 
 /// <summary>
@@ -35,6 +37,31 @@ public sealed class DisposeScope : IDisposable
         if (owned.Remove(tensor)) outer?.Add(tensor);
         tensor.Scope = outer;
     }
+
+    /// <summary>
+    /// Hands a result to the scope around this one, the end of every module's <c>Forward</c>:
+    /// <c>using var scope = torch.NewDisposeScope(); ... return scope.MoveToOuterScope(result);</c>.
+    /// A tensor this scope does not own (the caller's input or a parameter, returned as it is)
+    /// comes out as a new handle on it, so the caller always owns what a forward returns.
+    /// </summary>
+    [return: NotNullIfNotNull(nameof(tensor))]
+    public Tensor? MoveToOuterScope(Tensor? tensor)
+    {
+        if (tensor is null) return null;
+        ObjectDisposedException.ThrowIf(disposed, this);
+        if (tensor.Scope != this)
+        {
+            tensor = tensor.Alias().DetachFromDisposeScope();
+            outer?.Add(tensor);
+            tensor.Scope = outer;
+            return tensor;
+        }
+        MoveToOuter(tensor);
+        return tensor;
+    }
+
+    /// <summary>As <see cref="MoveToOuterScope(Tensor?)"/> for each of several results (skip tensors, hidden states).</summary>
+    public List<Tensor> MoveToOuterScope(IEnumerable<Tensor> tensors) => [.. tensors.Select(t => MoveToOuterScope(t))];
 
     public void Dispose()
     {

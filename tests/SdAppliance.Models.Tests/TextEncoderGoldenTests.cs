@@ -48,6 +48,20 @@ public sealed class TextEncoderGoldenTests : IDisposable
     }
 
     [Fact]
+    public void ForwardAndPromptEncodingLeaveNoIntermediateAlive()
+    {
+        using var projected = LoadTiny(withProjection: true);
+        using var inference = Autograd.InferenceMode();
+        using var scope = torch.NewDisposeScope();
+        using (var output = projected.Forward(ids))
+            Assert.NotNull(output.TextEmbeds);
+        var prompt = new PromptChunks([IdsRow(ids, 0)], [[.. Enumerable.Repeat(1.2f, IdsRow(ids, 0).Length)]]);
+        using (new ClipPromptEncoder(model).Encode(prompt, clipSkip: 2)) { }
+        using (new SdxlPromptEncoder(model, projected).Encode(prompt)) { }
+        Assert.Equal(0, scope.Count);
+    }
+
+    [Fact]
     public void WithoutHiddenStatesTheOutputsAreTheSame()
     {
         using var output = model.Forward(ids, outputHiddenStates: false);

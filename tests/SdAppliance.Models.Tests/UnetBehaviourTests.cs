@@ -130,6 +130,31 @@ public sealed class UnetBehaviourTests
         Assert.Equal(0, scope.Count);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void TrainingStepLeavesNoIntermediateAlive(bool checkpointing)
+    {
+        // With autograd recording (and, checkpointed, the blocks run again inside backward), the
+        // graph holds what backward needs: the forward's own handles must all be gone.
+        using var unet = LoadTinyUnet().Train();
+        unet.EnableGradientCheckpointing(checkpointing);
+        using var generator = new Generator(18);
+        using var sample = torch.Randn([1, 4, 8, 8], generator);
+        using var context = torch.Randn([1, 77, 32], generator);
+        using var scope = torch.NewDisposeScope();
+        using (var output = unet.Forward(sample, 500.0, context))
+        using (var squared = output.Square())
+        using (var loss = squared.Mean())
+            loss.Backward();
+        Assert.Equal(0, scope.Count);
+        foreach (var p in unet.Parameters())
+        {
+            using var grad = p.Grad;
+            Assert.NotNull(grad);
+        }
+    }
+
     [Fact]
     public void SdxlForwardLeavesNoIntermediateAlive()
     {

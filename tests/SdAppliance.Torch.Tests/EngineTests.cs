@@ -163,6 +163,32 @@ public class EngineTests
     }
 
     [Fact]
+    public void MoveToOuterScopeHandsTheCallerItsOwnHandle()
+    {
+        using var outer = torch.NewDisposeScope();
+        var input = torch.Ones([2]);
+        Tensor made, passedThrough;
+        List<Tensor> both;
+        using (var scope = torch.NewDisposeScope())
+        {
+            made = scope.MoveToOuterScope(input * 2);
+            // A forward that returns its input unchanged must not hand over the caller's own handle.
+            passedThrough = scope.MoveToOuterScope(input);
+            var skip = input + 1;
+            both = scope.MoveToOuterScope([skip, skip]);
+            Assert.Null(scope.MoveToOuterScope((Tensor?)null));
+        }
+        Assert.False(made.IsDisposed);
+        Assert.NotSame(input, passedThrough);
+        Assert.True(passedThrough.IsSameAs(input));
+        Assert.NotSame(both[0], both[1]);
+        Assert.True(both[0].IsSameAs(both[1]));
+        Assert.Equal(5, outer.Count);
+        passedThrough.Dispose();
+        Assert.Equal([1f, 1f], input.ToArray<float>());
+    }
+
+    [Fact]
     public void TenThousandStepsInDisposeScopesDoNotGrowMemory()
     {
         // A miniature training step (forward, backward, in-place update) repeated; resident memory

@@ -258,6 +258,36 @@ public class NnModuleTests
         Assert.Throws<ArgumentException>(() => m.RegisterParameter("p", nonLeaf));
     }
 
+    /// <summary>A forward written as one Chain, recording the intermediates it saw.</summary>
+    private sealed class ChainedForward : Module<Tensor, Tensor>
+    {
+        public List<Tensor> Seen { get; } = [];
+
+        public override Tensor Forward(Tensor input) => Chain(input, Record(x => x * 2), null, Record(x => x + 1), Record(x => x.Neg()));
+
+        private Func<Tensor, Tensor> Record(Func<Tensor, Tensor> layer) => x =>
+        {
+            Seen.Add(x);
+            return layer(x);
+        };
+    }
+
+    [Fact]
+    public void ChainFreesEachIntermediateAndKeepsTheInput()
+    {
+        using var chained = new ChainedForward();
+        using var scope = torch.NewDisposeScope();
+        var input = torch.Ones([2]);
+        var output = chained.Forward(input);
+        Assert.Equal([-3f, -3f], output.ToArray<float>());
+        // The null layer was skipped: three layers saw the input and two intermediates.
+        Assert.Equal(3, chained.Seen.Count);
+        Assert.Same(input, chained.Seen[0]);
+        Assert.False(input.IsDisposed);
+        Assert.All(chained.Seen.Skip(1), t => Assert.True(t.IsDisposed));
+        Assert.Equal(2, scope.Count);  // input and output: nothing else is alive
+    }
+
     [Fact]
     public void ModulesBuiltInsideADisposeScopeOutliveIt()
     {

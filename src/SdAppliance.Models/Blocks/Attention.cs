@@ -63,88 +63,41 @@ public sealed class Attention : Module
     /// </summary>
     public Tensor Forward(Tensor hiddenStates, Tensor? encoderHiddenStates = null)
     {
+        using var scope = torch.NewDisposeScope();
         var image = hiddenStates.Dim == 4;
         var shape = hiddenStates.Shape;
+        var residual = hiddenStates;
 
         // Group norm over [B, C, ...] is the same whether the spatial dims are flat or not, so it runs
         // on the input as given; the tokens are then [B, H·W, C] views.
-        var normed = groupNorm is null ? hiddenStates.Alias()
-            : image ? groupNorm.Forward(hiddenStates) : GroupNormTokens(hiddenStates);
-        Tensor tokens;
-        using (normed)
-        {
-            if (image)
-            {
-                using var flat = normed.Flatten(2);
-                tokens = flat.Transpose(1, 2);
-            }
-            else
-            {
-                tokens = normed.Alias();
-            }
-        }
+        if (groupNorm is not null)
+            hiddenStates = image ? groupNorm.Forward(hiddenStates) : groupNorm.Forward(hiddenStates.Transpose(1, 2)).Transpose(1, 2);
+        if (image) hiddenStates = hiddenStates.Flatten(2).Transpose(1, 2);
 
-        Tensor attended;
-        using (tokens)
-        {
-            using var q = toQ.Forward(tokens);
-            var context = encoderHiddenStates ?? tokens;
-            using var k = toK.Forward(context);
-            using var v = toV.Forward(context);
-            attended = Attend(q, k, v);
-        }
+        var context = encoderHiddenStates ?? hiddenStates;
+        hiddenStates = Attend(toQ.Forward(hiddenStates), toK.Forward(context), toV.Forward(context));
+        hiddenStates = toOut.Forward(hiddenStates);
+        hiddenStates = outDropout.Forward(hiddenStates);
 
-        Tensor output;
-        using (attended)
-        using (var projected = toOut.Forward(attended))
-            output = outDropout.Forward(projected);
-
-        if (image)
-        {
-            using var tokensOut = output;
-            using var channelsFirst = tokensOut.Transpose(1, 2);
-            output = channelsFirst.Reshape(shape);
-        }
-        if (ResidualConnection)
-        {
-            using var withoutResidual = output;
-            output = withoutResidual + hiddenStates;
-        }
-        if (RescaleOutputFactor != 1)
-        {
-            using var unscaled = output;
-            output = unscaled / RescaleOutputFactor;
-        }
-        return output;
-    }
-
-    private Tensor GroupNormTokens(Tensor tokens)
-    {
-        using var channelsFirst = tokens.Transpose(1, 2);
-        using var normed = groupNorm!.Forward(channelsFirst);
-        return normed.Transpose(1, 2);
+        if (image) hiddenStates = hiddenStates.Transpose(1, 2).Reshape(shape);
+        if (ResidualConnection) hiddenStates = hiddenStates + residual;
+        if (RescaleOutputFactor != 1) hiddenStates = hiddenStates / RescaleOutputFactor;
+        return scope.MoveToOuterScope(hiddenStates);
     }
 
     /// <summary>softmax(q kᵀ / √d) v per head, for q [B, L, H·D] and k, v [B, S, H·D]; returns [B, L, H·D].</summary>
     private Tensor Attend(Tensor q, Tensor k, Tensor v)
     {
-        using var qh = SplitHeads(q);
-        using var kh = SplitHeads(k);
-        using var vh = SplitHeads(v);
+        (q, k, v) = (SplitHeads(q), SplitHeads(k), SplitHeads(v));
         var lowPrecision = q.DType is not (DType.Float32 or DType.Float64);
-        using var heads = (UpcastAttention || UpcastSoftmax) && lowPrecision
-            ? AttendUpcast(qh, kh, vh)
-            : Functional.ScaledDotProductAttention(qh, kh, vh, scale: Scale);
-        using var merged = heads.Transpose(1, 2);
-        return merged.Flatten(2);
+        var heads = (UpcastAttention || UpcastSoftmax) && lowPrecision
+            ? AttendUpcast(q, k, v)
+            : Functional.ScaledDotProductAttention(q, k, v, scale: Scale);
+        return heads.Transpose(1, 2).Flatten(2);
     }
 
     /// <summary>[B, N, H·D] → [B, H, N, D].</summary>
-    private Tensor SplitHeads(Tensor x)
-    {
-        using var split = x.Unflatten(-1, Heads, DimHead);
-        return split.Transpose(1, 2);
-    }
+    private Tensor SplitHeads(Tensor x) => x.Unflatten(-1, Heads, DimHead).Transpose(1, 2);
 
     /// <summary>
     /// Attention computed in float32 for half-precision inputs, as upcast_attention/upcast_softmax
@@ -152,12 +105,6 @@ public sealed class Attention : Module
     /// processor (which multiplies the float32 probabilities, cast back to half, with v), the whole
     /// product stays in float32 so the fused kernels can run it without materialising the scores.
     /// </summary>
-    private Tensor AttendUpcast(Tensor q, Tensor k, Tensor v)
-    {
-        using var q32 = q.Float();
-        using var k32 = k.Float();
-        using var v32 = v.Float();
-        using var attended = Functional.ScaledDotProductAttention(q32, k32, v32, scale: Scale);
-        return attended.To(q.DType);
-    }
+    private Tensor AttendUpcast(Tensor q, Tensor k, Tensor v) =>
+        Functional.ScaledDotProductAttention(q.Float(), k.Float(), v.Float(), scale: Scale).To(q.DType);
 }

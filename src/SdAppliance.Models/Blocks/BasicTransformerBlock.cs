@@ -43,22 +43,17 @@ public sealed class BasicTransformerBlock : Module
     /// <summary>Tokens [B, N, dim] and the text context [B, S, ctx] (null: self-attention only) → [B, N, dim].</summary>
     public Tensor Forward(Tensor hiddenStates, Tensor? encoderHiddenStates = null)
     {
-        Tensor h;
-        using (var n1 = norm1.Forward(hiddenStates))
-        using (var a1 = attn1.Forward(n1, OnlyCrossAttention ? encoderHiddenStates : null))
-            h = a1 + hiddenStates;
+        using var scope = torch.NewDisposeScope();
+        var attnOutput = attn1.Forward(norm1.Forward(hiddenStates), OnlyCrossAttention ? encoderHiddenStates : null);
+        hiddenStates = attnOutput + hiddenStates;
 
         if (attn2 is not null)
         {
-            using var before = h;
-            using var n2 = norm2!.Forward(before);
-            using var a2 = attn2.Forward(n2, encoderHiddenStates);
-            h = a2 + before;
+            attnOutput = attn2.Forward(norm2!.Forward(hiddenStates), encoderHiddenStates);
+            hiddenStates = attnOutput + hiddenStates;
         }
 
-        using (h)
-        using (var n3 = norm3.Forward(h))
-        using (var f = ff.Forward(n3))
-            return f + h;
+        var ffOutput = ff.Forward(norm3.Forward(hiddenStates));
+        return scope.MoveToOuterScope(ffOutput + hiddenStates);
     }
 }

@@ -47,19 +47,19 @@ public sealed class CrossAttnDownBlock2D : Module, IUNetDownBlock
 
     public (Tensor Hidden, List<Tensor> ResSamples) Forward(Tensor hiddenStates, Tensor? temb, Tensor? encoderHiddenStates)
     {
-        var states = new List<Tensor>();
-        var current = hiddenStates;
+        using var scope = torch.NewDisposeScope();
+        var outputStates = new List<Tensor>();
         for (var i = 0; i < resnets.Count; i++)
         {
-            using var resnetOut = Checkpointing.Call(GradientCheckpointing, resnets[i].Forward, current, temb);
-            current = attentions[i].Forward(resnetOut, encoderHiddenStates);
-            states.Add(current);
+            hiddenStates = Checkpointing.Call(GradientCheckpointing, resnets[i].Forward, hiddenStates, temb);
+            hiddenStates = attentions[i].Forward(hiddenStates, encoderHiddenStates);
+            outputStates.Add(hiddenStates);
         }
         if (downsampler is not null)
         {
-            current = downsampler.Forward(current);
-            states.Add(current);
+            hiddenStates = downsampler.Forward(hiddenStates);
+            outputStates.Add(hiddenStates);
         }
-        return (current.Alias(), states);
+        return (scope.MoveToOuterScope(hiddenStates), scope.MoveToOuterScope(outputStates));
     }
 }

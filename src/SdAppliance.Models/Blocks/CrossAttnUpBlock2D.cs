@@ -51,15 +51,14 @@ public sealed class CrossAttnUpBlock2D : Module, IUNetUpBlock
     {
         if (resSamples.Count != resnets.Count)
             throw new ArgumentException($"this up block takes {resnets.Count} skip tensors, got {resSamples.Count}", nameof(resSamples));
-        var current = hiddenStates.Alias();
+        using var scope = torch.NewDisposeScope();
         for (var i = 0; i < resnets.Count; i++)
         {
-            using var previous = current;
-            using var joined = torch.Cat([previous, resSamples[^(i + 1)]], 1);
-            using var resnetOut = Checkpointing.Call(GradientCheckpointing, resnets[i].Forward, joined, temb);
-            current = attentions[i].Forward(resnetOut, encoderHiddenStates);
+            hiddenStates = torch.Cat([hiddenStates, resSamples[^(i + 1)]], 1);
+            hiddenStates = Checkpointing.Call(GradientCheckpointing, resnets[i].Forward, hiddenStates, temb);
+            hiddenStates = attentions[i].Forward(hiddenStates, encoderHiddenStates);
         }
-        if (upsampler is null) return current;
-        using (current) return upsampler.Forward(current, upsampleSize);
+        if (upsampler is not null) hiddenStates = upsampler.Forward(hiddenStates, upsampleSize);
+        return scope.MoveToOuterScope(hiddenStates);
     }
 }

@@ -30,18 +30,18 @@ public sealed class DownBlock2D : Module, IUNetDownBlock
 
     public (Tensor Hidden, List<Tensor> ResSamples) Forward(Tensor hiddenStates, Tensor? temb, Tensor? encoderHiddenStates = null)
     {
-        var states = new List<Tensor>();
-        var current = hiddenStates;
+        using var scope = torch.NewDisposeScope();
+        var outputStates = new List<Tensor>();
         foreach (var resnet in resnets)
         {
-            current = Checkpointing.Call(GradientCheckpointing, resnet.Forward, current, temb);
-            states.Add(current);
+            hiddenStates = Checkpointing.Call(GradientCheckpointing, resnet.Forward, hiddenStates, temb);
+            outputStates.Add(hiddenStates);
         }
         if (downsampler is not null)
         {
-            current = downsampler.Forward(current);
-            states.Add(current);
+            hiddenStates = downsampler.Forward(hiddenStates);
+            outputStates.Add(hiddenStates);
         }
-        return (current.Alias(), states);
+        return (scope.MoveToOuterScope(hiddenStates), scope.MoveToOuterScope(outputStates));
     }
 }

@@ -30,13 +30,9 @@ public sealed class DownEncoderBlock2D : Module<Tensor, Tensor>, IGradientCheckp
 
     public override Tensor Forward(Tensor input)
     {
-        var current = input.Alias();
-        foreach (var resnet in resnets)
-        {
-            using var previous = current;
-            current = Checkpointing.Call(GradientCheckpointing, resnet.Forward, previous, null);
-        }
-        if (downsampler is null) return current;
-        using (current) return downsampler.Forward(current);
+        using var scope = torch.NewDisposeScope();
+        var hiddenStates = Chain(input, resnets, (resnet, h) => Checkpointing.Call(GradientCheckpointing, resnet.Forward, h, null));
+        if (downsampler is not null) hiddenStates = downsampler.Forward(hiddenStates);
+        return scope.MoveToOuterScope(hiddenStates);
     }
 }

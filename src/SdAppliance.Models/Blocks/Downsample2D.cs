@@ -24,8 +24,8 @@ public sealed class Downsample2D : Module<Tensor, Tensor>
 
     public override Tensor Forward(Tensor input)
     {
-        if (Padding != 0) return conv.Forward(input);
-        using var padded = Functional.Pad(input, [0, 1, 0, 1]);
-        return conv.Forward(padded);
+        using var scope = torch.NewDisposeScope();
+        if (Padding == 0) input = Functional.Pad(input, [0, 1, 0, 1]);
+        return scope.MoveToOuterScope(conv.Forward(input));
     }
 }

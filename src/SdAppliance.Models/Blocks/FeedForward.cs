@@ -30,11 +30,12 @@ public sealed class FeedForward : Module<Tensor, Tensor>
 
     public override Tensor Forward(Tensor input)
     {
-        using var gated = geglu.Forward(input);
-        using var dropped = dropout.Forward(gated);
-        var result = output.Forward(dropped);
-        if (finalDropout is null) return result;
-        using (result) return finalDropout.Forward(result);
+        using var scope = torch.NewDisposeScope();
+        var hiddenStates = geglu.Forward(input);
+        hiddenStates = dropout.Forward(hiddenStates);
+        hiddenStates = output.Forward(hiddenStates);
+        if (finalDropout is not null) hiddenStates = finalDropout.Forward(hiddenStates);
+        return scope.MoveToOuterScope(hiddenStates);
     }
 }
 
@@ -51,11 +52,9 @@ public sealed class Geglu : Module<Tensor, Tensor>
 
     public override Tensor Forward(Tensor input)
     {
-        using var projected = proj.Forward(input);
-        var halves = projected.Chunk(2, -1);
-        using var value = halves[0];
-        using var gate = halves[1];
-        using var activated = Functional.Gelu(gate);
-        return value * activated;
+        using var scope = torch.NewDisposeScope();
+        var halves = proj.Forward(input).Chunk(2, -1);
+        var (hiddenStates, gate) = (halves[0], halves[1]);
+        return scope.MoveToOuterScope(hiddenStates * Functional.Gelu(gate));
     }
 }

@@ -55,41 +55,22 @@ public sealed class ResnetBlock2D : Module
     /// <summary>[B, in, H, W] and the time embedding [B, temb] (or null) → [B, out, H, W].</summary>
     public Tensor Forward(Tensor input, Tensor? temb = null)
     {
-        Tensor h;
-        using (var n1 = norm1.Forward(input))
-        using (var a1 = Activation.Apply(NonLinearity, n1))
-            h = conv1.Forward(a1);
-
+        using var scope = torch.NewDisposeScope();
+        Tensor Act(Tensor x) => Activation.Apply(NonLinearity, x);
+        Tensor? timeEmb = null;
         if (timeEmbProj is not null && temb is not null)
         {
-            using var beforeTime = h;
-            using var activated = SkipTimeAct ? temb.Alias() : Activation.Apply(NonLinearity, temb);
-            using var projected = timeEmbProj.Forward(activated);
-            using var perChannel = projected.Unflatten(1, projected.Size(1), 1, 1);
-            h = beforeTime + perChannel;
+            timeEmb = timeEmbProj.Forward(SkipTimeAct ? temb : Act(temb));
+            timeEmb = timeEmb.Unflatten(1, timeEmb.Size(1), 1, 1);
         }
 
-        using (var beforeNorm = h)
-        using (var n2 = norm2.Forward(beforeNorm))
-        using (var a2 = Activation.Apply(NonLinearity, n2))
-        using (var dropped = dropout.Forward(a2))
-            h = conv2.Forward(dropped);
+        // One chain, so each full-size activation is freed once the next exists (the input is the caller's).
+        var hiddenStates = Chain(input, norm1.Forward, Act, conv1.Forward, timeEmb is null ? null : h => h + timeEmb,
+            norm2.Forward, Act, dropout.Forward, conv2.Forward);
 
-        using (h)
-        {
-            Tensor output;
-            if (convShortcut is null)
-            {
-                output = input + h;
-            }
-            else
-            {
-                using var contiguous = input.Contiguous();
-                using var shortcut = convShortcut.Forward(contiguous);
-                output = shortcut + h;
-            }
-            if (OutputScaleFactor == 1) return output;
-            using (output) return output / OutputScaleFactor;
-        }
+        var shortcut = convShortcut is null ? input : convShortcut.Forward(input.Contiguous());
+        var output = shortcut + hiddenStates;
+        if (OutputScaleFactor != 1) output = output / OutputScaleFactor;
+        return scope.MoveToOuterScope(output);
     }
 }

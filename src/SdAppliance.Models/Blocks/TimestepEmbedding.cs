@@ -32,15 +32,11 @@ public sealed class TimestepEmbedding : Module<Tensor, Tensor>
     /// <summary>[N, in] (plus a [N, cond] condition for cond_proj models) → [N, out].</summary>
     public Tensor Forward(Tensor sample, Tensor? condition)
     {
-        using var conditioned = condition is not null && condProj is not null ? AddCondition(sample, condition) : sample.Alias();
-        using var hidden = linear1.Forward(conditioned);
-        using var activated = Activation.Apply(ActFn, hidden);
-        return linear2.Forward(activated);
-    }
-
-    private Tensor AddCondition(Tensor sample, Tensor condition)
-    {
-        using var projected = condProj!.Forward(condition);
-        return sample + projected;
+        using var scope = torch.NewDisposeScope();
+        if (condition is not null && condProj is not null) sample = sample + condProj.Forward(condition);
+        sample = linear1.Forward(sample);
+        sample = Activation.Apply(ActFn, sample);
+        sample = linear2.Forward(sample);
+        return scope.MoveToOuterScope(sample);
     }
 }

@@ -23,22 +23,16 @@ public sealed class Timesteps(long numChannels, bool flipSinToCos, double downsc
     public override Tensor Forward(Tensor timesteps)
     {
         if (timesteps.Dim != 1) throw new ArgumentException($"timesteps must be a 1-D tensor, got {timesteps.Dim}-D", nameof(timesteps));
+        using var scope = torch.NewDisposeScope();
         var half = NumChannels / 2;
         // The same float32 operations in the same order as diffusers, so the features agree to the bit.
-        using var index = torch.Arange(0, half, dtype: DType.Float32, device: timesteps.Device);
-        using var scaledIndex = index.Mul(-Math.Log(MaxPeriod));
-        using var exponent = scaledIndex.Div(half - DownscaleFreqShift);
-        using var frequencies = exponent.Exp();
-        using var t = timesteps.Float();
-        using var column = t.Unsqueeze(1);
-        using var row = frequencies.Unsqueeze(0);
-        using var angles = column * row;
-        using var scaled = angles.Mul(Scale);
-        using var sin = scaled.Sin();
-        using var cos = scaled.Cos();
-        var features = FlipSinToCos ? torch.Cat([cos, sin], -1) : torch.Cat([sin, cos], -1);
-        if (NumChannels % 2 == 0) return features;
-        using (features) return Functional.Pad(features, [0, 1, 0, 0]);
+        var exponent = torch.Arange(0, half, dtype: DType.Float32, device: timesteps.Device).Mul(-Math.Log(MaxPeriod));
+        exponent = exponent.Div(half - DownscaleFreqShift);
+        var emb = timesteps.Float().Unsqueeze(1) * exponent.Exp().Unsqueeze(0);
+        emb = emb.Mul(Scale);
+        emb = FlipSinToCos ? torch.Cat([emb.Cos(), emb.Sin()], -1) : torch.Cat([emb.Sin(), emb.Cos()], -1);
+        if (NumChannels % 2 == 1) emb = Functional.Pad(emb, [0, 1, 0, 0]);
+        return scope.MoveToOuterScope(emb);
     }
 
     protected override string ExtraRepr() => $"num_channels={NumChannels}, flip_sin_to_cos={FlipSinToCos}, downscale_freq_shift={DownscaleFreqShift:R}";

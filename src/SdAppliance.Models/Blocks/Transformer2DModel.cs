@@ -40,59 +40,28 @@ public sealed class Transformer2DModel : Module, IGradientCheckpointing
 
     public Tensor Forward(Tensor hiddenStates, Tensor? encoderHiddenStates = null)
     {
+        using var scope = torch.NewDisposeScope();
         var (batch, height, width) = (hiddenStates.Size(0), hiddenStates.Size(2), hiddenStates.Size(3));
+        var residual = hiddenStates;
 
         // [B, C, H, W] → tokens [B, H·W, inner]; the projection is applied on whichever side of the
-        // reshape its kind needs (conv before, linear after).
-        Tensor x;
-        using (var normed = norm.Forward(hiddenStates))
-        {
-            if (UseLinearProjection)
-            {
-                using var tokens = ToTokens(normed, batch, height * width);
-                x = projIn.Forward(tokens);
-            }
-            else
-            {
-                using var projected = projIn.Forward(normed);
-                x = ToTokens(projected, batch, height * width);
-            }
-        }
+        // reshape its kind needs (conv before, linear after), and back the same way.
+        hiddenStates = norm.Forward(hiddenStates);
+        hiddenStates = UseLinearProjection
+            ? projIn.Forward(ToTokens(hiddenStates, batch, height * width))
+            : ToTokens(projIn.Forward(hiddenStates), batch, height * width);
 
         foreach (var block in transformerBlocks)
-        {
-            using var input = x;
-            x = Checkpointing.Call(GradientCheckpointing, block.Forward, input, encoderHiddenStates);
-        }
+            hiddenStates = Checkpointing.Call(GradientCheckpointing, block.Forward, hiddenStates, encoderHiddenStates);
 
-        Tensor image;
-        using (x)
-        {
-            if (UseLinearProjection)
-            {
-                using var projected = projOut.Forward(x);
-                image = ToImage(projected, batch, height, width);
-            }
-            else
-            {
-                using var unprojected = ToImage(x, batch, height, width);
-                image = projOut.Forward(unprojected);
-            }
-        }
-        using (image)
-            return image + hiddenStates;
+        hiddenStates = UseLinearProjection
+            ? ToImage(projOut.Forward(hiddenStates), batch, height, width)
+            : projOut.Forward(ToImage(hiddenStates, batch, height, width));
+        return scope.MoveToOuterScope(hiddenStates + residual);
     }
 
-    private static Tensor ToTokens(Tensor image, long batch, long length)
-    {
-        using var channelsLast = image.Permute(0, 2, 3, 1);
-        return channelsLast.Reshape(batch, length, image.Size(1));
-    }
+    private static Tensor ToTokens(Tensor image, long batch, long length) => image.Permute(0, 2, 3, 1).Reshape(batch, length, image.Size(1));
 
-    private static Tensor ToImage(Tensor tokens, long batch, long height, long width)
-    {
-        using var channelsLast = tokens.Reshape(batch, height, width, tokens.Size(2));
-        using var channelsFirst = channelsLast.Permute(0, 3, 1, 2);
-        return channelsFirst.Contiguous();
-    }
+    private static Tensor ToImage(Tensor tokens, long batch, long height, long width) =>
+        tokens.Reshape(batch, height, width, tokens.Size(2)).Permute(0, 3, 1, 2).Contiguous();
 }

@@ -46,17 +46,13 @@ public sealed class UNetMidBlock2D : Module, IUNetMidBlock
 
     public Tensor Forward(Tensor hiddenStates, Tensor? temb, Tensor? encoderHiddenStates)
     {
-        var current = Checkpointing.Call(GradientCheckpointing, resnets[0].Forward, hiddenStates, temb);
+        using var scope = torch.NewDisposeScope();
+        hiddenStates = Checkpointing.Call(GradientCheckpointing, resnets[0].Forward, hiddenStates, temb);
         for (var i = 0; i < attentionLayers.Length; i++)
         {
-            if (attentionLayers[i] is { } attention)
-            {
-                using var beforeAttention = current;
-                current = attention.Forward(beforeAttention);
-            }
-            using var previous = current;
-            current = Checkpointing.Call(GradientCheckpointing, resnets[i + 1].Forward, previous, temb);
+            if (attentionLayers[i] is { } attention) hiddenStates = attention.Forward(hiddenStates);
+            hiddenStates = Checkpointing.Call(GradientCheckpointing, resnets[i + 1].Forward, hiddenStates, temb);
         }
-        return current;
+        return scope.MoveToOuterScope(hiddenStates);
     }
 }

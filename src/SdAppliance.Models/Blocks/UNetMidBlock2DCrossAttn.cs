@@ -39,13 +39,13 @@ public sealed class UNetMidBlock2DCrossAttn : Module, IUNetMidBlock
 
     public Tensor Forward(Tensor hiddenStates, Tensor? temb, Tensor? encoderHiddenStates)
     {
-        var current = Checkpointing.Call(GradientCheckpointing, resnets[0].Forward, hiddenStates, temb);
+        using var scope = torch.NewDisposeScope();
+        hiddenStates = Checkpointing.Call(GradientCheckpointing, resnets[0].Forward, hiddenStates, temb);
         for (var i = 0; i < attentions.Count; i++)
         {
-            using var previous = current;
-            using var attended = attentions[i].Forward(previous, encoderHiddenStates);
-            current = Checkpointing.Call(GradientCheckpointing, resnets[i + 1].Forward, attended, temb);
+            hiddenStates = attentions[i].Forward(hiddenStates, encoderHiddenStates);
+            hiddenStates = Checkpointing.Call(GradientCheckpointing, resnets[i + 1].Forward, hiddenStates, temb);
         }
-        return current;
+        return scope.MoveToOuterScope(hiddenStates);
     }
 }

@@ -32,13 +32,9 @@ public sealed class UpDecoderBlock2D : Module<Tensor, Tensor>, IGradientCheckpoi
 
     public Tensor Forward(Tensor input, Tensor? temb)
     {
-        var current = input.Alias();
-        foreach (var resnet in resnets)
-        {
-            using var previous = current;
-            current = Checkpointing.Call(GradientCheckpointing, resnet.Forward, previous, temb);
-        }
-        if (upsampler is null) return current;
-        using (current) return upsampler.Forward(current);
+        using var scope = torch.NewDisposeScope();
+        var hiddenStates = Chain(input, resnets, (resnet, h) => Checkpointing.Call(GradientCheckpointing, resnet.Forward, h, temb));
+        if (upsampler is not null) hiddenStates = upsampler.Forward(hiddenStates);
+        return scope.MoveToOuterScope(hiddenStates);
     }
 }

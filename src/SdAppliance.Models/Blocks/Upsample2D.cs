@@ -22,14 +22,15 @@ public sealed class Upsample2D : Module<Tensor, Tensor>
     /// <param name="outputSize">(H, W) to interpolate to; null doubles both.</param>
     public Tensor Forward(Tensor input, long[]? outputSize)
     {
+        using var scope = torch.NewDisposeScope();
         // Nearest upsampling of bfloat16 is missing from older libtorch builds; diffusers goes
         // through float32 for the same reason, which changes no value.
         var dtype = input.DType;
-        using var source = dtype == DType.BFloat16 ? input.Float() : input.Alias();
-        using var upsampled = outputSize is null
-            ? Functional.Interpolate(source, scaleFactor: 2.0, mode: "nearest")
-            : Functional.Interpolate(source, size: outputSize, mode: "nearest");
-        using var restored = dtype == DType.BFloat16 ? upsampled.To(dtype) : upsampled.Alias();
-        return conv.Forward(restored);
+        if (dtype == DType.BFloat16) input = input.Float();
+        var hiddenStates = outputSize is null
+            ? Functional.Interpolate(input, scaleFactor: 2.0, mode: "nearest")
+            : Functional.Interpolate(input, size: outputSize, mode: "nearest");
+        if (dtype == DType.BFloat16) hiddenStates = hiddenStates.To(dtype);
+        return scope.MoveToOuterScope(conv.Forward(hiddenStates));
     }
 }

@@ -46,35 +46,20 @@ public sealed class ClipTextModel : Module
         if (inputIds.Size(1) > Config.MaxPositionEmbeddings)
             throw new ArgumentException($"{inputIds.Size(1)} tokens exceed max_position_embeddings ({Config.MaxPositionEmbeddings}): encode longer prompts in chunks", nameof(inputIds));
 
-        var hidden = new List<Tensor>();
-        Tensor? x = null, last = null, pooled = null, textEmbeds = null;
-        try
+        using var scope = torch.NewDisposeScope();
+        var hiddenStates = new List<Tensor>();
+        var x = TextModel.Embeddings.Forward(inputIds, tokenOverrides);
+        foreach (var layer in TextModel.Encoder.Layers)
         {
-            x = TextModel.Embeddings.Forward(inputIds, tokenOverrides);
-            foreach (var layer in TextModel.Encoder.Layers)
-            {
-                var next = layer.Forward(x);
-                if (outputHiddenStates) hidden.Add(x);
-                else x.Dispose();
-                x = next;
-            }
-            last = FinalLayerNorm.Forward(x);
-            if (outputHiddenStates) hidden.Add(x);
-            else x.Dispose();
-            x = null;
-            pooled = Pool(last, inputIds);
-            if (TextProjection is not null) textEmbeds = TextProjection.Forward(pooled);
-            return new ClipTextOutput(last, hidden, pooled, textEmbeds);
+            if (outputHiddenStates) hiddenStates.Add(x);
+            x = layer.Forward(x);
         }
-        catch
-        {
-            foreach (var t in hidden) t.Dispose();
-            if (x is not null && !hidden.Contains(x)) x.Dispose();
-            last?.Dispose();
-            pooled?.Dispose();
-            textEmbeds?.Dispose();
-            throw;
-        }
+        if (outputHiddenStates) hiddenStates.Add(x);
+        var lastHiddenState = FinalLayerNorm.Forward(x);
+        var pooledOutput = Pool(lastHiddenState, inputIds);
+        var textEmbeds = TextProjection?.Forward(pooledOutput);
+        return new ClipTextOutput(scope.MoveToOuterScope(lastHiddenState), scope.MoveToOuterScope(hiddenStates),
+            scope.MoveToOuterScope(pooledOutput), scope.MoveToOuterScope(textEmbeds));
     }
 
     /// <summary>
@@ -85,12 +70,10 @@ public sealed class ClipTextModel : Module
     /// </summary>
     public Tensor Pool(Tensor lastHiddenState, Tensor inputIds)
     {
-        using var positions = EosPositions(inputIds);
+        using var scope = torch.NewDisposeScope();
         var (batch, channels) = (lastHiddenState.Size(0), lastHiddenState.Size(2));
-        using var index = positions.View(batch, 1, 1);
-        using var expanded = index.Expand(batch, 1, channels);
-        using var gathered = lastHiddenState.Gather(1, expanded);
-        return gathered.Squeeze(1);
+        var index = EosPositions(inputIds).View(batch, 1, 1).Expand(batch, 1, channels);
+        return scope.MoveToOuterScope(lastHiddenState.Gather(1, index).Squeeze(1));
     }
 
     /// <summary>The pooled position per row [B] (int64), as <see cref="Pool"/> chooses it.</summary>
@@ -98,9 +81,8 @@ public sealed class ClipTextModel : Module
     {
         // torch.argmax returns the first of equal maxima, which is what makes both rules "first".
         if (Config.EosTokenId == 2) return inputIds.Argmax(-1);
-        using var isEos = inputIds.Eq(Config.EosTokenId);
-        using var asInt = isEos.To(DType.Int32);
-        return asInt.Argmax(-1);
+        using var scope = torch.NewDisposeScope();
+        return scope.MoveToOuterScope(inputIds.Eq(Config.EosTokenId).To(DType.Int32).Argmax(-1));
     }
 
     protected override string ExtraRepr() => WithProjection ? "with_projection=True" : "";
@@ -167,16 +149,12 @@ public sealed class ClipTextEmbeddings : Module<Tensor, Tensor>
     /// <summary>As <see cref="Forward(Tensor)"/>, with token vectors replaced where <paramref name="overrides"/> say (textual inversion).</summary>
     public Tensor Forward(Tensor input, IReadOnlyList<TokenOverride>? overrides)
     {
-        using var tokens = TokenEmbedding.Forward(input);
+        using var scope = torch.NewDisposeScope();
+        var inputsEmbeds = TokenEmbedding.Forward(input);
         foreach (var o in overrides ?? [])
-        {
-            using var row = tokens.Narrow(0, o.Row, 1);
-            using var span = row.Narrow(1, o.Offset, o.Vectors.Size(0));
-            using var vectors = o.Vectors.To(tokens.Device, tokens.DType);
-            span.Copy_(vectors);
-        }
-        using var positions = PositionEmbedding.Weight.Narrow(0, 0, input.Size(1));
-        return tokens.Add(positions);
+            inputsEmbeds.Narrow(0, o.Row, 1).Narrow(1, o.Offset, o.Vectors.Size(0)).Copy_(o.Vectors.To(inputsEmbeds.Device, inputsEmbeds.DType));
+        var positionEmbeds = PositionEmbedding.Weight.Narrow(0, 0, input.Size(1));
+        return scope.MoveToOuterScope(inputsEmbeds.Add(positionEmbeds));
     }
 }
 
@@ -214,14 +192,10 @@ public sealed class ClipEncoderLayer : Module<Tensor, Tensor>
 
     public override Tensor Forward(Tensor input)
     {
-        Tensor afterAttention;
-        using (var normed = LayerNorm1.Forward(input))
-        using (var attended = SelfAttn.Forward(normed))
-            afterAttention = input.Add(attended);
-        using (afterAttention)
-        using (var normed = LayerNorm2.Forward(afterAttention))
-        using (var mlp = Mlp.Forward(normed))
-            return afterAttention.Add(mlp);
+        using var scope = torch.NewDisposeScope();
+        var hiddenStates = input.Add(SelfAttn.Forward(LayerNorm1.Forward(input)));
+        hiddenStates = hiddenStates.Add(Mlp.Forward(LayerNorm2.Forward(hiddenStates)));
+        return scope.MoveToOuterScope(hiddenStates);
     }
 }
 
@@ -249,23 +223,18 @@ public sealed class ClipAttention : Module<Tensor, Tensor>
     /// <summary>[B, L, C] → [B, L, C]; token i attends to tokens 0..i.</summary>
     public override Tensor Forward(Tensor input)
     {
+        using var scope = torch.NewDisposeScope();
         var (batch, length, channels) = (input.Size(0), input.Size(1), input.Size(2));
-        using var q = Heads(QProj, input, batch, length);
-        using var k = Heads(KProj, input, batch, length);
-        using var v = Heads(VProj, input, batch, length);
-        using var attended = Functional.ScaledDotProductAttention(q, k, v, isCausal: true);
-        using var merged = attended.Transpose(1, 2);
-        using var flat = merged.Reshape(batch, length, channels);
-        return OutProj.Forward(flat);
+        var q = Heads(QProj, input, batch, length);
+        var k = Heads(KProj, input, batch, length);
+        var v = Heads(VProj, input, batch, length);
+        var attnOutput = Functional.ScaledDotProductAttention(q, k, v, isCausal: true).Transpose(1, 2).Reshape(batch, length, channels);
+        return scope.MoveToOuterScope(OutProj.Forward(attnOutput));
     }
 
     /// <summary>The projection split into heads: [B, heads, L, head_dim].</summary>
-    private Tensor Heads(Linear projection, Tensor input, long batch, long length)
-    {
-        using var projected = projection.Forward(input);
-        using var split = projected.View(batch, length, NumHeads, HeadDim);
-        return split.Transpose(1, 2);
-    }
+    private Tensor Heads(Linear projection, Tensor input, long batch, long length) =>
+        projection.Forward(input).View(batch, length, NumHeads, HeadDim).Transpose(1, 2);
 }
 
 /// <summary>fc1 → activation → fc2, as <c>CLIPMLP</c>.</summary>
@@ -296,9 +265,8 @@ public sealed class ClipMlp : Module<Tensor, Tensor>
 
     public override Tensor Forward(Tensor input)
     {
-        using var up = Fc1.Forward(input);
-        using var activated = activation(up);
-        return Fc2.Forward(activated);
+        using var scope = torch.NewDisposeScope();
+        return scope.MoveToOuterScope(Fc2.Forward(activation(Fc1.Forward(input))));
     }
 
     protected override string ExtraRepr() => $"hidden_act={HiddenAct}";

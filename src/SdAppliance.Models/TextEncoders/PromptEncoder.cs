@@ -115,13 +115,11 @@ public abstract class PromptEncoder
     {
         ArgumentNullException.ThrowIfNull(hidden);
         ArgumentNullException.ThrowIfNull(weights);
-        using var originalMean = hidden.Mean([1, 2], keepdim: true);
-        using var converted = weights.To(hidden.Device, hidden.DType);
-        using var perToken = converted.Unsqueeze(-1);
-        using var weighted = hidden.Mul(perToken);
-        using var newMean = weighted.Mean([1, 2], keepdim: true);
-        using var ratio = originalMean.Div(newMean);
-        return weighted.Mul(ratio);
+        using var scope = torch.NewDisposeScope();
+        var originalMean = hidden.Mean([1, 2], keepdim: true);
+        var weighted = hidden.Mul(weights.To(hidden.Device, hidden.DType).Unsqueeze(-1));
+        var newMean = weighted.Mean([1, 2], keepdim: true);
+        return scope.MoveToOuterScope(weighted.Mul(originalMean.Div(newMean)));
     }
 
     /// <summary>Emphasis applied to <paramref name="hidden"/> [chunks, L, C] (a new tensor; an alias when every weight is 1, which would change nothing).</summary>
@@ -163,20 +161,18 @@ public sealed class ClipPromptEncoder : PromptEncoder
     public Tensor EncodeChunks(Tensor ids, int clipSkip = 1, IReadOnlyList<TokenOverride>? tokenOverrides = null)
     {
         CheckClipSkip(clipSkip);
-        using var output = TextEncoder.Forward(ids, outputHiddenStates: clipSkip > 1, tokenOverrides);
-        return clipSkip == 1
-            ? output.LastHiddenState.Alias()
-            : TextEncoder.FinalLayerNorm.Forward(output.HiddenStates[^clipSkip]);
+        using var scope = torch.NewDisposeScope();
+        var output = TextEncoder.Forward(ids, outputHiddenStates: clipSkip > 1, tokenOverrides);
+        return scope.MoveToOuterScope(clipSkip == 1 ? output.LastHiddenState : TextEncoder.FinalLayerNorm.Forward(output.HiddenStates[^clipSkip]));
     }
 
     public override TextConditioning Encode(PromptChunks prompt, int clipSkip = 1)
     {
         ArgumentNullException.ThrowIfNull(prompt);
         CheckClipSkip(clipSkip);
-        using var ids = prompt.IdsTensor(DeviceOf(TextEncoder));
-        using var hidden = EncodeChunks(ids, clipSkip, prompt.TokenOverrides(0));
-        using var emphasized = Emphasize(hidden, prompt);
-        return new TextConditioning(ConcatenateChunks(emphasized), null);
+        using var scope = torch.NewDisposeScope();
+        var hidden = EncodeChunks(prompt.IdsTensor(DeviceOf(TextEncoder)), clipSkip, prompt.TokenOverrides(0));
+        return new TextConditioning(scope.MoveToOuterScope(ConcatenateChunks(Emphasize(hidden, prompt))), null);
     }
 }
 
@@ -222,29 +218,11 @@ public sealed class SdxlPromptEncoder : PromptEncoder
         if (prompt.ChunkCount != prompt2.ChunkCount || prompt.ChunkLength != prompt2.ChunkLength)
             throw new ArgumentException($"the two tokenizations differ in shape: {prompt.ChunkCount}×{prompt.ChunkLength} and {prompt2.ChunkCount}×{prompt2.ChunkLength}", nameof(prompt2));
 
-        Tensor part1, part2, pooled;
-        using (var ids = prompt.IdsTensor(DeviceOf(TextEncoder)))
-        using (var output = TextEncoder.Forward(ids, tokenOverrides: prompt.TokenOverrides(0)))
-            part1 = Emphasize(output.HiddenStates[^(clipSkip + 1)], prompt);
-        using (part1)
-        {
-            using (var ids2 = prompt2.IdsTensor(DeviceOf(TextEncoder2)))
-            using (var output2 = TextEncoder2.Forward(ids2, tokenOverrides: prompt2.TokenOverrides(1)))
-            {
-                part2 = Emphasize(output2.HiddenStates[^(clipSkip + 1)], prompt2);
-                pooled = output2.TextEmbeds!.Narrow(0, 0, 1);
-            }
-            try
-            {
-                using (part2)
-                using (var joined = torch.Cat([part1, part2], -1))
-                    return new TextConditioning(ConcatenateChunks(joined), pooled);
-            }
-            catch
-            {
-                pooled.Dispose();
-                throw;
-            }
-        }
+        using var scope = torch.NewDisposeScope();
+        var output = TextEncoder.Forward(prompt.IdsTensor(DeviceOf(TextEncoder)), tokenOverrides: prompt.TokenOverrides(0));
+        var output2 = TextEncoder2.Forward(prompt2.IdsTensor(DeviceOf(TextEncoder2)), tokenOverrides: prompt2.TokenOverrides(1));
+        var promptEmbeds = torch.Cat([Emphasize(output.HiddenStates[^(clipSkip + 1)], prompt), Emphasize(output2.HiddenStates[^(clipSkip + 1)], prompt2)], -1);
+        var pooledPromptEmbeds = output2.TextEmbeds!.Narrow(0, 0, 1);
+        return new TextConditioning(scope.MoveToOuterScope(ConcatenateChunks(promptEmbeds)), scope.MoveToOuterScope(pooledPromptEmbeds));
     }
 }

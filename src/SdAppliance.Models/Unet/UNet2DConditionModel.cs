@@ -148,115 +148,64 @@ public sealed class UNet2DConditionModel : Module
         Tensor? timestepCond = null, IReadOnlyList<Tensor>? downBlockAdditionalResiduals = null, Tensor? midBlockAdditionalResidual = null)
     {
         if (sample.Dim != 4) throw new ArgumentException($"sample must be [B, C, H, W], got {sample.Dim}-D", nameof(sample));
+        using var scope = torch.NewDisposeScope();
         // The up path needs explicit sizes when a downsampling rounded an odd size.
         var factor = 1L << NumUpsamplers;
         var forwardUpsampleSize = sample.Size(2) % factor != 0 || sample.Size(3) % factor != 0;
 
-        using var emb = TimeEmbedding(sample, timestep, timestepCond, addedConditions);
+        var emb = TimeEmbedding(sample, timestep, timestepCond, addedConditions);
 
-        var resSamples = new List<Tensor>();
-        Tensor? current = null;
-        try
+        if (Config.CenterInputSample) sample = sample * 2 - 1;
+        sample = convIn.Forward(sample);
+
+        var downBlockResSamples = new List<Tensor> { sample };
+        foreach (var block in downBlocks.Cast<IUNetDownBlock>())
         {
-            using (var centred = Config.CenterInputSample ? Centre(sample) : sample.Alias())
-                current = convIn.Forward(centred);
-            resSamples.Add(current.Alias());
-
-            foreach (var block in downBlocks.Cast<IUNetDownBlock>())
-            {
-                var (hidden, states) = block.Forward(current, emb, encoderHiddenStates);
-                current.Dispose();
-                current = hidden;
-                resSamples.AddRange(states);
-            }
-
-            if (downBlockAdditionalResiduals is not null)
-            {
-                if (downBlockAdditionalResiduals.Count != resSamples.Count)
-                    throw new ArgumentException($"{resSamples.Count} down-block residuals expected, got {downBlockAdditionalResiduals.Count}", nameof(downBlockAdditionalResiduals));
-                for (var i = 0; i < resSamples.Count; i++)
-                {
-                    using var plain = resSamples[i];
-                    resSamples[i] = plain + downBlockAdditionalResiduals[i];
-                }
-            }
-
-            if (midBlock is not null)
-            {
-                using var beforeMid = current;
-                current = midBlock.Forward(beforeMid, emb, encoderHiddenStates);
-            }
-            if (midBlockAdditionalResidual is not null)
-            {
-                using var plain = current;
-                current = plain + midBlockAdditionalResidual;
-            }
-
-            for (var i = 0; i < upBlocks.Count; i++)
-            {
-                var block = (IUNetUpBlock)upBlocks[i];
-                var count = block.ResnetCount;
-                var taken = resSamples.GetRange(resSamples.Count - count, count);
-                resSamples.RemoveRange(resSamples.Count - count, count);
-                try
-                {
-                    var upsampleSize = i < upBlocks.Count - 1 && forwardUpsampleSize ? resSamples[^1].Shape[2..] : null;
-                    using var beforeUp = current;
-                    current = block.Forward(beforeUp, taken, emb, encoderHiddenStates, upsampleSize);
-                }
-                finally
-                {
-                    foreach (var t in taken) t.Dispose();
-                }
-            }
-
-            using (var beforeNorm = current)
-            using (var normed = convNormOut.Forward(beforeNorm))
-            using (var activated = Activation.Apply(Config.ActFn, normed))
-            {
-                current = null;
-                return convOut.Forward(activated);
-            }
+            (sample, var resSamples) = block.Forward(sample, emb, encoderHiddenStates);
+            downBlockResSamples.AddRange(resSamples);
         }
-        catch
+
+        if (downBlockAdditionalResiduals is not null)
         {
-            current?.Dispose();
-            throw;
+            if (downBlockAdditionalResiduals.Count != downBlockResSamples.Count)
+                throw new ArgumentException($"{downBlockResSamples.Count} down-block residuals expected, got {downBlockAdditionalResiduals.Count}",
+                    nameof(downBlockAdditionalResiduals));
+            downBlockResSamples = [.. downBlockResSamples.Zip(downBlockAdditionalResiduals, (resSample, residual) => resSample + residual)];
         }
-        finally
-        {
-            foreach (var t in resSamples) t.Dispose();
-        }
-    }
 
-    /// <summary>2x − 1: maps [0, 1] samples to [−1, 1] (center_input_sample).</summary>
-    private static Tensor Centre(Tensor sample)
-    {
-        using var doubled = sample * 2;
-        return doubled - 1;
+        if (midBlock is not null) sample = midBlock.Forward(sample, emb, encoderHiddenStates);
+        if (midBlockAdditionalResidual is not null) sample = sample + midBlockAdditionalResidual;
+
+        for (var i = 0; i < upBlocks.Count; i++)
+        {
+            var block = (IUNetUpBlock)upBlocks[i];
+            var resSamples = downBlockResSamples[^block.ResnetCount..];
+            downBlockResSamples.RemoveRange(downBlockResSamples.Count - block.ResnetCount, block.ResnetCount);
+            var upsampleSize = i < upBlocks.Count - 1 && forwardUpsampleSize ? downBlockResSamples[^1].Shape[2..] : null;
+            sample = block.Forward(sample, resSamples, emb, encoderHiddenStates, upsampleSize);
+        }
+
+        sample = convNormOut.Forward(sample);
+        sample = Activation.Apply(Config.ActFn, sample);
+        sample = convOut.Forward(sample);
+        return scope.MoveToOuterScope(sample);
     }
 
     /// <summary>The time embedding [B, time_embed_dim] the blocks receive (plus SDXL's size and pooled-text embedding).</summary>
     private Tensor TimeEmbedding(Tensor sample, Tensor timestep, Tensor? timestepCond, UNetAddedConditions? added)
     {
         var batch = sample.Size(0);
-        using var onDevice = timestep.Device == sample.Device ? timestep.Alias() : timestep.To(sample.Device);
-        using var vector = onDevice.Dim == 0 ? onDevice.Unsqueeze(0) : onDevice.Alias();
-        using var timesteps = vector.Expand(batch);
-        using var features = timeProj.Forward(timesteps);
+        if (timestep.Device != sample.Device) timestep = timestep.To(sample.Device);
+        if (timestep.Dim == 0) timestep = timestep.Unsqueeze(0);
+        var tEmb = timeProj.Forward(timestep.Expand(batch));
         // Timesteps computes in float32; the embedding MLP runs in the model's dtype.
-        using var typed = features.To(sample.DType);
-        var emb = timeEmbedding.Forward(typed, timestepCond);
+        var emb = timeEmbedding.Forward(tEmb.To(sample.DType), timestepCond);
         if (addEmbedding is null) return emb;
 
         if (added is null)
             throw new ArgumentException("this UNet (addition_embed_type 'text_time', SDXL) needs added conditions: text_embeds and time_ids");
-        using var ids = added.TimeIds.Flatten();
-        using var idFeatures = addTimeProj!.Forward(ids);
-        using var perImage = idFeatures.Reshape(added.TextEmbeds.Size(0), -1);
-        using var joined = torch.Cat([added.TextEmbeds, perImage], -1);
-        using var joinedTyped = joined.To(emb.DType);
-        using var aug = addEmbedding.Forward(joinedTyped);
-        using (emb) return emb + aug;
+        var timeEmbeds = addTimeProj!.Forward(added.TimeIds.Flatten()).Reshape(added.TextEmbeds.Size(0), -1);
+        var addEmbeds = torch.Cat([added.TextEmbeds, timeEmbeds], -1).To(emb.DType);
+        return emb + addEmbedding.Forward(addEmbeds);
     }
 }

@@ -86,17 +86,8 @@ public sealed class AutoencoderKL : Module
     private Tensor Sliced(Tensor batch, Func<Tensor, Tensor> run)
     {
         if (!UseSlicing || batch.Size(0) <= 1) return run(batch);
-        var parts = batch.Split(1);
-        var outputs = new List<Tensor>(parts.Length);
-        try
-        {
-            foreach (var part in parts) outputs.Add(run(part));
-            return torch.Cat(outputs, 0);
-        }
-        finally
-        {
-            foreach (var t in parts.Concat(outputs)) t.Dispose();
-        }
+        using var scope = torch.NewDisposeScope();
+        return scope.MoveToOuterScope(torch.Cat([.. batch.Split(1).Select(run)], 0));
     }
 
     private Tensor EncodeOne(Tensor images)
@@ -115,15 +106,17 @@ public sealed class AutoencoderKL : Module
 
     private Tensor EncodeTile(Tensor images)
     {
-        var h = encoder.Forward(images);
-        if (quantConv is null) return h;
-        using (h) return quantConv.Forward(h);
+        using var scope = torch.NewDisposeScope();
+        var moments = encoder.Forward(images);
+        if (quantConv is not null) moments = quantConv.Forward(moments);
+        return scope.MoveToOuterScope(moments);
     }
 
     private Tensor DecodeTile(Tensor latents)
     {
-        using var z = postQuantConv is null ? latents.Alias() : postQuantConv.Forward(latents);
-        return decoder.Forward(z);
+        using var scope = torch.NewDisposeScope();
+        if (postQuantConv is not null) latents = postQuantConv.Forward(latents);
+        return scope.MoveToOuterScope(decoder.Forward(latents));
     }
 
     /// <summary>
@@ -140,48 +133,37 @@ public sealed class AutoencoderKL : Module
         var (height, width) = (input.Size(2), input.Size(3));
         if (stride <= 0) throw new InvalidOperationException($"tile size {inTile} with overlap {TileOverlapFactor} gives no progress");
 
-        List<Tensor>? above = null;
+        using var scope = torch.NewDisposeScope();
+        List<Tensor> above = [];
         var strips = new List<Tensor>();
-        try
+        for (long i = 0; i < height; i += stride)
         {
-            for (long i = 0; i < height; i += stride)
+            List<Tensor> row = [];
+            // Each row in its own scope, so the views and blends of a row are gone before the next.
+            using (var rowScope = torch.NewDisposeScope())
             {
-                var row = new List<Tensor>();
-                try
+                for (long j = 0; j < width; j += stride)
                 {
-                    for (long j = 0; j < width; j += stride)
-                    {
-                        using var rows = input.Narrow(2, i, Math.Min(inTile, height - i));
-                        using var tile = rows.Narrow(3, j, Math.Min(inTile, width - j));
-                        var output = process(tile);
-                        row.Add(output);
-                        if (above is not null) BlendInto(above[row.Count - 1], output, blendExtent, 2);
-                        if (row.Count > 1) BlendInto(row[^2], output, blendExtent, 3);
-                    }
-                    strips.Add(CropAndJoin(row, rowLimit));
+                    var tile = process(input.Narrow(2, i, Math.Min(inTile, height - i)).Narrow(3, j, Math.Min(inTile, width - j)));
+                    if (above.Count > 0) BlendInto(above[row.Count], tile, blendExtent, 2);
+                    if (row.Count > 0) BlendInto(row[^1], tile, blendExtent, 3);
+                    row.Add(tile);
                 }
-                catch
-                {
-                    foreach (var t in row) t.Dispose();
-                    throw;
-                }
-                if (above is not null) foreach (var t in above) t.Dispose();
-                above = row;
+                strips.Add(rowScope.MoveToOuterScope(CropAndJoin(row, rowLimit)));
+                row = rowScope.MoveToOuterScope(row);
             }
-            return torch.Cat(strips, 2);
+            // The row above is no longer needed: freeing it now is what bounds tiling's memory.
+            foreach (var tile in above) tile.Dispose();
+            above = row;
         }
-        finally
-        {
-            if (above is not null) foreach (var t in above) t.Dispose();
-            foreach (var s in strips) s.Dispose();
-        }
+        return scope.MoveToOuterScope(torch.Cat(strips, 2));
     }
 
     /// <summary>
     /// Overwrites the first e rows (dim 2) or columns (dim 3) of <paramref name="b"/> with
     /// a_end·(1 − k/e) + b·(k/e), k = 0..e−1, where a_end are the last e of <paramref name="a"/>:
     /// diffusers' blend_v/blend_h, with the weights rounded to the tensor's precision as its
-    /// Python-float scalars are.
+    /// Python-float scalars are. Its temporaries belong to the caller's dispose scope.
     /// </summary>
     private static void BlendInto(Tensor a, Tensor b, int blendExtent, int dim)
     {
@@ -195,34 +177,15 @@ public sealed class AutoencoderKL : Module
             keep[k] = 1 - (double)k / e;
         }
         long[] shape = dim == 2 ? [1, 1, e, 1] : [1, 1, 1, e];
-        using var keep64 = torch.Tensor(keep, shape);
-        using var take64 = torch.Tensor(take, shape);
-        using var keepW = keep64.To(b.Device, b.DType);
-        using var takeW = take64.To(b.Device, b.DType);
-        using var aEnd = a.Narrow(dim, a.Size(dim) - e, e);
-        using var bStart = b.Narrow(dim, 0, e);
-        using var fromA = aEnd * keepW;
-        using var fromB = bStart * takeW;
-        using var blended = fromA + fromB;
+        var keepWeights = torch.Tensor(keep, shape).To(b.Device, b.DType);
+        var takeWeights = torch.Tensor(take, shape).To(b.Device, b.DType);
+        var bStart = b.Narrow(dim, 0, e);
+        var blended = a.Narrow(dim, a.Size(dim) - e, e) * keepWeights + bStart * takeWeights;
         // In place, as diffusers: the blended tile is what the next tiles blend against.
         bStart.Copy_(blended);
     }
 
-    private static Tensor CropAndJoin(List<Tensor> row, int limit)
-    {
-        var crops = new List<Tensor>(row.Count);
-        try
-        {
-            foreach (var tile in row)
-            {
-                using var top = tile.Narrow(2, 0, Math.Min(limit, tile.Size(2)));
-                crops.Add(top.Narrow(3, 0, Math.Min(limit, tile.Size(3))));
-            }
-            return torch.Cat(crops, 3);
-        }
-        finally
-        {
-            foreach (var c in crops) c.Dispose();
-        }
-    }
+    /// <summary>The tiles of a row cropped to <paramref name="limit"/> and joined left to right; temporaries as <see cref="BlendInto"/>.</summary>
+    private static Tensor CropAndJoin(List<Tensor> row, int limit) =>
+        torch.Cat([.. row.Select(tile => tile.Narrow(2, 0, Math.Min(limit, tile.Size(2))).Narrow(3, 0, Math.Min(limit, tile.Size(3))))], 3);
 }

@@ -55,26 +55,9 @@ public sealed class Decoder : Module<Tensor, Tensor>, IGradientCheckpointing
     /// <summary>Latents [B, latent, h, w] (after post_quant_conv) → images [B, out, h·f, w·f].</summary>
     public override Tensor Forward(Tensor input)
     {
-        Tensor current;
-        using (var projected = convIn.Forward(input))
-            current = midBlock.Forward(projected);
-
         // diffusers runs the up blocks in their parameters' dtype (they may be upcast alone).
         var upDType = upBlocks.Parameters().First().DType;
-        if (current.DType != upDType)
-        {
-            using var beforeCast = current;
-            current = beforeCast.To(upDType);
-        }
-
-        foreach (var block in upBlocks)
-        {
-            using var previous = current;
-            current = block.Forward(previous);
-        }
-        using (current)
-        using (var normed = convNormOut.Forward(current))
-        using (var activated = Activation.Apply(ActFn, normed))
-            return convOut.Forward(activated);
+        return Chain(input, [convIn.Forward, h => midBlock.Forward(h), h => h.To(upDType),
+            .. upBlocks.Select(block => (Func<Tensor, Tensor>)block.Forward), convNormOut.Forward, h => Activation.Apply(ActFn, h), convOut.Forward]);
     }
 }

@@ -12,23 +12,15 @@ public sealed class DiagonalGaussianDistribution : IDisposable
 {
     public DiagonalGaussianDistribution(Tensor parameters, bool deterministic = false)
     {
-        Parameters = parameters.Alias();
+        using var scope = torch.NewDisposeScope();
         var halves = parameters.Chunk(2, 1);
-        Mean = halves[0];
-        using (var rawLogvar = halves[1])
-            Logvar = rawLogvar.Clamp(-30.0, 20.0);
+        var (mean, logvar) = (halves[0], halves[1].Clamp(-30.0, 20.0));
+        Parameters = scope.MoveToOuterScope(parameters);
+        Mean = scope.MoveToOuterScope(mean);
+        Logvar = scope.MoveToOuterScope(logvar);
         Deterministic = deterministic;
-        if (deterministic)
-        {
-            Std = torch.ZerosLike(Mean);
-            Var = torch.ZerosLike(Mean);
-        }
-        else
-        {
-            using var half = Logvar.Mul(0.5);
-            Std = half.Exp();
-            Var = Logvar.Exp();
-        }
+        Std = scope.MoveToOuterScope(deterministic ? torch.ZerosLike(mean) : logvar.Mul(0.5).Exp());
+        Var = scope.MoveToOuterScope(deterministic ? torch.ZerosLike(mean) : logvar.Exp());
     }
 
     /// <summary>The moments as given (a handle of the caller's tensor).</summary>
@@ -46,17 +38,16 @@ public sealed class DiagonalGaussianDistribution : IDisposable
     /// </summary>
     public Tensor Sample(Generator? generator = null)
     {
-        var drawDevice = generator?.Device ?? Mean.Device;
-        using var drawn = torch.Randn(Mean.Shape, generator, Mean.DType, drawDevice);
-        using var noise = drawn.Device == Mean.Device ? drawn.Alias() : drawn.To(Mean.Device);
-        return Sample(noise);
+        using var scope = torch.NewDisposeScope();
+        var noise = torch.Randn(Mean.Shape, generator, Mean.DType, generator?.Device ?? Mean.Device).To(Mean.Device);
+        return scope.MoveToOuterScope(Sample(noise));
     }
 
     /// <summary>mean + std · <paramref name="noise"/>, for noise drawn elsewhere.</summary>
     public Tensor Sample(Tensor noise)
     {
-        using var scaled = Std * noise;
-        return Mean + scaled;
+        using var scope = torch.NewDisposeScope();
+        return scope.MoveToOuterScope(Mean + Std * noise);
     }
 
     /// <summary>The most likely latent: the mean (a new handle).</summary>
@@ -66,12 +57,9 @@ public sealed class DiagonalGaussianDistribution : IDisposable
     public Tensor Kl()
     {
         if (Deterministic) return torch.Zeros([Mean.Size(0)], Mean.DType, Mean.Device);
-        using var meanSquared = Mean.Square();
-        using var withVar = meanSquared + Var;
-        using var minusOne = withVar - 1;
-        using var terms = minusOne - Logvar;
-        using var sum = terms.Sum([1, 2, 3]);
-        return sum * 0.5;
+        using var scope = torch.NewDisposeScope();
+        var terms = Mean.Square() + Var - 1 - Logvar;
+        return scope.MoveToOuterScope(terms.Sum([1, 2, 3]) * 0.5);
     }
 
     public void Dispose()

@@ -53,19 +53,7 @@ public sealed class Encoder : Module<Tensor, Tensor>, IGradientCheckpointing
     }
 
     /// <summary>Images [B, in, H, W] → [B, 2·latent, H/f, W/f].</summary>
-    public override Tensor Forward(Tensor input)
-    {
-        var current = convIn.Forward(input);
-        foreach (var block in downBlocks)
-        {
-            using var previous = current;
-            current = block.Forward(previous);
-        }
-        using (var beforeMid = current)
-            current = midBlock.Forward(beforeMid);
-        using (current)
-        using (var normed = convNormOut.Forward(current))
-        using (var activated = Activation.Apply(ActFn, normed))
-            return convOut.Forward(activated);
-    }
+    public override Tensor Forward(Tensor input) =>
+        Chain(input, [convIn.Forward, .. downBlocks.Select(block => (Func<Tensor, Tensor>)block.Forward),
+            h => midBlock.Forward(h), convNormOut.Forward, h => Activation.Apply(ActFn, h), convOut.Forward]);
 }

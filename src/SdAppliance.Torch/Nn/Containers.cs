@@ -73,18 +73,7 @@ public sealed class Sequential : Module<Tensor, Tensor>, IReadOnlyList<Module<Te
         return i.ToString(CultureInfo.InvariantCulture);
     }
 
-    public override Tensor Forward(Tensor input)
-    {
-        var x = input;
-        foreach (var m in this)
-        {
-            var next = m.Forward(x);
-            // Intermediates are ours; the caller's input is not.
-            if (!ReferenceEquals(x, input)) x.Dispose();
-            x = next;
-        }
-        return ReferenceEquals(x, input) ? input.Alias() : x;
-    }
+    public override Tensor Forward(Tensor input) => Chain(input, this, (module, x) => module.Forward(x));
 
     public IEnumerator<Module<Tensor, Tensor>> GetEnumerator()
     {

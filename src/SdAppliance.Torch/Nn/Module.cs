@@ -13,6 +13,13 @@ namespace SdAppliance.Torch.Nn;
 /// The module owns what is registered on it: <see cref="Dispose"/> frees it all.
 /// Forward is not declared here: modules give their own typed <c>Forward</c> (see
 /// <see cref="Module{TIn, TOut}"/> for the one-tensor-in, one-out kind that Sequential chains).
+/// A forward that makes intermediates opens one dispose scope and moves its result out, so it
+/// reads straight through like the PyTorch it ports:
+/// <c>using var scope = torch.NewDisposeScope(); ... return scope.MoveToOuterScope(result);</c>
+/// (autograd keeps what backward needs, so the handles can go; the private helpers a forward
+/// calls need no scope of their own, their temporaries are the forward's). Inside that scope,
+/// <see cref="Chain(Tensor, IEnumerable{Func{Tensor, Tensor}?})"/> runs a line of layers freeing
+/// each activation once the next exists, as Python frees a rebound name.
 /// Fluent <c>To</c>, <c>Train</c>, <c>Eval</c>, <c>Freeze</c>... are in <see cref="ModuleExtensions"/>
 /// so that they return the caller's own module type.
 /// </summary>
@@ -311,6 +318,45 @@ public abstract class Module : IDisposable
     }
 
     private static string Quote(IEnumerable<string> keys) => string.Join(", ", keys.Select(k => $"\"{k}\""));
+
+    // ---- forward helpers ----
+
+    /// <summary>
+    /// Runs <paramref name="input"/> through <paramref name="layers"/> one after the other, as
+    /// <c>nn.Sequential</c>, freeing each intermediate as soon as the next layer has made its output
+    /// (Python frees <c>x</c> when <c>x = layer(x)</c> rebinds it). A forward's dispose scope would
+    /// otherwise keep every activation of the line until the forward returns, which in inference
+    /// (nothing saved for backward) multiplies the peak of a high-resolution block. A null layer is
+    /// skipped (an optional one, diffusers' <c>if self.layer is not None</c>). The input stays the
+    /// caller's; the result is a new handle.
+    /// </summary>
+    protected static Tensor Chain(Tensor input, params IEnumerable<Func<Tensor, Tensor>?> layers) =>
+        Chain(input, layers, (layer, x) => layer is null ? x : layer(x));
+
+    /// <summary>
+    /// As <see cref="Chain(Tensor, IEnumerable{Func{Tensor, Tensor}?})"/>, applying
+    /// <paramref name="apply"/>(layer, x) for each of <paramref name="layers"/> (a block's resnets).
+    /// </summary>
+    protected static Tensor Chain<TLayer>(Tensor input, IEnumerable<TLayer> layers, Func<TLayer, Tensor, Tensor> apply)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        var x = input;
+        try
+        {
+            foreach (var layer in layers)
+            {
+                var next = apply(layer, x);
+                if (!ReferenceEquals(x, input) && !ReferenceEquals(next, x)) x.Dispose();
+                x = next;
+            }
+        }
+        catch
+        {
+            if (!ReferenceEquals(x, input)) x.Dispose();
+            throw;
+        }
+        return ReferenceEquals(x, input) ? input.Alias() : x;
+    }
 
     // ---- printing ----
 
