@@ -102,7 +102,7 @@ public sealed class ModelLoaderTests : IDisposable
         Assert.Contains("cut.safetensors", Assert.Throws<SafetensorsFormatException>(() => ModelLoader.Load(truncated)).Message);
         Assert.Throws<UserInputException>(() => ModelLoader.Load(Path.Combine(temp, "missing.safetensors")));
         var unrelated = Path.Combine(temp, "other.safetensors");
-        SafetensorsWriter.Write(unrelated, [new SafetensorsTensor("classifier.weight", SafetensorsDType.F32, [2], new byte[8])]);
+        SafetensorsFile.Write(unrelated, [new SafetensorsTensor("classifier.weight", SafetensorsDType.F32, [2], new byte[8])]);
         Assert.Contains("not a Stable Diffusion", Assert.Throws<UserInputException>(() => ModelLoader.Load(unrelated)).Message);
     }
 

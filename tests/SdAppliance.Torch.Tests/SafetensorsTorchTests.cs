@@ -71,7 +71,7 @@ public sealed class SafetensorsTorchTests : IDisposable
         // e4m3fn: 0x38 = 1.0, 0x40 = 2.0, 0xB8 = -1.0, 0x01 = 2^-9 (smallest subnormal), 0x7E = 448 (max).
         // e5m2:   0x3C = 1.0, 0x7C = +inf, 0x01 = 2^-16.
         var path = Path.Combine(folder, "f8.safetensors");
-        SafetensorsWriter.Write(path,
+        SafetensorsFile.Write(path,
         [
             new SafetensorsTensor("a", SafetensorsDType.F8E4M3, [5], new byte[] { 0x38, 0x40, 0xB8, 0x01, 0x7E }),
             new SafetensorsTensor("b", SafetensorsDType.F8E5M2, [3], new byte[] { 0x3C, 0x7C, 0x01 }),
@@ -89,7 +89,7 @@ public sealed class SafetensorsTorchTests : IDisposable
     public void UnsignedWideTypesAreRefusedWithTheTensorName()
     {
         var path = Path.Combine(folder, "u16.safetensors");
-        SafetensorsWriter.Write(path, [new SafetensorsTensor("ids", SafetensorsDType.U16, [2], new byte[4])]);
+        SafetensorsFile.Write(path, [new SafetensorsTensor("ids", SafetensorsDType.U16, [2], new byte[4])]);
         using var reader = TensorFile.Open(path);
         var e = Assert.Throws<SafetensorsFormatException>(() => reader.ReadTensor("ids"));
         Assert.Contains("'ids'", e.Message);

@@ -6,7 +6,7 @@ namespace SdAppliance.Torch.Serialization;
 /// The bridge between engine tensors and weights files: tensors read from a <see cref="TensorFile"/> (zero-copy over
 /// the private memory map of a <c>.safetensors</c> file, so loading a model does not hold its weights twice) and
 /// tensors saved to <c>.safetensors</c> atomically (temp name, then rename). The file format itself lives in
-/// SdAppliance.Formats (<see cref="SafetensorsFile"/>, <see cref="SafetensorsWriter"/>).
+/// SdAppliance.Formats (<see cref="SafetensorsFile"/> reads and writes it).
 /// </summary>
 public static class TensorFiles
 {
@@ -72,7 +72,7 @@ public static class TensorFiles
             // One tensor at a time on the host: a model larger than RAM still streams out.
             stream.Write(kv.Value.ToBytes());
         }));
-        SafetensorsWriter.Write(path, items, metadata);
+        SafetensorsFile.Write(path, items, metadata);
     }
 
     internal static bool EngineHasFloat8 => Version.TryParse(Engine.TorchVersion.Split('+')[0], out var v) && v >= new Version(2, 1);
