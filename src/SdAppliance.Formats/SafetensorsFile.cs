@@ -50,6 +50,7 @@ public sealed class SafetensorsEntry
 /// A safetensors file opened read-only through a memory mapping. The header is parsed and fully
 /// validated when the file is opened; tensor bytes are only touched when asked for, straight from
 /// the mapping, so opening a multi-gigabyte model costs no more than reading its header.
+/// <see cref="Write"/> writes one, byte-for-byte as the reference implementation does.
 /// </summary>
 /// <remarks>
 /// Layout: an 8-byte little-endian header length N, N bytes of UTF-8 JSON header, then the data
@@ -58,7 +59,7 @@ public sealed class SafetensorsEntry
 /// is a multiple of 8, as every conforming writer pads it; otherwise pointers may be unaligned.
 /// Reading from several threads at once is safe.
 /// </remarks>
-public sealed unsafe class SafetensorsFile : IDisposable
+public sealed unsafe partial class SafetensorsFile : IDisposable
 {
     /// <summary>Largest header accepted, the same limit as the reference implementation.</summary>
     public const long MaxHeaderLength = 100_000_000;

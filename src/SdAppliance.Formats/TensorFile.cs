@@ -19,6 +19,11 @@ public abstract class TensorFile : IDisposable
     /// <summary>Every tensor's name and shape, in file order.</summary>
     public abstract IReadOnlyDictionary<string, long[]> Shapes { get; }
 
+    /// <summary>Every tensor's name, in file order.</summary>
+    public IEnumerable<string> Names => Shapes.Keys;
+
+    public bool Contains(string name) => Shapes.ContainsKey(name);
+
     /// <summary>A safetensors file's <c>__metadata__</c>; empty for pickles.</summary>
     public virtual IReadOnlyDictionary<string, string> Metadata { get; } = new Dictionary<string, string>();
 

@@ -238,7 +238,7 @@ public sealed class GenerateCommandTests : IDisposable
     public void ALoraThatMatchesNothingIsAWarningAfterTheImages()
     {
         var lora = Path.Combine(temp, "nowhere.safetensors");
-        SafetensorsWriter.Write(lora,
+        SafetensorsFile.Write(lora,
         [
             new SafetensorsTensor("lora_unet_no_such_layer.lora_down.weight", SafetensorsDType.F32, [2, 32], new byte[2 * 32 * 4]),
             new SafetensorsTensor("lora_unet_no_such_layer.lora_up.weight", SafetensorsDType.F32, [32, 2], new byte[32 * 2 * 4]),

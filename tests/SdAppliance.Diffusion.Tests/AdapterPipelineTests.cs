@@ -40,7 +40,7 @@ public sealed class AdapterPipelineTests : IClassFixture<PipelineTests.TinyModel
         var tensor = new SafetensorsTensor("emb_params", SafetensorsDType.F32, [1, 32], TokenRow("red"));
         var file = Path.Combine(embeddings, fileName);
         if (fileName.EndsWith(".pt", StringComparison.Ordinal)) TorchCheckpointWriter.Write(file, [tensor], wrapInStateDict: false);
-        else SafetensorsWriter.Write(file, [tensor]);
+        else SafetensorsFile.Write(file, [tensor]);
 
         var withEmbedding = Generate("a zwx circle", new AdapterFolders([], [embeddings]));
         Assert.Equal(Generate("a red circle"), withEmbedding);
@@ -55,7 +55,7 @@ public sealed class AdapterPipelineTests : IClassFixture<PipelineTests.TinyModel
         const string module = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k";
         var down = Enumerable.Range(0, 2 * 32).Select(i => (float)Math.Sin(i)).ToArray();
         var up = Enumerable.Range(0, 32 * 2).Select(i => (float)Math.Cos(i)).ToArray();
-        SafetensorsWriter.Write(Path.Combine(loras, "shapes.safetensors"),
+        SafetensorsFile.Write(Path.Combine(loras, "shapes.safetensors"),
         [
             new SafetensorsTensor(module + ".lora_down.weight", SafetensorsDType.F32, [2, 32], Bytes(down)),
             new SafetensorsTensor(module + ".lora_up.weight", SafetensorsDType.F32, [32, 2], Bytes(up)),

@@ -37,7 +37,7 @@ public sealed class AdapterWarningTests : IClassFixture<PipelineTests.TinyModel>
         var down = Enumerable.Range(0, 2 * 32).Select(i => (float)Math.Sin(i)).ToArray();
         var up = Enumerable.Range(0, 32 * 2).Select(i => (float)Math.Cos(i)).ToArray();
         var file = Path.Combine(dir, name + ".safetensors");
-        SafetensorsWriter.Write(file, modules.SelectMany(m => new[]
+        SafetensorsFile.Write(file, modules.SelectMany(m => new[]
         {
             new SafetensorsTensor(m + ".lora_down.weight", SafetensorsDType.F32, [2, 32], Bytes(down)),
             new SafetensorsTensor(m + ".lora_up.weight", SafetensorsDType.F32, [32, 2], Bytes(up)),
@@ -49,7 +49,7 @@ public sealed class AdapterWarningTests : IClassFixture<PipelineTests.TinyModel>
     {
         var dir = Directory.CreateDirectory(Path.Combine(folder, "embeddings")).FullName;
         var file = Path.Combine(dir, name + ".safetensors");
-        SafetensorsWriter.Write(file, [new SafetensorsTensor("emb_params", SafetensorsDType.F32, [1, width], Bytes(new float[width]))]);
+        SafetensorsFile.Write(file, [new SafetensorsTensor("emb_params", SafetensorsDType.F32, [1, width], Bytes(new float[width]))]);
         return file;
     }
 

@@ -1,4 +1,5 @@
 using SdAppliance.Diffusion.Images;
+using SdAppliance.Formats;
 using SdAppliance.Imaging;
 using SdAppliance.Torch;
 using SdAppliance.Torch.Serialization;
@@ -16,10 +17,10 @@ public class ImageTensorsTests
     public void DecodedImagesBecomeTheReferenceUint8PixelsExactly(string id)
     {
         // decoded -> uint8 is the last step of every pipeline: it must round exactly as NumPy did.
-        using var golden = SafetensorsReader.Open(Fixture("pipelines", id + ".safetensors"));
-        using var decoded = golden.Get("decoded");
+        using var golden = TensorFile.Open(Fixture("pipelines", id + ".safetensors"));
+        using var decoded = golden.ReadTensor("decoded");
         var image = ImageTensors.ToImages(decoded)[0];
-        using var expected = golden.Get("image_uint8");
+        using var expected = golden.ReadTensor("image_uint8");
         Assert.Equal(expected.ToArray<byte>(), image.Pixels);
         Assert.Equal(ImageCodec.Load(Fixture("pipelines", id + ".png")).Pixels, image.Pixels);
     }

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using SdAppliance.Diffusion.Schedulers;
+using SdAppliance.Formats;
 using SdAppliance.Torch;
 using SdAppliance.Torch.Serialization;
 using static SdAppliance.Diffusion.Tests.SchedulerTestSupport;
@@ -22,7 +23,7 @@ public class SchedulerExtraGoldenTests
 
     private static JsonElement LoadRecipe()
     {
-        using var golden = SafetensorsReader.Open(Fixture(File));
+        using var golden = TensorFile.Open(Fixture(File));
         return JsonDocument.Parse(SchedulerConfig.QuoteNonFiniteLiterals(golden.Metadata["recipe"])).RootElement.Clone();
     }
 
@@ -46,18 +47,18 @@ public class SchedulerExtraGoldenTests
     [MemberData(nameof(LoopSetups))]
     public void TimestepsSigmasAndInitNoise(string setup)
     {
-        using var golden = SafetensorsReader.Open(Fixture(File));
+        using var golden = TensorFile.Open(Fixture(File));
         foreach (var n in new[] { 10, 25 })
         {
             using var s = Build(setup);
             s.SetTimesteps(n);
             var expected = Recipe.GetProperty(setup).GetProperty($"n{n}");
-            using var timesteps = golden.Get($"{setup}/n{n}/timesteps");
+            using var timesteps = golden.ReadTensor($"{setup}/n{n}/timesteps");
             Assert.Equal(timesteps.DType, s.Timesteps.DType);
             AssertTimesteps(timesteps, s, $"{setup} n{n}");
             Assert.Equal(expected.GetProperty("init_noise_sigma").GetDouble(), s.InitNoiseSigma);
             Assert.Equal(expected.GetProperty("order").GetInt32(), s.Order);
-            using var sigmas = golden.Get($"{setup}/n{n}/sigmas", optional: true);
+            using var sigmas = golden.ReadTensor($"{setup}/n{n}/sigmas", optional: true);
             if (sigmas is not null) AssertClose(sigmas, s.Sigmas!, $"{setup} n{n} sigmas");
         }
     }
@@ -87,15 +88,15 @@ public class SchedulerExtraGoldenTests
     [MemberData(nameof(SpacingSetups))]
     public void TrailingAndLinspaceSpacings(string key)
     {
-        using var golden = SafetensorsReader.Open(Fixture(File));
+        using var golden = TensorFile.Open(Fixture(File));
         var parts = key.Split('/'); // spacing/Class/spacing/nN
         using var s = SchedulerRegistry.FromConfig(parts[1], BaseConfig, new SchedulerConfig { TimestepSpacing = parts[2] });
         s.SetTimesteps(int.Parse(parts[3][1..], System.Globalization.CultureInfo.InvariantCulture));
-        using var timesteps = golden.Get(key + "/timesteps");
+        using var timesteps = golden.ReadTensor(key + "/timesteps");
         Assert.Equal(timesteps.DType, s.Timesteps.DType);
         AssertTimesteps(timesteps, s, key);
         Assert.Equal(Recipe.GetProperty(key).GetProperty("init_noise_sigma").GetDouble(), s.InitNoiseSigma);
-        using var sigmas = golden.Get(key + "/sigmas", optional: true);
+        using var sigmas = golden.ReadTensor(key + "/sigmas", optional: true);
         if (sigmas is not null) AssertClose(sigmas, s.Sigmas!, key + " sigmas");
     }
 
@@ -120,7 +121,7 @@ public class SchedulerExtraGoldenTests
     [MemberData(nameof(LoopSetups))]
     public void TenStepLoopWithGenerator301(string setup)
     {
-        using var golden = SafetensorsReader.Open(Fixture(File));
+        using var golden = TensorFile.Open(Fixture(File));
         using var generator = new Generator(301);
         RunLoop(golden, setup, generator);
     }
@@ -130,8 +131,8 @@ public class SchedulerExtraGoldenTests
     [InlineData("DPMSolverSDE_karras_v")]
     public void SdeLoopWithTheRecordedNoiseAndItsSeed(string setup)
     {
-        using var golden = SafetensorsReader.Open(Fixture(File));
-        using var recorded = golden.Get($"{setup}/loop/step_noise");
+        using var golden = TensorFile.Open(Fixture(File));
+        using var recorded = golden.ReadTensor($"{setup}/loop/step_noise");
         // 10 intervals, the last one an Euler step to σ = 0: 9 × 2 stages draw noise.
         Assert.Equal(18, recorded.Size(0));
         using (var g = new Generator(301))
@@ -154,15 +155,15 @@ public class SchedulerExtraGoldenTests
         }
     }
 
-    private static void RunLoop(SafetensorsReader golden, string setup, NoiseSource noise)
+    private static void RunLoop(TensorFile golden, string setup, NoiseSource noise)
     {
         using var scheduler = Build(setup);
         scheduler.SetTimesteps(10);
-        using var modelInputs = golden.Get($"{setup}/loop/model_input");
-        using var prevSamples = golden.Get($"{setup}/loop/prev_sample");
-        using var preds = golden.Get($"{setup}/loop/pred_original_sample", optional: true);
+        using var modelInputs = golden.ReadTensor($"{setup}/loop/model_input");
+        using var prevSamples = golden.ReadTensor($"{setup}/loop/prev_sample");
+        using var preds = golden.ReadTensor($"{setup}/loop/pred_original_sample", optional: true);
         Assert.Equal(modelInputs.Size(0), scheduler.TimestepValues.Count);
-        var x = golden.Get($"{setup}/loop/x_init");
+        var x = golden.ReadTensor($"{setup}/loop/x_init");
         try
         {
             for (var k = 0; k < scheduler.TimestepValues.Count; k++)
@@ -186,8 +187,8 @@ public class SchedulerExtraGoldenTests
     }
 }
 
-internal static class SafetensorsReaderExtensions
+internal static class TensorFileExtensions
 {
-    public static Tensor? Get(this SafetensorsReader reader, string name, bool optional) =>
-        optional && !reader.Contains(name) ? null : reader.Get(name);
+    public static Tensor? ReadTensor(this TensorFile reader, string name, bool optional) =>
+        optional && !reader.Contains(name) ? null : reader.ReadTensor(name);
 }

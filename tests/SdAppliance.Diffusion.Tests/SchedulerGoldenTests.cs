@@ -1,5 +1,6 @@
 using System.Text.Json;
 using SdAppliance.Diffusion.Schedulers;
+using SdAppliance.Formats;
 using SdAppliance.Torch;
 using SdAppliance.Torch.Serialization;
 using static SdAppliance.Diffusion.Tests.SchedulerTestSupport;
@@ -29,12 +30,12 @@ public class SchedulerGoldenTests
     [MemberData(nameof(SetupsAndSteps))]
     public void TimestepsAreExactAndSigmasMatch(string setup, int steps)
     {
-        using var golden = SafetensorsReader.Open(Fixture(GoldenFile));
+        using var golden = TensorFile.Open(Fixture(GoldenFile));
         using var scheduler = Build(setup);
         scheduler.SetTimesteps(steps);
         var expected = Setup(setup).GetProperty($"n{steps}");
 
-        using var expectedTimesteps = golden.Get($"{setup}/n{steps}/timesteps");
+        using var expectedTimesteps = golden.ReadTensor($"{setup}/n{steps}/timesteps");
         Assert.Equal(expectedTimesteps.DType, scheduler.Timesteps.DType);
         Assert.Equal(expected.GetProperty("timesteps_dtype").GetString(), expectedTimesteps.DType == DType.Int64 ? "int64" : "float32");
         Assert.Equal(expectedTimesteps.ToBytes(), scheduler.Timesteps.ToBytes()); // exact, as the README asks
@@ -45,7 +46,7 @@ public class SchedulerGoldenTests
         var name = $"{setup}/n{steps}/sigmas";
         if (golden.Contains(name))
         {
-            using var expectedSigmas = golden.Get(name);
+            using var expectedSigmas = golden.ReadTensor(name);
             Assert.NotNull(scheduler.Sigmas);
             AssertClose(expectedSigmas, scheduler.Sigmas!, name);
         }
@@ -81,13 +82,13 @@ public class SchedulerGoldenTests
     [MemberData(nameof(Setups))]
     public void TenStepLoopMatchesWithTheRecordedNoise(string setup)
     {
-        using var golden = SafetensorsReader.Open(Fixture(GoldenFile));
+        using var golden = TensorFile.Open(Fixture(GoldenFile));
         var noiseName = $"{setup}/loop/step_noise";
         NoiseSource? noise = null;
         Tensor[] draws = [];
         if (golden.Contains(noiseName))
         {
-            using var all = golden.Get(noiseName);
+            using var all = golden.ReadTensor(noiseName);
             draws = Enumerable.Range(0, (int)all.Size(0)).Select(i => all.Narrow(0, i, 1).Squeeze(0)).ToArray();
             noise = NoiseSource.FromTensors(draws);
         }
@@ -111,8 +112,8 @@ public class SchedulerGoldenTests
     [InlineData("LCMScheduler", 9)]
     public void Generator301DrawsTheRecordedStepNoiseAndDrivesTheLoop(string setup, int draws)
     {
-        using var golden = SafetensorsReader.Open(Fixture(GoldenFile));
-        using var recorded = golden.Get($"{setup}/loop/step_noise");
+        using var golden = TensorFile.Open(Fixture(GoldenFile));
+        using var recorded = golden.ReadTensor($"{setup}/loop/step_noise");
         Assert.Equal(draws, recorded.Size(0));
         Assert.Equal(draws, Setup(setup).GetProperty("loop").GetProperty("noise_draws_from_generator").GetInt32());
         using (var g = new Generator(301))
@@ -132,7 +133,7 @@ public class SchedulerGoldenTests
     [Fact]
     public void LoopInitialLatentsAreSeed300TimesInitNoiseSigma()
     {
-        using var golden = SafetensorsReader.Open(Fixture(GoldenFile));
+        using var golden = TensorFile.Open(Fixture(GoldenFile));
         foreach (var setup in SetupNames)
         {
             using var scheduler = Build(setup);
@@ -141,23 +142,23 @@ public class SchedulerGoldenTests
             using var z = torch.Randn([1, 4, 8, 8], g);
             // The pipeline multiplies by a float32 scalar: one rounding, so exact equality.
             using var x = z * (double)(float)scheduler.InitNoiseSigma;
-            using var expected = golden.Get($"{setup}/loop/x_init");
+            using var expected = golden.ReadTensor($"{setup}/loop/x_init");
             Assert.Equal(expected.ToArray<float>(), x.ToArray<float>());
         }
     }
 
-    private static void RunLoop(SafetensorsReader golden, string setup, NoiseSource? noise)
+    private static void RunLoop(TensorFile golden, string setup, NoiseSource? noise)
     {
         using var scheduler = Build(setup);
         scheduler.SetTimesteps(10);
-        using var modelInputs = golden.Get($"{setup}/loop/model_input");
-        using var modelOutputs = golden.Get($"{setup}/loop/model_output");
-        using var prevSamples = golden.Get($"{setup}/loop/prev_sample");
+        using var modelInputs = golden.ReadTensor($"{setup}/loop/model_input");
+        using var modelOutputs = golden.ReadTensor($"{setup}/loop/model_output");
+        using var prevSamples = golden.ReadTensor($"{setup}/loop/prev_sample");
         var predName = $"{setup}/loop/pred_original_sample";
-        using var preds = golden.Contains(predName) ? golden.Get(predName) : null;
+        using var preds = golden.Contains(predName) ? golden.ReadTensor(predName) : null;
         Assert.Equal(modelInputs.Size(0), scheduler.TimestepValues.Count);
 
-        var x = golden.Get($"{setup}/loop/x_init");
+        var x = golden.ReadTensor($"{setup}/loop/x_init");
         try
         {
             for (var k = 0; k < scheduler.TimestepValues.Count; k++)
@@ -188,10 +189,10 @@ public class SchedulerGoldenTests
     [Fact]
     public void TrainingBetasAndAlphasCumprodAreBitExact()
     {
-        using var golden = SafetensorsReader.Open(Fixture(GoldenFile));
+        using var golden = TensorFile.Open(Fixture(GoldenFile));
         using var ddpm = new DdpmScheduler(BaseConfig);
-        using var betas = golden.Get("train/betas");
-        using var ac = golden.Get("train/alphas_cumprod");
+        using var betas = golden.ReadTensor("train/betas");
+        using var ac = golden.ReadTensor("train/alphas_cumprod");
         Assert.Equal(betas.ToArray<float>(), ddpm.Betas.ToArray());
         Assert.Equal(ac.ToArray<float>(), ddpm.AlphasCumprod.ToArray());
     }
@@ -199,25 +200,25 @@ public class SchedulerGoldenTests
     [Fact]
     public void AddNoiseAndVelocityMatchTheTrainingForwardProcess()
     {
-        using var golden = SafetensorsReader.Open(Fixture(GoldenFile));
+        using var golden = TensorFile.Open(Fixture(GoldenFile));
         using var scope = torch.NewDisposeScope();
         var g = new Generator(302);
         var x0 = torch.Randn([1, 4, 8, 8], g);
         var noise = torch.Randn([1, 4, 8, 8], g);
-        Assert.Equal(golden.Get("train/x0").ToArray<float>(), x0.ToArray<float>());
-        Assert.Equal(golden.Get("train/noise").ToArray<float>(), noise.ToArray<float>());
+        Assert.Equal(golden.ReadTensor("train/x0").ToArray<float>(), x0.ToArray<float>());
+        Assert.Equal(golden.ReadTensor("train/noise").ToArray<float>(), noise.ToArray<float>());
 
-        var timesteps = golden.Get("train/timesteps");
+        var timesteps = golden.ReadTensor("train/timesteps");
         Assert.Equal([0L, 1, 10, 100, 250, 500, 750, 999], timesteps.ToArray<long>());
         using var ddpm = new DdpmScheduler(BaseConfig);
-        AssertClose(golden.Get("train/noisy"), ddpm.AddNoise(x0, noise, timesteps), "add_noise");
-        AssertClose(golden.Get("train/velocity"), ddpm.GetVelocity(x0, noise, timesteps), "get_velocity");
+        AssertClose(golden.ReadTensor("train/noisy"), ddpm.AddNoise(x0, noise, timesteps), "add_noise");
+        AssertClose(golden.ReadTensor("train/velocity"), ddpm.GetVelocity(x0, noise, timesteps), "get_velocity");
 
         using var euler = Build("EulerDiscreteScheduler");
         euler.SetTimesteps(10);
-        var eulerTimesteps = golden.Get("train/euler_timesteps");
+        var eulerTimesteps = golden.ReadTensor("train/euler_timesteps");
         Assert.Equal(new[] { euler.TimestepValues[0], euler.TimestepValues[3], euler.TimestepValues[9] },
             eulerTimesteps.ToArray<float>().Select(v => (double)v));
-        AssertClose(golden.Get("train/euler_noisy"), euler.AddNoise(x0, noise, eulerTimesteps), "euler add_noise");
+        AssertClose(golden.ReadTensor("train/euler_noisy"), euler.AddNoise(x0, noise, eulerTimesteps), "euler add_noise");
     }
 }

@@ -32,7 +32,7 @@ public sealed class SdxlPipelineTests : IDisposable
         Directory.CreateDirectory(dir);
         File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString());
         using var state = module.StateDict();
-        Safetensors.Save(Path.Combine(dir, weights), state);
+        TensorFiles.Save(Path.Combine(dir, weights), state);
     }
 
     private void BuildTinySdxl()

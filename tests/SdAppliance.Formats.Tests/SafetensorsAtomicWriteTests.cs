@@ -12,8 +12,8 @@ public sealed class SafetensorsAtomicWriteTests : IDisposable
     public void SuccessfulWriteLeavesOnlyTheTarget()
     {
         var path = _temp.File("model.safetensors");
-        SafetensorsWriter.Write(path, [Bytes("a", 1, 2)]);
-        SafetensorsWriter.Write(path, [Bytes("b", 3, 4, 5)]);
+        SafetensorsFile.Write(path, [Bytes("a", 1, 2)]);
+        SafetensorsFile.Write(path, [Bytes("b", 3, 4, 5)]);
 
         Assert.Equal([path], Directory.GetFiles(_temp.Path));
         using var file = SafetensorsFile.Open(path);
@@ -24,11 +24,11 @@ public sealed class SafetensorsAtomicWriteTests : IDisposable
     public void CallbackThrowingMidwayLeavesTheExistingTargetAndNoTempFile()
     {
         var path = _temp.File("model.safetensors");
-        SafetensorsWriter.Write(path, [Bytes("old", 9, 9)]);
+        SafetensorsFile.Write(path, [Bytes("old", 9, 9)]);
         var before = File.ReadAllBytes(path);
         var failure = new InvalidOperationException("export failed");
 
-        var thrown = Assert.Throws<InvalidOperationException>(() => SafetensorsWriter.Write(path, [
+        var thrown = Assert.Throws<InvalidOperationException>(() => SafetensorsFile.Write(path, [
             Bytes("first", 1, 2, 3),
             new SafetensorsTensor("second", SafetensorsDType.F32, [1024], stream =>
             {
@@ -46,7 +46,7 @@ public sealed class SafetensorsAtomicWriteTests : IDisposable
     public void FailedFirstWriteCreatesNothing()
     {
         var path = _temp.File("new.safetensors");
-        Assert.Throws<IOException>(() => SafetensorsWriter.Write(path, [
+        Assert.Throws<IOException>(() => SafetensorsFile.Write(path, [
             new SafetensorsTensor("t", SafetensorsDType.U8, [4], _ => throw new IOException("disk gone")),
         ]));
         Assert.Empty(Directory.GetFiles(_temp.Path));
@@ -56,7 +56,7 @@ public sealed class SafetensorsAtomicWriteTests : IDisposable
     public void CallbackCannotSeekOrCloseTheFile()
     {
         var path = _temp.File("model.safetensors");
-        SafetensorsWriter.Write(path, [
+        SafetensorsFile.Write(path, [
             new SafetensorsTensor("a", SafetensorsDType.U8, [2], stream =>
             {
                 Assert.False(stream.CanSeek);

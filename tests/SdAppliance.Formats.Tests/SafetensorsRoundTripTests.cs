@@ -38,7 +38,7 @@ public sealed class SafetensorsRoundTripTests : IDisposable
         var metadata = new Dictionary<string, string> { ["format"] = "pt", ["note"] = "quote \" backslash \\ newline \n tab \t bell \u0007 unicode é猫" };
         var path = _temp.File("all.safetensors");
 
-        SafetensorsWriter.Write(path, tensors, metadata);
+        SafetensorsFile.Write(path, tensors, metadata);
 
         using var file = SafetensorsFile.Open(path);
         Assert.Equal(expected.Count, file.Tensors.Count);
@@ -63,7 +63,7 @@ public sealed class SafetensorsRoundTripTests : IDisposable
         var b = Pattern(8, 1);
         var path = _temp.File("hand.safetensors");
 
-        SafetensorsWriter.Write(path, [
+        SafetensorsFile.Write(path, [
             new SafetensorsTensor("a", SafetensorsDType.U8, [3], a),
             new SafetensorsTensor("b", SafetensorsDType.F32, [2], b),
         ], new Dictionary<string, string> { ["k"] = "v" });
@@ -91,7 +91,7 @@ public sealed class SafetensorsRoundTripTests : IDisposable
         var values = MemoryMarshal.AsBytes(new float[] { 0, 1, 2, 3, 4, 5 }.AsSpan()).ToArray();
         var path = _temp.File("reference.safetensors");
 
-        SafetensorsWriter.Write(path, [new SafetensorsTensor(name, SafetensorsDType.F32, shape, values)]);
+        SafetensorsFile.Write(path, [new SafetensorsTensor(name, SafetensorsDType.F32, shape, values)]);
 
         var json = $"{{\"{name}\":{{\"dtype\":\"F32\",\"shape\":[{string.Join(",", shape)}],\"data_offsets\":[0,24]}}}}";
         byte[] expected = [(byte)headerLength, 0, 0, 0, 0, 0, 0, 0, .. Encoding.ASCII.GetBytes(json.PadRight(headerLength)), .. values];
@@ -103,10 +103,10 @@ public sealed class SafetensorsRoundTripTests : IDisposable
     {
         var path = _temp.File("empty.safetensors");
 
-        SafetensorsWriter.Write(path, []);
+        SafetensorsFile.Write(path, []);
         Assert.Equal([8, 0, 0, 0, 0, 0, 0, 0, .. "{}      "u8], File.ReadAllBytes(path));
 
-        SafetensorsWriter.Write(path, [], new Dictionary<string, string> { ["framework"] = "pt" });
+        SafetensorsFile.Write(path, [], new Dictionary<string, string> { ["framework"] = "pt" });
         Assert.Equal([40, 0, 0, 0, 0, 0, 0, 0, .. """{"__metadata__":{"framework":"pt"}}     """u8], File.ReadAllBytes(path));
 
         using var file = SafetensorsFile.Open(path);
@@ -127,7 +127,7 @@ public sealed class SafetensorsRoundTripTests : IDisposable
         };
         var path = _temp.File("order.safetensors");
 
-        SafetensorsWriter.Write(path, specs.Select(s => new SafetensorsTensor(s.Name, s.DType, [1], new byte[s.DType.ElementSize()])));
+        SafetensorsFile.Write(path, specs.Select(s => new SafetensorsTensor(s.Name, s.DType, [1], new byte[s.DType.ElementSize()])));
 
         using var file = SafetensorsFile.Open(path);
         Assert.Equal(["a", "b", "f64", "f32", "bf", "z", "e4", "e5", "flag"], file.Names);
@@ -144,7 +144,7 @@ public sealed class SafetensorsRoundTripTests : IDisposable
         using (var file = SafetensorsFile.Open(source))
         {
             // Handed over in reverse order so the writer's own sorting is what is tested.
-            SafetensorsWriter.Write(copy, file.Tensors.Reverse().Select(e => new SafetensorsTensor(e.Name, e.DType, e.Shape, file.ReadBytes(e))), file.Metadata);
+            SafetensorsFile.Write(copy, file.Tensors.Reverse().Select(e => new SafetensorsTensor(e.Name, e.DType, e.Shape, file.ReadBytes(e))), file.Metadata);
         }
         Assert.Equal(File.ReadAllBytes(source), File.ReadAllBytes(copy));
     }
@@ -156,7 +156,7 @@ public sealed class SafetensorsRoundTripTests : IDisposable
         var small = Pattern(6, 4);
         var path = _temp.File("stream.safetensors");
 
-        SafetensorsWriter.Write(path, [
+        SafetensorsFile.Write(path, [
             new SafetensorsTensor("big", SafetensorsDType.I32, [big.Length / 4], stream =>
             {
                 // In uneven pieces, through both write overloads, as a real exporter might.
@@ -176,7 +176,7 @@ public sealed class SafetensorsRoundTripTests : IDisposable
     public void CallbackWritingTheWrongLengthIsRefused()
     {
         var path = _temp.File("short.safetensors");
-        var e = Assert.Throws<SafetensorsFormatException>(() => SafetensorsWriter.Write(path, [
+        var e = Assert.Throws<SafetensorsFormatException>(() => SafetensorsFile.Write(path, [
             new SafetensorsTensor("t", SafetensorsDType.F32, [4], stream => stream.Write(new byte[12])),
         ]));
         Assert.Contains("'t' should be 16 bytes but its callback wrote 12", e.Message);
@@ -191,7 +191,7 @@ public sealed class SafetensorsRoundTripTests : IDisposable
         Assert.Throws<ArgumentException>(() => new SafetensorsTensor("t", SafetensorsDType.F32, [long.MaxValue / 2], _ => { }));
         Assert.Throws<ArgumentException>(() => new SafetensorsTensor("__metadata__", SafetensorsDType.U8, [0], new byte[0]));
         var twice = new SafetensorsTensor("t", SafetensorsDType.U8, [1], new byte[1]);
-        Assert.Throws<ArgumentException>(() => SafetensorsWriter.Write(_temp.File("dup.safetensors"), [twice, twice]));
+        Assert.Throws<ArgumentException>(() => SafetensorsFile.Write(_temp.File("dup.safetensors"), [twice, twice]));
     }
 
     [Theory]

@@ -139,7 +139,7 @@ public sealed class ConversionTests : IDisposable
         long[] ids = [.. Enumerable.Range(0, 77).Select(i => (long)i)];
         float[] values = [1f / 3, -2.5e-8f, 65504f, 70000f, float.NegativeInfinity, 1.0009765625f, 0.1f, -0.0f];
         var bf16 = values.SelectMany(v => BitConverter.GetBytes((ushort)(BitConverter.SingleToInt32Bits(v) >> 16))).ToArray();
-        SafetensorsWriter.Write(input,
+        SafetensorsFile.Write(input,
         [
             new SafetensorsTensor("cond_stage_model.transformer.text_model.embeddings.position_ids", SafetensorsDType.I64, [1, 77], MemoryMarshal.AsBytes(ids.AsSpan()).ToArray()),
             new SafetensorsTensor("model.diffusion_model.out.2.bias", SafetensorsDType.BF16, [values.Length], bf16),
@@ -246,7 +246,7 @@ public sealed class ConversionTests : IDisposable
         Assert.Contains("single file", Assert.Throws<UserInputException>(() =>
             ModelConverter.Convert(TinyFolder, Path.Combine(temp, "x.ckpt"), new ConversionOptions(To: ModelFormat.Diffusers))).Message);
         var other = Path.Combine(temp, "other.safetensors");
-        SafetensorsWriter.Write(other, [new SafetensorsTensor("classifier.weight", SafetensorsDType.F32, [2], new byte[8])]);
+        SafetensorsFile.Write(other, [new SafetensorsTensor("classifier.weight", SafetensorsDType.F32, [2], new byte[8])]);
         Assert.Contains("not a Stable Diffusion", Assert.Throws<UserInputException>(() => ModelConverter.Convert(other, Path.Combine(temp, "out"))).Message);
         Assert.Equal(["other.safetensors"], Directory.GetFileSystemEntries(temp).Select(Path.GetFileName));
     }
@@ -289,7 +289,7 @@ public sealed class ConversionTests : IDisposable
         Add("text_projection", 32, 32);
         Add("logit_scale");  // training-only, dropped
         var input = Path.Combine(temp, "xl.safetensors");
-        SafetensorsWriter.Write(input, tensors);
+        SafetensorsFile.Write(input, tensors);
 
         var configs = Path.Combine(temp, "configs");
         foreach (var component in new[] { "unet", "vae", "text_encoder", "scheduler", "tokenizer" })
@@ -337,7 +337,7 @@ public sealed class ConversionTests : IDisposable
         var back = Path.Combine(temp, "back.safetensors");
         ModelConverter.Convert(folder, back);
         var expected = Path.Combine(temp, "expected.safetensors");
-        SafetensorsWriter.Write(expected, tensors.Where(t => t.Name != G + "logit_scale"));
+        SafetensorsFile.Write(expected, tensors.Where(t => t.Name != G + "logit_scale"));
         Assert.Equal(File.ReadAllBytes(expected), File.ReadAllBytes(back));
     }
 

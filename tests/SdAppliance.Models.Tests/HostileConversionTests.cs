@@ -25,7 +25,7 @@ public sealed class HostileConversionTests : IDisposable
     public void InputWithoutTensorsIsRefused(string output)
     {
         var input = Path.Combine(temp, "empty.safetensors");
-        SafetensorsWriter.Write(input, []);
+        SafetensorsFile.Write(input, []);
         var e = Assert.Throws<UserInputException>(() => ModelConverter.Convert(input, Path.Combine(temp, output)));
         Assert.Equal(input, e.Subject);
         Assert.Equal("holds no tensors, so there is nothing to convert", e.Problem);
@@ -43,7 +43,7 @@ public sealed class HostileConversionTests : IDisposable
         List<SafetensorsTensor> tensors;
         using (var file = SafetensorsFile.Open(weights))
             tensors = [.. file.Tensors.Select(t => new SafetensorsTensor(t.Name, t.DType, t.Name == "conv_in.weight" ? [32, 36] : [.. t.Shape], file.ReadBytes(t)))];
-        SafetensorsWriter.Write(weights, tensors);
+        SafetensorsFile.Write(weights, tensors);
 
         var e = Assert.Throws<UserInputException>(() => ModelConverter.Convert(folder, Path.Combine(temp, output)));
         Assert.Equal(folder, e.Subject);

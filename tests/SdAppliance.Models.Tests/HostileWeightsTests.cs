@@ -21,7 +21,7 @@ public sealed class HostileWeightsTests : IDisposable
     private string Lora(float[] down, float[] up, SafetensorsTensor? alpha = null)
     {
         var path = Path.Combine(folder, $"{Guid.NewGuid():N}.safetensors");
-        SafetensorsWriter.Write(path,
+        SafetensorsFile.Write(path,
         [
             new SafetensorsTensor("lora_unet_attn1_to_q.lora_down.weight", SafetensorsDType.F32, [2, 4], Bytes(down)),
             new SafetensorsTensor("lora_unet_attn1_to_q.lora_up.weight", SafetensorsDType.F32, [3, 2], Bytes(up)),
@@ -98,7 +98,7 @@ public sealed class HostileWeightsTests : IDisposable
         SafetensorsTensor[] tensors = broken == "emb_params"
             ? [new("emb_params", SafetensorsDType.F32, [2, 2], Bytes(bad))]
             : [new("clip_l", SafetensorsDType.F32, [2, 2], Bytes(good)), new("clip_g", SafetensorsDType.F32, [2, 2], Bytes(bad))];
-        SafetensorsWriter.Write(path, tensors);
+        SafetensorsFile.Write(path, tensors);
         var e = Assert.Throws<WeightsException>(() => TextualInversionEmbedding.Load(path).Dispose());
         Assert.Equal(path, e.Subject);
         Assert.Equal(named, e.Tensor);
@@ -120,7 +120,7 @@ public sealed class HostileWeightsTests : IDisposable
         List<SafetensorsTensor> tensors;
         using (var file = SafetensorsFile.Open(weights))
             tensors = [.. file.Tensors.Select(t => new SafetensorsTensor(t.Name, t.DType, [.. t.Shape], Poisoned(t.Name, t.DType, file.ReadBytes(t))))];
-        SafetensorsWriter.Write(weights, tensors);
+        SafetensorsFile.Write(weights, tensors);
 
         var e = Assert.Throws<WeightsException>(() => ModelLoader.Load(model).Dispose());
         Assert.Equal(model, e.Subject);

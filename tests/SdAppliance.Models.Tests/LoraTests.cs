@@ -53,7 +53,7 @@ public sealed class LoraTests : IDisposable
 
         float[] down = [1, 0, 0, 0, 0, 1, 0, 0], up = [1, 2, 3, 4, 5, 6];  // rank 2
         var path = Path.Combine(folder, "style.safetensors");
-        SafetensorsWriter.Write(path,
+        SafetensorsFile.Write(path,
         [
             new SafetensorsTensor("lora_unet_attn1_to_q.lora_down.weight", SafetensorsDType.F32, [2, 4], Bytes(down)),
             new SafetensorsTensor("lora_unet_attn1_to_q.lora_up.weight", SafetensorsDType.F32, [3, 2], Bytes(up)),
@@ -91,7 +91,7 @@ public sealed class LoraTests : IDisposable
         var q = ((Linear)model.GetSubmodule("attn1.to_q")).Weight;
         var before = q.ToArray<float>();
         var path = Path.Combine(folder, "d.safetensors");
-        SafetensorsWriter.Write(path,
+        SafetensorsFile.Write(path,
         [
             new SafetensorsTensor(downKey, SafetensorsDType.F32, [1, 4], Bytes([1f, 1f, 1f, 1f])),
             new SafetensorsTensor(upKey, SafetensorsDType.F32, [3, 1], Bytes([1f, 1f, 1f])),
@@ -107,7 +107,7 @@ public sealed class LoraTests : IDisposable
     {
         using var model = new Block(new Generator(0));
         var path = Path.Combine(folder, "big.safetensors");
-        SafetensorsWriter.Write(path,
+        SafetensorsFile.Write(path,
         [
             new SafetensorsTensor("lora_unet_attn1_to_q.lora_down.weight", SafetensorsDType.F32, [1, 8], new byte[32]),
             new SafetensorsTensor("lora_unet_attn1_to_q.lora_up.weight", SafetensorsDType.F32, [3, 1], new byte[12]),
@@ -122,7 +122,7 @@ public sealed class LoraTests : IDisposable
     public void AFileWithoutLoraKeysIsRefused()
     {
         var path = Path.Combine(folder, "not-lora.safetensors");
-        SafetensorsWriter.Write(path, [new SafetensorsTensor("model.weight", SafetensorsDType.F32, [1], new byte[4])]);
+        SafetensorsFile.Write(path, [new SafetensorsTensor("model.weight", SafetensorsDType.F32, [1], new byte[4])]);
         var e = Assert.Throws<UserInputException>(() => LoraFile.Load(path));
         Assert.Contains("no LoRA weights", e.Message);
     }

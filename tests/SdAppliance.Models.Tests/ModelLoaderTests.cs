@@ -20,12 +20,12 @@ public sealed class ModelLoaderTests : IDisposable
 
     private static void AssertSameWeights(Module module, string file)
     {
-        using var expected = SafetensorsReader.Open(file);
+        using var expected = TensorFile.Open(file);
         using var actual = module.StateDict();
         Assert.Equal(expected.Names.Order(StringComparer.Ordinal), actual.Keys.Order(StringComparer.Ordinal));
         foreach (var (name, tensor) in actual)
         {
-            using var e = expected.Get(name);
+            using var e = expected.ReadTensor(name);
             Assert.True(e.ToBytes().AsSpan().SequenceEqual(tensor.ToBytes()), $"{name} differs");
         }
     }
@@ -102,7 +102,7 @@ public sealed class ModelLoaderTests : IDisposable
         Assert.Contains("cut.safetensors", Assert.Throws<SafetensorsFormatException>(() => ModelLoader.Load(truncated)).Message);
         Assert.Throws<UserInputException>(() => ModelLoader.Load(Path.Combine(temp, "missing.safetensors")));
         var unrelated = Path.Combine(temp, "other.safetensors");
-        SafetensorsWriter.Write(unrelated, [new SafetensorsTensor("classifier.weight", SafetensorsDType.F32, [2], new byte[8])]);
+        SafetensorsFile.Write(unrelated, [new SafetensorsTensor("classifier.weight", SafetensorsDType.F32, [2], new byte[8])]);
         Assert.Contains("not a Stable Diffusion", Assert.Throws<UserInputException>(() => ModelLoader.Load(unrelated)).Message);
     }
 

@@ -1,3 +1,4 @@
+using SdAppliance.Formats;
 using SdAppliance.Models.TextEncoders;
 using SdAppliance.Torch;
 using SdAppliance.Torch.Nn;
@@ -23,8 +24,8 @@ internal static class TextEncoderFixtures
     public static ClipTextModel LoadTiny(bool withProjection = false)
     {
         var model = new ClipTextModel(TinyConfig(), withProjection);
-        using var reader = SafetensorsReader.Open(Fixture("tiny-sd", "text_encoder", "model.safetensors"));
-        var weights = reader.LoadAll();
+        using var reader = TensorFile.Open(Fixture("tiny-sd", "text_encoder", "model.safetensors"));
+        var weights = reader.ReadAll();
         try
         {
             var result = model.LoadStateDict(weights, strict: !withProjection);
@@ -40,8 +41,8 @@ internal static class TextEncoderFixtures
     /// <summary>A golden tensor, copied out of the mapped file.</summary>
     public static Tensor Golden(string name)
     {
-        using var reader = SafetensorsReader.Open(Fixture("text_encoder_golden.safetensors"));
-        using var mapped = reader.Get(name);
+        using var reader = TensorFile.Open(Fixture("text_encoder_golden.safetensors"));
+        using var mapped = reader.ReadTensor(name);
         return mapped.Clone();
     }
 

@@ -1,3 +1,4 @@
+using SdAppliance.Formats;
 using SdAppliance.Models.Unet;
 using SdAppliance.Models.Vae;
 using SdAppliance.Torch;
@@ -43,8 +44,8 @@ internal static class UnetVaeFixtures
 
     private static void LoadWeights(Module model, string path)
     {
-        using var reader = SafetensorsReader.Open(path);
-        var weights = reader.LoadAll();
+        using var reader = TensorFile.Open(path);
+        var weights = reader.ReadAll();
         try
         {
             model.LoadStateDict(weights, strict: true);
@@ -58,8 +59,8 @@ internal static class UnetVaeFixtures
     /// <summary>A golden tensor, copied out of the mapped file.</summary>
     public static Tensor Golden(string file, string name)
     {
-        using var reader = SafetensorsReader.Open(Fixture(file));
-        using var mapped = reader.Get(name);
+        using var reader = TensorFile.Open(Fixture(file));
+        using var mapped = reader.ReadTensor(name);
         return mapped.Clone();
     }
 

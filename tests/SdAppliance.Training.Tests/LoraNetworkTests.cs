@@ -345,7 +345,7 @@ public sealed class LoraNetworkTests : IDisposable
     {
         using var model = LoadTiny();
         var file = Path.Combine(folder, "alien.safetensors");
-        SafetensorsWriter.Write(file,
+        SafetensorsFile.Write(file,
         [
             new SafetensorsTensor("lora_unet_nothing_here.lora_down.weight", SafetensorsDType.F32, [1, 2], new byte[8]),
             new SafetensorsTensor("lora_unet_nothing_here.lora_up.weight", SafetensorsDType.F32, [2, 1], new byte[8]),

@@ -64,7 +64,7 @@ internal static class LoraTestSupport
             Directory.CreateDirectory(dir);
             File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString());
             using var state = module.StateDict();
-            Safetensors.Save(Path.Combine(dir, weights), state);
+            TensorFiles.Save(Path.Combine(dir, weights), state);
         }
 
         var unetConfig = Json(Path.Combine(TinySd, "unet", "config.json"));

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using SdAppliance.Formats.Adapters;
+using SdAppliance.Formats;
 using SdAppliance.Imaging;
 using SdAppliance.Models.Adapters;
 using SdAppliance.Models.Loading;
@@ -64,13 +65,13 @@ public sealed class TrainerTests : IDisposable
         Assert.Equal(6, straight.Steps);
         Assert.Equal(6, resumed.Steps);
         // On CPU the engine is deterministic for these kernels: identical, not merely close.
-        using var a = SafetensorsReader.Open(Path.Combine(straight.RunFolder, "checkpoints", "step-000006", "trained.safetensors"));
-        using var b = SafetensorsReader.Open(Path.Combine(resumed.RunFolder, "checkpoints", "step-000006", "trained.safetensors"));
+        using var a = TensorFile.Open(Path.Combine(straight.RunFolder, "checkpoints", "step-000006", "trained.safetensors"));
+        using var b = TensorFile.Open(Path.Combine(resumed.RunFolder, "checkpoints", "step-000006", "trained.safetensors"));
         Assert.Equal(a.Names, b.Names);
         foreach (var name in a.Names)
         {
-            using var ta = a.Get(name);
-            using var tb = b.Get(name);
+            using var ta = a.ReadTensor(name);
+            using var tb = b.ReadTensor(name);
             Assert.True(ta.ToBytes().AsSpan().SequenceEqual(tb.ToBytes()), $"{method}: {name} differs after resume");
         }
         Assert.NotEmpty(straight.Outputs);
@@ -153,8 +154,8 @@ public sealed class TrainerTests : IDisposable
         using var init = model.TextEncoder.TextModel.Embeddings.TokenEmbedding.Weight.Narrow(0, squareId, 1);
         Assert.False(init.ToBytes().AsSpan().SequenceEqual(embedding.Vectors.ToBytes()), "the vectors did not move from the initializer");
         // The model's own embedding matrix is the file's, bit for bit: the trainer never wrote to it.
-        using var reference = SafetensorsReader.Open(Path.Combine(TinyModel, "text_encoder", "model.safetensors"));
-        using var original = reference.Get("text_model.embeddings.token_embedding.weight");
+        using var reference = TensorFile.Open(Path.Combine(TinyModel, "text_encoder", "model.safetensors"));
+        using var original = reference.ReadTensor("text_model.embeddings.token_embedding.weight");
         Assert.Equal(original.ToBytes(), model.TextEncoder.TextModel.Embeddings.TokenEmbedding.Weight.ToBytes());
     }
 
@@ -224,15 +225,15 @@ public sealed class TrainerTests : IDisposable
     {
         var plain = Trainer.Train(Config("lora", "plain", steps: 3));
         var checkpointed = Trainer.Train(Config("lora", "checkpointed", steps: 3) with { GradientCheckpointing = true });
-        using var a = SafetensorsReader.Open(Path.Combine(plain.RunFolder, "checkpoints", "step-000003", "trained.safetensors"));
-        using var b = SafetensorsReader.Open(Path.Combine(checkpointed.RunFolder, "checkpoints", "step-000003", "trained.safetensors"));
+        using var a = TensorFile.Open(Path.Combine(plain.RunFolder, "checkpoints", "step-000003", "trained.safetensors"));
+        using var b = TensorFile.Open(Path.Combine(checkpointed.RunFolder, "checkpoints", "step-000003", "trained.safetensors"));
         // Recomputing blocks in backward sums the gradients of shared inputs (time embedding, text) in
         // another order, so float32 rounding differs in the last bits: close, not identical.
         var worst = 0.0;
         foreach (var name in a.Names)
         {
-            var x = a.Get(name).To(DType.Float32).ToArray<float>();
-            var y = b.Get(name).To(DType.Float32).ToArray<float>();
+            var x = a.ReadTensor(name).To(DType.Float32).ToArray<float>();
+            var y = b.ReadTensor(name).To(DType.Float32).ToArray<float>();
             for (var i = 0; i < x.Length; i++) worst = Math.Max(worst, Math.Abs(x[i] - y[i]));
         }
         Assert.True(worst < 1e-6, $"largest difference {worst}");

@@ -73,7 +73,7 @@ public static class DemoArchitecture
         }
         File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString(DiffusersConfig.JsonOptions));
         using var state = module.StateDict();
-        Safetensors.Save(Path.Combine(dir, weightsFile), state);
+        TensorFiles.Save(Path.Combine(dir, weightsFile), state);
     }
 
     /// <summary>The SD 1.5 scheduler (PNDM, scaled-linear betas, epsilon) and model_index.json.</summary>

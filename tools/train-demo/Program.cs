@@ -159,7 +159,7 @@ if (Runs("decoder"))
     var folder = Path.Combine(init, "vae");
     var vaeConfig = AutoencoderKLConfig.Load(Path.Combine(folder, "config.json"));
     using var vae = new AutoencoderKL(vaeConfig);
-    var weights = Safetensors.Load(Path.Combine(folder, "diffusion_pytorch_model.safetensors"));
+    var weights = TensorFiles.Load(Path.Combine(folder, "diffusion_pytorch_model.safetensors"));
     vae.LoadStateDict(weights);
     foreach (var t in weights.Values) t.Dispose();
     var loss = VaeTraining.Train(vae, seed + 2, Int("decoder-steps"), Int("vae-batch"), Double("vae-lr") / 4, fresh: false, Log, decoderOnly: true);

@@ -39,7 +39,7 @@ public static class TextualInversionFile
         List<SafetensorsTensor> tensors = vectors2 is null
             ? [new("emb_params", SafetensorsDType.F32, shape, vectors)]
             : [new("clip_l", SafetensorsDType.F32, shape, vectors), new("clip_g", SafetensorsDType.F32, shape2!, vectors2)];
-        SafetensorsWriter.Write(path, tensors);
+        SafetensorsFile.Write(path, tensors);
     }
 
     /// <summary>
@@ -81,9 +81,9 @@ public static class TextualInversionFile
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         var metadata = new Dictionary<string, string> { ["format"] = "pt" };
-        SafetensorsWriter.Write(path, [new SafetensorsTensor(token, SafetensorsDType.F32, shape, vectors)], metadata);
+        SafetensorsFile.Write(path, [new SafetensorsTensor(token, SafetensorsDType.F32, shape, vectors)], metadata);
         if (vectors2 is not null)
-            SafetensorsWriter.Write(SecondEncoderPath(path), [new SafetensorsTensor(token, SafetensorsDType.F32, shape2!, vectors2)], metadata);
+            SafetensorsFile.Write(SecondEncoderPath(path), [new SafetensorsTensor(token, SafetensorsDType.F32, shape2!, vectors2)], metadata);
     }
 
     /// <summary>Where <see cref="WriteDiffusers"/> puts SDXL's second-encoder vectors: "_2" before the extension.</summary>

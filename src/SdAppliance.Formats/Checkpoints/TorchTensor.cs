@@ -177,7 +177,7 @@ public sealed class TorchTensor
         }
     }
 
-    /// <summary>The tensor as something <see cref="SafetensorsWriter"/> (or the checkpoint writer) can write, read when written.</summary>
+    /// <summary>The tensor as something <see cref="SafetensorsFile.Write"/> (or the checkpoint writer) can write, read when written.</summary>
     public SafetensorsTensor ToSafetensorsTensor(string name) => new(name, DType, Shape, WriteTo);
 
     /// <inheritdoc/>

@@ -230,7 +230,7 @@ public sealed class Hypernetwork : Module, IDisposable
         try
         {
             foreach (var (name, t) in state)
-                tensors[name] = torch.FromBytes(t.ReadBytes(), t.Shape.ToArray(), Safetensors.ToTorch(t.DType, name, path));
+                tensors[name] = torch.FromBytes(t.ReadBytes(), t.Shape.ToArray(), TensorFiles.ToTorch(t.DType, name, path));
             module.LoadStateDict(tensors, strict: true);
         }
         catch (StateDictException e)

@@ -63,7 +63,7 @@ public static class ModelWriter
         switch (format)
         {
             case ModelFormat.Safetensors:
-                SafetensorsWriter.Write(path, tensors.Select(Writable));
+                SafetensorsFile.Write(path, tensors.Select(Writable));
                 break;
             case ModelFormat.Ckpt:
                 TorchCheckpointWriter.Write(path, [.. tensors.Select(Writable)]);
@@ -103,7 +103,7 @@ public static class ModelWriter
                 WriteComponentConfig(component, content.ComponentConfigs[component], folder, tensors);
                 var weights = component.StartsWith(ModelComponents.TextEncoder, StringComparison.Ordinal) ? "model.safetensors" : "diffusion_pytorch_model.safetensors";
                 // save_pretrained's metadata.
-                SafetensorsWriter.Write(Path.Combine(folder, weights), tensors.Select(Writable), new Dictionary<string, string> { ["format"] = "pt" });
+                SafetensorsFile.Write(Path.Combine(folder, weights), tensors.Select(Writable), new Dictionary<string, string> { ["format"] = "pt" });
             }
             var scheduler = Directory.CreateDirectory(Path.Combine(temp, "scheduler")).FullName;
             WriteJson(Path.Combine(scheduler, "scheduler_config.json"), content.SchedulerConfig);

@@ -133,7 +133,7 @@ public static class ModelLoader
     {
         if (recipe.Op == TensorOp.Copy) return source.ReadTensor(recipe.Sources[0].Name);
         var (dtype, bytes) = KeyMapping.Materialize(recipe, key => (source.DTypeOf(key.Name), source.ReadBytes(key.Name)));
-        return torch.FromBytes(bytes, recipe.Shape.ToArray(), Torch.Serialization.Safetensors.ToTorch(dtype, recipe.Target.Name, source.Path));
+        return torch.FromBytes(bytes, recipe.Shape.ToArray(), Torch.Serialization.TensorFiles.ToTorch(dtype, recipe.Target.Name, source.Path));
     }
 
     internal static string FindConfigs(ModelFamily family, ModelLoadOptions options)

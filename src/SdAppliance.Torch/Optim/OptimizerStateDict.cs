@@ -1,3 +1,4 @@
+using SdAppliance.Formats;
 using SdAppliance.Torch.Serialization;
 using System.Text.Json.Nodes;
 
@@ -19,15 +20,15 @@ public sealed class OptimizerStateDict(IReadOnlyDictionary<string, Tensor> tenso
 
     /// <summary>Writes the state to one .safetensors file (tensors, and the JSON part as metadata), atomically.</summary>
     public void Save(string path) =>
-        Safetensors.Save(path, Tensors, new Dictionary<string, string> { [JsonKey] = Json.ToJsonString() });
+        TensorFiles.Save(path, Tensors, new Dictionary<string, string> { [JsonKey] = Json.ToJsonString() });
 
     /// <summary>Reads a state written by <see cref="Save"/>; pass it to the optimizer's LoadStateDict.</summary>
     public static OptimizerStateDict Load(string path)
     {
-        using var reader = SafetensorsReader.Open(path);
-        if (!reader.Metadata.TryGetValue(JsonKey, out var json) || JsonNode.Parse(json) is not JsonObject state)
+        using var file = TensorFile.Open(path);
+        if (!file.Metadata.TryGetValue(JsonKey, out var json) || JsonNode.Parse(json) is not JsonObject state)
             throw new InvalidDataException($"'{path}' is not an optimizer state: its metadata has no '{JsonKey}' object");
-        return new OptimizerStateDict(reader.LoadAll(), state);
+        return new OptimizerStateDict(file.ReadAll(), state);
     }
 
     public void Dispose()

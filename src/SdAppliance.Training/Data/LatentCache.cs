@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using System.Text;
 using SdAppliance.Diffusion.Images;
+using SdAppliance.Formats;
 using SdAppliance.Imaging;
 using SdAppliance.Models.Vae;
 using SdAppliance.Torch;
@@ -142,7 +143,7 @@ public sealed class LatentCache : IDisposable
             if (file is not null)
             {
                 Directory.CreateDirectory(Path.GetDirectoryName(file)!);
-                Safetensors.Save(file, [new(TensorName, latents)], new Dictionary<string, string> { [FingerprintKey] = fingerprint });
+                TensorFiles.Save(file, [new(TensorName, latents)], new Dictionary<string, string> { [FingerprintKey] = fingerprint });
             }
         }
         // Kept across steps: out of whatever dispose scope the caller runs in.
@@ -200,13 +201,13 @@ public sealed class LatentCache : IDisposable
         if (!File.Exists(file)) return null;
         try
         {
-            using var reader = SafetensorsReader.Open(file);
-            if (!reader.Metadata.TryGetValue(FingerprintKey, out var stored) || stored != fingerprint || !reader.Contains(TensorName)) return null;
-            using var mapped = reader.Get(TensorName);
+            using var cached = TensorFile.Open(file);
+            if (!cached.Metadata.TryGetValue(FingerprintKey, out var stored) || stored != fingerprint || !cached.Contains(TensorName)) return null;
+            using var mapped = cached.ReadTensor(TensorName);
             // A private copy: the file may be replaced while the run holds the tensor.
             return mapped.Clone();
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or SdAppliance.Formats.SafetensorsFormatException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or SafetensorsFormatException)
         {
             return null;  // a damaged cache file is only a miss
         }

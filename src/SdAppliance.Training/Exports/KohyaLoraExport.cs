@@ -233,7 +233,7 @@ public static class KohyaLoraExport
                 meta["sshs_model_hash"] = modelHash;
                 meta["sshs_legacy_hash"] = legacyHash;
             }
-            Safetensors.Save(path, tensors, meta);
+            TensorFiles.Save(path, tensors, meta);
         }
         finally
         {
@@ -254,7 +254,7 @@ public static class KohyaLoraExport
         var scratch = Path.Combine(scratchFolder, $".sshs-{Guid.NewGuid():N}.safetensors");
         try
         {
-            Safetensors.Save(scratch, tensors, training);
+            TensorFiles.Save(scratch, tensors, training);
             using var stream = File.OpenRead(scratch);
             return (FileHashes.AddNetSha256(stream, scratch), FileHashes.LegacyModelHash(stream));
         }

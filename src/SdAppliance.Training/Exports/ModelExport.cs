@@ -115,7 +115,7 @@ public static class ModelExport
         [.. states.SelectMany(component => component.Value.Select(kv =>
         {
             var dtype = Stored(kv.Value.DType, half);
-            return new ModelTensor(new TensorKey(component.Key, kv.Key), Safetensors.ToSafetensors(dtype, kv.Key), kv.Value.Shape, () => HostBytes(kv.Value, dtype));
+            return new ModelTensor(new TensorKey(component.Key, kv.Key), TensorFiles.ToSafetensors(dtype, kv.Key), kv.Value.Shape, () => HostBytes(kv.Value, dtype));
         }))];
 
     private static DType Stored(DType dtype, bool half) => half && dtype.IsFloatingPoint() ? DType.Float16 : dtype;

@@ -1,5 +1,6 @@
 using SdAppliance.Formats.Hashing;
 using SdAppliance.Formats.Adapters;
+using SdAppliance.Formats;
 using SdAppliance.Models.Adapters;
 using SdAppliance.Models.Loading;
 using SdAppliance.Torch;
@@ -35,16 +36,16 @@ public abstract class TrainingMethod : IDisposable
     /// <summary>The trained values, by name, for saved training states (resume reads them back).</summary>
     public abstract IReadOnlyDictionary<string, Tensor> TrainedState();
 
-    public void SaveState(string file) => Safetensors.Save(file, TrainedState());
+    public void SaveState(string file) => TensorFiles.Save(file, TrainedState());
 
     public virtual void LoadState(string file)
     {
-        using var reader = SafetensorsReader.Open(file);
+        using var saved = TensorFile.Open(file);
         using var noGrad = Autograd.NoGrad();
         foreach (var (name, target) in TrainedState())
         {
-            if (!reader.Contains(name)) throw new InvalidDataException($"saved training state '{file}' lacks '{name}'; it was made by another method or model");
-            using var value = reader.Get(name);
+            if (!saved.Contains(name)) throw new InvalidDataException($"saved training state '{file}' lacks '{name}'; it was made by another method or model");
+            using var value = saved.ReadTensor(name);
             target.Copy_(value);
         }
     }

@@ -170,7 +170,7 @@ public sealed class LoraNetwork : Module, IDisposable
     /// <summary>Loads a file this network saved (resume): every key must match, in name and shape.</summary>
     public void Load(string path)
     {
-        var tensors = Safetensors.Load(path);
+        var tensors = TensorFiles.Load(path);
         try
         {
             try

@@ -73,17 +73,8 @@ public sealed class SafetensorsTensor
     }
 }
 
-/// <summary>
-/// Writes safetensors files byte-for-byte as the reference implementation (huggingface/safetensors)
-/// does: tensors ordered by dtype descending in the reference's dtype order (see
-/// <see cref="SafetensorsDType"/>) then by name, laid out back to back in that order, compact JSON
-/// with "__metadata__" first, the header padded with spaces to a multiple of 8 bytes.
-/// </summary>
-/// <remarks>
-/// The reference emits metadata keys in hash-map order, which is not reproducible; they are
-/// written here sorted by name (UTF-8 byte order), so the same input always gives the same file.
-/// </remarks>
-public static class SafetensorsWriter
+// The writer half of the format; the reader is in SafetensorsFile.cs.
+public sealed partial class SafetensorsFile
 {
     private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
@@ -91,7 +82,15 @@ public static class SafetensorsWriter
     /// Writes <paramref name="tensors"/> and <paramref name="metadata"/> to <paramref name="path"/>
     /// atomically (<see cref="AtomicFile"/>): readers see the old file or the complete new one, and a
     /// failure (a throwing callback, a full disk) leaves the target untouched and no temporary file.
+    /// The bytes are those the reference implementation (huggingface/safetensors) writes: tensors ordered
+    /// by dtype descending in the reference's dtype order (see <see cref="SafetensorsDType"/>) then by
+    /// name, laid out back to back in that order, compact JSON with "__metadata__" first, the header
+    /// padded with spaces to a multiple of 8 bytes.
     /// </summary>
+    /// <remarks>
+    /// The reference emits metadata keys in hash-map order, which is not reproducible; they are
+    /// written here sorted by name (UTF-8 byte order), so the same input always gives the same file.
+    /// </remarks>
     /// <param name="path">Target file; replaced if it exists.</param>
     /// <param name="tensors">Tensors with distinct names.</param>
     /// <param name="metadata">String pairs for "__metadata__"; null writes no "__metadata__" key at all.</param>
@@ -103,8 +102,8 @@ public static class SafetensorsWriter
         ArgumentNullException.ThrowIfNull(tensors);
         var ordered = Order(tensors);
         var header = BuildHeader(ordered, metadata);
-        if (header.Length > SafetensorsFile.MaxHeaderLength)
-            throw new SafetensorsFormatException(path, $"the header would be {header.Length} bytes, over the {SafetensorsFile.MaxHeaderLength}-byte limit");
+        if (header.Length > MaxHeaderLength)
+            throw new SafetensorsFormatException(path, $"the header would be {header.Length} bytes, over the {MaxHeaderLength}-byte limit");
 
         AtomicFile.Write(path, file =>
         {
