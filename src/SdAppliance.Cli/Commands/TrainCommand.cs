@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Reflection;
-using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
@@ -45,30 +44,11 @@ public static class TrainCommand
                 if (parse.GetResult(option) is { Implicit: false })
                     flags[field] = parse.GetValue(option) ?? "";  // a bare boolean flag: "" reads as true
             var io = parse.InvocationConfiguration;
-            // System.CommandLine's own Ctrl+C handling gives an action two seconds and then abandons it; a CPU
-            // training step takes longer, and the run should stop between steps. Run installs its own handler.
-            io.ProcessTerminationTimeout = null;
             var arguments = new TrainArguments(parse.GetValue(config), parse.GetValue(resume), flags);
-            return Task.FromResult(RunWithCtrlC(arguments, paths(), io.Output, io.Error, cancellationToken));
+            // Ctrl+C reaches the run through cancellationToken (Interrupts): it stops after the current step.
+            return Task.FromResult(Run(arguments, paths(), io.Output, io.Error, cancellationToken));
         });
         return command;
-    }
-
-    /// <summary>The first Ctrl+C (or SIGTERM) asks the run to stop after its current step; a second one ends the process at once.</summary>
-    private static int RunWithCtrlC(TrainArguments arguments, AppPaths paths, TextWriter output, TextWriter error, CancellationToken cancellationToken)
-    {
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        void OnSignal(PosixSignalContext context)
-        {
-            if (stop.IsCancellationRequested) return;
-            context.Cancel = true;
-            error.WriteLine();
-            error.WriteLine("stopping after the current step (Ctrl+C again quits at once; the saved training states stay intact)");
-            stop.Cancel();
-        }
-        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
-        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
-        return Run(arguments, paths, output, error, stop.Token);
     }
 
     internal static int Run(TrainArguments args, AppPaths paths, TextWriter output, TextWriter error, CancellationToken cancellationToken = default)
