@@ -123,13 +123,17 @@ public sealed class InterruptTests : IDisposable
 
         public static Sdapp Start(string folder, string[] args, params (string Name, string Value)[] environment)
         {
-            // dotnet test sets DOTNET_HOST_PATH to the muxer that runs it; the same one runs sdapp.dll.
-            var start = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet")
+            // A shell that starts a job in the background (CI, `cmd &`) hands it SIGINT ignored, as POSIX says, and sdapp
+            // rightly keeps it so; env --default-signal gives the child Ctrl+C as a terminal's foreground job has it.
+            var start = new ProcessStartInfo("env")
             {
                 RedirectStandardOutput = true,
                 RedirectStandardError = true,
                 WorkingDirectory = folder,
             };
+            start.ArgumentList.Add("--default-signal=INT");
+            // dotnet test sets DOTNET_HOST_PATH to the muxer that runs it; the same one runs sdapp.dll.
+            start.ArgumentList.Add(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet");
             start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "sdapp.dll"));
             foreach (var arg in args) start.ArgumentList.Add(arg);
             foreach (var (name, value) in environment) start.Environment[name] = value;
@@ -148,8 +152,10 @@ public sealed class InterruptTests : IDisposable
         /// <summary>Polls until <paramref name="condition"/> holds; fails if the process ends first.</summary>
         public void WaitFor(Func<bool> condition, string what)
         {
+            var giveUp = DateTime.UtcNow + TimeSpan.FromMinutes(5);  // a hang guard, not a speed check
             while (!condition())
             {
+                if (DateTime.UtcNow > giveUp) Assert.Fail($"no {what} within 5 minutes: {Error}");
                 if (process.HasExited)
                 {
                     process.WaitForExit();
@@ -161,6 +167,9 @@ public sealed class InterruptTests : IDisposable
 
         public (int ExitCode, string Error) WaitForExit()
         {
+            // A bound only so that a signal that never arrives fails the test instead of hanging the suite.
+            if (!process.WaitForExit(TimeSpan.FromMinutes(5)))
+                Assert.Fail($"sdapp did not end within 5 minutes of the signal: {Error}");
             process.WaitForExit();  // also waits for the redirected streams to end
             return (process.ExitCode, Error);
         }
