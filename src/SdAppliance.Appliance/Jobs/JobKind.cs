@@ -1,0 +1,20 @@
+namespace SdAppliance.Appliance.Jobs;
+
+/// <summary>What a job does.</summary>
+public enum JobKind
+{
+    Training,
+    Generation,
+    ClassImages,
+    Conversion,
+}
+
+/// <summary>queued → running → completed / failed / cancelled.</summary>
+public enum JobState
+{
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}

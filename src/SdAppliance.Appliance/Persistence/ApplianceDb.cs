@@ -1,0 +1,12 @@
+using Microsoft.AspNetCore.Identity.EntityFrameworkCore;
+using Microsoft.EntityFrameworkCore;
+using SdAppliance.Appliance.Accounts;
+using SdAppliance.Appliance.Jobs;
+
+namespace SdAppliance.Appliance.Persistence;
+
+/// <summary>The appliance database (SQLite): accounts (ASP.NET Core Identity), jobs; its schema changes through migrations.</summary>
+public sealed class ApplianceDb(DbContextOptions<ApplianceDb> options) : IdentityDbContext<ApplianceUser>(options)
+{
+    public DbSet<Job> Jobs => Set<Job>();
+}
