@@ -1,13 +1,30 @@
+using SdAppliance.Appliance;
+using SdAppliance.Web.A1111;
+using SdAppliance.Web.Api;
+using SdAppliance.Web.Security;
+
 namespace SdAppliance.Web;
 
 /// <summary>Builds and runs the appliance's web host; <c>sdapp serve</c> and the tests start it through here.</summary>
 public static class ApplianceHost
 {
+    /// <param name="args">Host arguments: <c>--urls</c>, <c>--data DIR</c> (else <c>SDAPP_DATA</c>, else <c>./data</c>), any ASP.NET setting.</param>
     public static WebApplication Build(string[] args)
     {
         var builder = WebApplication.CreateBuilder(args);
+        var options = Options(builder.Configuration);
+        Directory.CreateDirectory(options.DataFolder);
+        builder.Services.AddAppliance(options);
+        builder.AddApplianceSecurity();
+        builder.AddRestApi();
+        builder.AddA1111Api();
+
         var app = builder.Build();
-        app.MapGet("/health", () => Results.Ok(new { status = "ok" }));
+        app.UseApplianceSecurity();
+        app.MapGet("/health", () => Results.Ok(new { status = "ok" })).AllowAnonymous();
+        app.MapRestApi();
+        app.MapA1111Api();
+        app.MapStatusPage();
         return app;
     }
 
@@ -16,5 +33,26 @@ public static class ApplianceHost
         await using var app = Build(args);
         await app.RunAsync();
         return 0;
+    }
+
+    /// <summary>The appliance's options from the host's configuration (<c>data</c>, <c>import_roots</c>) and the environment.</summary>
+    internal static ApplianceOptions Options(IConfiguration configuration)
+    {
+        var data = configuration["data"] is { Length: > 0 } d ? d
+            : Environment.GetEnvironmentVariable("SDAPP_DATA") is { Length: > 0 } e ? e : "data";
+        return new ApplianceOptions
+        {
+            DataFolder = Path.GetFullPath(data),
+            ApplicationRoot = FindApplicationRoot(),
+            ImportRoots = configuration.GetSection("import_roots").Get<string[]>() ?? [],
+        };
+    }
+
+    /// <summary>The folder holding <c>models/configs</c>, found upwards from the program (the repository or install folder).</summary>
+    private static string? FindApplicationRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            if (Directory.Exists(Path.Combine(dir.FullName, "models", "configs"))) return dir.FullName;
+        return null;
     }
 }

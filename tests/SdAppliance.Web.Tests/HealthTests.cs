@@ -1,4 +1,3 @@
-using Microsoft.AspNetCore.Mvc.Testing;
 
 namespace SdAppliance.Web.Tests;
 
@@ -7,7 +6,7 @@ public sealed class HealthTests
     [Fact]
     public async Task The_health_check_answers_without_credentials()
     {
-        await using var factory = new WebApplicationFactory<Program>();
+        await using var factory = new ApplianceFactory();
         using var client = factory.CreateClient();
         var response = await client.GetAsync("/health");
         Assert.True(response.IsSuccessStatusCode);

@@ -1,0 +1,19 @@
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.DependencyInjection;
+using SdAppliance.Appliance.Jobs;
+using SdAppliance.Appliance.Persistence;
+
+namespace SdAppliance.Appliance;
+
+/// <summary>Registers the appliance's services; the web host and the CLI call <see cref="AddAppliance"/>.</summary>
+public static class ApplianceServices
+{
+    public static IServiceCollection AddAppliance(this IServiceCollection services, ApplianceOptions options)
+    {
+        services.AddSingleton(options);
+        var database = Path.Combine(options.DataFolder, "appliance.db");
+        services.AddDbContextFactory<ApplianceDb>(db => db.UseSqlite($"Data Source={database}"));
+        services.AddSingleton<JobService>();
+        return services;
+    }
+}
