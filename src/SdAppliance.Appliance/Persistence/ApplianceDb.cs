@@ -9,4 +9,12 @@ namespace SdAppliance.Appliance.Persistence;
 public sealed class ApplianceDb(DbContextOptions<ApplianceDb> options) : IdentityDbContext<ApplianceUser>(options)
 {
     public DbSet<Job> Jobs => Set<Job>();
+
+    public DbSet<Setting> Settings => Set<Setting>();
+
+    protected override void OnModelCreating(ModelBuilder builder)
+    {
+        base.OnModelCreating(builder);
+        builder.Entity<Setting>().HasKey(s => s.Key);
+    }
 }

@@ -11,7 +11,7 @@ using SdAppliance.Appliance.Persistence;
 namespace SdAppliance.Appliance.Persistence.Migrations
 {
     [DbContext(typeof(ApplianceDb))]
-    [Migration("20261202054724_InitialCreate")]
+    [Migration("20261202054856_InitialCreate")]
     partial class InitialCreate
     {
         /// <inheritdoc />
@@ -253,6 +253,20 @@ namespace SdAppliance.Appliance.Persistence.Migrations
                     b.HasKey("Id");
 
                     b.ToTable("Jobs");
+                });
+
+            modelBuilder.Entity("SdAppliance.Appliance.Persistence.Setting", b =>
+                {
+                    b.Property<string>("Key")
+                        .HasColumnType("TEXT");
+
+                    b.Property<string>("ValueJson")
+                        .IsRequired()
+                        .HasColumnType("TEXT");
+
+                    b.HasKey("Key");
+
+                    b.ToTable("Settings");
                 });
 
             modelBuilder.Entity("Microsoft.AspNetCore.Identity.IdentityRoleClaim<string>", b =>
