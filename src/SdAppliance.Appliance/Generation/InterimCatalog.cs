@@ -8,6 +8,9 @@ namespace SdAppliance.Appliance.Generation;
 /// <summary>A base model: <see cref="Title"/> as A1111 shows it ("name.safetensors [hash]"), <see cref="Name"/> without extension.</summary>
 public sealed record CatalogModel(string Title, string Name, string FileName, string Path, string? ShortHash, string? Sha256);
 
+/// <summary>A LoRA or embedding file.</summary>
+public sealed record CatalogAdapter(string Name, string Path, IReadOnlyDictionary<string, string> Metadata);
+
 /// <summary>The base models and adapters the appliance can use.</summary>
 public sealed class ModelCatalog(ApplianceOptions options)
 {
@@ -41,6 +44,15 @@ public sealed class ModelCatalog(ApplianceOptions options)
 
     public CatalogModel Find(string name) => TryFind(name)
         ?? throw new UserInputException("model", $"no model '{name}'; the models are: {string.Join(", ", Models().Select(m => m.Title))}");
+
+    public IReadOnlyList<CatalogAdapter> Loras() => Adapters("lora", ".safetensors");
+
+    public IReadOnlyList<CatalogAdapter> Embeddings() => Adapters("embeddings", ".safetensors", ".pt", ".bin");
+
+    private List<CatalogAdapter> Adapters(string kind, params string[] extensions) =>
+        [.. Folders(kind).Where(Directory.Exists).SelectMany(Directory.EnumerateFiles)
+            .Where(f => extensions.Contains(System.IO.Path.GetExtension(f), StringComparer.OrdinalIgnoreCase))
+            .Select(f => new CatalogAdapter(System.IO.Path.GetFileNameWithoutExtension(f), f, new Dictionary<string, string>()))];
 
     public string FindLora(string name)
     {
