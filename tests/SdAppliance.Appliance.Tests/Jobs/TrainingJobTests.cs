@@ -86,6 +86,35 @@ public sealed class TrainingJobTests : IDisposable
     }
 
     [Fact]
+    public async Task Cancelling_a_running_training_job_stops_the_trainer_which_keeps_a_state_and_resuming_it_ends_as_an_uninterrupted_run()
+    {
+        var generator = new ControlledRunner(JobKind.Generation, usesDevice: true);
+        await using var appliance = await TestAppliance.StartAsync(data, [new TrainingJobRunner(Options), generator]);
+        var uninterrupted = await appliance.WaitAsync((await appliance.SubmitAsync(JobKind.Training, "alice", TinyLora.Request(steps: 8))).Id);
+
+        var training = await appliance.SubmitAsync(JobKind.Training, "alice", TinyLora.Request(steps: 8));
+        using (var timeout = new CancellationTokenSource(TestAppliance.Patience))
+            await foreach (var e in appliance.Jobs.EventsAsync(training.Id, 0, timeout.Token))
+                if (e.Type == JobEventTypes.Step) break;
+        // A generation holds the run at a step boundary, so the cancellation lands mid-run however fast the steps are.
+        var generation = await appliance.SubmitAsync(JobKind.Generation, "bob", new { });
+        await generator.WaitStartedAsync(generation.Id);
+        var alice = new Caller("alice", IsAdmin: false);
+        Assert.True(await appliance.Jobs.CancelAsync(alice, training.Id, CancellationToken.None));
+        generator.Complete(generation.Id);
+        var cancelled = await appliance.WaitAsync(training.Id);
+        Assert.Equal(JobState.Cancelled, cancelled.State);
+        Assert.InRange(cancelled.Step, 1, 7);
+        Assert.NotNull(new SdAppliance.Training.Runs.RunFolder(Path.Combine(data, cancelled.Folder)).LatestState);
+
+        Assert.Null(await appliance.Jobs.ResumeAsync(new Caller("bob", IsAdmin: false), training.Id, CancellationToken.None));
+        Assert.Equal(JobState.Queued, (await appliance.Jobs.ResumeAsync(alice, training.Id, CancellationToken.None))!.State);
+        var resumed = await appliance.WaitAsync(training.Id);
+        Assert.Equal((JobState.Completed, 8L, 2), (resumed.State, resumed.Step, resumed.Attempts));
+        TinyLora.AssertSameTensors(TinyLora.LoraOf(data, uninterrupted), TinyLora.LoraOf(data, resumed));
+    }
+
+    [Fact]
     public async Task A_bad_training_request_fails_with_the_message_naming_the_field()
     {
         await using var appliance = await TestAppliance.StartAsync(data, [new TrainingJobRunner(Options)]);
