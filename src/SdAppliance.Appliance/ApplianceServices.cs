@@ -1,6 +1,7 @@
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using SdAppliance.Appliance.Generation;
 using SdAppliance.Appliance.Jobs;
 using SdAppliance.Appliance.Persistence;
 
@@ -16,11 +17,26 @@ public static class ApplianceServices
         services.AddDbContextFactory<ApplianceDb>(db => db.UseSqlite($"Data Source={database}"));
         services.AddLogging();
         services.AddSingleton<JobService>();
+        services.AddJobs();
+        services.AddGeneration();
+        return services;
+    }
+
+    private static void AddJobs(this IServiceCollection services)
+    {
         services.AddSingleton<JobScheduler>();
+        services.AddHostedService(provider => provider.GetRequiredService<JobScheduler>());
         services.AddSingleton<IJobRunner, TrainingJobRunner>();
         services.AddSingleton<IJobRunner, ClassImagesJobRunner>();
         services.AddSingleton<IJobRunner, ConversionJobRunner>();
-        services.AddHostedService(provider => provider.GetRequiredService<JobScheduler>());
-        return services;
+    }
+
+    private static void AddGeneration(this IServiceCollection services)
+    {
+        services.AddSingleton(new GenerationOptions());
+        services.AddSingleton<ModelCatalog>();
+        services.AddSingleton<GenerationService>();
+        services.AddSingleton<GenerationJobs>();
+        services.AddSingleton<IJobRunner, GenerationJobRunner>();
     }
 }
