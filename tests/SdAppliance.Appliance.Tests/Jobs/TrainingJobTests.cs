@@ -2,6 +2,8 @@ using Microsoft.Data.Sqlite;
 using Microsoft.EntityFrameworkCore;
 using SdAppliance.Appliance.Jobs;
 using SdAppliance.Appliance.Persistence;
+using SdAppliance.Formats;
+using SdAppliance.Training;
 
 namespace SdAppliance.Appliance.Tests.Jobs;
 
@@ -116,16 +118,17 @@ public sealed class TrainingJobTests : IDisposable
     }
 
     [Fact]
-    public async Task A_bad_training_request_fails_with_the_message_naming_the_field()
+    public async Task A_bad_training_request_is_refused_when_submitted_naming_the_field()
     {
         await using var appliance = await TestAppliance.StartAsync(data, [new TrainingJobRunner(Options)]);
-        var job = await appliance.SubmitAsync(JobKind.Training, "alice", new Dictionary<string, object> { ["data"] = "datasets/squares", ["network_dim"] = 0 });
-        var failed = await appliance.WaitAsync(job.Id);
-        Assert.Equal(JobState.Failed, failed.State);
-        Assert.StartsWith("network_dim:", failed.Error, StringComparison.Ordinal);
-
-        var outside = await appliance.WaitAsync((await appliance.SubmitAsync(JobKind.Training, "alice", new { data = "../../etc" })).Id);
-        Assert.StartsWith("data: '../../etc' is outside the data folder", outside.Error, StringComparison.Ordinal);
+        var rank = await Assert.ThrowsAsync<TrainingConfigException>(() =>
+            appliance.SubmitAsync(JobKind.Training, "alice", new Dictionary<string, object> { ["data"] = "datasets/squares", ["network_dim"] = 0 }));
+        Assert.StartsWith("network_dim:", rank.Message, StringComparison.Ordinal);
+        var outside = await Assert.ThrowsAsync<UserInputException>(() => appliance.SubmitAsync(JobKind.Training, "alice", new { data = "../../etc" }));
+        Assert.StartsWith("data: '../../etc' is outside the data folder", outside.Message, StringComparison.Ordinal);
+        var unknown = await Assert.ThrowsAsync<TrainingConfigException>(() => appliance.SubmitAsync(JobKind.Training, "alice", new { data = "datasets/squares", network_rank = 4 }));
+        Assert.StartsWith("network_rank: not a setting (in 'request')", unknown.Message, StringComparison.Ordinal);
+        Assert.Empty(await appliance.Jobs.ListAsync(new Caller("alice", IsAdmin: false), null, CancellationToken.None));
     }
 
     private static async Task<List<JobEvent>> EventsOf(TestAppliance appliance, Guid job)
