@@ -1,9 +1,11 @@
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using SdAppliance.Appliance.Catalog;
 using SdAppliance.Appliance.Generation;
 using SdAppliance.Appliance.Jobs;
 using SdAppliance.Appliance.Persistence;
+using SdAppliance.Appliance.Storage;
 
 namespace SdAppliance.Appliance;
 
@@ -13,8 +15,13 @@ public static class ApplianceServices
     public static IServiceCollection AddAppliance(this IServiceCollection services, ApplianceOptions options)
     {
         services.AddSingleton(options);
-        var database = Path.Combine(options.DataFolder, "appliance.db");
-        services.AddDbContextFactory<ApplianceDb>(db => db.UseSqlite($"Data Source={database}"));
+        // The folders are there before anything (the database among them) is opened.
+        var data = new DataFolder(options.DataFolder, options.ApplicationRoot).Create();
+        services.AddSingleton(data);
+        services.AddDbContextFactory<ApplianceDb>(db => db.UseSqlite($"Data Source={data.Database}"));
+        services.AddSingleton<PathGuard>();
+        services.AddSingleton<Ownership>();
+        services.AddSingleton<ModelCatalog>();
         services.AddLogging();
         services.AddSingleton<JobService>();
         services.AddJobs();
@@ -34,7 +41,6 @@ public static class ApplianceServices
     private static void AddGeneration(this IServiceCollection services)
     {
         services.AddSingleton(new GenerationOptions());
-        services.AddSingleton<ModelCatalog>();
         services.AddSingleton<GenerationService>();
         services.AddSingleton<GenerationJobs>();
         services.AddSingleton<IJobRunner, GenerationJobRunner>();

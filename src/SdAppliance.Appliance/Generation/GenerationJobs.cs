@@ -18,7 +18,7 @@ public sealed class GenerationJobs(JobService jobs, GenerationService generation
     /// <summary>Checks and queues a generation for <paramref name="caller"/>; <paramref name="initImage"/> is an image file's bytes (img2img).</summary>
     public async Task<JobView> SubmitAsync(Caller caller, GenerationJobRequest request, ReadOnlyMemory<byte>? initImage, CancellationToken cancellationToken, int priority = 0)
     {
-        var prepared = await generation.PrepareAsync(request, initImage, cancellationToken);
+        var prepared = await generation.PrepareAsync(caller, request, initImage, cancellationToken);
         return await jobs.SubmitAsync(new JobSubmission(JobKind.Generation, caller.UserId, prepared.ToJson(), priority), cancellationToken);
     }
 

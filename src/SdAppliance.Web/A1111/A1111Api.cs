@@ -1,6 +1,6 @@
 using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Http.Timeouts;
-using SdAppliance.Appliance;
+using SdAppliance.Appliance.Catalog;
 using SdAppliance.Appliance.Generation;
 using SdAppliance.Formats;
 using SdAppliance.Web.Security;
@@ -39,10 +39,11 @@ public static class A1111Api
         });
         api.MapGet("/options", OptionsAsync);
         api.MapPost("/options", SetOptionsAsync);
-        api.MapGet("/sd-models", (ModelCatalog catalog) => catalog.Models().Select(m => new
-        {
-            title = m.Title, model_name = m.Name, hash = m.ShortHash, sha256 = m.Sha256, filename = m.Path, config = (string?)null,
-        }));
+        api.MapGet("/sd-models", async (HttpContext http, ModelCatalog catalog, CancellationToken ct) =>
+            (await catalog.ListAsync(http.User.ToCaller(), ModelKind.Checkpoint, ct)).Where(m => m.Problem is null).Select(m => new
+            {
+                title = m.Title, model_name = m.Name, hash = m.ShortHash, sha256 = m.Sha256, filename = m.Path, config = (string?)null,
+            }));
         api.MapGet("/samplers", () => SamplerNames.BaseSamplers.Select(s => new
         {
             name = s.DisplayName, aliases = (string[])[s.Id, .. s.Aliases], options = new Dictionary<string, string>(),
@@ -51,12 +52,10 @@ public static class A1111Api
         {
             name = t.Name, label = t.Label, aliases = t.Aliases.Count == 0 ? null : t.Aliases, default_rho = t.DefaultRho, need_inner_model = false,
         }));
-        api.MapGet("/loras", (ModelCatalog catalog) => catalog.Loras().Select(l => new { name = l.Name, alias = l.Name, path = l.Path, metadata = l.Metadata }));
-        api.MapGet("/embeddings", (ModelCatalog catalog) => new
-        {
-            loaded = catalog.Embeddings().ToDictionary(e => e.Name, _ => new { step = (int?)null, sd_checkpoint = (string?)null, sd_checkpoint_name = (string?)null, shape = (int?)null, vectors = (int?)null }),
-            skipped = new Dictionary<string, object>(),
-        });
+        api.MapGet("/loras", async (HttpContext http, ModelCatalog catalog, CancellationToken ct) =>
+            (await catalog.ListAsync(http.User.ToCaller(), ModelKind.Lora, ct)).Where(l => l.Problem is null)
+                .Select(l => new { name = l.Name, alias = l.Metadata.GetValueOrDefault("ss_output_name") ?? l.Name, path = l.Path, metadata = l.Metadata }));
+        api.MapGet("/embeddings", EmbeddingsAsync);
         api.MapGet("/scripts", () => new { txt2img = Array.Empty<string>(), img2img = Array.Empty<string>() });
 
         // What the appliance has none of (upscalers, VAEs apart from the model's, face restorers...): empty, so clients' panels fill.
@@ -69,6 +68,23 @@ public static class A1111Api
         foreach (var noop in (string[])["refresh-checkpoints", "refresh-vae", "refresh-embeddings", "refresh-loras", "unload-checkpoint", "reload-checkpoint"])
             api.MapPost("/" + noop, Null);
         return app;
+    }
+
+    /// <summary>
+    /// A1111's embeddings, all under <c>loaded</c>: which fit the model is told when a prompt uses one (the generation
+    /// warns about one made for another family), as the catalog does not load text encoders to list files.
+    /// </summary>
+    private static async Task<IResult> EmbeddingsAsync(HttpContext http, ModelCatalog catalog, CancellationToken cancellationToken)
+    {
+        var embeddings = await catalog.ListAsync(http.User.ToCaller(), ModelKind.Embedding, cancellationToken);
+        return Results.Json(new
+        {
+            loaded = embeddings.Where(e => e.Problem is null).ToDictionary(e => e.Name, e => new
+            {
+                step = (int?)null, sd_checkpoint = (string?)null, sd_checkpoint_name = (string?)null, shape = e.Dimension, vectors = e.Vectors,
+            }),
+            skipped = new Dictionary<string, object>(),
+        });
     }
 
     private static IResult Null() => Results.Content("null", "application/json");
@@ -119,9 +135,9 @@ public static class A1111Api
     /// The options clients read: the current model by title, and A1111's values for the settings that are fixed here
     /// (PNG output, the model's own VAE). Clip skip is taken per request (<c>override_settings</c>).
     /// </summary>
-    private static async Task<IResult> OptionsAsync(GenerationService generation, CancellationToken cancellationToken)
+    private static async Task<IResult> OptionsAsync(HttpContext http, GenerationService generation, CancellationToken cancellationToken)
     {
-        var model = await generation.CurrentModelAsync(cancellationToken);
+        var model = await generation.CurrentModelAsync(http.User.ToCaller(), cancellationToken);
         return Results.Json(new Dictionary<string, object?>
         {
             ["sd_model_checkpoint"] = model.Title,
@@ -138,14 +154,14 @@ public static class A1111Api
     /// Takes any subset of the options, the whole dict GET returned included: <c>sd_model_checkpoint</c> (a title, name or
     /// file name) switches the model, the rest is fixed here and ignored. An unknown model is A1111's RuntimeError (500).
     /// </summary>
-    private static async Task<IResult> SetOptionsAsync(HttpRequest request, GenerationService generation, CancellationToken cancellationToken)
+    private static async Task<IResult> SetOptionsAsync(HttpContext http, GenerationService generation, CancellationToken cancellationToken)
     {
-        var body = await A1111Errors.ReadObjectAsync(request, cancellationToken);
+        var body = await A1111Errors.ReadObjectAsync(http.Request, cancellationToken);
         if (body["sd_model_checkpoint"] is JsonValue v && v.TryGetValue<string>(out var name) && name.Length > 0)
         {
             try
             {
-                await generation.SetCurrentModelAsync(name, cancellationToken);
+                await generation.SetCurrentModelAsync(http.User.ToCaller(), name, cancellationToken);
             }
             catch (UserInputException e)
             {
