@@ -1,5 +1,6 @@
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
+using SdAppliance.Appliance.Accounts;
 using SdAppliance.Appliance.Jobs;
 using SdAppliance.Appliance.Persistence;
 
@@ -13,6 +14,8 @@ public static class ApplianceServices
         services.AddSingleton(options);
         var database = Path.Combine(options.DataFolder, "appliance.db");
         services.AddDbContextFactory<ApplianceDb>(db => db.UseSqlite($"Data Source={database}"));
+        services.AddHostedService<DatabaseMigration.AtStart>();
+        services.AddAccounts();
         services.AddSingleton<JobService>();
         return services;
     }
