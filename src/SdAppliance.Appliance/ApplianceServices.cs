@@ -1,8 +1,10 @@
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
 using SdAppliance.Appliance.Accounts;
+using SdAppliance.Appliance.Catalog;
 using SdAppliance.Appliance.Jobs;
 using SdAppliance.Appliance.Persistence;
+using SdAppliance.Appliance.Storage;
 
 namespace SdAppliance.Appliance;
 
@@ -12,8 +14,13 @@ public static class ApplianceServices
     public static IServiceCollection AddAppliance(this IServiceCollection services, ApplianceOptions options)
     {
         services.AddSingleton(options);
-        var database = Path.Combine(options.DataFolder, "appliance.db");
-        services.AddDbContextFactory<ApplianceDb>(db => db.UseSqlite($"Data Source={database}"));
+        // The folders are there before anything (the database among them) is opened.
+        var data = new DataFolder(options.DataFolder, options.ApplicationRoot).Create();
+        services.AddSingleton(data);
+        services.AddDbContextFactory<ApplianceDb>(db => db.UseSqlite($"Data Source={data.Database}"));
+        services.AddSingleton<PathGuard>();
+        services.AddSingleton<Ownership>();
+        services.AddSingleton<ModelCatalog>();
         services.AddHostedService<DatabaseMigration.AtStart>();
         services.AddAccounts();
         services.AddSingleton<JobService>();
