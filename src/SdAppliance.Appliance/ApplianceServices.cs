@@ -1,6 +1,7 @@
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using SdAppliance.Appliance.Accounts;
 using SdAppliance.Appliance.Catalog;
 using SdAppliance.Appliance.Generation;
 using SdAppliance.Appliance.Jobs;
@@ -23,6 +24,9 @@ public static class ApplianceServices
         services.AddSingleton<Ownership>();
         services.AddSingleton<ModelCatalog>();
         services.AddLogging();
+        // The schema is migrated before the scheduler (a hosted service registered after it) reads the jobs.
+        services.AddHostedService<DatabaseMigration.AtStart>();
+        services.AddAccounts();
         services.AddSingleton<JobService>();
         services.AddJobs();
         services.AddGeneration();

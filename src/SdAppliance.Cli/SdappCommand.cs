@@ -14,6 +14,8 @@ public static class SdappCommand
             GenerateCommand.Create(),
             ConvertCommand.Create(),
             TrainCommand.Create(),
+            UserCommand.Create(),
+            TokenCommand.Create(),
         };
         return root;
     }

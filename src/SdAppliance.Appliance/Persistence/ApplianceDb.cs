@@ -6,12 +6,14 @@ using SdAppliance.Appliance.Storage;
 
 namespace SdAppliance.Appliance.Persistence;
 
-/// <summary>The appliance database (SQLite): accounts (ASP.NET Core Identity), jobs; its schema changes through migrations.</summary>
+/// <summary>The appliance database (SQLite): accounts (ASP.NET Core Identity, API tokens), jobs, settings; its schema changes through migrations.</summary>
 public sealed class ApplianceDb(DbContextOptions<ApplianceDb> options) : IdentityDbContext<ApplianceUser>(options)
 {
     public DbSet<Job> Jobs => Set<Job>();
 
     public DbSet<Setting> Settings => Set<Setting>();
+
+    public DbSet<ApiToken> ApiTokens => Set<ApiToken>();
 
     public DbSet<StoredItem> StoredItems => Set<StoredItem>();
 
@@ -22,5 +24,6 @@ public sealed class ApplianceDb(DbContextOptions<ApplianceDb> options) : Identit
         builder.Entity<StoredItem>().Property(i => i.Area).HasConversion<string>();
         builder.Entity<StoredItem>().HasIndex(i => new { i.Area, i.Path }).IsUnique();
         builder.Entity<StoredItem>().HasIndex(i => i.OwnerId);
+        AccountModel.Configure(builder);
     }
 }
