@@ -114,7 +114,9 @@ internal static class A1111Generation
         A1111GenerationRequest request, GenerationJobRequest job, byte[]? initImage, CancellationToken cancellationToken)
     {
         var started = DateTime.Now;
-        var result = await jobs.RunAsync(http.User.ToCaller(), job, initImage, cancellationToken);
+        // An interrupted job answers as A1111 does when nothing was finished: no images.
+        var result = await jobs.RunAsync(http.User.ToCaller(), job, initImage, cancellationToken)
+            ?? new GenerationJobResult([], job.Width ?? 0, job.Height ?? 0, "", null, job.Sampler, []);
         var images = request.SendImages == false
             ? []
             : await Task.WhenAll(result.Images.Select(async i => Convert.ToBase64String(await File.ReadAllBytesAsync(Path.Combine(options.DataFolder, i.File), cancellationToken))));
