@@ -15,7 +15,7 @@ public sealed class GenerationFailedException(JobView job) : Exception(job.Error
 public sealed class GenerationJobs(JobService jobs, GenerationService generation)
 {
     /// <summary>Checks and queues a generation for <paramref name="caller"/>; <paramref name="initImage"/> is an image file's bytes (img2img).</summary>
-    public async Task<JobView> SubmitAsync(Caller caller, GenerationJobRequest request, ReadOnlyMemory<byte>? initImage, CancellationToken cancellationToken, int priority = 0)
+    public async Task<JobView> SubmitAsync(Caller caller, GenerationJobRequest request, byte[]? initImage, CancellationToken cancellationToken, int priority = 0)
     {
         var prepared = await generation.PrepareAsync(caller, request, initImage, cancellationToken);
         return await jobs.SubmitAsync(new JobSubmission(JobKind.Generation, caller.UserId, prepared.ToJson(), priority), cancellationToken);
@@ -27,7 +27,7 @@ public sealed class GenerationJobs(JobService jobs, GenerationService generation
     /// </summary>
     /// <returns>The images, or null when the job was cancelled meanwhile (an interrupt, an admin).</returns>
     /// <exception cref="GenerationFailedException">when the job failed.</exception>
-    public async Task<GenerationJobResult?> RunAsync(Caller caller, GenerationJobRequest request, ReadOnlyMemory<byte>? initImage, CancellationToken cancellationToken)
+    public async Task<GenerationJobResult?> RunAsync(Caller caller, GenerationJobRequest request, byte[]? initImage, CancellationToken cancellationToken)
     {
         var job = await SubmitAsync(caller, request, initImage, cancellationToken);
         JobView done;

@@ -94,7 +94,7 @@ public sealed class GenerationService(
     /// and schedule type, counts, sizes, LoRAs (<see cref="GenerationRequest.Validate"/>'s rules); stores the init image
     /// (its bytes, checked to be an image) under <c>inputs/</c> and returns the request that names it.
     /// </summary>
-    public async Task<GenerationJobRequest> PrepareAsync(Caller caller, GenerationJobRequest request, ReadOnlyMemory<byte>? initImage, CancellationToken cancellationToken)
+    public async Task<GenerationJobRequest> PrepareAsync(Caller caller, GenerationJobRequest request, byte[]? initImage, CancellationToken cancellationToken)
     {
         await ModelForAsync(caller, request, cancellationToken);
         (await ToPipelineRequestAsync(caller, request, init: null, cancellationToken)).Validate();
@@ -104,9 +104,9 @@ public sealed class GenerationService(
             return request;
         }
 
-        var format = ImageCodec.DetectFormat(bytes.Span)
+        var format = ImageCodec.DetectFormat(bytes)
             ?? throw new GenerationRequestException("init_image", "is not a PNG, JPEG or WebP image");
-        ImageCodec.Identify(bytes.Span, "init_image");
+        ImageCodec.Identify(bytes, "init_image");
         var relative = $"{InputsFolder}/{DateTime.UtcNow.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture)}/{Guid.NewGuid():N}.{format.ToString().ToLowerInvariant()}";
         var path = paths.Resolve(relative, data.FullPath, "init_image");
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
