@@ -21,7 +21,19 @@ public sealed class GenerationJobRunner(DataFolder data, Ownership ownership, Ge
 
     public bool UsesDevice => true;
 
-    public void Check(JsonElement request) => generation.Check(GenerationJobRequest.FromJson(request));
+    public void Check(JsonElement request)
+    {
+        GenerationJobRequest parsed;
+        try
+        {
+            parsed = GenerationJobRequest.FromJson(request);
+        }
+        catch (JsonException e)
+        {
+            throw new GenerationRequestException(e.Path is { Length: > 2 } path ? path[2..] : "request", $"cannot be read: {e.Message}");
+        }
+        generation.Check(parsed);
+    }
 
     public async Task<JsonElement?> RunAsync(JobContext context, CancellationToken cancellationToken)
     {
