@@ -28,7 +28,11 @@ public static class ServeCommand
             {
                 return await ApplianceHost.RunAsync(args, cancellationToken);
             }
-            catch (Exception e) when (e is not OperationCanceledException)
+            catch (OperationCanceledException)
+            {
+                return Interrupts.ExitCode;  // stopped before it had started
+            }
+            catch (Exception e)
             {
                 return CliErrors.Report(parse.InvocationConfiguration.Error, e);
             }
