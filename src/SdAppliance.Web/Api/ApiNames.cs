@@ -4,12 +4,12 @@ using SdAppliance.Formats;
 namespace SdAppliance.Web.Api;
 
 /// <summary>
-/// How the REST API spells enum values, in JSON and in routes and queries alike: kebab-case (<c>class-images</c>,
-/// <c>queued</c>), one spelling everywhere.
+/// How the REST API spells names, in JSON and in routes and queries alike: snake_case (<c>total_steps</c>,
+/// <c>class_images</c>, <c>queued</c>), as the requests it carries (a run.json, a generation request) and A1111 do.
 /// </summary>
 internal static class ApiNames
 {
-    public static readonly JsonNamingPolicy Policy = JsonNamingPolicy.KebabCaseLower;
+    public static readonly JsonNamingPolicy Policy = JsonNamingPolicy.SnakeCaseLower;
 
     public static string Of<TEnum>(TEnum value) where TEnum : struct, Enum => Policy.ConvertName(value.ToString());
 

@@ -18,7 +18,7 @@ internal static class JobEndpoints
         var jobs = api.MapGroup("/jobs").WithTags("Jobs");
         jobs.MapGet("/", List).WithSummary("The caller's jobs (an admin's: everyone's), newest first");
         jobs.MapPost("/{kind}", Submit)
-            .WithSummary("Queues a job: training (a run.json TrainingConfig), generation, class-images or conversion, its request as the body");
+            .WithSummary("Queues a job: training (a run.json TrainingConfig), generation, class_images or conversion, its request as the body");
         jobs.MapGet("/{id:guid}", Get).WithSummary("One job");
         jobs.MapPost("/{id:guid}/cancel", Cancel).WithSummary("Cancels a queued or running job");
         jobs.MapPost("/{id:guid}/resume", Resume).WithSummary("Queues a failed or cancelled training job again, from its last saved state");

@@ -20,7 +20,11 @@ public static class RestApi
             form.MultipartBodyLengthLimit = limits.MaxRequestBytes;
             form.ValueCountLimit = limits.MaxFormParts;
         });
-        builder.Services.ConfigureHttpJsonOptions(json => json.SerializerOptions.Converters.Add(new JsonStringEnumConverter(ApiNames.Policy)));
+        builder.Services.ConfigureHttpJsonOptions(json =>
+        {
+            json.SerializerOptions.PropertyNamingPolicy = ApiNames.Policy;
+            json.SerializerOptions.Converters.Add(new JsonStringEnumConverter(ApiNames.Policy));
+        });
         builder.Services.AddProblemDetails();
         builder.Services.AddOpenApi();
         return builder;
