@@ -1,5 +1,6 @@
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
+using SdAppliance.Appliance.Generation;
 using SdAppliance.Appliance.Jobs;
 using SdAppliance.Appliance.Persistence;
 
@@ -14,6 +15,16 @@ public static class ApplianceServices
         var database = Path.Combine(options.DataFolder, "appliance.db");
         services.AddDbContextFactory<ApplianceDb>(db => db.UseSqlite($"Data Source={database}"));
         services.AddSingleton<JobService>();
+        services.AddGeneration();
         return services;
+    }
+
+    private static void AddGeneration(this IServiceCollection services)
+    {
+        services.AddSingleton(new GenerationOptions());
+        services.AddSingleton<ModelCatalog>();
+        services.AddSingleton<GenerationService>();
+        services.AddSingleton<GenerationJobs>();
+        services.AddSingleton<IJobRunner, GenerationJobRunner>();
     }
 }
