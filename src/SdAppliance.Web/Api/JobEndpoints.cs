@@ -4,6 +4,7 @@ using System.Runtime.CompilerServices;
 using System.Text.Json;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
+using SdAppliance.Appliance.Generation;
 using SdAppliance.Appliance.Jobs;
 using SdAppliance.Formats;
 using SdAppliance.Web.Security;
@@ -17,8 +18,10 @@ internal static class JobEndpoints
     {
         var jobs = api.MapGroup("/jobs").WithTags("Jobs");
         jobs.MapGet("/", List).WithSummary("The caller's jobs (an admin's: everyone's), newest first");
+        jobs.MapPost("/generation", SubmitGeneration).Accepts<GenerationJobRequest>("application/json")
+            .WithSummary("Queues a generation (txt2img, or img2img with init_image: an image file in the data folder)");
         jobs.MapPost("/{kind}", Submit)
-            .WithSummary("Queues a job: training (a run.json TrainingConfig), generation, class_images or conversion, its request as the body");
+            .WithSummary("Queues a job of another kind: training (a run.json TrainingConfig), class_images or conversion, its request as the body");
         jobs.MapGet("/{id:guid}", Get).WithSummary("One job");
         jobs.MapPost("/{id:guid}/cancel", Cancel).WithSummary("Cancels a queued or running job");
         jobs.MapPost("/{id:guid}/resume", Resume).WithSummary("Queues a failed or cancelled training job again, from its last saved state");
@@ -34,6 +37,14 @@ internal static class JobEndpoints
     {
         var submission = new JobSubmission(ApiNames.Parse<JobKind>("kind", kind), http.User.ToCaller().UserId, request, priority);
         var job = await jobs.SubmitAsync(submission, cancellationToken);
+        return TypedResults.Created($"/api/v1/jobs/{job.Id}", job);
+    }
+
+    private static async Task<Created<JobView>> SubmitGeneration(
+        HttpContext http, GenerationJobs generations, [FromBody] JsonElement body, CancellationToken cancellationToken, int priority = 0)
+    {
+        var request = RequestBodies.Read(body, GenerationJobRequest.FromJson);
+        var job = await generations.SubmitAsync(http.User.ToCaller(), request, initImage: null, cancellationToken, priority);
         return TypedResults.Created($"/api/v1/jobs/{job.Id}", job);
     }
 
