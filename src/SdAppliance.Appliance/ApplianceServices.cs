@@ -1,5 +1,6 @@
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using SdAppliance.Appliance.Generation;
 using SdAppliance.Appliance.Jobs;
 using SdAppliance.Appliance.Persistence;
@@ -14,7 +15,10 @@ public static class ApplianceServices
         services.AddSingleton(options);
         var database = Path.Combine(options.DataFolder, "appliance.db");
         services.AddDbContextFactory<ApplianceDb>(db => db.UseSqlite($"Data Source={database}"));
+        services.AddLogging();
         services.AddSingleton<JobService>();
+        services.AddSingleton<JobScheduler>();
+        services.AddHostedService(provider => provider.GetRequiredService<JobScheduler>());
         services.AddGeneration();
         return services;
     }

@@ -6,7 +6,17 @@ namespace SdAppliance.Appliance.Jobs;
 public sealed record JobView(
     Guid Id, JobKind Kind, JobState State, string OwnerId, int Priority,
     DateTime CreatedUtc, DateTime? StartedUtc, DateTime? FinishedUtc,
-    long Step, long TotalSteps, string? Error, JsonElement Request, JsonElement? Result);
+    long Step, long TotalSteps, string? Error, JsonElement Request, JsonElement? Result)
+{
+    /// <summary>The device it runs (or last ran) on; null before it started.</summary>
+    public string? Device { get; init; }
+
+    /// <summary>How often it was started (more than once after a restart or a resume).</summary>
+    public int Attempts { get; init; }
+
+    /// <summary>Its folder relative to the data folder: <c>runs/ID</c> for training (the run folder), <c>jobs/ID</c> otherwise.</summary>
+    public string Folder { get; init; } = "";
+}
 
 /// <summary>What to run: the kind's request (serialised to JSON as it is stored), for whom, how urgently.</summary>
 public sealed record JobSubmission(JobKind Kind, string OwnerId, JsonElement Request, int Priority = 0);
