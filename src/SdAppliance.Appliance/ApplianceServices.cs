@@ -4,6 +4,7 @@ using Microsoft.Extensions.Hosting;
 using SdAppliance.Appliance.Generation;
 using SdAppliance.Appliance.Jobs;
 using SdAppliance.Appliance.Persistence;
+using SdAppliance.Appliance.Runs;
 
 namespace SdAppliance.Appliance;
 
@@ -20,6 +21,7 @@ public static class ApplianceServices
         services.AddSingleton<JobScheduler>();
         services.AddHostedService(provider => provider.GetRequiredService<JobScheduler>());
         services.AddGeneration();
+        services.AddSingleton<RunFiles>();
         return services;
     }
 

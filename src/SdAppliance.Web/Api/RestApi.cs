@@ -38,6 +38,7 @@ public static class RestApi
 
         var api = app.MapGroup(Prefix).RequireAuthorization().WithUserInputProblems();
         api.MapJobs();
+        api.MapRuns();
 
         app.MapOpenApi().RequireAuthorization();
         app.MapScalarApiReference().RequireAuthorization();
