@@ -19,6 +19,9 @@ public static class ApplianceServices
         services.AddLogging();
         services.AddSingleton<JobService>();
         services.AddSingleton<JobScheduler>();
+        services.AddSingleton<IJobRunner, TrainingJobRunner>();
+        services.AddSingleton<IJobRunner, ClassImagesJobRunner>();
+        services.AddSingleton<IJobRunner, ConversionJobRunner>();
         services.AddHostedService(provider => provider.GetRequiredService<JobScheduler>());
         services.AddGeneration();
         services.AddSingleton<RunFiles>();

@@ -33,10 +33,9 @@ public sealed class JobScheduler : IHostedService, IAsyncDisposable
         this.jobs = jobs;
         this.databases = databases;
         this.logger = logger;
+        // The last registered runner of a kind wins, as with any service: a host replaces one by registering its own.
         this.runners = [];
-        foreach (var runner in runners)
-            if (!this.runners.TryAdd(runner.Kind, runner))
-                throw new InvalidOperationException($"two job runners for {runner.Kind} jobs: {this.runners[runner.Kind].GetType().Name} and {runner.GetType().Name}");
+        foreach (var runner in runners) this.runners[runner.Kind] = runner;
         slots = [.. DevicesOf(options).Select(d => new DeviceSlot(d))];
     }
 

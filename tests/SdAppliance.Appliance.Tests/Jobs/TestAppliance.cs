@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using SdAppliance.Appliance.Jobs;
 
 namespace SdAppliance.Appliance.Tests.Jobs;
@@ -27,13 +28,18 @@ internal sealed class TestAppliance : IAsyncDisposable
     public static async Task<TestAppliance> StartAsync(string dataFolder, IEnumerable<IJobRunner> runners, IReadOnlyList<string>? devices = null)
     {
         var services = new ServiceCollection();
-        services.AddAppliance(new ApplianceOptions { DataFolder = dataFolder, ApplicationRoot = RepositoryRoot, Devices = devices ?? ["cpu"] });
+        services.AddAppliance(OptionsFor(dataFolder, devices));
+        // Only the test's runners: the appliance's own are tested with the real work they do.
+        services.RemoveAll<IJobRunner>();
         foreach (var runner in runners) services.AddSingleton(runner);
         var appliance = new TestAppliance(services.BuildServiceProvider());
         using var timeout = new CancellationTokenSource(Patience);
         await appliance.Scheduler.StartAsync(timeout.Token);
         return appliance;
     }
+
+    public static ApplianceOptions OptionsFor(string dataFolder, IReadOnlyList<string>? devices = null) =>
+        new() { DataFolder = dataFolder, ApplicationRoot = RepositoryRoot, Devices = devices ?? ["cpu"] };
 
     public Task<JobView> SubmitAsync(JobKind kind, string owner, object request, int priority = 0) =>
         Jobs.SubmitAsync(new JobSubmission(kind, owner, JsonSerializer.SerializeToElement(request), priority), CancellationToken.None);
