@@ -1,7 +1,6 @@
 using System.Globalization;
 using System.Net;
 using System.Text;
-using SdAppliance.Appliance;
 using SdAppliance.Appliance.Jobs;
 using SdAppliance.Web.Security;
 
@@ -12,7 +11,7 @@ internal static class StatusPage
 {
     private const int RecentJobs = 20;
 
-    public static async Task<IResult> Render(HttpContext http, JobService jobs, ApplianceOptions options, CancellationToken cancellationToken)
+    public static async Task<IResult> Render(HttpContext http, JobService jobs, JobScheduler scheduler, CancellationToken cancellationToken)
     {
         var caller = http.User.ToCaller();
         var list = await jobs.ListAsync(caller, state: null, cancellationToken);
@@ -22,7 +21,11 @@ internal static class StatusPage
             .Append("</head><body><h1>SdAppliance</h1>");
 
         html.Append("<h2>Devices</h2><ul>");
-        foreach (var device in options.Devices.Count > 0 ? options.Devices : ["cpu"]) html.Append("<li>").Append(Encode(device)).Append("</li>");
+        foreach (var device in scheduler.Devices)
+        {
+            var job = list.FirstOrDefault(j => j.State == JobState.Running && j.Device == device);
+            html.Append("<li>").Append(Encode(device)).Append(job is null ? "" : $": running {Encode(ApiNames.Of(job.Kind))} job {Encode(job.Id.ToString())}").Append("</li>");
+        }
         html.Append("</ul>");
 
         html.Append("<h2>Queue</h2>");
