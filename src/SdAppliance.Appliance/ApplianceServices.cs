@@ -18,14 +18,19 @@ public static class ApplianceServices
         services.AddDbContextFactory<ApplianceDb>(db => db.UseSqlite($"Data Source={database}"));
         services.AddLogging();
         services.AddSingleton<JobService>();
-        services.AddSingleton<JobScheduler>();
-        services.AddSingleton<IJobRunner, TrainingJobRunner>();
-        services.AddSingleton<IJobRunner, ClassImagesJobRunner>();
-        services.AddSingleton<IJobRunner, ConversionJobRunner>();
-        services.AddHostedService(provider => provider.GetRequiredService<JobScheduler>());
+        services.AddJobs();
         services.AddGeneration();
         services.AddSingleton<RunFiles>();
         return services;
+    }
+
+    private static void AddJobs(this IServiceCollection services)
+    {
+        services.AddSingleton<JobScheduler>();
+        services.AddHostedService(provider => provider.GetRequiredService<JobScheduler>());
+        services.AddSingleton<IJobRunner, TrainingJobRunner>();
+        services.AddSingleton<IJobRunner, ClassImagesJobRunner>();
+        services.AddSingleton<IJobRunner, ConversionJobRunner>();
     }
 
     private static void AddGeneration(this IServiceCollection services)

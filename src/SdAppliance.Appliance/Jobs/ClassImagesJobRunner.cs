@@ -16,6 +16,8 @@ public sealed class ClassImagesJobRunner(ApplianceOptions options) : IJobRunner
 
     public bool UsesDevice => true;
 
+    public void Check(JsonElement request) => TrainingRequests.Check(options, request);
+
     public Task<JsonElement?> RunAsync(JobContext context, CancellationToken cancellationToken) =>
         Task.Factory.StartNew(() => Run(context, cancellationToken), cancellationToken, TaskCreationOptions.LongRunning, TaskScheduler.Default);
 

@@ -1,7 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using SdAppliance.Formats;
-using SdAppliance.Formats.Checkpoints;
 using SdAppliance.Models.Conversion;
 
 namespace SdAppliance.Appliance.Jobs;
@@ -25,12 +24,15 @@ public sealed class ConversionJobRunner(ApplianceOptions options) : IJobRunner
     public Task<JsonElement?> RunAsync(JobContext context, CancellationToken cancellationToken) =>
         Task.Factory.StartNew(() => Run(context, cancellationToken), cancellationToken, TaskCreationOptions.LongRunning, TaskScheduler.Default);
 
-    private JsonElement? Run(JobContext context, CancellationToken cancellationToken)
+    public void Check(JsonElement request) => Parse(request);
+
+    /// <summary>The request's input, output and options, its paths resolved inside the data folder.</summary>
+    private (string Input, string Output, ConversionOptions Options) Parse(JsonElement json)
     {
         Request request;
         try
         {
-            request = context.Job.Request.Deserialize<Request>(Json)!;
+            request = json.Deserialize<Request>(Json)!;
         }
         catch (JsonException e)
         {
@@ -39,7 +41,12 @@ public sealed class ConversionJobRunner(ApplianceOptions options) : IJobRunner
         var input = RequestPaths.Resolve(options, "input", request.Input ?? throw new UserInputException("input", "missing", "give the model to convert"));
         var output = RequestPaths.Resolve(options, "output", request.Output ?? throw new UserInputException("output", "missing", "give the file or folder to write"));
         var config = request.Config is null ? null : RequestPaths.Resolve(options, "config", request.Config);
-        var conversion = new ConversionOptions(ModelConverter.ParseFormat(request.To, "to"), request.Half, config, request.PredictionType, [options.DataFolder]);
+        return (input, output, new ConversionOptions(ModelConverter.ParseFormat(request.To, "to"), request.Half, config, request.PredictionType, [options.DataFolder]));
+    }
+
+    private JsonElement? Run(JobContext context, CancellationToken cancellationToken)
+    {
+        var (input, output, conversion) = Parse(context.Job.Request);
         var last = -1;
         var progress = new Progress(p =>
         {

@@ -53,6 +53,14 @@ public interface IJobRunner
 
     /// <summary>Runs (or resumes, <see cref="JobContext.Resuming"/>) the job; returns its result, stored as the job's JSON result.</summary>
     Task<JsonElement?> RunAsync(JobContext context, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Refuses a request that cannot run (a <see cref="SdAppliance.Formats.UserInputException"/> naming the field) before it
+    /// is queued; <see cref="JobService.SubmitAsync"/> calls it. What only running can tell is left to <see cref="RunAsync"/>.
+    /// </summary>
+    void Check(JsonElement request)
+    {
+    }
 }
 
 /// <summary>What a runner gets: the job, its folder, its device, where its events go, and the step boundary it yields at.</summary>

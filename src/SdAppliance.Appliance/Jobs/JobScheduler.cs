@@ -82,7 +82,15 @@ public sealed class JobScheduler : IHostedService, IAsyncDisposable
         {
             while (!stop.IsCancellationRequested)
             {
-                await DispatchAsync(stop);
+                try
+                {
+                    await DispatchAsync(stop);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    // The database may be busy or the disk full for a moment: the queue is looked at again at the next change.
+                    logger.LogError(e, "the job queue could not be dispatched");
+                }
                 await jobs.Wakeups.ReadAsync(stop);
             }
         }
@@ -156,6 +164,31 @@ public sealed class JobScheduler : IHostedService, IAsyncDisposable
     {
         try
         {
+            var (state, result, error) = await OutcomeAsync(job, runner, slot, cancellation, stop);
+            if (state is { } final) await jobs.FinishAsync(job.Id, final, result, error);
+            else jobs.Abandon(job.Id);
+        }
+        catch (Exception e)
+        {
+            // Recording the end failed (the database): the job stays running there and is queued again at the next start.
+            logger.LogError(e, "the end of {Kind} job {Id} could not be recorded", job.Kind, job.Id);
+        }
+        finally
+        {
+            cancellation.Dispose();
+            if (slot is not null) slot.Holder = null;
+            if (guestOf is not null) guestOf.Guest = null;
+            else active.TryRemove(job.Id, out _);
+            jobs.Wake();
+        }
+    }
+
+    /// <summary>Runs the job; its final state (null: the appliance stops, it continues at the next start), result and error.</summary>
+    private async Task<(JobState? State, JsonElement? Result, string? Error)> OutcomeAsync(
+        Job job, IJobRunner runner, DeviceSlot? slot, CancellationTokenSource cancellation, CancellationToken stop)
+    {
+        try
+        {
             var folder = jobs.FullFolder(job);
             Directory.CreateDirectory(folder);
             var context = new JobContext
@@ -168,30 +201,20 @@ public sealed class JobScheduler : IHostedService, IAsyncDisposable
                 // Only the device's holder lends it; a guest, or a light job, has no device to lend.
                 StepBoundary = slot is not null ? ct => LendAsync(slot, ct) : _ => Task.CompletedTask,
             };
-            JsonElement? result = await runner.RunAsync(context, cancellation.Token);
-            await jobs.FinishAsync(job.Id, JobState.Completed, result, null);
+            return (JobState.Completed, await runner.RunAsync(context, cancellation.Token), null);
         }
         catch (OperationCanceledException) when (stop.IsCancellationRequested)
         {
-            // The appliance stops: the job stays running in the database and continues at the next start.
-            jobs.Abandon(job.Id);
+            return (null, null, null);
         }
         catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
         {
-            await jobs.FinishAsync(job.Id, JobState.Cancelled, null, null);
+            return (JobState.Cancelled, null, null);
         }
         catch (Exception e)
         {
             if (e is not UserInputException) logger.LogError(e, "{Kind} job {Id} failed", job.Kind, job.Id);
-            await jobs.FinishAsync(job.Id, JobState.Failed, null, e.Message);
-        }
-        finally
-        {
-            cancellation.Dispose();
-            if (slot is not null) slot.Holder = null;
-            if (guestOf is not null) guestOf.Guest = null;
-            else active.TryRemove(job.Id, out _);
-            jobs.Wake();
+            return (JobState.Failed, null, e.Message);
         }
     }
 

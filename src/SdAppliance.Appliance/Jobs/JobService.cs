@@ -3,6 +3,7 @@ using System.Runtime.CompilerServices;
 using System.Text.Json;
 using System.Threading.Channels;
 using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.DependencyInjection;
 using SdAppliance.Appliance.Persistence;
 using SdAppliance.Formats;
 
@@ -12,7 +13,7 @@ namespace SdAppliance.Appliance.Jobs;
 public sealed record Caller(string UserId, bool IsAdmin);
 
 /// <summary>The job queue as the API, the UI and the CLI use it; <see cref="JobScheduler"/> runs what it queues.</summary>
-public sealed class JobService(IDbContextFactory<ApplianceDb> databases, ApplianceOptions options)
+public sealed class JobService(IDbContextFactory<ApplianceDb> databases, ApplianceOptions options, IServiceProvider services)
 {
     private readonly JobEventLog events = new();
     private readonly ConcurrentDictionary<Guid, CancellationTokenSource> running = new();
@@ -25,6 +26,8 @@ public sealed class JobService(IDbContextFactory<ApplianceDb> databases, Applian
             throw new UserInputException("owner", "a job needs the user who submits it");
         if (submission.Request.ValueKind != JsonValueKind.Object)
             throw new UserInputException("request", $"must be a JSON object (got {submission.Request.ValueKind})", "send the job's settings as {\"field\": value, ...}");
+        // Asked for here, not injected: a runner may itself use the job service.
+        services.GetServices<IJobRunner>().LastOrDefault(r => r.Kind == submission.Kind)?.Check(submission.Request);
         var id = Guid.NewGuid();
         var job = new Job
         {

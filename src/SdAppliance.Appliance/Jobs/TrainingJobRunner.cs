@@ -17,6 +17,8 @@ public sealed class TrainingJobRunner(ApplianceOptions options) : IJobRunner
 
     public bool UsesDevice => true;
 
+    public void Check(JsonElement request) => TrainingRequests.Check(options, request);
+
     public Task<JsonElement?> RunAsync(JobContext context, CancellationToken cancellationToken) =>
         // The trainer is synchronous and long: its own thread, not the pool's.
         Task.Factory.StartNew(() => Run(context, cancellationToken), cancellationToken, TaskCreationOptions.LongRunning, TaskScheduler.Default);

@@ -32,6 +32,10 @@ public static class TrainingRequests
         return config;
     }
 
+    /// <summary>Refuses settings that cannot run, naming the field, before the job is queued.</summary>
+    public static void Check(ApplianceOptions options, JsonElement request) =>
+        Config(options, request, Path.Combine(options.DataFolder, "runs", "check"), "cpu");
+
     private static string? Resolve(ApplianceOptions options, string field, string? path) =>
         string.IsNullOrWhiteSpace(path) ? path : RequestPaths.Resolve(options, field, path);
 }

@@ -1,10 +1,6 @@
-using System.Text.Json;
 using SdAppliance.Appliance.Jobs;
-using SdAppliance.Diffusion.Pipelines;
 using SdAppliance.Formats;
 using SdAppliance.Imaging;
-using SdAppliance.Models.Loading;
-using SdAppliance.Torch;
 
 namespace SdAppliance.Appliance.Tests.Jobs;
 
@@ -13,31 +9,6 @@ namespace SdAppliance.Appliance.Tests.Jobs;
 public sealed class EngineCollection
 {
     public const string Name = "Engine jobs";
-}
-
-/// <summary>
-/// A generation job as simple as <c>sdapp generate</c> on the demo model, for tests that need a real one beside training
-/// (the appliance's own generation runner belongs to the A1111 part).
-/// </summary>
-internal sealed class DemoGenerationRunner : IJobRunner
-{
-    public JobKind Kind => JobKind.Generation;
-
-    public bool UsesDevice => true;
-
-    public Task<JsonElement?> RunAsync(JobContext context, CancellationToken cancellationToken) => Task.Run(() =>
-    {
-        using var model = ModelLoader.Load(TestAppliance.DemoModel, new ModelLoadOptions(Device: Device.Parse(context.Device)), cancellationToken);
-        Engine.UseThreads(model.UnetThreadDemand(2, 64, 64));
-        var image = new StableDiffusionPipeline(model).Generate(new GenerationRequest
-        {
-            Prompt = context.Job.Request.GetProperty("prompt").GetString()!, Seed = 3, Steps = 4, Width = 64, Height = 64,
-        }, cancellationToken: cancellationToken)[0];
-        var file = Path.Combine(context.Folder, "image.png");
-        ImageCodec.Save(image.Image, file);
-        context.Publish(new JobEvent(0, default, JobEventTypes.Image) { Image = file });
-        return (JsonElement?)JsonSerializer.SerializeToElement(new { file });
-    }, cancellationToken);
 }
 
 /// <summary>A tiny LoRA run on the demo model: synthetic 64x64 images in the data folder's datasets/squares.</summary>

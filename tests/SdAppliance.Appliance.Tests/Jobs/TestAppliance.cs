@@ -25,13 +25,16 @@ internal sealed class TestAppliance : IAsyncDisposable
 
     public JobScheduler Scheduler { get; }
 
-    public static async Task<TestAppliance> StartAsync(string dataFolder, IEnumerable<IJobRunner> runners, IReadOnlyList<string>? devices = null)
+    /// <param name="runners">The runners to use instead of the appliance's own; null: the appliance's own.</param>
+    public static async Task<TestAppliance> StartAsync(string dataFolder, IEnumerable<IJobRunner>? runners, IReadOnlyList<string>? devices = null)
     {
         var services = new ServiceCollection();
         services.AddAppliance(OptionsFor(dataFolder, devices));
-        // Only the test's runners: the appliance's own are tested with the real work they do.
-        services.RemoveAll<IJobRunner>();
-        foreach (var runner in runners) services.AddSingleton(runner);
+        if (runners is not null)
+        {
+            services.RemoveAll<IJobRunner>();
+            foreach (var runner in runners) services.AddSingleton(runner);
+        }
         var appliance = new TestAppliance(services.BuildServiceProvider());
         using var timeout = new CancellationTokenSource(Patience);
         await appliance.Scheduler.StartAsync(timeout.Token);

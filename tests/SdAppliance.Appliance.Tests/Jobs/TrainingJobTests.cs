@@ -2,6 +2,8 @@ using Microsoft.Data.Sqlite;
 using Microsoft.EntityFrameworkCore;
 using SdAppliance.Appliance.Jobs;
 using SdAppliance.Appliance.Persistence;
+using SdAppliance.Formats;
+using SdAppliance.Training;
 
 namespace SdAppliance.Appliance.Tests.Jobs;
 
@@ -18,7 +20,8 @@ public sealed class TrainingJobTests : IDisposable
     [Fact]
     public async Task A_generation_submitted_during_training_is_answered_before_the_run_ends_and_the_weights_stay_those_of_an_unpaused_run()
     {
-        await using var appliance = await TestAppliance.StartAsync(data, [new TrainingJobRunner(Options), new DemoGenerationRunner()]);
+        // The appliance's own runners: its training and its generation (the one the A1111 and REST APIs queue).
+        await using var appliance = await TestAppliance.StartAsync(data, runners: null);
         var unpaused = await appliance.WaitAsync((await appliance.SubmitAsync(JobKind.Training, "alice", TinyLora.Request(steps: 8))).Id);
         Assert.Equal(JobState.Completed, unpaused.State);
 
@@ -27,7 +30,7 @@ public sealed class TrainingJobTests : IDisposable
         using var timeout = new CancellationTokenSource(TestAppliance.Patience);
         await foreach (var e in appliance.Jobs.EventsAsync(training.Id, 0, timeout.Token))
             if (e.Type == JobEventTypes.Step && e.Step == 2 && generation is null)
-                generation = await appliance.SubmitAsync(JobKind.Generation, "bob", new { prompt = "a red square" });
+                generation = await appliance.SubmitAsync(JobKind.Generation, "bob", new { prompt = "a red square", steps = 4, width = 64, height = 64, seed = 3 });
         Assert.NotNull(generation);
 
         var trained = await appliance.WaitAsync(training.Id);
@@ -38,7 +41,7 @@ public sealed class TrainingJobTests : IDisposable
         Assert.Equal(trained.Device, generated.Device);
         Assert.True(generated.StartedUtc > trained.StartedUtc && generated.FinishedUtc < trained.FinishedUtc,
             $"generation {generated.StartedUtc:O}..{generated.FinishedUtc:O}, training {trained.StartedUtc:O}..{trained.FinishedUtc:O}");
-        Assert.True(File.Exists(generated.Result!.Value.GetProperty("file").GetString()));
+        Assert.True(File.Exists(Path.Combine(data, generated.Result!.Value.GetProperty("images")[0].GetProperty("file").GetString()!)));
         TinyLora.AssertSameTensors(TinyLora.LoraOf(data, unpaused), TinyLora.LoraOf(data, trained));
     }
 
@@ -86,16 +89,46 @@ public sealed class TrainingJobTests : IDisposable
     }
 
     [Fact]
-    public async Task A_bad_training_request_fails_with_the_message_naming_the_field()
+    public async Task Cancelling_a_running_training_job_stops_the_trainer_which_keeps_a_state_and_resuming_it_ends_as_an_uninterrupted_run()
+    {
+        var generator = new ControlledRunner(JobKind.Generation, usesDevice: true);
+        await using var appliance = await TestAppliance.StartAsync(data, [new TrainingJobRunner(Options), generator]);
+        var uninterrupted = await appliance.WaitAsync((await appliance.SubmitAsync(JobKind.Training, "alice", TinyLora.Request(steps: 8))).Id);
+
+        var training = await appliance.SubmitAsync(JobKind.Training, "alice", TinyLora.Request(steps: 8));
+        using (var timeout = new CancellationTokenSource(TestAppliance.Patience))
+            await foreach (var e in appliance.Jobs.EventsAsync(training.Id, 0, timeout.Token))
+                if (e.Type == JobEventTypes.Step) break;
+        // A generation holds the run at a step boundary, so the cancellation lands mid-run however fast the steps are.
+        var generation = await appliance.SubmitAsync(JobKind.Generation, "bob", new { });
+        await generator.WaitStartedAsync(generation.Id);
+        var alice = new Caller("alice", IsAdmin: false);
+        Assert.True(await appliance.Jobs.CancelAsync(alice, training.Id, CancellationToken.None));
+        generator.Complete(generation.Id);
+        var cancelled = await appliance.WaitAsync(training.Id);
+        Assert.Equal(JobState.Cancelled, cancelled.State);
+        Assert.InRange(cancelled.Step, 1, 7);
+        Assert.NotNull(new SdAppliance.Training.Runs.RunFolder(Path.Combine(data, cancelled.Folder)).LatestState);
+
+        Assert.Null(await appliance.Jobs.ResumeAsync(new Caller("bob", IsAdmin: false), training.Id, CancellationToken.None));
+        Assert.Equal(JobState.Queued, (await appliance.Jobs.ResumeAsync(alice, training.Id, CancellationToken.None))!.State);
+        var resumed = await appliance.WaitAsync(training.Id);
+        Assert.Equal((JobState.Completed, 8L, 2), (resumed.State, resumed.Step, resumed.Attempts));
+        TinyLora.AssertSameTensors(TinyLora.LoraOf(data, uninterrupted), TinyLora.LoraOf(data, resumed));
+    }
+
+    [Fact]
+    public async Task A_bad_training_request_is_refused_when_submitted_naming_the_field()
     {
         await using var appliance = await TestAppliance.StartAsync(data, [new TrainingJobRunner(Options)]);
-        var job = await appliance.SubmitAsync(JobKind.Training, "alice", new Dictionary<string, object> { ["data"] = "datasets/squares", ["network_dim"] = 0 });
-        var failed = await appliance.WaitAsync(job.Id);
-        Assert.Equal(JobState.Failed, failed.State);
-        Assert.StartsWith("network_dim:", failed.Error, StringComparison.Ordinal);
-
-        var outside = await appliance.WaitAsync((await appliance.SubmitAsync(JobKind.Training, "alice", new { data = "../../etc" })).Id);
-        Assert.StartsWith("data: '../../etc' is outside the data folder", outside.Error, StringComparison.Ordinal);
+        var rank = await Assert.ThrowsAsync<TrainingConfigException>(() =>
+            appliance.SubmitAsync(JobKind.Training, "alice", new Dictionary<string, object> { ["data"] = "datasets/squares", ["network_dim"] = 0 }));
+        Assert.StartsWith("network_dim:", rank.Message, StringComparison.Ordinal);
+        var outside = await Assert.ThrowsAsync<UserInputException>(() => appliance.SubmitAsync(JobKind.Training, "alice", new { data = "../../etc" }));
+        Assert.StartsWith("data: '../../etc' is outside the data folder", outside.Message, StringComparison.Ordinal);
+        var unknown = await Assert.ThrowsAsync<TrainingConfigException>(() => appliance.SubmitAsync(JobKind.Training, "alice", new { data = "datasets/squares", network_rank = 4 }));
+        Assert.StartsWith("network_rank: not a setting (in 'request')", unknown.Message, StringComparison.Ordinal);
+        Assert.Empty(await appliance.Jobs.ListAsync(new Caller("alice", IsAdmin: false), null, CancellationToken.None));
     }
 
     private static async Task<List<JobEvent>> EventsOf(TestAppliance appliance, Guid job)
