@@ -91,6 +91,33 @@ public sealed class JobsApiTests : IDisposable
     }
 
     [Fact]
+    public async Task A_Last_Event_ID_that_is_not_an_event_number_is_a_problem_naming_the_header()
+    {
+        using var client = factory.CreateSignedInClient();
+        var submitted = await client.PostAsJsonAsync("/api/v1/jobs/generation", new { prompt = "a red circle", steps = 1, seed = 1 }, bound.Token);
+        var id = (await submitted.Content.ReadFromJsonAsync<JsonElement>(bound.Token)).GetProperty("id").GetString()!;
+        using var request = new HttpRequestMessage(HttpMethod.Get, $"/api/v1/jobs/{id}/events");
+        request.Headers.Add("Last-Event-ID", "yesterday");
+        var response = await client.SendAsync(request, bound.Token);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var problem = await response.Content.ReadFromJsonAsync<JsonElement>(bound.Token);
+        Assert.Equal("Last-Event-ID", problem.GetProperty("field").GetString());
+    }
+
+    [Fact]
+    public async Task A_training_request_that_cannot_run_is_refused_when_submitted()
+    {
+        using var client = factory.CreateSignedInClient();
+        var response = await client.PostAsJsonAsync("/api/v1/jobs/training", new { data = "../../outside", resolution = 64 }, bound.Token);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var problem = await response.Content.ReadFromJsonAsync<JsonElement>(bound.Token);
+        Assert.Equal("data", problem.GetProperty("field").GetString());
+        Assert.Empty(await client.GetFromJsonAsync<JsonElement[]>("/api/v1/jobs", bound.Token) ?? []);
+    }
+
+    [Fact]
     public async Task A_job_that_does_not_exist_is_a_problem_404()
     {
         using var client = factory.CreateSignedInClient();
