@@ -1,6 +1,7 @@
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using SdAppliance.Appliance.Accounts;
 using SdAppliance.Appliance.Generation;
 using SdAppliance.Appliance.Jobs;
 using SdAppliance.Appliance.Persistence;
@@ -17,6 +18,9 @@ public static class ApplianceServices
         var database = Path.Combine(options.DataFolder, "appliance.db");
         services.AddDbContextFactory<ApplianceDb>(db => db.UseSqlite($"Data Source={database}"));
         services.AddLogging();
+        // Before the scheduler: hosted services start in this order, and the scheduler reads the jobs at its start.
+        services.AddHostedService<DatabaseMigration.AtStart>();
+        services.AddAccounts();
         services.AddSingleton<JobService>();
         services.AddJobs();
         services.AddGeneration();

@@ -5,16 +5,19 @@ using SdAppliance.Appliance.Jobs;
 
 namespace SdAppliance.Appliance.Persistence;
 
-/// <summary>The appliance database (SQLite): accounts (ASP.NET Core Identity), jobs; its schema changes through migrations.</summary>
+/// <summary>The appliance database (SQLite): accounts (ASP.NET Core Identity, API tokens), jobs, settings; its schema changes through migrations.</summary>
 public sealed class ApplianceDb(DbContextOptions<ApplianceDb> options) : IdentityDbContext<ApplianceUser>(options)
 {
     public DbSet<Job> Jobs => Set<Job>();
 
     public DbSet<Setting> Settings => Set<Setting>();
 
+    public DbSet<ApiToken> ApiTokens => Set<ApiToken>();
+
     protected override void OnModelCreating(ModelBuilder builder)
     {
         base.OnModelCreating(builder);
         builder.Entity<Setting>().HasKey(s => s.Key);
+        AccountModel.Configure(builder);
     }
 }
