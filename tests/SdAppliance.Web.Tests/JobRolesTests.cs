@@ -40,9 +40,7 @@ public sealed class JobRolesTests : IDisposable
             var absent = await other.SendAsync(new HttpRequestMessage(method, url.Replace(id, missing, StringComparison.Ordinal)), bound.Token);
             Assert.True(refused.StatusCode == HttpStatusCode.NotFound, $"{method} {url}: {(int)refused.StatusCode}");
             Assert.Equal(absent.StatusCode, refused.StatusCode);
-            Assert.Equal(
-                (await absent.Content.ReadAsStringAsync(bound.Token)).Replace(missing, "ID", StringComparison.Ordinal),
-                (await refused.Content.ReadAsStringAsync(bound.Token)).Replace(id, "ID", StringComparison.Ordinal));
+            Assert.Equal(await ProblemAsync(absent, missing), await ProblemAsync(refused, id));
         }
         Assert.DoesNotContain(id, await other.GetStringAsync("/api/v1/jobs", bound.Token));
 
@@ -59,6 +57,15 @@ public sealed class JobRolesTests : IDisposable
         await foreach (var item in SseParser.Create(stream).EnumerateAsync(bound.Token)) last = item;
         Assert.Equal("state", last.EventType);
         Assert.Equal("cancelled", JsonDocument.Parse(last.Data).RootElement.GetProperty("state").GetString());
+    }
+
+    /// <summary>A 404's body with the id asked for and the request's own trace id left out: what could tell one 404 from another.</summary>
+    private async Task<string> ProblemAsync(HttpResponseMessage response, string id)
+    {
+        var problem = System.Text.Json.Nodes.JsonNode.Parse(await response.Content.ReadAsStringAsync(bound.Token))!.AsObject();
+        problem.Remove("trace_id");
+        problem.Remove("traceId");
+        return problem.ToJsonString().Replace(id, "ID", StringComparison.Ordinal);
     }
 
     private static IEnumerable<(HttpMethod, string)> Routes(string id) =>
