@@ -20,6 +20,8 @@ public static class ApplianceServices
         services.AddSingleton<PathGuard>();
         services.AddSingleton<Ownership>();
         services.AddSingleton<ModelCatalog>();
+        services.AddSingleton<DatasetService>();
+        services.AddSingleton<OutputService>();
         services.AddSingleton<JobService>();
         return services;
     }
