@@ -1,3 +1,5 @@
+using SdAppliance.Appliance.Storage;
+
 namespace SdAppliance.Appliance;
 
 /// <summary>How the appliance is set up: where its data lives and what it may read besides.</summary>
@@ -14,4 +16,7 @@ public sealed class ApplianceOptions
 
     /// <summary>The devices jobs run on ("cpu", "cuda:0", ...); one GPU-heavy job at a time on each. Empty: the engine's devices.</summary>
     public IReadOnlyList<string> Devices { get; init; } = [];
+
+    /// <summary>Upload limits (sizes, counts).</summary>
+    public StorageLimits Limits { get; init; } = new();
 }

@@ -6,6 +6,7 @@ using SdAppliance.Appliance.Generation;
 using SdAppliance.Appliance.Jobs;
 using SdAppliance.Appliance.Persistence;
 using SdAppliance.Appliance.Runs;
+using SdAppliance.Appliance.Storage;
 
 namespace SdAppliance.Appliance;
 
@@ -15,12 +16,19 @@ public static class ApplianceServices
     public static IServiceCollection AddAppliance(this IServiceCollection services, ApplianceOptions options)
     {
         services.AddSingleton(options);
-        var database = Path.Combine(options.DataFolder, "appliance.db");
-        services.AddDbContextFactory<ApplianceDb>(db => db.UseSqlite($"Data Source={database}"));
+        // The folders are there before anything (the database among them) is opened.
+        var data = new DataFolder(options.DataFolder, options.ApplicationRoot).Create();
+        services.AddSingleton(data);
+        services.AddDbContextFactory<ApplianceDb>(db => db.UseSqlite($"Data Source={data.Database}"));
         services.AddLogging();
         // Before the scheduler: hosted services start in this order, and the scheduler reads the jobs at its start.
         services.AddHostedService<DatabaseMigration.AtStart>();
         services.AddAccounts();
+        services.AddSingleton<PathGuard>();
+        services.AddSingleton<Ownership>();
+        services.AddSingleton<Catalog.ModelCatalog>();
+        services.AddSingleton<DatasetService>();
+        services.AddSingleton<OutputService>();
         services.AddSingleton<JobService>();
         services.AddJobs();
         services.AddGeneration();
@@ -40,7 +48,7 @@ public static class ApplianceServices
     private static void AddGeneration(this IServiceCollection services)
     {
         services.AddSingleton(new GenerationOptions());
-        services.AddSingleton<ModelCatalog>();
+        services.AddSingleton<Generation.ModelCatalog>();
         services.AddSingleton<GenerationService>();
         services.AddSingleton<GenerationJobs>();
         services.AddSingleton<IJobRunner, GenerationJobRunner>();

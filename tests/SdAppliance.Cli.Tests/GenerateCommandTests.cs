@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Security.Cryptography;
 using System.Text.RegularExpressions;
+using SdAppliance.Appliance.Storage;
 using SdAppliance.Cli.Commands;
 using SdAppliance.Formats;
 using SdAppliance.Formats.Hashing;
@@ -36,7 +37,7 @@ public sealed class GenerateCommandTests : IDisposable
     }
 
     /// <summary>A root command whose generate command sees <paramref name="paths"/> as the application's folders.</summary>
-    private static RootCommand WithPaths(AppPaths paths) => new() { GenerateCommand.Create(() => paths) };
+    private static RootCommand WithPaths(DataFolder paths) => new() { GenerateCommand.Create(() => paths) };
 
     /// <summary>The README's tolerance: float32 sums in another order move a pixel by at most one step of 1/255.</summary>
     internal static void AssertLooksLikeP1(string png)
@@ -204,7 +205,7 @@ public sealed class GenerateCommandTests : IDisposable
     [Fact]
     public void TheModelHashIsKeptInTheDataFolderSoTheNextRunDoesNotHashAgain()
     {
-        var paths = new AppPaths(null, Path.Combine(temp, "data"));
+        var paths = new DataFolder(Path.Combine(temp, "data"));
         string[] args = ["generate", "--model", TinyLdm, "--config", TinyFolder, "--prompt", "a cat", "--steps", "1"];
         var (exit, _, error) = Invoke(WithPaths(paths), [.. args, "--output", Path.Combine(temp, "a.png")]);
         Assert.True(exit == 0, error);
@@ -256,7 +257,7 @@ public sealed class GenerateCommandTests : IDisposable
     {
         var root = Directory.CreateDirectory(Path.Combine(temp, "app")).FullName;
         var png = Path.Combine(temp, "x.png");
-        var (exit, _, error) = Invoke(WithPaths(new AppPaths(root, Path.Combine(temp, "data"))),
+        var (exit, _, error) = Invoke(WithPaths(new DataFolder(Path.Combine(temp, "data"), root)),
             "generate", "--model", TinyFolder, "--prompt", "a cat <lora:ink:0.7>", "--steps", "1", "--output", png);
 
         Assert.Equal(1, exit);
@@ -269,7 +270,7 @@ public sealed class GenerateCommandTests : IDisposable
     [Fact]
     public void WithoutModelAndWithoutDemoItSaysSo()
     {
-        var paths = new AppPaths(Directory.CreateDirectory(Path.Combine(temp, "app")).FullName, Path.Combine(temp, "data"));
+        var paths = new DataFolder(Path.Combine(temp, "data"), Directory.CreateDirectory(Path.Combine(temp, "app")).FullName);
         var (exit, _, error) = Invoke(WithPaths(paths), "generate", "--prompt", "a cat", "--output", Path.Combine(temp, "x.png"));
 
         Assert.Equal(1, exit);
@@ -282,7 +283,7 @@ public sealed class GenerateCommandTests : IDisposable
         var root = Path.Combine(temp, "app");
         CopyFolder(TinyFolder, Path.Combine(root, "models", "demo"));
         var png = Path.Combine(temp, "demo.png");
-        var (exit, _, error) = Invoke(WithPaths(new AppPaths(root, Path.Combine(temp, "data"))), "generate", "--prompt", "a cat", "--steps", "1", "--output", png);
+        var (exit, _, error) = Invoke(WithPaths(new DataFolder(Path.Combine(temp, "data"), root)), "generate", "--prompt", "a cat", "--steps", "1", "--output", png);
 
         Assert.True(exit == 0, error);
         Assert.Equal("demo", ParametersOf(png)["Model"]);
@@ -292,12 +293,12 @@ public sealed class GenerateCommandTests : IDisposable
     public void TheApplicationRootIsTheFolderHoldingModelConfigs()
     {
         // The tests run from the repository's build output, so the walk up ends at the repository.
-        var paths = AppPaths.Discover();
-        Assert.NotNull(paths.Root);
-        Assert.True(Directory.Exists(Path.Combine(paths.Root, "models", "configs", "sd15")));
-        Assert.StartsWith(paths.Root, AppContext.BaseDirectory);
-        Assert.Equal([Path.Combine(paths.Root, "models", "lora"), Path.Combine(paths.Data, "models", "lora")], paths.LoraFolders);
-        Assert.Equal([Path.Combine(paths.Root, "models", "embeddings"), Path.Combine(paths.Data, "models", "embeddings")], paths.EmbeddingFolders);
+        var paths = DataFolder.Discover();
+        Assert.NotNull(paths.ApplicationRoot);
+        Assert.True(Directory.Exists(Path.Combine(paths.ApplicationRoot, "models", "configs", "sd15")));
+        Assert.StartsWith(paths.ApplicationRoot, AppContext.BaseDirectory);
+        Assert.Equal([Path.Combine(paths.ApplicationRoot, "models", "lora"), Path.Combine(paths.FullPath, "models", "lora")], paths.LoraFolders);
+        Assert.Equal([Path.Combine(paths.ApplicationRoot, "models", "embeddings"), Path.Combine(paths.FullPath, "models", "embeddings")], paths.EmbeddingFolders);
     }
 
     [Fact]

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
+using SdAppliance.Appliance.Storage;
 using SdAppliance.Cli.Commands;
 using SdAppliance.Imaging;
 using SdAppliance.Models.Adapters;
@@ -21,9 +22,9 @@ public sealed class TrainCommandTests : IDisposable
     public void Dispose() => Directory.Delete(temp, recursive: true);
 
     /// <summary>Application folders without a demo model, so --model is needed.</summary>
-    private AppPaths NoDemo => new(null, Path.Combine(temp, "appdata"));
+    private DataFolder NoDemo => new(Path.Combine(temp, "appdata"));
 
-    private static (int ExitCode, string Output, string Error) Invoke(AppPaths paths, params string[] args) =>
+    private static (int ExitCode, string Output, string Error) Invoke(DataFolder paths, params string[] args) =>
         GenerateCommandTests.Invoke(new RootCommand { TrainCommand.Create(() => paths) }, ["train", .. args]);
 
     private string MakeDataset(int count = 3) => MakeDataset(temp, count);
@@ -140,7 +141,7 @@ public sealed class TrainCommandTests : IDisposable
         // No --model: the application's models/demo is used.
         var root = Path.Combine(temp, "app");
         GenerateCommandTests.CopyFolder(TinyFolder, Path.Combine(root, "models", "demo"));
-        var paths = new AppPaths(root, Path.Combine(temp, "appdata"));
+        var paths = new DataFolder(Path.Combine(temp, "appdata"), root);
         var run = Path.Combine(temp, "lora-run");
         var file = Path.Combine(temp, "run.json");
         File.WriteAllText(file, $$"""{ "data": {{JsonValue.Create(MakeDataset())!.ToJsonString()}}, "resolution": 64, "network_dim": 8, "max_train_steps": 50 }""");

@@ -2,6 +2,7 @@ using Microsoft.AspNetCore.Identity.EntityFrameworkCore;
 using Microsoft.EntityFrameworkCore;
 using SdAppliance.Appliance.Accounts;
 using SdAppliance.Appliance.Jobs;
+using SdAppliance.Appliance.Storage;
 
 namespace SdAppliance.Appliance.Persistence;
 
@@ -14,10 +15,15 @@ public sealed class ApplianceDb(DbContextOptions<ApplianceDb> options) : Identit
 
     public DbSet<ApiToken> ApiTokens => Set<ApiToken>();
 
+    public DbSet<StoredItem> StoredItems => Set<StoredItem>();
+
     protected override void OnModelCreating(ModelBuilder builder)
     {
         base.OnModelCreating(builder);
         builder.Entity<Setting>().HasKey(s => s.Key);
         AccountModel.Configure(builder);
+        builder.Entity<StoredItem>().Property(i => i.Area).HasConversion<string>();
+        builder.Entity<StoredItem>().HasIndex(i => new { i.Area, i.Path }).IsUnique();
+        builder.Entity<StoredItem>().HasIndex(i => i.OwnerId);
     }
 }

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using SdAppliance.Appliance.Storage;
 using SdAppliance.Formats;
 using SdAppliance.Formats.Checkpoints;
 using SdAppliance.Models.Conversion;
@@ -12,9 +13,9 @@ namespace SdAppliance.Cli.Commands;
 /// </summary>
 public static class ConvertCommand
 {
-    public static Command Create() => Create(AppPaths.Discover);
+    public static Command Create() => Create(() => DataFolder.Discover());
 
-    internal static Command Create(Func<AppPaths> paths)
+    internal static Command Create(Func<DataFolder> paths)
     {
         var input = new Option<string>("--input", "-i") { Description = "A diffusers folder or a .safetensors/.ckpt file", Required = true };
         var output = new Option<string>("--output", "-o") { Description = "The file or folder to write", Required = true };

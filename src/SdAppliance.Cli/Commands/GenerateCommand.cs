@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using SdAppliance.Appliance.Storage;
 using SdAppliance.Diffusion.Pipelines;
 using SdAppliance.Formats;
 using SdAppliance.Formats.Hashing;
@@ -52,9 +53,9 @@ public static class GenerateCommand
         ["config_directory"] = "--config", ["prediction_type"] = "--prediction-type", ["device"] = "--device", ["dtype"] = "--dtype",
     };
 
-    public static Command Create() => Create(AppPaths.Discover);
+    public static Command Create() => Create(() => DataFolder.Discover());
 
-    internal static Command Create(Func<AppPaths> paths)
+    internal static Command Create(Func<DataFolder> paths)
     {
         var model = new Option<string?>("--model", "-m") { Description = "A diffusers folder or a .safetensors/.ckpt file (default: models/demo when present)" };
         var prompt = new Option<string>("--prompt", "-p") { Description = "What to draw; A1111 syntax: (word:1.2), [word], BREAK, <lora:name:0.8>", Required = true };
@@ -115,14 +116,14 @@ public static class GenerateCommand
         return command;
     }
 
-    internal static int Run(GenerateArguments args, AppPaths paths, TextWriter output, TextWriter error, CancellationToken cancellationToken = default)
+    internal static int Run(GenerateArguments args, DataFolder paths, TextWriter output, TextWriter error, CancellationToken cancellationToken = default)
     {
         try
         {
             // Everything that can be checked without the model is checked before loading it (seconds to minutes).
             var request = Request(args);
             var files = OutputFiles(args.Output, args.Batch);
-            var modelPath = args.Model ?? paths.DefaultModel
+            var modelPath = args.Model ?? paths.DemoModel
                 ?? throw new UsageException("no --model given and no default model (models/demo) found");
             var device = Device.Parse(args.Device);
             var options = new ModelLoadOptions(args.Config, args.PredictionType, device, DTypeExtensions.Parse(args.DType), paths.SearchRoots);

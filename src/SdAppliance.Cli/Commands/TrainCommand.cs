@@ -4,6 +4,7 @@ using System.Reflection;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
+using SdAppliance.Appliance.Storage;
 using SdAppliance.Formats;
 using SdAppliance.Training;
 using SdAppliance.Training.Runs;
@@ -24,9 +25,9 @@ public static class TrainCommand
     /// <summary>Exit code of a run stopped by Ctrl+C (128 + SIGINT, as shells report it).</summary>
     private const int Cancelled = Interrupts.ExitCode;
 
-    public static Command Create() => Create(AppPaths.Discover);
+    public static Command Create() => Create(() => DataFolder.Discover());
 
-    internal static Command Create(Func<AppPaths> paths)
+    internal static Command Create(Func<DataFolder> paths)
     {
         var config = new Option<string?>("--config", "-c") { Description = "A run.json holding the settings below by their field names (network_dim...); flags override it", HelpName = "FILE" };
         var resume = new Option<string?>("--resume") { Description = "Continue the run in RUN_DIR from its last saved training state; --max-train-steps sets a new total", HelpName = "RUN_DIR" };
@@ -51,7 +52,7 @@ public static class TrainCommand
         return command;
     }
 
-    internal static int Run(TrainArguments args, AppPaths paths, TextWriter output, TextWriter error, CancellationToken cancellationToken = default)
+    internal static int Run(TrainArguments args, DataFolder paths, TextWriter output, TextWriter error, CancellationToken cancellationToken = default)
     {
         string? runFolder = null;
         var bar = new ProgressBar(error, ProgressBar.IsTerminal(error), "training", "steps", "it/s");
@@ -131,7 +132,7 @@ public static class TrainCommand
     /// The run's settings: the preset (named by --preset or the file's <c>preset</c>), then the file's fields, then
     /// the flags; the model defaults to models/demo; folders become absolute so run.json resumes from anywhere.
     /// </summary>
-    internal static TrainingConfig Resolve(string? configFile, IReadOnlyDictionary<string, string> flags, AppPaths paths)
+    internal static TrainingConfig Resolve(string? configFile, IReadOnlyDictionary<string, string> flags, DataFolder paths)
     {
         var file = new JsonObject();
         if (configFile is not null)
@@ -141,7 +142,7 @@ public static class TrainCommand
         }
         var config = TrainingConfig.FromSettings(file, configFile ?? "the flags", flags);
 
-        var model = config.Model ?? paths.DefaultModel
+        var model = config.Model ?? paths.DemoModel
             ?? throw new TrainingConfigException("model: give the base model (--model PATH); there is no default model (models/demo) here");
         if (!File.Exists(model) && !Directory.Exists(model))
             throw new TrainingConfigException($"model: '{model}' does not exist (give a diffusers folder or a .safetensors/.ckpt file)");

@@ -23,6 +23,9 @@ public sealed record ModelLoadOptions(
     DType DType = DType.Float32,
     IReadOnlyList<string>? SearchRoots = null);
 
+/// <summary>A model's family and prediction type (null when only running the model tells), from <see cref="ModelLoader.Describe"/>.</summary>
+public sealed record ModelDescription(ModelFamily Family, string? PredictionType);
+
 /// <summary>
 /// Loads Stable Diffusion 1.x, 2.x and SDXL from a diffusers folder (fp32/fp16, <c>.safetensors</c> or
 /// <c>.bin</c>) or a single original-layout file (<c>.safetensors</c>, <c>.ckpt</c>), detecting the family
@@ -54,6 +57,41 @@ public static class ModelLoader
         if (options.Device is { IsCuda: true } device && !Cuda.IsAvailable)
             throw new UserInputException("device", $"{device}: CUDA is not available here", "use cpu");
     }
+
+    /// <summary>
+    /// What <see cref="Load"/> would find without building the model: the family, from the key set and shapes of a single
+    /// file or the components of a folder, and the prediction type where the files tell it (given, a diffusers scheduler, an
+    /// A1111 <c>.yaml</c> beside the file). Null prediction: an SD 2.x single file without its <c>.yaml</c>, which only
+    /// running its UNet tells (<see cref="VParameterization"/>, done at load). It reads headers and configs, not weights.
+    /// </summary>
+    public static ModelDescription Describe(string path, ModelLoadOptions? options = null)
+    {
+        options ??= new ModelLoadOptions();
+        Check(path, options);
+        if (Directory.Exists(path))
+        {
+            if (!File.Exists(Path.Combine(path, "unet", "config.json")))
+                throw new UserInputException(path, "is not a diffusers model folder: it has no unet/config.json");
+            var isSdxl = Directory.Exists(Path.Combine(path, "text_encoder_2"));
+            var family = FolderFamily(isSdxl, ClipTextConfig.Load(ConfigFile(options.ConfigDirectory ?? path, "text_encoder")));
+            var scheduler = Path.Combine(options.ConfigDirectory ?? path, "scheduler", "scheduler_config.json");
+            var prediction = options.PredictionType
+                ?? (File.Exists(scheduler) ? ReadSchedulerConfig(scheduler)["prediction_type"]?.GetValue<string>() : null)
+                ?? "epsilon";
+            return new ModelDescription(family, prediction);
+        }
+        using var source = TensorFile.Open(path);
+        var detected = LdmKeyMap.DetectFamily(source.Shapes);
+        if (detected == ModelFamily.Unknown)
+            throw new UserInputException(path,
+                "is not a Stable Diffusion 1.x, 2.x or SDXL checkpoint in the original layout (no model.diffusion_model./first_stage_model. keys of a known family)");
+        return new ModelDescription(detected,
+            options.PredictionType ?? CompanionYamlPrediction(path) ?? (detected == ModelFamily.V2 ? null : "epsilon"));
+    }
+
+    // A folder's text encoder tells SD 2.x (OpenCLIP, gelu) from SD 1.x (CLIP, quick_gelu).
+    private static ModelFamily FolderFamily(bool isSdxl, ClipTextConfig textEncoder) =>
+        isSdxl ? ModelFamily.XlBase : textEncoder.HiddenAct == "gelu" ? ModelFamily.V2 : ModelFamily.V1;
 
     /// <summary>The folder under models/configs that describes a family.</summary>
     public static string ConfigFolderName(ModelFamily family) => family switch
@@ -187,7 +225,7 @@ public static class ModelLoader
             Fill(te, weights, ModelComponents.TextEncoder, sourcePath, configs, cancellationToken);
             if (te2 is not null) Fill(te2, weights, ModelComponents.TextEncoder2, sourcePath, configs, cancellationToken);
             if (family == ModelFamily.Unknown)
-                family = isSdxl ? ModelFamily.XlBase : te.Config.HiddenAct == "gelu" ? ModelFamily.V2 : ModelFamily.V1;
+                family = FolderFamily(isSdxl, teConfig);
             unet.Eval();
             vae.Eval();
             te.Eval();

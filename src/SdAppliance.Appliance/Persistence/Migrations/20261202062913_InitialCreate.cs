@@ -92,6 +92,23 @@ namespace SdAppliance.Appliance.Persistence.Migrations
                 });
 
             migrationBuilder.CreateTable(
+                name: "StoredItems",
+                columns: table => new
+                {
+                    Id = table.Column<long>(type: "INTEGER", nullable: false)
+                        .Annotation("Sqlite:Autoincrement", true),
+                    Area = table.Column<string>(type: "TEXT", nullable: false),
+                    Path = table.Column<string>(type: "TEXT", nullable: false),
+                    OwnerId = table.Column<string>(type: "TEXT", nullable: false),
+                    IsPrivate = table.Column<bool>(type: "INTEGER", nullable: false),
+                    CreatedUtc = table.Column<DateTime>(type: "TEXT", nullable: false)
+                },
+                constraints: table =>
+                {
+                    table.PrimaryKey("PK_StoredItems", x => x.Id);
+                });
+
+            migrationBuilder.CreateTable(
                 name: "AspNetRoleClaims",
                 columns: table => new
                 {
@@ -287,6 +304,17 @@ namespace SdAppliance.Appliance.Persistence.Migrations
                 table: "AspNetUsers",
                 column: "NormalizedUserName",
                 unique: true);
+
+            migrationBuilder.CreateIndex(
+                name: "IX_StoredItems_Area_Path",
+                table: "StoredItems",
+                columns: new[] { "Area", "Path" },
+                unique: true);
+
+            migrationBuilder.CreateIndex(
+                name: "IX_StoredItems_OwnerId",
+                table: "StoredItems",
+                column: "OwnerId");
         }
 
         /// <inheritdoc />
@@ -315,6 +343,9 @@ namespace SdAppliance.Appliance.Persistence.Migrations
 
             migrationBuilder.DropTable(
                 name: "Settings");
+
+            migrationBuilder.DropTable(
+                name: "StoredItems");
 
             migrationBuilder.DropTable(
                 name: "AspNetRoles");
