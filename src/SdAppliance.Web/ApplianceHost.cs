@@ -1,4 +1,5 @@
 using SdAppliance.Appliance;
+using SdAppliance.Appliance.Storage;
 using SdAppliance.Web.A1111;
 using SdAppliance.Web.Api;
 using SdAppliance.Web.Security;
@@ -39,7 +40,7 @@ public static class ApplianceHost
         return 0;
     }
 
-    /// <summary>The appliance's options from the host's configuration (<c>data</c>, <c>import_roots</c>) and the environment.</summary>
+    /// <summary>The appliance's options from the host's configuration (<c>data</c>, <c>import_roots</c>, <c>limits</c>) and the environment.</summary>
     internal static ApplianceOptions Options(IConfiguration configuration)
     {
         var data = configuration["data"] is { Length: > 0 } d ? d
@@ -49,6 +50,7 @@ public static class ApplianceHost
             DataFolder = Path.GetFullPath(data),
             ApplicationRoot = FindApplicationRoot(),
             ImportRoots = configuration.GetSection("import_roots").Get<string[]>() ?? [],
+            Limits = configuration.GetSection("limits").Get<StorageLimits>() ?? new StorageLimits(),
         };
     }
 
