@@ -22,6 +22,7 @@ public static class ApplianceServices
         services.AddSingleton<ModelCatalog>();
         services.AddSingleton<DatasetService>();
         services.AddSingleton<OutputService>();
+        services.AddHostedService<LeftoverCleanup>();
         services.AddSingleton<JobService>();
         return services;
     }
