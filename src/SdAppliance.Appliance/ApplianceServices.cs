@@ -29,6 +29,7 @@ public static class ApplianceServices
         services.AddSingleton<Catalog.ModelCatalog>();
         services.AddSingleton<DatasetService>();
         services.AddSingleton<OutputService>();
+        services.AddHostedService<LeftoverCleanup>();
         services.AddSingleton<JobService>();
         services.AddJobs();
         services.AddGeneration();
