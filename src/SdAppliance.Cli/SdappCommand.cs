@@ -15,6 +15,8 @@ public static class SdappCommand
             ConvertCommand.Create(),
             TrainCommand.Create(),
             ServeCommand.Create(),
+            UserCommand.Create(),
+            TokenCommand.Create(),
         };
         return root;
     }
