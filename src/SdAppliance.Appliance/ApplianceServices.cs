@@ -6,6 +6,7 @@ using SdAppliance.Appliance.Catalog;
 using SdAppliance.Appliance.Generation;
 using SdAppliance.Appliance.Jobs;
 using SdAppliance.Appliance.Persistence;
+using SdAppliance.Appliance.Runs;
 using SdAppliance.Appliance.Storage;
 
 namespace SdAppliance.Appliance;
@@ -20,16 +21,20 @@ public static class ApplianceServices
         var data = new DataFolder(options.DataFolder, options.ApplicationRoot).Create();
         services.AddSingleton(data);
         services.AddDbContextFactory<ApplianceDb>(db => db.UseSqlite($"Data Source={data.Database}"));
+        services.AddLogging();
+        // Before the scheduler: hosted services start in this order, and the scheduler reads the jobs at its start.
+        services.AddHostedService<DatabaseMigration.AtStart>();
+        services.AddAccounts();
         services.AddSingleton<PathGuard>();
         services.AddSingleton<Ownership>();
         services.AddSingleton<ModelCatalog>();
-        services.AddLogging();
-        // The schema is migrated before the scheduler (a hosted service registered after it) reads the jobs.
-        services.AddHostedService<DatabaseMigration.AtStart>();
-        services.AddAccounts();
+        services.AddSingleton<DatasetService>();
+        services.AddSingleton<OutputService>();
+        services.AddHostedService<LeftoverCleanup>();
         services.AddSingleton<JobService>();
         services.AddJobs();
         services.AddGeneration();
+        services.AddSingleton<RunFiles>();
         return services;
     }
 

@@ -14,6 +14,7 @@ public static class SdappCommand
             GenerateCommand.Create(),
             ConvertCommand.Create(),
             TrainCommand.Create(),
+            ServeCommand.Create(),
             UserCommand.Create(),
             TokenCommand.Create(),
         };

@@ -51,7 +51,7 @@ public sealed class AllowedClientAddresses(IDbContextFactory<ApplianceDb> databa
         if (IPAddress.TryParse(entry, out var address) && !entry.Contains('/'))
             return new IPNetwork(address, address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork ? 32 : 128);
         if (IPNetwork.TryParse(entry, out var network)) return network;
-        throw new UserInputException("addresses", $"'{entry}' is not an IP address or a CIDR range (with no host bits set)",
+        throw new UserInputException("addresses", $"'{entry}' is not an IP address or a CIDR range",
             "write an address such as 192.168.1.20 or a range such as 192.168.1.0/24");
     }
 

@@ -242,6 +242,12 @@ public sealed class JobScheduler : IHostedService, IAsyncDisposable
                 await StartAsync(job, runners[job.Kind], slot: null, guestOf: slot, load, stopping.Token);
                 guest = slot.Guest;
             }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                // Lending is a courtesy: a queue that cannot be read (a busy database) must not fail the run.
+                logger.LogError(e, "the device {Device} could not be lent at a step boundary", slot.Name);
+                return;
+            }
             finally
             {
                 scheduling.Release();

@@ -67,6 +67,9 @@ public sealed class DataFolder(string path, string? applicationRoot = null)
     /// <summary>The SQLite database file.</summary>
     public string Database => Path.Combine(FullPath, "appliance.db");
 
+    /// <summary>The web host's data-protection keys (they sign the sign-in and antiforgery cookies): kept, so a restart signs nobody out.</summary>
+    public string Keys => Path.Combine(FullPath, "keys");
+
     /// <summary>Where the hashes of model files are kept between runs (A1111 keeps its cache.json for the same reason).</summary>
     public string HashCache => Path.Combine(Cache, "hashes.json");
 

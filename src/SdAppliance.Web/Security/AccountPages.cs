@@ -13,9 +13,20 @@ namespace SdAppliance.Web.Security;
 /// </summary>
 internal static class AccountPages
 {
-    public sealed record SetupForm(string? Name, string? Password, string? Confirm);
+    // Settable properties, not positional records: form binding leaves a missing field null instead of refusing the post.
+    public sealed class SetupForm
+    {
+        public string? Name { get; set; }
+        public string? Password { get; set; }
+        public string? Confirm { get; set; }
+    }
 
-    public sealed record LoginForm(string? Name, string? Password, string? ReturnUrl);
+    public sealed class LoginForm
+    {
+        public string? Name { get; set; }
+        public string? Password { get; set; }
+        public string? ReturnUrl { get; set; }
+    }
 
     public static void MapAccountPages(this IEndpointRouteBuilder app)
     {

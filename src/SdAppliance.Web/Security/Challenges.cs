@@ -46,10 +46,14 @@ internal static class Challenges
         events.OnRedirectToLogin = async redirect =>
         {
             if (IsApi(redirect.Request)) await UnauthorizedAsync(redirect.HttpContext, null);
-            else redirect.Response.Redirect(await SetupNeededAsync(redirect.HttpContext) ? SetupPath : redirect.RedirectUri);
+            else redirect.Response.Redirect(await SetupNeededAsync(redirect.HttpContext) ? SetupPath : LoginRedirect(redirect.Request));
         };
         events.OnRedirectToAccessDenied = redirect => ForbiddenAsync(redirect.HttpContext);
     }
+
+    /// <summary>The login page, back to this page afterwards; relative, so it works behind any host name the LAN uses.</summary>
+    private static string LoginRedirect(HttpRequest request) =>
+        $"{LoginPath}?returnUrl={Uri.EscapeDataString(request.PathBase + request.Path + request.QueryString)}";
 
     public static Task<bool> SetupNeededAsync(HttpContext context) =>
         context.RequestServices.GetRequiredService<AccountService>().IsSetupNeededAsync(context.RequestAborted);

@@ -1,9 +1,11 @@
 using System.Threading.RateLimiting;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Authorization;
+using Microsoft.AspNetCore.DataProtection;
 using Microsoft.AspNetCore.Identity;
 using Microsoft.Extensions.Options;
 using SdAppliance.Appliance.Accounts;
+using SdAppliance.Appliance.Storage;
 
 namespace SdAppliance.Web.Security;
 
@@ -26,6 +28,8 @@ public static class SecurityEndpoints
         var services = builder.Services;
         services.Configure<SecurityOptions>(builder.Configuration.GetSection(SecurityOptions.Section));
         services.AddProblemDetails();
+        services.AddDataProtection().SetApplicationName("SdAppliance")
+            .PersistKeysToFileSystem(new DirectoryInfo(new DataFolder(ApplianceHost.Options(builder.Configuration).DataFolder).Keys));
         new IdentityBuilder(typeof(ApplianceUser), typeof(IdentityRole), services).AddSignInManager();
 
         services.AddAuthentication(ByHeader)
