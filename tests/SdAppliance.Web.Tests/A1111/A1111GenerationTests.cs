@@ -25,9 +25,11 @@ public sealed class A1111GenerationTests(A1111Appliance appliance) : IClassFixtu
         body["cfg_scale"] = 7;
         var response = await client.GenerateAsync("/sdapi/v1/txt2img", body);
 
-        // What sdapp generate runs for the same settings (GenerateCommand: the pipeline on the loaded model, its folders).
+        // What sdapp generate runs for the same settings (GenerateCommand: the pipeline on the loaded model, its folders),
+        // on the device the appliance ran the job on.
         var data = new DataFolder(appliance.Factory.DataFolder, DataFolder.FindApplicationRoot());
-        using var model = ModelLoader.Load(data.DemoModel!, new ModelLoadOptions(Device: Device.Cpu, SearchRoots: data.SearchRoots));
+        var device = Device.Parse(appliance.Factory.Services.GetRequiredService<JobScheduler>().Devices[0]);
+        using var model = ModelLoader.Load(data.DemoModel!, new ModelLoadOptions(Device: device, SearchRoots: data.SearchRoots));
         Engine.UseThreads(model.UnetThreadDemand(2, 64, 64));
         var pipeline = new StableDiffusionPipeline(model, new AdapterFolders(data.LoraFolders, data.EmbeddingFolders, data.HypernetworkFolders));
         var expected = pipeline.Generate(new GenerationRequest
