@@ -1,9 +1,11 @@
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using SdAppliance.Appliance.Accounts;
-using SdAppliance.Appliance.Catalog;
+using SdAppliance.Appliance.Generation;
 using SdAppliance.Appliance.Jobs;
 using SdAppliance.Appliance.Persistence;
+using SdAppliance.Appliance.Runs;
 using SdAppliance.Appliance.Storage;
 
 namespace SdAppliance.Appliance;
@@ -18,12 +20,37 @@ public static class ApplianceServices
         var data = new DataFolder(options.DataFolder, options.ApplicationRoot).Create();
         services.AddSingleton(data);
         services.AddDbContextFactory<ApplianceDb>(db => db.UseSqlite($"Data Source={data.Database}"));
-        services.AddSingleton<PathGuard>();
-        services.AddSingleton<Ownership>();
-        services.AddSingleton<ModelCatalog>();
+        services.AddLogging();
+        // Before the scheduler: hosted services start in this order, and the scheduler reads the jobs at its start.
         services.AddHostedService<DatabaseMigration.AtStart>();
         services.AddAccounts();
+        services.AddSingleton<PathGuard>();
+        services.AddSingleton<Ownership>();
+        services.AddSingleton<Catalog.ModelCatalog>();
+        services.AddSingleton<DatasetService>();
+        services.AddSingleton<OutputService>();
         services.AddSingleton<JobService>();
+        services.AddJobs();
+        services.AddGeneration();
+        services.AddSingleton<RunFiles>();
         return services;
+    }
+
+    private static void AddJobs(this IServiceCollection services)
+    {
+        services.AddSingleton<JobScheduler>();
+        services.AddHostedService(provider => provider.GetRequiredService<JobScheduler>());
+        services.AddSingleton<IJobRunner, TrainingJobRunner>();
+        services.AddSingleton<IJobRunner, ClassImagesJobRunner>();
+        services.AddSingleton<IJobRunner, ConversionJobRunner>();
+    }
+
+    private static void AddGeneration(this IServiceCollection services)
+    {
+        services.AddSingleton(new GenerationOptions());
+        services.AddSingleton<Generation.ModelCatalog>();
+        services.AddSingleton<GenerationService>();
+        services.AddSingleton<GenerationJobs>();
+        services.AddSingleton<IJobRunner, GenerationJobRunner>();
     }
 }

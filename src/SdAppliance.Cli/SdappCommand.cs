@@ -16,6 +16,7 @@ public static class SdappCommand
             TrainCommand.Create(),
             UserCommand.Create(),
             TokenCommand.Create(),
+            ServeCommand.Create(),
         };
         return root;
     }

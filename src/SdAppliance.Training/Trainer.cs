@@ -47,7 +47,12 @@ public sealed record TrainingReport(
 public sealed class Trainer
 {
     /// <summary>Starts a new run in <c>config.Output</c>.</summary>
-    public static TrainingReport Train(TrainingConfig config, IProgress<TrainingEvent>? progress = null, CancellationToken cancellationToken = default)
+    /// <param name="stepBoundary">
+    /// Called after each optimizer step (after its save and samples): other work may use the device meanwhile (a
+    /// generation during training). It may change the engine's thread count and the default generators; the run restores
+    /// them, so its weights are those of a run never paused.
+    /// </param>
+    public static TrainingReport Train(TrainingConfig config, IProgress<TrainingEvent>? progress = null, CancellationToken cancellationToken = default, Action? stepBoundary = null)
     {
         config.Validate();
         var run = new RunFolder(config.Output!);
@@ -55,14 +60,16 @@ public sealed class Trainer
             throw new TrainingConfigException($"output: '{run.Path}' already holds a run; resume it to continue, or choose another folder");
         Directory.CreateDirectory(run.Path);
         run.SaveConfig(config);
-        return new Trainer(config, run).Run(resumeFrom: null, progress, cancellationToken);
+        return new Trainer(config, run).Run(resumeFrom: null, progress, stepBoundary, cancellationToken);
     }
 
     /// <summary>
     /// Continues the run in <paramref name="runFolder"/> from its last saved training state, to <paramref name="maxTrainSteps"/>
     /// when given; what a killed process left half-written there is removed first.
     /// </summary>
-    public static TrainingReport Resume(string runFolder, int? maxTrainSteps = null, IProgress<TrainingEvent>? progress = null, CancellationToken cancellationToken = default)
+    /// <param name="stepBoundary">As <see cref="Train"/>'s.</param>
+    public static TrainingReport Resume(string runFolder, int? maxTrainSteps = null, IProgress<TrainingEvent>? progress = null, CancellationToken cancellationToken = default,
+        Action? stepBoundary = null)
     {
         var run = RunFolder.ToResume(runFolder);
         var config = run.LoadConfig();
@@ -74,7 +81,7 @@ public sealed class Trainer
         config.Validate();
         var state = run.StateToResume();
         run.RemoveUnfinishedWrites();
-        return new Trainer(config, run).Run(state, progress, cancellationToken);
+        return new Trainer(config, run).Run(state, progress, stepBoundary, cancellationToken);
     }
 
     private readonly TrainingConfig config;
@@ -93,7 +100,7 @@ public sealed class Trainer
         optimizerKind = TrainingConfig.OptimizerChoices.Parse(config.Optimizer);
     }
 
-    private TrainingReport Run(string? resumeFrom, IProgress<TrainingEvent>? progress, CancellationToken cancellationToken)
+    private TrainingReport Run(string? resumeFrom, IProgress<TrainingEvent>? progress, Action? stepBoundary, CancellationToken cancellationToken)
     {
         var started = Stopwatch.StartNew();
         var device = Device.Parse(config.DeviceName);
@@ -184,6 +191,7 @@ public sealed class Trainer
                     }
                     if (config.SampleEveryNSteps is { } sampleEvery && state.Step % sampleEvery == 0)
                         samples.AddRange(Sample(model, method, dataset, state.Step, cancellationToken));
+                    if (stepBoundary is not null) LendDevice(stepBoundary);
                     if (state.Step >= config.MaxTrainSteps) break;
                 }
                 if (state.Step >= config.MaxTrainSteps) break;
@@ -221,6 +229,27 @@ public sealed class Trainer
         };
         AtomicFile.WriteAllText(run.ReportFile, JsonSerializer.Serialize(report, TrainingConfig.Json));
         return report;
+    }
+
+    /// <summary>
+    /// Runs <paramref name="stepBoundary"/> and then puts back what other work on the engine changes and this run depends
+    /// on: the intra-op thread count (sums are split by it) and the default CPU generator (the run seeded it and its saved
+    /// states keep it, as the run's own noise generator; building another model's layers draws from it).
+    /// </summary>
+    private static void LendDevice(Action stepBoundary)
+    {
+        var threads = Engine.NumThreads;
+        using var cpuDefault = Generator.Default(Device.Cpu);
+        var cpuState = cpuDefault.GetStateBytes();
+        try
+        {
+            stepBoundary();
+        }
+        finally
+        {
+            Engine.NumThreads = threads;
+            cpuDefault.SetStateBytes(cpuState);
+        }
     }
 
     private TextConditioning Encode(PromptConditioner conditioner, IReadOnlyList<string> captions, bool grad)

@@ -203,6 +203,56 @@ public sealed record TrainingConfig
 
     public string ToJson() => JsonSerializer.Serialize(this, Json);
 
+    /// <summary>
+    /// Settings as a config file or a job request spells them (field names, comments and trailing commas allowed), one
+    /// JSON object; <paramref name="source"/> (a file, "request") is named in the message when it is not one.
+    /// </summary>
+    public static System.Text.Json.Nodes.JsonObject ParseSettings(string json, string source)
+    {
+        try
+        {
+            return System.Text.Json.Nodes.JsonNode.Parse(json, documentOptions: new JsonDocumentOptions
+            {
+                CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true,
+            }) as System.Text.Json.Nodes.JsonObject ?? throw new TrainingConfigException($"'{source}' must hold one JSON object of settings");
+        }
+        catch (JsonException e)
+        {
+            throw new TrainingConfigException($"'{source}' is not valid JSON: {e.Message}");
+        }
+    }
+
+    /// <summary>
+    /// The run's settings from <paramref name="settings"/> (those of <see cref="ParseSettings"/>) and
+    /// <paramref name="flags"/> (field name → text): the preset (the flags' or the settings' <c>preset</c>) first, then the
+    /// fields the settings spell out, then the flags. A field that is not a setting, or a value of the wrong type, is
+    /// refused naming it and <paramref name="source"/>.
+    /// </summary>
+    public static TrainingConfig FromSettings(System.Text.Json.Nodes.JsonObject settings, string source, IReadOnlyDictionary<string, string>? flags = null)
+    {
+        flags ??= new Dictionary<string, string>();
+        var names = Fields.Select(FieldName).ToHashSet(StringComparer.Ordinal);
+        foreach (var (key, _) in settings)
+            if (!names.Contains(key))
+                throw new TrainingConfigException($"{key}: not a setting (in '{source}'); valid ones: {string.Join(", ", names)}");
+        try
+        {
+            settings.Deserialize<TrainingConfig>(Json);  // a value of the wrong type: the message names the field's path
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException)
+        {
+            throw new TrainingConfigException($"'{source}' is not a valid training config: {e.Message}");
+        }
+
+        var preset = flags.TryGetValue("preset", out var name) ? name : settings["preset"]?.GetValue<string>();
+        var config = new TrainingConfig();
+        if (preset is not null) config = config.With(TrainingPresets.Get(preset));
+        // Only the fields the settings spell out override the preset, so they are laid over it as JSON.
+        var merged = JsonSerializer.SerializeToNode(config, Json)!.AsObject();
+        foreach (var (key, value) in settings) merged[key] = value?.DeepClone();
+        return merged.Deserialize<TrainingConfig>(Json)!.With(flags);
+    }
+
     /// <summary>The run.json field name of a property (network_dim; <see cref="DeviceName"/> is <c>device</c>), which front ends turn into their own words.</summary>
     public static string FieldName(PropertyInfo property) =>
         property.GetCustomAttribute<JsonPropertyNameAttribute>()?.Name ?? JsonNamingPolicy.SnakeCaseLower.ConvertName(property.Name);

@@ -9,9 +9,12 @@ namespace SdAppliance.Web;
 public static class ApplianceHost
 {
     /// <param name="args">Host arguments: <c>--urls</c>, <c>--data DIR</c> (else <c>SDAPP_DATA</c>, else <c>./data</c>), any ASP.NET setting.</param>
-    public static WebApplication Build(string[] args)
+    /// <param name="callerHandlesSignals">True when the caller stops the host itself (<c>sdapp serve</c>, whose one Ctrl+C handler
+    /// cancels the token given to <see cref="RunAsync"/>); the host then registers no Ctrl+C / SIGTERM handler of its own.</param>
+    public static WebApplication Build(string[] args, bool callerHandlesSignals = false)
     {
         var builder = WebApplication.CreateBuilder(args);
+        if (callerHandlesSignals) builder.Services.AddSingleton<IHostLifetime, CallerStoppedLifetime>();
         var options = Options(builder.Configuration);
         Directory.CreateDirectory(options.DataFolder);
         builder.Services.AddAppliance(options);
@@ -28,10 +31,11 @@ public static class ApplianceHost
         return app;
     }
 
-    public static async Task<int> RunAsync(string[] args)
+    /// <summary>Runs the host until <paramref name="stopping"/> is cancelled or, when it cannot be, until Ctrl+C or SIGTERM.</summary>
+    public static async Task<int> RunAsync(string[] args, CancellationToken stopping = default)
     {
-        await using var app = Build(args);
-        await app.RunAsync();
+        await using var app = Build(args, callerHandlesSignals: stopping.CanBeCanceled);
+        await app.RunAsync(stopping);
         return 0;
     }
 

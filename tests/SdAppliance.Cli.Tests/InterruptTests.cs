@@ -77,6 +77,44 @@ public sealed class InterruptTests : IDisposable
         Assert.False(File.Exists(png));
     }
 
+    [Fact]
+    public void CtrlCStopsTheServerGracefully()
+    {
+        var port = FreePort();
+        using var sdapp = Sdapp.Start(temp, ["serve", "--urls", $"http://127.0.0.1:{port}", "--data", Path.Combine(temp, "appdata")]);
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
+        sdapp.WaitFor(() => Answers(http, $"http://127.0.0.1:{port}/health"), "an answer from /health");
+
+        Sdapp.Kill("-INT", sdapp.Id);
+        var (exit, error) = sdapp.WaitForExit();
+
+        // sdapp's handler (its message) cancels the token the host runs on; the host stops and serve ends normally.
+        Assert.True(exit == 0, error);
+        Assert.Contains("stopping (Ctrl+C again to quit at once)", error);
+        AssertNoCrash(error);
+        Assert.False(Answers(http, $"http://127.0.0.1:{port}/health"));
+    }
+
+    private static bool Answers(HttpClient http, string url)
+    {
+        try
+        {
+            using var response = http.GetAsync(url).GetAwaiter().GetResult();
+            return response.IsSuccessStatusCode;
+        }
+        catch (HttpRequestException)
+        {
+            return false;
+        }
+    }
+
+    private static int FreePort()
+    {
+        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        return ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
     // Any complete saved state, not step-000001 by name: with a save every step and the last few kept, that folder may
     // already be gone again when a busy machine lets this poll run.
     private static void WaitForFirstCheckpoint(Sdapp sdapp, string run) =>

@@ -161,7 +161,7 @@ public sealed class ModelCatalog
     /// </summary>
     public async Task<bool> DeleteAsync(Caller caller, ModelKind kind, string relativePath, CancellationToken cancellationToken)
     {
-        var path = guard.Resolve(relativePath, KindFolder(kind), "name");
+        var path = guard.Resolve(relativePath, KindFolder(kind), "name", followLastLink: false);
         if (!Exists(path) || !Scan(kind, KindFolder(kind)).Contains(path)) return false;
         var relative = Path.GetRelativePath(KindFolder(kind), path).Replace('\\', '/');
         var item = await ownership.FindAsync(Area(kind), relative, cancellationToken);
@@ -326,8 +326,8 @@ public sealed class ModelCatalog
         using var file = TensorFile.Open(path);
         var modules = LoraKeys.Modules(path, file.Names);
         var metadata = new Dictionary<string, string>(file.Metadata, StringComparer.Ordinal);
-        // SDXL LoRAs name their two text encoders lora_te1/lora_te2; kohya writes ss_v2 for SD 2.x and ss_base_model_version.
-        string? family = modules.Any(m => m.Name.StartsWith(LoraKeys.SdxlTextEncoder1Prefix + "_", StringComparison.Ordinal) || m.Name.StartsWith(LoraKeys.SdxlTextEncoder2Prefix + "_", StringComparison.Ordinal))
+        // Only SDXL has a second text encoder; kohya writes ss_v2 for SD 2.x and ss_base_model_version.
+        string? family = modules.Any(m => m.Target == LoraTarget.TextEncoder2)
             || (metadata.TryGetValue("ss_base_model_version", out var version) && version.StartsWith("sdxl", StringComparison.OrdinalIgnoreCase))
             ? "SDXL"
             : metadata.TryGetValue("ss_v2", out var v2) ? (string.Equals(v2, "true", StringComparison.OrdinalIgnoreCase) ? "SD 2.x" : "SD 1.x")

@@ -22,4 +22,21 @@ public sealed class Job
     public string? ResultJson { get; set; }
 
     public string? Error { get; set; }
+
+    /// <summary>Its folder relative to the data folder (<c>runs/ID</c> for training, <c>jobs/ID</c> otherwise): events, results.</summary>
+    public required string Folder { get; set; }
+
+    /// <summary>The device it runs (or last ran) on.</summary>
+    public string? Device { get; set; }
+
+    /// <summary>How often it was started: more than once after a restart or a resume.</summary>
+    public int Attempts { get; set; }
+
+    /// <summary>It ran before: the next start continues from what it saved (a restart, a resume).</summary>
+    public bool Resuming { get; set; }
+
+    /// <summary>Progress as its last step event reported it.</summary>
+    public long Step { get; set; }
+
+    public long TotalSteps { get; set; }
 }

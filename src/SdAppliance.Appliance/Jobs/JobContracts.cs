@@ -6,7 +6,17 @@ namespace SdAppliance.Appliance.Jobs;
 public sealed record JobView(
     Guid Id, JobKind Kind, JobState State, string OwnerId, int Priority,
     DateTime CreatedUtc, DateTime? StartedUtc, DateTime? FinishedUtc,
-    long Step, long TotalSteps, string? Error, JsonElement Request, JsonElement? Result);
+    long Step, long TotalSteps, string? Error, JsonElement Request, JsonElement? Result)
+{
+    /// <summary>The device it runs (or last ran) on; null before it started.</summary>
+    public string? Device { get; init; }
+
+    /// <summary>How often it was started (more than once after a restart or a resume).</summary>
+    public int Attempts { get; init; }
+
+    /// <summary>Its folder relative to the data folder: <c>runs/ID</c> for training (the run folder), <c>jobs/ID</c> otherwise.</summary>
+    public string Folder { get; init; } = "";
+}
 
 /// <summary>What to run: the kind's request (serialised to JSON as it is stored), for whom, how urgently.</summary>
 public sealed record JobSubmission(JobKind Kind, string OwnerId, JsonElement Request, int Priority = 0);
@@ -43,6 +53,14 @@ public interface IJobRunner
 
     /// <summary>Runs (or resumes, <see cref="JobContext.Resuming"/>) the job; returns its result, stored as the job's JSON result.</summary>
     Task<JsonElement?> RunAsync(JobContext context, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Refuses a request that cannot run (a <see cref="SdAppliance.Formats.UserInputException"/> naming the field) before it
+    /// is queued; <see cref="JobService.SubmitAsync"/> calls it. What only running can tell is left to <see cref="RunAsync"/>.
+    /// </summary>
+    void Check(JsonElement request)
+    {
+    }
 }
 
 /// <summary>What a runner gets: the job, its folder, its device, where its events go, and the step boundary it yields at.</summary>

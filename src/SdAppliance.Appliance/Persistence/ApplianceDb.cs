@@ -21,9 +21,9 @@ public sealed class ApplianceDb(DbContextOptions<ApplianceDb> options) : Identit
     {
         base.OnModelCreating(builder);
         builder.Entity<Setting>().HasKey(s => s.Key);
+        AccountModel.Configure(builder);
         builder.Entity<StoredItem>().Property(i => i.Area).HasConversion<string>();
         builder.Entity<StoredItem>().HasIndex(i => new { i.Area, i.Path }).IsUnique();
         builder.Entity<StoredItem>().HasIndex(i => i.OwnerId);
-        AccountModel.Configure(builder);
     }
 }

@@ -22,7 +22,9 @@ public sealed class PathGuard(DataFolder data, ApplianceOptions options)
     /// <paramref name="folder"/>, which must be the data folder or a folder in it. The result need not exist.
     /// </summary>
     /// <param name="field">The request field the value came from, named in the error.</param>
-    public string Resolve(string? requested, string folder, string field = "path")
+    /// <param name="followLastLink">False to allow the last part to be a link that leaves (a linked import being deleted:
+    /// the link is what is touched, never read through).</param>
+    public string Resolve(string? requested, string folder, string field = "path", bool followLastLink = true)
     {
         var area = Path.TrimEndingDirectorySeparator(Path.GetFullPath(folder));
         if (!IsInside(area, data.FullPath))
@@ -35,7 +37,9 @@ public sealed class PathGuard(DataFolder data, ApplianceOptions options)
         if (parts.Length == 0) throw Refuse(field, text, "names no file", $"give a path relative to {where}");
         foreach (var part in parts)
             CheckSegment(part, field, text, where);
-        return Contain(Path.Combine([area, .. parts]), [area], field, text, where);
+        if (followLastLink) return Contain(Path.Combine([area, .. parts]), [area], field, text, where);
+        var parent = parts.Length == 1 ? area : Contain(Path.Combine([area, .. parts[..^1]]), [area], field, text, where);
+        return Path.Combine(parent, parts[^1]);
     }
 
     /// <summary>A single file or folder name (a dataset, an upload): no folders, nothing hidden, nothing that reads as a path.</summary>
@@ -114,8 +118,8 @@ public sealed class PathGuard(DataFolder data, ApplianceOptions options)
             if (c == '%' && i + 2 < requested.Length && Uri.IsHexDigit(requested[i + 1]) && Uri.IsHexDigit(requested[i + 2]))
                 throw Refuse(field, requested, $"contains the URL-encoded character {requested.Substring(i, 3)}, which is taken literally here",
                     "send the name itself, encoded once at most by the HTTP client");
-            if (c > 0x7F && LooksLikeSyntax(c))
-                throw Refuse(field, requested, $"contains U+{(int)c:X4}, which reads as '{c.ToString().Normalize(NormalizationForm.FormKC)}' once normalised",
+            if (LookAlikes.TryGetValue(c, out var reads))
+                throw Refuse(field, requested, $"contains U+{(int)c:X4}, which reads as '{reads}'",
                     "use plain ASCII for '.', '/' and '\\'");
             if (char.IsSurrogate(c) && !(char.IsHighSurrogate(c) && i + 1 < requested.Length && char.IsLowSurrogate(requested[i + 1]))
                 && !(char.IsLowSurrogate(c) && i > 0 && char.IsHighSurrogate(requested[i - 1])))
@@ -124,12 +128,16 @@ public sealed class PathGuard(DataFolder data, ApplianceOptions options)
         return requested;
     }
 
-    private static bool LooksLikeSyntax(char c)
+    // What each look-alike reads as: the characters whose NFKC form holds '.', '/', '\\', ':' or '%' (a table, since
+    // InvariantGlobalization leaves string.Normalize without its data), and the slashes that only look like '/'.
+    private static readonly Dictionary<char, string> LookAlikes = new()
     {
-        if (char.IsSurrogate(c)) return false;
-        var normalised = c.ToString().Normalize(NormalizationForm.FormKC);
-        return normalised.AsSpan().IndexOfAny("./\\:%") >= 0;
-    }
+        ['\u2024'] = ".", ['\u2025'] = "..", ['\u2026'] = "...", ['\uFE52'] = ".", ['\uFF0E'] = ".",
+        ['\uFF0F'] = "/", ['\u2215'] = "/", ['\u2044'] = "/", ['\u29F8'] = "/",
+        ['\uFE68'] = "\\", ['\uFF3C'] = "\\", ['\u29F5'] = "\\", ['\u29F9'] = "\\",
+        ['\uFE13'] = ":", ['\uFE55'] = ":", ['\uFF1A'] = ":",
+        ['\uFE6A'] = "%", ['\uFF05'] = "%",
+    };
 
     private static void CheckSegment(string part, string field, string text, string where)
     {

@@ -20,7 +20,7 @@ public static class ConvertCommand
         var input = new Option<string>("--input", "-i") { Description = "A diffusers folder or a .safetensors/.ckpt file", Required = true };
         var output = new Option<string>("--output", "-o") { Description = "The file or folder to write", Required = true };
         var to = new Option<string?>("--to") { Description = "diffusers, safetensors or ckpt (default: from the output's extension, else diffusers)" };
-        to.AcceptOnlyFromAmong("diffusers", "safetensors", "ckpt");
+        to.AcceptOnlyFromAmong([.. ModelConverter.FormatNames.Keys]);
         var half = new Option<bool>("--half") { Description = "Store floating-point weights as float16" };
         var config = new Option<string?>("--config") { Description = "A diffusers folder whose configs describe a single file that is not a standard family" };
         var prediction = new Option<string?>("--prediction-type") { Description = "epsilon or v_prediction, written into the scheduler config" };
@@ -32,13 +32,7 @@ public static class ConvertCommand
         };
         command.SetAction((parse, cancellationToken) =>
         {
-            var format = parse.GetValue(to) switch
-            {
-                "diffusers" => ModelFormat.Diffusers,
-                "safetensors" => ModelFormat.Safetensors,
-                "ckpt" => ModelFormat.Ckpt,
-                _ => (ModelFormat?)null,
-            };
+            var format = ModelConverter.ParseFormat(parse.GetValue(to), "--to");
             var options = new ConversionOptions(format, parse.GetValue(half), parse.GetValue(config), parse.GetValue(prediction), paths().SearchRoots);
             var io = parse.InvocationConfiguration;
             return Task.FromResult(Run(parse.GetValue(input)!, parse.GetValue(output)!, options, io.Output, io.Error, cancellationToken));
@@ -56,8 +50,6 @@ public static class ConvertCommand
     {
         try
         {
-            if (options.ConfigDirectory is not null && !Directory.Exists(options.ConfigDirectory))
-                throw new UserInputException("config_directory", $"'{options.ConfigDirectory}' is not a folder", "give a diffusers model folder, with unet/config.json...");
             var bar = new ProgressBar(error, ProgressBar.IsTerminal(error), "converting", "tensors", "tensors/s");
             ConversionResult result;
             try

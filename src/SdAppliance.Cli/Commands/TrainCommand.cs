@@ -138,31 +138,9 @@ public static class TrainCommand
         if (configFile is not null)
         {
             if (!File.Exists(configFile)) throw new UsageException($"--config '{configFile}' does not exist");
-            try
-            {
-                file = JsonNode.Parse(File.ReadAllText(configFile), documentOptions: new JsonDocumentOptions
-                {
-                    CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true,
-                }) as JsonObject ?? throw new TrainingConfigException($"'{configFile}' must hold one JSON object of settings");
-            }
-            catch (JsonException e)
-            {
-                throw new TrainingConfigException($"'{configFile}' is not valid JSON: {e.Message}");
-            }
-            var fields = TrainingConfig.Fields.Select(TrainingConfig.FieldName).ToHashSet(StringComparer.Ordinal);
-            foreach (var (key, _) in file)
-                if (!fields.Contains(key))
-                    throw new TrainingConfigException($"{key}: not a setting (in '{configFile}'); valid ones: {string.Join(", ", fields)}");
-            TrainingConfig.Load(configFile);  // a value of the wrong type: the message names the file and the field's path
+            file = TrainingConfig.ParseSettings(File.ReadAllText(configFile), configFile);
         }
-
-        var preset = flags.TryGetValue("preset", out var name) ? name : file["preset"]?.GetValue<string>();
-        var config = new TrainingConfig();
-        if (preset is not null) config = config.With(TrainingPresets.Get(preset));
-        // Only the fields the file spells out override the preset, so the file is laid over it as JSON.
-        var merged = JsonSerializer.SerializeToNode(config, TrainingConfig.Json)!.AsObject();
-        foreach (var (key, value) in file) merged[key] = value?.DeepClone();
-        config = merged.Deserialize<TrainingConfig>(TrainingConfig.Json)!.With(flags);
+        var config = TrainingConfig.FromSettings(file, configFile ?? "the flags", flags);
 
         var model = config.Model ?? paths.DemoModel
             ?? throw new TrainingConfigException("model: give the base model (--model PATH); there is no default model (models/demo) here");

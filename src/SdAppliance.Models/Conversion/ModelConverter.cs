@@ -62,6 +62,18 @@ public static class ModelConverter
         _ => ModelFormat.Diffusers,
     };
 
+    /// <summary>The output formats by name (<c>diffusers</c>, <c>safetensors</c>, <c>ckpt</c>), as front ends and requests spell them.</summary>
+    public static IReadOnlyDictionary<string, ModelFormat> FormatNames { get; } = new Dictionary<string, ModelFormat>(StringComparer.Ordinal)
+    {
+        ["diffusers"] = ModelFormat.Diffusers, ["safetensors"] = ModelFormat.Safetensors, ["ckpt"] = ModelFormat.Ckpt,
+    };
+
+    /// <summary>The format named <paramref name="name"/> (null: from the output's extension); <paramref name="field"/> is named when it is none.</summary>
+    public static ModelFormat? ParseFormat(string? name, string field) =>
+        name is null ? null
+        : FormatNames.TryGetValue(name, out var format) ? format
+        : throw new UserInputException(field, $"'{name}' is not one of {string.Join(", ", FormatNames.Keys)}");
+
     public static ConversionResult Convert(string input, string output, ConversionOptions? options = null,
         IProgress<ConversionProgress>? progress = null, CancellationToken cancellationToken = default)
     {
@@ -70,6 +82,8 @@ public static class ModelConverter
         options ??= new ConversionOptions();
         if (options.PredictionType is not (null or "epsilon" or "v_prediction" or "sample"))
             throw new UserInputException("prediction_type", $"'{options.PredictionType}' is not one of {string.Join(", ", ModelLoader.PredictionTypes)}");
+        if (options.ConfigDirectory is not null && !Directory.Exists(options.ConfigDirectory))
+            throw new UserInputException("config_directory", $"'{options.ConfigDirectory}' is not a folder", "give a diffusers model folder, with unet/config.json...");
         var format = options.To ?? FormatFor(output);
         CheckPaths(input, output, format);
 

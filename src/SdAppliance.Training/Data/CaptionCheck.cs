@@ -8,7 +8,7 @@ namespace SdAppliance.Training.Data;
 /// Caption files and captions that would hang, exhaust or stop a run, found when the dataset is scanned so that
 /// their image is skipped with the reason (and the run goes on with the others) instead of failing at some step.
 /// </summary>
-internal static class CaptionCheck
+public static class CaptionCheck
 {
     /// <summary>
     /// 64 KiB: thirty times the longest real captions (booru tag lists of one or two kilobytes), and far more than

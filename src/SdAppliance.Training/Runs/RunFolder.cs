@@ -27,6 +27,12 @@ public sealed class RunFolder
 
     public string ReportFile => System.IO.Path.Combine(Path, "report.json");
 
+    /// <summary>The step log, one JSON object per line (<see cref="RunLog"/>).</summary>
+    public string LogFile => System.IO.Path.Combine(Path, "log.jsonl");
+
+    /// <summary>The complete training states (<c>checkpoints/step-N</c>), oldest first.</summary>
+    public IReadOnlyList<string> CompleteStates => [.. TrainingStates.Complete(StatesFolder)];
+
     /// <summary>Whether a run lives here: a training state was saved (or begun) in it.</summary>
     public bool HoldsRun => TrainingStates.Any(StatesFolder);
 

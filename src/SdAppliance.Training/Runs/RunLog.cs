@@ -25,7 +25,7 @@ public sealed class RunLog : IDisposable
 
     public RunLog(string runFolder)
     {
-        jsonl = new StreamWriter(new FileStream(Path.Combine(runFolder, "log.jsonl"), FileMode.Append, FileAccess.Write, FileShare.Read));
+        jsonl = new StreamWriter(new FileStream(new RunFolder(runFolder).LogFile, FileMode.Append, FileAccess.Write, FileShare.Read));
         tensorBoard = new TensorBoardWriter(Path.Combine(runFolder, "tensorboard"));
     }
 

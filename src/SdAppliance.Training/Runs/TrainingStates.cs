@@ -48,7 +48,7 @@ internal static class TrainingStates
     }
 
     /// <summary>The complete states, oldest first.</summary>
-    private static IEnumerable<string> Complete(string folder) =>
+    internal static IEnumerable<string> Complete(string folder) =>
         Directory.Exists(folder)
             ? Directory.EnumerateDirectories(folder, "step-*").Where(d => File.Exists(Path.Combine(d, StateFile))).Order(StringComparer.Ordinal)
             : [];

@@ -66,7 +66,13 @@ namespace SdAppliance.Appliance.Persistence.Migrations
                     FinishedUtc = table.Column<DateTime>(type: "TEXT", nullable: true),
                     RequestJson = table.Column<string>(type: "TEXT", nullable: false),
                     ResultJson = table.Column<string>(type: "TEXT", nullable: true),
-                    Error = table.Column<string>(type: "TEXT", nullable: true)
+                    Error = table.Column<string>(type: "TEXT", nullable: true),
+                    Folder = table.Column<string>(type: "TEXT", nullable: false),
+                    Device = table.Column<string>(type: "TEXT", nullable: true),
+                    Attempts = table.Column<int>(type: "INTEGER", nullable: false),
+                    Resuming = table.Column<bool>(type: "INTEGER", nullable: false),
+                    Step = table.Column<long>(type: "INTEGER", nullable: false),
+                    TotalSteps = table.Column<long>(type: "INTEGER", nullable: false)
                 },
                 constraints: table =>
                 {

@@ -11,7 +11,7 @@ using SdAppliance.Appliance.Persistence;
 namespace SdAppliance.Appliance.Persistence.Migrations
 {
     [DbContext(typeof(ApplianceDb))]
-    [Migration("20261202062223_InitialCreate")]
+    [Migration("20261202064130_InitialCreate")]
     partial class InitialCreate
     {
         /// <inheritdoc />
@@ -298,13 +298,23 @@ namespace SdAppliance.Appliance.Persistence.Migrations
                         .ValueGeneratedOnAdd()
                         .HasColumnType("TEXT");
 
+                    b.Property<int>("Attempts")
+                        .HasColumnType("INTEGER");
+
                     b.Property<DateTime>("CreatedUtc")
+                        .HasColumnType("TEXT");
+
+                    b.Property<string>("Device")
                         .HasColumnType("TEXT");
 
                     b.Property<string>("Error")
                         .HasColumnType("TEXT");
 
                     b.Property<DateTime?>("FinishedUtc")
+                        .HasColumnType("TEXT");
+
+                    b.Property<string>("Folder")
+                        .IsRequired()
                         .HasColumnType("TEXT");
 
                     b.Property<int>("Kind")
@@ -324,10 +334,19 @@ namespace SdAppliance.Appliance.Persistence.Migrations
                     b.Property<string>("ResultJson")
                         .HasColumnType("TEXT");
 
+                    b.Property<bool>("Resuming")
+                        .HasColumnType("INTEGER");
+
                     b.Property<DateTime?>("StartedUtc")
                         .HasColumnType("TEXT");
 
                     b.Property<int>("State")
+                        .HasColumnType("INTEGER");
+
+                    b.Property<long>("Step")
+                        .HasColumnType("INTEGER");
+
+                    b.Property<long>("TotalSteps")
                         .HasColumnType("INTEGER");
 
                     b.HasKey("Id");

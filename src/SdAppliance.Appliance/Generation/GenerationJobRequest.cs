@@ -1,0 +1,68 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using SdAppliance.Diffusion.Pipelines;
+
+namespace SdAppliance.Appliance.Generation;
+
+/// <summary>A LoRA from the catalog (its name: the file name without extension) and its weight.</summary>
+public sealed record LoraWeight(string Name, double Weight = 1);
+
+/// <summary>
+/// A generation job as it is queued and stored (JSON, snake_case: <c>cfg_scale</c>, <c>n_iter</c>, the names
+/// <see cref="GenerationRequest.FieldName"/> gives refusals). Defaults are <c>sdapp generate</c>'s: 20 steps, CFG 7,
+/// DPM++ 2M Karras, the model's native size, a random seed.
+/// </summary>
+public sealed record GenerationJobRequest
+{
+    private static readonly GenerationRequest Defaults = new();
+
+    /// <summary>A catalog model by A1111 title, name or file name; null: the appliance's current model.</summary>
+    public string? Model { get; init; }
+
+    public string Prompt { get; init; } = "";
+    public string NegativePrompt { get; init; } = "";
+
+    /// <summary>-1 draws one; image i of the job (over every batch) uses Seed + i, as A1111.</summary>
+    public long Seed { get; init; } = -1;
+
+    /// <summary>A sampler name ("DPM++ 2M", "DPM++ 2M Karras", <c>euler_a</c>...), see <see cref="SamplerNames.Resolve"/>.</summary>
+    public string Sampler { get; init; } = Defaults.Sampler;
+
+    /// <summary>A schedule type (automatic, normal, karras); null or automatic: the sampler name's own.</summary>
+    public string? Scheduler { get; init; }
+
+    public int Steps { get; init; } = Defaults.Steps;
+    public double CfgScale { get; init; } = Defaults.CfgScale;
+
+    /// <summary>Null: the init image's size, else the model's native size.</summary>
+    public int? Width { get; init; }
+
+    public int? Height { get; init; }
+    public int BatchSize { get; init; } = 1;
+
+    /// <summary>How many batches, one after the other (A1111's batch count).</summary>
+    public int NIter { get; init; } = 1;
+
+    public int ClipSkip { get; init; } = Defaults.ClipSkip;
+
+    /// <summary>img2img: the image to start from, a file relative to the data folder (the service stores uploads there).</summary>
+    public string? InitImage { get; init; }
+
+    /// <summary>img2img: how much of the schedule runs on the init image (A1111's denoising strength).</summary>
+    public double Strength { get; init; } = Defaults.Strength;
+
+    /// <summary>LoRAs besides those the prompt names with <c>&lt;lora:name:w&gt;</c>.</summary>
+    public IReadOnlyList<LoraWeight> Loras { get; init; } = [];
+
+    /// <summary>How requests and results are spelt as JSON: snake_case, enums as strings.</summary>
+    public static JsonSerializerOptions Json { get; } = new(JsonSerializerDefaults.Web)
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
+    };
+
+    public JsonElement ToJson() => JsonSerializer.SerializeToElement(this, Json);
+
+    public static GenerationJobRequest FromJson(JsonElement json) =>
+        json.Deserialize<GenerationJobRequest>(Json) ?? throw new JsonException("a generation request is null");
+}

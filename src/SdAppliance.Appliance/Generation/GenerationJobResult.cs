@@ -1,0 +1,19 @@
+using System.Text.Json;
+
+namespace SdAppliance.Appliance.Generation;
+
+/// <summary>One image a generation job wrote: the PNG (relative to the data folder), its seed, its A1111 infotext.</summary>
+public sealed record GeneratedFile(string File, long Seed, string Infotext);
+
+/// <summary>What a generation job made, stored as its JSON result (<see cref="GenerationJobRequest.Json"/>).</summary>
+/// <param name="Sampler">The sampler as the registry names it ("DPM++ 2M Karras"), after the schedule type was applied.</param>
+/// <param name="Warnings">Adapters that were left out or applied in part, one line each.</param>
+public sealed record GenerationJobResult(
+    IReadOnlyList<GeneratedFile> Images, int Width, int Height, string Model, string? ModelHash, string Sampler,
+    IReadOnlyList<string> Warnings)
+{
+    public JsonElement ToJson() => JsonSerializer.SerializeToElement(this, GenerationJobRequest.Json);
+
+    public static GenerationJobResult FromJson(JsonElement json) =>
+        json.Deserialize<GenerationJobResult>(GenerationJobRequest.Json) ?? throw new JsonException("a generation result is null");
+}

@@ -1,0 +1,41 @@
+using System.Text.Json;
+using SdAppliance.Training;
+
+namespace SdAppliance.Appliance.Jobs;
+
+/// <summary>Training settings in a job request (training, class images): the fields of <c>run.json</c>, paths inside the data folder.</summary>
+public static class TrainingRequests
+{
+    /// <summary>
+    /// The settings of <paramref name="request"/> for a job whose folder is <paramref name="folder"/>, on
+    /// <paramref name="device"/>; the model by default the demo model; checked (<see cref="TrainingConfig.Validate"/>)
+    /// before anything runs.
+    /// </summary>
+    public static TrainingConfig Config(ApplianceOptions options, JsonElement request, string folder, string device)
+    {
+        var settings = TrainingConfig.ParseSettings(request.GetRawText(), "request");
+        if (settings.ContainsKey("output"))
+            throw new TrainingConfigException("output: the appliance keeps a job's run in runs/JOB_ID; leave output out");
+        var config = TrainingConfig.FromSettings(settings, "request");
+        var model = config.Model ?? (options.ApplicationRoot is { } root ? Path.Combine(root, "models", "demo") : null)
+            ?? throw new TrainingConfigException("model: give the base model (a diffusers folder or a .safetensors/.ckpt file under models/)");
+        config = config with
+        {
+            Model = RequestPaths.Resolve(options, "model", model),
+            Data = Resolve(options, "data", config.Data),
+            Concepts = Resolve(options, "concepts", config.Concepts),
+            ClassData = Resolve(options, "class_data", config.ClassData),
+            Output = folder,
+            DeviceName = device,
+        };
+        config.Validate();
+        return config;
+    }
+
+    /// <summary>Refuses settings that cannot run, naming the field, before the job is queued.</summary>
+    public static void Check(ApplianceOptions options, JsonElement request) =>
+        Config(options, request, Path.Combine(options.DataFolder, "runs", "check"), "cpu");
+
+    private static string? Resolve(ApplianceOptions options, string field, string? path) =>
+        string.IsNullOrWhiteSpace(path) ? path : RequestPaths.Resolve(options, field, path);
+}

@@ -1,0 +1,41 @@
+using Microsoft.AspNetCore.Http.HttpResults;
+using SdAppliance.Formats;
+
+namespace SdAppliance.Web.Api;
+
+/// <summary>
+/// The REST API's errors, all ProblemDetails: a refusal of the request (<see cref="UserInputException"/>, from any
+/// layer) is a 400 naming its field or file in <c>field</c> with the fix in <c>fix</c>; a resource the caller cannot
+/// see is a 404 whether or not it exists, so existence does not leak.
+/// </summary>
+internal static class ApiProblems
+{
+    public static ProblemHttpResult BadRequest(UserInputException e)
+    {
+        var extensions = new Dictionary<string, object?>();
+        if (e.Subject is not null) extensions["field"] = e.Subject;
+        if (e.Fix is not null) extensions["fix"] = e.Fix;
+        return TypedResults.Problem(
+            statusCode: StatusCodes.Status400BadRequest,
+            title: e.Subject is null ? "The request cannot be used" : $"{e.Subject}: {e.Problem}",
+            detail: e.Message,
+            extensions: extensions);
+    }
+
+    public static ProblemHttpResult NotFound(string what) =>
+        TypedResults.Problem(statusCode: StatusCodes.Status404NotFound, title: "Not found", detail: $"there is no {what} you can see");
+
+    /// <summary>Turns a <see cref="UserInputException"/> thrown by an endpoint of the group into its 400 (one place for all of /api/v1).</summary>
+    public static RouteGroupBuilder WithUserInputProblems(this RouteGroupBuilder group) =>
+        group.AddEndpointFilter(async (context, next) =>
+        {
+            try
+            {
+                return await next(context);
+            }
+            catch (UserInputException e)
+            {
+                return BadRequest(e);
+            }
+        });
+}

@@ -1,0 +1,67 @@
+using SdAppliance.Appliance.Jobs;
+
+namespace SdAppliance.Appliance.Tests.Jobs;
+
+public sealed class SchedulingTests : IDisposable
+{
+    private readonly string data = Directory.CreateTempSubdirectory("sdapp-scheduling-").FullName;
+
+    [Fact]
+    public async Task Higher_priority_goes_first_then_users_take_turns_then_first_come_first_served()
+    {
+        var runner = new ControlledRunner(JobKind.Generation, usesDevice: true);
+        await using var appliance = await TestAppliance.StartAsync(data, [runner]);
+        var blocker = await appliance.SubmitAsync(JobKind.Generation, "zoe", new { });
+        await runner.WaitStartedAsync(blocker.Id);
+        var a1 = await appliance.SubmitAsync(JobKind.Generation, "alice", new { n = "a1" });
+        var a2 = await appliance.SubmitAsync(JobKind.Generation, "alice", new { n = "a2" });
+        var a3 = await appliance.SubmitAsync(JobKind.Generation, "alice", new { n = "a3" });
+        var b1 = await appliance.SubmitAsync(JobKind.Generation, "bob", new { n = "b1" });
+        var b2 = await appliance.SubmitAsync(JobKind.Generation, "bob", new { n = "b2" });
+        var urgent = await appliance.SubmitAsync(JobKind.Generation, "carol", new { n = "urgent" }, priority: 5);
+
+        // One device: each job starts only when the one before has ended.
+        var expected = new[] { urgent, a1, b1, a2, b2, a3 };
+        runner.Complete(blocker.Id);
+        foreach (var job in expected)
+        {
+            await runner.WaitStartedAsync(job.Id);
+            runner.Complete(job.Id);
+        }
+        foreach (var job in expected) await appliance.WaitAsync(job.Id);
+        Assert.Equal([blocker.Id, .. expected.Select(j => j.Id)], runner.StartOrder);
+        Assert.Equal(1, runner.MostAtOnce);
+    }
+
+    [Fact]
+    public async Task Two_devices_run_two_device_jobs_at_once_never_two_on_one_and_light_jobs_run_beside()
+    {
+        var heavy = new ControlledRunner(JobKind.Generation, usesDevice: true);
+        var light = new ControlledRunner(JobKind.Conversion, usesDevice: false);
+        await using var appliance = await TestAppliance.StartAsync(data, [heavy, light], devices: ["cuda:0", "cuda:1"]);
+        var first = await appliance.SubmitAsync(JobKind.Generation, "alice", new { });
+        var second = await appliance.SubmitAsync(JobKind.Generation, "alice", new { });
+        var third = await appliance.SubmitAsync(JobKind.Generation, "alice", new { });
+        var conversion = await appliance.SubmitAsync(JobKind.Conversion, "alice", new { });
+
+        await heavy.WaitStartedAsync(first.Id);
+        await heavy.WaitStartedAsync(second.Id);
+        await light.WaitStartedAsync(conversion.Id);
+        // The conversion, queued after the third, started: the scheduler looked at the third and kept it waiting.
+        var caller = new Caller("alice", IsAdmin: false);
+        List<JobView> running = [(await appliance.Jobs.GetAsync(caller, first.Id, CancellationToken.None))!, (await appliance.Jobs.GetAsync(caller, second.Id, CancellationToken.None))!];
+        Assert.Equal(["cuda:0", "cuda:1"], running.Select(j => j.Device!).Order(StringComparer.Ordinal));
+        Assert.Equal(JobState.Queued, (await appliance.Jobs.GetAsync(caller, third.Id, CancellationToken.None))!.State);
+
+        heavy.Complete(second.Id);
+        await heavy.WaitStartedAsync(third.Id);
+        Assert.Equal(running[1].Device, (await appliance.Jobs.GetAsync(caller, third.Id, CancellationToken.None))!.Device);
+        heavy.Complete(first.Id);
+        heavy.Complete(third.Id);
+        light.Complete(conversion.Id);
+        foreach (var job in new[] { first, second, third, conversion }) Assert.Equal(JobState.Completed, (await appliance.WaitAsync(job.Id)).State);
+        Assert.Equal(2, heavy.MostAtOnce);
+    }
+
+    public void Dispose() => Directory.Delete(data, recursive: true);
+}
