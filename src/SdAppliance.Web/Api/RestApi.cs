@@ -2,6 +2,7 @@ using System.Text.Json.Serialization;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Scalar.AspNetCore;
+using SdAppliance.Web.Security;
 
 namespace SdAppliance.Web.Api;
 
@@ -41,7 +42,7 @@ public static class RestApi
         api.MapRuns();
 
         app.MapOpenApi().RequireAuthorization();
-        app.MapScalarApiReference().RequireAuthorization();
+        app.MapScalarApiReference().RequireSignedInEvenIfAnonymous();
         return app;
     }
 

@@ -83,6 +83,21 @@ public static class SecurityEndpoints
     }
 
     /// <summary>
+    /// Requires a signed-in user even on endpoints a library maps as anonymous (Scalar's script assets): its
+    /// <see cref="IAllowAnonymous"/> is removed after every other convention ran.
+    /// </summary>
+    public static TBuilder RequireSignedInEvenIfAnonymous<TBuilder>(this TBuilder builder) where TBuilder : IEndpointConventionBuilder
+    {
+        builder.RequireAuthorization();
+        builder.Finally(endpoint =>
+        {
+            for (var i = endpoint.Metadata.Count - 1; i >= 0; i--)
+                if (endpoint.Metadata[i] is IAllowAnonymous) endpoint.Metadata.RemoveAt(i);
+        });
+        return builder;
+    }
+
+    /// <summary>
     /// The scheme that authenticates a request: the one its <c>Authorization</c> header names; without one, on the
     /// A1111 routes the allowed-address check (after the cookie), elsewhere the sign-in cookie.
     /// </summary>
