@@ -94,7 +94,9 @@ public sealed class AccountService(UserManager<ApplianceUser> users, ApplianceDb
     {
         cancellationToken.ThrowIfCancellationRequested();
         var user = await users.FindByIdAsync(userId) ?? throw new UserInputException("id", $"there is no user '{userId}'");
-        Check(await users.ChangePasswordAsync(user, currentPassword, newPassword));
+        if (!await users.CheckPasswordAsync(user, currentPassword))
+            throw new UserInputException("current_password", "is not the account's password", "give the password you signed in with");
+        Check(await users.ChangePasswordAsync(user, currentPassword, newPassword), passwordField: "new_password");
     }
 
     /// <summary>Makes a token for the user; its secret is in the result and nowhere else.</summary>
@@ -152,22 +154,19 @@ public sealed class AccountService(UserManager<ApplianceUser> users, ApplianceDb
     internal static string Hash(string token) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(token)));
 
     /// <summary>Identity's refusal (a taken name, a weak password) as a refusal of the field at fault.</summary>
-    private static void Check(IdentityResult result)
+    private static void Check(IdentityResult result, string passwordField = "password")
     {
         if (result.Succeeded) return;
         var error = result.Errors.First();
         var subject = error.Code switch
         {
-            _ when error.Code.StartsWith("Password", StringComparison.Ordinal) => "password",
+            _ when error.Code.StartsWith("Password", StringComparison.Ordinal) => passwordField,
             _ when error.Code.Contains("UserName", StringComparison.Ordinal) => "name",
             _ => null,
         };
-        var fix = subject switch
-        {
-            "password" => "choose a password that meets the rule",
-            "name" => "choose another name (letters, digits and -._@+)",
-            _ => null,
-        };
+        var fix = subject == passwordField ? "choose a password that meets the rule"
+            : subject == "name" ? "choose another name (letters, digits and -._@+)"
+            : null;
         throw new UserInputException(subject, string.Join(" ", result.Errors.Select(e => e.Description)), fix);
     }
 }

@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Scalar.AspNetCore;
 using SdAppliance.Appliance;
 using SdAppliance.Appliance.Storage;
+using SdAppliance.Web.Security;
 
 namespace SdAppliance.Web.Api;
 
@@ -54,7 +55,7 @@ public static class RestApi
         api.MapOutputs();
 
         app.MapOpenApi().RequireAuthorization();
-        app.MapScalarApiReference().RequireAuthorization();
+        app.MapScalarApiReference().RequireSignedInEvenIfAnonymous();
         return app;
     }
 

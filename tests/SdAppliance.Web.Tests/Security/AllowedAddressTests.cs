@@ -53,8 +53,9 @@ public sealed class AllowedAddressTests
 
         using var bad = await admin.PutAsJsonAsync("/api/v1/security/allowed-addresses", new { addresses = new[] { "10.0.0.1", "10.0.0.300" } });
         Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
-        var errors = (await bad.JsonAsync()).GetProperty("errors").GetProperty("addresses");
-        Assert.Contains("10.0.0.300", errors[0].GetString());
+        var problem = await bad.JsonAsync();
+        Assert.Equal("addresses", problem.GetProperty("field").GetString());
+        Assert.Contains("10.0.0.300", problem.GetProperty("detail").GetString());
 
         var list = (await (await admin.GetAsync("/api/v1/security/allowed-addresses")).JsonAsync()).GetProperty("addresses");
         Assert.Equal(0, list.GetArrayLength());
