@@ -2,6 +2,7 @@ using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using SdAppliance.Appliance.Accounts;
+using SdAppliance.Appliance.Catalog;
 using SdAppliance.Appliance.Generation;
 using SdAppliance.Appliance.Jobs;
 using SdAppliance.Appliance.Persistence;
@@ -26,9 +27,10 @@ public static class ApplianceServices
         services.AddAccounts();
         services.AddSingleton<PathGuard>();
         services.AddSingleton<Ownership>();
-        services.AddSingleton<Catalog.ModelCatalog>();
+        services.AddSingleton<ModelCatalog>();
         services.AddSingleton<DatasetService>();
         services.AddSingleton<OutputService>();
+        services.AddHostedService<LeftoverCleanup>();
         services.AddSingleton<JobService>();
         services.AddJobs();
         services.AddGeneration();
@@ -48,7 +50,6 @@ public static class ApplianceServices
     private static void AddGeneration(this IServiceCollection services)
     {
         services.AddSingleton(new GenerationOptions());
-        services.AddSingleton<Generation.ModelCatalog>();
         services.AddSingleton<GenerationService>();
         services.AddSingleton<GenerationJobs>();
         services.AddSingleton<IJobRunner, GenerationJobRunner>();

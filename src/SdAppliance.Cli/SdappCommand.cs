@@ -14,9 +14,9 @@ public static class SdappCommand
             GenerateCommand.Create(),
             ConvertCommand.Create(),
             TrainCommand.Create(),
+            ServeCommand.Create(),
             UserCommand.Create(),
             TokenCommand.Create(),
-            ServeCommand.Create(),
         };
         return root;
     }

@@ -1,4 +1,5 @@
 using SdAppliance.Appliance;
+using SdAppliance.Appliance.Storage;
 using SdAppliance.Web.A1111;
 using SdAppliance.Web.Api;
 using SdAppliance.Web.Security;
@@ -16,7 +17,6 @@ public static class ApplianceHost
         var builder = WebApplication.CreateBuilder(args);
         if (callerHandlesSignals) builder.Services.AddSingleton<IHostLifetime, CallerStoppedLifetime>();
         var options = Options(builder.Configuration);
-        Directory.CreateDirectory(options.DataFolder);
         builder.Services.AddAppliance(options);
         builder.AddApplianceSecurity();
         builder.AddRestApi();
@@ -39,24 +39,16 @@ public static class ApplianceHost
         return 0;
     }
 
-    /// <summary>The appliance's options from the host's configuration (<c>data</c>, <c>import_roots</c>) and the environment.</summary>
+    /// <summary>The appliance's options from the host's configuration (<c>data</c>, <c>import_roots</c>, <c>limits</c>) and the environment.</summary>
     internal static ApplianceOptions Options(IConfiguration configuration)
     {
-        var data = configuration["data"] is { Length: > 0 } d ? d
-            : Environment.GetEnvironmentVariable("SDAPP_DATA") is { Length: > 0 } e ? e : "data";
+        var data = DataFolder.Discover(configuration["data"]);
         return new ApplianceOptions
         {
-            DataFolder = Path.GetFullPath(data),
-            ApplicationRoot = FindApplicationRoot(),
+            DataFolder = data.FullPath,
+            ApplicationRoot = data.ApplicationRoot,
             ImportRoots = configuration.GetSection("import_roots").Get<string[]>() ?? [],
+            Limits = configuration.GetSection("limits").Get<StorageLimits>() ?? new StorageLimits(),
         };
-    }
-
-    /// <summary>The folder holding <c>models/configs</c>, found upwards from the program (the repository or install folder).</summary>
-    private static string? FindApplicationRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            if (Directory.Exists(Path.Combine(dir.FullName, "models", "configs"))) return dir.FullName;
-        return null;
     }
 }

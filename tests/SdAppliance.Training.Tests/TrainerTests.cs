@@ -78,6 +78,34 @@ public sealed class TrainerTests : IDisposable
         Assert.All(straight.Outputs, o => Assert.True(File.Exists(o) || Directory.Exists(o), o));
     }
 
+    [Fact]
+    public void WorkAtTheStepBoundaryThatChangesThreadsAndTheDefaultGeneratorLeavesTheRunAsIfNeverPaused()
+    {
+        // What the run sees at each boundary (thread count, default generator) with a boundary that does nothing...
+        var quiet = new List<(int Threads, string Generator)>();
+        var straight = Trainer.Train(Config("lora", "quiet", steps: 4), stepBoundary: () => quiet.Add(Observe()));
+        // ...and with one that does what a generation does to the engine: other threads, draws from the default generator.
+        var busy = new List<(int Threads, string Generator)>();
+        var paused = Trainer.Train(Config("lora", "busy", steps: 4), stepBoundary: () =>
+        {
+            busy.Add(Observe());
+            Engine.NumThreads = Engine.NumThreads == 1 ? 2 : 1;
+            using var draw = torch.Randn([64]);
+        });
+        Assert.Equal(4, quiet.Count);
+        Assert.Equal(quiet, busy);
+        using var a = TensorFile.Open(Assert.Single(straight.Outputs));
+        using var b = TensorFile.Open(Assert.Single(paused.Outputs));
+        foreach (var name in a.Names)
+            Assert.True(a.ReadBytes(name).AsSpan().SequenceEqual(b.ReadBytes(name)), $"{name} differs after the paused run");
+
+        static (int, string) Observe()
+        {
+            using var cpuDefault = Generator.Default(Device.Cpu);
+            return (Engine.NumThreads, Convert.ToBase64String(cpuDefault.GetStateBytes()));
+        }
+    }
+
     [Theory]
     [InlineData("lora", 3e-3)]
     [InlineData("dreambooth", 1e-3)]

@@ -2,9 +2,8 @@ using SdAppliance.Appliance.Jobs;
 
 namespace SdAppliance.Appliance.Generation;
 
-/// <summary>The generation job did not complete: it failed (<see cref="Exception.Message"/> is the job's error) or was cancelled.</summary>
-public sealed class GenerationFailedException(JobView job)
-    : Exception(job.State == JobState.Cancelled ? "the generation was cancelled" : job.Error ?? "the generation failed")
+/// <summary>The generation job failed; <see cref="Exception.Message"/> is the job's error.</summary>
+public sealed class GenerationFailedException(JobView job) : Exception(job.Error ?? "the generation failed")
 {
     public JobView Job { get; } = job;
 }
@@ -16,9 +15,9 @@ public sealed class GenerationFailedException(JobView job)
 public sealed class GenerationJobs(JobService jobs, GenerationService generation)
 {
     /// <summary>Checks and queues a generation for <paramref name="caller"/>; <paramref name="initImage"/> is an image file's bytes (img2img).</summary>
-    public async Task<JobView> SubmitAsync(Caller caller, GenerationJobRequest request, ReadOnlyMemory<byte>? initImage, CancellationToken cancellationToken, int priority = 0)
+    public async Task<JobView> SubmitAsync(Caller caller, GenerationJobRequest request, byte[]? initImage, CancellationToken cancellationToken, int priority = 0)
     {
-        var prepared = await generation.PrepareAsync(request, initImage, cancellationToken);
+        var prepared = await generation.PrepareAsync(caller, request, initImage, cancellationToken);
         return await jobs.SubmitAsync(new JobSubmission(JobKind.Generation, caller.UserId, prepared.ToJson(), priority), cancellationToken);
     }
 
@@ -26,8 +25,9 @@ public sealed class GenerationJobs(JobService jobs, GenerationService generation
     /// Queues a generation and waits for its images (a synchronous API call); when <paramref name="cancellationToken"/>
     /// ends first (the client went away), the job is cancelled too.
     /// </summary>
-    /// <exception cref="GenerationFailedException">when the job failed or was cancelled by someone else.</exception>
-    public async Task<GenerationJobResult> RunAsync(Caller caller, GenerationJobRequest request, ReadOnlyMemory<byte>? initImage, CancellationToken cancellationToken)
+    /// <returns>The images, or null when the job was cancelled meanwhile (an interrupt, an admin).</returns>
+    /// <exception cref="GenerationFailedException">when the job failed.</exception>
+    public async Task<GenerationJobResult?> RunAsync(Caller caller, GenerationJobRequest request, byte[]? initImage, CancellationToken cancellationToken)
     {
         var job = await SubmitAsync(caller, request, initImage, cancellationToken);
         JobView done;
@@ -40,6 +40,7 @@ public sealed class GenerationJobs(JobService jobs, GenerationService generation
             await jobs.CancelAsync(caller, job.Id, CancellationToken.None);
             throw;
         }
+        if (done.State == JobState.Cancelled) return null;
         if (done.State != JobState.Completed || done.Result is not { } result) throw new GenerationFailedException(done);
         return GenerationJobResult.FromJson(result);
     }

@@ -1,6 +1,10 @@
+using System.Globalization;
 using System.Text.Json;
 using Microsoft.EntityFrameworkCore;
+using SdAppliance.Appliance.Catalog;
+using SdAppliance.Appliance.Jobs;
 using SdAppliance.Appliance.Persistence;
+using SdAppliance.Appliance.Storage;
 using SdAppliance.Diffusion.Pipelines;
 using SdAppliance.Formats;
 using SdAppliance.Imaging;
@@ -22,37 +26,46 @@ public sealed class GenerationOptions
 /// <see cref="GenerationJobRequest"/> into the pipeline's <see cref="GenerationRequest"/>.
 /// </summary>
 public sealed class GenerationService(
-    ApplianceOptions options, GenerationOptions generationOptions, IDbContextFactory<ApplianceDb> databases, ModelCatalog catalog) : IDisposable
+    DataFolder data, PathGuard paths, GenerationOptions generationOptions, IDbContextFactory<ApplianceDb> databases, ModelCatalog catalog) : IDisposable
 {
     /// <summary>The <see cref="Setting"/> that holds the current model's catalog name.</summary>
     public const string CurrentModelKey = "generation.current_model";
 
+    /// <summary>Where uploaded init images are kept, in the data folder.</summary>
+    public const string InputsFolder = "inputs";
+
     private readonly Lock gate = new();
     private readonly List<LoadedModel> loaded = [];  // least recently used first
 
-    public ModelCatalog Catalog => catalog;
-
     /// <summary>Where prompts' <c>&lt;lora:&gt;</c>, embeddings and <c>&lt;hypernet:&gt;</c> are found: the application's and the data folder's.</summary>
-    public AdapterFolders AdapterFolders => new(catalog.Folders("lora"), catalog.Folders("embeddings"), catalog.Folders("hypernetworks"));
+    public AdapterFolders AdapterFolders => new(data.LoraFolders, data.EmbeddingFolders, data.HypernetworkFolders);
 
-    /// <summary>The model generations use when they name none: the one last chosen, while it is in the catalog, else the demo model.</summary>
-    public async Task<CatalogModel> CurrentModelAsync(CancellationToken cancellationToken)
+    /// <summary>The model hash A1111 shows for a base model (a single file's; a diffusers folder has none), from the catalog's cache.</summary>
+    public string? ModelHash(ModelEntry model) => File.Exists(model.Path) ? catalog.Hashes.ModelShortHash(model.Path) : null;
+
+    /// <summary>
+    /// The model generations use when they name none: the one last chosen, while the caller can see it in the catalog,
+    /// else the demo model (else the first there is).
+    /// </summary>
+    public async Task<ModelEntry> CurrentModelAsync(Caller caller, CancellationToken cancellationToken)
     {
         await using var db = await databases.CreateDbContextAsync(cancellationToken);
         var setting = await db.Settings.AsNoTracking().FirstOrDefaultAsync(s => s.Key == CurrentModelKey, cancellationToken);
         var name = setting is null ? null : JsonSerializer.Deserialize<string>(setting.ValueJson);
-        return (name is null ? null : catalog.TryFind(name)) ?? catalog.Default
+        if (name is not null && await catalog.FindAsync(caller, ModelKind.Checkpoint, name, cancellationToken) is { Problem: null } chosen) return chosen;
+        var models = await catalog.ListAsync(caller, ModelKind.Checkpoint, cancellationToken);
+        return models.FirstOrDefault(m => m.IsDemo) ?? models.FirstOrDefault(m => m.Problem is null)
             ?? throw new UserInputException("model", "there is no model: the demo model is missing and the catalog is empty",
-                $"put a model into {Path.Combine(options.DataFolder, "models")}");
+                $"put a model into {data.Models}");
     }
 
-    /// <summary>Makes <paramref name="name"/> (an A1111 title, a name or a file name) the current model.</summary>
-    /// <exception cref="UserInputException">naming <c>model</c> when the catalog has no such model.</exception>
-    public async Task<CatalogModel> SetCurrentModelAsync(string name, CancellationToken cancellationToken)
+    /// <summary>Makes <paramref name="name"/> (an A1111 title, a name or a file name) the appliance's current model.</summary>
+    /// <exception cref="UserInputException">naming <c>model</c> when the catalog has no such model the caller can see.</exception>
+    public async Task<ModelEntry> SetCurrentModelAsync(Caller caller, string name, CancellationToken cancellationToken)
     {
-        var model = catalog.Find(name);
+        var model = await FindModelAsync(caller, name, cancellationToken);
         await using var db = await databases.CreateDbContextAsync(cancellationToken);
-        var value = JsonSerializer.Serialize(model.Name);
+        var value = JsonSerializer.Serialize(model.RelativePath);
         var setting = await db.Settings.FirstOrDefaultAsync(s => s.Key == CurrentModelKey, cancellationToken);
         if (setting is null) db.Settings.Add(new Setting { Key = CurrentModelKey, ValueJson = value });
         else setting.ValueJson = value;
@@ -61,36 +74,67 @@ public sealed class GenerationService(
     }
 
     /// <summary>The request's model, or the current one.</summary>
-    public async Task<CatalogModel> ModelForAsync(GenerationJobRequest request, CancellationToken cancellationToken) =>
-        request.Model is { } name ? catalog.Find(name) : await CurrentModelAsync(cancellationToken);
+    public async Task<ModelEntry> ModelForAsync(Caller caller, GenerationJobRequest request, CancellationToken cancellationToken) =>
+        request.Model is { } name ? await FindModelAsync(caller, name, cancellationToken) : await CurrentModelAsync(caller, cancellationToken);
+
+    private async Task<ModelEntry> FindModelAsync(Caller caller, string name, CancellationToken cancellationToken)
+    {
+        var model = await catalog.FindAsync(caller, ModelKind.Checkpoint, name, cancellationToken);
+        if (model is null)
+        {
+            var models = await catalog.ListAsync(caller, ModelKind.Checkpoint, cancellationToken);
+            throw new UserInputException("model", $"model '{name}' not found; the models are: {string.Join(", ", models.Select(m => m.Title))}");
+        }
+        if (model.Problem is { } problem) throw new UserInputException("model", $"model '{name}' cannot be used: {problem}");
+        return model;
+    }
 
     /// <summary>
     /// Checks a request before it is queued, so a mistake is answered at once, naming the field: the model, the sampler
     /// and schedule type, counts, sizes, LoRAs (<see cref="GenerationRequest.Validate"/>'s rules); stores the init image
     /// (its bytes, checked to be an image) under <c>inputs/</c> and returns the request that names it.
     /// </summary>
-    public async Task<GenerationJobRequest> PrepareAsync(GenerationJobRequest request, ReadOnlyMemory<byte>? initImage, CancellationToken cancellationToken)
+    public async Task<GenerationJobRequest> PrepareAsync(Caller caller, GenerationJobRequest request, byte[]? initImage, CancellationToken cancellationToken)
     {
-        if (request.InitImage is not null)
-            throw new GenerationRequestException("init_image", "is set by the appliance from an uploaded image", "send the image itself, not a file name");
-        await ModelForAsync(request, cancellationToken);
-        ToPipelineRequest(request, init: null).Validate();
-        if (initImage is not { } bytes) return request;
+        await ModelForAsync(caller, request, cancellationToken);
+        (await ToPipelineRequestAsync(caller, request, init: null, cancellationToken)).Validate();
+        if (initImage is not { } bytes)
+        {
+            if (request.InitImage is { } named) InitImagePath(named);
+            return request;
+        }
 
-        var format = ImageCodec.DetectFormat(bytes.Span)
+        var format = ImageCodec.DetectFormat(bytes)
             ?? throw new GenerationRequestException("init_image", "is not a PNG, JPEG or WebP image");
-        ImageCodec.Identify(bytes.Span, "init_image");
-        var now = DateTime.UtcNow;
-        var relative = Path.Combine("inputs", now.ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture),
-            $"{Guid.NewGuid():N}.{format.ToString().ToLowerInvariant()}");
-        var path = Path.Combine(options.DataFolder, relative);
+        ImageCodec.Identify(bytes, "init_image");
+        var relative = $"{InputsFolder}/{DateTime.UtcNow.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture)}/{Guid.NewGuid():N}.{format.ToString().ToLowerInvariant()}";
+        var path = paths.Resolve(relative, data.FullPath, "init_image");
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         AtomicFile.WriteAllBytes(path, bytes);
         return request with { InitImage = relative };
     }
 
+    /// <summary>The rules that need neither the catalog nor the database (the job queue checks them at submission).</summary>
+    public void Check(GenerationJobRequest request)
+    {
+        ToPipelineRequest(request, init: null, loras: []).Validate();
+        if (request.InitImage is { } named) InitImagePath(named);
+    }
+
     /// <summary>The pipeline's request for one batch of a job (its sampler resolved, its LoRAs found in the catalog).</summary>
-    public GenerationRequest ToPipelineRequest(GenerationJobRequest request, RgbImage? init)
+    public async Task<GenerationRequest> ToPipelineRequestAsync(Caller caller, GenerationJobRequest request, RgbImage? init, CancellationToken cancellationToken)
+    {
+        var loras = new List<(string, double)>();
+        foreach (var lora in request.Loras)
+        {
+            var entry = await catalog.FindAsync(caller, ModelKind.Lora, lora.Name, cancellationToken)
+                ?? throw new GenerationRequestException("loras", $"no LoRA '{lora.Name}' in the catalog");
+            loras.Add((entry.Path, lora.Weight));
+        }
+        return ToPipelineRequest(request, init, loras);
+    }
+
+    private static GenerationRequest ToPipelineRequest(GenerationJobRequest request, RgbImage? init, IReadOnlyList<(string, double)> loras)
     {
         if (request.NIter < 1) throw new GenerationRequestException("n_iter", $"must be at least 1, got {request.NIter}");
         return new GenerationRequest
@@ -107,27 +151,27 @@ public sealed class GenerationService(
             ClipSkip = request.ClipSkip,
             InitImage = init,
             Strength = request.Strength,
-            Loras = [.. request.Loras.Select(l => (catalog.FindLora(l.Name), l.Weight))],
+            Loras = loras,
         };
     }
 
-    /// <summary>The init image a prepared request names, read from the data folder.</summary>
-    internal RgbImage? LoadInitImage(GenerationJobRequest request)
+    // An init image named by a request is a file of the data folder (an upload under inputs/, an earlier output).
+    private string InitImagePath(string relative)
     {
-        if (request.InitImage is not { } relative) return null;
-        var data = Path.GetFullPath(options.DataFolder) + Path.DirectorySeparatorChar;
-        var path = Path.GetFullPath(Path.Combine(data, relative));
-        if (!path.StartsWith(data, StringComparison.Ordinal))
-            throw new GenerationRequestException("init_image", $"'{relative}' is outside the data folder");
-        return ImageCodec.Load(path, new ImageDecodeOptions { Channels = ChannelMode.Rgb });
+        var path = paths.Resolve(relative, data.FullPath, "init_image");
+        return File.Exists(path) ? path : throw new GenerationRequestException("init_image", $"'{relative}' does not exist in the data folder");
     }
+
+    /// <summary>The init image a prepared request names, read from the data folder.</summary>
+    internal RgbImage? LoadInitImage(GenerationJobRequest request) =>
+        request.InitImage is { } relative ? ImageCodec.Load(InitImagePath(relative), new ImageDecodeOptions { Channels = ChannelMode.Rgb }) : null;
 
     /// <summary>
     /// The model loaded on the device: loaded once and kept; beyond <see cref="GenerationOptions.ModelsPerDevice"/> the
     /// device's least recently used one is freed. The scheduler runs one generation per device at a time, so a freed
     /// model is never one in use.
     /// </summary>
-    internal StableDiffusionModel Load(CatalogModel model, Device device, CancellationToken cancellationToken)
+    internal StableDiffusionModel Load(ModelEntry model, Device device, CancellationToken cancellationToken)
     {
         LoadedModel entry;
         List<LoadedModel> evicted;
@@ -140,7 +184,7 @@ public sealed class GenerationService(
             foreach (var e in evicted) loaded.Remove(e);
         }
         foreach (var e in evicted) e.Dispose();
-        return entry.Get(() => ModelLoader.Load(model.Path, new ModelLoadOptions(Device: device, SearchRoots: [options.DataFolder]), cancellationToken));
+        return entry.Get(() => ModelLoader.Load(model.Path, new ModelLoadOptions(Device: device, SearchRoots: data.SearchRoots), cancellationToken));
     }
 
     public void Dispose()

@@ -24,10 +24,10 @@ internal sealed class JobEventLog
         NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
     };
 
-    private readonly ConcurrentDictionary<Guid, Stream> streams = new();
+    private readonly ConcurrentDictionary<Guid, EventStream> streams = new();
 
     /// <summary>One job's events; its lock also orders the job's state changes against new subscriptions.</summary>
-    internal sealed class Stream(string file)
+    internal sealed class EventStream(string file)
     {
         public string File { get; } = file;
         public SemaphoreSlim Lock { get; } = new(1, 1);
@@ -36,10 +36,10 @@ internal sealed class JobEventLog
         public List<Channel<JobEvent>> Subscribers { get; } = [];
     }
 
-    public Stream Of(Guid job, string folder) => streams.GetOrAdd(job, _ => new Stream(Path.Combine(folder, FileName)));
+    public EventStream Of(Guid job, string folder) => streams.GetOrAdd(job, _ => new EventStream(Path.Combine(folder, FileName)));
 
     /// <summary>Appends <paramref name="template"/> with the next sequence number and the time, and hands it to the subscribers.</summary>
-    public JobEvent Append(Stream stream, JobEvent template)
+    public JobEvent Append(EventStream stream, JobEvent template)
     {
         lock (stream)
         {
@@ -67,7 +67,7 @@ internal sealed class JobEventLog
     }
 
     /// <summary>A live subscription: events appended from now on; the caller reads the file for the ones before <c>after</c>.</summary>
-    public (Channel<JobEvent> Channel, long After) Subscribe(Stream stream)
+    public (Channel<JobEvent> Channel, long After) Subscribe(EventStream stream)
     {
         lock (stream)
         {
@@ -78,7 +78,7 @@ internal sealed class JobEventLog
         }
     }
 
-    public void Unsubscribe(Stream stream, Channel<JobEvent> channel)
+    public void Unsubscribe(EventStream stream, Channel<JobEvent> channel)
     {
         lock (stream) stream.Subscribers.Remove(channel);
     }

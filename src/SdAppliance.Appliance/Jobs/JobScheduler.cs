@@ -106,6 +106,7 @@ public sealed class JobScheduler : IHostedService, IAsyncDisposable
         try
         {
             var queued = await jobs.QueuedAsync(stop);
+            if (queued.Count == 0) return;
             var load = await jobs.OwnerLoadAsync(stop);
             while (Next(queued, load, CanStartNow) is { } job)
             {
@@ -232,12 +233,20 @@ public sealed class JobScheduler : IHostedService, IAsyncDisposable
             try
             {
                 if (stopping.IsCancellationRequested) return;
-                var queued = await jobs.QueuedAsync(cancellationToken);
+                // At every step of a run: the owners' load is read only when a job waits for the device.
+                var waiting = (await jobs.QueuedAsync(cancellationToken))
+                    .Where(j => j.Kind != JobKind.Training && runners.TryGetValue(j.Kind, out var r) && r.UsesDevice).ToList();
+                if (waiting.Count == 0) return;
                 var load = await jobs.OwnerLoadAsync(cancellationToken);
-                var job = Next(queued, load, j => j.Kind != JobKind.Training && runners.TryGetValue(j.Kind, out var r) && r.UsesDevice);
-                if (job is null) return;
+                var job = Next(waiting, load, _ => true)!;
                 await StartAsync(job, runners[job.Kind], slot: null, guestOf: slot, load, stopping.Token);
                 guest = slot.Guest;
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                // Lending is a courtesy: a queue that cannot be read (a busy database) must not fail the run.
+                logger.LogError(e, "the device {Device} could not be lent at a step boundary", slot.Name);
+                return;
             }
             finally
             {

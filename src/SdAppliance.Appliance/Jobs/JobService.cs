@@ -181,11 +181,15 @@ public sealed class JobService(IDbContextFactory<ApplianceDb> databases, Applian
         return await db.Jobs.AsNoTracking().Where(j => j.State == JobState.Queued).OrderBy(j => j.CreatedUtc).ToListAsync(cancellationToken);
     }
 
-    /// <summary>Per owner: jobs running now and the last start, for the fair order.</summary>
+    /// <summary>How far back a start counts for the fair order: an owner who started nothing since goes first.</summary>
+    private static readonly TimeSpan RecentStarts = TimeSpan.FromDays(1);
+
+    /// <summary>Per owner with a job running or started recently: jobs running now and the last start, for the fair order.</summary>
     internal async Task<Dictionary<string, (int Running, DateTime LastStarted)>> OwnerLoadAsync(CancellationToken cancellationToken)
     {
+        var since = DateTime.UtcNow - RecentStarts;
         await using var db = await databases.CreateDbContextAsync(cancellationToken);
-        var rows = await db.Jobs.AsNoTracking().Where(j => j.StartedUtc != null)
+        var rows = await db.Jobs.AsNoTracking().Where(j => j.StartedUtc != null && (j.State == JobState.Running || j.StartedUtc > since))
             .GroupBy(j => j.OwnerId)
             .Select(g => new { Owner = g.Key, Running = g.Count(j => j.State == JobState.Running), Last = g.Max(j => j.StartedUtc) })
             .ToListAsync(cancellationToken);

@@ -47,7 +47,7 @@ public sealed class TrainingJobRunner(ApplianceOptions options) : IJobRunner
             var config = TrainingRequests.Config(options, context.Job.Request, run.Path, context.Device);
             // A run stopped before its first saved state starts over; what it half wrote goes first.
             if (context.Resuming) run.RemoveUnfinishedWrites();
-            Log(context, $"training {config.Method} on {config.Model} for {config.MaxTrainSteps} steps");
+            Log(context, $"training {config.Method} on {Path.GetFileName(config.Model)} for {config.MaxTrainSteps} steps");
             report = Trainer.Train(config, progress, cancellationToken, Boundary);
         }
         samples.PublishNew();

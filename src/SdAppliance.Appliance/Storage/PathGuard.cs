@@ -60,20 +60,40 @@ public sealed class PathGuard(DataFolder data, ApplianceOptions options)
     /// </summary>
     public string ResolveImport(string? requested, string field = "path")
     {
-        var roots = options.ImportRoots.Select(r => Path.TrimEndingDirectorySeparator(Path.GetFullPath(r))).ToList();
+        var roots = ImportRoots();
         var text = CheckCharacters(requested, field);
-        var where = roots.Count == 0 ? "an import root" : string.Join(" or ", roots);
         if (roots.Count == 0)
             throw Refuse(field, text, "cannot be imported: no import roots are configured", "ask the administrator to add the folder to ImportRoots, or upload the file");
+        var full = ResolveFull(text, roots, field, string.Join(" or ", roots));
+        if (!File.Exists(full) && !Directory.Exists(full))
+            throw Refuse(field, text, "does not exist", $"give an existing file or folder inside {string.Join(" or ", roots)}");
+        return full;
+    }
+
+    /// <summary>
+    /// A path in a job request (a model, a dataset, an output folder): relative to the data folder (<c>datasets/cats</c>),
+    /// or a full path inside the data folder, an import root or the application's <c>models/</c> (the demo model), after
+    /// following links. The result need not exist.
+    /// </summary>
+    public string ResolveRequestPath(string? requested, string field)
+    {
+        var text = CheckCharacters(requested, field);
+        if (!text.StartsWith('/')) return Resolve(text, data.FullPath, field);
+        List<string> roots = [data.FullPath, .. ImportRoots()];
+        if (data.ApplicationRoot is { } application) roots.Add(Path.Combine(application, "models"));
+        return ResolveFull(text, roots, field, "the data folder, an import root or the application's models/");
+    }
+
+    private List<string> ImportRoots() => options.ImportRoots.Select(r => Path.TrimEndingDirectorySeparator(Path.GetFullPath(r))).ToList();
+
+    private static string ResolveFull(string text, IReadOnlyList<string> roots, string field, string where)
+    {
         if (!text.StartsWith('/'))
             throw Refuse(field, text, "is not a full path", $"give the full path of a file or folder inside {where}");
         var parts = text.Split('/', StringSplitOptions.RemoveEmptyEntries);
         if (parts.Any(p => p == ".."))
             throw Refuse(field, text, "climbs with '..'", $"give the full path inside {where} without '..'");
-        var full = Contain(Path.Combine(["/", .. parts]), roots, field, text, where);
-        if (!File.Exists(full) && !Directory.Exists(full))
-            throw Refuse(field, text, "does not exist", $"give an existing file or folder inside {where}");
-        return full;
+        return Contain(Path.Combine(["/", .. parts]), roots, field, text, where);
     }
 
     /// <summary>The real path of <paramref name="fullPath"/>: every link on the way replaced by its target; parts that do not exist are kept.</summary>

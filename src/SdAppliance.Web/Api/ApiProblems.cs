@@ -1,22 +1,33 @@
 using Microsoft.AspNetCore.Http.HttpResults;
+using SdAppliance.Appliance;
+using SdAppliance.Appliance.Storage;
 using SdAppliance.Formats;
 
 namespace SdAppliance.Web.Api;
 
 /// <summary>
 /// The REST API's errors, all ProblemDetails: a refusal of the request (<see cref="UserInputException"/>, from any
-/// layer) is a 400 naming its field or file in <c>field</c> with the fix in <c>fix</c>; a resource the caller cannot
-/// see is a 404 whether or not it exists, so existence does not leak.
+/// layer) names its field or file in <c>field</c> with the fix in <c>fix</c>; a resource the caller cannot see is a 404
+/// whether or not it exists, so existence does not leak.
 /// </summary>
 internal static class ApiProblems
 {
-    public static ProblemHttpResult BadRequest(UserInputException e)
+    /// <summary>
+    /// A refusal: 404 for a thing the caller cannot see (<see cref="DatasetNotFoundException"/>), 403 for one they see but
+    /// may not change (<see cref="NotPermittedException"/>), else 400.
+    /// </summary>
+    public static ProblemHttpResult Refusal(UserInputException e)
     {
         var extensions = new Dictionary<string, object?>();
         if (e.Subject is not null) extensions["field"] = e.Subject;
         if (e.Fix is not null) extensions["fix"] = e.Fix;
         return TypedResults.Problem(
-            statusCode: StatusCodes.Status400BadRequest,
+            statusCode: e switch
+            {
+                DatasetNotFoundException => StatusCodes.Status404NotFound,
+                NotPermittedException => StatusCodes.Status403Forbidden,
+                _ => StatusCodes.Status400BadRequest,
+            },
             title: e.Subject is null ? "The request cannot be used" : $"{e.Subject}: {e.Problem}",
             detail: e.Message,
             extensions: extensions);
@@ -35,7 +46,7 @@ internal static class ApiProblems
             }
             catch (UserInputException e)
             {
-                return BadRequest(e);
+                return Refusal(e);
             }
         });
 }

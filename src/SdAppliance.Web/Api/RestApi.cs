@@ -2,6 +2,8 @@ using System.Text.Json.Serialization;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Scalar.AspNetCore;
+using SdAppliance.Appliance;
+using SdAppliance.Appliance.Storage;
 using SdAppliance.Web.Security;
 
 namespace SdAppliance.Web.Api;
@@ -13,13 +15,14 @@ public static class RestApi
 
     public static WebApplicationBuilder AddRestApi(this WebApplicationBuilder builder)
     {
-        var limits = builder.Configuration.GetSection(RequestLimits.Section).Get<RequestLimits>() ?? new RequestLimits();
-        builder.Services.AddSingleton(limits);
-        builder.Services.Configure<KestrelServerOptions>(kestrel => kestrel.Limits.MaxRequestBodySize = limits.MaxRequestBytes);
-        builder.Services.Configure<FormOptions>(form =>
+        // The transport's limits follow the storage's (one home for them): nothing larger than the largest file the
+        // storage would take is read, and no more parts than an upload may have; the storage checks each file.
+        builder.Services.AddOptions<KestrelServerOptions>().Configure<ApplianceOptions>((kestrel, appliance) =>
+            kestrel.Limits.MaxRequestBodySize = LargestRequest(appliance.Limits));
+        builder.Services.AddOptions<FormOptions>().Configure<ApplianceOptions>((form, appliance) =>
         {
-            form.MultipartBodyLengthLimit = limits.MaxRequestBytes;
-            form.ValueCountLimit = limits.MaxFormParts;
+            form.MultipartBodyLengthLimit = LargestRequest(appliance.Limits);
+            form.ValueCountLimit = 2 * appliance.Limits.MaxImagesPerUpload + FormFieldsBesideFiles;  // each image with its caption
         });
         builder.Services.ConfigureHttpJsonOptions(json =>
         {
@@ -31,6 +34,13 @@ public static class RestApi
         return builder;
     }
 
+    /// <summary>Form fields an upload may have besides its files (a folder, a private flag).</summary>
+    private const int FormFieldsBesideFiles = 16;
+
+    /// <summary>A request body may hold the largest model file, or a full upload of the largest images, and its multipart framing.</summary>
+    private static long LargestRequest(StorageLimits limits) =>
+        Math.Max(limits.MaxModelBytes, limits.MaxImagesPerUpload * limits.MaxImageBytes) + (1 << 20);
+
     public static WebApplication MapRestApi(this WebApplication app)
     {
         // Errors the endpoints do not write themselves (a body that is not JSON, a route that does not exist, a missing
@@ -40,6 +50,9 @@ public static class RestApi
         var api = app.MapGroup(Prefix).RequireAuthorization().WithUserInputProblems();
         api.MapJobs();
         api.MapRuns();
+        api.MapDatasets();
+        api.MapModels();
+        api.MapOutputs();
 
         app.MapOpenApi().RequireAuthorization();
         app.MapScalarApiReference().RequireSignedInEvenIfAnonymous();

@@ -63,5 +63,18 @@ public sealed class SchedulingTests : IDisposable
         Assert.Equal(2, heavy.MostAtOnce);
     }
 
+    [Fact]
+    public async Task Fifty_jobs_submitted_at_once_by_several_users_all_run_exactly_once()
+    {
+        var runner = new ControlledRunner(JobKind.Generation, usesDevice: true, completeAtOnce: true);
+        await using var appliance = await TestAppliance.StartAsync(data, [runner], devices: ["cpu", "cpu"]);
+        var submitted = await Task.WhenAll(Enumerable.Range(0, 50).Select(i =>
+            Task.Run(() => appliance.SubmitAsync(JobKind.Generation, $"user{i % 5}", new { i }))));
+        var ended = await Task.WhenAll(submitted.Select(j => appliance.WaitAsync(j.Id)));
+        Assert.All(ended, j => Assert.Equal(JobState.Completed, j.State));
+        Assert.Equal(submitted.Select(j => j.Id).Order(), runner.StartOrder.Order());
+        Assert.InRange(runner.MostAtOnce, 1, 2);
+    }
+
     public void Dispose() => Directory.Delete(data, recursive: true);
 }

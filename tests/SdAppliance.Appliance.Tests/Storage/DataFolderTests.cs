@@ -26,5 +26,30 @@ public sealed class DataFolderTests : IDisposable
         Assert.Null(new DataFolder(temp).DemoModel);
     }
 
+    [Fact]
+    public async Task At_start_the_leftovers_of_killed_writes_are_removed_and_nothing_else()
+    {
+        var data = new DataFolder(Path.Combine(temp, "data")).Create();
+        string[] leftovers =
+        [
+            Path.Combine(data.Models, ".big.safetensors.0123abcd.tmp"),
+            Path.Combine(data.Loras, ".style.safetensors.0123abcd.tmp"),
+            Path.Combine(data.Datasets, "cats", ".upload.0123abcd.tmp"),
+            Path.Combine(data.Datasets, "cats", "10_cat", ".a.txt.0123abcd.tmp"),
+            Path.Combine(data.Datasets, ".dogs.0123abcd.old"),
+            Path.Combine(data.Outputs, "2026-12-02", ".00001-42.png.0123abcd.tmp"),
+        ];
+        string[] kept = [Path.Combine(data.Datasets, "cats", "10_cat", "a.png"), Path.Combine(data.Outputs, "2026-12-02", "00001-42.png"), Path.Combine(data.Runs, ".x.0123abcd.tmp")];
+        foreach (var path in leftovers.Concat(kept))
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+            if (path.Contains("upload") || path.EndsWith(".old", StringComparison.Ordinal)) Directory.CreateDirectory(path);
+            else File.WriteAllText(path, "x");
+        }
+        await new LeftoverCleanup(data).StartAsync(CancellationToken.None);
+        Assert.All(leftovers, path => Assert.False(File.Exists(path) || Directory.Exists(path), path));
+        Assert.All(kept, path => Assert.True(File.Exists(path), path));
+    }
+
     public void Dispose() => Directory.Delete(temp, recursive: true);
 }

@@ -1,5 +1,6 @@
 using SdAppliance.Appliance.Catalog;
 using SdAppliance.Formats;
+using SdAppliance.Formats.Adapters;
 using static SdAppliance.Appliance.Tests.Storage.StorageFixture;
 
 namespace SdAppliance.Appliance.Tests.Storage;
@@ -88,6 +89,30 @@ public sealed class ModelCatalogTests : IDisposable
         Assert.Equal((3, 768), (embedding.Vectors, embedding.Dimension));
         Assert.Equal("SD 1.x", embedding.Family);
         Assert.Equal(Sha256(file)[..12], embedding.ShortHash);
+    }
+
+    [Fact]
+    public async Task A_hypernetwork_shows_its_settings_and_a_pickle_that_is_none_shows_its_problem()
+    {
+        static SafetensorsTensor Zeros(string name, params long[] shape) =>
+            new(name, SafetensorsDType.F32, shape, new byte[shape.Aggregate(4L, (a, b) => a * b)]);
+        static Dictionary<string, SafetensorsTensor> Mlp() => new()
+        {
+            ["linear.0.weight"] = Zeros("linear.0.weight", 8, 4), ["linear.0.bias"] = Zeros("linear.0.bias", 8),
+            ["linear.1.weight"] = Zeros("linear.1.weight", 4, 8), ["linear.1.bias"] = Zeros("linear.1.bias", 4),
+        };
+        new HypernetworkFile("anime", 120, new HypernetworkOptions([1, 2, 1]), null, "demo").Write(
+            Path.Combine(storage.Data.Hypernetworks, "anime.pt"), [new HypernetworkLayers<SafetensorsTensor>(4, Mlp(), Mlp())]);
+        File.WriteAllText(Path.Combine(storage.Data.Hypernetworks, "broken.pt"), "not a pickle");
+
+        var entries = await storage.Catalog.ListAsync(Alice, ModelKind.Hypernetwork, none);
+        var anime = Assert.Single(entries, e => e.Name == "anime");
+        Assert.Null(anime.Problem);
+        Assert.Equal(("120", "1, 2, 1", "demo"), (anime.Metadata["step"], anime.Metadata["layer_structure"], anime.Metadata["sd_checkpoint_name"]));
+        Assert.Equal(Sha256(anime.Path)[..10], anime.ShortHash);
+        var broken = Assert.Single(entries, e => e.Name == "broken");
+        Assert.Contains("pickle", broken.Problem);
+        Assert.Null(broken.Sha256);
     }
 
     [Fact]

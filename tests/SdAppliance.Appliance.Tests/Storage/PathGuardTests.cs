@@ -126,6 +126,16 @@ public sealed class PathGuardTests : IDisposable
     }
 
     [Fact]
+    public void A_job_request_path_is_relative_to_the_data_folder_or_a_full_path_inside_it_or_an_import_root()
+    {
+        Assert.Equal(Path.Combine(storage.Data.Datasets, "cats"), storage.Guard.ResolveRequestPath("datasets/cats", "data"));
+        Assert.Equal(Path.Combine(storage.Data.Datasets, "cats"), storage.Guard.ResolveRequestPath(Path.Combine(storage.Data.Datasets, "cats"), "data"));
+        Assert.Equal(Path.Combine(storage.ImportRoot, "m.safetensors"), storage.Guard.ResolveRequestPath(Path.Combine(storage.ImportRoot, "m.safetensors"), "model"));
+        foreach (var bad in (string[])["../x", "/etc/passwd", storage.Data.FullPath + "/../x", "datasets/%2e%2e/x", "datasets\\cats"])
+            Assert.Equal("data", Assert.ThrowsAny<UserInputException>(() => storage.Guard.ResolveRequestPath(bad, "data")).Subject);
+    }
+
+    [Fact]
     public void Without_import_roots_nothing_is_imported_by_path()
     {
         var guard = new PathGuard(storage.Data, new ApplianceOptions { DataFolder = storage.Data.FullPath });
