@@ -4,26 +4,28 @@ using SdAppliance.Models.Loading;
 using SdAppliance.Torch;
 using SdAppliance.Training.Data;
 
+using SdAppliance.Appliance.Storage;
+
 namespace SdAppliance.Appliance.Jobs;
 
 /// <summary>
 /// DreamBooth class images ahead of a run: the request is the run's training settings (class_prompt, class_data,
 /// num_class_images...); what the dataset's concepts lack is generated with the base model, as the trainer would.
 /// </summary>
-public sealed class ClassImagesJobRunner(ApplianceOptions options) : IJobRunner
+public sealed class ClassImagesJobRunner(PathGuard paths) : IJobRunner
 {
     public JobKind Kind => JobKind.ClassImages;
 
     public bool UsesDevice => true;
 
-    public void Check(JsonElement request) => TrainingRequests.Check(options, request);
+    public void Check(JsonElement request) => TrainingRequests.Check(paths, request);
 
     public Task<JsonElement?> RunAsync(JobContext context, CancellationToken cancellationToken) =>
         Task.Factory.StartNew(() => Run(context, cancellationToken), cancellationToken, TaskCreationOptions.LongRunning, TaskScheduler.Default);
 
     private JsonElement? Run(JobContext context, CancellationToken cancellationToken)
     {
-        var config = TrainingRequests.Config(options, context.Job.Request, context.Folder, context.Device);
+        var config = TrainingRequests.Config(paths, context.Job.Request, context.Folder, context.Device);
         var dataset = TrainingDataset.Scan(DatasetOptions.Of(config), cancellationToken);
         var missing = dataset.MissingClassImages();
         var total = missing.Sum(m => m.Missing);
@@ -37,7 +39,7 @@ public sealed class ClassImagesJobRunner(ApplianceOptions options) : IJobRunner
             var before = folders.SelectMany(f => Directory.Exists(f) ? Directory.EnumerateFiles(f, "class-*.png") : []).ToHashSet();
             new ClassImageGenerator(model, config).Complete(dataset, cancellationToken);
             foreach (var file in folders.SelectMany(f => Directory.EnumerateFiles(f, "class-*.png")).Where(f => !before.Contains(f)).Order(StringComparer.Ordinal))
-                context.Publish(new JobEvent(0, default, JobEventTypes.Image) { Image = RequestPaths.Relative(options, file) });
+                context.Publish(new JobEvent(0, default, JobEventTypes.Image) { Image = paths.Data.Relative(file) });
         }
         return JsonSerializer.SerializeToElement(new JsonObject { ["generated"] = total });
     }

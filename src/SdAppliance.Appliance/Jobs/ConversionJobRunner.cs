@@ -3,6 +3,8 @@ using System.Text.Json.Nodes;
 using SdAppliance.Formats;
 using SdAppliance.Models.Conversion;
 
+using SdAppliance.Appliance.Storage;
+
 namespace SdAppliance.Appliance.Jobs;
 
 /// <summary>
@@ -10,7 +12,7 @@ namespace SdAppliance.Appliance.Jobs;
 /// paths inside the data folder; a diffusers folder to one .safetensors/.ckpt file and back. No engine work: it runs
 /// beside the device jobs.
 /// </summary>
-public sealed class ConversionJobRunner(ApplianceOptions options) : IJobRunner
+public sealed class ConversionJobRunner(PathGuard paths) : IJobRunner
 {
     public JobKind Kind => JobKind.Conversion;
 
@@ -38,10 +40,10 @@ public sealed class ConversionJobRunner(ApplianceOptions options) : IJobRunner
         {
             throw new UserInputException("request", $"is not a conversion request: {e.Message}", "send {\"input\": PATH, \"output\": PATH, \"to\": \"safetensors\"...}");
         }
-        var input = RequestPaths.Resolve(options, "input", request.Input ?? throw new UserInputException("input", "missing", "give the model to convert"));
-        var output = RequestPaths.Resolve(options, "output", request.Output ?? throw new UserInputException("output", "missing", "give the file or folder to write"));
-        var config = request.Config is null ? null : RequestPaths.Resolve(options, "config", request.Config);
-        return (input, output, new ConversionOptions(ModelConverter.ParseFormat(request.To, "to"), request.Half, config, request.PredictionType, [options.DataFolder]));
+        var input = paths.ResolveRequestPath(request.Input ?? throw new UserInputException("input", "missing", "give the model to convert"), "input");
+        var output = paths.ResolveRequestPath(request.Output ?? throw new UserInputException("output", "missing", "give the file or folder to write"), "output");
+        var config = request.Config is null ? null : paths.ResolveRequestPath(request.Config, "config");
+        return (input, output, new ConversionOptions(ModelConverter.ParseFormat(request.To, "to"), request.Half, config, request.PredictionType, [paths.Data.FullPath]));
     }
 
     private JsonElement? Run(JobContext context, CancellationToken cancellationToken)
@@ -61,7 +63,7 @@ public sealed class ConversionJobRunner(ApplianceOptions options) : IJobRunner
             context.Publish(new JobEvent(0, default, JobEventTypes.Log) { Message = "warning: " + warning });
         return JsonSerializer.SerializeToElement(new JsonObject
         {
-            ["output"] = RequestPaths.Relative(options, result.OutputPath),
+            ["output"] = paths.Data.Relative(result.OutputPath),
             ["format"] = ModelConverter.FormatNames.First(f => f.Value == result.Format).Key,
             ["family"] = result.Family.ToString(),
             ["tensors"] = result.TensorCount,

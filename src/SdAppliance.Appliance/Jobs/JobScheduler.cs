@@ -18,7 +18,6 @@ namespace SdAppliance.Appliance.Jobs;
 public sealed class JobScheduler : IHostedService, IAsyncDisposable
 {
     private readonly JobService jobs;
-    private readonly IDbContextFactory<ApplianceDb> databases;
     private readonly ILogger<JobScheduler> logger;
     private readonly Dictionary<JobKind, IJobRunner> runners;
     private readonly List<DeviceSlot> slots;
@@ -28,10 +27,9 @@ public sealed class JobScheduler : IHostedService, IAsyncDisposable
     private Task? loop;
     private DateTime lastStart = DateTime.MinValue;
 
-    public JobScheduler(JobService jobs, IEnumerable<IJobRunner> runners, ApplianceOptions options, IDbContextFactory<ApplianceDb> databases, ILogger<JobScheduler> logger)
+    public JobScheduler(JobService jobs, IEnumerable<IJobRunner> runners, ApplianceOptions options, ILogger<JobScheduler> logger)
     {
         this.jobs = jobs;
-        this.databases = databases;
         this.logger = logger;
         // The last registered runner of a kind wins, as with any service: a host replaces one by registering its own.
         this.runners = [];
@@ -49,12 +47,7 @@ public sealed class JobScheduler : IHostedService, IAsyncDisposable
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
-        await using (var db = await databases.CreateDbContextAsync(cancellationToken))
-        {
-            await db.Database.MigrateAsync(cancellationToken);
-            // Several threads write (the scheduler, requests): readers must not block the writer.
-            await db.Database.ExecuteSqlRawAsync("PRAGMA journal_mode=WAL;", cancellationToken);
-        }
+        // The database is migrated by then: DatabaseMigration.AtStart is the first hosted service.
         var requeued = await jobs.RequeueInterruptedAsync(cancellationToken);
         if (requeued > 0) logger.LogInformation("{Count} interrupted jobs queued again", requeued);
         loop = Task.Run(() => LoopAsync(stopping.Token), CancellationToken.None);

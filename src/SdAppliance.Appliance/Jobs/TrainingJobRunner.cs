@@ -3,6 +3,8 @@ using System.Text.Json.Nodes;
 using SdAppliance.Training;
 using SdAppliance.Training.Runs;
 
+using SdAppliance.Appliance.Storage;
+
 namespace SdAppliance.Appliance.Jobs;
 
 /// <summary>
@@ -11,13 +13,13 @@ namespace SdAppliance.Appliance.Jobs;
 /// data folder. Resuming continues from the run's last saved state (or starts over when none was saved). Events: each
 /// step with its figures, each new sample image, log lines; the device is lent at every step boundary.
 /// </summary>
-public sealed class TrainingJobRunner(ApplianceOptions options) : IJobRunner
+public sealed class TrainingJobRunner(PathGuard paths) : IJobRunner
 {
     public JobKind Kind => JobKind.Training;
 
     public bool UsesDevice => true;
 
-    public void Check(JsonElement request) => TrainingRequests.Check(options, request);
+    public void Check(JsonElement request) => TrainingRequests.Check(paths, request);
 
     public Task<JsonElement?> RunAsync(JobContext context, CancellationToken cancellationToken) =>
         // The trainer is synchronous and long: its own thread, not the pool's.
@@ -26,7 +28,7 @@ public sealed class TrainingJobRunner(ApplianceOptions options) : IJobRunner
     private JsonElement? Run(JobContext context, CancellationToken cancellationToken)
     {
         var run = new RunFolder(context.Folder);
-        var samples = new SampleEvents(run, context, options);
+        var samples = new SampleEvents(run, context, paths.Data);
         var progress = new StepEvents(context);
         void Boundary()
         {
@@ -44,7 +46,7 @@ public sealed class TrainingJobRunner(ApplianceOptions options) : IJobRunner
         }
         else
         {
-            var config = TrainingRequests.Config(options, context.Job.Request, run.Path, context.Device);
+            var config = TrainingRequests.Config(paths, context.Job.Request, run.Path, context.Device);
             // A run stopped before its first saved state starts over; what it half wrote goes first.
             if (context.Resuming) run.RemoveUnfinishedWrites();
             Log(context, $"training {config.Method} on {Path.GetFileName(config.Model)} for {config.MaxTrainSteps} steps");
@@ -54,13 +56,13 @@ public sealed class TrainingJobRunner(ApplianceOptions options) : IJobRunner
         Log(context, $"trained {report.Steps} steps, final loss {report.FinalSmoothedLoss:0.0000} (smoothed)");
         return JsonSerializer.SerializeToElement(new JsonObject
         {
-            ["run_folder"] = RequestPaths.Relative(options, report.RunFolder),
+            ["run_folder"] = paths.Data.Relative(report.RunFolder),
             ["method"] = report.Method,
             ["steps"] = report.Steps,
             ["epochs"] = report.Epochs,
             ["final_smoothed_loss"] = double.IsFinite(report.FinalSmoothedLoss) ? report.FinalSmoothedLoss : null,
-            ["outputs"] = new JsonArray([.. report.Outputs.Select(o => (JsonNode)RequestPaths.Relative(options, o))]),
-            ["samples"] = new JsonArray([.. report.Samples.Select(o => (JsonNode)RequestPaths.Relative(options, o))]),
+            ["outputs"] = new JsonArray([.. report.Outputs.Select(o => (JsonNode)paths.Data.Relative(o))]),
+            ["samples"] = new JsonArray([.. report.Samples.Select(o => (JsonNode)paths.Data.Relative(o))]),
             ["skipped_files"] = report.SkippedFiles.Count,
         });
     }
@@ -79,7 +81,7 @@ public sealed class TrainingJobRunner(ApplianceOptions options) : IJobRunner
     }
 
     /// <summary>The sample images the trainer wrote since the last look, as image events.</summary>
-    private sealed class SampleEvents(RunFolder run, JobContext context, ApplianceOptions options)
+    private sealed class SampleEvents(RunFolder run, JobContext context, DataFolder data)
     {
         private readonly HashSet<string> published = Directory.Exists(run.SamplesFolder)
             ? [.. Directory.EnumerateFiles(run.SamplesFolder, "*.png")]
@@ -90,7 +92,7 @@ public sealed class TrainingJobRunner(ApplianceOptions options) : IJobRunner
             if (!Directory.Exists(run.SamplesFolder)) return;
             foreach (var file in Directory.EnumerateFiles(run.SamplesFolder, "step-*.png").Order(StringComparer.Ordinal))
                 if (published.Add(file))
-                    context.Publish(new JobEvent(0, default, JobEventTypes.Image) { Image = RequestPaths.Relative(options, file) });
+                    context.Publish(new JobEvent(0, default, JobEventTypes.Image) { Image = data.Relative(file) });
         }
     }
 }

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using SdAppliance.Appliance.Storage;
 using SdAppliance.Training;
 
 namespace SdAppliance.Appliance.Jobs;
@@ -11,20 +12,20 @@ public static class TrainingRequests
     /// <paramref name="device"/>; the model by default the demo model; checked (<see cref="TrainingConfig.Validate"/>)
     /// before anything runs.
     /// </summary>
-    public static TrainingConfig Config(ApplianceOptions options, JsonElement request, string folder, string device)
+    public static TrainingConfig Config(PathGuard paths, JsonElement request, string folder, string device)
     {
         var settings = TrainingConfig.ParseSettings(request.GetRawText(), "request");
         if (settings.ContainsKey("output"))
             throw new TrainingConfigException("output: the appliance keeps a job's run in runs/JOB_ID; leave output out");
         var config = TrainingConfig.FromSettings(settings, "request");
-        var model = config.Model ?? (options.ApplicationRoot is { } root ? Path.Combine(root, "models", "demo") : null)
+        var model = config.Model ?? paths.Data.DemoModel
             ?? throw new TrainingConfigException("model: give the base model (a diffusers folder or a .safetensors/.ckpt file under models/)");
         config = config with
         {
-            Model = RequestPaths.Resolve(options, "model", model),
-            Data = Resolve(options, "data", config.Data),
-            Concepts = Resolve(options, "concepts", config.Concepts),
-            ClassData = Resolve(options, "class_data", config.ClassData),
+            Model = paths.ResolveRequestPath(model, "model"),
+            Data = Resolve(paths, "data", config.Data),
+            Concepts = Resolve(paths, "concepts", config.Concepts),
+            ClassData = Resolve(paths, "class_data", config.ClassData),
             Output = folder,
             DeviceName = device,
         };
@@ -33,9 +34,9 @@ public static class TrainingRequests
     }
 
     /// <summary>Refuses settings that cannot run, naming the field, before the job is queued.</summary>
-    public static void Check(ApplianceOptions options, JsonElement request) =>
-        Config(options, request, Path.Combine(options.DataFolder, "runs", "check"), "cpu");
+    public static void Check(PathGuard paths, JsonElement request) =>
+        Config(paths, request, Path.Combine(paths.Data.Runs, "check"), "cpu");
 
-    private static string? Resolve(ApplianceOptions options, string field, string? path) =>
-        string.IsNullOrWhiteSpace(path) ? path : RequestPaths.Resolve(options, field, path);
+    private static string? Resolve(PathGuard paths, string field, string? path) =>
+        string.IsNullOrWhiteSpace(path) ? path : paths.ResolveRequestPath(path, field);
 }

@@ -67,6 +67,9 @@ public sealed class DataFolder(string path, string? applicationRoot = null)
     /// <summary>The SQLite database file.</summary>
     public string Database => Path.Combine(FullPath, "appliance.db");
 
+    /// <summary>A file inside the data folder as events and results name it: relative, with forward slashes.</summary>
+    public string Relative(string path) => Path.GetRelativePath(FullPath, path).Replace(Path.DirectorySeparatorChar, '/');
+
     /// <summary>The web host's data-protection keys (they sign the sign-in and antiforgery cookies): kept, so a restart signs nobody out.</summary>
     public string Keys => Path.Combine(FullPath, "keys");
 

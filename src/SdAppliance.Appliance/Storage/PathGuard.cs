@@ -14,6 +14,9 @@ namespace SdAppliance.Appliance.Storage;
 /// </summary>
 public sealed class PathGuard(DataFolder data, ApplianceOptions options)
 {
+    /// <summary>The data folder the guard keeps request paths inside.</summary>
+    public DataFolder Data => data;
+
     // Links are followed at most this often while resolving one path (Linux's own limit is 40).
     private const int MaxLinkHops = 40;
 

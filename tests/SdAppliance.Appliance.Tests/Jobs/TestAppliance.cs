@@ -3,6 +3,8 @@ using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using SdAppliance.Appliance.Jobs;
+using SdAppliance.Appliance.Persistence;
+using SdAppliance.Appliance.Storage;
 
 namespace SdAppliance.Appliance.Tests.Jobs;
 
@@ -37,12 +39,16 @@ internal sealed class TestAppliance : IAsyncDisposable
         }
         var appliance = new TestAppliance(services.BuildServiceProvider());
         using var timeout = new CancellationTokenSource(Patience);
+        await DatabaseMigration.MigrateAsync(appliance.provider, timeout.Token);
         await appliance.Scheduler.StartAsync(timeout.Token);
         return appliance;
     }
 
     public static ApplianceOptions OptionsFor(string dataFolder, IReadOnlyList<string>? devices = null) =>
         new() { DataFolder = dataFolder, ApplicationRoot = RepositoryRoot, Devices = devices ?? ["cpu"] };
+
+    /// <summary>The guard the runners resolve request paths with, on <paramref name="dataFolder"/>.</summary>
+    public static PathGuard PathsFor(string dataFolder) => new(new DataFolder(dataFolder, RepositoryRoot), OptionsFor(dataFolder));
 
     public Task<JobView> SubmitAsync(JobKind kind, string owner, object request, int priority = 0) =>
         Jobs.SubmitAsync(new JobSubmission(kind, owner, JsonSerializer.SerializeToElement(request), priority), CancellationToken.None);
