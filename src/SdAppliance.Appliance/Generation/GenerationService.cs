@@ -26,7 +26,7 @@ public sealed class GenerationOptions
 /// <see cref="GenerationJobRequest"/> into the pipeline's <see cref="GenerationRequest"/>.
 /// </summary>
 public sealed class GenerationService(
-    DataFolder data, PathGuard paths, GenerationOptions generationOptions, IDbContextFactory<ApplianceDb> databases, ModelCatalog catalog) : IDisposable
+    DataFolder data, PathGuard paths, GenerationOptions generationOptions, IDbContextFactory<ApplianceDb> databases, ModelCatalog catalog, OutputService outputs) : IDisposable
 {
     /// <summary>The <see cref="Setting"/> that holds the current model's catalog name.</summary>
     public const string CurrentModelKey = "generation.current_model";
@@ -100,7 +100,7 @@ public sealed class GenerationService(
         (await ToPipelineRequestAsync(caller, request, init: null, cancellationToken)).Validate();
         if (initImage is not { } bytes)
         {
-            if (request.InitImage is { } named) InitImagePath(named);
+            if (request.InitImage is { } named) await CheckNamedInitImageAsync(caller, named, cancellationToken);
             return request;
         }
 
@@ -155,7 +155,20 @@ public sealed class GenerationService(
         };
     }
 
-    // An init image named by a request is a file of the data folder (an upload under inputs/, an earlier output).
+    /// <summary>
+    /// An init image named instead of sent is one of the caller's outputs (an admin's: any): another user's pictures and
+    /// uploads are not theirs to start from, and uploads under inputs/ are named by <see cref="PrepareAsync"/> alone.
+    /// </summary>
+    private async Task CheckNamedInitImageAsync(Caller caller, string named, CancellationToken cancellationToken)
+    {
+        const string outputsPrefix = "outputs/";
+        if (!named.StartsWith(outputsPrefix, StringComparison.Ordinal)
+            || await outputs.OpenAsync(caller, named[outputsPrefix.Length..], cancellationToken) is null)
+            throw new GenerationRequestException("init_image", $"'{named}' is not one of your outputs",
+                "send the image itself, or name one of your outputs (outputs/DAY/FILE.png)");
+    }
+
+    // An init image named by a prepared request is a file of the data folder (an upload under inputs/, an earlier output).
     private string InitImagePath(string relative)
     {
         var path = paths.Resolve(relative, data.FullPath, "init_image");

@@ -248,6 +248,27 @@ public sealed class GenerationJobTests(A1111Appliance appliance) : IClassFixture
     }
 
     [Fact]
+    public async Task An_init_image_named_by_path_must_be_one_of_the_callers_own_outputs()
+    {
+        var owner = await appliance.Factory.CreateUserAsync();
+        var other = await appliance.Factory.CreateUserAsync();
+        var generation = appliance.Factory.Services.GetRequiredService<GenerationJobs>();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        var first = await generation.RunAsync(new Caller(owner.Id, IsAdmin: false), new GenerationJobRequest { Prompt = "a red circle", Seed = 5, Steps = 2, Sampler = "Euler", Width = 64, Height = 64 }, null, timeout.Token);
+        var output = Assert.Single(first!.Images).File;
+        var img2img = new GenerationJobRequest { Prompt = "a red circle", Seed = 6, Steps = 2, Sampler = "Euler", InitImage = output };
+
+        var refused = await Assert.ThrowsAsync<GenerationRequestException>(() => generation.SubmitAsync(new Caller(other.Id, IsAdmin: false), img2img, null, timeout.Token));
+        Assert.Equal("init_image", refused.Field);
+        Assert.Contains("is not one of your outputs", refused.Message, StringComparison.Ordinal);
+        var upload = await Assert.ThrowsAsync<GenerationRequestException>(() =>
+            generation.SubmitAsync(new Caller(owner.Id, IsAdmin: false), img2img with { InitImage = "inputs/someone-elses.png" }, null, timeout.Token));
+        Assert.Equal("init_image", upload.Field);
+        var own = await generation.RunAsync(new Caller(owner.Id, IsAdmin: false), img2img, null, timeout.Token);
+        Assert.Single(own!.Images);
+    }
+
+    [Fact]
     public async Task The_queue_refuses_a_generation_request_that_cannot_run_naming_the_field()
     {
         var jobs = appliance.Factory.Services.GetRequiredService<JobService>();
