@@ -18,6 +18,8 @@ public sealed class GenerationRequestTests
         { new() { Strength = 0 }, "strength", "must be in (0, 1], got 0" },
         { new() { Strength = double.NaN }, "strength", "must be in (0, 1]" },
         { new() { Sampler = "Euler b" }, "sampler", "unknown sampler 'Euler b'" },
+        // img2img runs int(steps × strength) steps: none here (it used to fail deep in the pipeline with an index error).
+        { new() { InitImage = new SdAppliance.Imaging.RgbImage(8, 8, 3), Steps = 1, Strength = 0.75 }, "strength", "with 1 steps a strength of 0.75 runs no step" },
         { new() { Loras = [("no-such-lora.safetensors", 0.5)] }, "loras", "the file 'no-such-lora.safetensors' does not exist" },
     };
 
@@ -35,6 +37,7 @@ public sealed class GenerationRequestTests
     [Fact]
     public void TheDefaultsAndEverySamplerNameAreValid()
     {
+        new GenerationRequest { InitImage = new SdAppliance.Imaging.RgbImage(8, 8, 3), Steps = 2, Strength = 0.5 }.Validate();  // one step
         new GenerationRequest().Validate();
         foreach (var name in SchedulerRegistry.Samplers.SelectMany(s => s.Names).Concat(SchedulerRegistry.ClassNames))
             new GenerationRequest { Sampler = name.ToUpperInvariant() }.Validate();  // any case

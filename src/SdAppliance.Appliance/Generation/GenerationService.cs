@@ -98,6 +98,7 @@ public sealed class GenerationService(
     {
         await ModelForAsync(caller, request, cancellationToken);
         (await ToPipelineRequestAsync(caller, request, init: null, cancellationToken)).Validate();
+        if (initImage is not null || request.InitImage is not null) GenerationRequest.CheckImageToImageSteps(request.Steps, request.Strength);
         if (initImage is not { } bytes)
         {
             if (request.InitImage is { } named) await CheckNamedInitImageAsync(caller, named, cancellationToken);

@@ -203,7 +203,9 @@ public static class GenerateCommand
         // The image is read last: everything that costs nothing is checked first.
         if (args.InitImage is null) return request;
         if (!File.Exists(args.InitImage)) throw new UserInputException("init_image", $"'{args.InitImage}' does not exist");
-        return request with { InitImage = ImageCodec.Load(args.InitImage, new ImageDecodeOptions { Channels = ChannelMode.Rgb }) };
+        var imageToImage = request with { InitImage = ImageCodec.Load(args.InitImage, new ImageDecodeOptions { Channels = ChannelMode.Rgb }) };
+        imageToImage.Validate();
+        return imageToImage;
     }
 
     /// <summary><c>FILE:W</c>, or a bare FILE with weight 1; the colon is the last one, so paths may hold colons.</summary>

@@ -57,6 +57,7 @@ public sealed record GenerationRequest
         CheckSize(nameof(Width), Width);
         CheckSize(nameof(Height), Height);
         if (Strength is <= 0 or > 1 || double.IsNaN(Strength)) throw Refuse(nameof(Strength), $"must be in (0, 1], got {Format(Strength)}");
+        if (InitImage is not null) CheckImageToImageSteps(Steps, Strength);
         if (!SchedulerRegistry.IsKnown(Sampler))
             throw new GenerationRequestException(FieldName(nameof(Sampler)), SchedulerRegistry.UnknownSampler(Sampler).Problem);
         foreach (var (path, weight) in Loras)
@@ -64,6 +65,18 @@ public sealed record GenerationRequest
             if (!File.Exists(path)) throw Refuse(nameof(Loras), $"the file '{path}' does not exist");
             if (!double.IsFinite(weight)) throw Refuse(nameof(Loras), $"the weight of '{path}' must be a finite number, got {Format(weight)}");
         }
+    }
+
+    /// <summary>
+    /// img2img runs the last int(steps × strength) steps of the schedule (diffusers' rule); when that is none, there is
+    /// nothing to run, so the request is refused rather than answered with the init image.
+    /// </summary>
+    public static void CheckImageToImageSteps(int steps, double strength)
+    {
+        if ((int)(steps * strength) < 1)
+            throw new GenerationRequestException(FieldName(nameof(Strength)),
+                $"with {steps} steps a strength of {Format(strength)} runs no step (img2img runs steps × strength of them)",
+                "raise the steps or the strength so that steps × strength is at least 1");
     }
 
     private static void CheckSize(string property, int? size)
