@@ -1,4 +1,5 @@
 using System.Text.Json.Serialization;
+using Microsoft.AspNetCore.Authorization;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Scalar.AspNetCore;
@@ -53,8 +54,15 @@ public static class RestApi
         api.MapModels();
         api.MapOutputs();
 
-        app.MapOpenApi().RequireAuthorization();
-        app.MapScalarApiReference().RequireAuthorization();
+        // In a group that requires a user for everything the reference maps, its script too, which Scalar marks anonymous
+        // (Finally: after the endpoints' own conventions).
+        var reference = app.MapGroup("").RequireAuthorization();
+        ((IEndpointConventionBuilder)reference).Finally(endpoint =>
+        {
+            foreach (var anonymous in endpoint.Metadata.OfType<IAllowAnonymous>().ToList()) endpoint.Metadata.Remove(anonymous);
+        });
+        reference.MapOpenApi();
+        reference.MapScalarApiReference();
         return app;
     }
 
