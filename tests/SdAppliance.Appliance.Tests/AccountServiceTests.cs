@@ -117,7 +117,8 @@ public sealed class AccountServiceTests : IAsyncLifetime
         var user = await Accounts.CreateUserAsync("ken", "Ken-pass-1", admin: false, none);
         var manager = scope.ServiceProvider.GetRequiredService<UserManager<ApplianceUser>>();
 
-        await Assert.ThrowsAsync<UserInputException>(() => Accounts.ChangePasswordAsync(user.Id, "Wrong-pass-1", "Ken-pass-2", none));
+        Assert.Equal("current_password", (await Assert.ThrowsAsync<UserInputException>(() => Accounts.ChangePasswordAsync(user.Id, "Wrong-pass-1", "Ken-pass-2", none))).Subject);
+        Assert.Equal("new_password", (await Assert.ThrowsAsync<UserInputException>(() => Accounts.ChangePasswordAsync(user.Id, "Ken-pass-1", "short", none))).Subject);
         await Accounts.ChangePasswordAsync(user.Id, "Ken-pass-1", "Ken-pass-2", none);
 
         var stored = (await manager.FindByIdAsync(user.Id))!;

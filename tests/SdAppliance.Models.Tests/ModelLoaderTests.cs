@@ -48,6 +48,22 @@ public sealed class ModelLoaderTests : IDisposable
     }
 
     [Fact]
+    public void DescribeTellsTheFamilyAndPredictionLoadFindsWithoutLoadingWeights()
+    {
+        using (var model = ModelLoader.Load(TinyFolder))
+            Assert.Equal(new ModelDescription(model.Family, model.PredictionType), ModelLoader.Describe(TinyFolder));
+        var file = Path.Combine(temp, "tiny.safetensors");
+        File.Copy(TinyLdm, file);
+        CopyFolder(Path.Combine(TinyFolder, "tokenizer"), Path.Combine(temp, "tokenizer"));
+        using (var model = ModelLoader.Load(file, new ModelLoadOptions(ConfigDirectory: TinyFolder)))
+            Assert.Equal(new ModelDescription(model.Family, model.PredictionType), ModelLoader.Describe(file));
+        // A1111's companion .yaml decides, as it does for Load.
+        File.WriteAllText(Path.ChangeExtension(file, ".yaml"), "model:\n  params:\n    parameterization: \"v\"\n");
+        Assert.Equal("v_prediction", ModelLoader.Describe(file).PredictionType);
+        Assert.Throws<UserInputException>(() => ModelLoader.Describe(Path.Combine(temp, "missing.safetensors")));
+    }
+
+    [Fact]
     public void SingleFileWithItsConfigLoadsTheSameWeightsAsTheFolder()
     {
         // The tokenizer of a single file is looked for next to it: give it the fixture's.

@@ -118,11 +118,11 @@ public sealed class ModelCatalog
         var source = guard.ResolveImport(serverPath, "path");
         var isFolder = Directory.Exists(source);
         if (isFolder && kind != ModelKind.Checkpoint)
-            throw new UserInputException("path", $"'{serverPath}' is a folder; a {Describe(kind)} is one file", "give the file's path");
+            throw new UserInputException("path", $"'{serverPath}' is a folder; a {KindName(kind)} is one file", "give the file's path");
         var name = isFolder ? PathGuard.Name(Path.GetFileName(source), "path") : CheckNewName(kind, Path.GetFileName(source), "path");
         var target = Path.Combine(KindFolder(kind), name);
         if (Exists(target))
-            throw new UserInputException("path", $"a {Describe(kind)} named '{name}' is already in the catalog", "delete it first, or import under another name");
+            throw new UserInputException("path", $"a {KindName(kind)} named '{name}' is already in the catalog", "delete it first, or import under another name");
         Check(kind, source, serverPath);
         if (link)
         {
@@ -194,7 +194,7 @@ public sealed class ModelCatalog
         _ => StorageArea.Hypernetworks,
     };
 
-    private static string Describe(ModelKind kind) => kind switch
+    private static string KindName(ModelKind kind) => kind switch
     {
         ModelKind.Checkpoint => "model",
         ModelKind.Lora => "LoRA",
@@ -382,10 +382,10 @@ public sealed class ModelCatalog
         var name = PathGuard.Name(fileName, field);
         var extension = Path.GetExtension(name).ToLowerInvariant();
         if (!Extensions(kind).Contains(extension))
-            throw new UserInputException(field, $"'{name}' does not end in {string.Join(", ", Extensions(kind))}, the files a {Describe(kind)} is read from",
+            throw new UserInputException(field, $"'{name}' does not end in {string.Join(", ", Extensions(kind))}, the files a {KindName(kind)} is read from",
                 $"name the file for its format, such as {Path.ChangeExtension(name, Extensions(kind)[0])}");
         if (Exists(Path.Combine(KindFolder(kind), name)))
-            throw new UserInputException(field, $"a {Describe(kind)} named '{name}' is already in the catalog", "delete it first, or import under another name");
+            throw new UserInputException(field, $"a {KindName(kind)} named '{name}' is already in the catalog", "delete it first, or import under another name");
         return name;
     }
 
@@ -417,24 +417,17 @@ public sealed class ModelCatalog
     // pickle; then it must hold a model of the kind. Errors name what the user gave, not the temporary file.
     private void Check(ModelKind kind, string path, string given)
     {
-        try
+        if (File.Exists(path))
         {
-            if (File.Exists(path))
-            {
-                var claimsSafetensors = TensorFile.IsSafetensors(path);
-                if (claimsSafetensors != StartsLikeSafetensors(path))
-                    throw new UserInputException(path, claimsSafetensors
-                        ? "is not a safetensors file (it does not start with a header length and a JSON header)"
-                        : "is a safetensors file but its name says it is a torch pickle", "give the file the extension of its format");
-            }
-            if (Read(kind, path) is { Problem: { } problem })
-                throw new UserInputException(path, problem);
+            var claimsSafetensors = TensorFile.IsSafetensors(path);
+            if (claimsSafetensors != StartsLikeSafetensors(path))
+                throw new UserInputException(given, claimsSafetensors
+                    ? "is not a safetensors file (it does not start with a header length and a JSON header)"
+                    : "is a safetensors file but its name says it is a torch pickle", "give the file the extension of its format");
         }
-        catch (UserInputException e)
-        {
-            var problem = e.Subject is not null && e.Problem.StartsWith(e.Subject, StringComparison.Ordinal) ? e.Problem[e.Subject.Length..].TrimStart(':', ' ') : e.Problem;
-            throw new UserInputException(given, problem.Replace(path, given, StringComparison.Ordinal), e.Fix, e);
-        }
+        // The readers name the file they read, here perhaps a temporary one: the user knows it by what they gave.
+        if (Read(kind, path) is { Problem: { } problem })
+            throw new UserInputException(given, problem.Replace($"{path}: ", "", StringComparison.Ordinal).Replace(path, given, StringComparison.Ordinal));
     }
 
     private static bool StartsLikeSafetensors(string path)

@@ -1,5 +1,4 @@
 using System.Text.Json;
-using System.Text.Json.Serialization;
 using SdAppliance.Diffusion.Pipelines;
 
 namespace SdAppliance.Appliance.Generation;
@@ -54,12 +53,8 @@ public sealed record GenerationJobRequest
     /// <summary>LoRAs besides those the prompt names with <c>&lt;lora:name:w&gt;</c>.</summary>
     public IReadOnlyList<LoraWeight> Loras { get; init; } = [];
 
-    /// <summary>How requests and results are spelt as JSON: snake_case, enums as strings.</summary>
-    public static JsonSerializerOptions Json { get; } = new(JsonSerializerDefaults.Web)
-    {
-        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
-        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
-    };
+    /// <summary>How requests and results are spelt as JSON: snake_case.</summary>
+    public static JsonSerializerOptions Json { get; } = new(JsonSerializerDefaults.Web) { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
 
     public JsonElement ToJson() => JsonSerializer.SerializeToElement(this, Json);
 

@@ -100,7 +100,7 @@ public sealed partial class DatasetService(DataFolder data, PathGuard guard, Own
             var checkedFolder = PathGuard.Name(folder, "folder");
             if (!RepeatFolderPattern().IsMatch(checkedFolder))
                 throw new UserInputException("folder", $"'{folder}' is not a kohya repeat folder", "name it N_name, such as 10_cat (its images are drawn 10 times per epoch)");
-            target = Path.Combine(dataset, checkedFolder);
+            target = guard.Resolve(checkedFolder, dataset, "folder");
         }
         var limits = options.Limits;
         var staging = Path.Combine(dataset, $".upload.{Guid.NewGuid():N}.tmp");

@@ -37,7 +37,7 @@ internal static class A1111Errors
         Refusal(StatusCodes.Status422UnprocessableEntity, "RequestValidationError", $"{field}: {message}",
             new[] { new { loc = (string[])["body", .. field.Split('.')], msg = message, type = "value_error" } });
 
-    /// <summary>Answers what the A1111 routes throw in A1111's shape; anything else is a bug and goes to the host's handler.</summary>
+    /// <summary>Answers what the A1111 routes throw in A1111's shape: refusals as 422 (404, 500 where A1111 answers so), bugs as 500.</summary>
     public static async ValueTask<object?> Filter(EndpointFilterInvocationContext context, EndpointFilterDelegate next)
     {
         try
@@ -59,6 +59,13 @@ internal static class A1111Errors
         catch (GenerationFailedException e)
         {
             return Refusal(StatusCodes.Status500InternalServerError, "RuntimeError", e.Message);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // A bug, logged as one; the client still gets the shape it parses, as A1111 answers every exception.
+            context.HttpContext.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(A1111Errors))
+                .LogError(e, "{Method} {Path} failed", context.HttpContext.Request.Method, context.HttpContext.Request.Path);
+            return Refusal(StatusCodes.Status500InternalServerError, e.GetType().Name, e.Message);
         }
     }
 

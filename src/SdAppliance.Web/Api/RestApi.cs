@@ -1,10 +1,10 @@
 using System.Text.Json.Serialization;
-using Microsoft.AspNetCore.Authorization;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Scalar.AspNetCore;
 using SdAppliance.Appliance;
 using SdAppliance.Appliance.Storage;
+using SdAppliance.Web.Security;
 
 namespace SdAppliance.Web.Api;
 
@@ -54,15 +54,8 @@ public static class RestApi
         api.MapModels();
         api.MapOutputs();
 
-        // In a group that requires a user for everything the reference maps, its script too, which Scalar marks anonymous
-        // (Finally: after the endpoints' own conventions).
-        var reference = app.MapGroup("").RequireAuthorization();
-        ((IEndpointConventionBuilder)reference).Finally(endpoint =>
-        {
-            foreach (var anonymous in endpoint.Metadata.OfType<IAllowAnonymous>().ToList()) endpoint.Metadata.Remove(anonymous);
-        });
-        reference.MapOpenApi();
-        reference.MapScalarApiReference();
+        app.MapOpenApi().RequireAuthorization();
+        app.MapScalarApiReference().RequireSignedInEvenIfAnonymous();
         return app;
     }
 

@@ -1,13 +1,13 @@
 using System.Security.Claims;
 using SdAppliance.Appliance.Accounts;
-using SdAppliance.Formats;
+using SdAppliance.Web.Api;
 
 namespace SdAppliance.Web.Security;
 
 /// <summary>
 /// The accounts' REST endpoints: <c>/api/v1/tokens</c> (the caller's own tokens), and for admins <c>/api/v1/users</c>
-/// and <c>/api/v1/security/allowed-addresses</c>. Thin over <see cref="AccountService"/>; a refusal is a 400
-/// ProblemDetails naming the field.
+/// and <c>/api/v1/security/allowed-addresses</c>. Thin over <see cref="AccountService"/>; refusals are
+/// <see cref="ApiProblems"/>, as everywhere under <c>/api/v1</c>.
 /// </summary>
 internal static class AccountApi
 {
@@ -23,7 +23,7 @@ internal static class AccountApi
 
     public static void MapAccountApi(this IEndpointRouteBuilder app)
     {
-        var api = app.MapGroup("/api/v1").AddEndpointFilter(RefusalsAsProblems).WithTags("Accounts");
+        var api = app.MapGroup("/api/v1").WithUserInputProblems().WithTags("Accounts");
 
         var tokens = api.MapGroup("/tokens");
         tokens.MapGet("/", (ClaimsPrincipal user, AccountService accounts, CancellationToken cancellationToken) =>
@@ -36,7 +36,7 @@ internal static class AccountApi
         tokens.MapDelete("/{id:guid}", async (Guid id, ClaimsPrincipal user, AccountService accounts, CancellationToken cancellationToken) =>
             await accounts.RevokeTokenAsync(user.ToCaller().UserId, id, cancellationToken)
                 ? Results.NoContent()
-                : Results.Problem(statusCode: 404, title: "No such token", detail: $"id: you have no token '{id}'."));
+                : ApiProblems.NotFound($"token {id}"));
 
         api.MapPut("/account/password", async (PasswordChange change, ClaimsPrincipal user, AccountService accounts, CancellationToken cancellationToken) =>
         {
@@ -54,27 +54,12 @@ internal static class AccountApi
         users.MapDelete("/{id}", async (string id, AccountService accounts, CancellationToken cancellationToken) =>
             await accounts.DeleteUserAsync(id, cancellationToken)
                 ? Results.NoContent()
-                : Results.Problem(statusCode: 404, title: "No such user", detail: $"id: there is no user '{id}'."));
+                : ApiProblems.NotFound($"user {id}"));
 
         var addresses = api.MapGroup("/security/allowed-addresses").RequireAuthorization(SecurityEndpoints.AdminPolicy);
         addresses.MapGet("/", async (AllowedClientAddresses allowed, CancellationToken cancellationToken) =>
             new AllowedAddresses(await allowed.GetAsync(cancellationToken)));
         addresses.MapPut("/", async (AllowedAddresses request, AllowedClientAddresses allowed, CancellationToken cancellationToken) =>
             new AllowedAddresses(await allowed.SetAsync(request.Addresses ?? [], cancellationToken)));
-    }
-
-    /// <summary>A refusal from the library as a 400 ProblemDetails: the field in <c>errors</c>, the whole sentence in <c>detail</c>.</summary>
-    private static async ValueTask<object?> RefusalsAsProblems(EndpointFilterInvocationContext context, EndpointFilterDelegate next)
-    {
-        try
-        {
-            return await next(context);
-        }
-        catch (UserInputException e)
-        {
-            return e.Subject is { } field
-                ? Results.ValidationProblem(new Dictionary<string, string[]> { [field] = [e.Message] }, detail: e.Message, title: "The request cannot be used")
-                : Results.Problem(statusCode: 400, title: "The request cannot be used", detail: e.Message);
-        }
     }
 }

@@ -1,8 +1,10 @@
 using System.Net.Http.Headers;
+using System.Security.Cryptography;
 using System.Text;
 using System.Text.Encodings.Web;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Identity;
+using Microsoft.Extensions.Caching.Memory;
 using Microsoft.Extensions.Options;
 using SdAppliance.Appliance.Accounts;
 
@@ -50,20 +52,35 @@ internal sealed class BearerTokenHandler(
     }
 }
 
-/// <summary>HTTP Basic (<c>username:password</c>), what A1111 clients send with <c>--api-auth</c>; wrong passwords count towards the lockout.</summary>
+/// <summary>
+/// HTTP Basic (<c>username:password</c>), what A1111 clients send with <c>--api-auth</c>; wrong passwords count towards
+/// the lockout. A password check costs Identity's hash (about 0.15 s of CPU here) and A1111 clients send it with every
+/// poll of <c>/progress</c>, so a verified pair is remembered for <see cref="Remembered"/>, by a hash of the header and
+/// only while the user's security stamp (it changes with the password) and lockout stay as they were.
+/// </summary>
 internal sealed class BasicHandler(
     IOptionsMonitor<AuthenticationSchemeOptions> options, ILoggerFactory logger, UrlEncoder encoder,
-    IUserClaimsPrincipalFactory<ApplianceUser> principals, SignInManager<ApplianceUser> signIn)
+    IUserClaimsPrincipalFactory<ApplianceUser> principals, SignInManager<ApplianceUser> signIn, IMemoryCache verified)
     : CredentialHandler(options, logger, encoder, principals)
 {
     public const string SchemeName = "Basic";
 
+    private static readonly TimeSpan Remembered = TimeSpan.FromMinutes(1);
+
     // FastAPI's HTTPBasic (A1111's --api-auth) says exactly this.
     private const string Incorrect = "Incorrect username or password";
+
+    private sealed record Verified(string UserId, string? SecurityStamp);
 
     protected override async Task<AuthenticateResult> HandleAuthenticateAsync()
     {
         if (Credentials(SchemeName) is not { } encoded) return AuthenticateResult.NoResult();
+        var users = signIn.UserManager;
+        var key = "basic:" + Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(encoded)));
+        if (verified.TryGetValue(key, out Verified? known) && await users.FindByIdAsync(known!.UserId) is { } knownUser
+            && knownUser.SecurityStamp == known.SecurityStamp && !await users.IsLockedOutAsync(knownUser))
+            return await SignedInAsync(knownUser);
+
         string decoded;
         try
         {
@@ -76,11 +93,11 @@ internal sealed class BasicHandler(
 
         var colon = decoded.IndexOf(':', StringComparison.Ordinal);
         if (colon < 0) return AuthenticateResult.Fail("The Basic credentials are not base64 of 'username:password'.");
-        if (await signIn.UserManager.FindByNameAsync(decoded[..colon]) is not { } user) return AuthenticateResult.Fail(Incorrect);
+        if (await users.FindByNameAsync(decoded[..colon]) is not { } user) return AuthenticateResult.Fail(Incorrect);
         var result = await signIn.CheckPasswordSignInAsync(user, decoded[(colon + 1)..], lockoutOnFailure: true);
-        return result.Succeeded ? await SignedInAsync(user)
-            : result.IsLockedOut ? AuthenticateResult.Fail(AccountLockout.Message)
-            : AuthenticateResult.Fail(Incorrect);
+        if (!result.Succeeded) return AuthenticateResult.Fail(result.IsLockedOut ? AccountLockout.Message : Incorrect);
+        verified.Set(key, new Verified(user.Id, user.SecurityStamp), Remembered);
+        return await SignedInAsync(user);
     }
 }
 

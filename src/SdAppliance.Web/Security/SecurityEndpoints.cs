@@ -28,6 +28,7 @@ public static class SecurityEndpoints
         var services = builder.Services;
         services.Configure<SecurityOptions>(builder.Configuration.GetSection(SecurityOptions.Section));
         services.AddProblemDetails();
+        services.AddMemoryCache();
         services.AddDataProtection().SetApplicationName("SdAppliance")
             .PersistKeysToFileSystem(new DirectoryInfo(new DataFolder(ApplianceHost.Options(builder.Configuration).DataFolder).Keys));
         new IdentityBuilder(typeof(ApplianceUser), typeof(IdentityRole), services).AddSignInManager();
@@ -80,6 +81,21 @@ public static class SecurityEndpoints
         app.MapAccountPages();
         app.MapAccountApi();
         return app;
+    }
+
+    /// <summary>
+    /// Requires a signed-in user even on endpoints a library maps as anonymous (Scalar's script assets): its
+    /// <see cref="IAllowAnonymous"/> is removed after every other convention ran.
+    /// </summary>
+    public static TBuilder RequireSignedInEvenIfAnonymous<TBuilder>(this TBuilder builder) where TBuilder : IEndpointConventionBuilder
+    {
+        builder.RequireAuthorization();
+        builder.Finally(endpoint =>
+        {
+            for (var i = endpoint.Metadata.Count - 1; i >= 0; i--)
+                if (endpoint.Metadata[i] is IAllowAnonymous) endpoint.Metadata.RemoveAt(i);
+        });
+        return builder;
     }
 
     /// <summary>

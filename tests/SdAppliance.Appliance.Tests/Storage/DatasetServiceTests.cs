@@ -146,6 +146,13 @@ public sealed class DatasetServiceTests : IDisposable
         await storage.Datasets.CreateAsync(Alice, "set", false, none);
         var e = await Assert.ThrowsAnyAsync<UserInputException>(() => storage.Datasets.AddImagesAsync(Alice, "set", "cats", Uploads(("a.png", Image(ImageFormat.Png))), none));
         Assert.Contains("10_cat", e.Message);
+
+        // A repeat folder that is a link out of the dataset is not written through.
+        var outside = Directory.CreateDirectory(Path.Combine(storage.Root, "outside")).FullName;
+        Directory.CreateSymbolicLink(Path.Combine(storage.Data.Datasets, "set", "10_out"), outside);
+        e = await Assert.ThrowsAnyAsync<UserInputException>(() => storage.Datasets.AddImagesAsync(Alice, "set", "10_out", Uploads(("a.png", Image(ImageFormat.Png))), none));
+        Assert.Equal("folder", e.Subject);
+        Assert.Empty(Directory.EnumerateFileSystemEntries(outside));
     }
 
     public void Dispose() => storage.Dispose();

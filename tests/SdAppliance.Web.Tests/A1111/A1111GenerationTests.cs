@@ -1,5 +1,9 @@
 using System.Net;
 using System.Text.Json.Nodes;
+using Microsoft.Extensions.DependencyInjection;
+using SdAppliance.Appliance.Generation;
+using SdAppliance.Appliance.Jobs;
+using SdAppliance.Formats;
 using SdAppliance.Appliance.Storage;
 using SdAppliance.Diffusion.Pipelines;
 using SdAppliance.Imaging;
@@ -21,9 +25,11 @@ public sealed class A1111GenerationTests(A1111Appliance appliance) : IClassFixtu
         body["cfg_scale"] = 7;
         var response = await client.GenerateAsync("/sdapi/v1/txt2img", body);
 
-        // What sdapp generate runs for the same settings (GenerateCommand: the pipeline on the loaded model, its folders).
+        // What sdapp generate runs for the same settings (GenerateCommand: the pipeline on the loaded model, its folders),
+        // on the device the appliance ran the job on.
         var data = new DataFolder(appliance.Factory.DataFolder, DataFolder.FindApplicationRoot());
-        using var model = ModelLoader.Load(data.DemoModel!, new ModelLoadOptions(Device: Device.Cpu, SearchRoots: data.SearchRoots));
+        var device = Device.Parse(appliance.Factory.Services.GetRequiredService<JobScheduler>().Devices[0]);
+        using var model = ModelLoader.Load(data.DemoModel!, new ModelLoadOptions(Device: device, SearchRoots: data.SearchRoots));
         Engine.UseThreads(model.UnetThreadDemand(2, 64, 64));
         var pipeline = new StableDiffusionPipeline(model, new AdapterFolders(data.LoraFolders, data.EmbeddingFolders, data.HypernetworkFolders));
         var expected = pipeline.Generate(new GenerationRequest
@@ -210,5 +216,46 @@ public sealed class A1111GenerationTests(A1111Appliance appliance) : IClassFixtu
         body["override_settings"] = new JsonObject { ["sd_model_checkpoint"] = "no-such-model.safetensors" };
         var (status, answer) = await client.PostAsync("/sdapi/v1/txt2img", body);
         A1111Calls.AssertRefused(status, answer, "override_settings.sd_model_checkpoint");
+    }
+}
+
+/// <summary>What a generation job leaves behind: its PNGs in outputs/, its step and image events, its result.</summary>
+public sealed class GenerationJobTests(A1111Appliance appliance) : IClassFixture<A1111Appliance>
+{
+    [Fact]
+    public async Task A_job_writes_its_pngs_to_the_days_outputs_and_reports_each_step_and_image()
+    {
+        using var client = await appliance.ClientAsync();
+        var response = await client.GenerateAsync("/sdapi/v1/txt2img", A1111Calls.Small(2024, steps: 3));
+
+        var jobs = appliance.Factory.Services.GetRequiredService<JobService>();
+        var admin = new Caller("tests", IsAdmin: true);
+        var job = (await jobs.ListAsync(admin, JobState.Completed, CancellationToken.None)).Single(j => j.Kind == JobKind.Generation);
+        var result = GenerationJobResult.FromJson(job.Result!.Value);
+        var file = Assert.Single(result.Images);
+        Assert.Equal(2024, file.Seed);
+        Assert.StartsWith($"outputs/{DateTime.UtcNow:yyyy-MM-dd}/", file.File, StringComparison.Ordinal);
+        var written = await File.ReadAllBytesAsync(Path.Combine(appliance.Factory.DataFolder, file.File));
+        Assert.Equal(A1111Calls.Png(response, 0), written);
+        Assert.Equal(file.Infotext, ImageCodec.Decode(written).Text[ImageCodec.ParametersKey]);
+        Assert.Empty(Directory.GetFiles(Path.GetDirectoryName(Path.Combine(appliance.Factory.DataFolder, file.File))!, "*.tmp*"));
+
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(1));
+        var events = new List<JobEvent>();
+        await foreach (var e in jobs.EventsAsync(job.Id, 0, timeout.Token)) events.Add(e);
+        Assert.Equal([(1L, 3L), (2, 3), (3, 3)], events.Where(e => e.Type == JobEventTypes.Step).Select(e => (e.Step!.Value, e.TotalSteps!.Value)));
+        Assert.Equal([file.File], events.Where(e => e.Type == JobEventTypes.Image).Select(e => e.Image));
+    }
+
+    [Fact]
+    public async Task The_queue_refuses_a_generation_request_that_cannot_run_naming_the_field()
+    {
+        var jobs = appliance.Factory.Services.GetRequiredService<JobService>();
+        var request = new GenerationJobRequest { Steps = 0 }.ToJson();
+        var refusal = await Assert.ThrowsAsync<GenerationRequestException>(() => jobs.SubmitAsync(new JobSubmission(JobKind.Generation, "tests", request), CancellationToken.None));
+        Assert.Equal("steps", refusal.Field);
+
+        var outside = new GenerationJobRequest { InitImage = "../outside.png" }.ToJson();
+        Assert.Equal("init_image", (await Assert.ThrowsAnyAsync<UserInputException>(() => jobs.SubmitAsync(new JobSubmission(JobKind.Generation, "tests", outside), CancellationToken.None))).Subject);
     }
 }

@@ -1,5 +1,8 @@
 using System.Net;
+using System.Net.Http.Json;
 using System.Text.Json.Nodes;
+using Microsoft.Extensions.DependencyInjection;
+using SdAppliance.Appliance.Jobs;
 
 namespace SdAppliance.Web.Tests.A1111;
 
@@ -50,6 +53,29 @@ public sealed class A1111StateTests(A1111Appliance appliance) : IClassFixture<A1
         var idle = await client.GetJsonAsync("/sdapi/v1/progress");
         Assert.Equal(0, idle["progress"]!.GetValue<double>());
         Assert.Equal(0, idle["state"]!["job_count"]!.GetValue<int>());
+    }
+
+    [Fact]
+    public async Task A_client_that_goes_away_cancels_its_generation()
+    {
+        using var client = await appliance.ClientAsync();
+        using var leave = new CancellationTokenSource();
+        var request = client.PostAsJsonAsync("/sdapi/v1/txt2img", A1111Calls.Small(9, steps: 5000), leave.Token);
+
+        var jobs = appliance.Factory.Services.GetRequiredService<JobService>();
+        var admin = new Caller("tests", IsAdmin: true);
+        var deadline = DateTime.UtcNow.AddMinutes(3);
+        JobView? job;
+        while ((job = (await jobs.ListAsync(admin, JobState.Running, CancellationToken.None)).FirstOrDefault(j => j.Request.GetProperty("seed").GetInt64() == 9)) is null)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the generation never started");
+            await Task.Delay(50);
+        }
+        await leave.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => request);
+
+        using var bound = new CancellationTokenSource(TimeSpan.FromMinutes(3));
+        Assert.Equal(JobState.Cancelled, (await jobs.WaitAsync(job.Id, bound.Token)).State);
     }
 
     [Fact]

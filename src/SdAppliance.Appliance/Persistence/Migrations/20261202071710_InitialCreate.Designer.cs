@@ -11,7 +11,7 @@ using SdAppliance.Appliance.Persistence;
 namespace SdAppliance.Appliance.Persistence.Migrations
 {
     [DbContext(typeof(ApplianceDb))]
-    [Migration("20261202064315_InitialCreate")]
+    [Migration("20261202071710_InitialCreate")]
     partial class InitialCreate
     {
         /// <inheritdoc />

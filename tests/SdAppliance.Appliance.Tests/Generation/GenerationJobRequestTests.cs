@@ -1,0 +1,34 @@
+using System.Text.Json;
+using SdAppliance.Appliance.Generation;
+
+namespace SdAppliance.Appliance.Tests.Generation;
+
+/// <summary>The generation request as the queue stores it and the REST API takes it: snake_case JSON, sdapp generate's defaults.</summary>
+public sealed class GenerationJobRequestTests
+{
+    [Fact]
+    public void It_is_spelt_in_snake_case_and_reads_back_equal()
+    {
+        var request = new GenerationJobRequest
+        {
+            Model = "demo", Prompt = "a red circle", Seed = 5, CfgScale = 4.5, NIter = 3, BatchSize = 2, ClipSkip = 2,
+            Scheduler = "karras", Loras = [new LoraWeight("style", 0.8)],
+        };
+        var json = request.ToJson();
+        Assert.Equal(4.5, json.GetProperty("cfg_scale").GetDouble());
+        Assert.Equal(3, json.GetProperty("n_iter").GetInt32());
+        Assert.Equal("style", json.GetProperty("loras")[0].GetProperty("name").GetString());
+        var back = GenerationJobRequest.FromJson(json);
+        Assert.Equal(request with { Loras = back.Loras }, back);
+        Assert.Equal(request.Loras, back.Loras);
+    }
+
+    [Fact]
+    public void What_is_left_out_takes_sdapp_generates_defaults()
+    {
+        var request = GenerationJobRequest.FromJson(JsonDocument.Parse("""{"prompt": "a star", "unknown": 1}""").RootElement);
+        Assert.Equal(("a star", 20, 7.0, "DPM++ 2M Karras", -1L, 1, 1), (request.Prompt, request.Steps, request.CfgScale, request.Sampler, request.Seed, request.BatchSize, request.NIter));
+        Assert.Null(request.Width);
+        Assert.Null(request.Model);
+    }
+}
