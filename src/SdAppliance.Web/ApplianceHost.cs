@@ -16,6 +16,10 @@ public static class ApplianceHost
     {
         var builder = WebApplication.CreateBuilder(args);
         if (callerHandlesSignals) builder.Services.AddSingleton<IHostLifetime, CallerStoppedLifetime>();
+        // Every SQL command and every request at Information would bury the server's own lines (and slow it), as in
+        // ASP.NET's own template; their warnings and errors stay.
+        builder.Logging.AddFilter("Microsoft.EntityFrameworkCore", LogLevel.Warning);
+        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         var options = Options(builder.Configuration);
         builder.Services.AddAppliance(options);
         builder.AddApplianceSecurity();

@@ -1,8 +1,8 @@
 // bench-serve: N concurrent A1111 txt2img clients against a running appliance, printed as `name: value unit` lines.
 //   dotnet run -c Release --project tools/bench-serve -- --url http://localhost:5000 [--clients 8] [--requests 50]
-//       [--steps 4] [--prompt TEXT] [--token TOKEN | --user NAME --password PASSWORD] [--timeout 600]
-// Each client posts /sdapi/v1/txt2img (seed = the request's number, the model's native size) as soon as its previous
-// answer came, until --requests were sent in all. A request counts as failed when the answer is not 200 with at least
+//       [--steps 4] [--size 64] [--prompt TEXT] [--token TOKEN | --user NAME --password PASSWORD] [--timeout 600]
+// Each client posts /sdapi/v1/txt2img (seed = the request's number; --size square, by default 64, the demo model's, as
+// A1111's own default is 512) as soon as its previous answer came, until --requests were sent in all. A request counts as failed when the answer is not 200 with at least
 // one image, or it times out; latency is from sending to the whole answer. The server is not started here: the figures
 // are those of the appliance as it runs (`./sdapp serve`), its queue shared by every client.
 using System.Diagnostics;
@@ -31,6 +31,7 @@ var url = Option("--url") ?? "http://localhost:5000";
 var clients = IntOption("--clients", 8, 1);
 var total = IntOption("--requests", 50, 1);
 var steps = IntOption("--steps", 4, 1);
+var size = IntOption("--size", 64, 8);
 var timeout = IntOption("--timeout", 600, 1);
 var prompt = Option("--prompt") ?? "a red circle on a blue background";
 
@@ -46,6 +47,7 @@ Console.WriteLine($"url: {url}");
 Console.WriteLine($"clients: {clients}");
 Console.WriteLine($"requests: {total}");
 Console.WriteLine($"steps: {steps}");
+Console.WriteLine($"size: {size}");
 
 var next = -1;
 var latencies = new List<double>();
@@ -94,7 +96,7 @@ async Task<string?> Txt2Img(int n)
 {
     try
     {
-        using var response = await http.PostAsJsonAsync("/sdapi/v1/txt2img", new { prompt, steps, seed = n, batch_size = 1 });
+        using var response = await http.PostAsJsonAsync("/sdapi/v1/txt2img", new { prompt, steps, seed = n, batch_size = 1, width = size, height = size });
         var body = await response.Content.ReadAsStringAsync();
         if (!response.IsSuccessStatusCode) return $"HTTP {(int)response.StatusCode}: {body[..Math.Min(body.Length, 200)]}";
         using var json = JsonDocument.Parse(body);

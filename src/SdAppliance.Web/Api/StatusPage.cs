@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net;
 using System.Text;
 using SdAppliance.Appliance.Jobs;
+using SdAppliance.Appliance.Storage;
 using SdAppliance.Web.Security;
 
 namespace SdAppliance.Web.Api;
@@ -10,8 +11,9 @@ namespace SdAppliance.Web.Api;
 internal static class StatusPage
 {
     private const int RecentJobs = 20;
+    private const int RecentOutputs = 10;
 
-    public static async Task<IResult> Render(HttpContext http, JobService jobs, JobScheduler scheduler, CancellationToken cancellationToken)
+    public static async Task<IResult> Render(HttpContext http, JobService jobs, JobScheduler scheduler, OutputService outputs, CancellationToken cancellationToken)
     {
         var caller = http.User.ToCaller();
         var list = await jobs.ListAsync(caller, state: null, cancellationToken);
@@ -35,6 +37,17 @@ internal static class StatusPage
         html.Append("<h2>Recent jobs</h2>");
         var finished = list.Where(j => j.State is not (JobState.Queued or JobState.Running)).Take(RecentJobs).ToList();
         Table(html, finished.Count == 0 ? "none yet" : null, finished);
+
+        html.Append("<h2>Recent outputs</h2>");
+        var recent = await outputs.ListAsync(caller, day: null, RecentOutputs, cancellationToken);
+        if (recent.Count == 0) html.Append("<p>none yet</p>");
+        else
+        {
+            html.Append("<ul>");
+            foreach (var output in recent)
+                html.Append("<li><a href=\"").Append(Encode(RestApi.Prefix + "/outputs/" + output.Path)).Append("\">").Append(Encode(output.Path)).Append("</a></li>");
+            html.Append("</ul>");
+        }
 
         html.Append("<p><a href=\"/scalar\">REST API reference</a> · <a href=\"/openapi/v1.json\">OpenAPI document</a></p></body></html>");
         return Results.Content(html.ToString(), "text/html; charset=utf-8");
