@@ -230,7 +230,9 @@ public sealed class GenerationJobTests(A1111Appliance appliance) : IClassFixture
 
         var jobs = appliance.Factory.Services.GetRequiredService<JobService>();
         var admin = new Caller("tests", IsAdmin: true);
-        var job = (await jobs.ListAsync(admin, JobState.Completed, CancellationToken.None)).Single(j => j.Kind == JobKind.Generation);
+        // The class's other tests generate on the same appliance: this job is the one with seed 2024.
+        var job = (await jobs.ListAsync(admin, JobState.Completed, CancellationToken.None))
+            .Single(j => j.Kind == JobKind.Generation && GenerationJobRequest.FromJson(j.Request).Seed == 2024);
         var result = GenerationJobResult.FromJson(job.Result!.Value);
         var file = Assert.Single(result.Images);
         Assert.Equal(2024, file.Seed);
