@@ -9,7 +9,7 @@ using SdAppliance.Training.Data;
 namespace SdAppliance.Appliance.Storage;
 
 /// <summary>A dataset: a folder of <c>datasets/</c>.</summary>
-/// <param name="Path">Its full path on the server, what a training run's <c>data</c> takes.</param>
+/// <param name="Path">Relative to the data folder (<c>datasets/NAME</c>), as a training job's <c>data</c> names it; the server's own paths are not shown to clients.</param>
 /// <param name="OwnerId">Who created it; null for a folder put there by hand (shared, changed by admins only).</param>
 public sealed record DatasetView(string Name, string Path, string? OwnerId, bool IsPrivate, int ImageCount, DateTime ModifiedUtc);
 
@@ -289,7 +289,7 @@ public sealed partial class DatasetService(DataFolder data, PathGuard guard, Own
     }
 
     private DatasetView View(string folder, StoredItem? item) =>
-        new(Path.GetFileName(folder), folder, item?.OwnerId, item?.IsPrivate ?? false, Images(folder).Count(), Directory.GetLastWriteTimeUtc(folder));
+        new(Path.GetFileName(folder), data.Relative(folder), item?.OwnerId, item?.IsPrivate ?? false, Images(folder).Count(), Directory.GetLastWriteTimeUtc(folder));
 
     private static ImageFormat CheckImage(byte[] bytes, string given, StorageLimits limits)
     {

@@ -50,7 +50,8 @@ public sealed class DatasetServiceTests : IDisposable
         Assert.True(await storage.Datasets.SetCaptionAsync(Alice, "cats", "a.webp", "a red square", none));
         Assert.Equal((true, "a red square"), await storage.Datasets.GetCaptionAsync(Bob, "cats", "a.webp", none));
 
-        var dataset = TrainingDataset.Scan(new DatasetOptions { DataDir = created.Path, Resolution = 64 });
+        Assert.Equal("datasets/cats", created.Path);  // as a training job names it; no server path
+        var dataset = TrainingDataset.Scan(new DatasetOptions { DataDir = Path.Combine(storage.Data.FullPath, created.Path), Resolution = 64 });
         Assert.Empty(dataset.Skipped);
         Assert.Equal(4, (await storage.Datasets.GetAsync(Alice, "cats", none))!.ImageCount);
     }
