@@ -2,6 +2,7 @@ using System.ComponentModel;
 using System.Globalization;
 using System.Reflection;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using System.Text.Json.Serialization;
 using SdAppliance.Formats;
 
@@ -355,5 +356,15 @@ public sealed record TrainingConfig
 
 }
 
-/// <summary>A run setting cannot be used; the message names the field.</summary>
-public sealed class TrainingConfigException(string message) : UserInputException(message, null, message, null, null);
+/// <summary>
+/// A run setting cannot be used. The message reads "field: problem" (<c>network_dim: must be at least 1</c>); that leading
+/// field is the <see cref="UserInputException.Subject"/>, so the API names it as it names a generation field.
+/// </summary>
+public sealed partial class TrainingConfigException(string message)
+    : UserInputException(message, FieldOf(message)?.Value, FieldOf(message) is { } field ? message[(field.Length + 2)..] : message, null, null)
+{
+    private static Group? FieldOf(string message) => LeadingField().Match(message) is { Success: true } m ? m.Groups[1] : null;
+
+    [GeneratedRegex(@"^([a-z][a-z0-9_]*(?:\.[a-z0-9_]+|\[\d+\])*): ")]
+    private static partial Regex LeadingField();
+}

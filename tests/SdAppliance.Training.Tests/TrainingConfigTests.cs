@@ -22,4 +22,16 @@ public sealed class TrainingConfigTests
         Assert.Equal("method: 'magic' is not one of lora, dreambooth, textual-inversion, finetune, hypernetwork", error.Message);
         Assert.StartsWith("mixed_precision: 'fp8'", Assert.Throws<TrainingConfigException>(() => new TrainingConfig { Output = "o", Data = "d", MixedPrecision = "fp8" }.Validate()).Message);
     }
+
+    [Fact]
+    public void ARefusalsLeadingFieldIsItsSubjectAsTheApiNamesIt()
+    {
+        var error = Assert.Throws<TrainingConfigException>(() => TrainingConfig.MethodChoices.Parse("magic"));
+        Assert.Equal("method", error.Subject);
+        Assert.Equal("'magic' is not one of lora, dreambooth, textual-inversion, finetune, hypernetwork", error.Problem);
+        Assert.Equal("concepts[2].class_data", new TrainingConfigException("concepts[2].class_data: missing").Subject);
+        var prose = new TrainingConfigException("the run stopped: no state to resume");  // no field: the whole text is the problem
+        Assert.Null(prose.Subject);
+        Assert.Equal(prose.Message, prose.Problem);
+    }
 }
