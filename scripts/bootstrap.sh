@@ -15,6 +15,8 @@ installed g++ || missing+=(g++)
 installed libopenblas0-openmp || missing+=(libopenblas0-openmp)
 # Image codecs for SdAppliance.Imaging (loaded at run time as libturbojpeg.so.0, libpng16.so.16, libwebp.so.7).
 for pkg in libturbojpeg0-dev libpng-dev libwebp-dev; do installed "$pkg" || missing+=("$pkg"); done
+# The browser the UI's end-to-end tests drive through Playwright (they never download one).
+installed chromium || missing+=(chromium)
 if ! installed libtorch-dev; then
   if [[ -n "${SDAPP_LIBTORCH:-}" ]]; then
     echo "bootstrap: using libtorch from SDAPP_LIBTORCH=$SDAPP_LIBTORCH"

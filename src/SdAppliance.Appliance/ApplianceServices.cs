@@ -41,6 +41,7 @@ public static class ApplianceServices
     private static void AddJobs(this IServiceCollection services)
     {
         services.AddSingleton<JobScheduler>();
+        services.AddSingleton<DeviceMonitor>();
         services.AddHostedService(provider => provider.GetRequiredService<JobScheduler>());
         services.AddSingleton<IJobRunner, TrainingJobRunner>();
         services.AddSingleton<IJobRunner, ClassImagesJobRunner>();

@@ -1,7 +1,9 @@
+using System.Reflection;
 using SdAppliance.Appliance;
 using SdAppliance.Appliance.Storage;
 using SdAppliance.Web.A1111;
 using SdAppliance.Web.Api;
+using SdAppliance.Web.Components;
 using SdAppliance.Web.Security;
 
 namespace SdAppliance.Web;
@@ -14,7 +16,14 @@ public static class ApplianceHost
     /// cancels the token given to <see cref="RunAsync"/>); the host then registers no Ctrl+C / SIGTERM handler of its own.</param>
     public static WebApplication Build(string[] args, bool callerHandlesSignals = false)
     {
-        var builder = WebApplication.CreateBuilder(args);
+        // A published app (sdapp) keeps the UI's assets in wwwroot beside its binaries, not in the folder it is started from.
+        var publishedAssets = Path.Combine(AppContext.BaseDirectory, "wwwroot");
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions
+        {
+            Args = args,
+            ApplicationName = AssetsManifestName(),
+            WebRootPath = Directory.Exists(publishedAssets) ? publishedAssets : null,
+        });
         if (callerHandlesSignals) builder.Services.AddSingleton<IHostLifetime, CallerStoppedLifetime>();
         // Every SQL command and every request at Information would bury the server's own lines (and slow it), as in
         // ASP.NET's own template; their warnings and errors stay.
@@ -25,13 +34,14 @@ public static class ApplianceHost
         builder.AddApplianceSecurity();
         builder.AddRestApi();
         builder.AddA1111Api();
+        builder.AddBrowserUi();
 
         var app = builder.Build();
         app.UseApplianceSecurity();
         app.MapGet("/health", () => Results.Ok(new { status = "ok" })).AllowAnonymous();
         app.MapRestApi();
         app.MapA1111Api();
-        app.MapStatusPage();
+        app.MapBrowserUi();
         return app;
     }
 
@@ -41,6 +51,18 @@ public static class ApplianceHost
         await using var app = Build(args, callerHandlesSignals: stopping.CanBeCanceled);
         await app.RunAsync(stopping);
         return 0;
+    }
+
+    /// <summary>
+    /// The name the UI's asset manifests go by: the program's (sdapp's when published) where its manifest is beside it,
+    /// else the web host's own, as when a test host runs the host in its process.
+    /// </summary>
+    private static string AssetsManifestName()
+    {
+        var entry = Assembly.GetEntryAssembly()?.GetName().Name;
+        return entry is not null && File.Exists(Path.Combine(AppContext.BaseDirectory, entry + ".staticwebassets.endpoints.json"))
+            ? entry
+            : typeof(ApplianceHost).Assembly.GetName().Name!;
     }
 
     /// <summary>The appliance's options from the host's configuration (<c>data</c>, <c>import_roots</c>, <c>limits</c>) and the environment.</summary>

@@ -47,24 +47,4 @@ public sealed class ApiReferenceTests : IDisposable
         Assert.True(response.StatusCode is HttpStatusCode.Unauthorized or HttpStatusCode.Redirect, $"{url}: {(int)response.StatusCode}");
         Assert.DoesNotContain("/api/v1/jobs", await response.Content.ReadAsStringAsync());
     }
-
-    [Fact]
-    public async Task The_status_page_shows_the_devices_the_callers_jobs_and_outputs()
-    {
-        using var client = factory.CreateSignedInClient();
-        var submitted = await client.PostAsJsonAsync("/api/v1/jobs/generation", new { prompt = "a red circle", steps = 1, seed = 1 });
-        var id = (await submitted.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("id").GetString()!;
-        // Waits for the job to end: its event stream closes then (bounded by the client's timeout).
-        await using (var events = await client.GetStreamAsync($"/api/v1/jobs/{id}/events")) await events.CopyToAsync(Stream.Null);
-        var output = (await client.GetFromJsonAsync<JsonElement[]>("/api/v1/outputs"))!.Single().GetProperty("path").GetString()!;
-
-        var response = await client.GetAsync("/");
-        var html = await response.Content.ReadAsStringAsync();
-
-        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-        Assert.Equal("text/html", response.Content.Headers.ContentType?.MediaType);
-        Assert.Contains("<h2>Devices</h2><ul><li>cpu", html);
-        Assert.Contains(id, html);
-        Assert.Contains($"<a href=\"/api/v1/outputs/{output}\">", html);
-    }
 }

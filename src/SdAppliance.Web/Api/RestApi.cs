@@ -58,10 +58,4 @@ public static class RestApi
         app.MapScalarApiReference().RequireSignedInEvenIfAnonymous();
         return app;
     }
-
-    public static WebApplication MapStatusPage(this WebApplication app)
-    {
-        app.MapGet("/", StatusPage.Render).RequireAuthorization().ExcludeFromDescription();
-        return app;
-    }
 }

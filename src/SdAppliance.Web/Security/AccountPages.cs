@@ -101,7 +101,7 @@ internal static class AccountPages
         var html = $"""
             <!doctype html>
             <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-            <title>{Encode(title)}</title>
+            <link rel="icon" type="image/svg+xml" href="/favicon.svg"><title>{Encode(title)}</title>
             <style>{Style}</style>
             </head><body>
             <h1>{Encode(title)}</h1>

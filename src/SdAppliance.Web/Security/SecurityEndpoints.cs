@@ -54,7 +54,12 @@ public static class SecurityEndpoints
             .SetFallbackPolicy(new AuthorizationPolicyBuilder().RequireAuthenticatedUser().Build())
             .AddPolicy(AdminPolicy, policy => policy.RequireAuthenticatedUser().RequireRole(Roles.Admin));
 
-        services.AddAntiforgery(o => o.Cookie.Name = "sdapp.antiforgery");
+        // The header: the UI's own scripts (uploads) send the token there on cookie-authenticated requests.
+        services.AddAntiforgery(o =>
+        {
+            o.Cookie.Name = "sdapp.antiforgery";
+            o.HeaderName = "X-CSRF-TOKEN";
+        });
         services.AddRateLimiter(limiter =>
         {
             limiter.RejectionStatusCode = StatusCodes.Status429TooManyRequests;

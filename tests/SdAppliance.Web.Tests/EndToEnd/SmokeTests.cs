@@ -1,0 +1,28 @@
+namespace SdAppliance.Web.Tests.EndToEnd;
+
+/// <summary>The first visit of a fresh appliance in a real browser: setup, then the dashboard over a live circuit.</summary>
+public sealed class SmokeTests
+{
+    [Fact]
+    public async Task FirstVisitCreatesTheAdminAndOpensTheDashboard()
+    {
+        using var appliance = new LiveAppliance();
+        await using var browser = await Browser.LaunchAsync();
+        await using var session = await browser.NewPageAsync(appliance.Address);
+        var page = session.Page;
+
+        await page.GotoAsync("/");
+        Assert.EndsWith("/setup", new Uri(page.Url).AbsolutePath, StringComparison.Ordinal);
+        await page.GetByLabel("Name").FillAsync("boss");
+        await page.GetByLabel("Password", new() { Exact = true }).FillAsync("Secret-pass-123");
+        await page.GetByLabel("Password again").FillAsync("Secret-pass-123");
+        await page.GetByRole(Microsoft.Playwright.AriaRole.Button, new() { Name = "Create the admin" }).ClickAsync();
+
+        await session.WaitForCircuitAsync();
+        Assert.Equal("/", new Uri(page.Url).AbsolutePath);
+        await page.GetByRole(Microsoft.Playwright.AriaRole.Heading, new() { Name = "Dashboard" }).WaitForAsync();
+        await page.GetByTestId("queue-count").WaitForAsync();
+        await session.ScreenshotAsync("dashboard");
+        await session.AssertNoErrorsAsync();
+    }
+}
