@@ -29,6 +29,8 @@ public static class ApplianceServices
         services.AddSingleton<Ownership>();
         services.AddSingleton<ModelCatalog>();
         services.AddSingleton<DatasetService>();
+        services.AddSingleton<ThumbnailCache>();
+        services.AddSingleton<ClassImages>();
         services.AddSingleton<OutputService>();
         services.AddHostedService<LeftoverCleanup>();
         services.AddSingleton<JobService>();
