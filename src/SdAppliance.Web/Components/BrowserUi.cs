@@ -22,6 +22,7 @@ public static class BrowserUi
         // The sign-in page needs its styles and scripts before anybody is signed in.
         app.MapStaticAssets().AllowAnonymous();
         app.MapRazorComponents<App>().AddInteractiveServerRenderMode();
+        Pages.Datasets.DatasetFileEndpoints.MapDatasetFiles(app);
         return app;
     }
 }
