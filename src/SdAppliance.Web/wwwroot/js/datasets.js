@@ -19,6 +19,7 @@ export function attach(zone, input, dotnet) {
         start(zone, dotnet, Array.from(input.files || []));
         input.value = '';
     });
+    zone.dataset.ready = 'true';
 }
 
 export function pick(input) {

@@ -8,11 +8,15 @@ namespace SdAppliance.Web.Components.Pages.Datasets;
 
 /// <summary>
 /// What the dataset page's own scripts and images fetch with the sign-in cookie: one file per upload request (so the browser
-/// reports each file's progress, and one refused file refuses only itself), and cached thumbnails. Both go through the same
+/// reports each file's progress, and one refused file refuses only itself; a refusal is a 200 whose <c>refused</c>
+/// names the file, the problem and the fix), and cached thumbnails. Both go through the same
 /// services as the REST API; the upload requires the page's antiforgery token in <c>X-CSRF-TOKEN</c>.
 /// </summary>
 internal static class DatasetFileEndpoints
 {
+    /// <summary>What one file's upload came to: the images added, or why the file was refused (naming it and the fix).</summary>
+    public sealed record FileUploadOutcome(IReadOnlyList<DatasetImage> Added, string? Refused);
+
     public const string Prefix = "/ui/datasets";
 
     public static string UploadUrl(string dataset, string? folder) =>
@@ -41,8 +45,16 @@ internal static class DatasetFileEndpoints
         if (!http.Request.HasFormContentType)
             throw new Formats.UserInputException("files", "an upload is a multipart/form-data request", "send one file as a form file");
         var form = await http.Request.ReadFormAsync(cancellationToken);
-        var added = await datasets.AddImagesAsync(http.User.ToCaller(), name, string.IsNullOrEmpty(folder) ? null : folder, Uploads(form.Files), cancellationToken);
-        return TypedResults.Ok(added);
+        try
+        {
+            var added = await datasets.AddImagesAsync(http.User.ToCaller(), name, string.IsNullOrEmpty(folder) ? null : folder, Uploads(form.Files), cancellationToken);
+            return TypedResults.Ok(new FileUploadOutcome(added, null));
+        }
+        catch (Formats.UserInputException e) when (e is not (DatasetNotFoundException or Appliance.NotPermittedException))
+        {
+            // A refused file is an answer about that file, not a failed request: the page lists it with the reason.
+            return TypedResults.Ok(new FileUploadOutcome([], e.Message));
+        }
     }
 
     private static async IAsyncEnumerable<DatasetUpload> Uploads(IFormFileCollection files)
