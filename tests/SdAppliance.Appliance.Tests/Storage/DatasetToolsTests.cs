@@ -143,3 +143,30 @@ public sealed class DatasetToolsTests : IDisposable
 
     public void Dispose() => storage.Dispose();
 }
+
+/// <summary>The class images job as the dataset page queues it.</summary>
+public sealed class ClassImagesTests : IDisposable
+{
+    private readonly StorageFixture storage = new(withApplicationRoot: true);
+
+    [Fact]
+    public async Task Generating_queues_a_class_images_job_for_the_datasets_class_folder()
+    {
+        await storage.Datasets.CreateAsync(Alice, "cats", isPrivate: false, CancellationToken.None);
+        var classImages = new ClassImages(storage.Datasets, storage.Jobs);
+
+        var job = await classImages.GenerateAsync(Alice, new ClassImagesRequest("cats", "class", " a photo of a cat ", 4), CancellationToken.None);
+
+        Assert.Equal((SdAppliance.Appliance.Jobs.JobKind.ClassImages, "alice"), (job.Kind, job.OwnerId));
+        Assert.Equal("datasets/cats", job.Request.GetProperty("data").GetString());
+        Assert.Equal("datasets/cats/class", job.Request.GetProperty("class_data").GetString());
+        Assert.Equal("a photo of a cat", job.Request.GetProperty("class_prompt").GetString());
+        Assert.Equal(4, job.Request.GetProperty("num_class_images").GetInt32());
+
+        Assert.Equal("class_prompt", (await Assert.ThrowsAnyAsync<UserInputException>(() => classImages.GenerateAsync(Alice, new ClassImagesRequest("cats", "class", " ", 4), CancellationToken.None))).Subject);
+        Assert.Equal("num_class_images", (await Assert.ThrowsAnyAsync<UserInputException>(() => classImages.GenerateAsync(Alice, new ClassImagesRequest("cats", "class", "a cat", 0), CancellationToken.None))).Subject);
+        await Assert.ThrowsAnyAsync<UserInputException>(() => classImages.GenerateAsync(Bob, new ClassImagesRequest("cats", "class", "a cat", 4), CancellationToken.None));   // not his dataset
+    }
+
+    public void Dispose() => storage.Dispose();
+}
