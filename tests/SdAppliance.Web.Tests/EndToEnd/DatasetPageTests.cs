@@ -105,6 +105,11 @@ public sealed class DatasetPageTests
         await Assertions.Expect(page.Locator("[data-testid='bucket-item'][data-image='shape2.png']")).ToContainTextAsync("128×64 → bucket 704×320");
         await session.ScreenshotAsync("dataset-buckets");
 
+        await page.GetByRole(AriaRole.Tab, new() { Name = "Concept folders" }).ClickAsync();
+        await Assertions.Expect(page.Locator("[data-testid='folder-row'][data-folder='']")).ToContainTextAsync("6");
+        await page.GetByRole(AriaRole.Tab, new() { Name = "Class images" }).ClickAsync();
+        await Assertions.Expect(page.GetByTestId("class-count")).ToContainTextAsync("0 of 100 class images in class/");
+
         await session.GoToAsync("/datasets");
         await Assertions.Expect(page.Locator("[data-testid='dataset-row'][data-name='cats']")).ToContainTextAsync("6");
         await session.ScreenshotAsync("datasets");
