@@ -103,6 +103,7 @@ public sealed class DatasetPageTests
         await page.GetByTestId("bucket-preview").ClickAsync();
         await Assertions.Expect(page.GetByTestId("bucket-item")).ToHaveCountAsync(6);
         await Assertions.Expect(page.Locator("[data-testid='bucket-item'][data-image='shape2.png']")).ToContainTextAsync("128×64 → bucket 704×320");
+        await Assertions.Expect(page.GetByTestId("bucket-preview")).ToBeEnabledAsync();
         await session.ScreenshotAsync("dataset-buckets");
 
         await page.GetByRole(AriaRole.Tab, new() { Name = "Concept folders" }).ClickAsync();
