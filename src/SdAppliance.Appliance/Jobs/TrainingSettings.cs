@@ -125,6 +125,20 @@ public static class TrainingSettings
     public static Dictionary<string, string> Defaults(string method, string? preset) => Texts(Baseline(method, preset));
 
     /// <summary>
+    /// The form's texts when the method or preset changes: the new method's and preset's defaults, except where the user
+    /// changed a setting from the old ones; what they typed is kept.
+    /// </summary>
+    public static Dictionary<string, string> Rebase(IReadOnlyDictionary<string, string> values, string oldMethod, string? oldPreset, string method, string? preset)
+    {
+        ArgumentNullException.ThrowIfNull(values);
+        var before = Defaults(oldMethod, oldPreset);
+        var after = Defaults(method, preset);
+        foreach (var (name, text) in values)
+            if (after.ContainsKey(name) && text != before.GetValueOrDefault(name)) after[name] = text;
+        return after;
+    }
+
+    /// <summary>
     /// The training job request of <paramref name="form"/>: its preset, method, model and data, and each field that
     /// applies to the method and differs from the preset's value. A text that is not of its field's type is refused
     /// naming the field (<see cref="TrainingConfigException"/>); the rest is the job's own check at submission.

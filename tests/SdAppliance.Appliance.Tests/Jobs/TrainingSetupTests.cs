@@ -93,6 +93,17 @@ public sealed class TrainingSetupTests : IDisposable
     }
 
     [Fact]
+    public void Changing_the_preset_takes_its_values_but_keeps_what_the_user_changed()
+    {
+        var values = TrainingSettings.Defaults("lora", "lora");
+        values["resolution"] = "768";
+        var rebased = TrainingSettings.Rebase(values, "lora", "lora", "dreambooth", "dreambooth-face");
+        Assert.Equal("768", rebased["resolution"]);
+        Assert.Equal("1E-06", rebased["learning_rate"]);  // the user left the LoRA preset's 1e-4: the new preset's
+        Assert.Equal("2", rebased["train_batch_size"]);
+    }
+
+    [Fact]
     public async Task Starting_refuses_a_setting_the_training_layer_refuses_naming_its_field_and_queues_nothing()
     {
         WriteImages(Path.Combine(data, "datasets", "ink"), 2);
