@@ -111,7 +111,10 @@ public static class TrainingSettings
             : type == typeof(double) ? TrainingSettingKind.Number
             : type == typeof(IReadOnlyList<string>) ? TrainingSettingKind.Lines
             : TrainingSettingKind.Text;
-        return new TrainingSetting(name, TrainingConfig.Description(property), kind, optional, choices, MethodsOf.GetValueOrDefault(name), CommonOrder.Contains(name));
+        // A list is edited one item per line here (the CLI separates its items with |).
+        var description = kind == TrainingSettingKind.Lines ? TrainingConfig.Description(property).Replace("separated by |", "one per line", StringComparison.Ordinal)
+            : TrainingConfig.Description(property);
+        return new TrainingSetting(name, description, kind, optional, choices, MethodsOf.GetValueOrDefault(name), CommonOrder.Contains(name));
     }
 
     /// <summary>The presets of <paramref name="method"/> (<see cref="TrainingPresets"/>), by name.</summary>
