@@ -91,6 +91,23 @@ public sealed class TrainPageTests : IAsyncDisposable
         OnlyAt(page, "max_train_steps");
     }
 
+    [Fact]
+    public async Task A_refused_advanced_setting_opens_the_advanced_settings_to_show_its_message_there()
+    {
+        var page = await OpenWithDatasetAsync();
+        page.Find("[data-testid=advanced] .mud-expand-panel-header").Click();
+        page.Find("[data-testid=field-save_last_k] input").Change("0");
+        page.Find("[data-testid=advanced] .mud-expand-panel-header").Click();  // closed again: the field is out of sight
+        page.WaitForAssertion(() => Assert.False(page.Find("[data-testid=advanced]").ClassList.Contains("mud-panel-expanded")));
+
+        page.Find("button[data-testid=start]").Click();
+
+        page.WaitForAssertion(() => Assert.Contains("must be at least 1",
+            page.Find("[data-testid=field-save_last_k] .mud-input-helper-text").TextContent, StringComparison.Ordinal), TimeSpan.FromSeconds(10));
+        OnlyAt(page, "save_last_k");
+        Assert.True(page.Find("[data-testid=advanced]").ClassList.Contains("mud-panel-expanded"));
+    }
+
     /// <summary>Errors are shown at <paramref name="field"/> and at no other field.</summary>
     private static void OnlyAt(IRenderedComponent<TrainPage> page, string field)
     {
