@@ -117,9 +117,9 @@ public static class TrainingSettings
         return new TrainingSetting(name, description, kind, optional, choices, MethodsOf.GetValueOrDefault(name), CommonOrder.Contains(name));
     }
 
-    /// <summary>The presets of <paramref name="method"/> (<see cref="TrainingPresets"/>), by name.</summary>
+    /// <summary>The presets of <paramref name="method"/> (<see cref="TrainingPresets"/>), the plainest first (DreamBooth: the object's, without prior preservation).</summary>
     public static IReadOnlyList<string> PresetsFor(string method) =>
-        [.. TrainingPresets.All.Where(p => p.Value.GetValueOrDefault("method") == method).Select(p => p.Key).Order(StringComparer.Ordinal)];
+        [.. TrainingPresets.All.Where(p => p.Value.GetValueOrDefault("method") == method).OrderBy(p => p.Value.Count).ThenBy(p => p.Key, StringComparer.Ordinal).Select(p => p.Key)];
 
     /// <summary>The method a preset trains with.</summary>
     public static string MethodOf(string preset) => TrainingPresets.Get(preset).GetValueOrDefault("method") ?? new TrainingConfig().Method;

@@ -84,7 +84,7 @@ public sealed class TrainingSetupTests : IDisposable
         Assert.Equal("200", face["num_class_images"]);
         Assert.Equal("512", face["resolution"]);
         Assert.Equal("", face["save_every_n_steps"]);
-        Assert.Equal(["dreambooth-face", "dreambooth-object"], TrainingSettings.PresetsFor("dreambooth"));
+        Assert.Equal(["dreambooth-object", "dreambooth-face"], TrainingSettings.PresetsFor("dreambooth"));
         Assert.Equal(TrainingConfig.Fields.Count - 6, TrainingSettings.Fields.Count);  // all but method, preset, model, data, output, device
         Assert.Equal("resolution", TrainingSettings.Fields[0].Name);
         Assert.Equal(TrainingSettingKind.Choice, TrainingSettings.Fields.Single(f => f.Name == "optimizer").Kind);

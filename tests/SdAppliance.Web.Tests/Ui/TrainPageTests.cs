@@ -70,6 +70,7 @@ public sealed class TrainPageTests : IAsyncDisposable
         // Changing the field clears its message; a value the layer takes starts the run and opens its page.
         page.Find("[data-testid=field-network_dim] input").Change("8");
         page.WaitForAssertion(() => Assert.Empty(page.FindAll(".mud-input-error")));
+        Assert.Empty(page.FindAll("[data-testid=start-error]"));
         page.Find("button[data-testid=start]").Click();
         page.WaitForAssertion(() => Assert.Matches("/runs/[0-9a-f-]{36}$", ctx.Services.GetRequiredService<NavigationManager>().Uri), TimeSpan.FromSeconds(10));
         var job = Assert.Single(await ctx.Services.GetRequiredService<JobService>().ListAsync(new Caller(UserId, false), null, CancellationToken.None));
