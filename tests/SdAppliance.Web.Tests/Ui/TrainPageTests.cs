@@ -93,6 +93,20 @@ public sealed class TrainPageTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task Starting_without_a_dataset_shows_the_training_layers_message_at_the_dataset_picker()
+    {
+        await DatabaseMigration.MigrateAsync(ctx.Services, CancellationToken.None);
+        var page = ctx.Render<TrainPage>();
+        page.WaitForAssertion(() => Assert.Contains("Choose a dataset", page.Find("[data-testid=plan-missing]").TextContent, StringComparison.Ordinal));
+
+        page.Find("button[data-testid=start]").Click();
+
+        page.WaitForAssertion(() => Assert.Contains("give the image folder",
+            page.Find("[data-testid=dataset-picker] .mud-input-helper-text").TextContent, StringComparison.Ordinal), TimeSpan.FromSeconds(10));
+        Assert.All(page.FindAll(".mud-input-error"), e => Assert.NotNull(e.Closest("[data-testid=dataset-picker]")));
+    }
+
+    [Fact]
     public async Task A_refused_advanced_setting_opens_the_advanced_settings_to_show_its_message_there()
     {
         var page = await OpenWithDatasetAsync();
