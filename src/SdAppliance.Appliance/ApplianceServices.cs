@@ -46,6 +46,7 @@ public static class ApplianceServices
         services.AddSingleton<DeviceMonitor>();
         services.AddHostedService(provider => provider.GetRequiredService<JobScheduler>());
         services.AddSingleton<IJobRunner, TrainingJobRunner>();
+        services.AddSingleton<TrainingSetup>();
         services.AddSingleton<IJobRunner, ClassImagesJobRunner>();
         services.AddSingleton<IJobRunner, ConversionJobRunner>();
     }
