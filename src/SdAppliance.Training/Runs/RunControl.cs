@@ -10,7 +10,7 @@ public sealed class RunControl
     private int save;
 
     /// <summary>Told what a request did ("sampled step 12", "saved step 12: ..."), on the trainer's thread.</summary>
-    public Action<string>? Done { get; init; }
+    public Action<string>? Done { get; set; }
 
     /// <summary>Draws the sample images at the next step boundary.</summary>
     public void RequestSample() => Interlocked.Exchange(ref sample, 1);
