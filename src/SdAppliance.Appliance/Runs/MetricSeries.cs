@@ -132,3 +132,38 @@ public sealed class ExponentialSmoothing
         return Value;
     }
 }
+
+/// <summary>
+/// Maps a chart's values onto 0..100 and back, for a chart whose axis ticks are at least 1 apart (MudChart's): a loss of
+/// 0.02 or a learning rate of 1e-4 fills the chart's height, and the axis labels name the real values. The range is
+/// the values' own with 5% to spare either side (a flat series gets ±10% of its value, or ±1 at 0).
+/// </summary>
+public sealed record ChartScale(double Min, double Max)
+{
+    public const double Height = 100;
+
+    public static ChartScale Of(IEnumerable<double> values)
+    {
+        double min = double.PositiveInfinity, max = double.NegativeInfinity;
+        foreach (var v in values)
+        {
+            if (!double.IsFinite(v)) continue;
+            min = Math.Min(min, v);
+            max = Math.Max(max, v);
+        }
+        if (min > max) return new ChartScale(0, 1);
+        if (min == max)
+        {
+            var spread = min == 0 ? 1 : Math.Abs(min) * 0.1;
+            return new ChartScale(min - spread, max + spread);
+        }
+        var pad = (max - min) * 0.05;
+        return new ChartScale(min - pad, max + pad);
+    }
+
+    /// <summary>A value as the chart draws it, 0..<see cref="Height"/>.</summary>
+    public double ToChart(double value) => (value - Min) / (Max - Min) * Height;
+
+    /// <summary>A chart position as the value it stands for (for the axis labels).</summary>
+    public double FromChart(double position) => Min + position / Height * (Max - Min);
+}

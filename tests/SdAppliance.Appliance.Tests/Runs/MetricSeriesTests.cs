@@ -97,3 +97,27 @@ public sealed class MetricSeriesTests
         Assert.Throws<ArgumentOutOfRangeException>(() => new ExponentialSmoothing(1));
     }
 }
+
+public sealed class ChartScaleTests
+{
+    [Fact]
+    public void Small_values_fill_the_chart_and_map_back_for_the_axis()
+    {
+        var scale = ChartScale.Of([0.01, 0.03, double.NaN, 0.02]);
+        Assert.Equal(0.009, scale.Min, 12);
+        Assert.Equal(0.031, scale.Max, 12);
+        Assert.Equal(50.0, scale.ToChart(0.02), 9);
+        Assert.Equal(0.0, scale.ToChart(0.009), 9);
+        Assert.Equal(0.031, scale.FromChart(100), 12);
+    }
+
+    [Fact]
+    public void A_flat_series_or_none_still_has_a_range()
+    {
+        var flat = ChartScale.Of([1e-4, 1e-4]);
+        Assert.Equal(9e-5, flat.Min, 15);
+        Assert.Equal(1.1e-4, flat.Max, 15);
+        Assert.Equal(new ChartScale(-1, 1), ChartScale.Of([0.0]));
+        Assert.Equal(new ChartScale(0, 1), ChartScale.Of([]));
+    }
+}
