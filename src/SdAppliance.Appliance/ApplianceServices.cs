@@ -35,6 +35,7 @@ public static class ApplianceServices
         services.AddJobs();
         services.AddGeneration();
         services.AddSingleton<RunFiles>();
+        services.AddSingleton<CheckpointGrid>();
         return services;
     }
 
