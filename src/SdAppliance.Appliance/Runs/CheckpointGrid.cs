@@ -74,6 +74,8 @@ public sealed partial class CheckpointGrid(RunFiles runs, ModelCatalog catalog, 
         if (selection.Problems().FirstOrDefault() is { Key: { } field, Value: { } problem }) throw new UserInputException(field, problem);
         var run = await runs.FindAsync(caller, runId, cancellationToken) ?? throw new UserInputException("run", $"no training run {runId}");
         var loras = Loras(run);
+        // At the size the run trained at, as its samples.
+        var size = run.LoadConfig().Resolution;
         var cells = new List<GridCell>();
         var prompts = selection.UsedPrompts;
         foreach (var checkpoint in selection.Checkpoints)
@@ -85,7 +87,7 @@ public sealed partial class CheckpointGrid(RunFiles runs, ModelCatalog catalog, 
             {
                 var job = await generation.SubmitAsync(caller, new GenerationJobRequest
                 {
-                    Prompt = prompts[p], Seed = selection.Seed, Steps = selection.Steps, Loras = [new LoraWeight(name)],
+                    Prompt = prompts[p], Seed = selection.Seed, Steps = selection.Steps, Loras = [new LoraWeight(name)], Width = size, Height = size,
                 }, null, cancellationToken);
                 cells.Add(new GridCell(checkpoint, p, job.Id));
             }
