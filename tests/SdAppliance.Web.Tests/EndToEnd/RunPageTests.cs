@@ -22,7 +22,7 @@ public sealed class RunPageTests
         var request = JsonSerializer.SerializeToElement(new Dictionary<string, object>
         {
             ["method"] = "lora", ["data"] = "datasets/squares", ["resolution"] = 64, ["network_dim"] = 4, ["network_alpha"] = 2,
-            ["max_train_steps"] = 2000, ["sample_at_start"] = true, ["sample_every_n_steps"] = 50, ["sample_steps"] = 2,
+            ["max_train_steps"] = 2000, ["sample_at_start"] = true, ["sample_steps"] = 2,
         });
         var run = await jobs.SubmitAsync(new JobSubmission(JobKind.Training, alice.Id, request), CancellationToken.None);
 
@@ -43,6 +43,12 @@ public sealed class RunPageTests
             var sample = page.GetByTestId("sample-image").First;
             await sample.WaitForAsync();
             await page.WaitForFunctionAsync("() => { const i = document.querySelector('[data-testid=sample-image]'); return i && i.complete && i.naturalWidth > 0; }");
+            // The baseline at step 0; "Sample now" adds the next step's.
+            await Assertions.Expect(page.GetByTestId("sample-image")).ToHaveCountAsync(1);
+            await page.GetByTestId("sample-now").ClickAsync();
+            await Assertions.Expect(page.GetByTestId("sample-image")).ToHaveCountAsync(2, new() { Timeout = 120_000 });
+            await Assertions.Expect(page.GetByTestId("run-log")).ToContainTextAsync("sampled step");
+            await page.WaitForFunctionAsync("() => [...document.querySelectorAll('[data-testid=sample-image]')].every(i => i.complete && i.naturalWidth > 0)");
             await PointsAsync(chart, atLeast: first + 5);
             await session.ScreenshotAsync("run");
 
