@@ -34,9 +34,11 @@ public sealed class RunPageTests
             await page.GetByTestId("run-link").First.WaitForAsync();
             await session.ScreenshotAsync("runs");
 
+            // Opened mid-run: the page shows the whole history (every step so far is a point, below 200 steps), then live.
+            var reached = await StepAsync(jobs, alice, run.Id, atLeast: 20);
             await session.GoToAsync($"/runs/{run.Id}");
             var chart = page.GetByTestId("loss-chart");
-            var first = await PointsAsync(chart, atLeast: 2);
+            var first = await PointsAsync(chart, atLeast: (int)reached);
             // Live: more points arrive over the circuit without a reload.
             await PointsAsync(chart, atLeast: first + 1);
             await page.Locator("[data-testid=loss-chart] svg path").First.WaitForAsync(new() { State = WaitForSelectorState.Attached });
@@ -78,6 +80,19 @@ public sealed class RunPageTests
         await session.Page.GetByRole(AriaRole.Button, new() { Name = "Sign in" }).ClickAsync();
         await session.WaitForCircuitAsync();
         return session;
+    }
+
+    private static async Task<long> StepAsync(JobService jobs, TestUser owner, Guid id, long atLeast)
+    {
+        var deadline = DateTime.UtcNow.AddMinutes(3);
+        while (true)
+        {
+            var job = await jobs.GetAsync(new Caller(owner.Id, IsAdmin: false), id, CancellationToken.None);
+            Assert.NotNull(job);
+            if (job.Step >= atLeast) return job.Step;
+            Assert.True(DateTime.UtcNow < deadline && !JobStates.IsFinal(job.State), $"the run is at step {job.Step} ({job.State}), waited for {atLeast}");
+            await Task.Delay(100);
+        }
     }
 
     /// <summary>Waits until the chart has at least <paramref name="atLeast"/> points and returns how many it has.</summary>
