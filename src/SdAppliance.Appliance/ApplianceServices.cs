@@ -37,6 +37,7 @@ public static class ApplianceServices
         services.AddJobs();
         services.AddGeneration();
         services.AddSingleton<RunFiles>();
+        services.AddSingleton<CheckpointGrid>();
         return services;
     }
 
