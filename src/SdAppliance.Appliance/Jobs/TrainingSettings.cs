@@ -125,7 +125,18 @@ public static class TrainingSettings
     public static string MethodOf(string preset) => TrainingPresets.Get(preset).GetValueOrDefault("method") ?? new TrainingConfig().Method;
 
     /// <summary>The text of every field (<see cref="Fields"/>) for a new run of <paramref name="method"/>: the config's defaults, with <paramref name="preset"/> applied.</summary>
-    public static Dictionary<string, string> Defaults(string method, string? preset) => Texts(Baseline(method, preset));
+    public static Dictionary<string, string> Defaults(string method, string? preset)
+    {
+        var texts = Texts(Baseline(method, preset));
+        foreach (var (name, text) in FormDefaults) texts[name] = text;
+        return texts;
+    }
+
+    /// <summary>
+    /// Where a run started from the browser differs from the config's defaults (and so from the CLI's): a baseline
+    /// sample at step 0, so the run page shows what the base model draws before any training.
+    /// </summary>
+    private static readonly Dictionary<string, string> FormDefaults = new(StringComparer.Ordinal) { ["sample_at_start"] = "true" };
 
     /// <summary>
     /// The form's texts when the method or preset changes: the new method's and preset's defaults, except where the user
