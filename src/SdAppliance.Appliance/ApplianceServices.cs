@@ -28,10 +28,12 @@ public static class ApplianceServices
         services.AddSingleton<PathGuard>();
         services.AddSingleton<Ownership>();
         services.AddSingleton<ModelCatalog>();
+        services.AddSingleton<ResumableUploads>();
         services.AddSingleton<DatasetService>();
         services.AddSingleton<OutputService>();
         services.AddHostedService<LeftoverCleanup>();
         services.AddSingleton<JobService>();
+        services.AddSingleton<JobDownloads>();
         services.AddJobs();
         services.AddGeneration();
         services.AddSingleton<RunFiles>();

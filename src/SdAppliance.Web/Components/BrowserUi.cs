@@ -1,4 +1,5 @@
 using MudBlazor.Services;
+using SdAppliance.Web.Components.Pages.Models;
 
 namespace SdAppliance.Web.Components;
 
@@ -22,6 +23,7 @@ public static class BrowserUi
         // The sign-in page needs its styles and scripts before anybody is signed in.
         app.MapStaticAssets().AllowAnonymous();
         app.MapRazorComponents<App>().AddInteractiveServerRenderMode();
+        app.MapModelTransfers();
         return app;
     }
 }
