@@ -29,6 +29,7 @@ public static class ApplianceServices
         services.AddSingleton<Ownership>();
         services.AddSingleton<ModelCatalog>();
         services.AddSingleton<ResumableUploads>();
+        services.AddSingleton<ModelExports>();
         services.AddSingleton<DatasetService>();
         services.AddSingleton<OutputService>();
         services.AddHostedService<LeftoverCleanup>();
