@@ -46,7 +46,10 @@ internal static class ModelTransferEndpoints
     private static async ValueTask<object?> RequireAntiforgeryHeader(EndpointFilterInvocationContext context, EndpointFilterDelegate next)
     {
         var http = context.HttpContext;
-        if (!await http.RequestServices.GetRequiredService<IAntiforgery>().IsRequestValidAsync(http))
+        var valid = http.Features.Get<IAntiforgeryValidationFeature>() is { } checkedByMiddleware
+            ? checkedByMiddleware.IsValid
+            : await http.RequestServices.GetRequiredService<IAntiforgery>().IsRequestValidAsync(http);
+        if (!valid)
             return TypedResults.Problem(statusCode: StatusCodes.Status400BadRequest, title: "X-CSRF-TOKEN: missing or wrong",
                 detail: "The request lacks the page's antiforgery token (the X-CSRF-TOKEN header): reload the page and try again.");
         return await next(context);
