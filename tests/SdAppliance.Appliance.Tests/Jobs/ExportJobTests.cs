@@ -3,10 +3,15 @@ using SdAppliance.Appliance.Jobs;
 using SdAppliance.Appliance.Storage;
 using SdAppliance.Formats;
 using SdAppliance.Formats.Adapters;
+using SdAppliance.Models.Loading;
+using SdAppliance.Torch;
+using SdAppliance.Training.Exports;
+using SdAppliance.Training.Networks;
 
 namespace SdAppliance.Appliance.Tests.Jobs;
 
 /// <summary>The Models page's exports: conversion jobs that write into their own folder and end in a download.</summary>
+[Collection(EngineCollection.Name)]
 public sealed class ExportJobTests : IDisposable
 {
     private static readonly Caller Alice = new("alice", IsAdmin: false), Bob = new("bob", IsAdmin: false), Admin = new("root", IsAdmin: true);
@@ -73,6 +78,30 @@ public sealed class ExportJobTests : IDisposable
         using var file = TensorFile.OpenNested(download.Path);
         var (key, _) = TextualInversionFile.FindVectors(file);
         Assert.Equal([2L, 768L], file.Shapes[key]);
+    }
+
+    [Fact]
+    public async Task A_merge_writes_the_base_model_with_the_LoRA_merged_into_every_module_as_one_file()
+    {
+        var lora = Path.Combine(data, "models", "lora", "squares.safetensors");
+        Directory.CreateDirectory(Path.GetDirectoryName(lora)!);
+        int modules;
+        using (var model = ModelLoader.Load(TestAppliance.DemoModel))
+        using (var network = LoraNetwork.Create(model, new LoraNetworkOptions(NetworkDim: 2, NetworkAlpha: 2, TrainTextEncoder: true), new Generator(3)))
+        {
+            modules = network.Loras.Count;
+            KohyaLoraExport.Save(network, lora, KohyaLoraExport.MinimumMetadata(model, network.Options));
+        }
+
+        await using var appliance = await TestAppliance.StartAsync(data, [new ConversionJobRunner(TestAppliance.PathsFor(data))]);
+        var job = await appliance.WaitAsync((await appliance.SubmitAsync(JobKind.Conversion, "alice",
+            new { input = TestAppliance.DemoModel, export = "merged", lora = "models/lora/squares.safetensors", weight = 0.8, half = true })).Id);
+        Assert.True(job.State == JobState.Completed, job.Error);
+        Assert.Equal(modules, job.Result!.Value.GetProperty("merged_modules").GetInt32());
+        var download = await Downloads(appliance).FindAsync(Alice, job.Id, none);
+        Assert.Equal("demo-squares-fp16.safetensors", download!.FileName);
+        using var file = SafetensorsFile.Open(download.Path);
+        Assert.Contains(file.Tensors, t => t.Name.StartsWith("model.diffusion_model.", StringComparison.Ordinal) && t.DType == SafetensorsDType.F16);
     }
 
     [Fact]

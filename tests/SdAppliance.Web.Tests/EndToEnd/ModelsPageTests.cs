@@ -31,6 +31,8 @@ public sealed class ModelsPageTests
         await page.GetByTestId("export-fp16").ClickAsync();
         var job = page.Locator("[data-testid='export-job'][data-state='completed']");
         await job.WaitForAsync(new() { Timeout = 120_000 });
+        await page.Mouse.MoveAsync(1, 1);  // no tooltip in the picture
+        await page.GetByText("one float16 .safetensors file").WaitForAsync(new() { State = WaitForSelectorState.Hidden });
         await session.ScreenshotAsync("models");
 
         var download = await page.RunAndWaitForDownloadAsync(() => job.GetByTestId("export-download").ClickAsync());
