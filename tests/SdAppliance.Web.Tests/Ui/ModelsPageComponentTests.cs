@@ -1,0 +1,81 @@
+using System.Security.Claims;
+using Bunit;
+using Microsoft.AspNetCore.Components.Forms;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.DependencyInjection;
+using MudBlazor.Services;
+using SdAppliance.Appliance;
+using SdAppliance.Appliance.Persistence;
+using SdAppliance.Appliance.Storage;
+using SdAppliance.Web.Components;
+using SdAppliance.Web.Components.Pages.Models;
+
+namespace SdAppliance.Web.Tests.Ui;
+
+/// <summary>The Models page over the appliance's real services (a temporary data folder): what it lists, and refusals shown at their field.</summary>
+public sealed class ModelsPageComponentTests : IDisposable
+{
+    private readonly string root = Directory.CreateTempSubdirectory("sdapp-models-ui-").FullName;
+
+    private async Task<BunitContext> ContextAsync()
+    {
+        var ctx = new BunitContext();
+        ctx.JSInterop.Mode = JSRuntimeMode.Loose;
+        ctx.Services.AddMudServices();
+        ctx.Services.AddAppliance(new ApplianceOptions
+        {
+            DataFolder = Path.Combine(root, "data"),
+            ApplicationRoot = DataFolder.FindApplicationRoot(),
+            ImportRoots = [Directory.CreateDirectory(Path.Combine(root, "import")).FullName],
+        });
+        ctx.Services.AddScoped<SignedInUser>();
+        ctx.Services.AddSingleton<AntiforgeryStateProvider>(new NoAntiforgery());
+        var auth = ctx.AddAuthorization();
+        auth.SetAuthorized("alice");
+        auth.SetClaims(new Claim(ClaimTypes.NameIdentifier, "alice-id"));
+        await using var db = await ctx.Services.GetRequiredService<IDbContextFactory<ApplianceDb>>().CreateDbContextAsync();
+        await db.Database.MigrateAsync();
+        return ctx;
+    }
+
+    [Fact]
+    public async Task A_server_path_outside_the_import_roots_is_refused_at_the_field_and_an_allowed_one_is_imported_and_listed()
+    {
+        await using var ctx = await ContextAsync();
+        var cut = ctx.Render<ModelsPage>();
+        cut.WaitForAssertion(() => Assert.Single(cut.FindAll("[data-testid=model-row][data-name=demo]")));
+
+        ServerPath(cut).Input("/etc/passwd");
+        cut.Find("[data-testid=server-import]").Click();
+        cut.WaitForAssertion(() => Assert.Contains("'/etc/passwd'", cut.Find(".mud-input-helper-text").TextContent, StringComparison.Ordinal));
+        Assert.Empty(cut.FindAll("[data-name='passwd']"));
+
+        var allowed = Path.Combine(root, "import", "tiny.safetensors");
+        File.Copy(Path.Combine(DataFolder.FindApplicationRoot()!, "models", "demo", "demo.safetensors"), allowed);
+        ServerPath(cut).Input(allowed);
+        cut.Find("[data-testid=server-import]").Click();
+        cut.WaitForAssertion(() => Assert.Single(cut.FindAll("[data-testid=model-row][data-name='tiny.safetensors']")), TimeSpan.FromSeconds(20));
+        Assert.Empty(cut.FindAll(".mud-input-error"));
+        // The imported model is selected: its details show its family and SHA-256.
+        Assert.Equal("SD 1.x", cut.Find("[data-testid=detail-family]").TextContent);
+        Assert.Equal(64, cut.Find("[data-testid=detail-sha256]").TextContent.Trim().Length);
+    }
+
+    // MudTextField puts the attribute on its input or its wrapper, by version.
+    private static AngleSharp.Dom.IElement ServerPath(IRenderedComponent<ModelsPage> cut)
+    {
+        var element = cut.Find("[data-testid=server-path]");
+        return element.TagName == "INPUT" ? element : element.QuerySelector("input")!;
+    }
+
+    public void Dispose()
+    {
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        Directory.Delete(root, recursive: true);
+    }
+
+    private sealed class NoAntiforgery : AntiforgeryStateProvider
+    {
+        public override AntiforgeryRequestToken? GetAntiforgeryToken() => null;
+    }
+}
