@@ -61,6 +61,30 @@ public sealed class ModelsPageComponentTests : IDisposable
         Assert.Equal(64, cut.Find("[data-testid=detail-sha256]").TextContent.Trim().Length);
     }
 
+    [Fact]
+    public async Task A_LoRAs_kohya_metadata_is_shown_in_its_details_and_it_offers_no_export()
+    {
+        await using var ctx = await ContextAsync();
+        var lora = Path.Combine(root, "data", "models", "lora", "ink.safetensors");
+        Directory.CreateDirectory(Path.GetDirectoryName(lora)!);
+        var zeros = new byte[2 * 4 * 4];
+        Formats.SafetensorsFile.Write(lora,
+        [
+            new Formats.SafetensorsTensor("lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight", Formats.SafetensorsDType.F32, [2, 4], zeros),
+            new Formats.SafetensorsTensor("lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight", Formats.SafetensorsDType.F32, [4, 2], zeros),
+        ], new Dictionary<string, string> { ["ss_network_dim"] = "2", ["ss_output_name"] = "ink", ["modelspec.title"] = "Ink" });
+
+        var cut = ctx.Render<ModelsPage>();
+        cut.WaitForAssertion(() => Assert.Contains(cut.FindAll(".mud-tab"), t => t.TextContent.Contains("LoRAs (1)", StringComparison.Ordinal)));
+        cut.FindAll(".mud-tab").First(t => t.TextContent.Contains("LoRAs", StringComparison.Ordinal)).Click();
+        cut.WaitForAssertion(() => Assert.Single(cut.FindAll("[data-testid=model-row][data-name='ink.safetensors']")));
+        cut.Find("[data-testid=model-row][data-name='ink.safetensors']").Click();
+        var rows = cut.FindAll("[data-testid=model-metadata] tr").Select(r => r.TextContent).ToList();
+        // kohya's ss_* fields first, then the rest.
+        Assert.Equal(["ss_network_dim2", "ss_output_nameink", "modelspec.titleInk"], rows);
+        Assert.Empty(cut.FindAll("[data-testid^=export-]"));
+    }
+
     // MudTextField puts the attribute on its input or its wrapper, by version.
     private static AngleSharp.Dom.IElement ServerPath(IRenderedComponent<ModelsPage> cut)
     {
