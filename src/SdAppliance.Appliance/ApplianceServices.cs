@@ -28,12 +28,15 @@ public static class ApplianceServices
         services.AddSingleton<PathGuard>();
         services.AddSingleton<Ownership>();
         services.AddSingleton<ModelCatalog>();
+        services.AddSingleton<ResumableUploads>();
+        services.AddSingleton<ModelExports>();
         services.AddSingleton<DatasetService>();
         services.AddSingleton<ThumbnailCache>();
         services.AddSingleton<ClassImages>();
         services.AddSingleton<OutputService>();
         services.AddHostedService<LeftoverCleanup>();
         services.AddSingleton<JobService>();
+        services.AddSingleton<JobDownloads>();
         services.AddJobs();
         services.AddGeneration();
         services.AddSingleton<RunFiles>();

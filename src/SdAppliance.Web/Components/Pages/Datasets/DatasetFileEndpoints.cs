@@ -1,4 +1,3 @@
-using Microsoft.AspNetCore.Antiforgery;
 using Microsoft.AspNetCore.Mvc;
 using SdAppliance.Appliance.Storage;
 using SdAppliance.Web.Api;
@@ -31,17 +30,14 @@ internal static class DatasetFileEndpoints
     public static WebApplication MapDatasetFiles(this WebApplication app)
     {
         var group = app.MapGroup(Prefix).RequireAuthorization().WithUserInputProblems().ExcludeFromDescription();
-        group.MapPost("/{name}/files", Upload).WithMetadata(new RequireAntiforgeryTokenAttribute());
+        group.MapPost("/{name}/files", Upload).RequireScriptAntiforgery();
         group.MapGet("/{name}/thumbnails/{**image}", Thumbnail);
         return app;
     }
 
-    private static async Task<IResult> Upload(HttpContext http, DatasetService datasets, IAntiforgery antiforgery, string name, [FromQuery] string? folder,
+    private static async Task<IResult> Upload(HttpContext http, DatasetService datasets, string name, [FromQuery] string? folder,
         CancellationToken cancellationToken)
     {
-        if (http.Features.Get<IAntiforgeryValidationFeature>() is { IsValid: false } || !await antiforgery.IsRequestValidAsync(http))
-            return TypedResults.Problem(statusCode: StatusCodes.Status400BadRequest, title: "files: the upload lacks the page's antiforgery token",
-                detail: "the upload lacks the page's antiforgery token (reload the page and drop the files again)");
         if (!http.Request.HasFormContentType)
             throw new Formats.UserInputException("files", "an upload is a multipart/form-data request", "send one file as a form file");
         var form = await http.Request.ReadFormAsync(cancellationToken);
