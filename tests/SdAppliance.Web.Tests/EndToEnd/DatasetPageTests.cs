@@ -2,35 +2,16 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Playwright;
 using SdAppliance.Appliance.Jobs;
 using SdAppliance.Appliance.Storage;
-using SdAppliance.Imaging;
 
 namespace SdAppliance.Web.Tests.EndToEnd;
 
 /// <summary>The datasets pages in a real browser: create a dataset, drop images on it, caption them one by one and in bulk.</summary>
 public sealed class DatasetPageTests
 {
-    /// <summary>Six small demo-style images (a coloured square on a background, of several shapes) and one file that is no image.</summary>
+    /// <summary>Six small demo-style images and one file that is no image.</summary>
     private static List<string> Files(string folder)
     {
-        var sizes = new[] { (96, 96), (128, 64), (64, 128), (96, 96), (120, 80), (80, 120) };
-        var files = new List<string>();
-        for (var n = 0; n < sizes.Length; n++)
-        {
-            var (w, h) = sizes[n];
-            var image = new RgbImage(w, h, 3);
-            for (var y = 0; y < h; y++)
-                for (var x = 0; x < w; x++)
-                {
-                    var inside = x > w / 4 && x < 3 * w / 4 && y > h / 4 && y < 3 * h / 4;
-                    var p = image.Pixel(x, y);
-                    p[0] = (byte)(inside ? 40 * n + 30 : 230);
-                    p[1] = (byte)(inside ? 200 - (30 * n) : 230);
-                    p[2] = (byte)(inside ? 90 : 215);
-                }
-            var path = Path.Combine(folder, $"shape{n + 1}.png");
-            ImageCodec.Save(image, path, ImageEncodeOptions.Png);
-            files.Add(path);
-        }
+        var files = DemoPictures.Write(folder, count: 6);
         var notes = Path.Combine(folder, "notes.png");
         File.WriteAllText(notes, "these are my notes, not a picture");
         files.Add(notes);
