@@ -16,6 +16,7 @@ public sealed class SmokeTests
         await page.GetByLabel("Name").FillAsync("boss");
         await page.GetByLabel("Password", new() { Exact = true }).FillAsync("Secret-pass-123");
         await page.GetByLabel("Password again").FillAsync("Secret-pass-123");
+        await session.ScreenshotAsync("setup");
         await page.GetByRole(Microsoft.Playwright.AriaRole.Button, new() { Name = "Create the admin" }).ClickAsync();
 
         await session.WaitForCircuitAsync();
