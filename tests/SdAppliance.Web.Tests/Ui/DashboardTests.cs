@@ -21,49 +21,8 @@ namespace SdAppliance.Web.Tests.Ui;
 /// The dashboard over the appliance's real services on a temp data folder (no scheduler runs: submitted jobs stay
 /// queued): the devices, the caller's part of the queue, cancel, an admin's reorder, the caller's latest outputs.
 /// </summary>
-public sealed class DashboardTests : IAsyncLifetime
+public sealed class DashboardTests : UiAppliance
 {
-    private readonly string data = Directory.CreateTempSubdirectory("sdapp-dashboard-").FullName;
-    private readonly BunitContext ctx = new();
-    private static readonly CancellationToken None = CancellationToken.None;
-    private BunitAuthorizationContext auth = null!;
-
-    public async Task InitializeAsync()
-    {
-        ctx.JSInterop.Mode = JSRuntimeMode.Loose;
-        ctx.Services.AddMudServices();
-        ctx.Services.AddAppliance(new ApplianceOptions { DataFolder = data, Devices = ["cpu"] });
-        // No runner checks the test requests; nothing runs them.
-        ctx.Services.RemoveAll<IJobRunner>();
-        ctx.Services.AddScoped<SignedInUser>();
-        auth = ctx.AddAuthorization();
-        await DatabaseMigration.MigrateAsync(ctx.Services, None);
-    }
-
-    public async Task DisposeAsync()
-    {
-        await ctx.DisposeAsync();
-        SqliteConnection.ClearAllPools();
-        Directory.Delete(data, recursive: true);
-    }
-
-    private async Task<AccountView> UserAsync(string name, bool admin = false)
-    {
-        await using var scope = ctx.Services.CreateAsyncScope();
-        return await scope.ServiceProvider.GetRequiredService<AccountService>().CreateUserAsync(name, name + "-Pass-123", admin, None);
-    }
-
-    private void SignIn(AccountView user)
-    {
-        auth.SetAuthorized(user.Name);
-        if (user.IsAdmin) auth.SetRoles(Roles.Admin);
-        auth.SetClaims(new Claim(ClaimTypes.NameIdentifier, user.Id));
-    }
-
-    private Task<JobView> SubmitAsync(AccountView owner, string prompt) =>
-        ctx.Services.GetRequiredService<JobService>().SubmitAsync(
-            new JobSubmission(JobKind.Generation, owner.Id, JsonSerializer.SerializeToElement(new { prompt })), None);
-
     private static string[] Rows(IRenderedComponent<Dashboard> page) =>
         [.. page.FindAll("[data-testid=queued-job]").Select(row => row.GetAttribute("data-job")!)];
 
@@ -75,12 +34,12 @@ public sealed class DashboardTests : IAsyncLifetime
         var first = await SubmitAsync(alice, "a red fox in the snow");
         var second = await SubmitAsync(alice, "a lighthouse at dusk");
         await SubmitAsync(bob, "bob's secret prompt");
-        var outputs = ctx.Services.GetRequiredService<OutputService>();
+        var outputs = Ctx.Services.GetRequiredService<OutputService>();
         var mine = await outputs.SaveAsync(alice.Id, new RgbImage(8, 8, 3), 42, None);
         var his = await outputs.SaveAsync(bob.Id, new RgbImage(8, 8, 3), 7, None);
         SignIn(alice);
 
-        var page = ctx.Render<Dashboard>();
+        var page = Ctx.Render<Dashboard>();
 
         page.WaitForAssertion(() => Assert.Equal([first.Id.ToString(), second.Id.ToString()], Rows(page)));
         Assert.DoesNotContain("bob's secret prompt", page.Markup);
@@ -97,7 +56,7 @@ public sealed class DashboardTests : IAsyncLifetime
         page.FindAll("[data-testid=cancel-queued]")[0].Click();
 
         page.WaitForAssertion(() => Assert.Equal([second.Id.ToString()], Rows(page)));
-        var cancelled = await ctx.Services.GetRequiredService<JobService>().GetAsync(new Caller(alice.Id, false), first.Id, None);
+        var cancelled = await Ctx.Services.GetRequiredService<JobService>().GetAsync(new Caller(alice.Id, false), first.Id, None);
         Assert.Equal(JobState.Cancelled, cancelled!.State);
     }
 
@@ -112,7 +71,7 @@ public sealed class DashboardTests : IAsyncLifetime
         var b1 = await SubmitAsync(bob, "b1");
         SignIn(root);
 
-        var page = ctx.Render<Dashboard>();
+        var page = Ctx.Render<Dashboard>();
 
         // Users take turns: alice's second job waits behind bob's first.
         string[] expected = [a1.Id.ToString(), b1.Id.ToString(), a2.Id.ToString()];
@@ -125,7 +84,7 @@ public sealed class DashboardTests : IAsyncLifetime
 
         string[] moved = [a1.Id.ToString(), a2.Id.ToString(), b1.Id.ToString()];
         page.WaitForAssertion(() => Assert.Equal(moved, Rows(page)));
-        var queue = await ctx.Services.GetRequiredService<JobService>().QueueAsync(new Caller(root.Id, true), None);
+        var queue = await Ctx.Services.GetRequiredService<JobService>().QueueAsync(new Caller(root.Id, true), None);
         Assert.Equal(moved, queue.Select(j => j.Id.ToString()));
     }
 }
