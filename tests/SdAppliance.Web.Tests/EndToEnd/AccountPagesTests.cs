@@ -93,6 +93,13 @@ public sealed class AccountPagesTests
         await session.GoToAsync("/account");
         await page.GetByTestId("token-row").WaitForAsync();
         Assert.DoesNotContain(secret, await page.ContentAsync());
+
+        // Signing out from the user menu ends the session: the pages send the browser to the login again.
+        await page.GetByTestId("user-menu").Locator("button").First.ClickAsync();
+        await page.GetByTestId("sign-out").ClickAsync();
+        await page.WaitForURLAsync(url => new Uri(url).AbsolutePath == "/login");
+        await page.GotoAsync("/account");
+        Assert.Equal("/login", new Uri(page.Url).AbsolutePath);
         await session.AssertNoErrorsAsync();
     }
 }
