@@ -28,13 +28,19 @@ public static class ApplianceServices
         services.AddSingleton<PathGuard>();
         services.AddSingleton<Ownership>();
         services.AddSingleton<ModelCatalog>();
+        services.AddSingleton<ResumableUploads>();
+        services.AddSingleton<ModelExports>();
         services.AddSingleton<DatasetService>();
+        services.AddSingleton<ThumbnailCache>();
+        services.AddSingleton<ClassImages>();
         services.AddSingleton<OutputService>();
         services.AddHostedService<LeftoverCleanup>();
         services.AddSingleton<JobService>();
+        services.AddSingleton<JobDownloads>();
         services.AddJobs();
         services.AddGeneration();
         services.AddSingleton<RunFiles>();
+        services.AddSingleton<CheckpointGrid>();
         return services;
     }
 
@@ -44,6 +50,7 @@ public static class ApplianceServices
         services.AddSingleton<DeviceMonitor>();
         services.AddHostedService(provider => provider.GetRequiredService<JobScheduler>());
         services.AddSingleton<IJobRunner, TrainingJobRunner>();
+        services.AddSingleton<TrainingSetup>();
         services.AddSingleton<IJobRunner, ClassImagesJobRunner>();
         services.AddSingleton<IJobRunner, ConversionJobRunner>();
     }

@@ -52,7 +52,9 @@ public sealed class Trainer
     /// generation during training). It may change the engine's thread count and the default generators; the run restores
     /// them, so its weights are those of a run never paused.
     /// </param>
-    public static TrainingReport Train(TrainingConfig config, IProgress<TrainingEvent>? progress = null, CancellationToken cancellationToken = default, Action? stepBoundary = null)
+    /// <param name="control">Requests from elsewhere (sample now, save now), taken at the next step boundary.</param>
+    public static TrainingReport Train(TrainingConfig config, IProgress<TrainingEvent>? progress = null, CancellationToken cancellationToken = default, Action? stepBoundary = null,
+        RunControl? control = null)
     {
         config.Validate();
         var run = new RunFolder(config.Output!);
@@ -60,7 +62,7 @@ public sealed class Trainer
             throw new TrainingConfigException($"output: '{run.Path}' already holds a run; resume it to continue, or choose another folder");
         Directory.CreateDirectory(run.Path);
         run.SaveConfig(config);
-        return new Trainer(config, run).Run(resumeFrom: null, progress, stepBoundary, cancellationToken);
+        return new Trainer(config, run).Run(resumeFrom: null, progress, stepBoundary, control, cancellationToken);
     }
 
     /// <summary>
@@ -68,8 +70,9 @@ public sealed class Trainer
     /// when given; what a killed process left half-written there is removed first.
     /// </summary>
     /// <param name="stepBoundary">As <see cref="Train"/>'s.</param>
+    /// <param name="control">As <see cref="Train"/>'s.</param>
     public static TrainingReport Resume(string runFolder, int? maxTrainSteps = null, IProgress<TrainingEvent>? progress = null, CancellationToken cancellationToken = default,
-        Action? stepBoundary = null)
+        Action? stepBoundary = null, RunControl? control = null)
     {
         var run = RunFolder.ToResume(runFolder);
         var config = run.LoadConfig();
@@ -81,7 +84,7 @@ public sealed class Trainer
         config.Validate();
         var state = run.StateToResume();
         run.RemoveUnfinishedWrites();
-        return new Trainer(config, run).Run(state, progress, stepBoundary, cancellationToken);
+        return new Trainer(config, run).Run(state, progress, stepBoundary, control, cancellationToken);
     }
 
     private readonly TrainingConfig config;
@@ -100,7 +103,7 @@ public sealed class Trainer
         optimizerKind = TrainingConfig.OptimizerChoices.Parse(config.Optimizer);
     }
 
-    private TrainingReport Run(string? resumeFrom, IProgress<TrainingEvent>? progress, Action? stepBoundary, CancellationToken cancellationToken)
+    private TrainingReport Run(string? resumeFrom, IProgress<TrainingEvent>? progress, Action? stepBoundary, RunControl? control, CancellationToken cancellationToken)
     {
         var started = Stopwatch.StartNew();
         var device = Device.Parse(config.DeviceName);
@@ -154,6 +157,9 @@ public sealed class Trainer
         var stepTimer = Stopwatch.StartNew();
         var stepsThisSession = 0L;
         var completed = false;
+        // The baseline: what the model draws before any training, to compare the samples with.
+        if (config.SampleAtStart && state.Step == 0)
+            samples.AddRange(Preserving(() => Sample(model, method, dataset, 0, cancellationToken)));
         try
         {
             while (state.Step < config.MaxTrainSteps)
@@ -183,14 +189,18 @@ public sealed class Trainer
                     if (config.StopOnNan && !double.IsFinite(stepLoss))
                         throw new LossNotFiniteException(state.Step, stepLoss);
 
-                    if (config.SaveEveryNSteps is { } every && state.Step % every == 0 && state.Step < config.MaxTrainSteps)
+                    var saved = config.SaveEveryNSteps is { } every && state.Step % every == 0 && state.Step < config.MaxTrainSteps;
+                    if (saved)
                     {
                         state.LossScale = lossScaler?.Scale ?? 1;
                         TrainingStates.Save(run.StatesFolder, state, method, optimizer, schedule, noiseGenerator, config.SaveLastK);
                         log.Flush();
                     }
-                    if (config.SampleEveryNSteps is { } sampleEvery && state.Step % sampleEvery == 0)
+                    var sampled = config.SampleEveryNSteps is { } sampleEvery && state.Step % sampleEvery == 0;
+                    if (sampled)
                         samples.AddRange(Sample(model, method, dataset, state.Step, cancellationToken));
+                    if (control is not null)
+                        TakeRequests(control, saved, sampled, model, method, optimizer, schedule, noiseGenerator, lossScaler, dataset, state, name, log, samples, cancellationToken);
                     if (stepBoundary is not null) LendDevice(stepBoundary);
                     if (state.Step >= config.MaxTrainSteps) break;
                 }
@@ -229,6 +239,49 @@ public sealed class Trainer
         };
         AtomicFile.WriteAllText(run.ReportFile, JsonSerializer.Serialize(report, TrainingConfig.Json));
         return report;
+    }
+
+    /// <summary>
+    /// What <paramref name="control"/> asks for at this step boundary: the samples (unless the step just drew them), a
+    /// training state (unless the step just saved one) and the results so far as <c>NAME-step-NNNNNN</c>; at the last
+    /// step a save is left to the run's end, which saves anyway. The run's own generators are kept as they were,
+    /// so its weights are those of a run never asked.
+    /// </summary>
+    private void TakeRequests(RunControl control, bool saved, bool sampled, StableDiffusionModel model, TrainingMethod method, Optimizer optimizer, LrScheduler schedule,
+        Generator noiseGenerator, LossScaler? lossScaler, TrainingDataset dataset, RunState state, string name, RunLog log, List<string> samples, CancellationToken cancellationToken)
+    {
+        if (state.Step < config.MaxTrainSteps && control.TakeSave())
+        {
+            if (!saved)
+            {
+                state.LossScale = lossScaler?.Scale ?? 1;
+                TrainingStates.Save(run.StatesFolder, state, method, optimizer, schedule, noiseGenerator, config.SaveLastK);
+                log.Flush();
+            }
+            method.TrainedOn = (dataset, state.Epoch + 1);
+            var files = Preserving(() => method.Export(run.Path, $"{name}-step-{state.Step:D6}", state.Step));
+            control.Report($"saved step {state.Step}: {string.Join(", ", files.Select(Path.GetFileName))}");
+        }
+        if (control.TakeSample())
+        {
+            if (!sampled) samples.AddRange(Preserving(() => Sample(model, method, dataset, state.Step, cancellationToken)));
+            control.Report($"sampled step {state.Step}");
+        }
+    }
+
+    /// <summary>Runs <paramref name="work"/> and puts back the default CPU generator, which this run's saved states keep.</summary>
+    private static T Preserving<T>(Func<T> work)
+    {
+        using var cpuDefault = Generator.Default(Device.Cpu);
+        var cpuState = cpuDefault.GetStateBytes();
+        try
+        {
+            return work();
+        }
+        finally
+        {
+            cpuDefault.SetStateBytes(cpuState);
+        }
     }
 
     /// <summary>

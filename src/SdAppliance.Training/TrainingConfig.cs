@@ -151,6 +151,8 @@ public sealed record TrainingConfig
     public int SaveLastK { get; init; } = 3;
     [Description("Draw sample images every N steps into samples/")]
     public int? SampleEveryNSteps { get; init; }
+    [Description("Draw the sample images before the first step too: a baseline at step 0")]
+    public bool SampleAtStart { get; init; }
     [Description("The sample prompts, separated by | (default: the instance prompt or the first caption)")]
     public IReadOnlyList<string> SamplePrompts { get; init; } = [];
     [Description("Seed of the first sample prompt (the next ones count up)")]

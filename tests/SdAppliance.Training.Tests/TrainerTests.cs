@@ -358,6 +358,31 @@ public sealed class TrainerTests : IDisposable
     }
 
     [Fact]
+    public void SampleAndSaveRequestsAreTakenAtTheNextStepBoundaryAndLeaveTheWeightsUnchanged()
+    {
+        var straight = Trainer.Train(Config("lora", "straight") with { SaveEveryNSteps = 100, SampleSteps = 2 });
+        var done = new List<string>();
+        var control = new RunControl { Done = done.Add };
+        var boundaries = 0;
+        void Boundary()
+        {
+            // Asked during step 2's boundary and step 3's: taken at steps 3 and 4.
+            if (++boundaries == 2) control.RequestSample();
+            if (boundaries == 3) control.RequestSave();
+        }
+        var asked = Trainer.Train(Config("lora", "asked") with { SaveEveryNSteps = 100, SampleSteps = 2, SampleAtStart = true }, stepBoundary: Boundary, control: control);
+
+        Assert.Equal(["sampled step 3", "saved step 4: asked-step-000004.safetensors"], done);
+        Assert.Equal(["step-000000-0.png", "step-000003-0.png"], Directory.GetFiles(Path.Combine(asked.RunFolder, "samples")).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        Assert.Equal(["step-000004", "step-000006"], Directory.GetDirectories(Path.Combine(asked.RunFolder, "checkpoints")).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        using (var saved = TensorFile.Open(Path.Combine(asked.RunFolder, "asked-step-000004.safetensors")))
+            Assert.NotEmpty(saved.Names);
+        Assert.False(Directory.Exists(Path.Combine(straight.RunFolder, "samples")));
+        Assert.Equal(File.ReadAllBytes(Path.Combine(straight.RunFolder, "checkpoints", "step-000006", "trained.safetensors")),
+            File.ReadAllBytes(Path.Combine(asked.RunFolder, "checkpoints", "step-000006", "trained.safetensors")));
+    }
+
+    [Fact]
     public void Crc32CMatchesTheStandardCheckValue() =>
         Assert.Equal(0xE3069283u, Crc32C.Compute("123456789"u8));
 }

@@ -109,6 +109,36 @@ public sealed class ModelCatalog
     }
 
     /// <summary>
+    /// Refuses a name an import of <paramref name="kind"/> cannot take (not a plain file name, the wrong extension, already in
+    /// the catalog), naming <paramref name="field"/>; returns the name. A resumable upload checks it before its first byte.
+    /// </summary>
+    public string CheckImportName(ModelKind kind, string fileName, string field) => CheckNewName(kind, fileName, field);
+
+    /// <summary>
+    /// A new hidden staging folder for an upload of <paramref name="name"/> in its kind's folder (one file system with the
+    /// target, so the import is a rename; LeftoverCleanup removes it after a crash), and the file to write in it.
+    /// </summary>
+    public (string Folder, string File) StageUpload(ModelKind kind, string name)
+    {
+        var staging = Staging(kind, name);
+        return (staging, Path.Combine(staging, name));
+    }
+
+    /// <summary>
+    /// Imports a file already written in full by an upload (<paramref name="staged"/>, from <see cref="StageUpload"/>):
+    /// checked by its content as <see cref="ImportAsync"/> checks a stream, then renamed into place. Errors name
+    /// <paramref name="fileName"/>; the staged file is left for the caller to remove.
+    /// </summary>
+    public async Task<ModelEntry> ImportStagedAsync(Caller caller, ModelKind kind, string fileName, string staged, bool isPrivate, CancellationToken cancellationToken)
+    {
+        var name = CheckNewName(kind, fileName, "file_name");
+        var target = Path.Combine(KindFolder(kind), name);
+        await Task.Run(() => Check(kind, staged, fileName), cancellationToken);
+        MoveIntoPlace(staged, target, fileName);
+        return await RecordAsync(caller, kind, name, target, isPrivate, cancellationToken);
+    }
+
+    /// <summary>
     /// Imports a server file or diffusers folder inside one of <see cref="ApplianceOptions.ImportRoots"/> (after following
     /// links; anything else is refused): checked like an upload, then copied (written under a temporary name, then renamed)
     /// or, with <paramref name="link"/>, linked, so a large model is not stored twice.

@@ -1,7 +1,10 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using SdAppliance.Formats;
+using SdAppliance.Models.Adapters;
 using SdAppliance.Models.Conversion;
+using SdAppliance.Models.Loading;
+using SdAppliance.Training.Exports;
 
 using SdAppliance.Appliance.Storage;
 
@@ -11,6 +14,13 @@ namespace SdAppliance.Appliance.Jobs;
 /// What <c>sdapp convert</c> does, as a job: <c>{"input", "output", "to"?, "half"?, "config"?, "prediction_type"?}</c>,
 /// paths inside the data folder; a diffusers folder to one .safetensors/.ckpt file and back. No engine work: it runs
 /// beside the device jobs.
+/// <para>
+/// With <c>"export"</c> (<see cref="Exports"/>) it makes a file to download from a model of the catalog, written into the
+/// job's own folder unless <c>output</c> says where: <c>fp16</c> (one float16 <c>.safetensors</c>), <c>diffusers</c> (a
+/// diffusers folder), <c>merged</c> (the LoRA <c>lora</c> merged into the base model at <c>weight</c>, one
+/// <c>.safetensors</c>), <c>a1111_embedding</c> (an embedding as A1111's <c>.pt</c>). Each is the existing code's
+/// conversion (ModelConverter, ModelExport, EmbeddingExport); merging loads the model on the CPU.
+/// </para>
 /// </summary>
 public sealed class ConversionJobRunner(PathGuard paths) : IJobRunner
 {
@@ -19,7 +29,23 @@ public sealed class ConversionJobRunner(PathGuard paths) : IJobRunner
     public bool UsesDevice => false;
 
     /// <summary>The request as JSON spells it.</summary>
-    public sealed record Request(string? Input, string? Output, string? To, bool Half, string? Config, string? PredictionType);
+    public sealed record Request(string? Input, string? Output, string? To, bool Half, string? Config, string? PredictionType,
+        string? Export = null, string? Lora = null, double? Weight = null);
+
+    /// <summary>The exports by name, with what each makes (the UI offers them by kind of model).</summary>
+    public static IReadOnlyDictionary<string, string> Exports { get; } = new Dictionary<string, string>(StringComparer.Ordinal)
+    {
+        [Fp16] = "one float16 .safetensors file (half the size)",
+        [Diffusers] = "a diffusers folder (downloaded as a .zip)",
+        [Merged] = "a LoRA merged into the base model, one .safetensors file",
+        [A1111Embedding] = "the embedding as A1111's .pt",
+        // ONNX: the next issue adds "onnx" here and its case in Export below.
+    };
+
+    public const string Fp16 = "fp16", Diffusers = "diffusers", Merged = "merged", A1111Embedding = "a1111_embedding";
+
+    /// <summary>A parsed request: where it reads and writes (Output null: the job's folder), and what it does.</summary>
+    private sealed record Plan(string Input, string? Output, ConversionOptions Options, string? Export, string? Lora, double Weight);
 
     private static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
 
@@ -29,7 +55,7 @@ public sealed class ConversionJobRunner(PathGuard paths) : IJobRunner
     public void Check(JsonElement request) => Parse(request);
 
     /// <summary>The request's input, output and options, its paths resolved inside the data folder.</summary>
-    private (string Input, string Output, ConversionOptions Options) Parse(JsonElement json)
+    private Plan Parse(JsonElement json)
     {
         Request request;
         try
@@ -41,14 +67,31 @@ public sealed class ConversionJobRunner(PathGuard paths) : IJobRunner
             throw new UserInputException("request", $"is not a conversion request: {e.Message}", "send {\"input\": PATH, \"output\": PATH, \"to\": \"safetensors\"...}");
         }
         var input = paths.ResolveRequestPath(request.Input ?? throw new UserInputException("input", "missing", "give the model to convert"), "input");
-        var output = paths.ResolveRequestPath(request.Output ?? throw new UserInputException("output", "missing", "give the file or folder to write"), "output");
+        if (request.Export is { } export && !Exports.ContainsKey(export))
+            throw new UserInputException("export", $"'{export}' is not one of {string.Join(", ", Exports.Keys)}",
+                export == "onnx" ? "ONNX export is not available yet" : "choose one of them");
+        var output = request.Output is null && request.Export is not null ? null
+            : paths.ResolveRequestPath(request.Output ?? throw new UserInputException("output", "missing", "give the file or folder to write"), "output");
         var config = request.Config is null ? null : paths.ResolveRequestPath(request.Config, "config");
-        return (input, output, new ConversionOptions(ModelConverter.ParseFormat(request.To, "to"), request.Half, config, request.PredictionType, [paths.Data.FullPath]));
+        string? lora = null;
+        if (request.Export == Merged)
+            lora = paths.ResolveRequestPath(request.Lora ?? throw new UserInputException("lora", "missing", "choose the LoRA to merge into the model"), "lora");
+        var weight = request.Weight ?? 1.0;
+        if (!double.IsFinite(weight) || Math.Abs(weight) > 10)
+            throw new UserInputException("weight", $"{weight} is not a LoRA weight", "give a weight between -10 and 10, usually 1");
+        var to = request.Export switch
+        {
+            Fp16 or Merged => ModelFormat.Safetensors,
+            Diffusers => ModelFormat.Diffusers,
+            _ => ModelConverter.ParseFormat(request.To, "to"),
+        };
+        var half = request.Half || request.Export == Fp16;
+        return new Plan(input, output, new ConversionOptions(to, half, config, request.PredictionType, [paths.Data.FullPath]), request.Export, lora, weight);
     }
 
     private JsonElement? Run(JobContext context, CancellationToken cancellationToken)
     {
-        var (input, output, conversion) = Parse(context.Job.Request);
+        var plan = Parse(context.Job.Request);
         var last = -1;
         var progress = new Progress(p =>
         {
@@ -58,7 +101,9 @@ public sealed class ConversionJobRunner(PathGuard paths) : IJobRunner
             last = percent;
             context.Publish(new JobEvent(0, default, JobEventTypes.Step) { Step = p.Done, TotalSteps = p.Total });
         });
-        var result = ModelConverter.Convert(input, output, conversion, progress, cancellationToken);
+        var output = plan.Output ?? Path.Combine(context.Folder, OutputName(plan));
+        if (plan.Export is Merged or A1111Embedding) return Export(context, plan, output, cancellationToken);
+        var result = ModelConverter.Convert(plan.Input, output, plan.Options, progress, cancellationToken);
         foreach (var warning in result.Warnings)
             context.Publish(new JobEvent(0, default, JobEventTypes.Log) { Message = "warning: " + warning });
         return JsonSerializer.SerializeToElement(new JsonObject
@@ -68,7 +113,47 @@ public sealed class ConversionJobRunner(PathGuard paths) : IJobRunner
             ["family"] = result.Family.ToString(),
             ["tensors"] = result.TensorCount,
             ["warnings"] = new JsonArray([.. result.Warnings.Select(w => (JsonNode)w)]),
+            ["export"] = plan.Export,
         });
+    }
+
+    /// <summary>What the exports that are not a layout conversion write: a merged model, an embedding in A1111's layout.</summary>
+    private JsonElement? Export(JobContext context, Plan plan, string output, CancellationToken cancellationToken)
+    {
+        var result = new JsonObject { ["output"] = paths.Data.Relative(output), ["export"] = plan.Export };
+        if (plan.Export == A1111Embedding)
+        {
+            using var embedding = TextualInversionEmbedding.Load(plan.Input);
+            EmbeddingExport.SaveA1111Pt(output, embedding, 0, null, null);
+            result["format"] = "pt";
+            result["vectors"] = embedding.VectorCount;
+            return JsonSerializer.SerializeToElement(result);
+        }
+        context.Publish(new JobEvent(0, default, JobEventTypes.Log) { Message = $"loading {Path.GetFileName(plan.Input)} on the CPU" });
+        using var model = ModelLoader.Load(plan.Input, new ModelLoadOptions(plan.Options.ConfigDirectory, plan.Options.PredictionType, SearchRoots: [paths.Data.FullPath]), cancellationToken);
+        var merge = ModelExport.MergeLora(model, plan.Lora!, plan.Weight);
+        if (merge.Unmatched.Count > 0)
+            context.Publish(new JobEvent(0, default, JobEventTypes.Log) { Message = $"warning: {merge.Unmatched.Count} LoRA modules match no layer of the model" });
+        cancellationToken.ThrowIfCancellationRequested();
+        ModelExport.SaveSingleFile(model, output, plan.Options.Half);
+        result["format"] = "safetensors";
+        result["family"] = model.Family.ToString();
+        result["merged_modules"] = merge.MergedModules;
+        return JsonSerializer.SerializeToElement(result);
+    }
+
+    /// <summary>An export's file or folder name in the job's folder, after its input (and LoRA).</summary>
+    private static string OutputName(Plan plan)
+    {
+        var bare = Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(plan.Input));
+        return plan.Export switch
+        {
+            Fp16 => $"{bare}-fp16.safetensors",
+            Diffusers => $"{bare}-diffusers",
+            Merged => $"{bare}-{Path.GetFileNameWithoutExtension(plan.Lora)}{(plan.Options.Half ? "-fp16" : "")}.safetensors",
+            A1111Embedding => $"{bare}.pt",
+            _ => bare + (plan.Options.To == ModelFormat.Ckpt ? ".ckpt" : plan.Options.To == ModelFormat.Diffusers ? "" : ".safetensors"),
+        };
     }
 
     private sealed class Progress(Action<ConversionProgress> report) : IProgress<ConversionProgress>

@@ -43,6 +43,16 @@ public sealed record JobEvent(long Sequence, DateTime TimeUtc, string Type)
     public string? Message { get; init; }
 }
 
+/// <summary>What a running training job can be asked to do at its next step (<see cref="JobService.RequestAsync"/>).</summary>
+public enum RunRequest
+{
+    /// <summary>Draw the sample images now.</summary>
+    Sample,
+
+    /// <summary>Save a training state and the results so far (<c>NAME-step-NNNNNN</c> files in the run folder).</summary>
+    Save,
+}
+
 /// <summary>Runs jobs of one kind; the scheduler calls it on a device it holds for the job.</summary>
 public interface IJobRunner
 {
@@ -85,4 +95,7 @@ public sealed class JobContext
     /// run now and this returns after them; the runner's own state must not change meanwhile.
     /// </summary>
     public required Func<CancellationToken, Task> StepBoundary { get; init; }
+
+    /// <summary>Training: the requests made to the run (<see cref="JobService.RequestAsync"/>), for the trainer to take at its step boundaries.</summary>
+    public SdAppliance.Training.Runs.RunControl? Control { get; init; }
 }

@@ -189,6 +189,7 @@ public sealed class JobScheduler : IHostedService, IAsyncDisposable
                 Publish = e => jobs.Publish(job, e),
                 // Only the device's holder lends it; a guest, or a light job, has no device to lend.
                 StepBoundary = slot is not null ? ct => LendAsync(slot, ct) : _ => Task.CompletedTask,
+                Control = job.Kind == JobKind.Training ? jobs.ControlOf(job.Id) : null,
             };
             return (JobState.Completed, await runner.RunAsync(context, cancellation.Token), null);
         }

@@ -6,6 +6,7 @@ using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
 using SdAppliance.Appliance.Persistence;
 using SdAppliance.Formats;
+using SdAppliance.Training.Runs;
 
 namespace SdAppliance.Appliance.Jobs;
 
@@ -19,6 +20,7 @@ public sealed class JobService(IDbContextFactory<ApplianceDb> databases, Applian
     private readonly ConcurrentDictionary<Guid, CancellationTokenSource> running = new();
     private readonly ConcurrentDictionary<Guid, TaskCompletionSource> endings = new();
     private readonly SemaphoreSlim reordering = new(1, 1);
+    private readonly ConcurrentDictionary<Guid, RunControl> controls = new();
     private readonly Channel<bool> wakeups = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
 
     public async Task<JobView> SubmitAsync(JobSubmission submission, CancellationToken cancellationToken)
@@ -154,6 +156,25 @@ public sealed class JobService(IDbContextFactory<ApplianceDb> databases, Applian
         return View(resumed);
     }
 
+    /// <summary>
+    /// Asks a queued or running training job to draw its samples or to save (a training state and the results so far) at
+    /// its next step boundary, where the trainer takes it and reports it in the log; false when there is no such job the
+    /// caller may see. A request made before the first step is taken at it.
+    /// </summary>
+    public async Task<bool> RequestAsync(Caller caller, Guid id, RunRequest request, CancellationToken cancellationToken)
+    {
+        var job = await FindAsync(id, cancellationToken);
+        if (job is null || !MaySee(caller, job) || job.Kind != JobKind.Training || job.State is not (JobState.Queued or JobState.Running)) return false;
+        var control = ControlOf(id);
+        if (request == RunRequest.Sample) control.RequestSample();
+        else control.RequestSave();
+        Publish(job, new JobEvent(0, default, JobEventTypes.Log)
+        {
+            Message = request == RunRequest.Sample ? "sample requested: drawn at the next step" : "save requested: saved at the next step",
+        });
+        return true;
+    }
+
     /// <summary>The job's events after <paramref name="afterSequence"/> (its history first), then live ones until it ends.</summary>
     public async IAsyncEnumerable<JobEvent> EventsAsync(Guid id, long afterSequence, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
@@ -210,6 +231,9 @@ public sealed class JobService(IDbContextFactory<ApplianceDb> databases, Applian
     }
 
     // ---- for the scheduler ----
+
+    /// <summary>The requests to training job <paramref name="id"/> (<see cref="RequestAsync"/>), which its runner hands the trainer.</summary>
+    internal RunControl ControlOf(Guid id) => controls.GetOrAdd(id, _ => new RunControl());
 
     internal ChannelReader<bool> Wakeups => wakeups.Reader;
 
@@ -292,6 +316,7 @@ public sealed class JobService(IDbContextFactory<ApplianceDb> databases, Applian
         await TransitionAsync(id, j =>
         {
             running.TryRemove(id, out _);
+            controls.TryRemove(id, out _);
             j.State = state;
             j.FinishedUtc = DateTime.UtcNow;
             j.ResultJson = result?.GetRawText();

@@ -11,7 +11,8 @@ namespace SdAppliance.Appliance.Jobs;
 /// Training jobs: the request is a training config (the fields of <c>run.json</c>, as <c>sdapp train --config</c> reads
 /// them); the run folder is the job's (<c>runs/ID</c>), its model by default the demo model, relative paths inside the
 /// data folder. Resuming continues from the run's last saved state (or starts over when none was saved). Events: each
-/// step with its figures, each new sample image, log lines; the device is lent at every step boundary.
+/// step with its figures, each new sample image, log lines; the device is lent at every step boundary, where the
+/// requests of <see cref="JobService.RequestAsync"/> (sample now, save now) are taken too.
 /// </summary>
 public sealed class TrainingJobRunner(PathGuard paths) : IJobRunner
 {
@@ -30,6 +31,8 @@ public sealed class TrainingJobRunner(PathGuard paths) : IJobRunner
         var run = new RunFolder(context.Folder);
         var samples = new SampleEvents(run, context, paths.Data);
         var progress = new StepEvents(context);
+        var control = context.Control ?? new RunControl();
+        control.Done = what => Log(context, what);
         void Boundary()
         {
             samples.PublishNew();
@@ -42,7 +45,7 @@ public sealed class TrainingJobRunner(PathGuard paths) : IJobRunner
             var config = run.LoadConfig();
             if (config.DeviceName != context.Device) run.SaveConfig(config with { DeviceName = context.Device });
             Log(context, $"resuming from {Path.GetFileName(state)}");
-            report = Trainer.Resume(run.Path, null, progress, cancellationToken, Boundary);
+            report = Trainer.Resume(run.Path, null, progress, cancellationToken, Boundary, control);
         }
         else
         {
@@ -50,7 +53,7 @@ public sealed class TrainingJobRunner(PathGuard paths) : IJobRunner
             // A run stopped before its first saved state starts over; what it half wrote goes first.
             if (context.Resuming) run.RemoveUnfinishedWrites();
             Log(context, $"training {config.Method} on {Path.GetFileName(config.Model)} for {config.MaxTrainSteps} steps");
-            report = Trainer.Train(config, progress, cancellationToken, Boundary);
+            report = Trainer.Train(config, progress, cancellationToken, Boundary, control);
         }
         samples.PublishNew();
         Log(context, $"trained {report.Steps} steps, final loss {report.FinalSmoothedLoss:0.0000} (smoothed)");

@@ -37,6 +37,21 @@ public sealed class RunFiles(JobService jobs, ApplianceOptions options)
         [.. run.CompleteStates.Select(folder => new DirectoryInfo(folder)).Select(d => new RunCheckpoint(
             d.Name, long.Parse(d.Name["step-".Length..], NumberStyles.None, CultureInfo.InvariantCulture), d.LastWriteTimeUtc))];
 
+    /// <summary>The run's sample prompts as it draws them (index i is the prompt of <c>step-N-i.png</c>); none before its settings are written.</summary>
+    public static IReadOnlyList<string> SamplePrompts(RunFolder run)
+    {
+        if (!File.Exists(run.ConfigFile)) return [];
+        try
+        {
+            var config = run.LoadConfig();
+            return config.SamplePrompts.Count > 0 ? config.SamplePrompts : config.InstancePrompt is { } prompt ? [prompt] : [];
+        }
+        catch (SdAppliance.Training.TrainingConfigException)
+        {
+            return [];
+        }
+    }
+
     /// <summary>The full path of the sample called <paramref name="name"/>, or null when the run has none by that name.</summary>
     public static string? Sample(RunFolder run, string name) => Pick(run.SamplesFolder, Samples(run), name);
 

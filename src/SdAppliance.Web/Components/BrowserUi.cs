@@ -1,4 +1,6 @@
 using MudBlazor.Services;
+using SdAppliance.Web.Components.Pages.Datasets;
+using SdAppliance.Web.Components.Pages.Models;
 
 namespace SdAppliance.Web.Components;
 
@@ -22,6 +24,8 @@ public static class BrowserUi
         // The sign-in page needs its styles and scripts before anybody is signed in.
         app.MapStaticAssets().AllowAnonymous();
         app.MapRazorComponents<App>().AddInteractiveServerRenderMode();
+        app.MapDatasetFiles();
+        app.MapModelTransfers();
         return app;
     }
 }

@@ -27,6 +27,9 @@ internal sealed class TestAppliance : IAsyncDisposable
 
     public JobScheduler Scheduler { get; }
 
+    /// <summary>One of the appliance's services.</summary>
+    public T Service<T>() where T : notnull => provider.GetRequiredService<T>();
+
     /// <param name="runners">The runners to use instead of the appliance's own; null: the appliance's own.</param>
     public static async Task<TestAppliance> StartAsync(string dataFolder, IEnumerable<IJobRunner>? runners, IReadOnlyList<string>? devices = null)
     {

@@ -48,6 +48,8 @@ public sealed class StorageFixture : IDisposable
 
     public OutputService Outputs => services.GetRequiredService<OutputService>();
 
+    public JobService Jobs => services.GetRequiredService<JobService>();
+
     /// <summary>The application's demo model folder (tests that use it make the fixture with the application root).</summary>
     public static string DemoModel => Path.Combine(DataFolder.FindApplicationRoot() ?? throw new InvalidOperationException("no application root above the tests"), "models", "demo");
 

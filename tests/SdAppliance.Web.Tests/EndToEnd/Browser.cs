@@ -98,6 +98,20 @@ public sealed class BrowserPage : IAsyncDisposable
         return Task.CompletedTask;
     }
 
+    /// <summary>The console error Chromium logs for a request a test drops on purpose (a route aborted with <c>connectionreset</c>).</summary>
+    public static bool DroppedRequest(string error) => error.Contains("net::ERR_CONNECTION_RESET", StringComparison.Ordinal);
+
+    /// <summary>As <see cref="AssertNoErrorsAsync()"/>, but errors <paramref name="expected"/> accepts (what the test itself caused) are allowed.</summary>
+    public Task AssertNoErrorsAsync(Func<string, bool> expected)
+    {
+        lock (errors)
+        {
+            var unexpected = errors.Where(e => !expected(e)).ToList();
+            Assert.True(unexpected.Count == 0, "the browser reported errors:\n" + string.Join("\n", unexpected));
+        }
+        return Task.CompletedTask;
+    }
+
     private void Record(string error)
     {
         lock (errors) errors.Add(error);
