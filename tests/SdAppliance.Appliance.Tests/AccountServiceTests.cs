@@ -97,6 +97,47 @@ public sealed class AccountServiceTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task An_admin_cannot_delete_themselves_but_can_delete_another_admin()
+    {
+        var none = CancellationToken.None;
+        var heidi = await Accounts.CreateUserAsync("heidi", "Heidi-pass-1", admin: true, none);
+        var ivan = await Accounts.CreateUserAsync("ivan", "Ivan-pass-1", admin: true, none);
+
+        var own = await Assert.ThrowsAsync<UserInputException>(() => Accounts.DeleteUserAsync(heidi.Id, heidi.Id, none));
+        Assert.Contains("your own account", own.Message);
+        Assert.Equal(2, (await Accounts.ListUsersAsync(none)).Count);
+
+        Assert.True(await Accounts.DeleteUserAsync(heidi.Id, ivan.Id, none));
+        Assert.Equal([heidi], await Accounts.ListUsersAsync(none));
+    }
+
+    [Fact]
+    public async Task The_admin_role_can_be_given_and_taken_but_the_last_admin_keeps_it()
+    {
+        var none = CancellationToken.None;
+        var heidi = await Accounts.CreateUserAsync("heidi", "Heidi-pass-1", admin: true, none);
+        var ivan = await Accounts.CreateUserAsync("ivan", "Ivan-pass-1", admin: false, none);
+        var manager = scope.ServiceProvider.GetRequiredService<UserManager<ApplianceUser>>();
+
+        var lastOne = await Assert.ThrowsAsync<UserInputException>(() => Accounts.SetAdminAsync(heidi.Id, admin: false, none));
+        Assert.Equal("admin", lastOne.Subject);
+        Assert.Contains("only admin", lastOne.Message);
+
+        Assert.True((await Accounts.SetAdminAsync(ivan.Id, admin: true, none)).IsAdmin);
+        var promoted = (await manager.FindByIdAsync(ivan.Id))!;
+        Assert.Equal([Roles.Admin], await manager.GetRolesAsync(promoted));
+
+        // Two admins now: either may lose the role, and the one who did is a plain user again.
+        Assert.False((await Accounts.SetAdminAsync(heidi.Id, admin: false, none)).IsAdmin);
+        Assert.Equal([Roles.User], await manager.GetRolesAsync((await manager.FindByIdAsync(heidi.Id))!));
+        Assert.Equal([new AccountView(heidi.Id, "heidi", false), new AccountView(ivan.Id, "ivan", true)], await Accounts.ListUsersAsync(none));
+
+        await Assert.ThrowsAsync<UserInputException>(() => Accounts.SetAdminAsync(ivan.Id, admin: false, none));
+        await Assert.ThrowsAsync<UserInputException>(() => Accounts.SetAdminAsync("no-such-user", admin: true, none));
+        await Assert.ThrowsAsync<UserInputException>(() => Accounts.SetAdminAsync(AccountService.LanClientsId, admin: true, none));
+    }
+
+    [Fact]
     public async Task Identitys_refusals_name_the_field()
     {
         var none = CancellationToken.None;

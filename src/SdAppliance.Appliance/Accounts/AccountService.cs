@@ -27,6 +27,9 @@ public sealed class AccountService(UserManager<ApplianceUser> users, ApplianceDb
     // Two setup requests at once must not make two first admins.
     private static readonly SemaphoreSlim SetupLock = new(1, 1);
 
+    // Two admins taken away at once (deleted, or the role removed) must not leave none.
+    private static readonly SemaphoreSlim AdminLock = new(1, 1);
+
     private IQueryable<ApplianceUser> People => db.Users.Where(u => u.Id != LanClientsId);
 
     /// <summary>True on a fresh install: nobody has an account yet, the first request goes to setup.</summary>
@@ -83,11 +86,55 @@ public sealed class AccountService(UserManager<ApplianceUser> users, ApplianceDb
     {
         cancellationToken.ThrowIfCancellationRequested();
         if (id == LanClientsId) throw new UserInputException("id", $"'{id}' is the built-in account of allowed client addresses", "clear the allowed addresses instead");
-        if (await users.FindByIdAsync(id) is not { } user) return false;
-        if (await users.IsInRoleAsync(user, Roles.Admin) && (await users.GetUsersInRoleAsync(Roles.Admin)).Count == 1)
-            throw new UserInputException("id", $"'{user.UserName}' is the only admin", "make another admin first");
-        Check(await users.DeleteAsync(user));
-        return true;
+        await AdminLock.WaitAsync(cancellationToken);
+        try
+        {
+            if (await users.FindByIdAsync(id) is not { } user) return false;
+            if (await users.IsInRoleAsync(user, Roles.Admin) && (await users.GetUsersInRoleAsync(Roles.Admin)).Count == 1)
+                throw new UserInputException("id", $"'{user.UserName}' is the only admin", "make another admin first");
+            Check(await users.DeleteAsync(user));
+            return true;
+        }
+        finally
+        {
+            AdminLock.Release();
+        }
+    }
+
+    /// <summary>
+    /// <see cref="DeleteUserAsync(string, CancellationToken)"/> on behalf of the admin <paramref name="byUserId"/>, who
+    /// cannot delete their own account (they would lock themselves out mid-session).
+    /// </summary>
+    public Task<bool> DeleteUserAsync(string byUserId, string id, CancellationToken cancellationToken) =>
+        byUserId == id
+            ? throw new UserInputException("id", "is your own account", "ask another admin to delete it, or sign in as another admin")
+            : DeleteUserAsync(id, cancellationToken);
+
+    /// <summary>
+    /// Makes the user an admin or takes the role away (they become a plain user); the last admin keeps it. Their
+    /// signed-in sessions pick the change up at the next security-stamp check (within a minute).
+    /// </summary>
+    public async Task<AccountView> SetAdminAsync(string id, bool admin, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        if (id == LanClientsId) throw new UserInputException("id", $"'{id}' is the built-in account of allowed client addresses", "it cannot be an admin");
+        await AdminLock.WaitAsync(cancellationToken);
+        try
+        {
+            var user = await users.FindByIdAsync(id) ?? throw new UserInputException("id", $"there is no user '{id}'", "reload the list of users");
+            var isAdmin = await users.IsInRoleAsync(user, Roles.Admin);
+            if (isAdmin == admin) return new AccountView(user.Id, user.UserName!, admin);
+            if (!admin && (await users.GetUsersInRoleAsync(Roles.Admin)).Count == 1)
+                throw new UserInputException("admin", $"'{user.UserName}' is the only admin", "make another admin first");
+            var (add, remove) = admin ? (Roles.Admin, Roles.User) : (Roles.User, Roles.Admin);
+            Check(await users.AddToRoleAsync(user, add));
+            if (await users.IsInRoleAsync(user, remove)) Check(await users.RemoveFromRoleAsync(user, remove));
+            return new AccountView(user.Id, user.UserName!, admin);
+        }
+        finally
+        {
+            AdminLock.Release();
+        }
     }
 
     public async Task ChangePasswordAsync(string userId, string currentPassword, string newPassword, CancellationToken cancellationToken)

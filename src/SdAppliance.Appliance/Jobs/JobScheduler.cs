@@ -124,12 +124,7 @@ public sealed class JobScheduler : IHostedService, IAsyncDisposable
 
     /// <summary>The queue's next job among those <paramref name="eligible"/>: priority, then the least served owner, then age.</summary>
     private static Job? Next(List<Job> queued, Dictionary<string, (int Running, DateTime LastStarted)> load, Func<Job, bool> eligible) =>
-        queued.Where(eligible)
-            .OrderByDescending(j => j.Priority)
-            .ThenBy(j => load.GetValueOrDefault(j.OwnerId).Running)
-            .ThenBy(j => load.TryGetValue(j.OwnerId, out var l) ? l.LastStarted : DateTime.MinValue)
-            .ThenBy(j => j.CreatedUtc)
-            .FirstOrDefault();
+        JobService.InQueueOrder(queued.Where(eligible), load).FirstOrDefault();
 
     private async Task StartAsync(Job job, IJobRunner runner, DeviceSlot? slot, DeviceSlot? guestOf, Dictionary<string, (int Running, DateTime LastStarted)> load, CancellationToken stop)
     {

@@ -19,6 +19,7 @@ public sealed class JobService(IDbContextFactory<ApplianceDb> databases, Applian
     private readonly JobEventLog events = new();
     private readonly ConcurrentDictionary<Guid, CancellationTokenSource> running = new();
     private readonly ConcurrentDictionary<Guid, TaskCompletionSource> endings = new();
+    private readonly SemaphoreSlim reordering = new(1, 1);
     private readonly ConcurrentDictionary<Guid, RunControl> controls = new();
     private readonly Channel<bool> wakeups = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
 
@@ -63,6 +64,52 @@ public sealed class JobService(IDbContextFactory<ApplianceDb> databases, Applian
         if (state is { } s) query = query.Where(j => j.State == s);
         var jobs = await query.OrderByDescending(j => j.CreatedUtc).ToListAsync(cancellationToken);
         return [.. jobs.Select(View)];
+    }
+
+    /// <summary>
+    /// The queued jobs in the order the scheduler will take them (<see cref="StartOrder"/>; a job that waits for a device
+    /// may be passed by a light one); a user sees their own among them, an admin all.
+    /// </summary>
+    public async Task<IReadOnlyList<JobView>> QueueAsync(Caller caller, CancellationToken cancellationToken)
+    {
+        var ordered = StartOrder(await QueuedAsync(cancellationToken), await OwnerLoadAsync(cancellationToken));
+        return [.. ordered.Where(j => MaySee(caller, j)).Select(View)];
+    }
+
+    /// <summary>
+    /// An admin moves a queued job <paramref name="by"/> places in the queue (negative: earlier). The queue's order as
+    /// <see cref="QueueAsync"/> shows it, with the move, becomes its order for good: every queued job gets a priority
+    /// one above the next's, from the lowest priority among them up. False when the job is not queued (it started or
+    /// ended meanwhile); a move past either end stops there.
+    /// </summary>
+    public async Task<bool> MoveAsync(Caller caller, Guid id, int by, CancellationToken cancellationToken)
+    {
+        if (!caller.IsAdmin) throw new NotPermittedException("queue", "only an admin may reorder the queue");
+        await reordering.WaitAsync(cancellationToken);
+        try
+        {
+            var ordered = StartOrder(await QueuedAsync(cancellationToken), await OwnerLoadAsync(cancellationToken));
+            var from = ordered.FindIndex(j => j.Id == id);
+            if (from < 0) return false;
+            var to = Math.Clamp(from + by, 0, ordered.Count - 1);
+            var moved = ordered[from];
+            ordered.RemoveAt(from);
+            ordered.Insert(to, moved);
+            var lowest = ordered.Min(j => j.Priority);
+            var priorities = ordered.Select((j, i) => (j.Id, Priority: lowest + ordered.Count - 1 - i)).ToDictionary(p => p.Id, p => p.Priority);
+            await using (var db = await databases.CreateDbContextAsync(cancellationToken))
+            {
+                var rows = await db.Jobs.Where(j => priorities.Keys.Contains(j.Id) && j.State == JobState.Queued).ToListAsync(cancellationToken);
+                foreach (var row in rows) row.Priority = priorities[row.Id];
+                await db.SaveChangesAsync(cancellationToken);
+            }
+            Wake();
+            return true;
+        }
+        finally
+        {
+            reordering.Release();
+        }
     }
 
     /// <summary>Cancels a queued or running job; false when there is none the caller may cancel.</summary>
@@ -203,6 +250,36 @@ public sealed class JobService(IDbContextFactory<ApplianceDb> databases, Applian
     {
         await using var db = await databases.CreateDbContextAsync(cancellationToken);
         return await db.Jobs.AsNoTracking().Where(j => j.State == JobState.Queued).OrderBy(j => j.CreatedUtc).ToListAsync(cancellationToken);
+    }
+
+    /// <summary>
+    /// The order queued jobs start in: the highest priority, then the owner with the fewest running and the longest
+    /// since their last start (round-robin between users), then the oldest.
+    /// </summary>
+    internal static IEnumerable<Job> InQueueOrder(IEnumerable<Job> queued, Dictionary<string, (int Running, DateTime LastStarted)> load) =>
+        queued.OrderByDescending(j => j.Priority)
+            .ThenBy(j => load.GetValueOrDefault(j.OwnerId).Running)
+            .ThenBy(j => load.TryGetValue(j.OwnerId, out var l) ? l.LastStarted : DateTime.MinValue)
+            .ThenBy(j => j.CreatedUtc);
+
+    /// <summary>
+    /// The order <paramref name="queued"/> will start in, one after the other: <see cref="InQueueOrder"/> again after
+    /// each start, as the scheduler does, since each start makes its owner the most recently served.
+    /// </summary>
+    internal static List<Job> StartOrder(IEnumerable<Job> queued, Dictionary<string, (int Running, DateTime LastStarted)> load)
+    {
+        var left = queued.ToList();
+        var served = new Dictionary<string, (int Running, DateTime LastStarted)>(load, StringComparer.Ordinal);
+        var clock = served.Values.Select(l => l.LastStarted).Append(DateTime.UtcNow).Max();
+        var order = new List<Job>(left.Count);
+        while (InQueueOrder(left, served).FirstOrDefault() is { } next)
+        {
+            left.Remove(next);
+            order.Add(next);
+            clock = clock.AddTicks(1);
+            served[next.OwnerId] = (served.GetValueOrDefault(next.OwnerId).Running, clock);
+        }
+        return order;
     }
 
     /// <summary>How far back a start counts for the fair order: an owner who started nothing since goes first.</summary>

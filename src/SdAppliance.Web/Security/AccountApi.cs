@@ -51,8 +51,8 @@ internal static class AccountApi
             var created = await accounts.CreateUserAsync(request.Name ?? "", request.Password ?? "", request.Admin, cancellationToken);
             return TypedResults.Created($"/api/v1/users/{created.Id}", created);
         });
-        users.MapDelete("/{id}", async (string id, AccountService accounts, CancellationToken cancellationToken) =>
-            await accounts.DeleteUserAsync(id, cancellationToken)
+        users.MapDelete("/{id}", async (string id, ClaimsPrincipal user, AccountService accounts, CancellationToken cancellationToken) =>
+            await accounts.DeleteUserAsync(user.ToCaller().UserId, id, cancellationToken)
                 ? Results.NoContent()
                 : ApiProblems.NotFound($"user {id}"));
 

@@ -15,6 +15,7 @@ internal static class Challenges
     public const string NotSignedIn = "Not authenticated";
     public const string SetupPath = "/setup";
     public const string LoginPath = "/login";
+    public const string NotAllowedPath = "/not-allowed";
 
     public static bool IsA1111(HttpRequest request) => request.Path.StartsWithSegments("/sdapi");
 
@@ -48,7 +49,13 @@ internal static class Challenges
             if (IsApi(redirect.Request)) await UnauthorizedAsync(redirect.HttpContext, null);
             else redirect.Response.Redirect(await SetupNeededAsync(redirect.HttpContext) ? SetupPath : LoginRedirect(redirect.Request));
         };
-        events.OnRedirectToAccessDenied = redirect => ForbiddenAsync(redirect.HttpContext);
+        // A page a signed-in user may not open (an admin page loaded directly): the UI's own not-allowed page.
+        events.OnRedirectToAccessDenied = redirect =>
+        {
+            if (IsApi(redirect.Request)) return ForbiddenAsync(redirect.HttpContext);
+            redirect.Response.Redirect(NotAllowedPath);
+            return Task.CompletedTask;
+        };
     }
 
     /// <summary>The login page, back to this page afterwards; relative, so it works behind any host name the LAN uses.</summary>

@@ -63,13 +63,17 @@ public static class SecurityEndpoints
         services.AddRateLimiter(limiter =>
         {
             limiter.RejectionStatusCode = StatusCodes.Status429TooManyRequests;
-            limiter.AddPolicy(LoginRateLimit, context => RateLimitPartition.GetFixedWindowLimiter(
-                context.Connection.RemoteIpAddress?.ToString() ?? "",
-                _ => new FixedWindowRateLimiterOptions
-                {
-                    PermitLimit = context.RequestServices.GetRequiredService<IOptions<SecurityOptions>>().Value.LoginAttemptsPerMinute,
-                    Window = TimeSpan.FromMinutes(1),
-                }));
+            // The setup and login pages take it for both their GET and their POST: only the posts (attempts) count.
+            limiter.AddPolicy(LoginRateLimit, context => !HttpMethods.IsPost(context.Request.Method)
+                ? RateLimitPartition.GetNoLimiter("pages")
+                // Partitions are found by key: a post's must never be the pages' one.
+                : RateLimitPartition.GetFixedWindowLimiter(
+                    "posts from " + context.Connection.RemoteIpAddress,
+                    _ => new FixedWindowRateLimiterOptions
+                    {
+                        PermitLimit = context.RequestServices.GetRequiredService<IOptions<SecurityOptions>>().Value.LoginAttemptsPerMinute,
+                        Window = TimeSpan.FromMinutes(1),
+                    }));
             limiter.OnRejected = (rejected, cancellationToken) => new ValueTask(Results.Problem(
                 statusCode: StatusCodes.Status429TooManyRequests, title: "Too many sign-in attempts",
                 detail: "Too many sign-in attempts from this address: wait a minute and try again.").ExecuteAsync(rejected.HttpContext));
@@ -83,7 +87,6 @@ public static class SecurityEndpoints
         app.UseAuthorization();
         app.UseRateLimiter();
         app.UseAntiforgery();
-        app.MapAccountPages();
         app.MapAccountApi();
         return app;
     }

@@ -34,6 +34,47 @@ public sealed class SchedulingTests : IDisposable
     }
 
     [Fact]
+    public async Task The_queue_lists_the_start_order_and_an_admins_moves_change_what_starts_next()
+    {
+        var runner = new ControlledRunner(JobKind.Generation, usesDevice: true);
+        await using var appliance = await TestAppliance.StartAsync(data, [runner]);
+        var none = CancellationToken.None;
+        var admin = new Caller("root", IsAdmin: true);
+        var blocker = await appliance.SubmitAsync(JobKind.Generation, "zoe", new { });
+        await runner.WaitStartedAsync(blocker.Id);
+        var a1 = await appliance.SubmitAsync(JobKind.Generation, "alice", new { n = "a1" });
+        var a2 = await appliance.SubmitAsync(JobKind.Generation, "alice", new { n = "a2" });
+        var b1 = await appliance.SubmitAsync(JobKind.Generation, "bob", new { n = "b1" });
+        var urgent = await appliance.SubmitAsync(JobKind.Generation, "carol", new { n = "urgent" }, priority: 5);
+
+        async Task<Guid[]> QueueOf(Caller caller) => [.. (await appliance.Jobs.QueueAsync(caller, none)).Select(j => j.Id)];
+        Assert.Equal([urgent.Id, a1.Id, b1.Id, a2.Id], await QueueOf(admin));
+        Assert.Equal([a1.Id, a2.Id], await QueueOf(new Caller("alice", IsAdmin: false)));
+
+        // a2 two places up (before b1 and a1); the urgent one past the start (it stays first), then one down.
+        Assert.True(await appliance.Jobs.MoveAsync(admin, a2.Id, -2, none));
+        Assert.Equal([urgent.Id, a2.Id, a1.Id, b1.Id], await QueueOf(admin));
+        Assert.True(await appliance.Jobs.MoveAsync(admin, urgent.Id, -1, none));
+        Assert.True(await appliance.Jobs.MoveAsync(admin, urgent.Id, +1, none));
+        Assert.Equal([a2.Id, urgent.Id, a1.Id, b1.Id], await QueueOf(admin));
+
+        // Users may not reorder; a job that is not queued cannot move.
+        await Assert.ThrowsAsync<NotPermittedException>(() => appliance.Jobs.MoveAsync(new Caller("alice", IsAdmin: false), a1.Id, -1, none));
+        Assert.False(await appliance.Jobs.MoveAsync(admin, blocker.Id, -1, none));
+
+        // The scheduler starts them in the order the queue showed.
+        Guid[] expected = [a2.Id, urgent.Id, a1.Id, b1.Id];
+        runner.Complete(blocker.Id);
+        foreach (var id in expected)
+        {
+            await runner.WaitStartedAsync(id);
+            runner.Complete(id);
+        }
+        foreach (var id in expected) await appliance.WaitAsync(id);
+        Assert.Equal([blocker.Id, .. expected], runner.StartOrder);
+    }
+
+    [Fact]
     public async Task Two_devices_run_two_device_jobs_at_once_never_two_on_one_and_light_jobs_run_beside()
     {
         var heavy = new ControlledRunner(JobKind.Generation, usesDevice: true);

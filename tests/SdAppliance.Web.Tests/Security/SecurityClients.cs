@@ -1,3 +1,4 @@
+using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text;
@@ -26,13 +27,17 @@ internal static partial class SecurityClients
         return client;
     }
 
-    /// <summary>Posts a page's form the way a browser does: GET the page (its antiforgery cookie and hidden field), then POST the fields with the token.</summary>
+    /// <summary>
+    /// Posts a page's form the way a browser does: GET the page (its antiforgery cookie and hidden fields: the token,
+    /// the form's handler name), then POST the fields with them.
+    /// </summary>
     public static async Task<HttpResponseMessage> PostFormAsync(this HttpClient client, string page, IReadOnlyDictionary<string, string> fields)
     {
         var html = await client.GetStringAsync(page);
-        var token = AntiforgeryField().Match(html);
-        Assert.True(token.Success, html);
-        var form = new Dictionary<string, string>(fields) { [token.Groups["name"].Value] = token.Groups["value"].Value };
+        var hidden = HiddenField().Matches(html).ToDictionary(m => WebUtility.HtmlDecode(m.Groups["name"].Value), m => WebUtility.HtmlDecode(m.Groups["value"].Value));
+        Assert.True(hidden.Keys.Any(k => k.StartsWith("__RequestVerificationToken", StringComparison.Ordinal)), html);
+        var form = new Dictionary<string, string>(hidden);
+        foreach (var (name, value) in fields) form[name] = value;
         return await client.PostAsync(page, new FormUrlEncodedContent(form));
     }
 
@@ -46,6 +51,6 @@ internal static partial class SecurityClients
     public static async Task<JsonElement> JsonAsync(this HttpResponseMessage response) =>
         await response.Content.ReadFromJsonAsync<JsonElement>();
 
-    [GeneratedRegex("<input type=\"hidden\" name=\"(?<name>__RequestVerificationToken[^\"]*)\" value=\"(?<value>[^\"]+)\">")]
-    private static partial Regex AntiforgeryField();
+    [GeneratedRegex("<input type=\"hidden\" name=\"(?<name>[^\"]+)\" value=\"(?<value>[^\"]*)\"")]
+    private static partial Regex HiddenField();
 }
