@@ -81,6 +81,19 @@ public sealed class BrowserPage : IAsyncDisposable
         await WaitForCircuitAsync();
     }
 
+    /// <summary>Signs in on the login page as a person does, then waits for the circuit of the page it lands on.</summary>
+    public async Task SignInAsync(string name, string password)
+    {
+        await Page.GotoAsync("/login");
+        await Page.GetByLabel("Name").FillAsync(name);
+        await Page.GetByLabel("Password", new() { Exact = true }).FillAsync(password);
+        await Page.GetByRole(AriaRole.Button, new() { Name = "Sign in" }).ClickAsync();
+        await WaitForCircuitAsync();
+    }
+
+    /// <inheritdoc cref="SignInAsync(string, string)"/>
+    public Task SignInAsync(TestUser user) => SignInAsync(user.Name, user.Password);
+
     /// <summary>Waits for the layout's marker that only an interactive render sets: before it, clicks reach no handler.</summary>
     public Task WaitForCircuitAsync() => Page.Locator("[data-interactive='true']").WaitForAsync(new LocatorWaitForOptions { State = WaitForSelectorState.Attached });
 

@@ -30,11 +30,7 @@ public sealed class DashboardPageTests
         await using var browser = await Browser.LaunchAsync();
         await using var session = await browser.NewPageAsync(appliance.Address);
         var page = session.Page;
-        await page.GotoAsync("/login");
-        await page.GetByLabel("Name").FillAsync(admin.Name);
-        await page.GetByLabel("Password", new() { Exact = true }).FillAsync(admin.Password);
-        await page.GetByRole(AriaRole.Button, new() { Name = "Sign in" }).ClickAsync();
-        await session.WaitForCircuitAsync();
+        await session.SignInAsync(admin);
 
         // Live progress: the step count of the running job goes up while the page is open.
         var job = page.Locator($"[data-testid=running-job][data-job='{running}']");

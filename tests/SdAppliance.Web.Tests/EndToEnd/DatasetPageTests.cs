@@ -28,11 +28,7 @@ public sealed class DatasetPageTests
         await using var session = await browser.NewPageAsync(appliance.Address);
         var page = session.Page;
 
-        await page.GotoAsync("/login");
-        await page.GetByLabel("Name").FillAsync(user.Name);
-        await page.GetByLabel("Password").FillAsync(user.Password);
-        await page.GetByRole(AriaRole.Button, new() { Name = "Sign in" }).ClickAsync();
-        await session.WaitForCircuitAsync();
+        await session.SignInAsync(user);
 
         await session.GoToAsync("/datasets");
         await page.GetByTestId("no-datasets").WaitForAsync();

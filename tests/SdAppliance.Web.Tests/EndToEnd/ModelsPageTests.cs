@@ -88,11 +88,7 @@ public sealed class ModelsPageTests
     {
         var user = await appliance.CreateUserAsync(admin: true);
         var session = await browser.NewPageAsync(appliance.Address);
-        await session.Page.GotoAsync("/login");
-        await session.Page.GetByLabel("Name").FillAsync(user.Name);
-        await session.Page.GetByLabel("Password").FillAsync(user.Password);
-        await session.Page.GetByRole(AriaRole.Button, new() { Name = "Sign in" }).ClickAsync();
-        await session.WaitForCircuitAsync();
+        await session.SignInAsync(user);
         return session;
     }
 

@@ -74,11 +74,7 @@ public sealed class RunPageTests
     private static async Task<BrowserPage> SignedInAsync(Browser browser, LiveAppliance appliance, TestUser user)
     {
         var session = await browser.NewPageAsync(appliance.Address);
-        await session.Page.GotoAsync("/login");
-        await session.Page.GetByLabel("Name").FillAsync(user.Name);
-        await session.Page.GetByLabel("Password", new() { Exact = true }).FillAsync(user.Password);
-        await session.Page.GetByRole(AriaRole.Button, new() { Name = "Sign in" }).ClickAsync();
-        await session.WaitForCircuitAsync();
+        await session.SignInAsync(user);
         return session;
     }
 

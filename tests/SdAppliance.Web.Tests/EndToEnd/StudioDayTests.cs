@@ -108,13 +108,16 @@ public sealed partial class StudioDayTests : IDisposable
             await session.ScreenshotAsync("run-resumed");
 
             // The LoRA it made, through the checkpoint grid: one image per checkpoint and prompt, the best exported to the catalog.
-            var checkpoint = page.Locator("[data-testid^='grid-checkpoint-']").First;
-            await checkpoint.Locator("input").CheckAsync();
-            await page.GetByTestId("grid-prompts").Locator("textarea").First.FillAsync("sks, a red square on a blue background");
+            await page.GetByTestId("grid-picker").GetByRole(AriaRole.Checkbox).First.CheckAsync();
+            var prompts = page.Locator("[data-testid='grid-prompts'] textarea, textarea[data-testid='grid-prompts']").First;
+            await prompts.FillAsync("sks, a red square on a blue background");
+            await prompts.PressAsync("Tab");
             await page.GetByTestId("grid-generate").ClickAsync();
             await page.GetByTestId("grid-image").First.WaitForAsync(new() { Timeout = 300_000 });
             await page.GetByTestId("grid-pick").First.ClickAsync();
-            await page.GetByTestId("grid-export-name").Locator("input").FillAsync("sks-shapes");
+            var exportName = page.Locator("[data-testid='grid-export-name'] input, input[data-testid='grid-export-name']");
+            await exportName.FillAsync("sks-shapes");
+            await exportName.PressAsync("Tab");
             await page.GetByTestId("grid-export-button").ClickAsync();
             await Assertions.Expect(page.GetByTestId("grid-exported")).ToContainTextAsync("<lora:sks-shapes:1>");
 

@@ -21,11 +21,7 @@ public sealed partial class TrainPageEndToEndTests
         await using var session = await browser.NewPageAsync(appliance.Address);
         var page = session.Page;
 
-        await page.GotoAsync("/login");
-        await page.GetByLabel("Name").FillAsync(user.Name);
-        await page.GetByLabel("Password", new() { Exact = true }).FillAsync(user.Password);
-        await page.GetByRole(AriaRole.Button, new() { Name = "Sign in" }).ClickAsync();
-        await session.WaitForCircuitAsync();
+        await session.SignInAsync(user);
         await session.GoToAsync("/train");
 
         await page.GetByText("LoRA / LoCon", new() { Exact = true }).ClickAsync();
