@@ -112,7 +112,7 @@ using var inference = Autograd.InferenceMode();
     };
     var plain = Time(() => pipeline.Generate(request), quick ? 3 : 5);
     Report("tiny_txt2img_64_20steps", plain, "s/image");
-    // The Generate page's preview, drawn at every step (the job draws one at most every 0.5 s): its worst case.
+    // The Generate page's preview, drawn at every step (the job draws one at most every second): its worst case.
     var previewed = Time(() => pipeline.Generate(request, new PreviewEveryStep()), quick ? 3 : 5);
     Report("tiny_txt2img_64_20steps_preview_every_step", previewed, "s/image");
     Report("tiny_preview_every_step_ratio", previewed / plain, "x");

@@ -23,7 +23,7 @@ public sealed class GenerationOptions
     /// A running generation's preview (<see cref="Jobs.JobEventTypes.Preview"/>) is drawn at most this often (never at the
     /// last step: the picture itself follows); <see cref="TimeSpan.Zero"/>: at every step, null: never.
     /// </summary>
-    public TimeSpan? PreviewInterval { get; init; } = TimeSpan.FromSeconds(0.5);
+    public TimeSpan? PreviewInterval { get; init; } = TimeSpan.FromSeconds(1);
 }
 
 /// <summary>

@@ -42,7 +42,7 @@ public sealed partial class GenerateTests
         Assert.Contains("Size: 64x64", info, StringComparison.Ordinal);
         var seed = SeedPattern().Match(info).Groups[1].Value;
         Assert.NotEmpty(seed);
-        await Assert.ThatAsync(() => page.GetByTestId("job-state").TextContentAsync(), s => s?.Contains($"seed {seed}", StringComparison.Ordinal) == true);
+        await EventuallyAsync(() => page.GetByTestId("job-state").TextContentAsync(), s => s?.Contains($"seed {seed}", StringComparison.Ordinal) == true);
         // The app bar is fixed: at the top of a full-page screenshot only when the page is scrolled to the top.
         await page.EvaluateAsync("window.scrollTo(0, 0)");
         await session.ScreenshotAsync("generate");
@@ -52,9 +52,16 @@ public sealed partial class GenerateTests
         await Field(page, "steps").FillAsync("20");
         await Field(page, "steps").PressAsync("Tab");
         await page.GetByTestId("send-to-form").ClickAsync();
-        await Assert.ThatAsync(() => Field(page, "prompt").InputValueAsync(), v => v == prompt);
+        await EventuallyAsync(() => Field(page, "prompt").InputValueAsync(), v => v == prompt);
         Assert.Equal("16", await Field(page, "steps").InputValueAsync());
         Assert.Equal(seed, await Field(page, "seed").InputValueAsync());
+
+        // The picture as img2img's start, from the gallery: a second output that says its strength.
+        await page.GetByTestId("use-for-img2img").ClickAsync();
+        await page.GetByTestId("init-image").WaitForAsync();
+        await page.GetByTestId("generate").ClickAsync();
+        await EventuallyAsync(() => page.GetByTestId("gallery-item").CountAsync(), n => n == 2, Long.Timeout);
+        await EventuallyAsync(() => page.GetByTestId("png-info-text").TextContentAsync(), t => t?.Contains("Denoising strength: 0.75", StringComparison.Ordinal) == true);
         await session.AssertNoErrorsAsync();
     }
 
@@ -62,24 +69,18 @@ public sealed partial class GenerateTests
     private static ILocator Field(IPage page, string id) =>
         page.Locator($"input[data-testid='{id}'], textarea[data-testid='{id}'], [data-testid='{id}'] input, [data-testid='{id}'] textarea").First;
 
+    /// <summary>Polls <paramref name="read"/> until <paramref name="holds"/> (the circuit updates the page a moment later), at most 10 seconds or <paramref name="milliseconds"/>.</summary>
+    private static async Task EventuallyAsync<T>(Func<Task<T>> read, Func<T, bool> holds, float? milliseconds = null)
+    {
+        var value = await read();
+        for (var i = 0; i < (milliseconds ?? 10_000) / 100 && !holds(value); i++)
+        {
+            await Task.Delay(100);
+            value = await read();
+        }
+        Assert.True(holds(value), $"still {value}");
+    }
+
     [GeneratedRegex(@"Seed: (\d+)")]
     private static partial Regex SeedPattern();
-}
-
-internal static class AssertExtensions
-{
-    extension(Assert)
-    {
-        /// <summary>Polls <paramref name="read"/> until <paramref name="holds"/> (the circuit updates the page a moment later), at most 10 seconds.</summary>
-        public static async Task ThatAsync<T>(Func<Task<T>> read, Func<T, bool> holds)
-        {
-            var value = await read();
-            for (var i = 0; i < 100 && !holds(value); i++)
-            {
-                await Task.Delay(100);
-                value = await read();
-            }
-            Assert.True(holds(value), $"still {value}");
-        }
-    }
 }
