@@ -33,7 +33,18 @@ public sealed partial class GenerateTests
         Assert.Equal("64", await Field(page, "width").InputValueAsync());
         await page.GetByTestId("generate").ClickAsync();
 
-        await page.GetByTestId("result-image").WaitForAsync(Long);
+        try
+        {
+            await page.GetByTestId("result-image").WaitForAsync(Long);
+        }
+        catch (TimeoutException)
+        {
+            // Say how far it got: the job's state on the page, or the form's refusal.
+            await session.ScreenshotAsync("generate-timeout");
+            var state = await page.GetByTestId("job-state").AllTextContentsAsync();
+            var refusal = await page.GetByTestId("generate-error").AllTextContentsAsync();
+            Assert.Fail($"no picture: job state [{string.Join("; ", state)}], error [{string.Join("; ", refusal)}]");
+        }
         await page.GetByTestId("gallery-item").WaitForAsync(Long);
         Assert.Equal(1, await page.GetByTestId("gallery-item").CountAsync());
         var info = await page.GetByTestId("png-info-text").TextContentAsync() ?? "";
