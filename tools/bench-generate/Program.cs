@@ -1,7 +1,7 @@
 // bench-generate: generation speed, printed as `name: value unit` lines.
 //   dotnet run -c Release --project tools/bench-generate [-- --device cuda] [--dtype float16] [--threads N] [--quick] [--tiny]
 // What it measures: the whole txt2img pipeline and its parts (text encoding, one guided sampler step,
-// VAE decode) on the tiny fixture model, then the cost that matters for real use: one guided step of
+// VAE decode, the running preview) on the tiny fixture model, then the cost that matters for real use: one guided step of
 // an SD 1.5-shaped UNet and the SD 1.5 VAE decode, with random weights (speed does not depend on the
 // values), at 256x256 and 512x512. --quick leaves out 512x512, which takes minutes on a small CPU; --tiny stops
 // after the fixture model (seconds: for comparing thread counts and wait policies on a busy machine).
@@ -110,7 +110,12 @@ using var inference = Autograd.InferenceMode();
         Width = 64,
         Height = 64,
     };
-    Report("tiny_txt2img_64_20steps", Time(() => pipeline.Generate(request), quick ? 3 : 5), "s/image");
+    var plain = Time(() => pipeline.Generate(request), quick ? 3 : 5);
+    Report("tiny_txt2img_64_20steps", plain, "s/image");
+    // The Generate page's preview, drawn at every step (the job draws one at most every second): its worst case.
+    var previewed = Time(() => pipeline.Generate(request, new PreviewEveryStep()), quick ? 3 : 5);
+    Report("tiny_txt2img_64_20steps_preview_every_step", previewed, "s/image");
+    Report("tiny_preview_every_step_ratio", previewed / plain, "x");
 
     // Prompt and negative prompt, as the pipeline encodes them for one image.
     var chunker = new PromptChunker(model.Tokenizer);
@@ -180,6 +185,10 @@ var stepSeconds = new Dictionary<int, double>();
         var decode = Time(() => { using var _ = vae.Decode(latents); }, size >= 512 ? 2 : quick ? 1 : 3);
         Report($"sd15_vae_decode_{size}", decode, "s/image");
         Report($"sd15_image_estimate_{size}_20steps", Steps * stepSeconds[size] + decode, "s/image");
+        // A large latent's preview: A1111's cheap approximation and its PNG, against one sampler step.
+        var preview = Time(() => SdAppliance.Imaging.ImageCodec.Encode(LatentPreview.Approximate(latents, sdxl: false)), quick ? 5 : 20);
+        Report($"sd15_preview_cheap_{size}", preview, "s/preview");
+        Report($"sd15_preview_cheap_{size}_per_step", preview / stepSeconds[size], "x");
     }
 }
 Report("process_peak_rss", Process.GetCurrentProcess().PeakWorkingSet64 / (double)(1L << 30), "GiB");
@@ -217,6 +226,12 @@ static T RandomModule<T>(Func<T> build) where T : Module
         else Init.Normal_(p, 0, 0.02);
     }
     return module.Eval();
+}
+
+/// <summary>Draws the preview the pipeline offers at every step.</summary>
+sealed class PreviewEveryStep : IProgress<GenerationProgress>
+{
+    public void Report(GenerationProgress value) => value.Preview?.Invoke();
 }
 
 /// <summary>

@@ -1,7 +1,10 @@
+using System.Globalization;
 using System.Text.Json;
 using SdAppliance.Appliance.Jobs;
 using SdAppliance.Appliance.Storage;
 using SdAppliance.Diffusion.Pipelines;
+using SdAppliance.Formats;
+using SdAppliance.Imaging;
 using SdAppliance.Torch;
 
 namespace SdAppliance.Appliance.Generation;
@@ -10,9 +13,10 @@ namespace SdAppliance.Appliance.Generation;
 /// Runs generation jobs as <c>sdapp generate</c> does (the same pipeline, model hash and infotext), batch after batch
 /// (<see cref="GenerationJobRequest.NIter"/>): a <c>step</c> event per sampler step, an <c>image</c> event per PNG, each
 /// PNG (with its <c>parameters</c> text) saved by <see cref="OutputService"/> (<c>outputs/yyyy-MM-dd/</c>, written
-/// atomically, recorded as its owner's).
+/// atomically, recorded as its owner's); while it samples, a <c>preview</c> event now and then
+/// (<see cref="GenerationOptions.PreviewInterval"/>) with the picture so far, a PNG in the job's folder.
 /// </summary>
-public sealed class GenerationJobRunner(DataFolder data, OutputService outputs, GenerationService generation) : IJobRunner
+public sealed class GenerationJobRunner(DataFolder data, OutputService outputs, GenerationService generation, GenerationOptions options) : IJobRunner
 {
     public JobKind Kind => JobKind.Generation;
 
@@ -46,6 +50,7 @@ public sealed class GenerationJobRunner(DataFolder data, OutputService outputs, 
         Engine.UseThreads(model.UnetThreadDemand(2L * batch.BatchSize, height, width));
         var pipeline = new StableDiffusionPipeline(model, generation.AdapterFolders) { ModelHash = generation.ModelHash(entry) };
 
+        var previews = new PreviewClock(options.PreviewInterval);
         var files = new List<GeneratedFile>();
         var warnings = new List<string>();
         var seed = batch.Seed;
@@ -53,10 +58,14 @@ public sealed class GenerationJobRunner(DataFolder data, OutputService outputs, 
         {
             // Image i of the job has seed + i, over every batch (A1111's all_seeds); a random seed is drawn by the first batch.
             var done = iteration;
-            var progress = new Progress(p => context.Publish(new JobEvent(0, default, JobEventTypes.Step)
+            var progress = new Progress(p =>
             {
-                Step = (long)done * p.TotalSteps + p.Step, TotalSteps = (long)request.NIter * p.TotalSteps,
-            }));
+                var step = (long)done * p.TotalSteps + p.Step;
+                var total = (long)request.NIter * p.TotalSteps;
+                context.Publish(new JobEvent(0, default, JobEventTypes.Step) { Step = step, TotalSteps = total });
+                if (previews.Due(p) is { } preview)
+                    context.Publish(new JobEvent(0, default, JobEventTypes.Preview) { Step = step, TotalSteps = total, Image = SavePreview(context, step, preview) });
+            });
             var next = batch with { Seed = seed < 0 ? -1 : seed + iteration * batch.BatchSize };
             var images = await OwnThread(() => pipeline.Generate(next, progress, cancellationToken), cancellationToken);
             if (seed < 0) seed = images[0].Seed;
@@ -70,6 +79,30 @@ public sealed class GenerationJobRunner(DataFolder data, OutputService outputs, 
             warnings.AddRange(images.Warnings.Select(w => w.ToString()).Except(warnings));
         }
         return new GenerationJobResult(files, width, height, model.Name, pipeline.ModelHash, batch.Sampler, warnings).ToJson();
+    }
+
+    // A preview is the job's own file (jobs/ID/preview-STEP.png), not an output: it is not the caller's picture.
+    private string SavePreview(JobContext context, long step, RgbImage preview)
+    {
+        var path = Path.Combine(context.Folder, $"preview-{step.ToString("D5", CultureInfo.InvariantCulture)}.png");
+        AtomicFile.WriteAllBytes(path, ImageCodec.Encode(preview));
+        return Path.GetRelativePath(data.FullPath, path).Replace('\\', '/');
+    }
+
+    /// <summary>When the next preview is due: not before the interval since the last one, never at a batch's last step.</summary>
+    private sealed class PreviewClock(TimeSpan? interval)
+    {
+        private readonly System.Diagnostics.Stopwatch clock = System.Diagnostics.Stopwatch.StartNew();
+        private TimeSpan last = TimeSpan.Zero;
+
+        public RgbImage? Due(GenerationProgress progress)
+        {
+            if (interval is not { } every || progress.Preview is not { } draw || progress.Step >= progress.TotalSteps) return null;
+            var now = clock.Elapsed;
+            if (now - last < every) return null;
+            last = now;
+            return draw();
+        }
     }
 
     private static Task<T> OwnThread<T>(Func<T> work, CancellationToken cancellationToken) =>

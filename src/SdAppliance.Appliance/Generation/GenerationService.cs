@@ -18,6 +18,12 @@ public sealed class GenerationOptions
 {
     /// <summary>Models kept loaded on each device; the least recently used one beyond this is freed.</summary>
     public int ModelsPerDevice { get; init; } = 2;
+
+    /// <summary>
+    /// A running generation's preview (<see cref="Jobs.JobEventTypes.Preview"/>) is drawn at most this often (never at the
+    /// last step: the picture itself follows); <see cref="TimeSpan.Zero"/>: at every step, null: never.
+    /// </summary>
+    public TimeSpan? PreviewInterval { get; init; } = TimeSpan.FromSeconds(1);
 }
 
 /// <summary>

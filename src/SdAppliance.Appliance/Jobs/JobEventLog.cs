@@ -126,6 +126,9 @@ public static class JobEventTypes
 
     /// <summary>A log line (<see cref="JobEvent.Message"/>).</summary>
     public const string Log = "log";
+
+    /// <summary>What a running generation looks like so far (<see cref="JobEvent.Image"/>, a PNG in the job's folder; <see cref="JobEvent.Step"/>).</summary>
+    public const string Preview = "preview";
 }
 
 public static class JobStates

@@ -119,6 +119,34 @@ public sealed partial class OutputService(DataFolder data, PathGuard guard, Owne
         return FileDownload.Of(full);
     }
 
+    /// <summary>
+    /// Deletes an output: its owner or an admin may (a file put there by hand: an admin). False when there is none the
+    /// caller may see; <see cref="NotPermittedException"/> is not thrown to a user who cannot see it either way.
+    /// </summary>
+    public async Task<bool> DeleteAsync(Caller caller, string path, CancellationToken cancellationToken)
+    {
+        var full = guard.Resolve(path, data.Outputs);
+        if (!File.Exists(full) || FileKind.NotRegular(full) is not null) return false;
+        var relative = Relative(full);
+        var item = await ownership.FindAsync(StorageArea.Outputs, relative, cancellationToken);
+        if (!caller.IsAdmin && item?.OwnerId != caller.UserId) return false;
+        Ownership.RequireChange(caller, item, relative);
+        File.Delete(full);
+        await ownership.ForgetAsync(StorageArea.Outputs, relative, cancellationToken);
+        return true;
+    }
+
+    /// <summary>
+    /// An output's A1111 PNG info (its <c>parameters</c> text, read by the Imaging layer's PNG reader); "" when it has
+    /// none; null when there is no such output the caller may see.
+    /// </summary>
+    public async Task<string?> ParametersAsync(Caller caller, string path, CancellationToken cancellationToken)
+    {
+        if (await OpenAsync(caller, path, cancellationToken) is not { } file) return null;
+        var bytes = await File.ReadAllBytesAsync(file.FullPath, cancellationToken);
+        return ImageCodec.Decode(bytes, source: path).Text.GetValueOrDefault(ImageCodec.ParametersKey) ?? "";
+    }
+
     private string Relative(string full) => System.IO.Path.GetRelativePath(data.Outputs, full).Replace('\\', '/');
 
     private static int NextNumber(string folder) =>

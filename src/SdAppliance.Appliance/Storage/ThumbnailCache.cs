@@ -26,6 +26,18 @@ public sealed class ThumbnailCache(DatasetService datasets, DataFolder data)
         if (!Sizes.Contains(size))
             throw new UserInputException("size", $"{size} is not a thumbnail size", $"use one of {string.Join(", ", Sizes)}");
         if (await datasets.OpenImageAsync(caller, dataset, image, cancellationToken) is not { } original) return null;
+        return await OfAsync(original, size, cancellationToken);
+    }
+
+    /// <summary>
+    /// The thumbnail of a file a service opened for the caller (an output, <see cref="OutputService.OpenAsync"/>), at most
+    /// <paramref name="size"/> pixels on its longest side: the service has checked that the caller may see it.
+    /// </summary>
+    public async Task<FileDownload> OfAsync(FileDownload original, int size, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(original);
+        if (!Sizes.Contains(size))
+            throw new UserInputException("size", $"{size} is not a thumbnail size", $"use one of {string.Join(", ", Sizes)}");
         var info = new FileInfo(original.FullPath);
         var path = PathOf(info, size);
         if (!File.Exists(path))

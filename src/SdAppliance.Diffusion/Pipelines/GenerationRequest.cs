@@ -100,4 +100,12 @@ public sealed class GenerationRequestException(string field, string problem, str
 public sealed record GeneratedImage(RgbImage Image, long Seed, string Parameters);
 
 /// <param name="Step">Sampler steps done (1-based), out of <paramref name="TotalSteps"/>.</param>
-public sealed record GenerationProgress(int Step, int TotalSteps);
+public sealed record GenerationProgress(int Step, int TotalSteps)
+{
+    /// <summary>
+    /// Draws the current picture (<see cref="LatentPreview"/>, the first of the batch); call it during
+    /// <see cref="IProgress{T}.Report"/> only, on the sampler's thread (the latents it reads change at the next step).
+    /// Null when no sampler step is behind the report.
+    /// </summary>
+    public Func<RgbImage>? Preview { get; init; }
+}

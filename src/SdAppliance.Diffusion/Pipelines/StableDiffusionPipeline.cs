@@ -262,7 +262,8 @@ public sealed class StableDiffusionPipeline
             var next = scheduler.Step(prediction, t, latents, noise).PrevSample.DetachFromDisposeScope();
             latents.Dispose();
             latents = next;
-            progress?.Report(new GenerationProgress(i - start + 1, timesteps.Count - start));
+            // The preview is drawn only when the listener asks for it, from the latents of this step.
+            progress?.Report(new GenerationProgress(i - start + 1, timesteps.Count - start) { Preview = () => LatentPreview.Render(model, latents) });
         }
 
         var decoded = model.Vae.Decode(latents.Div(model.Vae.Config.ScalingFactor));

@@ -1,5 +1,6 @@
 using MudBlazor.Services;
 using SdAppliance.Web.Components.Pages.Datasets;
+using SdAppliance.Web.Components.Pages.Generate;
 using SdAppliance.Web.Components.Pages.Models;
 
 namespace SdAppliance.Web.Components;
@@ -26,6 +27,7 @@ public static class BrowserUi
         app.MapRazorComponents<App>().AddInteractiveServerRenderMode();
         app.MapDatasetFiles();
         app.MapModelTransfers();
+        app.MapOutputThumbnails();
         return app;
     }
 }

@@ -31,10 +31,13 @@ internal sealed class TestAppliance : IAsyncDisposable
     public T Service<T>() where T : notnull => provider.GetRequiredService<T>();
 
     /// <param name="runners">The runners to use instead of the appliance's own; null: the appliance's own.</param>
-    public static async Task<TestAppliance> StartAsync(string dataFolder, IEnumerable<IJobRunner>? runners, IReadOnlyList<string>? devices = null)
+    /// <param name="configure">Changes to the appliance's services (an option of its own), after AddAppliance.</param>
+    public static async Task<TestAppliance> StartAsync(string dataFolder, IEnumerable<IJobRunner>? runners, IReadOnlyList<string>? devices = null,
+        Action<IServiceCollection>? configure = null)
     {
         var services = new ServiceCollection();
         services.AddAppliance(OptionsFor(dataFolder, devices));
+        configure?.Invoke(services);
         if (runners is not null)
         {
             services.RemoveAll<IJobRunner>();

@@ -67,5 +67,25 @@ public sealed class OutputServiceTests : IDisposable
         Assert.Equal(20, (await storage.Outputs.ListAsync(Alice, null, 100, none)).Count);
     }
 
+    [Fact]
+    public async Task An_output_is_deleted_by_its_owner_or_an_admin_only_and_its_png_info_is_read_back()
+    {
+        var alices = await storage.Outputs.SaveAsync("alice", Picture("a cat\nSteps: 4, Seed: 42"), 42, none);
+        var bobs = await storage.Outputs.SaveAsync("bob", Picture("a dog"), 7, none);
+        Assert.Equal("a cat\nSteps: 4, Seed: 42", await storage.Outputs.ParametersAsync(Alice, alices.Path, none));
+        Assert.Null(await storage.Outputs.ParametersAsync(Bob, alices.Path, none));
+
+        Assert.False(await storage.Outputs.DeleteAsync(Bob, alices.Path, none));
+        Assert.True(File.Exists(Path.Combine(storage.Data.Outputs, alices.Path)));
+        Assert.True(await storage.Outputs.DeleteAsync(Alice, alices.Path, none));
+        Assert.False(File.Exists(Path.Combine(storage.Data.Outputs, alices.Path)));
+        Assert.Empty(await storage.Outputs.ListAsync(Alice, null, 100, none));
+        Assert.False(await storage.Outputs.DeleteAsync(Alice, alices.Path, none));
+
+        Assert.True(await storage.Outputs.DeleteAsync(Admin, bobs.Path, none));
+        Assert.Null(await storage.Outputs.OpenAsync(Bob, bobs.Path, none));
+        await Assert.ThrowsAnyAsync<UserInputException>(() => storage.Outputs.DeleteAsync(Admin, "../appliance.db", none));
+    }
+
     public void Dispose() => storage.Dispose();
 }

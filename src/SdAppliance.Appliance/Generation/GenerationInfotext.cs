@@ -1,0 +1,60 @@
+using System.Globalization;
+using SdAppliance.Imaging;
+
+namespace SdAppliance.Appliance.Generation;
+
+/// <summary>A generation's PNG info read back into a request (what "send to the form" fills in), with what could not be read.</summary>
+/// <param name="Problems">One line per setting whose value could not be used ("Steps: 'x' is not a whole number"); those keep the defaults.</param>
+public sealed record ParsedInfotext(GenerationJobRequest Request, IReadOnlyList<string> Problems);
+
+/// <summary>
+/// The reverse of the pipeline's infotext (the <c>parameters</c> text every output carries, A1111's format, read by
+/// <see cref="A1111Parameters.Parse"/>): the prompt (with its <c>&lt;lora:&gt;</c> tags), the negative prompt, Steps,
+/// Sampler and Schedule type, CFG scale, Seed, Size, Model, Denoising strength and Clip skip, as A1111's "send to
+/// txt2img" reads them. What the text leaves out keeps <see cref="GenerationJobRequest"/>'s defaults.
+/// </summary>
+public static class GenerationInfotext
+{
+    public static ParsedInfotext Parse(string infotext)
+    {
+        ArgumentNullException.ThrowIfNull(infotext);
+        var parameters = A1111Parameters.Parse(infotext);
+        var fields = parameters.ToDictionary();
+        var problems = new List<string>();
+        var request = new GenerationJobRequest { Prompt = parameters.Prompt, NegativePrompt = parameters.NegativePrompt };
+
+        if (Int(fields, "Steps", problems) is { } steps) request = request with { Steps = steps };
+        if (fields.GetValueOrDefault("Sampler") is { Length: > 0 } sampler) request = request with { Sampler = sampler };
+        if (fields.GetValueOrDefault("Schedule type") is { Length: > 0 } schedule && !schedule.Equals("Automatic", StringComparison.OrdinalIgnoreCase))
+            request = request with { Scheduler = schedule };
+        if (Double(fields, "CFG scale", problems) is { } cfg) request = request with { CfgScale = cfg };
+        if (Long(fields, "Seed", problems) is { } seed) request = request with { Seed = seed };
+        if (Int(fields, "Size-1", problems) is { } width && Int(fields, "Size-2", problems) is { } height)
+            request = request with { Width = width, Height = height };
+        else if (fields.ContainsKey("Size") && !fields.ContainsKey("Size-1"))
+            problems.Add($"Size: '{fields["Size"]}' is not WIDTHxHEIGHT");
+        if (fields.GetValueOrDefault("Model") is { Length: > 0 } model) request = request with { Model = model };
+        if (Double(fields, "Denoising strength", problems) is { } strength) request = request with { Strength = strength };
+        if (Int(fields, "Clip skip", problems) is { } clipSkip) request = request with { ClipSkip = clipSkip };
+        return new ParsedInfotext(request, problems);
+    }
+
+    private static int? Int(Dictionary<string, string> fields, string key, List<string> problems) =>
+        Long(fields, key, problems) is { } value and >= int.MinValue and <= int.MaxValue ? (int)value : null;
+
+    private static long? Long(Dictionary<string, string> fields, string key, List<string> problems)
+    {
+        if (!fields.TryGetValue(key, out var text)) return null;
+        if (long.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var value)) return value;
+        problems.Add($"{key.Replace("-1", "", StringComparison.Ordinal).Replace("-2", "", StringComparison.Ordinal)}: '{text}' is not a whole number");
+        return null;
+    }
+
+    private static double? Double(Dictionary<string, string> fields, string key, List<string> problems)
+    {
+        if (!fields.TryGetValue(key, out var text)) return null;
+        if (double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) && double.IsFinite(value)) return value;
+        problems.Add($"{key}: '{text}' is not a number");
+        return null;
+    }
+}
