@@ -70,7 +70,9 @@ public sealed class TrainingSetupTests : IDisposable
         var request = TrainingSettings.Request(new TrainingForm("lora", "lora", "models/base.safetensors", "datasets/ink", values));
 
         var fields = request.EnumerateObject().ToDictionary(p => p.Name, p => p.Value);
-        Assert.Equal(["data", "method", "model", "network_dim", "preset", "sample_prompts"], fields.Keys.Order(StringComparer.Ordinal));
+        // sample_at_start: the form's own default (a baseline sample), which the config's default (off) does not have.
+        Assert.Equal(["data", "method", "model", "network_dim", "preset", "sample_at_start", "sample_prompts"], fields.Keys.Order(StringComparer.Ordinal));
+        Assert.True(fields["sample_at_start"].GetBoolean());
         Assert.Equal(32, fields["network_dim"].GetInt32());
         Assert.Equal(["a cat", "an ink dog"], fields["sample_prompts"].EnumerateArray().Select(e => e.GetString()));
         Assert.Equal("lora", fields["preset"].GetString());
@@ -84,6 +86,7 @@ public sealed class TrainingSetupTests : IDisposable
         Assert.Equal("200", face["num_class_images"]);
         Assert.Equal("512", face["resolution"]);
         Assert.Equal("", face["save_every_n_steps"]);
+        Assert.Equal("true", face["sample_at_start"]);
         Assert.Equal(["dreambooth-object", "dreambooth-face"], TrainingSettings.PresetsFor("dreambooth"));
         Assert.Equal(TrainingConfig.Fields.Count - 6, TrainingSettings.Fields.Count);  // all but method, preset, model, data, output, device
         Assert.Equal("resolution", TrainingSettings.Fields[0].Name);

@@ -81,6 +81,12 @@ public sealed class BrowserPage : IAsyncDisposable
         await WaitForCircuitAsync();
     }
 
+    /// <summary>
+    /// A form field by its <c>data-testid</c>: MudBlazor puts it on the input (or textarea) itself, or on the field around it.
+    /// </summary>
+    public static ILocator Field(IPage page, string id) =>
+        page.Locator($"input[data-testid='{id}'], textarea[data-testid='{id}'], [data-testid='{id}'] input, [data-testid='{id}'] textarea").First;
+
     /// <summary>Signs in on the login page as a person does, then waits for the circuit of the page it lands on.</summary>
     public async Task SignInAsync(string name, string password)
     {

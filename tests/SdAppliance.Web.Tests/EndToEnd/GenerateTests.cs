@@ -17,20 +17,16 @@ public sealed partial class GenerateTests
         await using var session = await browser.NewPageAsync(appliance.Address);
         var page = session.Page;
 
-        await page.GotoAsync("/login");
-        await page.GetByLabel("Name").FillAsync(user.Name);
-        await page.GetByLabel("Password").FillAsync(user.Password);
-        await page.GetByRole(AriaRole.Button, new() { Name = "Sign in" }).ClickAsync();
-        await session.WaitForCircuitAsync();
+        await session.SignInAsync(user);
         await session.GoToAsync("/generate");
         await page.GetByRole(AriaRole.Heading, new() { Name = "Generate" }).WaitForAsync();
         await page.GetByTestId("gallery-empty").WaitForAsync();
 
         const string prompt = "a red circle on a blue background";
-        await Field(page, "prompt").FillAsync(prompt);
-        await Field(page, "steps").FillAsync("16");
-        await Field(page, "steps").PressAsync("Tab");
-        Assert.Equal("64", await Field(page, "width").InputValueAsync());
+        await BrowserPage.Field(page, "prompt").FillAsync(prompt);
+        await BrowserPage.Field(page, "steps").FillAsync("16");
+        await BrowserPage.Field(page, "steps").PressAsync("Tab");
+        Assert.Equal("64", await BrowserPage.Field(page, "width").InputValueAsync());
         await page.GetByTestId("generate").ClickAsync();
 
         try
@@ -59,13 +55,13 @@ public sealed partial class GenerateTests
         await session.ScreenshotAsync("generate");
 
         // Another prompt and the defaults, then the picture's parameters back into the form.
-        await Field(page, "prompt").FillAsync("something else");
-        await Field(page, "steps").FillAsync("20");
-        await Field(page, "steps").PressAsync("Tab");
+        await BrowserPage.Field(page, "prompt").FillAsync("something else");
+        await BrowserPage.Field(page, "steps").FillAsync("20");
+        await BrowserPage.Field(page, "steps").PressAsync("Tab");
         await page.GetByTestId("send-to-form").ClickAsync();
-        await EventuallyAsync(() => Field(page, "prompt").InputValueAsync(), v => v == prompt);
-        Assert.Equal("16", await Field(page, "steps").InputValueAsync());
-        Assert.Equal(seed, await Field(page, "seed").InputValueAsync());
+        await EventuallyAsync(() => BrowserPage.Field(page, "prompt").InputValueAsync(), v => v == prompt);
+        Assert.Equal("16", await BrowserPage.Field(page, "steps").InputValueAsync());
+        Assert.Equal(seed, await BrowserPage.Field(page, "seed").InputValueAsync());
 
         // The picture as img2img's start, from the gallery: a second output that says its strength.
         await page.GetByTestId("use-for-img2img").ClickAsync();
@@ -75,10 +71,6 @@ public sealed partial class GenerateTests
         await EventuallyAsync(() => page.GetByTestId("png-info-text").TextContentAsync(), t => t?.Contains("Denoising strength: 0.75", StringComparison.Ordinal) == true);
         await session.AssertNoErrorsAsync();
     }
-
-    // MudBlazor puts a field's data-testid on its input (or textarea), or on the field around it.
-    private static ILocator Field(IPage page, string id) =>
-        page.Locator($"input[data-testid='{id}'], textarea[data-testid='{id}'], [data-testid='{id}'] input, [data-testid='{id}'] textarea").First;
 
     /// <summary>Polls <paramref name="read"/> until <paramref name="holds"/> (the circuit updates the page a moment later), at most 10 seconds or <paramref name="milliseconds"/>.</summary>
     private static async Task EventuallyAsync<T>(Func<Task<T>> read, Func<T, bool> holds, float? milliseconds = null)

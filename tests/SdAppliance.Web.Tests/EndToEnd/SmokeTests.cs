@@ -26,5 +26,14 @@ public sealed class SmokeTests
         // dashboard.png is DashboardPageTests' (a dashboard with jobs); this one is the fresh install's.
         await session.ScreenshotAsync("first-visit");
         await session.AssertNoErrorsAsync();
+
+        // On a wide monitor the drawer stays open beside the page, which spreads to the width.
+        await using var wide = await browser.NewPageAsync(appliance.Address, width: 2560, height: 1440);
+        await wide.SignInAsync("boss", "Secret-pass-123");
+        await wide.Page.Locator(".mud-drawer--open").WaitForAsync();
+        var content = await wide.Page.Locator(".mud-main-content").BoundingBoxAsync();
+        Assert.True(content is { Width: > 2000 }, $"the page is {content?.Width} px wide on a 2560 px screen");
+        await wide.ScreenshotAsync("first-visit-wide");
+        await wide.AssertNoErrorsAsync();
     }
 }

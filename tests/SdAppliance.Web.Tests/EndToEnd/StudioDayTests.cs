@@ -128,7 +128,21 @@ public sealed partial class StudioDayTests : IDisposable
             using (var lora = SafetensorsFile.Open(file)) Assert.Contains(lora.Names, n => n.StartsWith("lora_unet_", StringComparison.Ordinal));
             await session.AssertNoErrorsAsync();
 
-            // GENERATE
+            // A picture drawn with the new LoRA on the Generate page: the picker puts its tag into the prompt.
+            await session.GoToAsync("/generate");
+            var prompt = BrowserPage.Field(page, "prompt");
+            await prompt.FillAsync("sks, a red square on a blue background");
+            await page.GetByTestId("networks").ClickAsync();
+            await page.GetByTestId("insert-lora-sks-shapes").ClickAsync();
+            await Assertions.Expect(prompt).ToHaveValueAsync(new Regex("<lora:sks-shapes:1>"));
+            await BrowserPage.Field(page, "steps").FillAsync("8");
+            await BrowserPage.Field(page, "steps").PressAsync("Tab");
+            await page.GetByTestId("generate").ClickAsync();
+            await page.GetByTestId("result-image").WaitForAsync(new() { Timeout = 180_000 });
+            await Assertions.Expect(page.GetByTestId("png-info-text")).ToContainTextAsync("<lora:sks-shapes:1>", new() { Timeout = 60_000 });
+            await Assertions.Expect(page.GetByTestId("png-info-text")).ToContainTextAsync("Lora hashes: \"sks-shapes: ");
+            await session.ScreenshotAsync("generate-with-lora");
+            await session.AssertNoErrorsAsync();
         }
     }
 
