@@ -7,7 +7,6 @@ using Microsoft.Extensions.DependencyInjection;
 using SdAppliance.Appliance.Accounts;
 using SdAppliance.Appliance.Persistence;
 using SdAppliance.Formats;
-using SdAppliance.Imaging;
 
 namespace SdAppliance.Web.Tests;
 
@@ -32,7 +31,7 @@ public sealed class RestartTests : IDisposable
     public async Task A_training_run_killed_after_a_checkpoint_resumes_by_itself_and_ends_with_the_weights_of_an_uninterrupted_run()
     {
         var token = await CreateAdminTokenAsync();
-        MakeDataset(Path.Combine(data, "datasets", "squares"));
+        TestDatasets.RedSquares(Path.Combine(data, "datasets", "squares"));
         // Many steps after the first checkpoint, so that the kill comes mid-run on any machine.
         var request = new { data = "datasets/squares", resolution = 64, network_dim = 4, network_alpha = 2, max_train_steps = 150, save_every_n_steps = 5 };
 
@@ -140,26 +139,5 @@ public sealed class RestartTests : IDisposable
         Assert.NotEmpty(expected.Tensors);
         foreach (var entry in expected.Tensors)
             Assert.True(expected.GetSpan(entry).SequenceEqual(actual.GetSpan(entry.Name)), $"tensor {entry.Name} differs from the uninterrupted run's");
-    }
-
-    /// <summary>Red squares on blue at a few positions, each with its caption.</summary>
-    private static void MakeDataset(string folder)
-    {
-        Directory.CreateDirectory(folder);
-        for (var i = 0; i < 3; i++)
-        {
-            var image = new RgbImage(64, 64, 3);
-            for (var y = 0; y < 64; y++)
-                for (var x = 0; x < 64; x++)
-                {
-                    var inside = x >= 8 + 8 * i && x < 40 + 8 * i && y >= 16 && y < 48;
-                    var p = image.Pixel(x, y);
-                    p[0] = inside ? (byte)255 : (byte)0;
-                    p[1] = 0;
-                    p[2] = inside ? (byte)0 : (byte)255;
-                }
-            ImageCodec.Save(image, Path.Combine(folder, $"img{i}.png"));
-            File.WriteAllText(Path.Combine(folder, $"img{i}.txt"), "a red square on a blue background");
-        }
     }
 }

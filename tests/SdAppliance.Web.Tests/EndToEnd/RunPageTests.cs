@@ -2,7 +2,6 @@ using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Playwright;
 using SdAppliance.Appliance.Jobs;
-using SdAppliance.Imaging;
 
 namespace SdAppliance.Web.Tests.EndToEnd;
 
@@ -16,7 +15,7 @@ public sealed class RunPageTests
         await appliance.CreateUserAsync(admin: true);
         var alice = await appliance.CreateUserAsync();
         var bob = await appliance.CreateUserAsync();
-        MakeDataset(Path.Combine(appliance.DataFolder, "datasets", "squares"));
+        TestDatasets.RedSquares(Path.Combine(appliance.DataFolder, "datasets", "squares"));
         var jobs = appliance.Services.GetRequiredService<JobService>();
         // Long enough to be watched mid-run on any machine; the test cancels it once it has seen what it needs.
         var request = JsonSerializer.SerializeToElement(new Dictionary<string, object>
@@ -102,24 +101,6 @@ public sealed class RunPageTests
             if (points >= atLeast) return points;
             Assert.True(DateTime.UtcNow < deadline, $"the loss chart has {points} points, waited for {atLeast}");
             await Task.Delay(200);
-        }
-    }
-
-    private static void MakeDataset(string folder)
-    {
-        Directory.CreateDirectory(folder);
-        for (var i = 0; i < 3; i++)
-        {
-            var image = new RgbImage(64, 64, 3);
-            for (var y = 0; y < 64; y++)
-                for (var x = 0; x < 64; x++)
-                {
-                    var inside = x >= 8 + 8 * i && x < 40 + 8 * i && y >= 16 && y < 48;
-                    var p = image.Pixel(x, y);
-                    (p[0], p[1], p[2]) = inside ? ((byte)255, (byte)0, (byte)0) : ((byte)0, (byte)0, (byte)255);
-                }
-            ImageCodec.Save(image, Path.Combine(folder, $"img{i}.png"));
-            File.WriteAllText(Path.Combine(folder, $"img{i}.txt"), "a red square on a blue background");
         }
     }
 }
