@@ -2,6 +2,8 @@ using System.Globalization;
 using System.Reflection;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using SdAppliance.Appliance.Catalog;
+using SdAppliance.Appliance.Generation;
 using SdAppliance.Training;
 
 namespace SdAppliance.Appliance.Jobs;
@@ -137,6 +139,22 @@ public static class TrainingSettings
     /// sample at step 0, so the run page shows what the base model draws before any training.
     /// </summary>
     private static readonly Dictionary<string, string> FormDefaults = new(StringComparer.Ordinal) { ["sample_at_start"] = "true" };
+
+    /// <summary>
+    /// The form's texts when the base model becomes <paramref name="next"/>: <c>resolution</c> is its native size (the
+    /// demo model's 64, SD 2.x's 768, SDXL's 1024) unless the user typed another than <paramref name="previous"/>'s
+    /// (null: the form is new, the preset's value gives way).
+    /// </summary>
+    public static Dictionary<string, string> ForModel(IReadOnlyDictionary<string, string> values, ModelEntry? previous, ModelEntry? next)
+    {
+        ArgumentNullException.ThrowIfNull(values);
+        var texts = new Dictionary<string, string>(values, StringComparer.Ordinal);
+        if (next is not null && (previous is null || texts.GetValueOrDefault("resolution") == NativeResolution(previous)))
+            texts["resolution"] = NativeResolution(next);
+        return texts;
+    }
+
+    private static string NativeResolution(ModelEntry model) => SizePresets.For(model)[0].Width.ToString(CultureInfo.InvariantCulture);
 
     /// <summary>
     /// The form's texts when the method or preset changes: the new method's and preset's defaults, except where the user

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
+using SdAppliance.Appliance.Catalog;
 using SdAppliance.Appliance.Jobs;
 using SdAppliance.Formats;
 using SdAppliance.Imaging;
@@ -76,6 +77,24 @@ public sealed class TrainingSetupTests : IDisposable
         Assert.Equal(32, fields["network_dim"].GetInt32());
         Assert.Equal(["a cat", "an ink dog"], fields["sample_prompts"].EnumerateArray().Select(e => e.GetString()));
         Assert.Equal("lora", fields["preset"].GetString());
+    }
+
+    [Fact]
+    public void The_resolution_follows_the_base_model_until_the_user_types_one()
+    {
+        static ModelEntry Model(string family, bool demo = false) =>
+            new(ModelKind.Checkpoint, "m", "m.safetensors", "m.safetensors", "/m.safetensors", 1, DateTime.UtcNow, family, null, null, null,
+                new Dictionary<string, string>(), null, null, null, false, demo);
+        var demo = Model("SD 1.x", demo: true);
+        var sdxl = Model("SDXL");
+
+        var values = TrainingSettings.ForModel(TrainingSettings.Defaults("lora", "lora"), previous: null, demo);
+        Assert.Equal("64", values["resolution"]);
+        Assert.Equal("1024", TrainingSettings.ForModel(values, demo, sdxl)["resolution"]);
+        values["resolution"] = "96";
+        Assert.Equal("96", TrainingSettings.ForModel(values, demo, sdxl)["resolution"]);
+        Assert.Equal("64", TrainingSettings.Request(new TrainingForm("lora", "lora", null, "datasets/ink",
+            TrainingSettings.ForModel(TrainingSettings.Defaults("lora", "lora"), null, demo))).GetProperty("resolution").GetRawText());
     }
 
     [Fact]

@@ -153,7 +153,7 @@ public sealed class ClassImagesTests : IDisposable
     public async Task Generating_queues_a_class_images_job_for_the_datasets_class_folder()
     {
         await storage.Datasets.CreateAsync(Alice, "cats", isPrivate: false, CancellationToken.None);
-        var classImages = new ClassImages(storage.Datasets, storage.Jobs);
+        var classImages = new ClassImages(storage.Datasets, storage.Jobs, storage.Catalog, storage.Data);
 
         var job = await classImages.GenerateAsync(Alice, new ClassImagesRequest("cats", "class", " a photo of a cat ", 4), CancellationToken.None);
 
@@ -162,6 +162,9 @@ public sealed class ClassImagesTests : IDisposable
         Assert.Equal("datasets/cats/class", job.Request.GetProperty("class_data").GetString());
         Assert.Equal("a photo of a cat", job.Request.GetProperty("class_prompt").GetString());
         Assert.Equal(4, job.Request.GetProperty("num_class_images").GetInt32());
+        Assert.Equal(64, job.Request.GetProperty("resolution").GetInt32());  // no size given: the demo model's own
+        var sized = await classImages.GenerateAsync(Alice, new ClassImagesRequest("cats", "class", "a cat", 4, Resolution: 96), CancellationToken.None);
+        Assert.Equal(96, sized.Request.GetProperty("resolution").GetInt32());
 
         Assert.Equal("class_prompt", (await Assert.ThrowsAnyAsync<UserInputException>(() => classImages.GenerateAsync(Alice, new ClassImagesRequest("cats", "class", " ", 4), CancellationToken.None))).Subject);
         Assert.Equal("num_class_images", (await Assert.ThrowsAnyAsync<UserInputException>(() => classImages.GenerateAsync(Alice, new ClassImagesRequest("cats", "class", "a cat", 0), CancellationToken.None))).Subject);
