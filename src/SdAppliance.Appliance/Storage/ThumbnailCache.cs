@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
 using SdAppliance.Appliance.Jobs;
+using SdAppliance.Diffusion.Images;
 using SdAppliance.Formats;
 using SdAppliance.Imaging;
 
@@ -23,8 +24,7 @@ public sealed class ThumbnailCache(DatasetService datasets, DataFolder data)
     /// <summary>The thumbnail of a dataset image, at most <paramref name="size"/> pixels on its longest side (never enlarged); null when there is no such image the caller may see.</summary>
     public async Task<FileDownload?> GetAsync(Caller caller, string dataset, string image, int size, CancellationToken cancellationToken)
     {
-        if (!Sizes.Contains(size))
-            throw new UserInputException("size", $"{size} is not a thumbnail size", $"use one of {string.Join(", ", Sizes)}");
+        CheckSize(size);
         if (await datasets.OpenImageAsync(caller, dataset, image, cancellationToken) is not { } original) return null;
         return await OfAsync(original, size, cancellationToken);
     }
@@ -36,8 +36,7 @@ public sealed class ThumbnailCache(DatasetService datasets, DataFolder data)
     public async Task<FileDownload> OfAsync(FileDownload original, int size, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(original);
-        if (!Sizes.Contains(size))
-            throw new UserInputException("size", $"{size} is not a thumbnail size", $"use one of {string.Join(", ", Sizes)}");
+        CheckSize(size);
         var info = new FileInfo(original.FullPath);
         var path = PathOf(info, size);
         if (!File.Exists(path))
@@ -47,6 +46,12 @@ public sealed class ThumbnailCache(DatasetService datasets, DataFolder data)
             AtomicFile.WriteAllBytes(path, bytes);
         }
         return new FileDownload(path, Path.GetFileNameWithoutExtension(original.FileName) + ".jpg", "image/jpeg", new FileInfo(path).Length);
+    }
+
+    private static void CheckSize(int size)
+    {
+        if (!Sizes.Contains(size))
+            throw new UserInputException("size", $"{size} is not a thumbnail size", $"use one of {string.Join(", ", Sizes)}");
     }
 
     /// <summary>Where the thumbnail of <paramref name="image"/> at <paramref name="size"/> is kept.</summary>
@@ -64,37 +69,6 @@ public sealed class ThumbnailCache(DatasetService datasets, DataFolder data)
         var scale = Math.Min(1.0, (double)size / Math.Max(image.Width, image.Height));
         var width = Math.Max(1, (int)Math.Round(image.Width * scale));
         var height = Math.Max(1, (int)Math.Round(image.Height * scale));
-        return ImageCodec.Encode(Shrink(image, width, height), new ImageEncodeOptions { Format = ImageFormat.Jpeg, Quality = 85, WriteText = false });
-    }
-
-    /// <summary>Area-average downscale: each output pixel is the mean of the source pixels it covers (sharp enough for a thumbnail, no aliasing).</summary>
-    private static RgbImage Shrink(RgbImage source, int width, int height)
-    {
-        if (width == source.Width && height == source.Height) return source;
-        var channels = source.Channels;
-        var result = new RgbImage(width, height, channels);
-        var sums = new double[channels];
-        for (var y = 0; y < height; y++)
-        {
-            var y0 = y * source.Height / height;
-            var y1 = Math.Max(y0 + 1, (y + 1) * source.Height / height);
-            for (var x = 0; x < width; x++)
-            {
-                var x0 = x * source.Width / width;
-                var x1 = Math.Max(x0 + 1, (x + 1) * source.Width / width);
-                Array.Clear(sums);
-                for (var sy = y0; sy < y1; sy++)
-                {
-                    var row = sy * source.Width * channels;
-                    for (var sx = x0; sx < x1; sx++)
-                        for (var c = 0; c < channels; c++)
-                            sums[c] += source.Pixels[row + (sx * channels) + c];
-                }
-                var count = (y1 - y0) * (x1 - x0);
-                var at = ((y * width) + x) * channels;
-                for (var c = 0; c < channels; c++) result.Pixels[at + c] = (byte)Math.Round(sums[c] / count);
-            }
-        }
-        return result;
+        return ImageCodec.Encode(ImageTensors.Resize(image, width, height), new ImageEncodeOptions { Format = ImageFormat.Jpeg, Quality = 85, WriteText = false });
     }
 }
