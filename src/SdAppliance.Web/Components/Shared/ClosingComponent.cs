@@ -1,6 +1,6 @@
 using Microsoft.AspNetCore.Components;
 
-namespace SdAppliance.Web.Components.Pages.Datasets;
+namespace SdAppliance.Web.Components.Shared;
 
 /// <summary>A component whose service calls stop when it goes away (the page is left or the circuit closes): pass <see cref="Closing"/>.</summary>
 public abstract class ClosingComponent : ComponentBase, IDisposable
