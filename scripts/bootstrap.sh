@@ -17,6 +17,8 @@ installed libopenblas0-openmp || missing+=(libopenblas0-openmp)
 for pkg in libturbojpeg0-dev libpng-dev libwebp-dev; do installed "$pkg" || missing+=("$pkg"); done
 # The browser the UI's end-to-end tests drive through Playwright (they never download one).
 installed chromium || missing+=(chromium)
+# The ONNX checker (full check and shape inference) that the ONNX export tests run on every exported file.
+installed python3-onnx || missing+=(python3-onnx)
 if ! installed libtorch-dev; then
   if [[ -n "${SDAPP_LIBTORCH:-}" ]]; then
     echo "bootstrap: using libtorch from SDAPP_LIBTORCH=$SDAPP_LIBTORCH"

@@ -85,10 +85,10 @@ public sealed class PipelineTests : IClassFixture<PipelineTests.TinyModel>
         using (var scope = torch.NewDisposeScope())
         using (var g = new Generator(3))
         {
-            var vae = pipeline.Model.Vae;
-            using var posterior = vae.Encode(Images.ImageTensors.ToTensor(init));
+            var model = pipeline.Model;
+            using var posterior = model.EncodeImages(Images.ImageTensors.ToTensor(init));
             var latents = posterior.Sample(torch.Randn(posterior.Mean.Shape, g));
-            reconstruction = Images.ImageTensors.ToImages(vae.Decode(latents))[0];
+            reconstruction = Images.ImageTensors.ToImages(model.DecodeLatents(latents))[0];
         }
         static double MeanDiff(RgbImage a, RgbImage b) => a.Pixels.Zip(b.Pixels, (x, y) => Math.Abs(x - y)).Average();
         var lowDiff = MeanDiff(low.Image, reconstruction);

@@ -26,7 +26,7 @@ internal sealed class Infotext
 {
     private readonly A1111Parameters parameters;
 
-    public Infotext(GenerationRequest request, StableDiffusionModel model, string? modelHash, int width, int height,
+    public Infotext(GenerationRequest request, IDiffusionModel model, string? modelHash, int width, int height,
         IReadOnlyList<LoraApplication> loras, LoadedEmbeddings embeddings, IReadOnlyList<AdapterWarning> warnings)
     {
         var prompt = request.Prompt + string.Concat(request.Loras.Select(l => $" <lora:{Path.GetFileNameWithoutExtension(l.Path)}:{Number(l.Weight)}>"));
@@ -60,7 +60,7 @@ internal sealed class Infotext
     /// A1111's name of the sampler: the registry's display name, and for a diffusers class name the sampler that
     /// class is with the model's scheduler config (Karras sigmas or not; PLMS when it skips PNDM's Runge-Kutta steps).
     /// </summary>
-    internal static string SamplerName(string sampler, StableDiffusionModel model)
+    internal static string SamplerName(string sampler, IDiffusionModel model)
     {
         if (SchedulerRegistry.TryFind(sampler, out var info)) return info.DisplayName;
         var config = SchedulerConfig.FromJson(model.SchedulerConfig.ToJsonString());

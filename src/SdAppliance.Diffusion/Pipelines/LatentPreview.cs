@@ -35,7 +35,7 @@ public static class LatentPreview
     ];
 
     /// <summary>The preview of the first latent of <paramref name="latents"/> ([B, C, h, w], as the sampler holds them).</summary>
-    public static RgbImage Render(StableDiffusionModel model, Tensor latents)
+    public static RgbImage Render(IDiffusionModel model, Tensor latents)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(latents);
@@ -43,7 +43,7 @@ public static class LatentPreview
         using var inference = Autograd.InferenceMode();
         var first = latents.Narrow(0, 0, 1);
         if (first.Size(2) * first.Size(3) <= VaeDecodeMaxLatentPixels || first.Size(1) != 4)
-            return ImageTensors.ToImages(model.Vae.Decode(first.Div(model.Vae.Config.ScalingFactor)))[0];
+            return ImageTensors.ToImages(model.DecodeLatents(first.Div(model.VaeScalingFactor)))[0];
         return Approximate(first, model.IsSdxl);
     }
 

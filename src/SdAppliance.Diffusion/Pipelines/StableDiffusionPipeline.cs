@@ -32,16 +32,17 @@ public sealed record AdapterFolders(IReadOnlyList<string> LoraFolders, IReadOnly
 /// </summary>
 public sealed class StableDiffusionPipeline
 {
-    private readonly StableDiffusionModel model;
+    private readonly IDiffusionModel model;
     private readonly AdapterFolders folders;
 
-    public StableDiffusionPipeline(StableDiffusionModel model, AdapterFolders? folders = null)
+    /// <summary>A pipeline over <paramref name="model"/>: libtorch's modules, or an ONNX export (which takes no LoRA or hypernetwork at run time).</summary>
+    public StableDiffusionPipeline(IDiffusionModel model, AdapterFolders? folders = null)
     {
         this.model = model;
         this.folders = folders ?? AdapterFolders.None;
     }
 
-    public StableDiffusionModel Model => model;
+    public IDiffusionModel Model => model;
 
     /// <summary>The model hash A1111 shows (first 10 hex digits of the file's SHA-256); null leaves it out.</summary>
     public string? ModelHash { get; init; }
@@ -66,11 +67,13 @@ public sealed class StableDiffusionPipeline
         var hypernetworks = new List<Hypernetwork>();
         try
         {
+            var torchModel = model as StableDiffusionModel;
+            if (torchModel is null) RefuseRuntimeAdapters(prompt.Tags, request);
             foreach (var tag in prompt.Tags.Where(a => a.IsLora))
                 loras.Add(new LoraApplication(LoraFile.Load(FindLora(tag.Name)), tag.Multiplier, tag.UnetMultiplier));
             foreach (var (path, weight) in request.Loras)
                 loras.Add(new LoraApplication(LoraFile.Load(path), weight, weight));
-            using var patch = loras.Count == 0 ? null : LoraPatch.Apply(loras, LoraModelNames.Targets(model), loraAlternateNames ??= LoraModelNames.AlternateNames(model.Unet));
+            using var patch = loras.Count == 0 ? null : LoraPatch.Apply(loras, LoraModelNames.Targets(torchModel!), loraAlternateNames ??= LoraModelNames.AlternateNames(torchModel!.Unet));
             if (patch is not null) warnings.AddRange(UnmatchedLoras(loras, patch));
             foreach (var tag in prompt.Tags.Where(t => t.Kind == ExtraNetworkTag.Hypernetwork))
                 AttachHypernetwork(tag, hypernetworks, warnings);
@@ -97,6 +100,20 @@ public sealed class StableDiffusionPipeline
         }
     }
 
+    /// <summary>
+    /// An exported model's weights are fixed in its graph: a LoRA or hypernetwork asked for at run time cannot be applied,
+    /// and leaving it out silently would draw something else than asked. Merging at export is the way.
+    /// </summary>
+    private void RefuseRuntimeAdapters(IReadOnlyList<ExtraNetworkTag> tags, GenerationRequest request)
+    {
+        var asked = tags.Where(t => t.IsLora || t.Kind == ExtraNetworkTag.Hypernetwork).Select(t => $"<{t.Kind}:{t.Name}>")
+            .Concat(request.Loras.Select(l => Path.GetFileName(l.Path))).ToList();
+        if (asked.Count == 0) return;
+        throw new GenerationRequestException(GenerationRequest.FieldName(nameof(GenerationRequest.Prompt)),
+            $"asks for {string.Join(", ", asked)}, but this model runs on {model.Backend}, whose networks are fixed at export",
+            "merge LoRAs when exporting (convert to ONNX with loras at their weights), or generate with the libtorch backend");
+    }
+
     /// <summary>A warning per LoRA with modules that match no layer: left out entirely when none matches.</summary>
     private static IEnumerable<AdapterWarning> UnmatchedLoras(List<LoraApplication> loras, LoraPatch patch)
     {
@@ -114,7 +131,7 @@ public sealed class StableDiffusionPipeline
     /// <summary>A1111's <c>&lt;hypernet:NAME:w&gt;</c>: the network on the attentions whose context width it has layers for, at strength w.</summary>
     private void AttachHypernetwork(ExtraNetworkTag tag, List<Hypernetwork> attached, List<AdapterWarning> warnings)
     {
-        var network = Hypernetwork.LoadPt(FindAdapter(folders.HypernetworkFolders ?? [], tag.Kind, tag.Name, ".pt"), model.Unet);
+        var network = Hypernetwork.LoadPt(FindAdapter(folders.HypernetworkFolders ?? [], tag.Kind, tag.Name, ".pt"), ((StableDiffusionModel)model).Unet);
         attached.Add(network);
         network.Multiplier = tag.Multiplier;
         if (network.AttachedLayerCount == 0)
@@ -167,8 +184,16 @@ public sealed class StableDiffusionPipeline
     private LoadedEmbeddings LoadEmbeddings(string prompt, List<AdapterWarning> warnings)
     {
         var loaded = new LoadedEmbeddings(new EmbeddingLibrary(model.Tokenizer));
-        foreach (var extra in ExtraEmbeddings) loaded.Library.Add(extra, owns: false);
         var promptTokens = model.Tokenizer.Encode(prompt);
+        if (model is not StableDiffusionModel torchModel)
+        {
+            // An export's tokenizer and embedding table carry the embeddings baked in at export; the folders' others cannot be placed.
+            foreach (var name in folders.EmbeddingFolders.Where(Directory.Exists).SelectMany(Directory.EnumerateFiles).Where(IsEmbeddingFile).Select(Path.GetFileNameWithoutExtension))
+                if (Uses(promptTokens, name!) && !model.Tokenizer.HasAddedToken(name!))
+                    warnings.Add(new AdapterWarning("embedding", name!, $"this model runs on {model.Backend}, which applies only the embeddings baked in at export; the prompt reads its name as words"));
+            return loaded;
+        }
+        foreach (var extra in ExtraEmbeddings) loaded.Library.Add(extra, owns: false);
         foreach (var folder in folders.EmbeddingFolders)
             foreach (var file in Directory.Exists(folder) ? Directory.EnumerateFiles(folder).Where(IsEmbeddingFile).Order(StringComparer.Ordinal) : Enumerable.Empty<string>())
             {
@@ -184,11 +209,11 @@ public sealed class StableDiffusionPipeline
                     continue;
                 }
                 var width = embedding.Vectors.Size(1);
-                if (width != model.TextEncoder.Config.HiddenSize || (model.IsSdxl && embedding.Vectors2 is null))
+                if (width != torchModel.TextEncoder.Config.HiddenSize || (model.IsSdxl && embedding.Vectors2 is null))
                 {
                     embedding.Dispose();
                     if (Uses(promptTokens, name))
-                        warnings.Add(new AdapterWarning("embedding", name, $"it was made for another model family (vectors {width} wide; this model's text encoder is {model.TextEncoder.Config.HiddenSize}); the prompt reads its name as words"));
+                        warnings.Add(new AdapterWarning("embedding", name, $"it was made for another model family (vectors {width} wide; this model's text encoder is {torchModel.TextEncoder.Config.HiddenSize}); the prompt reads its name as words"));
                     continue;
                 }
                 loaded.Library.Add(embedding);
@@ -225,7 +250,7 @@ public sealed class StableDiffusionPipeline
         scheduler.SetTimesteps(request.Steps, model.Device);
         var timesteps = scheduler.TimestepValues;
         var noise = NoiseSource.FromGenerators(generators);
-        var latentShape = new long[] { batch, model.Unet.Config.InChannels, height / model.VaeScaleFactor, width / model.VaeScaleFactor };
+        var latentShape = new long[] { batch, model.LatentChannels, height / model.VaeScaleFactor, width / model.VaeScaleFactor };
 
         Tensor latents;
         var start = 0;
@@ -253,7 +278,7 @@ public sealed class StableDiffusionPipeline
             var t = timesteps[i];
             var input = guided ? torch.Cat([latents, latents]) : latents;
             var scaled = scheduler.ScaleModelInput(input, t);
-            var prediction = model.Unet.Forward(scaled, t, embeds, added);
+            var prediction = model.PredictNoise(scaled, t, embeds, added);
             if (guided)
             {
                 var halves = prediction.Chunk(2);
@@ -266,7 +291,7 @@ public sealed class StableDiffusionPipeline
             progress?.Report(new GenerationProgress(i - start + 1, timesteps.Count - start) { Preview = () => LatentPreview.Render(model, latents) });
         }
 
-        var decoded = model.Vae.Decode(latents.Div(model.Vae.Config.ScalingFactor));
+        var decoded = model.DecodeLatents(latents.Div(model.VaeScalingFactor));
         latents.Dispose();
         return [.. ImageTensors.ToImages(decoded)];
     }
@@ -277,9 +302,9 @@ public sealed class StableDiffusionPipeline
     {
         var resized = init.Width == width && init.Height == height ? init : ImageTensors.Resize(init, width, height);
         var pixels = ImageTensors.ToTensor(resized, model.Device).To(model.DType);
-        using var posterior = model.Vae.Encode(Repeat(pixels, batch));
+        using var posterior = model.EncodeImages(Repeat(pixels, batch));
         var draw = noise.Randn(posterior.Mean.Shape, model.DType, model.Device);
-        return posterior.Sample(draw).Mul(model.Vae.Config.ScalingFactor);
+        return posterior.Sample(draw).Mul(model.VaeScalingFactor);
     }
 
     /// <summary>Encodes prompt and negative prompt to the same number of chunks (the shorter padded with empty chunks, as A1111).</summary>

@@ -10,7 +10,7 @@ namespace SdAppliance.Diffusion.Prompts;
 /// together get the same number of chunks (the shorter padded with empty chunks), so their
 /// conditionings stack into one batch.
 /// </summary>
-public sealed class PromptConditioner(StableDiffusionModel model, EmbeddingLibrary embeddings)
+public sealed class PromptConditioner(IDiffusionModel model, EmbeddingLibrary embeddings)
 {
     public EmbeddingLibrary Embeddings => embeddings;
 
@@ -45,11 +45,11 @@ public sealed class PromptConditioner(StableDiffusionModel model, EmbeddingLibra
     private TextConditioning Encode(PromptChunker chunker, ChunkedPrompt chunked, int chunkCount, int clipSkip, string text)
     {
         var input = ToEncoderInput(chunker, chunked, chunkCount);
-        if (model.PromptEncoder is SdxlPromptEncoder sdxl)
+        if (model.Tokenizer2 is { } tokenizer2)
         {
             // tokenizer_2 pads with id 0: the same chunks, other padding.
-            var chunker2 = new PromptChunker(model.Tokenizer2!, embeddings);
-            return sdxl.Encode(input, ToEncoderInput(chunker2, chunker2.Chunk(text), chunkCount), clipSkip);
+            var chunker2 = new PromptChunker(tokenizer2, embeddings);
+            return model.PromptEncoder.Encode(input, ToEncoderInput(chunker2, chunker2.Chunk(text), chunkCount), clipSkip);
         }
         return model.PromptEncoder.Encode(input, clipSkip);
     }

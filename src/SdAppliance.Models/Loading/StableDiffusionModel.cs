@@ -12,7 +12,7 @@ namespace SdAppliance.Models.Loading;
 /// A loaded Stable Diffusion model: tokenizer(s), text encoder(s), UNet, VAE and the scheduler
 /// settings it was trained with, on one device in one dtype. Disposing frees every weight.
 /// </summary>
-public sealed class StableDiffusionModel : IDisposable
+public sealed class StableDiffusionModel : IDiffusionModel
 {
     internal StableDiffusionModel(string sourcePath, ModelFamily family, ClipTokenizer tokenizer, ClipTextModel textEncoder,
         ClipTokenizer? tokenizer2, ClipTextModel? textEncoder2, UNet2DConditionModel unet, AutoencoderKL vae, JsonObject schedulerConfig,
@@ -54,6 +54,17 @@ public sealed class StableDiffusionModel : IDisposable
     public JsonObject SchedulerConfig { get; }
 
     public string PredictionType => SchedulerConfig["prediction_type"]?.GetValue<string>() ?? "epsilon";
+
+    public string Backend => "libtorch";
+    public long LatentChannels => Unet.Config.InChannels;
+    public double VaeScalingFactor => Vae.Config.ScalingFactor;
+
+    public Tensor PredictNoise(Tensor sample, double timestep, Tensor encoderHiddenStates, UNetAddedConditions? addedConditions) =>
+        Unet.Forward(sample, timestep, encoderHiddenStates, addedConditions);
+
+    public Tensor DecodeLatents(Tensor latents) => Vae.Decode(latents);
+
+    public DiagonalGaussianDistribution EncodeImages(Tensor pixels) => Vae.Encode(pixels);
 
     /// <summary>VAE downscaling: 2^(levels-1), 8 for every Stable Diffusion.</summary>
     public int VaeScaleFactor => 1 << (Vae.Config.BlockOutChannels.Count - 1);

@@ -96,6 +96,12 @@ public abstract class PromptEncoder
     /// </summary>
     public abstract TextConditioning Encode(PromptChunks prompt, int clipSkip = 1);
 
+    /// <summary>
+    /// Encodes a prompt tokenized twice, once per tokenizer (SDXL's two pad differently); an encoder
+    /// with one text model uses the first.
+    /// </summary>
+    public virtual TextConditioning Encode(PromptChunks prompt, PromptChunks prompt2, int clipSkip = 1) => Encode(prompt, clipSkip);
+
     /// <summary>The largest clip skip this encoder accepts.</summary>
     public abstract int MaxClipSkip { get; }
 
@@ -210,7 +216,7 @@ public sealed class SdxlPromptEncoder : PromptEncoder
     /// Each encoder with its own tokenization (SDXL's tokenizer pads with <c>&lt;|endoftext|&gt;</c>,
     /// tokenizer_2 with id 0); both must have the same chunks.
     /// </summary>
-    public TextConditioning Encode(PromptChunks prompt, PromptChunks prompt2, int clipSkip = 1)
+    public override TextConditioning Encode(PromptChunks prompt, PromptChunks prompt2, int clipSkip = 1)
     {
         ArgumentNullException.ThrowIfNull(prompt);
         ArgumentNullException.ThrowIfNull(prompt2);

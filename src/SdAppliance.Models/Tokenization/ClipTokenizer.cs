@@ -55,6 +55,12 @@ public sealed class ClipTokenizer
         ModelMaxLength = options.ModelMaxLength;
     }
 
+    // Tokens added after training (textual-inversion names baked into an export), matched whole before BPE as transformers does.
+    private readonly Dictionary<string, int> _addedTokens = new(StringComparer.Ordinal);
+
+    /// <summary>Whether <paramref name="token"/> is an added token (one id for the whole word, not BPE pieces).</summary>
+    public bool HasAddedToken(string token) => _addedTokens.ContainsKey(token);
+
     private int RequireId(string token, string role) =>
         _encoder.TryGetValue(token, out var id) ? id
             : throw new UserInputException(null, $"the {role} token '{token}' is not in the tokenizer's vocabulary");

@@ -1,0 +1,23 @@
+namespace SdAppliance.Onnx.Runtime;
+
+/// <summary>Where ONNX Runtime runs a model.</summary>
+public enum OnnxProvider
+{
+    Cpu,
+    Cuda,
+}
+
+/// <summary>ONNX Runtime's session settings, from our options.</summary>
+public sealed record OnnxRuntimeOptions
+{
+    public OnnxProvider Provider { get; init; } = OnnxProvider.Cpu;
+
+    /// <summary>The CUDA device index.</summary>
+    public int DeviceId { get; init; }
+
+    /// <summary>Threads inside one operator; 0 lets ONNX Runtime choose (the physical cores).</summary>
+    public int IntraOpThreads { get; init; }
+
+    /// <summary>ONNX Runtime's graph optimisation level: disabled, basic, extended or all.</summary>
+    public string GraphOptimizationLevel { get; init; } = "all";
+}
