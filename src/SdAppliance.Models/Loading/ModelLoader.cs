@@ -89,8 +89,8 @@ public static class ModelLoader
             options.PredictionType ?? CompanionYamlPrediction(path) ?? (detected == ModelFamily.V2 ? null : "epsilon"));
     }
 
-    // A folder's text encoder tells SD 2.x (OpenCLIP, gelu) from SD 1.x (CLIP, quick_gelu).
-    private static ModelFamily FolderFamily(bool isSdxl, ClipTextConfig textEncoder) =>
+    /// <summary>A folder's family: SDXL when it has a second text encoder, else its text encoder tells SD 2.x (OpenCLIP, gelu) from SD 1.x (CLIP, quick_gelu).</summary>
+    public static ModelFamily FolderFamily(bool isSdxl, ClipTextConfig textEncoder) =>
         isSdxl ? ModelFamily.XlBase : textEncoder.HiddenAct == "gelu" ? ModelFamily.V2 : ModelFamily.V1;
 
     /// <summary>The folder under models/configs that describes a family.</summary>
@@ -231,12 +231,7 @@ public static class ModelLoader
             te.Eval();
             te2?.Eval();
 
-            var roots = SearchRoots(options);
-            // SD 1.x pads with <|endoftext|>; OpenCLIP (SD 2.x, SDXL's second encoder) pads with "!" (id 0).
-            var openClipPad = new ClipTokenizerOptions(PadToken: "!");
-            var tokenizer = ClipTokenizer.FromFolder(FindTokenizer(modelPath, options, roots, "tokenizer"),
-                family == ModelFamily.V2 ? openClipPad : null);
-            var tokenizer2 = isSdxl ? ClipTokenizer.FromFolder(FindTokenizer(modelPath, options, roots, "tokenizer_2"), openClipPad) : null;
+            var (tokenizer, tokenizer2) = LoadTokenizers(modelPath, family, options);
 
             var scheduler = SchedulerConfig(configs, sourcePath, options, unet, family);
             return new StableDiffusionModel(sourcePath, family, tokenizer, te, tokenizer2, te2, unet, vae, scheduler, device, options.DType);
@@ -249,6 +244,21 @@ public static class ModelLoader
             te2?.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// The tokenizer (and SDXL's second) of a model of <paramref name="family"/> at <paramref name="modelPath"/>, found as
+    /// <see cref="FindTokenizer"/> says, padded as the family pads; an ONNX export's folder reads them the same way.
+    /// </summary>
+    public static (ClipTokenizer Tokenizer, ClipTokenizer? Tokenizer2) LoadTokenizers(string modelPath, ModelFamily family, ModelLoadOptions options)
+    {
+        var roots = SearchRoots(options);
+        // SD 1.x pads with <|endoftext|>; OpenCLIP (SD 2.x, SDXL's second encoder) pads with "!" (id 0).
+        var openClipPad = new ClipTokenizerOptions(PadToken: "!");
+        var tokenizer = ClipTokenizer.FromFolder(FindTokenizer(modelPath, options, roots, "tokenizer"),
+            family == ModelFamily.V2 ? openClipPad : null);
+        var tokenizer2 = family == ModelFamily.XlBase ? ClipTokenizer.FromFolder(FindTokenizer(modelPath, options, roots, "tokenizer_2"), openClipPad) : null;
+        return (tokenizer, tokenizer2);
     }
 
     /// <summary>
@@ -312,13 +322,23 @@ public static class ModelLoader
 
     private static JsonObject SchedulerConfig(string configs, string sourcePath, ModelLoadOptions options, UNet2DConditionModel unet, ModelFamily family)
     {
-        var file = Path.Combine(configs, "scheduler", "scheduler_config.json");
-        var config = File.Exists(file) ? ReadSchedulerConfig(file) : DefaultScheduler();
         var prediction = options.PredictionType
             ?? CompanionYamlPrediction(sourcePath)
             ?? (family == ModelFamily.V2 && options.ConfigDirectory is null && File.Exists(sourcePath) ? VParameterization.Detect(unet) : null);
-        // A given prediction type passed Check; a detected one is one of the valid ones.
-        if (prediction is not null) config["prediction_type"] = prediction;
+        return FolderSchedulerConfig(configs, prediction);
+    }
+
+    /// <summary>
+    /// <paramref name="folder"/>'s <c>scheduler/scheduler_config.json</c> (PNDM's SD defaults when it has none) with
+    /// <paramref name="predictionType"/>, when given, in place of its own.
+    /// </summary>
+    public static JsonObject FolderSchedulerConfig(string folder, string? predictionType)
+    {
+        if (predictionType is not null && !PredictionTypes.Contains(predictionType))
+            throw new UserInputException("prediction_type", $"'{predictionType}' is not one of {string.Join(", ", PredictionTypes)}");
+        var file = Path.Combine(folder, "scheduler", "scheduler_config.json");
+        var config = File.Exists(file) ? ReadSchedulerConfig(file) : DefaultScheduler();
+        if (predictionType is not null) config["prediction_type"] = predictionType;
         return config;
     }
 

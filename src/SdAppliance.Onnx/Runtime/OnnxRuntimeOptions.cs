@@ -20,4 +20,10 @@ public sealed record OnnxRuntimeOptions
 
     /// <summary>ONNX Runtime's graph optimisation level: disabled, basic, extended or all.</summary>
     public string GraphOptimizationLevel { get; init; } = "all";
+
+    /// <summary><c>epsilon</c> or <c>v_prediction</c>, overriding the export's scheduler config.</summary>
+    public string? PredictionType { get; init; }
+
+    /// <summary>Folders holding <c>models/tokenizers/</c>, for an export without its <c>tokenizer/</c> (as ModelLoadOptions').</summary>
+    public IReadOnlyList<string>? SearchRoots { get; init; }
 }
