@@ -1,0 +1,91 @@
+using SdAppliance.Formats;
+
+namespace SdAppliance.Onnx.Runtime;
+
+/// <summary>The engine that runs a model's networks.</summary>
+public enum InferenceBackend
+{
+    /// <summary>Our modules on libtorch: every model, LoRAs, hypernetworks and embeddings at run time, training.</summary>
+    Libtorch,
+
+    /// <summary>An ONNX export on ONNX Runtime: its networks fixed at export.</summary>
+    OnnxRuntime,
+}
+
+/// <summary>Which engine runs a generation, and why (front ends print the reason).</summary>
+public sealed record BackendDecision(InferenceBackend Backend, string Reason)
+{
+    /// <summary>The name users give and see: <c>libtorch</c> or <c>onnx</c>.</summary>
+    public string Name => BackendChoice.NameOf(Backend);
+}
+
+/// <summary>
+/// The rule that picks the engine for a generation: <c>libtorch</c> and <c>onnx</c> are taken as asked (refused where the
+/// model cannot run on it); <c>auto</c> runs ONNX Runtime for a model that has an export and asks for no LoRA at run time,
+/// where ONNX Runtime is the faster engine here, and libtorch otherwise.
+/// </summary>
+public static class BackendChoice
+{
+    /// <summary>What users may ask for.</summary>
+    public static readonly IReadOnlyList<string> Names = ["auto", "libtorch", "onnx"];
+
+    /// <summary>
+    /// Whether ONNX Runtime is the faster engine on this machine, as measured by <c>tools/bench-onnx</c> (a whole SD 1.5-shaped
+    /// UNet step at ≤ 0.6× libtorch's time on CPU is the bar). Until that bench has measured our exported UNet past the bar,
+    /// <c>auto</c> keeps libtorch for models that have both, so choosing ONNX stays a decision made by measurement.
+    /// </summary>
+    public const bool OnnxFasterByMeasurement = false;
+
+    public static string NameOf(InferenceBackend backend) => backend == InferenceBackend.OnnxRuntime ? "onnx" : "libtorch";
+
+    /// <summary>
+    /// The engine for a model at <paramref name="modelPath"/> (an ONNX export is a folder with model_index.json and
+    /// unet/model.onnx; a folder may hold both an export and diffusers weights) and a request that asks for
+    /// <paramref name="runtimeAdapters"/> (LoRAs, hypernetworks) at run time. <paramref name="onnxIsFaster"/> says whether
+    /// ONNX Runtime is the faster engine here.
+    /// </summary>
+    /// <exception cref="UserInputException">naming <c>backend</c> for an unknown name, or an engine the model cannot run on.</exception>
+    public static BackendDecision Choose(string asked, string modelPath, bool runtimeAdapters, bool onnxIsFaster = OnnxFasterByMeasurement) =>
+        Choose(asked, HasOnnxExport(modelPath), HasLibtorchWeights(modelPath), runtimeAdapters, onnxIsFaster, modelPath);
+
+    /// <summary>The rule itself, over what is known of the model.</summary>
+    public static BackendDecision Choose(string asked, bool hasOnnxExport, bool hasLibtorchWeights, bool runtimeAdapters, bool onnxIsFaster, string model)
+    {
+        switch (asked.ToLowerInvariant())
+        {
+            case "onnx" or "onnxruntime":
+                if (!hasOnnxExport)
+                    throw new UserInputException("backend", $"onnx was asked, but '{model}' has no ONNX export (model_index.json and unet/model.onnx)",
+                        "export it first (convert it to ONNX) and give the export's folder, or use the libtorch backend");
+                return new(InferenceBackend.OnnxRuntime, "asked for");
+            case "libtorch" or "torch":
+                if (!hasLibtorchWeights)
+                    throw new UserInputException("backend", $"libtorch was asked, but '{model}' is an ONNX export only (it has no diffusers or checkpoint weights)",
+                        "use the onnx backend, or give the model it was exported from");
+                return new(InferenceBackend.Libtorch, "asked for");
+            case "auto":
+                if (!hasOnnxExport) return new(InferenceBackend.Libtorch, "the model has no ONNX export");
+                if (!hasLibtorchWeights)
+                    return new(InferenceBackend.OnnxRuntime, "the model is an ONNX export only");
+                if (runtimeAdapters)
+                    return new(InferenceBackend.Libtorch, "the request applies a LoRA or hypernetwork at run time, which an export's fixed networks cannot take");
+                return onnxIsFaster
+                    ? new(InferenceBackend.OnnxRuntime, "the model has an ONNX export and ONNX Runtime is the faster engine here")
+                    : new(InferenceBackend.Libtorch, "the model has an ONNX export, but ONNX Runtime has not measured faster than libtorch here");
+            default:
+                throw new UserInputException("backend", $"'{asked}' is not one of {string.Join(", ", Names)}");
+        }
+    }
+
+    /// <summary>Whether the model is (or its folder holds) an ONNX export.</summary>
+    public static bool HasOnnxExport(string modelPath) => Directory.Exists(modelPath) && OnnxDiffusionModel.IsOnnxFolder(modelPath);
+
+    /// <summary>Whether libtorch can load the model: a single checkpoint file, or a folder with the UNet's diffusers weights.</summary>
+    public static bool HasLibtorchWeights(string modelPath)
+    {
+        if (File.Exists(modelPath)) return true;
+        var unet = Path.Combine(modelPath, "unet");
+        return Directory.Exists(unet) && Directory.EnumerateFiles(unet).Any(f =>
+            Path.GetFileName(f).StartsWith("diffusion_pytorch_model", StringComparison.Ordinal) && Path.GetExtension(f) is ".safetensors" or ".bin");
+    }
+}
