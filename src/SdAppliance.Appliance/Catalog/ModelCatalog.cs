@@ -6,6 +6,7 @@ using SdAppliance.Formats.Adapters;
 using SdAppliance.Formats.Checkpoints;
 using SdAppliance.Formats.Hashing;
 using SdAppliance.Models.Loading;
+using SdAppliance.Onnx.Runtime;
 
 namespace SdAppliance.Appliance.Catalog;
 
@@ -286,6 +287,7 @@ public sealed class ModelCatalog
     private static bool IsFolder(FileSystemInfo info) =>
         info is DirectoryInfo || (info.LinkTarget is not null && Directory.Exists(info.FullName));
 
+    // An ONNX export has model_index.json too: it is listed as a model, of format onnx.
     private static bool IsDiffusersFolder(string folder) =>
         File.Exists(Path.Combine(folder, "model_index.json")) || File.Exists(Path.Combine(folder, "unet", "config.json"));
 
@@ -322,6 +324,8 @@ public sealed class ModelCatalog
             shortHash, sha256, description.Metadata, description.Vectors, description.Dimension, item?.OwnerId, item?.IsPrivate ?? false, isDemo)
         {
             Problem = problem,
+            Format = kind == ModelKind.Checkpoint ? FormatOf(path, isFolder) : null,
+            Backends = kind == ModelKind.Checkpoint ? BackendsOf(path) : [],
         };
     }
 
@@ -344,9 +348,21 @@ public sealed class ModelCatalog
         }
     }
 
+    private static string FormatOf(string path, bool isFolder) =>
+        isFolder ? (OnnxDiffusionModel.IsOnnxFolder(path) && !BackendChoice.HasLibtorchWeights(path) ? "onnx" : "diffusers")
+            : Path.GetExtension(path).TrimStart('.').ToLowerInvariant();
+
+    private static IReadOnlyList<string> BackendsOf(string path) =>
+        [.. new[] { InferenceBackend.Libtorch, InferenceBackend.OnnxRuntime }
+            .Where(b => b == InferenceBackend.Libtorch ? BackendChoice.HasLibtorchWeights(path) : BackendChoice.HasOnnxExport(path))
+            .Select(BackendChoice.NameOf)];
+
     private FileDescription ReadCheckpoint(string path)
     {
-        var description = ModelLoader.Describe(path, new ModelLoadOptions(SearchRoots: data.SearchRoots));
+        // An export alone: its configs and graphs tell the family (optimum writes a unet/config.json, but no weights).
+        var description = Directory.Exists(path) && OnnxDiffusionModel.IsOnnxFolder(path) && !BackendChoice.HasLibtorchWeights(path)
+            ? OnnxDiffusionModel.Describe(path)
+            : ModelLoader.Describe(path, new ModelLoadOptions(SearchRoots: data.SearchRoots));
         var metadata = File.Exists(path) && TensorFile.IsSafetensors(path) ? SafetensorsMetadata(path) : [];
         return new FileDescription(FamilyName(description.Family), description.PredictionType, metadata, null, null, null);
     }

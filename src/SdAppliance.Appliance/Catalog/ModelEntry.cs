@@ -57,6 +57,15 @@ public sealed record ModelEntry(
     public string? Problem { get; init; }
 
     /// <summary>
+    /// How a base model is stored: <c>diffusers</c> (a folder of weights), <c>onnx</c> (an ONNX export's folder),
+    /// <c>safetensors</c> or <c>ckpt</c>; null for networks.
+    /// </summary>
+    public string? Format { get; init; }
+
+    /// <summary>The engines that can run a base model (<c>libtorch</c>, <c>onnx</c>: a folder may hold both); empty for networks.</summary>
+    public IReadOnlyList<string> Backends { get; init; } = [];
+
+    /// <summary>
     /// The names A1111 finds a checkpoint by (its <c>CheckpointInfo.ids</c>): the title, the relative path, the model name,
     /// the file name without extension, the short hash and the SHA-256, each alone or with the short hash in brackets.
     /// </summary>

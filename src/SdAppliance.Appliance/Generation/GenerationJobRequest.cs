@@ -50,6 +50,12 @@ public sealed record GenerationJobRequest
     /// <summary>img2img: how much of the schedule runs on the init image (A1111's denoising strength).</summary>
     public double Strength { get; init; } = Defaults.Strength;
 
+    /// <summary>
+    /// What runs the networks: <c>libtorch</c>, <c>onnx</c> (the model's ONNX export on ONNX Runtime) or <c>auto</c>;
+    /// null is auto (see <c>BackendChoice</c>).
+    /// </summary>
+    public string? Backend { get; init; }
+
     /// <summary>LoRAs besides those the prompt names with <c>&lt;lora:name:w&gt;</c>.</summary>
     public IReadOnlyList<LoraWeight> Loras { get; init; } = [];
 

@@ -12,6 +12,11 @@ public sealed record GenerationJobResult(
     IReadOnlyList<GeneratedFile> Images, int Width, int Height, string Model, string? ModelHash, string Sampler,
     IReadOnlyList<string> Warnings)
 {
+    /// <summary>The engine that ran the networks (<c>libtorch</c> or <c>onnx</c>) and why it was chosen; null in results stored before it was recorded.</summary>
+    public string? Backend { get; init; }
+
+    public string? BackendReason { get; init; }
+
     public JsonElement ToJson() => JsonSerializer.SerializeToElement(this, GenerationJobRequest.Json);
 
     public static GenerationJobResult FromJson(JsonElement json) =>

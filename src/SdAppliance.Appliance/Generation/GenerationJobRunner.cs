@@ -5,6 +5,7 @@ using SdAppliance.Appliance.Storage;
 using SdAppliance.Diffusion.Pipelines;
 using SdAppliance.Formats;
 using SdAppliance.Imaging;
+using SdAppliance.Models.Loading;
 using SdAppliance.Torch;
 
 namespace SdAppliance.Appliance.Generation;
@@ -43,11 +44,13 @@ public sealed class GenerationJobRunner(DataFolder data, OutputService outputs, 
         var owner = new Caller(context.Job.OwnerId, IsAdmin: false);
         var entry = await generation.ModelForAsync(owner, request, cancellationToken);
         var batch = await generation.ToPipelineRequestAsync(owner, request, generation.LoadInitImage(request), cancellationToken);
+        var backend = GenerationService.ChooseBackend(entry, request, batch);
         // Loading and sampling are synchronous: they run on a thread of their own and check the token as they go.
-        var model = await OwnThread(() => generation.Load(entry, Device.Parse(context.Device), cancellationToken), cancellationToken);
+        var model = await OwnThread(() => generation.Load(entry, Device.Parse(context.Device), backend.Backend, cancellationToken), cancellationToken);
         var width = batch.Width ?? batch.InitImage?.Width ?? model.DefaultResolution;
         var height = batch.Height ?? batch.InitImage?.Height ?? model.DefaultResolution;
-        Engine.UseThreads(model.UnetThreadDemand(2L * batch.BatchSize, height, width));
+        // ONNX Runtime keeps its own thread pool (its sessions' intra-op threads).
+        if (model is StableDiffusionModel torchModel) Engine.UseThreads(torchModel.UnetThreadDemand(2L * batch.BatchSize, height, width));
         var pipeline = new StableDiffusionPipeline(model, generation.AdapterFolders) { ModelHash = generation.ModelHash(entry) };
 
         var previews = new PreviewClock(options.PreviewInterval);
@@ -78,7 +81,11 @@ public sealed class GenerationJobRunner(DataFolder data, OutputService outputs, 
             }
             warnings.AddRange(images.Warnings.Select(w => w.ToString()).Except(warnings));
         }
-        return new GenerationJobResult(files, width, height, model.Name, pipeline.ModelHash, batch.Sampler, warnings).ToJson();
+        return new GenerationJobResult(files, width, height, model.Name, pipeline.ModelHash, batch.Sampler, warnings)
+        {
+            Backend = backend.Name,
+            BackendReason = backend.Reason,
+        }.ToJson();
     }
 
     // A preview is the job's own file (jobs/ID/preview-STEP.png), not an output: it is not the caller's picture.

@@ -9,6 +9,7 @@ using SdAppliance.Diffusion.Pipelines;
 using SdAppliance.Formats;
 using SdAppliance.Imaging;
 using SdAppliance.Models.Loading;
+using SdAppliance.Onnx.Runtime;
 using SdAppliance.Torch;
 
 namespace SdAppliance.Appliance.Generation;
@@ -34,6 +35,9 @@ public sealed class GenerationOptions
 public sealed class GenerationService(
     DataFolder data, PathGuard paths, GenerationOptions generationOptions, IDbContextFactory<ApplianceDb> databases, ModelCatalog catalog, OutputService outputs) : IDisposable
 {
+    /// <summary>The backend a request leaves to <see cref="BackendChoice"/>'s rule.</summary>
+    public const string AutoBackend = "auto";
+
     /// <summary>The <see cref="Setting"/> that holds the current model's catalog name.</summary>
     public const string CurrentModelKey = "generation.current_model";
 
@@ -102,8 +106,10 @@ public sealed class GenerationService(
     /// </summary>
     public async Task<GenerationJobRequest> PrepareAsync(Caller caller, GenerationJobRequest request, byte[]? initImage, CancellationToken cancellationToken)
     {
-        await ModelForAsync(caller, request, cancellationToken);
-        (await ToPipelineRequestAsync(caller, request, init: null, cancellationToken)).Validate();
+        var model = await ModelForAsync(caller, request, cancellationToken);
+        var pipelineRequest = await ToPipelineRequestAsync(caller, request, init: null, cancellationToken);
+        pipelineRequest.Validate();
+        ChooseBackend(model, request, pipelineRequest);
         if (initImage is not null || request.InitImage is not null) GenerationRequest.CheckImageToImageSteps(request.Steps, request.Strength);
         if (initImage is not { } bytes)
         {
@@ -125,8 +131,14 @@ public sealed class GenerationService(
     public void Check(GenerationJobRequest request)
     {
         ToPipelineRequest(request, init: null, loras: []).Validate();
+        if (request.Backend is { } backend && !BackendChoice.Names.Contains(backend.ToLowerInvariant()))
+            throw new GenerationRequestException("backend", $"'{backend}' is not one of {string.Join(", ", BackendChoice.Names)}");
         if (request.InitImage is { } named) InitImagePath(named);
     }
+
+    /// <summary>The engine for <paramref name="request"/> on <paramref name="model"/>: <see cref="BackendChoice"/>'s rule, refusals naming <c>backend</c>.</summary>
+    public static BackendDecision ChooseBackend(ModelEntry model, GenerationJobRequest request, GenerationRequest pipelineRequest) =>
+        BackendChoice.Choose(request.Backend ?? "auto", model.Path, BackendChoice.AsksForRuntimeAdapters(pipelineRequest));
 
     /// <summary>The pipeline's request for one batch of a job (its sampler resolved, its LoRAs found in the catalog).</summary>
     public async Task<GenerationRequest> ToPipelineRequestAsync(Caller caller, GenerationJobRequest request, RgbImage? init, CancellationToken cancellationToken)
@@ -191,20 +203,31 @@ public sealed class GenerationService(
     /// device's least recently used one is freed. The scheduler runs one generation per device at a time, so a freed
     /// model is never one in use.
     /// </summary>
-    internal StableDiffusionModel Load(ModelEntry model, Device device, CancellationToken cancellationToken)
+    internal IDiffusionModel Load(ModelEntry model, Device device, CancellationToken cancellationToken) =>
+        Load(model, device, InferenceBackend.Libtorch, cancellationToken);
+
+    /// <summary>The model loaded for <paramref name="backend"/>: its libtorch modules, or its export's ONNX Runtime sessions (each kept on its own).</summary>
+    internal IDiffusionModel Load(ModelEntry model, Device device, InferenceBackend backend, CancellationToken cancellationToken)
     {
         LoadedModel entry;
         List<LoadedModel> evicted;
         lock (gate)
         {
-            entry = loaded.FirstOrDefault(m => m.Path == model.Path && m.Device == device) ?? new LoadedModel(model.Path, device);
+            entry = loaded.FirstOrDefault(m => m.Path == model.Path && m.Device == device && m.Backend == backend) ?? new LoadedModel(model.Path, device, backend);
             loaded.Remove(entry);
             loaded.Add(entry);
             evicted = [.. loaded.Where(m => m.Device == device).SkipLast(Math.Max(1, generationOptions.ModelsPerDevice))];
             foreach (var e in evicted) loaded.Remove(e);
         }
         foreach (var e in evicted) e.Dispose();
-        return entry.Get(() => ModelLoader.Load(model.Path, new ModelLoadOptions(Device: device, SearchRoots: data.SearchRoots), cancellationToken));
+        return entry.Get(() => backend == InferenceBackend.OnnxRuntime
+            ? OnnxDiffusionModel.Load(model.Path, new OnnxRuntimeOptions
+            {
+                Provider = device.IsCuda ? OnnxProvider.Cuda : OnnxProvider.Cpu,
+                DeviceId = device.IsCuda ? Math.Max(device.Index, 0) : 0,
+                SearchRoots = data.SearchRoots,
+            })
+            : ModelLoader.Load(model.Path, new ModelLoadOptions(Device: device, SearchRoots: data.SearchRoots), cancellationToken));
     }
 
     public void Dispose()
@@ -216,16 +239,17 @@ public sealed class GenerationService(
         }
     }
 
-    private sealed class LoadedModel(string path, Device device) : IDisposable
+    private sealed class LoadedModel(string path, Device device, InferenceBackend backend) : IDisposable
     {
         private readonly Lock gate = new();
-        private StableDiffusionModel? model;
+        private IDiffusionModel? model;
 
         public string Path { get; } = path;
         public Device Device { get; } = device;
+        public InferenceBackend Backend { get; } = backend;
 
         // A load that fails or is cancelled leaves nothing behind: the next job tries again.
-        public StableDiffusionModel Get(Func<StableDiffusionModel> load)
+        public IDiffusionModel Get(Func<IDiffusionModel> load)
         {
             lock (gate) return model ??= load();
         }

@@ -6,6 +6,7 @@ using SdAppliance.Formats;
 using SdAppliance.Formats.Hashing;
 using SdAppliance.Imaging;
 using SdAppliance.Models.Loading;
+using SdAppliance.Onnx.Runtime;
 using SdAppliance.Torch;
 
 namespace SdAppliance.Cli.Commands;
@@ -32,6 +33,7 @@ internal sealed record GenerateArguments
     public string Device { get; init; } = "cpu";
     public string DType { get; init; } = "float32";
     public bool VaeTiling { get; init; }
+    public string Backend { get; init; } = "auto";
     public required string Output { get; init; }
 }
 
@@ -51,6 +53,7 @@ public static class GenerateCommand
         ["sampler"] = "--sampler", ["cfg_scale"] = "--cfg", ["width"] = "--width", ["height"] = "--height", ["batch_size"] = "--batch",
         ["clip_skip"] = "--clip-skip", ["init_image"] = "--init-image", ["strength"] = "--strength", ["loras"] = "--lora",
         ["config_directory"] = "--config", ["prediction_type"] = "--prediction-type", ["device"] = "--device", ["dtype"] = "--dtype",
+        ["backend"] = "--backend", ["provider"] = "--device", ["vae_tiling"] = "--vae-tiling",
     };
 
     public static Command Create() => Create(() => DataFolder.Discover());
@@ -78,12 +81,18 @@ public static class GenerateCommand
         var dtype = new Option<string>("--dtype") { Description = "float32, float16 or bfloat16", DefaultValueFactory = _ => "float32" };
         dtype.AcceptOnlyFromAmong("float32", "float16", "bfloat16");
         var vaeTiling = new Option<bool>("--vae-tiling") { Description = "Decode the image in tiles (large sizes in less memory)" };
+        var backend = new Option<string>("--backend")
+        {
+            Description = "What runs the networks: libtorch, onnx (an ONNX export's folder, on ONNX Runtime) or auto (onnx for an export with no LoRA asked, when it is the faster engine here; the choice and why are printed)",
+            DefaultValueFactory = _ => "auto",
+        };
+        backend.AcceptOnlyFromAmong([.. BackendChoice.Names]);
         var output = new Option<string>("--output", "-o") { Description = "The PNG to write", Required = true };
 
         var command = new Command("generate", "Generate images from a prompt (txt2img, or img2img with --init-image).")
         {
             model, prompt, negative, seed, steps, sampler, cfg, width, height, batch, clipSkip, initImage, strength, lora,
-            config, prediction, device, dtype, vaeTiling, output,
+            config, prediction, device, dtype, vaeTiling, backend, output,
         };
         command.SetAction((parse, cancellationToken) =>
         {
@@ -108,6 +117,7 @@ public static class GenerateCommand
                 Device = parse.GetValue(device)!,
                 DType = parse.GetValue(dtype)!,
                 VaeTiling = parse.GetValue(vaeTiling),
+                Backend = parse.GetValue(backend)!,
                 Output = parse.GetValue(output)!,
             };
             var io = parse.InvocationConfiguration;
@@ -127,13 +137,18 @@ public static class GenerateCommand
                 ?? throw new UsageException("no --model given and no default model (models/demo) found");
             var device = Device.Parse(args.Device);
             var options = new ModelLoadOptions(args.Config, args.PredictionType, device, DTypeExtensions.Parse(args.DType), paths.SearchRoots);
-            ModelLoader.Check(modelPath, options);
+            if (!Directory.Exists(modelPath)) ModelLoader.Check(modelPath, options);
+            var backend = BackendChoice.Choose(args.Backend, modelPath, BackendChoice.AsksForRuntimeAdapters(request));
+            if (backend.Backend == InferenceBackend.OnnxRuntime) CheckOnnxFlags(args);
+            else ModelLoader.Check(modelPath, options);
+            // Said where there was a choice to make: a model with an export could run on either engine.
+            if (BackendChoice.HasOnnxExport(modelPath)) error.WriteLine($"backend: {backend.Name} ({backend.Reason})");
 
             var interactive = ProgressBar.IsTerminal(error);
             if (interactive) error.WriteLine($"loading {modelPath}");
-            using var model = ModelLoader.Load(modelPath, options, cancellationToken);
-            if (args.VaeTiling) model.Vae.EnableTiling();
-            Engine.UseThreads(model.UnetThreadDemand(2L * args.Batch, args.Height ?? model.DefaultResolution, args.Width ?? model.DefaultResolution));
+            using IDiffusionModel model = backend.Backend == InferenceBackend.OnnxRuntime
+                ? OnnxDiffusionModel.Load(modelPath, OnnxOptions(args, device, paths))
+                : LoadLibtorch(modelPath, options, args, cancellationToken);
             var pipeline = new StableDiffusionPipeline(model, new AdapterFolders(paths.LoraFolders, paths.EmbeddingFolders, paths.HypernetworkFolders))
             {
                 ModelHash = File.Exists(modelPath) ? new FileHashes(paths.HashCache).ModelShortHash(modelPath) : null,
@@ -177,6 +192,30 @@ public static class GenerateCommand
             return CliErrors.Report(error, e, Flags);
         }
     }
+
+    private static StableDiffusionModel LoadLibtorch(string modelPath, ModelLoadOptions options, GenerateArguments args, CancellationToken cancellationToken)
+    {
+        var model = ModelLoader.Load(modelPath, options, cancellationToken);
+        if (args.VaeTiling) model.Vae.EnableTiling();
+        Engine.UseThreads(model.UnetThreadDemand(2L * args.Batch, args.Height ?? model.DefaultResolution, args.Width ?? model.DefaultResolution));
+        return model;
+    }
+
+    // An export's architecture, precision and VAE are fixed in its graphs: the flags that would change them cannot apply.
+    private static void CheckOnnxFlags(GenerateArguments args)
+    {
+        if (args.Config is not null) throw new UsageException("--config describes a single file's architecture; an ONNX export carries its own");
+        if (args.DType != "float32") throw new UsageException("--dtype applies to libtorch; an ONNX export's precision was chosen when it was exported");
+        if (args.VaeTiling) throw new UsageException("--vae-tiling applies to libtorch; the ONNX backend decodes whole images");
+    }
+
+    private static OnnxRuntimeOptions OnnxOptions(GenerateArguments args, Device device, DataFolder paths) => new()
+    {
+        Provider = device.IsCuda ? OnnxProvider.Cuda : OnnxProvider.Cpu,
+        DeviceId = device.IsCuda ? Math.Max(device.Index, 0) : 0,
+        PredictionType = args.PredictionType,
+        SearchRoots = paths.SearchRoots,
+    };
 
     /// <summary>The request the flags describe, validated (the rules are <see cref="GenerationRequest.Validate"/>'s).</summary>
     private static GenerationRequest Request(GenerateArguments args)

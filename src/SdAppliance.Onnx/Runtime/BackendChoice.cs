@@ -1,3 +1,5 @@
+using SdAppliance.Diffusion.Pipelines;
+using SdAppliance.Diffusion.Prompts;
 using SdAppliance.Formats;
 
 namespace SdAppliance.Onnx.Runtime;
@@ -75,6 +77,17 @@ public static class BackendChoice
             default:
                 throw new UserInputException("backend", $"'{asked}' is not one of {string.Join(", ", Names)}");
         }
+    }
+
+    /// <summary>
+    /// Whether <paramref name="request"/> applies networks at run time that an export cannot take: LoRAs given with it or
+    /// named in its prompt (<c>&lt;lora:&gt;</c>, <c>&lt;lyco:&gt;</c>), hypernetworks (<c>&lt;hypernet:&gt;</c>).
+    /// </summary>
+    public static bool AsksForRuntimeAdapters(GenerationRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        return request.Loras.Count > 0
+            || ExtraNetworkTags.Extract(request.Prompt).Tags.Any(t => t.IsLora || t.Kind == ExtraNetworkTag.Hypernetwork);
     }
 
     /// <summary>Whether the model is (or its folder holds) an ONNX export.</summary>

@@ -11,8 +11,18 @@ public sealed record ModelView(
     string? PredictionType, string? ShortHash, string? Sha256, IReadOnlyDictionary<string, string> Metadata, int? Vectors,
     int? Dimension, string? OwnerId, bool IsPrivate, bool IsDemo, string? Problem)
 {
+    /// <summary>A base model's storage: diffusers, onnx, safetensors or ckpt.</summary>
+    public string? Format { get; init; }
+
+    /// <summary>The engines that can run a base model: libtorch, onnx.</summary>
+    public IReadOnlyList<string> Backends { get; init; } = [];
+
     public static ModelView Of(ModelEntry e) => new(e.Kind, e.Name, e.Title, e.RelativePath, e.SizeBytes, e.ModifiedUtc, e.Family,
-        e.PredictionType, e.ShortHash, e.Sha256, e.Metadata, e.Vectors, e.Dimension, e.OwnerId, e.IsPrivate, e.IsDemo, e.Problem);
+        e.PredictionType, e.ShortHash, e.Sha256, e.Metadata, e.Vectors, e.Dimension, e.OwnerId, e.IsPrivate, e.IsDemo, e.Problem)
+    {
+        Format = e.Format,
+        Backends = e.Backends,
+    };
 }
 
 /// <summary>An import of a file already on the server, inside an import root (<c>--import_roots:0 /srv/models</c>).</summary>
