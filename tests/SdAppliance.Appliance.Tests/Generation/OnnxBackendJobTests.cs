@@ -1,0 +1,60 @@
+using SdAppliance.Appliance.Catalog;
+using SdAppliance.Appliance.Generation;
+using SdAppliance.Appliance.Jobs;
+using SdAppliance.Appliance.Tests.Jobs;
+using SdAppliance.Formats;
+using SdAppliance.Onnx.Tests;
+
+namespace SdAppliance.Appliance.Tests.Generation;
+
+/// <summary>An ONNX export dropped into models/: listed as a model of format onnx, generated with on ONNX Runtime.</summary>
+public sealed class OnnxBackendJobTests : IDisposable
+{
+    private static readonly Caller Alice = new("alice", IsAdmin: false);
+    private readonly string data = Directory.CreateTempSubdirectory("sdapp-onnx-jobs-").FullName;
+
+    [Fact]
+    public async Task An_export_is_a_model_that_generation_runs_on_onnx_runtime()
+    {
+        ToyOnnxExport.Write(Path.Combine(data, "models", "toy"), ToyLayout.Optimum);
+        await using var appliance = await TestAppliance.StartAsync(data, runners: null);
+        var catalog = appliance.Service<ModelCatalog>();
+        var toy = Assert.Single(await catalog.ListAsync(Alice, ModelKind.Checkpoint, CancellationToken.None), m => m.Name == "toy");
+        Assert.Null(toy.Problem);
+        Assert.Equal("onnx", toy.Format);
+        Assert.Equal(["onnx"], toy.Backends);
+        Assert.Equal("SD 1.x", toy.Family);
+        var demo = Assert.Single(await catalog.ListAsync(Alice, ModelKind.Checkpoint, CancellationToken.None), m => m.IsDemo);
+        Assert.Equal("diffusers", demo.Format);
+        Assert.Equal(["libtorch"], demo.Backends);
+
+        var request = new GenerationJobRequest { Model = "toy", Prompt = "a red circle", Steps = 3, Seed = 5, Sampler = "DDIM", Width = 64, Height = 64 };
+        var job = await appliance.SubmitAsync(JobKind.Generation, "alice", request.ToJson());
+        var done = await appliance.WaitAsync(job.Id);
+        Assert.True(done.State == JobState.Completed, done.Error);
+        var result = GenerationJobResult.FromJson(done.Result!.Value);
+        Assert.Equal("onnx", result.Backend);
+        Assert.Equal("the model is an ONNX export only", result.BackendReason);
+        Assert.Equal("toy", result.Model);
+        Assert.Single(result.Images);
+
+        // An engine the model cannot run on is refused before the job is queued, naming the field.
+        var generation = appliance.Service<GenerationService>();
+        var refused = await Assert.ThrowsAnyAsync<UserInputException>(() => generation.PrepareAsync(Alice, request with { Backend = "libtorch" }, null, CancellationToken.None));
+        Assert.Equal("backend", refused.Subject);
+        var onDemo = await Assert.ThrowsAnyAsync<UserInputException>(() => generation.PrepareAsync(Alice, request with { Model = null, Backend = "onnx" }, null, CancellationToken.None));
+        Assert.Contains("no ONNX export", onDemo.Message);
+        Assert.ThrowsAny<UserInputException>(() => generation.Check(request with { Backend = "tensorrt" }));
+    }
+
+    public void Dispose()
+    {
+        try
+        {
+            Directory.Delete(data, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}
