@@ -12,6 +12,18 @@ internal static class ExportRuns
     /// <summary>Half precision's machine epsilon (2^-10): the spacing of fp16 numbers in [1, 2).</summary>
     public const double Float16Epsilon = 1.0 / 1024;
 
+    /// <summary>The committed demo model (trained weights, so real activation scales): models/demo beside SdAppliance.sln.</summary>
+    public static string DemoModel
+    {
+        get
+        {
+            for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+                if (File.Exists(Path.Combine(dir.FullName, "SdAppliance.sln")))
+                    return Path.Combine(dir.FullName, "models", "demo");
+            throw new DirectoryNotFoundException($"no SdAppliance.sln above {AppContext.BaseDirectory}");
+        }
+    }
+
     /// <summary>Saves <paramref name="model"/> as <paramref name="folder"/>/<paramref name="name"/>/model.onnx and runs the ONNX checker on it.</summary>
     public static string SaveChecked(ModelProto model, string folder, string name)
     {

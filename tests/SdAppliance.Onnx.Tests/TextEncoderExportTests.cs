@@ -98,6 +98,17 @@ public sealed class TextEncoderExportTests : IDisposable
     }
 
     [Fact]
+    public void DemoModelEncoderMatchesLibtorch()
+    {
+        using var demo = ModelLoader.Load(ExportRuns.DemoModel);
+        var path = ExportRuns.SaveChecked(ClipTextEncoderOnnx.Build(demo.TextEncoder, new OnnxExportOptions()), folder, "text_encoder");
+        using var scope = torch.NewDisposeScope();
+        var ids = PromptIds(demo.Tokenizer, "a red circle on a blue background", "a green square");
+        using var expected = demo.TextEncoder.Forward(ids);
+        AssertMatches(ExportRuns.Run(path, ("input_ids", ids)), demo.TextEncoder, expected, Tolerance);
+    }
+
+    [Fact]
     public void SequencesShorterThanTheModelLengthUseTheirPositionsAndMask()
     {
         using var model = ModelLoader.Load(TinySd);

@@ -93,6 +93,26 @@ public sealed class VaeExportTests : IDisposable
     }
 
     [Fact]
+    public void DemoModelHalvesMatchLibtorch()
+    {
+        using var demo = ModelLoader.Load(ExportRuns.DemoModel);
+        var decoderPath = ExportRuns.SaveChecked(VaeOnnx.BuildDecoder(demo.Vae, new OnnxExportOptions()), folder, "vae_decoder");
+        var encoderPath = ExportRuns.SaveChecked(VaeOnnx.BuildEncoder(demo.Vae, new OnnxExportOptions()), folder, "vae_encoder");
+        using var scope = torch.NewDisposeScope();
+        using var g = new Generator(8);
+        var images = torch.Rand([1, 3, 64, 64], g) * 2 - 1;
+        var moments = demo.Vae.EncodeMoments(images);
+        // The decoder gets what a pipeline gives it: a latent of this VAE, divided by nothing more (moments' mean).
+        var latents = moments.Narrow(1, 0, 4).Contiguous();
+        foreach (var (path, input, expected) in new[] { (encoderPath, ("sample", images), moments), (decoderPath, ("latent_sample", latents), demo.Vae.Decode(latents)) })
+        {
+            var actual = ExportRuns.Run(path, input).Single();
+            var diff = ExportRuns.MaxDiff(actual.Value, expected, actual.Name);
+            Assert.True(diff <= Tolerance, $"{actual.Name}: max |ONNX − libtorch| = {diff:g3}");
+        }
+    }
+
+    [Fact]
     public void Float16HalvesPassTheCheckerAndRunWithinHalfPrecision()
     {
         var options = new OnnxExportOptions { Precision = OnnxPrecision.Float16 };
