@@ -1,0 +1,88 @@
+using System.Text.Json.Nodes;
+using SdAppliance.Diffusion.Pipelines;
+using SdAppliance.Imaging;
+using SdAppliance.Models.Loading;
+using SdAppliance.Onnx.Export;
+using SdAppliance.Onnx.Graphs;
+using SdAppliance.Onnx.Runtime;
+
+namespace SdAppliance.Onnx.Tests;
+
+/// <summary>
+/// The acceptance of the ONNX Runtime backend: the tiny fixture model, exported network by network with the builders,
+/// run by ONNX Runtime CPU through the same <see cref="StableDiffusionPipeline"/> as its libtorch modules, draws the same
+/// picture from the same prompt, seed and sampler, within one 8-bit level (the networks agree within 1e-4; rounding to
+/// uint8 can still land a value on the other side of a level).
+/// </summary>
+public sealed class OnnxPipelineParityTests : IDisposable
+{
+    private static readonly string TinySd = ToyOnnxExport.TinySd;
+    private readonly string root = Directory.CreateTempSubdirectory("sdapp-onnx-parity-").FullName;
+
+    public void Dispose() => Directory.Delete(root, recursive: true);
+
+    /// <summary>The parts in the folder layout ONNX SD apps load, with each network's config beside it as optimum writes them.</summary>
+    private string Export(StableDiffusionModel model, OnnxExportOptions options, string name)
+    {
+        var folder = Path.Combine(root, name);
+        OnnxFile.Save(ClipTextEncoderOnnx.Build(model.TextEncoder, options), Path.Combine(folder, "text_encoder", "model.onnx"));
+        OnnxFile.Save(UNetOnnx.Build(model.Unet, options), Path.Combine(folder, "unet", "model.onnx"));
+        OnnxFile.Save(VaeOnnx.BuildDecoder(model.Vae, options), Path.Combine(folder, "vae_decoder", "model.onnx"));
+        OnnxFile.Save(VaeOnnx.BuildEncoder(model.Vae, options), Path.Combine(folder, "vae_encoder", "model.onnx"));
+        foreach (var (from, to) in new[] { ("text_encoder", "text_encoder"), ("unet", "unet"), ("vae", "vae_decoder"), ("vae", "vae_encoder") })
+            File.Copy(Path.Combine(TinySd, from, "config.json"), Path.Combine(folder, to, "config.json"));
+        foreach (var sub in new[] { "tokenizer", "scheduler" })
+        {
+            Directory.CreateDirectory(Path.Combine(folder, sub));
+            foreach (var file in Directory.EnumerateFiles(Path.Combine(TinySd, sub))) File.Copy(file, Path.Combine(folder, sub, Path.GetFileName(file)));
+        }
+        File.WriteAllText(Path.Combine(folder, "model_index.json"), new JsonObject { ["_class_name"] = "ORTStableDiffusionPipeline" }.ToJsonString());
+        return folder;
+    }
+
+    private static RgbImage Draw(IDiffusionModel model, GenerationRequest request) => new StableDiffusionPipeline(model).Generate(request)[0].Image;
+
+    private static void AssertWithinOneLevel(RgbImage expected, RgbImage actual, string what)
+    {
+        Assert.Equal((expected.Width, expected.Height), (actual.Width, actual.Height));
+        var maxDiff = expected.Pixels.Zip(actual.Pixels, (a, b) => Math.Abs(a - b)).Max();
+        Assert.True(maxDiff <= 1, $"{what}: max pixel difference {maxDiff}");
+    }
+
+    private static readonly GenerationRequest P1 = new()
+    {
+        Prompt = "a photo of a (red:1.2) circle on a blue background", NegativePrompt = "green", Seed = 42, Steps = 10, Sampler = "PNDMScheduler", CfgScale = 7.5,
+    };
+
+    [Fact]
+    public void TheExportedFixtureDrawsWhatLibtorchDraws()
+    {
+        using var torchModel = ModelLoader.Load(TinySd);
+        var folder = Export(torchModel, new OnnxExportOptions(), "optimum");
+        using var onnx = OnnxDiffusionModel.Load(folder);
+        Assert.Equal((torchModel.VaeScaleFactor, torchModel.DefaultResolution, torchModel.VaeScalingFactor, torchModel.LatentChannels),
+            (onnx.VaeScaleFactor, onnx.DefaultResolution, onnx.VaeScalingFactor, onnx.LatentChannels));
+        Assert.Equal(torchModel.Family, onnx.Family);
+
+        AssertWithinOneLevel(Draw(torchModel, P1), Draw(onnx, P1), "txt2img, PNDM");
+        // A multistep solver with a Karras schedule (fractional timesteps, a float timestep input) and clip skip 2:
+        // final_layer_norm of the penultimate hidden state, its weights read from the exported graph.
+        var karras = P1 with { Sampler = "DPM++ 2M Karras", Steps = 8, ClipSkip = 2, Seed = 7 };
+        AssertWithinOneLevel(Draw(torchModel, karras), Draw(onnx, karras), "txt2img, DPM++ 2M Karras, clip skip 2");
+        // img2img through optimum's latent_parameters: the posterior sampled with the seed's noise, as libtorch samples it.
+        var init = Draw(torchModel, P1 with { Seed = 3 });
+        var img2img = P1 with { InitImage = init, Strength = 0.6, Sampler = "Euler a", Seed = 9 };
+        AssertWithinOneLevel(Draw(torchModel, img2img), Draw(onnx, img2img), "img2img, Euler a");
+    }
+
+    [Fact]
+    public void DiffusersLayoutDrawsTheSameTxt2img()
+    {
+        using var torchModel = ModelLoader.Load(TinySd);
+        var folder = Export(torchModel, new OnnxExportOptions { Layout = OnnxLayout.Diffusers }, "diffusers");
+        using var onnx = OnnxDiffusionModel.Load(folder);
+        Assert.True(onnx.EncoderSamplesInGraph);
+        var request = P1 with { Sampler = "Euler", BatchSize = 2 };
+        AssertWithinOneLevel(Draw(torchModel, request), Draw(onnx, request), "txt2img, diffusers layout");
+    }
+}
