@@ -73,13 +73,14 @@ public sealed class GenerateBackendTests : IDisposable
     /// The issue's acceptance: the demo model exported to ONNX draws, on ONNX Runtime, what libtorch draws from the same
     /// seed, within 2 of 255 per pixel (the exported graphs match libtorch within 1e-4; a few levels of rounding remain).
     /// </summary>
-    [Fact(Skip = "needs the ONNX builders and the folder exporter (issue 11 item 1): unskip once they are merged")]
+    [Fact]
     public void TheExportedDemoModelDrawsWhatLibtorchDraws()
     {
         var demo = Path.Combine(ModelLoader.SearchRoots(new ModelLoadOptions())[0], "models", "demo");
         var export = Path.Combine(temp, "demo-onnx");
+        // The builders' graphs, as the folder exporter (sdapp convert --to onnx) writes them.
         using (var model = ModelLoader.Load(demo))
-            OnnxPipelineExporter.Export(model, export, new OnnxExportOptions());
+            BuilderExport.Export(model, demo, new OnnxExportOptions(), export);
         var torchPng = Path.Combine(temp, "libtorch.png");
         var onnxPng = Path.Combine(temp, "onnx.png");
         string[] request = ["--prompt", "a red circle on a blue background", "--seed", "42", "--steps", "20", "--sampler", "DPM++ 2M Karras"];

@@ -1,9 +1,7 @@
-using System.Text.Json.Nodes;
 using SdAppliance.Diffusion.Pipelines;
 using SdAppliance.Imaging;
 using SdAppliance.Models.Loading;
 using SdAppliance.Onnx.Export;
-using SdAppliance.Onnx.Graphs;
 using SdAppliance.Onnx.Runtime;
 
 namespace SdAppliance.Onnx.Tests;
@@ -21,24 +19,8 @@ public sealed class OnnxPipelineParityTests : IDisposable
 
     public void Dispose() => Directory.Delete(root, recursive: true);
 
-    /// <summary>The parts in the folder layout ONNX SD apps load, with each network's config beside it as optimum writes them.</summary>
-    private string Export(StableDiffusionModel model, OnnxExportOptions options, string name)
-    {
-        var folder = Path.Combine(root, name);
-        OnnxFile.Save(ClipTextEncoderOnnx.Build(model.TextEncoder, options), Path.Combine(folder, "text_encoder", "model.onnx"));
-        OnnxFile.Save(UNetOnnx.Build(model.Unet, options), Path.Combine(folder, "unet", "model.onnx"));
-        OnnxFile.Save(VaeOnnx.BuildDecoder(model.Vae, options), Path.Combine(folder, "vae_decoder", "model.onnx"));
-        OnnxFile.Save(VaeOnnx.BuildEncoder(model.Vae, options), Path.Combine(folder, "vae_encoder", "model.onnx"));
-        foreach (var (from, to) in new[] { ("text_encoder", "text_encoder"), ("unet", "unet"), ("vae", "vae_decoder"), ("vae", "vae_encoder") })
-            File.Copy(Path.Combine(TinySd, from, "config.json"), Path.Combine(folder, to, "config.json"));
-        foreach (var sub in new[] { "tokenizer", "scheduler" })
-        {
-            Directory.CreateDirectory(Path.Combine(folder, sub));
-            foreach (var file in Directory.EnumerateFiles(Path.Combine(TinySd, sub))) File.Copy(file, Path.Combine(folder, sub, Path.GetFileName(file)));
-        }
-        File.WriteAllText(Path.Combine(folder, "model_index.json"), new JsonObject { ["_class_name"] = "ORTStableDiffusionPipeline" }.ToJsonString());
-        return folder;
-    }
+    private string Export(StableDiffusionModel model, OnnxExportOptions options, string name) =>
+        BuilderExport.Export(model, TinySd, options, Path.Combine(root, name));
 
     private static RgbImage Draw(IDiffusionModel model, GenerationRequest request) => new StableDiffusionPipeline(model).Generate(request)[0].Image;
 
