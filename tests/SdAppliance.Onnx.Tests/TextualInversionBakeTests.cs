@@ -154,6 +154,10 @@ public sealed class TextualInversionBakeTests : IDisposable
         Assert.Contains("clip_g", e.Message, StringComparison.Ordinal);
         e = Assert.ThrowsAny<UserInputException>(() => TextualInversionBake.Bake(tokenizer, weights, [single, again]));
         Assert.Contains("twice", e.Message, StringComparison.Ordinal);
+        // "a" is a piece of the vocabulary: transformers would read the word as that piece, never as the added row.
+        using var piece = new TextualInversionEmbedding("a", torch.Zeros([1, 32]));
+        e = Assert.ThrowsAny<UserInputException>(() => TextualInversionBake.Bake(tokenizer, weights, [piece]));
+        Assert.Contains("already a token of the vocabulary", e.Message, StringComparison.Ordinal);
     }
 
     /// <summary>

@@ -95,7 +95,9 @@ public sealed class ClipTokenizer
         if (_encoder.TryGetValue(content, out var vocabId) || _encoder.TryGetValue(token.Content, out vocabId))
         {
             if (vocabId == token.Id) return; // a vocabulary token listed again (added_tokens_decoder lists the special ones)
-            throw new UserInputException(null, $"the added token '{token.Content}' has id {token.Id}, but the vocabulary has it as id {vocabId}");
+            // transformers would map the string to the vocabulary's id, so the added row could never be reached (diffusers' load_textual_inversion refuses it too).
+            throw new UserInputException(null, $"'{token.Content}' is already a token of the vocabulary (id {vocabId}), so it cannot be added as id {token.Id}",
+                "give the textual-inversion embedding (its file) another name");
         }
         if (_addedTokens.ContainsKey(content))
             throw new UserInputException(null, $"the token '{token.Content}' is added twice", "give each textual-inversion embedding its own name");
