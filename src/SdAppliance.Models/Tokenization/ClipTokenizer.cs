@@ -83,6 +83,19 @@ public sealed class ClipTokenizer
     /// <summary>The first id no token has (vocabulary or added): where new tokens go.</summary>
     public int NextFreeId => _decoder.Count == 0 ? 0 : _decoder.Keys.Max() + 1;
 
+    /// <summary>
+    /// How many of <paramref name="ids"/> from <paramref name="position"/> on are one baked multi-vector embedding
+    /// (<c>name</c>, <c>name_1</c>, … as <see cref="Encode"/> expands it): at least 1, the token itself.
+    /// </summary>
+    public int AddedTokenRunLength(IReadOnlyList<int> ids, int position)
+    {
+        if (_addedTokens.Count == 0 || !_decoder.TryGetValue(ids[position], out var content)
+            || !_addedTokens.TryGetValue(content, out var first) || first.Id != ids[position]) return 1;
+        var length = 1;
+        while (position + length < ids.Count && _addedTokens.TryGetValue($"{content}_{length}", out var next) && ids[position + length] == next.Id) length++;
+        return length;
+    }
+
     /// <summary>A copy of this tokenizer with <paramref name="tokens"/> added (refused when one is there already).</summary>
     public ClipTokenizer WithAddedTokens(IEnumerable<ClipAddedToken> tokens) =>
         new(_encoder, _merges, _options, [.. _addedTokens.Values.OrderBy(t => t.Id), .. tokens]);
