@@ -20,7 +20,8 @@ namespace SdAppliance.Onnx.Export;
 /// Weights are initializers under their state-dict keys (Linear weights transposed, as <c>KEY.T</c>), so
 /// <c>text_model.final_layer_norm.weight</c>/<c>.bias</c> can be read from the file: CLIP skip n &gt; 1 on SD 1.x is
 /// <c>LayerNorm(hidden_states.{N+1-n})</c> with those weights and the config's <c>layer_norm_eps</c>
-/// (A1111's rule; n = 1 is <c>last_hidden_state</c>).
+/// (A1111's rule, as <see cref="ClipPromptEncoder"/>; n = 1 is <c>last_hidden_state</c>). SDXL takes
+/// <c>hidden_states.{N-n}</c> as it is, no layer norm (<see cref="SdxlPromptEncoder"/>).
 /// </summary>
 public static class ClipTextEncoderOnnx
 {
