@@ -49,7 +49,7 @@ public sealed class DataFolder(string path, string? applicationRoot = null)
 
     public string Hypernetworks => Path.Combine(Models, "hypernetworks");
 
-    /// <summary>Image taggers for auto-captioning, one folder each (a WD14 tagger: <c>model.onnx</c> and <c>selected_tags.csv</c>).</summary>
+    /// <summary>Image taggers for auto-captioning, one folder each (a WD14 tagger: <c>model.onnx</c> and <c>selected_tags.csv</c>); made by whoever puts the first there.</summary>
     public string Taggers => Path.Combine(Models, "taggers");
 
     /// <summary>Training datasets, one folder each in kohya's layout.</summary>
@@ -104,7 +104,7 @@ public sealed class DataFolder(string path, string? applicationRoot = null)
     /// <summary>Creates the data folder and every folder in it that is missing.</summary>
     public DataFolder Create()
     {
-        foreach (var folder in (string[])[FullPath, Models, Loras, Embeddings, Hypernetworks, Taggers, Datasets, Runs, Outputs, Jobs, Cache])
+        foreach (var folder in (string[])[FullPath, Models, Loras, Embeddings, Hypernetworks, Datasets, Runs, Outputs, Jobs, Cache])
             Directory.CreateDirectory(folder);
         return this;
     }
