@@ -18,6 +18,12 @@ public sealed record OnnxRuntimeOptions
     /// <summary>Threads inside one operator; 0 lets ONNX Runtime choose (the physical cores).</summary>
     public int IntraOpThreads { get; init; }
 
+    /// <summary>
+    /// Whether idle intra-op threads spin waiting for work (ONNX Runtime's default): a little faster on cores of one's own,
+    /// much slower where other work shares them (off by default).
+    /// </summary>
+    public bool AllowSpinning { get; init; }
+
     /// <summary>ONNX Runtime's graph optimisation level: disabled, basic, extended or all.</summary>
     public string GraphOptimizationLevel { get; init; } = "all";
 
