@@ -67,4 +67,19 @@ public sealed class OnnxPipelineParityTests : IDisposable
         var request = P1 with { Sampler = "Euler", BatchSize = 2 };
         AssertWithinOneLevel(Draw(torchModel, request), Draw(onnx, request), "txt2img, diffusers layout");
     }
+
+    [Fact]
+    public void AnFp16ExportTakesAndGivesFloat16AtItsBoundaryAndDrawsNearlyTheSame()
+    {
+        using var torchModel = ModelLoader.Load(TinySd);
+        var folder = Export(torchModel, new OnnxExportOptions { Precision = OnnxPrecision.Float16 }, "fp16");
+        using var onnx = OnnxDiffusionModel.Load(folder);
+        var expected = Draw(torchModel, P1);
+        var actual = Draw(onnx, P1);
+        // Each fp16 network's output is within about √nodes · 2^-10 of its scale (ExportRuns.Float16Tolerance): a few
+        // thousandths of the [-1, 1] image after the VAE, under one 8-bit level (2/255 there), plus the rounding to uint8.
+        var maxDiff = expected.Pixels.Zip(actual.Pixels, (a, b) => Math.Abs(a - b)).Max();
+        Assert.True(maxDiff <= 2, $"fp16 export: max pixel difference {maxDiff}");
+        Assert.Equal(64, Draw(onnx, P1 with { InitImage = expected, Strength = 0.5 }).Width);
+    }
 }
