@@ -18,14 +18,17 @@ public static class BuilderExport
         OnnxFile.Save(UNetOnnx.Build(model.Unet, options), Path.Combine(folder, "unet", "model.onnx"));
         OnnxFile.Save(VaeOnnx.BuildDecoder(model.Vae, options), Path.Combine(folder, "vae_decoder", "model.onnx"));
         OnnxFile.Save(VaeOnnx.BuildEncoder(model.Vae, options), Path.Combine(folder, "vae_encoder", "model.onnx"));
-        foreach (var (from, to) in new[] { ("text_encoder", "text_encoder"), ("unet", "unet"), ("vae", "vae_decoder"), ("vae", "vae_encoder") })
+        if (model.TextEncoder2 is { } second)
+            OnnxFile.Save(ClipTextEncoderOnnx.Build(second, options), Path.Combine(folder, "text_encoder_2", "model.onnx"));
+        string[] textEncoders = model.IsSdxl ? ["text_encoder", "text_encoder_2"] : ["text_encoder"];
+        foreach (var (from, to) in textEncoders.Select(t => (t, t)).Concat([("unet", "unet"), ("vae", "vae_decoder"), ("vae", "vae_encoder")]))
             File.Copy(Path.Combine(source, from, "config.json"), Path.Combine(folder, to, "config.json"));
-        foreach (var sub in new[] { "tokenizer", "scheduler" })
+        foreach (var sub in model.IsSdxl ? ["tokenizer", "tokenizer_2", "scheduler"] : new[] { "tokenizer", "scheduler" })
         {
             Directory.CreateDirectory(Path.Combine(folder, sub));
             foreach (var file in Directory.EnumerateFiles(Path.Combine(source, sub))) File.Copy(file, Path.Combine(folder, sub, Path.GetFileName(file)));
         }
-        File.WriteAllText(Path.Combine(folder, "model_index.json"), new JsonObject { ["_class_name"] = "ORTStableDiffusionPipeline" }.ToJsonString());
+        File.WriteAllText(Path.Combine(folder, "model_index.json"), new JsonObject { ["_class_name"] = model.IsSdxl ? "ORTStableDiffusionXLPipeline" : "ORTStableDiffusionPipeline" }.ToJsonString());
         return folder;
     }
 }

@@ -1,4 +1,12 @@
+using System.Text.Json.Nodes;
 using SdAppliance.Diffusion.Pipelines;
+using SdAppliance.Formats.Checkpoints;
+using SdAppliance.Models.Blocks;
+using SdAppliance.Models.TextEncoders;
+using SdAppliance.Models.Unet;
+using SdAppliance.Torch;
+using SdAppliance.Torch.Nn;
+using SdAppliance.Torch.Serialization;
 using SdAppliance.Imaging;
 using SdAppliance.Models.Loading;
 using SdAppliance.Onnx.Export;
@@ -81,5 +89,58 @@ public sealed class OnnxPipelineParityTests : IDisposable
         var maxDiff = expected.Pixels.Zip(actual.Pixels, (a, b) => Math.Abs(a - b)).Max();
         Assert.True(maxDiff <= 2, $"fp16 export: max pixel difference {maxDiff}");
         Assert.Equal(64, Draw(onnx, P1 with { InitImage = expected, Strength = 0.5 }).Width);
+    }
+
+    /// <summary>A small SDXL-shaped diffusers folder with random weights (two text encoders, text_time conditioning).</summary>
+    private string TinySdxl()
+    {
+        var folder = Path.Combine(root, "tiny-sdxl");
+        static JsonObject Json(string path) => JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+        void Write(string component, JsonObject config, Module module, string weights)
+        {
+            Directory.CreateDirectory(Path.Combine(folder, component));
+            File.WriteAllText(Path.Combine(folder, component, "config.json"), config.ToJsonString());
+            using var state = module.StateDict();
+            TensorFiles.Save(Path.Combine(folder, component, weights), state);
+        }
+        var unet = Json(Path.Combine(TinySd, "unet", "config.json"));
+        unet["down_block_types"] = new JsonArray("DownBlock2D", "CrossAttnDownBlock2D");
+        unet["up_block_types"] = new JsonArray("CrossAttnUpBlock2D", "UpBlock2D");
+        unet["attention_head_dim"] = new JsonArray(2, 4);
+        unet["use_linear_projection"] = true;
+        unet["cross_attention_dim"] = 64;  // the two encoders' 32 + 32
+        unet["addition_embed_type"] = "text_time";
+        unet["addition_time_embed_dim"] = 8;
+        unet["projection_class_embeddings_input_dim"] = 6 * 8 + 32;
+        var te = Json(Path.Combine(TinySd, "text_encoder", "config.json"));
+        var te2 = te.DeepClone().AsObject();
+        te2["hidden_act"] = "gelu";
+        torch.ManualSeed(11);
+        using (var u = new UNet2DConditionModel(DiffusersConfig.Parse<UNet2DConditionConfig>(unet.ToJsonString()))) Write("unet", unet, u, "diffusion_pytorch_model.safetensors");
+        using (var t = new ClipTextModel(ClipTextConfig.FromJson(te.ToJsonString()))) Write("text_encoder", te, t, "model.safetensors");
+        using (var t = new ClipTextModel(ClipTextConfig.FromJson(te2.ToJsonString()), withProjection: true)) Write("text_encoder_2", te2, t, "model.safetensors");
+        foreach (var (from, to) in new[] { ("vae", "vae"), ("tokenizer", "tokenizer"), ("tokenizer", "tokenizer_2"), ("scheduler", "scheduler") })
+        {
+            Directory.CreateDirectory(Path.Combine(folder, to));
+            foreach (var file in Directory.EnumerateFiles(Path.Combine(TinySd, from))) File.Copy(file, Path.Combine(folder, to, Path.GetFileName(file)));
+        }
+        return folder;
+    }
+
+    [Fact]
+    public void AnSdxlExportDrawsWhatLibtorchDraws()
+    {
+        var source = TinySdxl();
+        using var torchModel = ModelLoader.Load(source);
+        using var onnx = OnnxDiffusionModel.Load(BuilderExport.Export(torchModel, source, new OnnxExportOptions(), Path.Combine(root, "sdxl-onnx")));
+        Assert.True(onnx.IsSdxl);
+        Assert.Equal(ModelFamily.XlBase, onnx.Family);
+        Assert.Equal(torchModel.Tokenizer2!.PadId, onnx.Tokenizer2!.PadId);
+        // Both encoders' penultimate layers, the pooled text_embeds and the size ids: an empty negative prompt (zeros) and
+        // a real one, at clip skip 1 and 2, and at a size that is not the native one.
+        var request = new GenerationRequest { Prompt = "a (red:1.1) circle", Seed = 1, Steps = 4, Sampler = "Euler", CfgScale = 6 };
+        AssertWithinOneLevel(Draw(torchModel, request), Draw(onnx, request), "SDXL txt2img");
+        var other = request with { NegativePrompt = "blue", ClipSkip = 2, Width = 96 };
+        AssertWithinOneLevel(Draw(torchModel, other), Draw(onnx, other), "SDXL, negative prompt, clip skip 2, 96 wide");
     }
 }
