@@ -32,4 +32,10 @@ public sealed record OnnxExportOptions
 
     /// <summary>The opset written (17 or newer).</summary>
     public int Opset { get; init; } = OnnxGraph.DefaultOpset;
+
+    /// <summary>Replace a folder already at the export's path (as a whole, at the end); without it such a folder is refused.</summary>
+    public bool Overwrite { get; init; }
+
+    /// <summary>Where a single-file model's shared tokenizer is found (<c>ROOT/models/tokenizers/</c>), as the model was loaded with.</summary>
+    public IReadOnlyList<string> SearchRoots { get; init; } = [];
 }
