@@ -1,3 +1,4 @@
+using SdAppliance.Formats;
 using SdAppliance.Onnx.Graphs;
 
 namespace SdAppliance.Onnx.Export;
@@ -38,4 +39,29 @@ public sealed record OnnxExportOptions
 
     /// <summary>Where a single-file model's shared tokenizer is found (<c>ROOT/models/tokenizers/</c>), as the model was loaded with.</summary>
     public IReadOnlyList<string> SearchRoots { get; init; } = [];
+
+    /// <summary>The layouts by the names the command line, the API and the UI use.</summary>
+    public static IReadOnlyDictionary<string, OnnxLayout> LayoutNames { get; } = new Dictionary<string, OnnxLayout>(StringComparer.Ordinal)
+    {
+        ["optimum"] = OnnxLayout.Optimum,
+        ["diffusers"] = OnnxLayout.Diffusers,
+    };
+
+    /// <summary>The attention forms by name: <c>standard</c> operators or ONNX Runtime's <c>fused</c> kernel.</summary>
+    public static IReadOnlyDictionary<string, AttentionForm> AttentionNames { get; } = new Dictionary<string, AttentionForm>(StringComparer.Ordinal)
+    {
+        ["standard"] = AttentionForm.Standard,
+        ["fused"] = AttentionForm.OnnxRuntimeFused,
+    };
+
+    /// <summary>The layout named <paramref name="name"/> (null: optimum's); refused naming <paramref name="field"/>.</summary>
+    public static OnnxLayout ParseLayout(string? name, string field) => Parse(LayoutNames, name, field, OnnxLayout.Optimum);
+
+    /// <summary>The attention form named <paramref name="name"/> (null: standard); refused naming <paramref name="field"/>.</summary>
+    public static AttentionForm ParseAttention(string? name, string field) => Parse(AttentionNames, name, field, AttentionForm.Standard);
+
+    private static T Parse<T>(IReadOnlyDictionary<string, T> names, string? name, string field, T fallback) =>
+        name is null ? fallback
+            : names.TryGetValue(name, out var value) ? value
+            : throw new UserInputException(field, $"'{name}' is not one of {string.Join(", ", names.Keys)}", "choose one of them");
 }

@@ -147,18 +147,30 @@ public static class OnnxPipelineExporter
         return new OnnxExportResult(target, files, bytes, warnings);
     }
 
-    /// <summary>What is refused before anything is read or written.</summary>
-    private static void Check(StableDiffusionModel model, string target, OnnxExportOptions options)
+    /// <summary>
+    /// What <see cref="Export"/> refuses before it reads the model: an opset below 17, a file at the target, an existing
+    /// folder without <see cref="OnnxExportOptions.Overwrite"/>. Front ends call it before loading a model (minutes for a large one).
+    /// </summary>
+    public static void CheckTarget(string outputFolder, OnnxExportOptions options)
     {
+        ArgumentException.ThrowIfNullOrWhiteSpace(outputFolder);
+        ArgumentNullException.ThrowIfNull(options);
+        var target = Path.TrimEndingDirectorySeparator(Path.GetFullPath(outputFolder));
         if (options.Opset < OnnxGraph.DefaultOpset)
             throw new UserInputException("opset", $"{options.Opset} is older than the exported operators need", $"choose opset {OnnxGraph.DefaultOpset} or newer");
-        if (model.IsSdxl && options.Layout == OnnxLayout.Diffusers)
-            throw new UserInputException("layout", "diffusers has no ONNX pipeline for SDXL (OnnxStableDiffusionPipeline runs SD 1.x and 2.x)",
-                "export SDXL in optimum's layout (ORTStableDiffusionXLPipeline loads it)");
         if (File.Exists(target))
             throw new UserInputException(target, "is a file; an ONNX export is a folder", "choose a folder path that does not exist yet");
         if (Directory.Exists(target) && !options.Overwrite)
             throw new UserInputException(target, "already exists", "choose another folder, or overwrite it");
+    }
+
+    /// <summary>What is refused before anything is written.</summary>
+    private static void Check(StableDiffusionModel model, string target, OnnxExportOptions options)
+    {
+        CheckTarget(target, options);
+        if (model.IsSdxl && options.Layout == OnnxLayout.Diffusers)
+            throw new UserInputException("layout", "diffusers has no ONNX pipeline for SDXL (OnnxStableDiffusionPipeline runs SD 1.x and 2.x)",
+                "export SDXL in optimum's layout (ORTStableDiffusionXLPipeline loads it)");
     }
 
     /// <summary>
