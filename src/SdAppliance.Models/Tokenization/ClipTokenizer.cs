@@ -1,13 +1,18 @@
 using System.Collections.Concurrent;
+using System.Globalization;
 using System.Text;
+using System.Text.Encodings.Web;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using SdAppliance.Formats;
 
 namespace SdAppliance.Models.Tokenization;
 
 /// <summary>
 /// CLIP's byte-level BPE tokenizer (openai <c>SimpleTokenizer</c>'s algorithm) over a Hugging Face style
-/// <c>vocab.json</c> + <c>merges.txt</c>. Thread-safe.
+/// <c>vocab.json</c> + <c>merges.txt</c>, with transformers' added tokens (<c>added_tokens.json</c>,
+/// <c>tokenizer_config.json</c>'s <c>added_tokens_decoder</c>): each is one id, matched in the text before BPE.
+/// Immutable and thread-safe; <see cref="WithAddedTokens"/> makes an extended copy.
 /// </summary>
 public sealed class ClipTokenizer
 {
@@ -20,7 +25,9 @@ public sealed class ClipTokenizer
 
     private readonly Dictionary<string, int> _encoder;
     private readonly Dictionary<int, string> _decoder;
+    private readonly List<(string First, string Second)> _merges;
     private readonly Dictionary<(string, string), int> _ranks;
+    private readonly ClipTokenizerOptions _options;
     private readonly string[] _specials;
     private readonly int? _unkId;
     private readonly ConcurrentDictionary<string, string[]> _cache = new(StringComparer.Ordinal);
@@ -31,19 +38,23 @@ public sealed class ClipTokenizer
     public int ModelMaxLength { get; }
     public int VocabSize => _encoder.Count;
 
+    /// <param name="addedTokens">Tokens added after training (see <see cref="ClipAddedToken"/>); an entry that repeats a
+    /// vocabulary token with its own id (the special tokens of <c>added_tokens_decoder</c>) is the vocabulary's.</param>
     public ClipTokenizer(IReadOnlyDictionary<string, int> vocab, IEnumerable<(string First, string Second)> merges,
-        ClipTokenizerOptions? options = null)
+        ClipTokenizerOptions? options = null, IEnumerable<ClipAddedToken>? addedTokens = null)
     {
         options ??= new ClipTokenizerOptions();
         if (options.ModelMaxLength < 2)
             throw new ArgumentException($"ModelMaxLength must leave room for the start and end tokens (got {options.ModelMaxLength}).", nameof(options));
+        _options = options;
         _encoder = new Dictionary<string, int>(vocab, StringComparer.Ordinal);
         _decoder = [];
         foreach (var (token, id) in _encoder) _decoder[id] = token;
+        _merges = [.. merges];
         _ranks = [];
         var rank = 0;
         // As the reference's dict(zip(merges, range(...))): a repeated pair keeps its last rank.
-        foreach (var pair in merges) _ranks[pair] = rank++;
+        foreach (var pair in _merges) _ranks[pair] = rank++;
 
         var bos = options.BosToken ?? DefaultBosToken;
         var eos = options.EosToken ?? DefaultEosToken;
@@ -53,13 +64,48 @@ public sealed class ClipTokenizer
         _unkId = _encoder.TryGetValue(options.UnkToken ?? eos, out var unk) ? unk : null;
         _specials = bos == eos ? [bos] : [bos, eos];
         ModelMaxLength = options.ModelMaxLength;
+        foreach (var added in addedTokens ?? []) Add(added);
+        // Longest first, so that "name_1" is found where "name" would also match.
+        _addedByLength = [.. _addedTokens.Values.OrderByDescending(t => t.Content.Length).ThenBy(t => t.Content, StringComparer.Ordinal)];
     }
 
-    // Tokens added after training (textual-inversion names baked into an export), matched whole before BPE as transformers does.
-    private readonly Dictionary<string, int> _addedTokens = new(StringComparer.Ordinal);
+    // Tokens added after training (textual-inversion names baked into an export), matched before BPE as transformers
+    // does; keyed by their content, which is kept in the normalised (lower-case) form the text is matched in.
+    private readonly Dictionary<string, ClipAddedToken> _addedTokens = new(StringComparer.Ordinal);
+    private readonly ClipAddedToken[] _addedByLength;
 
-    /// <summary>Whether <paramref name="token"/> is an added token (one id for the whole word, not BPE pieces).</summary>
-    public bool HasAddedToken(string token) => _addedTokens.ContainsKey(token);
+    /// <summary>Whether <paramref name="token"/> (as a prompt spells it: case and spacing do not matter) is an added token: one id for the whole word, not BPE pieces.</summary>
+    public bool HasAddedToken(string token) => _addedTokens.ContainsKey(ClipTextNormalizer.Normalize(token));
+
+    /// <summary>The added tokens, by id.</summary>
+    public IReadOnlyList<ClipAddedToken> AddedTokens => [.. _addedTokens.Values.OrderBy(t => t.Id)];
+
+    /// <summary>The first id no token has (vocabulary or added): where new tokens go.</summary>
+    public int NextFreeId => _decoder.Count == 0 ? 0 : _decoder.Keys.Max() + 1;
+
+    /// <summary>A copy of this tokenizer with <paramref name="tokens"/> added (refused when one is there already).</summary>
+    public ClipTokenizer WithAddedTokens(IEnumerable<ClipAddedToken> tokens) =>
+        new(_encoder, _merges, _options, [.. _addedTokens.Values.OrderBy(t => t.Id), .. tokens]);
+
+    private void Add(ClipAddedToken token)
+    {
+        var content = ClipTextNormalizer.Normalize(token.Content);
+        if (content.Length == 0)
+            throw new UserInputException(null, $"the added token '{token.Content}' (id {token.Id}) is empty once normalised", "give it a name with letters or digits");
+        if (_encoder.TryGetValue(content, out var vocabId) || _encoder.TryGetValue(token.Content, out vocabId))
+        {
+            if (vocabId == token.Id) return; // a vocabulary token listed again (added_tokens_decoder lists the special ones)
+            throw new UserInputException(null, $"the added token '{token.Content}' has id {token.Id}, but the vocabulary has it as id {vocabId}");
+        }
+        if (_addedTokens.ContainsKey(content))
+            throw new UserInputException(null, $"the token '{token.Content}' is added twice", "give each textual-inversion embedding its own name");
+        if (_decoder.TryGetValue(token.Id, out var holder))
+            throw new UserInputException(null, $"the added token '{token.Content}' wants id {token.Id}, which '{holder}' has");
+        if (token.Id < 0) throw new UserInputException(null, $"the added token '{token.Content}' has the negative id {token.Id}");
+        var normalized = token with { Content = content };
+        _addedTokens[content] = normalized;
+        _decoder[token.Id] = content;
+    }
 
     private int RequireId(string token, string role) =>
         _encoder.TryGetValue(token, out var id) ? id
@@ -80,7 +126,8 @@ public sealed class ClipTokenizer
             PadToken = options.PadToken ?? fromFiles.GetValueOrDefault("pad_token"),
             UnkToken = options.UnkToken ?? fromFiles.GetValueOrDefault("unk_token"),
         };
-        return FromFiles(Path.Combine(folder, "vocab.json"), Path.Combine(folder, "merges.txt"), options);
+        return new ClipTokenizer(ReadVocab(Path.Combine(folder, "vocab.json")), ReadMerges(Path.Combine(folder, "merges.txt")), options,
+            ReadAddedTokens(folder));
     }
 
     public static ClipTokenizer FromFiles(string vocabPath, string mergesPath, ClipTokenizerOptions? options = null) =>
@@ -143,7 +190,102 @@ public sealed class ClipTokenizer
         return result;
     }
 
-    /// <summary>BPE ids of <paramref name="text"/>, without start/end tokens and without truncation.</summary>
+    /// <summary>
+    /// transformers' added tokens of a folder: <c>added_tokens.json</c> (token → id) and the <c>added_tokens_decoder</c> of
+    /// <c>tokenizer_config.json</c> (id → <c>{content, single_word, ...}</c>), which wins where both name an id.
+    /// </summary>
+    public static List<ClipAddedToken> ReadAddedTokens(string folder)
+    {
+        var byId = new SortedDictionary<int, ClipAddedToken>();
+        var addedPath = Path.Combine(folder, AddedTokensFile);
+        if (File.Exists(addedPath))
+            foreach (var (content, id) in JsonFiles.Read<Dictionary<string, int>>(addedPath))
+                byId[id] = new ClipAddedToken(content, id, SingleWord: false); // transformers' add_tokens default
+        var configPath = Path.Combine(folder, "tokenizer_config.json");
+        if (File.Exists(configPath) && JsonFiles.ReadObject(configPath)["added_tokens_decoder"] is JsonObject decoder)
+        {
+            foreach (var (key, value) in decoder)
+            {
+                if (!int.TryParse(key, NumberStyles.None, CultureInfo.InvariantCulture, out var id))
+                    throw new UserInputException(configPath, $"added_tokens_decoder has the key '{key}', which is not a token id");
+                if (value is not JsonObject entry || entry["content"] is not JsonValue c || !c.TryGetValue<string>(out var content))
+                    throw new UserInputException(configPath, $"added_tokens_decoder[\"{key}\"] must be an object with a \"content\" string");
+                var singleWord = entry["single_word"] is JsonValue w && w.TryGetValue<bool>(out var b) && b;
+                byId[id] = new ClipAddedToken(content, id, singleWord);
+            }
+        }
+        return [.. byId.Values];
+    }
+
+    /// <summary>
+    /// Writes the tokenizer as a transformers <c>CLIPTokenizer</c> folder (replacing <paramref name="folder"/> as a whole):
+    /// <c>vocab.json</c>, <c>merges.txt</c>, <c>special_tokens_map.json</c>, <c>tokenizer_config.json</c> (with
+    /// <c>added_tokens_decoder</c>) and <c>added_tokens.json</c>. No <c>tokenizer.json</c>: transformers builds its fast
+    /// tokenizer from these files, added tokens included.
+    /// </summary>
+    public void SaveToFolder(string folder)
+    {
+        var unk = _unkId is { } u ? _decoder[u] : EosToken;
+        AtomicFile.WriteFolder(folder, temp =>
+        {
+            var vocab = new JsonObject();
+            foreach (var (token, id) in _encoder.OrderBy(e => e.Value)) vocab[token] = id;
+            File.WriteAllText(Path.Combine(temp, "vocab.json"), vocab.ToJsonString(WriteOptions));
+
+            var merges = new StringBuilder("#version: 0.2\n");
+            foreach (var (first, second) in _merges) merges.Append(first).Append(' ').Append(second).Append('\n');
+            File.WriteAllText(Path.Combine(temp, "merges.txt"), merges.ToString());
+
+            var specials = new JsonObject { ["bos_token"] = BosToken, ["eos_token"] = EosToken, ["pad_token"] = PadToken, ["unk_token"] = unk };
+            File.WriteAllText(Path.Combine(temp, "special_tokens_map.json"), specials.ToJsonString(WriteOptions));
+
+            var decoder = new JsonObject();
+            foreach (var id in new[] { BosId, EosId }.Distinct().Order())
+                decoder[id.ToString(CultureInfo.InvariantCulture)] = DecoderEntry(_decoder[id], singleWord: false, special: true);
+            foreach (var t in AddedTokens)
+                decoder[t.Id.ToString(CultureInfo.InvariantCulture)] = DecoderEntry(t.Content, t.SingleWord, special: false);
+            var config = new JsonObject
+            {
+                ["add_prefix_space"] = false,
+                ["added_tokens_decoder"] = decoder,
+                ["bos_token"] = BosToken,
+                ["clean_up_tokenization_spaces"] = true,
+                ["do_lower_case"] = true,
+                ["eos_token"] = EosToken,
+                ["errors"] = "replace",
+                ["model_max_length"] = ModelMaxLength,
+                ["pad_token"] = PadToken,
+                ["tokenizer_class"] = "CLIPTokenizer",
+                ["unk_token"] = unk,
+            };
+            File.WriteAllText(Path.Combine(temp, "tokenizer_config.json"), config.ToJsonString(WriteOptions));
+
+            var added = new JsonObject();
+            foreach (var t in AddedTokens) added[t.Content] = t.Id;
+            File.WriteAllText(Path.Combine(temp, AddedTokensFile), added.ToJsonString(WriteOptions));
+        });
+
+        static JsonObject DecoderEntry(string content, bool singleWord, bool special) => new()
+        {
+            ["content"] = content, ["lstrip"] = false, ["normalized"] = !special, ["rstrip"] = false,
+            ["single_word"] = singleWord, ["special"] = special,
+        };
+    }
+
+    private const string AddedTokensFile = "added_tokens.json";
+
+    // Indented like transformers' files; non-ASCII (the byte alphabet of the vocabulary) written as itself.
+    private static readonly JsonSerializerOptions WriteOptions = new() { WriteIndented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    public string BosToken => _decoder[BosId];
+    public string EosToken => _decoder[EosId];
+    public string PadToken => _decoder[PadId];
+
+    /// <summary>
+    /// BPE ids of <paramref name="text"/>, without start/end tokens and without truncation. An added token is its one id;
+    /// a multi-vector textual inversion baked in as <c>name</c>, <c>name_1</c>, ... expands from <c>name</c> to all of
+    /// them, as diffusers' <c>maybe_convert_prompt</c> does.
+    /// </summary>
     public List<int> Encode(string text)
     {
         var ids = new List<int>();
@@ -196,6 +338,12 @@ public sealed class ClipTokenizer
             if (skipSpecialTokens && (id == BosId || id == EosId)) continue;
             if (!_decoder.TryGetValue(id, out var token))
                 throw new ArgumentOutOfRangeException(nameof(ids), $"Token id {id} is not in the vocabulary.");
+            if (_addedTokens.ContainsKey(token) && _addedTokens[token].Id == id)
+            {
+                // A whole word, not byte-mapped BPE pieces.
+                bytes.AddRange(Encoding.UTF8.GetBytes(token + EndOfWord));
+                continue;
+            }
             foreach (var c in token)
             {
                 if (ByteEncoder.CharToByte.TryGetValue(c, out var b)) bytes.Add(b);
@@ -205,13 +353,50 @@ public sealed class ClipTokenizer
         return Encoding.UTF8.GetString(bytes.ToArray()).Replace(EndOfWord, " ", StringComparison.Ordinal);
     }
 
-    public int? TokenToId(string token) => _encoder.TryGetValue(token, out var id) ? id : null;
+    public int? TokenToId(string token) => _encoder.TryGetValue(token, out var id) ? id
+        : _addedTokens.TryGetValue(token, out var added) ? added.Id : null;
 
     public string? IdToToken(int id) => _decoder.GetValueOrDefault(id);
 
     private void Run(string text, List<int>? ids, List<string>? tokens)
     {
         var normalized = ClipTextNormalizer.Normalize(text);
+        var start = 0;
+        while (FindAddedToken(normalized, start) is var (at, added))
+        {
+            RunBpe(normalized[start..at], ids, tokens);
+            var next = added;
+            for (var i = 1; next is not null; i++)
+            {
+                ids?.Add(next.Id);
+                tokens?.Add(next.Content);
+                next = _addedTokens.GetValueOrDefault($"{added.Content}_{i}");
+            }
+            start = at + added.Content.Length;
+        }
+        RunBpe(start == 0 ? normalized : normalized[start..], ids, tokens);
+    }
+
+    /// <summary>The first added token in <paramref name="text"/> from <paramref name="start"/> on (the longest where several start there), or null.</summary>
+    private (int At, ClipAddedToken Token)? FindAddedToken(string text, int start)
+    {
+        if (_addedByLength.Length == 0) return null;
+        for (var pos = start; pos < text.Length; pos++)
+            foreach (var token in _addedByLength)
+                if (string.CompareOrdinal(text, pos, token.Content, 0, token.Content.Length) == 0
+                    && (!token.SingleWord || IsWordBoundary(text, pos) && IsWordBoundary(text, pos + token.Content.Length)))
+                    return (pos, token);
+        return null;
+    }
+
+    // transformers' single_word: no word character on both sides of the cut.
+    private static bool IsWordBoundary(string text, int cut) =>
+        cut == 0 || cut == text.Length || !(IsWordChar(text[cut - 1]) && IsWordChar(text[cut]));
+
+    private static bool IsWordChar(char c) => char.IsLetterOrDigit(c) || c == '_' || char.IsSurrogate(c);
+
+    private void RunBpe(string normalized, List<int>? ids, List<string>? tokens)
+    {
         foreach (var piece in ClipPreTokenizer.Split(normalized, _specials))
         {
             if (piece.Special >= 0)
@@ -274,3 +459,9 @@ public sealed class ClipTokenizer
         return result;
     }
 }
+
+/// <summary>
+/// A token added to a trained vocabulary (transformers' <c>AddedToken</c>): <paramref name="Content"/> is one id wherever
+/// it appears in the normalised (lower-case) text, and with <paramref name="SingleWord"/> only as a whole word.
+/// </summary>
+public sealed record ClipAddedToken(string Content, int Id, bool SingleWord = true);

@@ -71,6 +71,14 @@ public sealed class OnnxGraph
         return name;
     }
 
+    /// <summary>A constant stored in <paramref name="type"/> whatever <see cref="FloatType"/> is (float32 values an fp16 graph must keep exact).</summary>
+    public string Initializer(string name, Tensor tensor, DataType type)
+    {
+        Claim(name);
+        graph.Initializer.Add(ToTensorProto(name, tensor, type));
+        return name;
+    }
+
     /// <summary>An int64 constant (shapes, axes, indices).</summary>
     public string Int64s(params long[] values) => Int64s([values.Length], values);
 

@@ -1,0 +1,187 @@
+// bench-onnx: one UNet step through libtorch and through ONNX Runtime, printed as `name: value unit` lines and
+// `NAME ratio: R` lines (R = ONNX Runtime's seconds ÷ libtorch's, so below 1 means ONNX Runtime is faster).
+//   dotnet run -c Release --project tools/bench-onnx [-- --repeats N] [--threads N] [--tiny] [--level all|extended|basic|disabled]
+// What it measures: the demo model's UNet (models/demo, 64x64 → 8x8 latents) and an SD 1.5-shaped UNet with random weights
+// (speed does not depend on the values) at 256x256 → 32x32 latents, batch 2 as classifier-free guidance runs it, fp32 on
+// CPU, with our ONNX export in both attention forms (standard MatMul/Softmax, ONNX Runtime's fused MultiHeadAttention).
+// Each ratio comes from one interleaved run (libtorch step, ONNX Runtime step, ...) so load on the machine hits both alike;
+// each figure is the median of --repeats steps after a warm-up. Both engines get the same thread count (--threads, else
+// the processor count). --tiny stops after the demo model (seconds, not minutes).
+using System.Diagnostics;
+using System.Globalization;
+using Microsoft.ML.OnnxRuntime;
+using SdAppliance.Models.Blocks;
+using SdAppliance.Models.Loading;
+using SdAppliance.Models.Unet;
+using SdAppliance.Onnx.Export;
+using SdAppliance.Onnx.Graphs;
+using SdAppliance.Torch;
+using SdAppliance.Torch.Nn;
+
+string? Option(string name)
+{
+    var i = Array.IndexOf(args, name);
+    return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
+}
+
+var repeats = Option("--repeats") is { } r ? int.Parse(r, CultureInfo.InvariantCulture) : 5;
+var threads = Option("--threads") is { } t ? int.Parse(t, CultureInfo.InvariantCulture) : Environment.ProcessorCount;
+var level = (Option("--level") ?? "all") switch
+{
+    "all" => GraphOptimizationLevel.ORT_ENABLE_ALL,
+    "extended" => GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "basic" => GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "disabled" => GraphOptimizationLevel.ORT_DISABLE_ALL,
+    var other => throw new ArgumentException($"--level {other}: all, extended, basic or disabled"),
+};
+Engine.EnsureLoaded();
+Engine.NumThreads = threads;
+var root = RepositoryRoot();
+var work = Directory.CreateTempSubdirectory("bench-onnx-").FullName;
+Console.WriteLine($"libtorch: {Engine.TorchVersion}");
+Console.WriteLine($"onnxruntime: {OrtEnv.Instance().GetVersionString()}");
+Console.WriteLine($"threads: {threads}");
+Console.WriteLine($"graph_optimization_level: {level}");
+ReportLoad("load_average_start");
+
+try
+{
+    using (Autograd.InferenceMode())
+    {
+        Progress("demo model");
+        using (var demo = ModelLoader.Load(Path.Combine(root, "models", "demo")))
+            BenchUnet("demo_unet_64", demo.Unet, latentSize: 8);
+
+        if (!args.Contains("--tiny"))
+        {
+            Progress("building a random SD 1.5 UNet");
+            var config = DiffusersConfig.Load<UNet2DConditionConfig>(Path.Combine(root, "models", "configs", "sd15", "unet", "config.json"));
+            using var sd15 = RandomModule(() => new UNet2DConditionModel(config));
+            BenchUnet("sd15_unet_256", sd15, latentSize: 32);
+        }
+    }
+    // The CUDA provider lives in Microsoft.ML.OnnxRuntime.Gpu.Linux, which this project does not reference.
+    Console.WriteLine("cuda: skipped: no CUDA (ONNX Runtime's CUDA provider package is not referenced)");
+    // Per image (whole txt2img through StableDiffusionPipeline on libtorch vs on OnnxDiffusionModel): goes here once
+    // the ONNX Runtime backend (Runtime/OnnxDiffusionModel) is on main.
+    Console.WriteLine("per_image: skipped: needs the ONNX Runtime backend (OnnxDiffusionModel)");
+    ReportLoad("load_average_end");
+}
+finally
+{
+    Directory.Delete(work, recursive: true);
+}
+return 0;
+
+// One UNet step [uncond, cond] at latentSize², libtorch against each attention form of the export, interleaved.
+void BenchUnet(string name, UNet2DConditionModel unet, long latentSize)
+{
+    var crossDim = unet.Config.CrossAttentionDimPerBlock[0];
+    using var g = new Generator(0);
+    using var sample = torch.Randn([2, unet.Config.InChannels, latentSize, latentSize], g);
+    using var context = torch.Randn([2, 77, crossDim], g);
+    using var timestep = torch.Scalar(500, DType.Float32);
+    void TorchStep()
+    {
+        using var output = unet.Forward(sample, timestep, context);
+    }
+
+    Report($"{name}_parameters", unet.Parameters().Sum(p => p.NumEl) / 1e6, "M");
+    foreach (var attention in new[] { AttentionForm.Standard, AttentionForm.OnnxRuntimeFused })
+    {
+        var form = attention == AttentionForm.Standard ? "standard" : "fused";
+        Progress($"{name}: exporting ({form} attention)");
+        var path = Path.Combine(work, $"{name}_{form}", "model.onnx");
+        var sw = Stopwatch.StartNew();
+        OnnxFile.Save(UNetOnnx.Build(unet, new OnnxExportOptions { Attention = attention }), path);
+        GC.Collect();
+        Report($"{name}_{form}_export", sw.Elapsed.TotalSeconds, "s");
+
+        sw.Restart();
+        using var options = new SessionOptions
+        {
+            GraphOptimizationLevel = level,
+            IntraOpNumThreads = threads,
+            ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+        };
+        using var session = new InferenceSession(path, options);
+        Report($"{name}_{form}_session_load", sw.Elapsed.TotalSeconds, "s");
+        using var ortSample = OrtValue.CreateTensorValueFromMemory(sample.ToArray<float>(), sample.Shape);
+        using var ortContext = OrtValue.CreateTensorValueFromMemory(context.ToArray<float>(), context.Shape);
+        using var ortTimestep = OrtValue.CreateTensorValueFromMemory(new[] { 500f }, []);
+        var outputData = new float[sample.NumEl];
+        using var ortOutput = OrtValue.CreateTensorValueFromMemory(outputData, sample.Shape);
+        using var runOptions = new RunOptions();
+        string[] inputNames = ["sample", "timestep", "encoder_hidden_states"];
+        OrtValue[] inputs = [ortSample, ortTimestep, ortContext];
+        void OrtStep() => session.Run(runOptions, inputNames, inputs, ["out_sample"], [ortOutput]);
+
+        Progress($"{name}: {repeats} interleaved steps ({form} attention)");
+        var (torchSeconds, ortSeconds) = Interleaved(TorchStep, OrtStep, repeats);
+        Report($"{name}_{form}_libtorch_step", torchSeconds, "s/step");
+        Report($"{name}_{form}_onnxruntime_step", ortSeconds, "s/step");
+        Console.WriteLine($"{name}_{form} ratio: {ortSeconds / torchSeconds:F3}");
+    }
+}
+
+// Medians of a and b over n alternating runs, after one warm-up of each.
+static (double A, double B) Interleaved(Action a, Action b, int n)
+{
+    a();
+    b();
+    var (sa, sb) = (new double[n], new double[n]);
+    for (var i = 0; i < n; i++)
+    {
+        sa[i] = Seconds(a);
+        sb[i] = Seconds(b);
+    }
+    return (Median(sa), Median(sb));
+}
+
+static double Seconds(Action body)
+{
+    var sw = Stopwatch.StartNew();
+    body();
+    return sw.Elapsed.TotalSeconds;
+}
+
+static double Median(double[] samples)
+{
+    Array.Sort(samples);
+    var mid = samples.Length / 2;
+    return samples.Length % 2 == 1 ? samples[mid] : (samples[mid - 1] + samples[mid]) / 2;
+}
+
+static void Report(string name, double value, string unit) => Console.WriteLine($"{name}: {value:G4} {unit}");
+
+static void ReportLoad(string name)
+{
+    if (File.Exists("/proc/loadavg"))
+        Report(name, double.Parse(File.ReadAllText("/proc/loadavg").Split(' ')[0], CultureInfo.InvariantCulture), "runnable");
+}
+
+// Long runs say what they are doing on stderr, so that stdout stays `name: value unit` only.
+static void Progress(string what) => Console.Error.WriteLine($"# {what}");
+
+static string RepositoryRoot()
+{
+    foreach (var start in new[] { AppContext.BaseDirectory, Directory.GetCurrentDirectory() })
+        for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+            if (File.Exists(Path.Combine(dir.FullName, "SdAppliance.sln"))) return dir.FullName;
+    throw new DirectoryNotFoundException("bench-onnx needs the SdAppliance repository (models/demo, models/configs): run it from inside it");
+}
+
+// Built without initialisation (filling 3.4 GB the default way is slow), then norms set to identity and everything else
+// to N(0, 0.02²): no NaN, no denormals, activations of O(1), so the kernels run at their normal speed.
+static T RandomModule<T>(Func<T> build) where T : Module
+{
+    T module;
+    using (Init.Skip()) module = build();
+    foreach (var (name, p) in module.NamedParameters())
+    {
+        if (name.EndsWith(".bias", StringComparison.Ordinal)) Init.Zeros_(p);
+        else if (name.Contains("norm", StringComparison.Ordinal)) Init.Ones_(p);
+        else Init.Normal_(p, 0, 0.02);
+    }
+    return module.Eval();
+}
