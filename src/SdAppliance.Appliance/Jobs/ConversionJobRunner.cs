@@ -117,7 +117,6 @@ public sealed class ConversionJobRunner(PathGuard paths, Ownership? ownership = 
             Layout = OnnxExportOptions.ParseLayout(request.Layout, "layout"),
             Precision = request.Half ? OnnxPrecision.Float16 : OnnxPrecision.Float32,
             Attention = OnnxExportOptions.ParseAttention(request.Attention, "attention"),
-            SearchRoots = [paths.Data.FullPath],
         };
         var loras = (request.Loras ?? []).Select(l =>
         {

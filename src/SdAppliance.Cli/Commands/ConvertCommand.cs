@@ -95,7 +95,6 @@ public static class ConvertCommand
                 Precision = args.Fp16 ? OnnxPrecision.Float16 : OnnxPrecision.Float32,
                 Attention = OnnxExportOptions.ParseAttention(args.Attention, "attention"),
                 Overwrite = args.Overwrite,
-                SearchRoots = load.SearchRoots ?? [],
             };
             OnnxPipelineExporter.CheckTarget(output, options);
             var loras = args.Loras.Select(GenerateCommand.ParseLora).Select(l => new OnnxExportLora(l.Path, l.Weight, l.Weight)).ToList();

@@ -108,7 +108,14 @@ public static class ModelWriter
             var scheduler = Directory.CreateDirectory(Path.Combine(temp, "scheduler")).FullName;
             WriteJson(Path.Combine(scheduler, "scheduler_config.json"), content.SchedulerConfig);
             foreach (var (sub, from) in content.TokenizerFolders)
-                CopyTokenizerFolder(from, Path.Combine(temp, sub), padsWithExclamation: sub == "tokenizer_2" || content.Family == ModelFamily.V2);
+            {
+                var to = Directory.CreateDirectory(Path.Combine(temp, sub)).FullName;
+                foreach (var file in Directory.EnumerateFiles(from))
+                    File.Copy(file, Path.Combine(to, Path.GetFileName(file)));
+                // OpenCLIP (SD 2.x, SDXL's second encoder) pads with "!": say so where diffusers looks, since a shared CLIP folder may not.
+                if (sub == "tokenizer_2" || content.Family == ModelFamily.V2)
+                    EnsurePadToken(to, "!");
+            }
             WriteModelIndex(temp, content, isSdxl);
         });
     }
@@ -116,21 +123,6 @@ public static class ModelWriter
     /// <summary>The components a diffusers folder of <paramref name="tensors"/> has: SDXL's when one is a second text encoder's.</summary>
     internal static IReadOnlyList<string> DiffusersComponents(IEnumerable<ModelTensor> tensors) =>
         tensors.Any(t => t.Key.Component == ModelComponents.TextEncoder2) ? [.. BaseComponents, ModelComponents.TextEncoder2] : BaseComponents;
-
-    /// <summary>
-    /// Copies a tokenizer folder's files to <paramref name="to"/> (created). <paramref name="padsWithExclamation"/>: the
-    /// tokenizer is OpenCLIP's (SD 2.x, SDXL's second encoder), which pads with "!"; that is written where diffusers and
-    /// transformers look, since a shared CLIP folder may not say it.
-    /// </summary>
-    public static void CopyTokenizerFolder(string from, string to, bool padsWithExclamation)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(from);
-        ArgumentException.ThrowIfNullOrEmpty(to);
-        Directory.CreateDirectory(to);
-        foreach (var file in Directory.EnumerateFiles(from))
-            File.Copy(file, Path.Combine(to, Path.GetFileName(file)));
-        if (padsWithExclamation) EnsurePadToken(to, "!");
-    }
 
     private static SafetensorsTensor Writable(ModelTensor t) => new(t.Key.Name, t.DType, t.Shape, stream => stream.Write(t.Bytes()));
 

@@ -37,9 +37,6 @@ public sealed record OnnxExportOptions
     /// <summary>Replace a folder already at the export's path (as a whole, at the end); without it such a folder is refused.</summary>
     public bool Overwrite { get; init; }
 
-    /// <summary>Where a single-file model's shared tokenizer is found (<c>ROOT/models/tokenizers/</c>), as the model was loaded with.</summary>
-    public IReadOnlyList<string> SearchRoots { get; init; } = [];
-
     /// <summary>The layouts by the names the command line, the API and the UI use.</summary>
     public static IReadOnlyDictionary<string, OnnxLayout> LayoutNames { get; } = new Dictionary<string, OnnxLayout>(StringComparer.Ordinal)
     {

@@ -31,6 +31,7 @@ public sealed record OnnxExportResult(string Folder, IReadOnlyList<string> Files
 /// folders, the UNet's weights always in <c>weights.pb</c>, the class <c>OnnxStableDiffusionPipeline</c>; diffusers has no
 /// ONNX SDXL pipeline. Both get the <c>config.json</c> files (diffusers' loader ignores them; ours reads the VAE's scaling
 /// factor and the UNet's sample size from them). The safety checker and feature extractor are absent (<c>[null, null]</c>).
+/// The tokenizers are written from the model's own (<see cref="ClipTokenizer.SaveToFolder"/>), baked-in tokens as added tokens.
 /// </para>
 /// <para>
 /// The folder is written under a hidden temporary name beside the target and renamed into place at the end
@@ -71,17 +72,20 @@ public static class OnnxPipelineExporter
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(options);
-        var networks = new List<OnnxNetwork> { new("text_encoder", () => ClipTextEncoderOnnx.Build(model.TextEncoder, options), ModelComponents.TextEncoder) };
+        var networks = new List<OnnxNetwork> { new("text_encoder", baked => ClipTextEncoderOnnx.Build(model.TextEncoder, options, baked), ModelComponents.TextEncoder) };
         if (model.TextEncoder2 is { } textEncoder2)
-            networks.Add(new("text_encoder_2", () => ClipTextEncoderOnnx.Build(textEncoder2, options), ModelComponents.TextEncoder2));
-        networks.Add(new("unet", () => UNetOnnx.Build(model.Unet, options), ModelComponents.Unet));
-        networks.Add(new("vae_encoder", () => VaeOnnx.BuildEncoder(model.Vae, options), ModelComponents.Vae));
-        networks.Add(new("vae_decoder", () => VaeOnnx.BuildDecoder(model.Vae, options), ModelComponents.Vae));
+            networks.Add(new("text_encoder_2", baked => ClipTextEncoderOnnx.Build(textEncoder2, options, baked), ModelComponents.TextEncoder2));
+        networks.Add(new("unet", _ => UNetOnnx.Build(model.Unet, options), ModelComponents.Unet));
+        networks.Add(new("vae_encoder", _ => VaeOnnx.BuildEncoder(model.Vae, options), ModelComponents.Vae));
+        networks.Add(new("vae_decoder", _ => VaeOnnx.BuildDecoder(model.Vae, options), ModelComponents.Vae));
         return Write(model, outputFolder, options, networks, loras ?? [], embeddingFiles ?? [], progress, cancellationToken);
     }
 
-    /// <summary>One network of the folder: its subfolder, the builder that makes its graph, the component whose config.json goes beside it.</summary>
-    internal sealed record OnnxNetwork(string Folder, Func<ModelProto> Build, string ConfigComponent);
+    /// <summary>
+    /// One network of the folder: its subfolder, the builder that makes its graph (given a text encoder's baked-in token
+    /// table as a weight override, null otherwise), the component whose config.json goes beside it.
+    /// </summary>
+    internal sealed record OnnxNetwork(string Folder, Func<IReadOnlyDictionary<string, Torch.Tensor>?, ModelProto> Build, string ConfigComponent);
 
     /// <summary>The export with its networks given: <see cref="Export"/>'s builders, or (in tests of the folder itself) small graphs.</summary>
     internal static OnnxExportResult Write(StableDiffusionModel model, string outputFolder, OnnxExportOptions options, IReadOnlyList<OnnxNetwork> networks,
@@ -90,21 +94,25 @@ public static class OnnxPipelineExporter
         ArgumentException.ThrowIfNullOrWhiteSpace(outputFolder);
         var target = Path.TrimEndingDirectorySeparator(Path.GetFullPath(outputFolder));
         Check(model, target, options);
-        var tokenizers = TokenizerFolders(model, options);
         var warnings = new List<string>();
         var files = new List<string>();
         long bytes = 0;
 
         var loraFiles = new List<LoraFile>();
+        var embeddings = new List<TextualInversionEmbedding>();
+        var baked = new Dictionary<string, BakedTextualInversion>(StringComparer.Ordinal);
         try
         {
             foreach (var lora in loras) loraFiles.Add(LoadLora(lora));
+            foreach (var file in embeddingFiles) embeddings.Add(TextualInversionEmbedding.Load(file));
             cancellationToken.ThrowIfCancellationRequested();
             using var patch = loraFiles.Count == 0 ? null : LoraPatch.Apply(
                 [.. loraFiles.Select((file, i) => new LoraApplication(file, loras[i].TextEncoderWeight, loras[i].UnetWeight))],
                 LoraModelNames.Targets(model), LoraModelNames.AlternateNames(model.Unet));
             if (patch is not null) warnings.AddRange(Unmatched(loraFiles, patch));
-            BakeEmbeddings(model, embeddingFiles);
+            if (embeddings.Count > 0) Bake(model, embeddings, baked);
+            var tokenizers = new List<(string Sub, ClipTokenizer Tokenizer)> { ("tokenizer", baked.GetValueOrDefault("text_encoder")?.Tokenizer ?? model.Tokenizer) };
+            if (model.Tokenizer2 is { } tokenizer2) tokenizers.Add(("tokenizer_2", baked.GetValueOrDefault("text_encoder_2")?.Tokenizer ?? tokenizer2));
 
             Directory.CreateDirectory(Path.GetDirectoryName(target)!);
             AtomicFile.WriteFolder(target, temp =>
@@ -116,14 +124,15 @@ public static class OnnxPipelineExporter
                     progress?.Report(network.Folder);
                     var folder = Directory.CreateDirectory(Path.Combine(temp, network.Folder)).FullName;
                     var (externalName, forceExternal) = ExternalData(options.Layout, network.Folder);
-                    OnnxFile.Save(network.Build(), Path.Combine(folder, ModelFileName), externalName, forceExternal);
-                    WriteJson(Path.Combine(folder, "config.json"), SubmodelConfig(configs[network.ConfigComponent], network.ConfigComponent, options.Precision));
+                    var bakedIn = baked.GetValueOrDefault(network.Folder);
+                    OnnxFile.Save(network.Build(bakedIn?.WeightOverrides), Path.Combine(folder, ModelFileName), externalName, forceExternal);
+                    WriteJson(Path.Combine(folder, "config.json"), SubmodelConfig(configs[network.ConfigComponent], network.ConfigComponent, options.Precision, bakedIn));
                 }
-                foreach (var (sub, from) in tokenizers)
+                foreach (var (sub, tokenizer) in tokenizers)
                 {
                     cancellationToken.ThrowIfCancellationRequested();
                     progress?.Report(sub);
-                    ModelWriter.CopyTokenizerFolder(from, Path.Combine(temp, sub), padsWithExclamation: sub == "tokenizer_2" || model.Family == ModelFamily.V2);
+                    tokenizer.SaveToFolder(Path.Combine(temp, sub));
                 }
                 progress?.Report("scheduler");
                 var scheduler = SchedulerConfig(model);
@@ -142,6 +151,8 @@ public static class OnnxPipelineExporter
         finally
         {
             foreach (var file in loraFiles) file.Dispose();
+            foreach (var embedding in embeddings) embedding.Dispose();
+            foreach (var table in baked.Values) table.Dispose();
         }
         files.Sort(StringComparer.Ordinal);
         return new OnnxExportResult(target, files, bytes, warnings);
@@ -173,19 +184,6 @@ public static class OnnxPipelineExporter
                 "export SDXL in optimum's layout (ORTStableDiffusionXLPipeline loads it)");
     }
 
-    /// <summary>
-    /// The tokenizer folders to copy (tokenizer, SDXL's tokenizer_2): where the model's were loaded from, its own folder's
-    /// or the shared one for a single file (<see cref="TokenizerLocator"/>). Found before anything is written, so a missing
-    /// one is refused first.
-    /// </summary>
-    private static List<(string Sub, string From)> TokenizerFolders(StableDiffusionModel model, OnnxExportOptions options)
-    {
-        var roots = ModelLoader.SearchRoots(new ModelLoadOptions(SearchRoots: options.SearchRoots));
-        var folders = new List<(string, string)> { ("tokenizer", TokenizerLocator.Find(model.SourcePath, "clip", roots, "tokenizer")) };
-        if (model.Tokenizer2 is not null) folders.Add(("tokenizer_2", TokenizerLocator.Find(model.SourcePath, "clip", roots, "tokenizer_2")));
-        return folders;
-    }
-
     private static LoraFile LoadLora(OnnxExportLora lora)
     {
         foreach (var (weight, name) in new[] { (lora.TextEncoderWeight, "text encoder"), (lora.UnetWeight, "UNet") })
@@ -211,21 +209,16 @@ public static class OnnxPipelineExporter
     }
 
     /// <summary>
-    /// Textual-inversion tokens go into the text encoder's embedding table and the tokenizer as added tokens. The text
-    /// encoder's builder does the baking; until it can, an export asked for embeddings is refused rather than written without them.
+    /// The embeddings' tokens baked into each text encoder's table and tokenizer (<see cref="TextualInversionBake"/>):
+    /// SDXL's first encoder takes their clip_l vectors, the second their clip_g.
     /// </summary>
-    private static void BakeEmbeddings(StableDiffusionModel model, IReadOnlyList<string> embeddingFiles)
+    private static void Bake(StableDiffusionModel model, List<TextualInversionEmbedding> embeddings, Dictionary<string, BakedTextualInversion> baked)
     {
-        if (embeddingFiles.Count == 0) return;
-        foreach (var file in embeddingFiles)
-        {
-            using var embedding = TextualInversionEmbedding.Load(file);
-            if (embedding.Vectors.Size(1) != model.TextEncoder.Config.HiddenSize || (model.IsSdxl && embedding.Vectors2 is null))
-                throw new UserInputException(file, $"the embedding was made for another model family (vectors {embedding.Vectors.Size(1)} wide; this model's text encoder is {model.TextEncoder.Config.HiddenSize})",
-                    "choose an embedding trained for this model's family");
-        }
-        throw new UserInputException("embedding", "baking textual-inversion tokens into an ONNX export is not available in this build yet",
-            "export without embeddings, or generate with the libtorch backend");
+        using (var weights = model.TextEncoder.StateDict())
+            baked["text_encoder"] = TextualInversionBake.Bake(model.Tokenizer, weights, embeddings, TextualInversionVectors.First);
+        if (model.TextEncoder2 is { } encoder2 && model.Tokenizer2 is { } tokenizer2)
+            using (var weights = encoder2.StateDict())
+                baked["text_encoder_2"] = TextualInversionBake.Bake(tokenizer2, weights, embeddings, TextualInversionVectors.Second);
     }
 
     /// <summary>The external data file name of a network and whether its weights always go there (diffusers' script always splits the UNet).</summary>
@@ -235,12 +228,16 @@ public static class OnnxPipelineExporter
         _ => (OptimumExternalData, false),
     };
 
-    /// <summary>The submodel's config.json; transformers records the weights' dtype in a text encoder's, which follows the precision.</summary>
-    private static JsonObject SubmodelConfig(string json, string component, OnnxPrecision precision)
+    /// <summary>
+    /// The submodel's config.json. transformers records the weights' dtype in a text encoder's, which follows the precision,
+    /// and its vocabulary size, which grows by the baked-in tokens (as <c>resize_token_embeddings</c> leaves it).
+    /// </summary>
+    private static JsonObject SubmodelConfig(string json, string component, OnnxPrecision precision, BakedTextualInversion? baked)
     {
         var config = JsonNode.Parse(json)!.AsObject();
         if (component.StartsWith(ModelComponents.TextEncoder, StringComparison.Ordinal))
             config["torch_dtype"] = precision == OnnxPrecision.Float16 ? "float16" : "float32";
+        if (baked is not null) config["vocab_size"] = baked.TokenEmbedding.Size(0);
         return config;
     }
 
