@@ -9,8 +9,6 @@ namespace SdAppliance.Appliance.Tests.Jobs;
 [Collection(EngineCollection.Name)]
 public sealed class OnnxExportJobTests : IDisposable
 {
-    private const string BuildersPending = "the network builders (ClipTextEncoderOnnx, UNetOnnx, VaeOnnx) are being written; run when they are on main";
-
     private static readonly Caller Alice = new("alice", IsAdmin: false), Bob = new("bob", IsAdmin: false);
     private readonly string data = Directory.CreateTempSubdirectory("sdapp-onnx-jobs-").FullName;
     private readonly CancellationToken none = CancellationToken.None;
@@ -25,7 +23,7 @@ public sealed class OnnxExportJobTests : IDisposable
         Assert.Equal(["optimum", "diffusers"], ModelExports.OnnxLayouts);
     }
 
-    [Fact(Skip = BuildersPending)]
+    [Fact]
     public async Task An_ONNX_export_lands_in_the_base_models_as_its_owners_model_under_a_free_name()
     {
         await using var appliance = await TestAppliance.StartAsync(data, runners: null);
