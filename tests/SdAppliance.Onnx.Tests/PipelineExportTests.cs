@@ -277,6 +277,36 @@ public sealed class PipelineExportTests : IDisposable
     }
 
     [Fact]
+    public void SdxlIsExportedWithBothEncodersAndTheUnetsAddedConditions()
+    {
+        using var model = ModelLoader.Load(TinySdxlFolder);
+        var target = Path.Combine(temp, "xl");
+
+        var result = OnnxPipelineExporter.Export(model, target, new OnnxExportOptions());
+
+        var onnx = result.Files.Where(f => f.EndsWith(".onnx", StringComparison.Ordinal)).ToList();
+        Assert.Equal(["text_encoder/model.onnx", "text_encoder_2/model.onnx", "unet/model.onnx", "vae_decoder/model.onnx", "vae_encoder/model.onnx"], onnx);
+        foreach (var file in onnx) OnnxChecker.AssertValid(Path.Combine(target, file));
+        var unet = OnnxFile.ReadStructure(Path.Combine(target, "unet", "model.onnx"));
+        Assert.Equal(["sample", "timestep", "encoder_hidden_states", "text_embeds", "time_ids"], unet.Graph.Input.Select(i => i.Name));
+        Assert.Contains("text_embeds", OnnxFile.ReadStructure(Path.Combine(target, "text_encoder_2", "model.onnx")).Graph.Output.Select(o => o.Name));
+    }
+
+    [Fact]
+    public void AFloat16ExportStoresHalfWeightsAndSaysSoInTheTextEncodersConfig()
+    {
+        using var model = ModelLoader.Load(TinyFolder);
+        var target = Path.Combine(temp, "half");
+
+        OnnxPipelineExporter.Export(model, target, new OnnxExportOptions { Precision = OnnxPrecision.Float16 });
+
+        Assert.Equal("float16", (string)Json(target, "text_encoder", "config.json")["torch_dtype"]!);
+        var weight = OnnxFile.ReadStructure(Path.Combine(target, "unet", "model.onnx")).Graph.Initializer.Single(t => t.Name == UnetProbe + ".weight");
+        Assert.Equal((int)DataType.Float16, weight.DataType);
+        OnnxChecker.AssertValid(Path.Combine(target, "unet", "model.onnx"));
+    }
+
+    [Fact]
     public void ALoraAt07ChangesTheBuiltUnetAndTextEncoderAsLoraPatchDoes()
     {
         using var model = ModelLoader.Load(TinyFolder);
