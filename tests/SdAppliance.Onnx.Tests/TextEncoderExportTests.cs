@@ -88,7 +88,8 @@ public sealed class TextEncoderExportTests : IDisposable
         var idType = layout == OnnxLayout.Optimum ? DataType.Int64 : DataType.Int32;
         Assert.Equal((int)idType, structure.Graph.Input.Single(i => i.Name == "input_ids").Type.TensorType.ElemType);
         // The runtime computes clip skip from hidden_states.k and the final layer norm, found by their state-dict names.
-        Assert.Contains(structure.Graph.Initializer, t => t.Name == "text_model.final_layer_norm.weight");
+        Assert.Contains(structure.Graph.Initializer, t => t.Name == ClipTextEncoderOnnx.FinalLayerNormWeight);
+        Assert.Contains(structure.Graph.Initializer, t => t.Name == ClipTextEncoderOnnx.FinalLayerNormBias);
         Assert.Contains(structure.Graph.Initializer, t => t.Name == "text_model.embeddings.token_embedding.weight");
 
         using var scope = torch.NewDisposeScope();
@@ -106,6 +107,42 @@ public sealed class TextEncoderExportTests : IDisposable
         var ids = PromptIds(demo.Tokenizer, "a red circle on a blue background", "a green square");
         using var expected = demo.TextEncoder.Forward(ids);
         AssertMatches(ExportRuns.Run(path, ("input_ids", ids)), demo.TextEncoder, expected, Tolerance);
+    }
+
+    /// <summary>
+    /// Clip skip 2 as a runtime computes it from the export: LayerNorm(hidden_states.{N-1}) with the final layer norm's
+    /// initializers read from the file, against <see cref="ClipPromptEncoder.EncodeChunks"/>.
+    /// </summary>
+    [Fact]
+    public void ClipSkipComesFromAHiddenStateAndTheFinalLayerNormInTheFile()
+    {
+        using var demo = ModelLoader.Load(ExportRuns.DemoModel);
+        var path = ExportRuns.SaveChecked(ClipTextEncoderOnnx.Build(demo.TextEncoder, new OnnxExportOptions()), folder, "text_encoder");
+        var initializers = OnnxFile.ReadStructure(path).Graph.Initializer;
+        float[] Floats(string name) => [.. System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(initializers.Single(t => t.Name == name).RawData.Span)];
+        var (gamma, beta) = (Floats(ClipTextEncoderOnnx.FinalLayerNormWeight), Floats(ClipTextEncoderOnnx.FinalLayerNormBias));
+
+        using var scope = torch.NewDisposeScope();
+        var ids = PromptIds(demo.Tokenizer, "a small yellow star in the top left");
+        var layers = demo.TextEncoder.Config.NumHiddenLayers;
+        var hidden = ExportRuns.Run(path, ("input_ids", ids)).Single(o => o.Name == ClipTextEncoderOnnx.HiddenStatesOutput(layers - 1)).Value;
+        var width = gamma.Length;
+        var skipped = new float[hidden.Values.Length];
+        for (var row = 0; row < hidden.Values.Length / width; row++)
+        {
+            var x = hidden.Values.AsSpan(row * width, width);
+            var mean = 0.0;
+            foreach (var v in x) mean += v;
+            mean /= width;
+            var variance = 0.0;
+            foreach (var v in x) variance += (v - mean) * (v - mean);
+            variance /= width;
+            for (var i = 0; i < width; i++)
+                skipped[row * width + i] = (float)((x[i] - mean) / Math.Sqrt(variance + demo.TextEncoder.Config.LayerNormEps) * gamma[i] + beta[i]);
+        }
+        var expected = new ClipPromptEncoder(demo.TextEncoder).EncodeChunks(ids, clipSkip: 2);
+        var diff = ExportRuns.MaxDiff(hidden with { Values = skipped }, expected, "clip skip 2");
+        Assert.True(diff <= Tolerance, $"clip skip 2: max |ONNX − libtorch| = {diff:g3}");
     }
 
     [Fact]

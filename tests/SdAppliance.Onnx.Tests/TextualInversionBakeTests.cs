@@ -113,6 +113,9 @@ public sealed class TextualInversionBakeTests : IDisposable
         var path = ExportRuns.SaveChecked(ClipTextEncoderOnnx.Build(model.TextEncoder, new OnnxExportOptions(), baked.WeightOverrides), folder, "text_encoder");
         AssertBakedMatchesOverrides(path, model.Tokenizer, baked.Tokenizer, model.TextEncoder, [zwx, style], TextualInversionVectors.First,
             "a photo of zwx riding a horse in the style of (easystyle:1.2)");
+        // At the end of a full chunk the three vectors move to the next chunk together, as a loaded embedding's do.
+        AssertBakedMatchesOverrides(path, model.Tokenizer, baked.Tokenizer, model.TextEncoder, [zwx, style], TextualInversionVectors.First,
+            string.Join(" ", Enumerable.Repeat("a", 73)) + " zwx and easystyle");
     }
 
     [Fact]
@@ -154,44 +157,51 @@ public sealed class TextualInversionBakeTests : IDisposable
         Assert.Contains("clip_g", e.Message, StringComparison.Ordinal);
         e = Assert.ThrowsAny<UserInputException>(() => TextualInversionBake.Bake(tokenizer, weights, [single, again]));
         Assert.Contains("twice", e.Message, StringComparison.Ordinal);
+        // "a" is a piece of the vocabulary: transformers would read the word as that piece, never as the added row.
+        using var piece = new TextualInversionEmbedding("a", torch.Zeros([1, 32]));
+        e = Assert.ThrowsAny<UserInputException>(() => TextualInversionBake.Bake(tokenizer, weights, [piece]));
+        Assert.Contains("already a token of the vocabulary", e.Message, StringComparison.Ordinal);
     }
 
     /// <summary>
     /// The prompt chunked as the libtorch pipeline does (embedding placeholders and token overrides) and as the export's
-    /// tokenizer does (baked ids): the ids agree outside the embeddings, the baked ids sit where the overrides go, and
-    /// every output of the ONNX run is within 1e-4 of libtorch's.
+    /// tokenizer does (baked ids): the same chunks, the ids agree outside the embeddings, the baked ids sit where the
+    /// overrides go, and every output of the ONNX run (all chunks as one batch) is within 1e-4 of libtorch's.
     /// </summary>
     private static void AssertBakedMatchesOverrides(string path, ClipTokenizer tokenizer, ClipTokenizer baked, ClipTextModel encoder,
         IReadOnlyList<TextualInversionEmbedding> embeddings, TextualInversionVectors which, string prompt)
     {
         using var library = new EmbeddingLibrary(tokenizer);
         foreach (var e in embeddings) library.Add(e, owns: false);
-        var reference = new PromptChunker(tokenizer, library).Chunk(prompt).Chunks.Single();
-        var exported = new PromptChunker(baked).Chunk(prompt).Chunks.Single();
-        Assert.NotEmpty(reference.Fixes);
-        Assert.Equal(reference.Weights, exported.Weights);
+        var reference = new PromptChunker(tokenizer, library).Chunk(prompt).Chunks;
+        var exported = new PromptChunker(baked).Chunk(prompt).Chunks;
+        Assert.Equal(reference.Count, exported.Count);
+        Assert.NotEmpty(reference.SelectMany(c => c.Fixes));
 
         var overrides = new List<TokenOverride>();
-        var placed = new HashSet<int>();
-        foreach (var fix in reference.Fixes)
+        for (var c = 0; c < reference.Count; c++)
         {
-            var embedding = library.Embeddings[fix.Embedding.Name];
-            var vectors = which == TextualInversionVectors.First ? embedding.Vectors : embedding.Vectors2!;
-            overrides.Add(new TokenOverride(0, fix.Offset, vectors));
-            var first = baked.TokenToId(embedding.Name.ToLowerInvariant())!.Value;
-            for (var k = 0; k < vectors.Size(0); k++)
+            Assert.Equal(reference[c].Weights, exported[c].Weights);
+            var placed = new HashSet<int>();
+            foreach (var fix in reference[c].Fixes)
             {
-                Assert.Equal(first + k, exported.Ids[fix.Offset + k]);
-                placed.Add(fix.Offset + k);
+                var embedding = library.Embeddings[fix.Embedding.Name];
+                var vectors = which == TextualInversionVectors.First ? embedding.Vectors : embedding.Vectors2!;
+                overrides.Add(new TokenOverride(c, fix.Offset, vectors));
+                var first = baked.TokenToId(embedding.Name.ToLowerInvariant())!.Value;
+                for (var k = 0; k < vectors.Size(0); k++)
+                {
+                    Assert.Equal(first + k, exported[c].Ids[fix.Offset + k]);
+                    placed.Add(fix.Offset + k);
+                }
             }
+            for (var i = 0; i < reference[c].Ids.Length; i++)
+                if (!placed.Contains(i)) Assert.Equal(reference[c].Ids[i], exported[c].Ids[i]);
         }
-        for (var i = 0; i < reference.Ids.Length; i++)
-            if (!placed.Contains(i)) Assert.Equal(reference.Ids[i], exported.Ids[i]);
 
         using var scope = torch.NewDisposeScope();
-        var referenceIds = torch.Tensor(reference.Ids.Select(i => (long)i).ToArray(), 1, reference.Ids.Length);
-        var exportedIds = torch.Tensor(exported.Ids.Select(i => (long)i).ToArray(), 1, exported.Ids.Length);
-        using var expected = encoder.Forward(referenceIds, tokenOverrides: overrides);
-        TextEncoderExportTests.AssertMatches(ExportRuns.Run(path, ("input_ids", exportedIds)), encoder, expected, Tolerance);
+        Tensor Ids(IReadOnlyList<PromptChunk> chunks) => torch.Tensor(chunks.SelectMany(c => c.Ids).Select(i => (long)i).ToArray(), chunks.Count, chunks[0].Ids.Length);
+        using var expected = encoder.Forward(Ids(reference), tokenOverrides: overrides);
+        TextEncoderExportTests.AssertMatches(ExportRuns.Run(path, ("input_ids", Ids(exported))), encoder, expected, Tolerance);
     }
 }

@@ -137,5 +137,13 @@ public sealed class VaeExportTests : IDisposable
             var diff = ExportRuns.MaxDiff(actual.Value, expected, actual.Name);
             Assert.True(diff <= tolerance, $"{actual.Name}: max |fp16 ONNX − fp32 libtorch| = {diff:g3} > {tolerance:g3}");
         }
+
+        // diffusers' sampling encoder in fp16: the draw, cast to fp16, lies within a few standard deviations of the mean.
+        var sampling = ExportRuns.SaveChecked(VaeOnnx.BuildEncoder(Vae, options with { Layout = OnnxLayout.Diffusers }), folder, "vae_encoder_sampling");
+        var drawn = ExportRuns.Run(sampling, ("sample", images)).Single().Value;
+        Assert.Equal(TensorElementType.Float16, drawn.Type);
+        using var posterior = Vae.Encode(images);
+        var (mean, std) = (posterior.Mean.ToArray<float>(), posterior.Std.ToArray<float>());
+        Assert.All(drawn.Values.Select((v, i) => Math.Abs(v - mean[i]) / (std[i] + 1e-3)), z => Assert.True(z < 8, $"a draw {z:g3} standard deviations off"));
     }
 }

@@ -113,9 +113,15 @@ public sealed class PromptChunker
                 var embedding = _embeddings.FindEmbeddingAtPosition(runTokens, position);
                 if (embedding is null)
                 {
-                    tokens.Add(token);
-                    weights.Add(run.Weight);
-                    position++;
+                    // An embedding baked into the tokenizer (an ONNX export) is kept in one chunk, as a loaded one is below.
+                    var baked = Math.Min(_tokenizer.AddedTokenRunLength(runTokens, position), ChunkLength);
+                    if (baked > 1 && tokens.Count + baked > ChunkLength) NextChunk();
+                    for (var k = 0; k < baked; k++)
+                    {
+                        tokens.Add(runTokens[position + k]);
+                        weights.Add(run.Weight);
+                    }
+                    position += baked;
                     continue;
                 }
                 if (embedding.VectorCount > ChunkLength || embedding.VectorCount < 1 || embedding.TokenLength < 1)

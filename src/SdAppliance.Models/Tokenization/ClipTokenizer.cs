@@ -83,6 +83,19 @@ public sealed class ClipTokenizer
     /// <summary>The first id no token has (vocabulary or added): where new tokens go.</summary>
     public int NextFreeId => _decoder.Count == 0 ? 0 : _decoder.Keys.Max() + 1;
 
+    /// <summary>
+    /// How many of <paramref name="ids"/> from <paramref name="position"/> on are one baked multi-vector embedding
+    /// (<c>name</c>, <c>name_1</c>, … as <see cref="Encode"/> expands it): at least 1, the token itself.
+    /// </summary>
+    public int AddedTokenRunLength(IReadOnlyList<int> ids, int position)
+    {
+        if (_addedTokens.Count == 0 || !_decoder.TryGetValue(ids[position], out var content)
+            || !_addedTokens.TryGetValue(content, out var first) || first.Id != ids[position]) return 1;
+        var length = 1;
+        while (position + length < ids.Count && _addedTokens.TryGetValue($"{content}_{length}", out var next) && ids[position + length] == next.Id) length++;
+        return length;
+    }
+
     /// <summary>A copy of this tokenizer with <paramref name="tokens"/> added (refused when one is there already).</summary>
     public ClipTokenizer WithAddedTokens(IEnumerable<ClipAddedToken> tokens) =>
         new(_encoder, _merges, _options, [.. _addedTokens.Values.OrderBy(t => t.Id), .. tokens]);
@@ -95,7 +108,9 @@ public sealed class ClipTokenizer
         if (_encoder.TryGetValue(content, out var vocabId) || _encoder.TryGetValue(token.Content, out vocabId))
         {
             if (vocabId == token.Id) return; // a vocabulary token listed again (added_tokens_decoder lists the special ones)
-            throw new UserInputException(null, $"the added token '{token.Content}' has id {token.Id}, but the vocabulary has it as id {vocabId}");
+            // transformers would map the string to the vocabulary's id, so the added row could never be reached (diffusers' load_textual_inversion refuses it too).
+            throw new UserInputException(null, $"'{token.Content}' is already a token of the vocabulary (id {vocabId}), so it cannot be added as id {token.Id}",
+                "give the textual-inversion embedding (its file) another name");
         }
         if (_addedTokens.ContainsKey(content))
             throw new UserInputException(null, $"the token '{token.Content}' is added twice", "give each textual-inversion embedding its own name");

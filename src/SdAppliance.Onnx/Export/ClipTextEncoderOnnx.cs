@@ -20,12 +20,21 @@ namespace SdAppliance.Onnx.Export;
 /// Weights are initializers under their state-dict keys (Linear weights transposed, as <c>KEY.T</c>), so
 /// <c>text_model.final_layer_norm.weight</c>/<c>.bias</c> can be read from the file: CLIP skip n &gt; 1 on SD 1.x is
 /// <c>LayerNorm(hidden_states.{N+1-n})</c> with those weights and the config's <c>layer_norm_eps</c>
-/// (A1111's rule; n = 1 is <c>last_hidden_state</c>).
+/// (A1111's rule, as <see cref="ClipPromptEncoder"/>; n = 1 is <c>last_hidden_state</c>). SDXL takes
+/// <c>hidden_states.{N-n}</c> as it is, no layer norm (<see cref="SdxlPromptEncoder"/>).
 /// </summary>
 public static class ClipTextEncoderOnnx
 {
     private const string Embeddings = "text_model.embeddings";
     private const string TokenEmbedding = Embeddings + ".token_embedding.weight";
+
+    /// <summary>The initializers of the final layer norm (for clip skip &gt; 1 on SD 1.x/2.x, see the class summary).</summary>
+    public const string FinalLayerNormWeight = FinalLayerNorm + ".weight";
+    public const string FinalLayerNormBias = FinalLayerNorm + ".bias";
+    private const string FinalLayerNorm = "text_model.final_layer_norm";
+
+    /// <summary>The output of hidden state <paramref name="index"/> (0: the embeddings, i: layer i's raw output).</summary>
+    public static string HiddenStatesOutput(int index) => $"hidden_states.{index}";
 
     /// <param name="weightOverrides">State-dict entries that replace the model's (the token embedding table extended by
     /// <see cref="TextualInversionBake"/>); rows past the config's <c>vocab_size</c> are baked-in tokens.</param>
@@ -64,7 +73,7 @@ public static class ClipTextEncoderOnnx
             x = EncoderLayer(layers, x, $"text_model.encoder.layers.{i}", config, mask);
             hiddenStates.Add(x);
         }
-        var lastHiddenState = layers.LayerNorm(x, "text_model.final_layer_norm", config.LayerNormEps);
+        var lastHiddenState = layers.LayerNorm(x, FinalLayerNorm, config.LayerNormEps);
         var pooled = Pool(graph, lastHiddenState, inputIds, config, addedTokens: layers.Tensor(TokenEmbedding).Size(0) > config.VocabSize);
 
         Dim batch = "batch_size", sequence = "sequence_length";
@@ -79,7 +88,7 @@ public static class ClipTextEncoderOnnx
             graph.Output("pooler_output", pooled, floatType, batch, config.HiddenSize);
         }
         for (var i = 0; i < hiddenStates.Count; i++)
-            graph.Output($"hidden_states.{i}", hiddenStates[i], floatType, batch, sequence, config.HiddenSize);
+            graph.Output(HiddenStatesOutput(i), hiddenStates[i], floatType, batch, sequence, config.HiddenSize);
         return graph.ToModel(opset: options.Opset);
     }
 

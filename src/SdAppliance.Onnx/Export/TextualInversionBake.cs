@@ -42,7 +42,8 @@ public sealed class BakedTextualInversion(ClipTokenizer tokenizer, Tensor tokenE
 /// <c>name</c>, <c>name_1</c>, …, <c>name_{n-1}</c>. Our tokenizer expands the word <c>name</c> in a prompt to all n of
 /// them (diffusers' <c>maybe_convert_prompt</c>); an app that does not (optimum, OnnxStack) gets the first vector
 /// only from <c>name</c>, and all of them from the prompt <c>name name_1 …</c>. The tokens are whole words
-/// (<c>single_word</c>), lower-case like the text they are matched in.
+/// (<c>single_word</c>), lower-case like the text they are matched in. A name that is a piece of the vocabulary
+/// (<c>a</c>, <c>cat</c>) is refused, as diffusers refuses it: transformers would read it as that piece.
 /// </summary>
 public static class TextualInversionBake
 {

@@ -60,7 +60,8 @@ public static class VaeOnnx
             var logvar = graph.Op("Slice", [h, graph.Int64s(latent), graph.Int64s(2 * latent), graph.Int64s(1)]);
             logvar = graph.Op("Clip", [logvar, graph.Scalar(-30), graph.Scalar(20)]);
             var std = graph.Op("Exp", [layers.Mul(logvar, graph.Scalar(0.5))]);
-            var noise = graph.Op("RandomNormalLike", [mean], ("dtype", (long)graph.FloatType), ("mean", 0.0), ("scale", 1.0));
+            // Drawn in float32 (every runtime's random kernels have it; ORT's CPU ones have no fp16), then cast to the graph's type.
+            var noise = layers.CastToCompute(graph.Op("RandomNormalLike", [mean], ("dtype", (long)DataType.Float), ("mean", 0.0), ("scale", 1.0)), DataType.Float);
             graph.Output("latent_sample", layers.Add(mean, layers.Mul(std, noise)), graph.FloatType, batch, latent, height, width);
         }
         return graph.ToModel(opset: options.Opset);
