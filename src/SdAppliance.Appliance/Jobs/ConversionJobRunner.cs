@@ -86,6 +86,8 @@ public sealed class ConversionJobRunner(PathGuard paths, Ownership? ownership = 
         var input = paths.ResolveRequestPath(request.Input ?? throw new UserInputException("input", "missing", "give the model to convert"), "input");
         if (request.Export is { } export && !Exports.ContainsKey(export))
             throw new UserInputException("export", $"'{export}' is not one of {string.Join(", ", Exports.Keys)}", "choose one of them");
+        if (request.Export == Onnx && request.Output is not null)
+            throw new UserInputException("output", "an ONNX export is written into models/ as a new base model", "leave output out");
         var output = request.Output is null && request.Export is not null ? null
             : paths.ResolveRequestPath(request.Output ?? throw new UserInputException("output", "missing", "give the file or folder to write"), "output");
         var config = request.Config is null ? null : paths.ResolveRequestPath(request.Config, "config");

@@ -78,7 +78,6 @@ public static class ConvertCommand
     private static readonly IReadOnlyDictionary<string, string> OnnxFlags = new Dictionary<string, string>
     {
         ["config_directory"] = "--config", ["prediction_type"] = "--prediction-type", ["layout"] = "--layout", ["attention"] = "--attention",
-        ["embedding"] = "--embedding",
     };
 
     /// <summary>

@@ -64,6 +64,10 @@ public sealed class OnnxExportJobTests : IDisposable
         Assert.Equal("loras", lora.Subject);
         var model = await Assert.ThrowsAsync<UserInputException>(() => exports.SubmitOnnxAsync(Bob, "nothing", new OnnxExportChoices(), none));
         Assert.Equal("model", model.Subject);
+        // Through the raw request (the REST API): the export chooses its own place in models/.
+        var output = await Assert.ThrowsAsync<UserInputException>(() =>
+            appliance.SubmitAsync(JobKind.Conversion, "alice", new { input = TestAppliance.DemoModel, export = "onnx", output = "models/mine" }));
+        Assert.Equal("output", output.Subject);
         Assert.Empty(await appliance.Jobs.ListAsync(Alice, null, none));
     }
 
