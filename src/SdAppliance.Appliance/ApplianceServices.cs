@@ -33,6 +33,8 @@ public static class ApplianceServices
         services.AddSingleton<DatasetService>();
         services.AddSingleton<ThumbnailCache>();
         services.AddSingleton<ClassImages>();
+        services.AddSingleton<TaggerCatalog>();
+        services.AddSingleton<AutoCaptions>();
         services.AddSingleton<OutputService>();
         services.AddHostedService<LeftoverCleanup>();
         services.AddSingleton<JobService>();
@@ -53,6 +55,7 @@ public static class ApplianceServices
         services.AddSingleton<TrainingSetup>();
         services.AddSingleton<IJobRunner, ClassImagesJobRunner>();
         services.AddSingleton<IJobRunner, ConversionJobRunner>();
+        services.AddSingleton<IJobRunner, CaptioningJobRunner>();
     }
 
     private static void AddGeneration(this IServiceCollection services)

@@ -13,6 +13,7 @@ public static class SdappCommand
             DoctorCommand.Create(),
             GenerateCommand.Create(),
             ConvertCommand.Create(),
+            CaptionCommand.Create(),
             TrainCommand.Create(),
             ServeCommand.Create(),
             UserCommand.Create(),

@@ -270,7 +270,7 @@ public sealed class ModelCatalog
                 if (IsFolder(child))
                 {
                     // The networks' folders are models/'s sub-folders, not base models.
-                    if (kind == ModelKind.Checkpoint && current == folder && child.FullName is var f && (f == data.Loras || f == data.Embeddings || f == data.Hypernetworks))
+                    if (kind == ModelKind.Checkpoint && current == folder && child.FullName is var f && (f == data.Loras || f == data.Embeddings || f == data.Hypernetworks || f == data.Taggers))
                         continue;
                     if (kind == ModelKind.Checkpoint && IsDiffusersFolder(child.FullName)) yield return child.FullName;
                     else pending.Push(child.FullName);

@@ -7,6 +7,9 @@ public enum JobKind
     Generation,
     ClassImages,
     Conversion,
+
+    /// <summary>Captions a dataset's images with an ONNX image tagger (<see cref="CaptioningJobRunner"/>).</summary>
+    Captioning,
 }
 
 /// <summary>queued → running → completed / failed / cancelled.</summary>

@@ -49,6 +49,9 @@ public sealed class DataFolder(string path, string? applicationRoot = null)
 
     public string Hypernetworks => Path.Combine(Models, "hypernetworks");
 
+    /// <summary>Image taggers for auto-captioning, one folder each (a WD14 tagger: <c>model.onnx</c> and <c>selected_tags.csv</c>); made by whoever puts the first there.</summary>
+    public string Taggers => Path.Combine(Models, "taggers");
+
     /// <summary>Training datasets, one folder each in kohya's layout.</summary>
     public string Datasets => Path.Combine(FullPath, "datasets");
 
@@ -91,6 +94,9 @@ public sealed class DataFolder(string path, string? applicationRoot = null)
 
     /// <summary>Where <c>&lt;hypernet:NAME:w&gt;</c> in a prompt finds NAME.pt.</summary>
     public IReadOnlyList<string> HypernetworkFolders => Under("hypernetworks");
+
+    /// <summary>Where taggers are found by name: the application root's <c>models/taggers</c>, then the data folder's.</summary>
+    public IReadOnlyList<string> TaggerFolders => Under("taggers");
 
     /// <summary>Roots the model loader searches for models/configs and models/tokenizers besides the program's own.</summary>
     public IReadOnlyList<string> SearchRoots => [FullPath];

@@ -51,6 +51,7 @@ public static class RestApi
         api.MapJobs();
         api.MapRuns();
         api.MapDatasets();
+        api.MapCaptioning();
         api.MapModels();
         api.MapOutputs();
 

@@ -15,6 +15,7 @@ public static class JobText
         JobKind.Generation => "Generation",
         JobKind.ClassImages => "Class images",
         JobKind.Conversion => "Conversion",
+        JobKind.Captioning => "Auto-caption",
         _ => kind.ToString(),
     };
 
