@@ -116,8 +116,9 @@ void BenchUnet(string name, UNet2DConditionModel unet, long latentSize)
             GraphOptimizationLevel = level,
             IntraOpNumThreads = threads,
             ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
-            EnableProfiling = profile,
+            // The prefix first: enabling profiling hands ONNX Runtime the prefix set at that moment.
             ProfileOutputPathPrefix = Path.Combine(work, $"{name}_{form}_profile"),
+            EnableProfiling = profile,
         };
         using var session = new InferenceSession(path, options);
         Report($"{name}_{form}_session_load", sw.Elapsed.TotalSeconds, "s");
