@@ -1,12 +1,15 @@
 // bench-onnx: one UNet step through libtorch and through ONNX Runtime, printed as `name: value unit` lines and
 // `NAME ratio: R` lines (R = ONNX Runtime's seconds ÷ libtorch's, so below 1 means ONNX Runtime is faster).
-//   dotnet run -c Release --project tools/bench-onnx [-- --repeats N] [--threads N] [--tiny] [--level all|extended|basic|disabled]
+//   dotnet run -c Release --project tools/bench-onnx [-- --repeats N] [--threads N] [--tiny | --sd15] [--forms standard,fused]
+//       [--level all|extended|basic|disabled] [--profile]
 // What it measures: the demo model's UNet (models/demo, 64x64 → 8x8 latents) and an SD 1.5-shaped UNet with random weights
 // (speed does not depend on the values) at 256x256 → 32x32 latents, batch 2 as classifier-free guidance runs it, fp32 on
 // CPU, with our ONNX export in both attention forms (standard MatMul/Softmax, ONNX Runtime's fused MultiHeadAttention).
 // Each ratio comes from one interleaved run (libtorch step, ONNX Runtime step, ...) so load on the machine hits both alike;
 // each figure is the median of --repeats steps after a warm-up. Both engines get the same thread count (--threads, else
-// the processor count). --tiny stops after the demo model (seconds, not minutes).
+// the processor count). --tiny stops after the demo model (seconds, not minutes); --sd15 runs only the SD 1.5 shape.
+// --profile adds ONNX Runtime's own per-operator profile of the measured steps: `NAME_profile_OP: ms/step` lines, the
+// first place to look when making the graph faster.
 using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML.OnnxRuntime;
@@ -34,6 +37,13 @@ var level = (Option("--level") ?? "all") switch
     "disabled" => GraphOptimizationLevel.ORT_DISABLE_ALL,
     var other => throw new ArgumentException($"--level {other}: all, extended, basic or disabled"),
 };
+var forms = (Option("--forms") ?? "standard,fused").Split(',').Select(f => f switch
+{
+    "standard" => AttentionForm.Standard,
+    "fused" => AttentionForm.OnnxRuntimeFused,
+    var other => throw new ArgumentException($"--forms {other}: standard and/or fused"),
+}).ToArray();
+var profile = args.Contains("--profile");
 Engine.EnsureLoaded();
 Engine.NumThreads = threads;
 var root = RepositoryRoot();
@@ -48,9 +58,12 @@ try
 {
     using (Autograd.InferenceMode())
     {
-        Progress("demo model");
-        using (var demo = ModelLoader.Load(Path.Combine(root, "models", "demo")))
+        if (!args.Contains("--sd15"))
+        {
+            Progress("demo model");
+            using var demo = ModelLoader.Load(Path.Combine(root, "models", "demo"));
             BenchUnet("demo_unet_64", demo.Unet, latentSize: 8);
+        }
 
         if (!args.Contains("--tiny"))
         {
@@ -87,7 +100,7 @@ void BenchUnet(string name, UNet2DConditionModel unet, long latentSize)
     }
 
     Report($"{name}_parameters", unet.Parameters().Sum(p => p.NumEl) / 1e6, "M");
-    foreach (var attention in new[] { AttentionForm.Standard, AttentionForm.OnnxRuntimeFused })
+    foreach (var attention in forms)
     {
         var form = attention == AttentionForm.Standard ? "standard" : "fused";
         Progress($"{name}: exporting ({form} attention)");
@@ -103,6 +116,9 @@ void BenchUnet(string name, UNet2DConditionModel unet, long latentSize)
             GraphOptimizationLevel = level,
             IntraOpNumThreads = threads,
             ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+            // The prefix first: enabling profiling hands ONNX Runtime the prefix set at that moment.
+            ProfileOutputPathPrefix = Path.Combine(work, $"{name}_{form}_profile"),
+            EnableProfiling = profile,
         };
         using var session = new InferenceSession(path, options);
         Report($"{name}_{form}_session_load", sw.Elapsed.TotalSeconds, "s");
@@ -121,14 +137,34 @@ void BenchUnet(string name, UNet2DConditionModel unet, long latentSize)
         Report($"{name}_{form}_libtorch_step", torchSeconds, "s/step");
         Report($"{name}_{form}_onnxruntime_step", ortSeconds, "s/step");
         Console.WriteLine($"{name}_{form} ratio: {ortSeconds / torchSeconds:F3}");
+        if (profile) ReportProfile($"{name}_{form}", session.EndProfiling(), repeats + 2);
     }
 }
 
-// Medians of a and b over n alternating runs, after one warm-up of each.
+// ONNX Runtime's profile (Chrome trace JSON): node time summed by operator type, per step, largest first.
+void ReportProfile(string name, string file, int steps)
+{
+    using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(file));
+    var byOp = new Dictionary<string, double>();
+    foreach (var e in json.RootElement.EnumerateArray())
+    {
+        if (e.GetProperty("cat").GetString() != "Node" || !e.TryGetProperty("args", out var a) || !a.TryGetProperty("op_name", out var op)) continue;
+        if (!e.GetProperty("name").GetString()!.EndsWith("_kernel_time", StringComparison.Ordinal)) continue;
+        byOp[op.GetString()!] = byOp.GetValueOrDefault(op.GetString()!) + e.GetProperty("dur").GetDouble() / 1000;
+    }
+    foreach (var (op, ms) in byOp.OrderByDescending(p => p.Value).Take(15))
+        Report($"{name}_profile_{op}", ms / steps, "ms/step");
+}
+
+// Medians of a and b over n alternating runs, after warm-ups.
 static (double A, double B) Interleaved(Action a, Action b, int n)
 {
-    a();
-    b();
+    // Two warm-ups each: libtorch's first calls at new shapes also build its kernels' plans.
+    for (var i = 0; i < 2; i++)
+    {
+        a();
+        b();
+    }
     var (sa, sb) = (new double[n], new double[n]);
     for (var i = 0; i < n; i++)
     {

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using SdAppliance.Appliance.Jobs;
 using SdAppliance.Formats;
+using SdAppliance.Onnx.Export;
 
 namespace SdAppliance.Appliance.Catalog;
 
@@ -10,8 +11,24 @@ public sealed record ModelExportKind(string Name, string Label, string Makes);
 /// <summary>An export job as the Models page lists it: the job, the model it was made from, and what it makes.</summary>
 public sealed record ModelExportJob(JobView Job, string Export, string Source)
 {
-    public bool CanDownload => Job.State == JobState.Completed;
+    /// <summary>An ONNX export is not downloaded from the job: it is a base model of the catalog (<see cref="Model"/>).</summary>
+    public bool CanDownload => Job.State == JobState.Completed && Export != ConversionJobRunner.Onnx;
+
+    /// <summary>The base model a finished export added to the catalog (its relative path); null for the exports that are downloads.</summary>
+    public string? Model => Job.Result is { ValueKind: JsonValueKind.Object } result && result.TryGetProperty("model", out var m) && m.ValueKind == JsonValueKind.String
+        ? m.GetString() : null;
 }
+
+/// <summary>A LoRA of an ONNX export, by its relative path in the catalog, at one weight (text encoder and UNet).</summary>
+public sealed record ModelExportLora(string RelativePath, double Weight);
+
+/// <summary>
+/// What an ONNX export of a base model is asked for, in the words the UI and API use: the layout (<c>optimum</c>,
+/// <c>diffusers</c>), float16, the attention form (<c>standard</c>, <c>fused</c>), LoRAs merged and embeddings baked in
+/// (relative paths as the catalog lists them).
+/// </summary>
+public sealed record OnnxExportChoices(string Layout = "optimum", bool Half = false, string Attention = "standard",
+    IReadOnlyList<ModelExportLora>? Loras = null, IReadOnlyList<string>? Embeddings = null);
 
 /// <summary>
 /// The convert/export actions of the catalog's models as jobs of the queue (<see cref="ConversionJobRunner"/>), each
@@ -25,15 +42,18 @@ public sealed class ModelExports(ModelCatalog catalog, JobService jobs)
     private static readonly ModelExportKind Diffusers = new(ConversionJobRunner.Diffusers, "Diffusers folder", ConversionJobRunner.Exports[ConversionJobRunner.Diffusers]);
     private static readonly ModelExportKind Merged = new(ConversionJobRunner.Merged, "Merge a LoRA", ConversionJobRunner.Exports[ConversionJobRunner.Merged]);
     private static readonly ModelExportKind A1111Embedding = new(ConversionJobRunner.A1111Embedding, "A1111 embedding (.pt)", ConversionJobRunner.Exports[ConversionJobRunner.A1111Embedding]);
+    private static readonly ModelExportKind Onnx = new(ConversionJobRunner.Onnx, "Export to ONNX", ConversionJobRunner.Exports[ConversionJobRunner.Onnx]);
+
+    /// <summary>The ONNX layouts by the names requests use (optimum's first, the default).</summary>
+    public static IReadOnlyList<string> OnnxLayouts { get; } = [.. OnnxExportOptions.LayoutNames.Keys];
 
     /// <summary>
     /// What a model of <paramref name="kind"/> can be exported as. A kohya LoRA has no export: the appliance's LoRAs are
     /// kohya files already (download them from their training run), and no writer turns another LoRA layout into kohya's.
     /// </summary>
-    // ONNX: the next issue adds its export for base models here.
     public static IReadOnlyList<ModelExportKind> For(ModelKind kind) => kind switch
     {
-        ModelKind.Checkpoint => [Fp16, Diffusers, Merged],
+        ModelKind.Checkpoint => [Fp16, Diffusers, Merged, Onnx],
         ModelKind.Embedding => [A1111Embedding],
         _ => [],
     };
@@ -51,6 +71,9 @@ public sealed class ModelExports(ModelCatalog catalog, JobService jobs)
         if (!For(kind).Any(e => e.Name == export))
             throw new UserInputException("export", $"'{export}' is not an export of a {kind.ToString().ToLowerInvariant()}",
                 For(kind).Count == 0 ? "this kind of model has no export" : $"choose one of {string.Join(", ", For(kind).Select(e => e.Name))}");
+        if (export == ConversionJobRunner.Onnx)
+            return await SubmitOnnxAsync(caller, relativePath,
+                new OnnxExportChoices(Half: half, Loras: string.IsNullOrWhiteSpace(lora) ? [] : [new ModelExportLora(lora, weight)]), cancellationToken);
         var model = await FindAsync(caller, kind, relativePath, "model", cancellationToken);
         if (model.Problem is { } problem)
             throw new UserInputException(relativePath, $"cannot be exported: {problem}");
@@ -68,6 +91,39 @@ public sealed class ModelExports(ModelCatalog catalog, JobService jobs)
             ["weight"] = export == ConversionJobRunner.Merged ? weight : null,
             ["half"] = half,
             ["source"] = $"{kind.ToString().ToLowerInvariant()}/{model.RelativePath}",
+        });
+        return await jobs.SubmitAsync(new JobSubmission(JobKind.Conversion, caller.UserId, request), cancellationToken);
+    }
+
+    /// <summary>
+    /// Queues the ONNX export of the caller's base model <paramref name="relativePath"/>: the folder lands in <c>models/</c>
+    /// as a new base model of the caller's, private when the source is. Refused, naming the field, when the model, a LoRA
+    /// or an embedding is not one the caller sees, or a choice is not one of its names.
+    /// </summary>
+    public async Task<JobView> SubmitOnnxAsync(Caller caller, string relativePath, OnnxExportChoices choices, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(caller);
+        ArgumentNullException.ThrowIfNull(choices);
+        var model = await FindAsync(caller, ModelKind.Checkpoint, relativePath, "model", cancellationToken);
+        if (model.Problem is { } problem)
+            throw new UserInputException(relativePath, $"cannot be exported: {problem}");
+        var loras = new List<Dictionary<string, object>>();
+        foreach (var lora in choices.Loras ?? [])
+            loras.Add(new() { ["path"] = (await FindAsync(caller, ModelKind.Lora, lora.RelativePath, "loras", cancellationToken)).Path, ["weight"] = lora.Weight });
+        var embeddings = new List<string>();
+        foreach (var embedding in choices.Embeddings ?? [])
+            embeddings.Add((await FindAsync(caller, ModelKind.Embedding, embedding, "embeddings", cancellationToken)).Path);
+        var request = JsonSerializer.SerializeToElement(new Dictionary<string, object?>
+        {
+            ["input"] = model.Path,
+            ["export"] = ConversionJobRunner.Onnx,
+            ["layout"] = choices.Layout,
+            ["half"] = choices.Half,
+            ["attention"] = choices.Attention,
+            ["loras"] = loras,
+            ["embeddings"] = embeddings,
+            ["private"] = model.IsPrivate,
+            ["source"] = $"checkpoint/{model.RelativePath}",
         });
         return await jobs.SubmitAsync(new JobSubmission(JobKind.Conversion, caller.UserId, request), cancellationToken);
     }

@@ -208,18 +208,25 @@ public static class UNetOnnx
                 throw new NotSupportedException($"{prefix}: proj_in changes the width ({channels} → {inner}); no UNet of the supported families does");
             var linear = config.UseLinearProjection;
             var h = layers.GroupNorm(x, prefix + ".norm", groups, 1e-6);
-            // [B, C, H, W] → tokens [B, H·W, C]; a conv projection runs before the reshape, a linear one after.
-            if (!linear) h = layers.Conv2d(h, prefix + ".proj_in");
+            // [B, C, H, W] → tokens [B, H·W, C]. SD 1.x's 1×1 conv projections are the same per-pixel linear map, so
+            // both kinds run as a MatMul on the tokens: a 1×1 Conv would make ONNX Runtime's CPU provider reorder the
+            // image to its blocked layout and back, around each projection.
             h = layers.Transpose(layers.Reshape(h, 0, channels, -1), 0, 2, 1);
-            if (linear) h = layers.Linear(h, prefix + ".proj_in");
+            h = linear ? layers.Linear(h, prefix + ".proj_in") : PointwiseConv(h, prefix + ".proj_in");
 
             for (var j = 0; layers.Has($"{prefix}.transformer_blocks.{j}.norm1.weight"); j++)
                 h = TransformerBlock(h, $"{prefix}.transformer_blocks.{j}", heads, inner / heads, onlyCrossAttention);
 
-            if (linear) h = layers.Linear(h, prefix + ".proj_out");
+            h = linear ? layers.Linear(h, prefix + ".proj_out") : PointwiseConv(h, prefix + ".proj_out");
             h = graph.Op("Reshape", [layers.Transpose(h, 0, 2, 1), graph.Op("Shape", [x])]);
-            if (!linear) h = layers.Conv2d(h, prefix + ".proj_out");
             return layers.Add(h, x);
+        }
+
+        /// <summary>A 1×1 <c>nn.Conv2d</c> applied to tokens [B, N, in]: tokens · W[:, :, 0, 0]ᵀ + b.</summary>
+        private string PointwiseConv(string tokens, string prefix)
+        {
+            var w = layers.Weight(prefix + ".weight", ".T", t => t.Reshape(t.Size(0), t.Size(1)).T().Contiguous());
+            return layers.Add(graph.Op("MatMul", [tokens, w]), layers.Weight(prefix + ".bias"));
         }
 
         /// <summary>diffusers' <c>BasicTransformerBlock</c>: self-attention, cross-attention, GEGLU feed-forward, each pre-normed and residual.</summary>
@@ -245,13 +252,21 @@ public static class UNetOnnx
             return layers.Linear(layers.ScaledDotProductAttention(q, k, v, heads, dimHead), prefix + ".to_out.0");
         }
 
-        /// <summary>diffusers' <c>FeedForward</c> with GEGLU: proj to twice the width, value · gelu(gate), net.2.</summary>
+        /// <summary>
+        /// diffusers' <c>FeedForward</c> with GEGLU: proj to twice the width, value · gelu(gate), net.2. The projection's
+        /// two halves are stored as two weights, so no Split copies the wide product.
+        /// </summary>
         private string FeedForward(string x, string prefix)
         {
-            var projected = layers.Linear(x, prefix + ".net.0.proj");
-            var inner = layers.Tensor(prefix + ".net.0.proj.weight").Size(0) / 2;
-            var halves = graph.Op("Split", [projected, graph.Int64s(inner, inner)], 2, "", ("axis", -1L));
-            return layers.Linear(layers.Mul(halves[0], layers.Gelu(halves[1])), prefix + ".net.2");
+            var proj = prefix + ".net.0.proj";
+            var inner = layers.Tensor(proj + ".weight").Size(0) / 2;
+            string Half(string name, long start)
+            {
+                var w = layers.Weight(proj + ".weight", $".{name}.T", t => t.Narrow(0, start, inner).T().Contiguous());
+                var b = layers.Weight(proj + ".bias", $".{name}", t => t.Narrow(0, start, inner).Contiguous());
+                return layers.Add(graph.Op("MatMul", [x, w]), b);
+            }
+            return layers.Linear(layers.Mul(Half("value", 0), layers.Gelu(Half("gate", inner))), prefix + ".net.2");
         }
 
         /// <summary>The config's <c>act_fn</c>, as diffusers' <c>get_activation</c>.</summary>

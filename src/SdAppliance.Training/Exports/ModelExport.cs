@@ -69,22 +69,13 @@ public static class ModelExport
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentException.ThrowIfNullOrEmpty(folder);
-        var configs = new Dictionary<string, string>(StringComparer.Ordinal)
+        var configs = ComponentConfigs.Of(model);
+        var tokenizers = new Dictionary<string, string>(StringComparer.Ordinal)
         {
-            [ModelComponents.Unet] = WithClass(DiffusersConfig.ToJson(model.Unet.Config), "UNet2DConditionModel"),
-            [ModelComponents.Vae] = WithClass(DiffusersConfig.ToJson(model.Vae.Config), "AutoencoderKL"),
+            ["tokenizer"] = TokenizerLocator.Find(model.SourcePath, "clip", ModelLoader.SearchRoots(new ModelLoadOptions()), "tokenizer"),
         };
-        var tokenizers = new Dictionary<string, string>(StringComparer.Ordinal);
-        var encoders = new List<(string Component, string Tokenizer, ClipTextModel Model)> { (ModelComponents.TextEncoder, "tokenizer", model.TextEncoder) };
-        if (model.TextEncoder2 is not null) encoders.Add((ModelComponents.TextEncoder2, "tokenizer_2", model.TextEncoder2));
-        foreach (var (component, tokenizer, encoder) in encoders)
-        {
-            var config = JsonNode.Parse(encoder.Config.ToJson())!.AsObject();
-            config["architectures"] = new JsonArray(encoder.WithProjection ? "CLIPTextModelWithProjection" : "CLIPTextModel");
-            config["model_type"] = "clip_text_model";
-            configs[component] = config.ToJsonString(DiffusersConfig.JsonOptions);
-            tokenizers[tokenizer] = TokenizerLocator.Find(model.SourcePath, "clip", ModelLoader.SearchRoots(new ModelLoadOptions()), tokenizer);
-        }
+        if (model.TextEncoder2 is not null)
+            tokenizers["tokenizer_2"] = TokenizerLocator.Find(model.SourcePath, "clip", ModelLoader.SearchRoots(new ModelLoadOptions()), "tokenizer_2");
 
         var states = StateDicts(model);
         try
@@ -125,13 +116,5 @@ public static class ModelExport
         if (tensor.DType == dtype && tensor.Device.Type == DeviceType.Cpu) return tensor.ToBytes();
         using var converted = tensor.To(Device.Cpu, dtype);
         return converted.ToBytes();
-    }
-
-    private static string WithClass(string json, string className)
-    {
-        var config = JsonNode.Parse(json)!.AsObject();
-        var result = new JsonObject { ["_class_name"] = className, ["_diffusers_version"] = ModelWriter.DiffusersVersion };
-        foreach (var (key, value) in config) result[key] = value?.DeepClone();
-        return result.ToJsonString(DiffusersConfig.JsonOptions);
     }
 }

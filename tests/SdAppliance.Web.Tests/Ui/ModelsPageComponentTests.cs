@@ -85,6 +85,22 @@ public sealed class ModelsPageComponentTests : IDisposable
         Assert.Empty(cut.FindAll("[data-testid^=export-]"));
     }
 
+    [Fact]
+    public async Task A_base_model_offers_the_ONNX_export_which_is_queued_as_a_job_that_is_no_download()
+    {
+        await using var ctx = await ContextAsync();
+        var cut = ctx.Render<ModelsPage>();
+        cut.WaitForAssertion(() => Assert.Single(cut.FindAll("[data-testid=model-row][data-name=demo]")));
+        cut.Find("[data-testid=model-row][data-name=demo]").Click();
+
+        Assert.Single(cut.FindAll("[data-testid=onnx-layout]"));
+        cut.Find("[data-testid=export-onnx]").Click();
+
+        cut.WaitForAssertion(() => Assert.Contains("onnx", cut.Find("[data-testid=export-job]").TextContent, StringComparison.Ordinal));
+        Assert.Empty(cut.FindAll("[data-testid=export-error]"));
+        Assert.Empty(cut.FindAll("[data-testid=export-download]"));
+    }
+
     // MudTextField puts the attribute on its input or its wrapper, by version.
     private static AngleSharp.Dom.IElement ServerPath(IRenderedComponent<ModelsPage> cut)
     {
