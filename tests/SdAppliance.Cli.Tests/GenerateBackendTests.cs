@@ -78,9 +78,8 @@ public sealed class GenerateBackendTests : IDisposable
     {
         var demo = Path.Combine(ModelLoader.SearchRoots(new ModelLoadOptions())[0], "models", "demo");
         var export = Path.Combine(temp, "demo-onnx");
-        // The builders' graphs, as the folder exporter (sdapp convert --to onnx) writes them.
         using (var model = ModelLoader.Load(demo))
-            BuilderExport.Export(model, demo, new OnnxExportOptions(), export);
+            OnnxPipelineExporter.Export(model, export, new OnnxExportOptions());
         var torchPng = Path.Combine(temp, "libtorch.png");
         var onnxPng = Path.Combine(temp, "onnx.png");
         string[] request = ["--prompt", "a red circle on a blue background", "--seed", "42", "--steps", "20", "--sampler", "DPM++ 2M Karras"];

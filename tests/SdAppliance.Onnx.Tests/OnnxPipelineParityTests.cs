@@ -15,7 +15,7 @@ using SdAppliance.Onnx.Runtime;
 namespace SdAppliance.Onnx.Tests;
 
 /// <summary>
-/// The acceptance of the ONNX Runtime backend: the tiny fixture model, exported network by network with the builders,
+/// The acceptance of the ONNX Runtime backend: the tiny fixture model, exported by <see cref="OnnxPipelineExporter"/>,
 /// run by ONNX Runtime CPU through the same <see cref="StableDiffusionPipeline"/> as its libtorch modules, draws the same
 /// picture from the same prompt, seed and sampler, within one 8-bit level (the networks agree within 1e-4; rounding to
 /// uint8 can still land a value on the other side of a level).
@@ -28,7 +28,7 @@ public sealed class OnnxPipelineParityTests : IDisposable
     public void Dispose() => Directory.Delete(root, recursive: true);
 
     private string Export(StableDiffusionModel model, OnnxExportOptions options, string name) =>
-        BuilderExport.Export(model, TinySd, options, Path.Combine(root, name));
+        OnnxPipelineExporter.Export(model, Path.Combine(root, name), options).Folder;
 
     private static RgbImage Draw(IDiffusionModel model, GenerationRequest request) => new StableDiffusionPipeline(model).Generate(request)[0].Image;
 
@@ -132,7 +132,7 @@ public sealed class OnnxPipelineParityTests : IDisposable
     {
         var source = TinySdxl();
         using var torchModel = ModelLoader.Load(source);
-        using var onnx = OnnxDiffusionModel.Load(BuilderExport.Export(torchModel, source, new OnnxExportOptions(), Path.Combine(root, "sdxl-onnx")));
+        using var onnx = OnnxDiffusionModel.Load(Export(torchModel, new OnnxExportOptions(), "sdxl-onnx"));
         Assert.True(onnx.IsSdxl);
         Assert.Equal(ModelFamily.XlBase, onnx.Family);
         Assert.Equal(torchModel.Tokenizer2!.PadId, onnx.Tokenizer2!.PadId);
