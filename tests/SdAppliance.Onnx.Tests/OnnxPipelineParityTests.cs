@@ -1,6 +1,9 @@
 using System.Text.Json.Nodes;
 using SdAppliance.Diffusion.Pipelines;
+using System.Runtime.InteropServices;
+using SdAppliance.Formats.Adapters;
 using SdAppliance.Formats.Checkpoints;
+using SdAppliance.Formats;
 using SdAppliance.Models.Blocks;
 using SdAppliance.Models.TextEncoders;
 using SdAppliance.Models.Unet;
@@ -142,5 +145,55 @@ public sealed class OnnxPipelineParityTests : IDisposable
         AssertWithinOneLevel(Draw(torchModel, request), Draw(onnx, request), "SDXL txt2img");
         var other = request with { NegativePrompt = "blue", ClipSkip = 2, Width = 96 };
         AssertWithinOneLevel(Draw(torchModel, other), Draw(onnx, other), "SDXL, negative prompt, clip skip 2, 96 wide");
+    }
+
+    /// <summary>
+    /// A rank-2 kohya LoRA on one UNet and one text encoder layer of the tiny model, strong enough to change the picture,
+    /// and a two-vector textual-inversion embedding.
+    /// </summary>
+    private (string Lora, string Embedding) Adapters(StableDiffusionModel model)
+    {
+        var folder = Directory.CreateDirectory(Path.Combine(root, "adapters")).FullName;
+        var random = new Random(3);
+        byte[] Floats(long count, double scale) =>
+            MemoryMarshal.AsBytes(Enumerable.Range(0, (int)count).Select(_ => (float)((random.NextDouble() - 0.5) * scale)).ToArray().AsSpan()).ToArray();
+        using var unet = model.Unet.StateDict();
+        using var te = model.TextEncoder.StateDict();
+        var tensors = new List<SafetensorsTensor>();
+        void Module(string name, long[] shape)
+        {
+            long[] down = [2, shape[1], .. shape.Skip(2)];
+            long[] up = [shape[0], 2, .. shape.Skip(2).Select(_ => 1L)];
+            tensors.Add(new SafetensorsTensor(name + ".lora_down.weight", SafetensorsDType.F32, down, Floats(down.Aggregate(1L, (a, b) => a * b), 2)));
+            tensors.Add(new SafetensorsTensor(name + ".lora_up.weight", SafetensorsDType.F32, up, Floats(up.Aggregate(1L, (a, b) => a * b), 2)));
+            tensors.Add(new SafetensorsTensor(name + ".alpha", SafetensorsDType.F32, [], BitConverter.GetBytes(2f)));
+        }
+        Module("lora_unet_down_blocks_0_attentions_0_proj_in", unet["down_blocks.0.attentions.0.proj_in.weight"].Shape);
+        Module("lora_te_text_model_encoder_layers_0_mlp_fc1", te["text_model.encoder.layers.0.mlp.fc1.weight"].Shape);
+        var lora = Path.Combine(folder, "style.safetensors");
+        SafetensorsFile.Write(lora, tensors);
+        var width = model.TextEncoder.Config.HiddenSize;
+        var embedding = Path.Combine(folder, "zwx.safetensors");
+        TextualInversionFile.WriteSafetensors(embedding, Floats(2 * width, 1), [2, width]);
+        return (lora, embedding);
+    }
+
+    [Fact]
+    public void LorasMergedAndEmbeddingsBakedAtExportDrawWhatLibtorchAppliesAtRunTime()
+    {
+        using var torchModel = ModelLoader.Load(TinySd);
+        var (lora, embedding) = Adapters(torchModel);
+        var folder = Path.Combine(root, "baked");
+        OnnxPipelineExporter.Export(torchModel, folder, new OnnxExportOptions(), [new OnnxExportLora(lora, 0.7, 0.7)], [embedding]);
+        using var onnx = OnnxDiffusionModel.Load(folder);
+        var adapters = Path.GetDirectoryName(lora)!;
+        var request = P1 with { Prompt = "a photo of a zwx circle on a blue background" };
+        var expected = new StableDiffusionPipeline(torchModel, new AdapterFolders([adapters], [adapters]))
+            .Generate(request with { Prompt = request.Prompt + " <lora:style:0.7>" })[0].Image;
+        var actual = new StableDiffusionPipeline(onnx, new AdapterFolders([adapters], [adapters])).Generate(request);
+        Assert.Empty(actual.Warnings);  // the baked token is the export's own: nothing was left out
+        AssertWithinOneLevel(expected, actual[0].Image, "LoRA at 0.7 and a baked embedding");
+        // The adapters matter: without them libtorch draws something else.
+        Assert.NotEqual(expected.Pixels, Draw(torchModel, P1 with { Prompt = "a photo of a zwx circle on a blue background" }).Pixels);
     }
 }
