@@ -54,8 +54,6 @@ internal sealed class OnnxSession : IDisposable
         {
             GraphOptimizationLevel = OptimizationLevel(options.GraphOptimizationLevel),
             IntraOpNumThreads = options.IntraOpThreads,
-            // Our tensors are the session's inputs and outputs; ORT's own arena would only hold intermediate copies.
-            EnableMemoryPattern = true,
         };
         // Spinning threads wait for work by burning their core: measured here on a shared CPU, a 20-step demo image took
         // 0.87 s spinning and 0.14 s without (libtorch 0.38 s); the appliance shares its cores with other jobs.
