@@ -301,7 +301,7 @@ public sealed class PipelineExportTests : IDisposable
         OnnxPipelineExporter.Export(model, target, new OnnxExportOptions { Precision = OnnxPrecision.Float16 });
 
         Assert.Equal("float16", (string)Json(target, "text_encoder", "config.json")["torch_dtype"]!);
-        var weight = OnnxFile.ReadStructure(Path.Combine(target, "unet", "model.onnx")).Graph.Initializer.Single(t => t.Name == UnetProbe + ".weight");
+        var weight = OnnxFile.ReadStructure(Path.Combine(target, "unet", "model.onnx")).Graph.Initializer.Single(t => t.Name == UnetProbe + ".weight.T");
         Assert.Equal((int)DataType.Float16, weight.DataType);
         OnnxChecker.AssertValid(Path.Combine(target, "unet", "model.onnx"));
     }
@@ -321,13 +321,14 @@ public sealed class PipelineExportTests : IDisposable
         using (var file = LoraFile.Load(lora))
         using (LoraPatch.Apply([new LoraApplication(file, 0.7)], LoraModelNames.Targets(model), LoraModelNames.AlternateNames(model.Unet)))
         {
-            unetPatched = unetWeight.ToArray<float>();
+            using var tokens = unetWeight.Reshape(unetWeight.Size(0), unetWeight.Size(1)).T().Contiguous();
+            unetPatched = tokens.ToArray<float>();
             using var transposed = textWeight.T().Contiguous();
             textPatched = transposed.ToArray<float>();
         }
-        // fp32 initializers hold libtorch's float32 bytes, so the comparison is exact. proj_in of SD 1.x is a 1x1
-        // convolution, stored as it is; a Linear's weight is stored transposed for MatMul.
-        Assert.Equal(unetPatched, Initializer(Path.Combine(target, "unet", "model.onnx"), UnetProbe + ".weight"));
+        // fp32 initializers hold libtorch's float32 bytes, so the comparison is exact. SD 1.x's proj_in, a 1x1
+        // convolution, runs as a MatMul on the tokens, so it is stored as [in, out], as a Linear's weight is.
+        Assert.Equal(unetPatched, Initializer(Path.Combine(target, "unet", "model.onnx"), UnetProbe + ".weight.T"));
         Assert.Equal(textPatched, Initializer(Path.Combine(target, "text_encoder", "model.onnx"), TextEncoderProbe + ".weight.T"));
         Assert.Single(result.Warnings);
     }
