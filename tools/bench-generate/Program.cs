@@ -17,6 +17,7 @@ using SdAppliance.Models.TextEncoders;
 using SdAppliance.Models.Unet;
 using SdAppliance.Models.Vae;
 using SdAppliance.Torch;
+using SdAppliance.Tools;
 using SdAppliance.Torch.Nn;
 
 string? Option(string name)
@@ -154,7 +155,7 @@ int[] sizes = quick ? [256] : [256, 512];
 var stepSeconds = new Dictionary<int, double>();
 {
     Progress("building a random SD 1.5 UNet");
-    using var unet = RandomModule(() => new UNet2DConditionModel(
+    using var unet = RandomWeights.Module(() => new UNet2DConditionModel(
         DiffusersConfig.Load<UNet2DConditionConfig>(Path.Combine(sd15, "unet", "config.json")), new ModuleOptions(device, dtype)));
     Report("sd15_unet_parameters", unet.Parameters().Sum(p => p.NumEl) / 1e6, "M");
     // CLIP ViT-L/14 hidden states: 77 tokens of 768, [uncond, cond]; their values do not change the speed.
@@ -174,7 +175,7 @@ var stepSeconds = new Dictionary<int, double>();
 }
 {
     Progress("building a random SD 1.5 VAE");
-    using var vae = RandomModule(() => new AutoencoderKL(
+    using var vae = RandomWeights.Module(() => new AutoencoderKL(
         DiffusersConfig.Load<AutoencoderKLConfig>(Path.Combine(sd15, "vae", "config.json")), new ModuleOptions(device, dtype)));
     foreach (var size in sizes)
     {
@@ -212,21 +213,6 @@ static Tensor RandomTensor(long[] shape, DType dtype, Device device)
     return cpu.To(device, dtype);
 }
 
-// Built without initialisation (filling 3.4 GB the default way is slow), then norms set to identity and
-// everything else to N(0, 0.02²), as transformers initialise: no NaN, no denormals, activations of O(1)
-// that a GroupNorm renormalises at every block, so the kernels run at their normal speed.
-static T RandomModule<T>(Func<T> build) where T : Module
-{
-    T module;
-    using (Init.Skip()) module = build();
-    foreach (var (name, p) in module.NamedParameters())
-    {
-        if (name.EndsWith(".bias", StringComparison.Ordinal)) Init.Zeros_(p);
-        else if (name.Contains("norm", StringComparison.Ordinal)) Init.Ones_(p);
-        else Init.Normal_(p, 0, 0.02);
-    }
-    return module.Eval();
-}
 
 /// <summary>Draws the preview the pipeline offers at every step.</summary>
 sealed class PreviewEveryStep : IProgress<GenerationProgress>

@@ -13,11 +13,14 @@
 using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML.OnnxRuntime;
+using SdAppliance.Diffusion.Pipelines;
 using SdAppliance.Models.Blocks;
 using SdAppliance.Models.Loading;
 using SdAppliance.Models.Unet;
 using SdAppliance.Onnx.Export;
 using SdAppliance.Onnx.Graphs;
+using SdAppliance.Onnx.Runtime;
+using SdAppliance.Tools;
 using SdAppliance.Torch;
 using SdAppliance.Torch.Nn;
 
@@ -63,21 +66,19 @@ try
             Progress("demo model");
             using var demo = ModelLoader.Load(Path.Combine(root, "models", "demo"));
             BenchUnet("demo_unet_64", demo.Unet, latentSize: 8);
+            BenchImage("demo_txt2img_64_20steps", demo);
         }
 
         if (!args.Contains("--tiny"))
         {
             Progress("building a random SD 1.5 UNet");
             var config = DiffusersConfig.Load<UNet2DConditionConfig>(Path.Combine(root, "models", "configs", "sd15", "unet", "config.json"));
-            using var sd15 = RandomModule(() => new UNet2DConditionModel(config));
+            using var sd15 = RandomWeights.Module(() => new UNet2DConditionModel(config));
             BenchUnet("sd15_unet_256", sd15, latentSize: 32);
         }
     }
     // The CUDA provider lives in Microsoft.ML.OnnxRuntime.Gpu.Linux, which this project does not reference.
     Console.WriteLine("cuda: skipped: no CUDA (ONNX Runtime's CUDA provider package is not referenced)");
-    // Per image (whole txt2img through StableDiffusionPipeline on libtorch vs on OnnxDiffusionModel): goes here once
-    // the ONNX Runtime backend (Runtime/OnnxDiffusionModel) is on main.
-    Console.WriteLine("per_image: skipped: needs the ONNX Runtime backend (OnnxDiffusionModel)");
     ReportLoad("load_average_end");
 }
 finally
@@ -139,6 +140,31 @@ void BenchUnet(string name, UNet2DConditionModel unet, long latentSize)
         Console.WriteLine($"{name}_{form} ratio: {ortSeconds / torchSeconds:F3}");
         if (profile) ReportProfile($"{name}_{form}", session.EndProfiling(), repeats + 2);
     }
+}
+
+// A whole txt2img (text encoder, 20 DPM++ 2M Karras steps with CFG, VAE decode) through the same pipeline on each engine,
+// the ONNX side on the folder `sdapp convert --to onnx` writes, loaded as the appliance loads it.
+void BenchImage(string name, StableDiffusionModel model)
+{
+    Progress($"{name}: exporting the pipeline");
+    var folder = Path.Combine(work, name);
+    OnnxPipelineExporter.Export(model, folder, new OnnxExportOptions());
+    using var onnx = OnnxDiffusionModel.Load(folder, new OnnxRuntimeOptions { IntraOpThreads = threads });
+    var request = new GenerationRequest
+    {
+        Prompt = "a red circle on a blue background",
+        NegativePrompt = "blurry",
+        Seed = 0,
+        Steps = 20,
+        Sampler = "DPM++ 2M Karras",
+        CfgScale = 7,
+    };
+    var (torchPipeline, onnxPipeline) = (new StableDiffusionPipeline(model), new StableDiffusionPipeline(onnx));
+    Progress($"{name}: {repeats} interleaved images");
+    var (torchSeconds, ortSeconds) = Interleaved(() => torchPipeline.Generate(request), () => onnxPipeline.Generate(request), repeats);
+    Report($"{name}_libtorch", torchSeconds, "s/image");
+    Report($"{name}_onnxruntime", ortSeconds, "s/image");
+    Console.WriteLine($"{name} ratio: {ortSeconds / torchSeconds:F3}");
 }
 
 // ONNX Runtime's profile (Chrome trace JSON): node time summed by operator type, per step, largest first.
@@ -207,17 +233,3 @@ static string RepositoryRoot()
     throw new DirectoryNotFoundException("bench-onnx needs the SdAppliance repository (models/demo, models/configs): run it from inside it");
 }
 
-// Built without initialisation (filling 3.4 GB the default way is slow), then norms set to identity and everything else
-// to N(0, 0.02²): no NaN, no denormals, activations of O(1), so the kernels run at their normal speed.
-static T RandomModule<T>(Func<T> build) where T : Module
-{
-    T module;
-    using (Init.Skip()) module = build();
-    foreach (var (name, p) in module.NamedParameters())
-    {
-        if (name.EndsWith(".bias", StringComparison.Ordinal)) Init.Zeros_(p);
-        else if (name.Contains("norm", StringComparison.Ordinal)) Init.Ones_(p);
-        else Init.Normal_(p, 0, 0.02);
-    }
-    return module.Eval();
-}

@@ -58,6 +58,13 @@ public sealed class ModelExports(ModelCatalog catalog, JobService jobs)
         _ => [],
     };
 
+    /// <summary>What <paramref name="model"/> can be exported as: an ONNX export holds no weights our writers read, so nothing.</summary>
+    public static IReadOnlyList<ModelExportKind> For(ModelEntry model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        return model.Format == "onnx" ? [] : For(model.Kind);
+    }
+
     /// <summary>
     /// Queues the export <paramref name="export"/> of the caller's model <paramref name="relativePath"/> of
     /// <paramref name="kind"/>; <paramref name="lora"/> (a LoRA's relative path) and <paramref name="weight"/> for a merge,

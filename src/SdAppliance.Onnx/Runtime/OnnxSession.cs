@@ -48,7 +48,8 @@ internal sealed class OnnxSession : IDisposable
         }
     }
 
-    private static SessionOptions SessionOptionsFor(OnnxRuntimeOptions options)
+    /// <summary>ONNX Runtime's session settings from ours: for every model we open (pipelines and taggers alike).</summary>
+    internal static SessionOptions SessionOptionsFor(OnnxRuntimeOptions options)
     {
         var sessionOptions = new SessionOptions
         {

@@ -134,7 +134,7 @@ public sealed class WdTagger : IDisposable
 
     private static InferenceSession OpenSession(string modelPath, OnnxRuntimeOptions options)
     {
-        using var sessionOptions = SessionOptionsOf(options);
+        using var sessionOptions = OnnxSession.SessionOptionsFor(options);
         try
         {
             return new InferenceSession(modelPath, sessionOptions);
@@ -143,36 +143,6 @@ public sealed class WdTagger : IDisposable
         {
             throw new UserInputException(modelPath, $"cannot be loaded by ONNX Runtime: {e.Message}", "download the tagger's model.onnx again", e);
         }
-    }
-
-    /// <summary>ONNX Runtime's session settings from ours (the runtime backend reads the same options).</summary>
-    private static SessionOptions SessionOptionsOf(OnnxRuntimeOptions options)
-    {
-        var session = new SessionOptions
-        {
-            IntraOpNumThreads = Math.Max(0, options.IntraOpThreads),
-            GraphOptimizationLevel = options.GraphOptimizationLevel switch
-            {
-                "disabled" => GraphOptimizationLevel.ORT_DISABLE_ALL,
-                "basic" => GraphOptimizationLevel.ORT_ENABLE_BASIC,
-                "extended" => GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-                "all" => GraphOptimizationLevel.ORT_ENABLE_ALL,
-                var other => throw new UserInputException("graph_optimization_level", $"'{other}' is not a level", "disabled, basic, extended or all"),
-            },
-        };
-        if (options.Provider == OnnxProvider.Cuda)
-        {
-            try
-            {
-                session.AppendExecutionProvider_CUDA(options.DeviceId);
-            }
-            catch (OnnxRuntimeException e)
-            {
-                session.Dispose();
-                throw new UserInputException("provider", $"ONNX Runtime's CUDA provider cannot be used: {e.Message}", "run the tagger on the CPU", e);
-            }
-        }
-        return session;
     }
 
     private static (string Name, int Height, int Width) CheckInput(InferenceSession session, string modelPath)

@@ -27,6 +27,9 @@ public sealed class OnnxBackendJobTests : IDisposable
         var demo = Assert.Single(await catalog.ListAsync(Alice, ModelKind.Checkpoint, CancellationToken.None), m => m.IsDemo);
         Assert.Equal("diffusers", demo.Format);
         Assert.Equal(["libtorch"], demo.Backends);
+        // An export offers no further exports (its graphs are not weights our writers read); the demo model does.
+        Assert.Empty(ModelExports.For(toy));
+        Assert.Contains(ModelExports.For(demo), e => e.Name == ConversionJobRunner.Onnx);
 
         var request = new GenerationJobRequest { Model = "toy", Prompt = "a red circle", Steps = 3, Seed = 5, Sampler = "DDIM", Width = 64, Height = 64 };
         var job = await appliance.SubmitAsync(JobKind.Generation, "alice", request.ToJson());
