@@ -335,7 +335,7 @@ public sealed class OnnxRuntimeBackendTests : IDisposable
         var e = Assert.ThrowsAny<UserInputException>(() => OnnxDiffusionModel.Load(folder, new OnnxRuntimeOptions { Provider = OnnxProvider.Cuda }));
         Assert.Equal("provider", e.Subject);
         Assert.Contains("CPUExecutionProvider", e.Message);
-        Assert.Contains("Gpu.Linux", e.Fix);
+        Assert.Contains("OnnxRuntimeFlavor=cuda", e.Fix);
         Assert.ThrowsAny<UserInputException>(() => OnnxDiffusionModel.Load(folder, new OnnxRuntimeOptions { GraphOptimizationLevel = "maximal" }));
     }
 

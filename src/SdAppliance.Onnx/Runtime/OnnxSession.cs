@@ -87,7 +87,7 @@ internal sealed class OnnxSession : IDisposable
         var available = OrtEnv.Instance().GetAvailableProviders();
         if (available.Contains(provider)) return;
         throw new UserInputException("provider", $"{asked.ToString().ToLowerInvariant()} was asked, but this ONNX Runtime has no {provider} (it has {string.Join(", ", available)})",
-            "run on cpu, or install the appliance's CUDA build (the Microsoft.ML.OnnxRuntime.Gpu.Linux package) on a machine with an NVIDIA driver");
+            "run on cpu, or build the appliance with ONNX Runtime's CUDA build (-p:OnnxRuntimeFlavor=cuda, as the Docker image does) on a machine with an NVIDIA driver");
     }
 
     internal static GraphOptimizationLevel OptimizationLevel(string level) => level.ToLowerInvariant() switch
