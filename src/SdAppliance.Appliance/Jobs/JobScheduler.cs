@@ -69,6 +69,8 @@ public sealed class JobScheduler : IHostedService, IAsyncDisposable
         scheduling.Dispose();
     }
 
+    private static readonly TimeSpan DispatchRetryDelay = TimeSpan.FromSeconds(1);
+
     private async Task LoopAsync(CancellationToken stop)
     {
         try
@@ -81,8 +83,12 @@ public sealed class JobScheduler : IHostedService, IAsyncDisposable
                 }
                 catch (Exception e) when (e is not OperationCanceledException)
                 {
-                    // The database may be busy or the disk full for a moment: the queue is looked at again at the next change.
-                    logger.LogError(e, "the job queue could not be dispatched");
+                    // The database may be busy or the disk full for a moment. The change that woke us may be the last one
+                    // for a long time (the job that just ended freed the only device), so look again shortly, not only at
+                    // the next change: waiting for one left queued jobs unstarted behind a free device.
+                    logger.LogError(e, "the job queue could not be dispatched; trying again in {Delay}", DispatchRetryDelay);
+                    await Task.Delay(DispatchRetryDelay, stop);
+                    continue;
                 }
                 await jobs.Wakeups.ReadAsync(stop);
             }
