@@ -16,6 +16,10 @@ public sealed partial class StudioDayTests : IDisposable
     private const string Password = "A long enough passphrase 1";
     private const int Steps = 40;
 
+    // A page load that follows a form post (sign out, new dataset) on the child host: its first requests are JIT-compiled,
+    // and a fresh-clone run on a loaded 2-core box once took past Playwright's 30 s default for the sign-out's redirect.
+    private static readonly PageWaitForURLOptions AfterPost = new() { Timeout = 90_000 };
+
     private readonly string data = Directory.CreateTempSubdirectory("sdapp-studio-").FullName;
     private readonly string pictures = Directory.CreateTempSubdirectory("sdapp-studio-pictures-").FullName;
 
@@ -50,14 +54,14 @@ public sealed partial class StudioDayTests : IDisposable
             await session.WaitForCircuitAsync();
             await page.GotoAsync("/logout");
             await page.GetByRole(AriaRole.Button, new() { Name = "Sign out" }).ClickAsync();
-            await page.WaitForURLAsync("**/login");
+            await page.WaitForURLAsync("**/login", AfterPost);
             await session.SignInAsync(Admin, Password);
 
             // A dataset of six pictures; one caption edited by hand, then a trigger word in front of all.
             await session.GoToAsync("/datasets");
             await page.Locator("[data-testid='new-dataset-name'] input, input[data-testid='new-dataset-name']").FillAsync("shapes");
             await page.GetByTestId("create-dataset").ClickAsync();
-            await page.WaitForURLAsync("**/datasets/shapes");
+            await page.WaitForURLAsync("**/datasets/shapes", AfterPost);
             await session.WaitForCircuitAsync();
             await page.Locator("[data-testid='drop-zone'][data-ready='true']").WaitForAsync();
             await page.GetByTestId("upload-input").SetInputFilesAsync(DemoPictures.Write(pictures, count: 6));
