@@ -136,6 +136,9 @@ public sealed partial class StudioDayTests : IDisposable
             await session.GoToAsync("/generate");
             var prompt = BrowserPage.Field(page, "prompt");
             await prompt.FillAsync("sks, a red square on a blue background");
+            // Committed (its change event) before the picker inserts into it, as the other fields are: else the insert can
+            // land on the old value and the late change overwrite it.
+            await prompt.PressAsync("Tab");
             await page.GetByTestId("networks").ClickAsync();
             await page.GetByTestId("insert-lora-sks-shapes").ClickAsync();
             await Assertions.Expect(prompt).ToHaveValueAsync(new Regex("<lora:sks-shapes:1>"));
