@@ -349,7 +349,7 @@ public sealed class ModelCatalog
     }
 
     private static string FormatOf(string path, bool isFolder) =>
-        isFolder ? (OnnxDiffusionModel.IsOnnxFolder(path) && !BackendChoice.HasLibtorchWeights(path) ? "onnx" : "diffusers")
+        isFolder ? (BackendChoice.IsExportOnly(path) ? "onnx" : "diffusers")
             : Path.GetExtension(path).TrimStart('.').ToLowerInvariant();
 
     private static IReadOnlyList<string> BackendsOf(string path) =>
@@ -360,7 +360,7 @@ public sealed class ModelCatalog
     private FileDescription ReadCheckpoint(string path)
     {
         // An export alone: its configs and graphs tell the family (optimum writes a unet/config.json, but no weights).
-        var description = Directory.Exists(path) && OnnxDiffusionModel.IsOnnxFolder(path) && !BackendChoice.HasLibtorchWeights(path)
+        var description = BackendChoice.IsExportOnly(path)
             ? OnnxDiffusionModel.Describe(path)
             : ModelLoader.Describe(path, new ModelLoadOptions(SearchRoots: data.SearchRoots));
         var metadata = File.Exists(path) && TensorFile.IsSafetensors(path) ? SafetensorsMetadata(path) : [];

@@ -35,9 +35,6 @@ public sealed class GenerationOptions
 public sealed class GenerationService(
     DataFolder data, PathGuard paths, GenerationOptions generationOptions, IDbContextFactory<ApplianceDb> databases, ModelCatalog catalog, OutputService outputs) : IDisposable
 {
-    /// <summary>The backend a request leaves to <see cref="BackendChoice"/>'s rule.</summary>
-    public const string AutoBackend = "auto";
-
     /// <summary>The <see cref="Setting"/> that holds the current model's catalog name.</summary>
     public const string CurrentModelKey = "generation.current_model";
 
@@ -138,7 +135,7 @@ public sealed class GenerationService(
 
     /// <summary>The engine for <paramref name="request"/> on <paramref name="model"/>: <see cref="BackendChoice"/>'s rule, refusals naming <c>backend</c>.</summary>
     public static BackendDecision ChooseBackend(ModelEntry model, GenerationJobRequest request, GenerationRequest pipelineRequest) =>
-        BackendChoice.Choose(request.Backend ?? "auto", model.Path, BackendChoice.AsksForRuntimeAdapters(pipelineRequest));
+        BackendChoice.Choose(request.Backend ?? BackendChoice.Auto, model.Path, BackendChoice.AsksForRuntimeAdapters(pipelineRequest));
 
     /// <summary>The pipeline's request for one batch of a job (its sampler resolved, its LoRAs found in the catalog).</summary>
     public async Task<GenerationRequest> ToPipelineRequestAsync(Caller caller, GenerationJobRequest request, RgbImage? init, CancellationToken cancellationToken)

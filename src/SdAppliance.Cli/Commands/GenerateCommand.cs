@@ -33,7 +33,7 @@ internal sealed record GenerateArguments
     public string Device { get; init; } = "cpu";
     public string DType { get; init; } = "float32";
     public bool VaeTiling { get; init; }
-    public string Backend { get; init; } = "auto";
+    public string Backend { get; init; } = BackendChoice.Auto;
     public required string Output { get; init; }
 }
 
@@ -84,7 +84,7 @@ public static class GenerateCommand
         var backend = new Option<string>("--backend")
         {
             Description = "What runs the networks: libtorch, onnx (an ONNX export's folder, on ONNX Runtime) or auto (onnx for an export with no LoRA asked, when it is the faster engine here; the choice and why are printed)",
-            DefaultValueFactory = _ => "auto",
+            DefaultValueFactory = _ => BackendChoice.Auto,
         };
         backend.AcceptOnlyFromAmong([.. BackendChoice.Names]);
         var output = new Option<string>("--output", "-o") { Description = "The PNG to write", Required = true };

@@ -29,7 +29,10 @@ public sealed record BackendDecision(InferenceBackend Backend, string Reason)
 public static class BackendChoice
 {
     /// <summary>What users may ask for.</summary>
-    public static readonly IReadOnlyList<string> Names = ["auto", "libtorch", "onnx"];
+    public static readonly IReadOnlyList<string> Names = [Auto, "libtorch", "onnx"];
+
+    /// <summary>The name that leaves the choice to the rule (the default everywhere).</summary>
+    public const string Auto = "auto";
 
     /// <summary>
     /// Whether ONNX Runtime is the faster engine, as measured by <c>tools/bench-onnx</c> against the bar the issue set (a whole
@@ -66,7 +69,7 @@ public static class BackendChoice
                     throw new UserInputException("backend", $"libtorch was asked, but '{model}' is an ONNX export only (it has no diffusers or checkpoint weights)",
                         "use the onnx backend, or give the model it was exported from");
                 return new(InferenceBackend.Libtorch, "asked for");
-            case "auto":
+            case Auto:
                 if (!hasOnnxExport) return new(InferenceBackend.Libtorch, "the model has no ONNX export");
                 if (!hasLibtorchWeights)
                     return new(InferenceBackend.OnnxRuntime, "the model is an ONNX export only");
@@ -93,6 +96,9 @@ public static class BackendChoice
 
     /// <summary>Whether the model is (or its folder holds) an ONNX export.</summary>
     public static bool HasOnnxExport(string modelPath) => Directory.Exists(modelPath) && OnnxDiffusionModel.IsOnnxFolder(modelPath);
+
+    /// <summary>Whether the model is an ONNX export and nothing else (no weights libtorch could load).</summary>
+    public static bool IsExportOnly(string modelPath) => HasOnnxExport(modelPath) && !HasLibtorchWeights(modelPath);
 
     /// <summary>Whether libtorch can load the model: a single checkpoint file, or a folder with the UNet's diffusers weights.</summary>
     public static bool HasLibtorchWeights(string modelPath)
