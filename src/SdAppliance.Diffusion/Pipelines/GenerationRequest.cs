@@ -36,6 +36,33 @@ public sealed record GenerationRequest
 
     public double Strength { get; init; } = 0.75;
 
+    /// <summary>
+    /// SDXL micro-conditioning (diffusers' <c>original_size</c>, <c>crops_coords_top_left</c>, <c>target_size</c> and their
+    /// <c>negative_*</c> twins); null takes diffusers' default (the generated size, (0, 0), the generated size; a negative
+    /// one takes its positive twin's value). Models other than SDXL ignore them.
+    /// </summary>
+    public ConditioningSize? OriginalSize { get; init; }
+
+    public CropTopLeft? CropsCoordsTopLeft { get; init; }
+    public ConditioningSize? TargetSize { get; init; }
+    public ConditioningSize? NegativeOriginalSize { get; init; }
+    public CropTopLeft? NegativeCropsCoordsTopLeft { get; init; }
+    public ConditioningSize? NegativeTargetSize { get; init; }
+
+    /// <summary>The micro-conditioning of the prompt's half of the batch at <paramref name="width"/> × <paramref name="height"/>.</summary>
+    public MicroConditioning Conditioning(int width, int height)
+    {
+        var d = MicroConditioning.Default(width, height);
+        return new(OriginalSize ?? d.OriginalSize, CropsCoordsTopLeft ?? d.CropsCoordsTopLeft, TargetSize ?? d.TargetSize);
+    }
+
+    /// <summary>The negative prompt's half: each value not given is the prompt's (diffusers: <c>negative_original_size or original_size</c>).</summary>
+    public MicroConditioning NegativeConditioning(int width, int height)
+    {
+        var c = Conditioning(width, height);
+        return new(NegativeOriginalSize ?? c.OriginalSize, NegativeCropsCoordsTopLeft ?? c.CropsCoordsTopLeft, NegativeTargetSize ?? c.TargetSize);
+    }
+
     /// <summary>LoRA files to apply besides those named in the prompt with <c>&lt;lora:name:weight&gt;</c>.</summary>
     public IReadOnlyList<(string Path, double Weight)> Loras { get; init; } = [];
 
@@ -58,6 +85,10 @@ public sealed record GenerationRequest
         CheckSize(nameof(Height), Height);
         if (Strength is <= 0 or > 1 || double.IsNaN(Strength)) throw Refuse(nameof(Strength), $"must be in (0, 1], got {Format(Strength)}");
         if (InitImage is not null) CheckImageToImageSteps(Steps, Strength);
+        foreach (var (property, size) in new[] { (nameof(OriginalSize), OriginalSize), (nameof(TargetSize), TargetSize), (nameof(NegativeOriginalSize), NegativeOriginalSize), (nameof(NegativeTargetSize), NegativeTargetSize) })
+            if (size is { } s && (s.Height < 1 || s.Width < 1)) throw Refuse(property, $"is (height, width) in pixels, each at least 1, got ({s.Height}, {s.Width})");
+        foreach (var (property, crop) in new[] { (nameof(CropsCoordsTopLeft), CropsCoordsTopLeft), (nameof(NegativeCropsCoordsTopLeft), NegativeCropsCoordsTopLeft) })
+            if (crop is { } c && (c.Top < 0 || c.Left < 0)) throw Refuse(property, $"is (top, left) in pixels, each at least 0, got ({c.Top}, {c.Left})");
         if (!SchedulerRegistry.IsKnown(Sampler))
             throw new GenerationRequestException(FieldName(nameof(Sampler)), SchedulerRegistry.UnknownSampler(Sampler).Problem);
         foreach (var (path, weight) in Loras)

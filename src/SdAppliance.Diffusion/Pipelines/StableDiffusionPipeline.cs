@@ -244,7 +244,7 @@ public sealed class StableDiffusionPipeline
         var (cond, uncond) = EncodePrompts(prompt, negative, embeddings, request.ClipSkip);
         var condBatch = Repeat(cond.PromptEmbeds, batch);
         var embeds = guided ? torch.Cat([Repeat(uncond.PromptEmbeds, batch), condBatch]) : condBatch;
-        var added = AddedConditions(cond, uncond, batch, width, height, guided);
+        var added = AddedConditions(cond, uncond, batch, request.Conditioning(width, height), request.NegativeConditioning(width, height), guided);
 
         using var scheduler = SchedulerRegistry.Create(request.Sampler, SchedulerConfig.FromJson(model.SchedulerConfig.ToJsonString()));
         scheduler.SetTimesteps(request.Steps, model.Device);
@@ -321,15 +321,16 @@ public sealed class StableDiffusionPipeline
         return (encoded[0], encoded[1]);
     }
 
-    /// <summary>SDXL's micro-conditioning: pooled text embeddings and (original size, crop, target size) = (H, W, 0, 0, H, W).</summary>
-    private UNetAddedConditions? AddedConditions(TextConditioning cond, TextConditioning uncond, int batch, int width, int height, bool guided)
+    /// <summary>SDXL's added conditions: pooled text embeddings and the micro-conditioning time ids, in the batch order [uncond, cond].</summary>
+    private UNetAddedConditions? AddedConditions(TextConditioning cond, TextConditioning uncond, int batch, MicroConditioning micro, MicroConditioning negativeMicro, bool guided)
     {
         if (!model.IsSdxl) return null;
         var pooled = Repeat(cond.PooledPromptEmbeds!, batch);
         if (guided) pooled = torch.Cat([Repeat(uncond.PooledPromptEmbeds!, batch), pooled]);
-        var rows = guided ? 2 * batch : batch;
-        var ids = Enumerable.Range(0, rows).SelectMany(_ => new float[] { height, width, 0, 0, height, width }).ToArray();
-        var timeIds = torch.Tensor(ids, rows, 6).To(model.Device, model.DType);
+        var rows = Enumerable.Repeat(micro.TimeIds(), batch);
+        if (guided) rows = Enumerable.Repeat(negativeMicro.TimeIds(), batch).Concat(rows);
+        var ids = rows.SelectMany(r => r).ToArray();
+        var timeIds = torch.Tensor(ids, ids.Length / 6, 6).To(model.Device, model.DType);
         return new UNetAddedConditions(pooled, timeIds);
     }
 
