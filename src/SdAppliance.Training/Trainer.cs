@@ -344,7 +344,7 @@ public sealed class Trainer
         UNetAddedConditions? added = null;
         if (model.IsSdxl)
         {
-            var ids = batch.SelectMany(e => new float[] { e.BucketHeight, e.BucketWidth, e.CropTop, e.CropLeft, e.BucketHeight, e.BucketWidth }).ToArray();
+            var ids = batch.SelectMany(e => new MicroConditioning(new(e.BucketHeight, e.BucketWidth), new(e.CropTop, e.CropLeft), new(e.BucketHeight, e.BucketWidth)).TimeIds()).ToArray();
             added = new UNetAddedConditions(text.PooledPromptEmbeds!, torch.Tensor(ids, b, 6).To(device, model.DType));
         }
 
