@@ -63,6 +63,21 @@ public sealed record GenerationRequest
         return new(NegativeOriginalSize ?? c.OriginalSize, NegativeCropsCoordsTopLeft ?? c.CropsCoordsTopLeft, NegativeTargetSize ?? c.TargetSize);
     }
 
+    /// <summary>
+    /// Where the SDXL refiner takes over, as a fraction of the schedule (A1111's "Refiner switch at"): the base runs diffusers'
+    /// <c>denoising_end</c> = this, the refiner <c>denoising_start</c> = this, from the base's latents without new noise.
+    /// Null: no hand-off. It needs a refiner (<see cref="StableDiffusionPipeline.Refiner"/>).
+    /// </summary>
+    public double? RefinerSwitchAt { get; init; }
+
+    /// <summary>A1111's default "Refiner switch at".</summary>
+    public const double DefaultRefinerSwitchAt = 0.8;
+
+    /// <summary>The refiner's aesthetic score for the prompt (diffusers' <c>aesthetic_score</c>, default 6) and the negative prompt (2.5).</summary>
+    public double AestheticScore { get; init; } = 6.0;
+
+    public double NegativeAestheticScore { get; init; } = 2.5;
+
     /// <summary>LoRA files to apply besides those named in the prompt with <c>&lt;lora:name:weight&gt;</c>.</summary>
     public IReadOnlyList<(string Path, double Weight)> Loras { get; init; } = [];
 
@@ -89,6 +104,11 @@ public sealed record GenerationRequest
             if (size is { } s && (s.Height < 1 || s.Width < 1)) throw Refuse(property, $"is (height, width) in pixels, each at least 1, got ({s.Height}, {s.Width})");
         foreach (var (property, crop) in new[] { (nameof(CropsCoordsTopLeft), CropsCoordsTopLeft), (nameof(NegativeCropsCoordsTopLeft), NegativeCropsCoordsTopLeft) })
             if (crop is { } c && (c.Top < 0 || c.Left < 0)) throw Refuse(property, $"is (top, left) in pixels, each at least 0, got ({c.Top}, {c.Left})");
+        if (RefinerSwitchAt is { } switchAt && !(switchAt > 0 && switchAt < 1))
+            throw new GenerationRequestException(FieldName(nameof(RefinerSwitchAt)), $"is the fraction of the steps after which the refiner takes over, strictly between 0 and 1, got {Format(switchAt)}",
+                $"give e.g. {Format(DefaultRefinerSwitchAt)}, or no refiner");
+        foreach (var (property, score) in new[] { (nameof(AestheticScore), AestheticScore), (nameof(NegativeAestheticScore), NegativeAestheticScore) })
+            if (!double.IsFinite(score)) throw Refuse(property, $"must be a finite number, got {Format(score)}");
         if (!SchedulerRegistry.IsKnown(Sampler))
             throw new GenerationRequestException(FieldName(nameof(Sampler)), SchedulerRegistry.UnknownSampler(Sampler).Problem);
         foreach (var (path, weight) in Loras)
@@ -139,4 +159,13 @@ public sealed record GenerationProgress(int Step, int TotalSteps)
     /// Null when no sampler step is behind the report.
     /// </summary>
     public Func<RgbImage>? Preview { get; init; }
+
+    /// <summary>
+    /// A copy of the latents after this step, [batch, 4, h, w], which the caller disposes (diffusers' <c>callback_on_step_end</c>
+    /// latents); call it during <see cref="IProgress{T}.Report"/> only, as <see cref="Preview"/>.
+    /// </summary>
+    public Func<Torch.Tensor>? Latents { get; init; }
+
+    /// <summary>Which model ran this step: the model's own UNet, or the refiner's after the hand-off.</summary>
+    public bool ByRefiner { get; init; }
 }

@@ -27,7 +27,8 @@ internal sealed class Infotext
     private readonly A1111Parameters parameters;
 
     public Infotext(GenerationRequest request, IDiffusionModel model, string? modelHash, int width, int height,
-        IReadOnlyList<LoraApplication> loras, LoadedEmbeddings embeddings, IReadOnlyList<AdapterWarning> warnings)
+        IReadOnlyList<LoraApplication> loras, LoadedEmbeddings embeddings, IReadOnlyList<AdapterWarning> warnings,
+        (IDiffusionModel Model, string? Hash)? refiner = null)
     {
         var prompt = request.Prompt + string.Concat(request.Loras.Select(l => $" <lora:{Path.GetFileNameWithoutExtension(l.Path)}:{Number(l.Weight)}>"));
         var p = new A1111Parameters { Prompt = prompt, NegativePrompt = request.NegativePrompt };
@@ -45,6 +46,12 @@ internal sealed class Infotext
         if (embeddings.Library.Used.Where(embeddings.Files.ContainsKey).ToList() is { Count: > 0 } used)
             p.Add("TI hashes", string.Join(", ", used.Select(n => $"{Alias(n)}: {FileHashes.Uncached.EmbeddingShortHash(embeddings.Files[n])}")));
         if (warnings.Count > 0) p.Add("Adapter warnings", string.Join("; ", warnings));
+        if (refiner is var (refinerModel, refinerHash) && request.RefinerSwitchAt is { } switchAt)
+        {
+            // A1111's "Refiner: NAME [HASH], Refiner switch at: F".
+            p.Add("Refiner", refinerHash is null ? refinerModel.Name : $"{refinerModel.Name} [{refinerHash}]");
+            p.Add("Refiner switch at", A1111Parameters.FormatFloat(switchAt));
+        }
         p.Add("Version", "SdAppliance");
         parameters = p;
     }

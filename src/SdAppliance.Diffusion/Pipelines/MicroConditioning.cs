@@ -16,4 +16,10 @@ public sealed record MicroConditioning(ConditioningSize OriginalSize, CropTopLef
 
     /// <summary><c>[orig_h, orig_w, crop_top, crop_left, target_h, target_w]</c>, as <c>_get_add_time_ids</c> concatenates them.</summary>
     public float[] TimeIds() => [OriginalSize.Height, OriginalSize.Width, CropsCoordsTopLeft.Top, CropsCoordsTopLeft.Left, TargetSize.Height, TargetSize.Width];
+
+    /// <summary>
+    /// The SDXL refiner's five (<c>requires_aesthetics_score</c>): <c>[orig_h, orig_w, crop_top, crop_left, aesthetic_score]</c>,
+    /// the target size left out.
+    /// </summary>
+    public float[] TimeIds(double aestheticScore) => [OriginalSize.Height, OriginalSize.Width, CropsCoordsTopLeft.Top, CropsCoordsTopLeft.Left, (float)aestheticScore];
 }

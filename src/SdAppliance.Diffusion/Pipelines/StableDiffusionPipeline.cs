@@ -44,6 +44,15 @@ public sealed class StableDiffusionPipeline
 
     public IDiffusionModel Model => model;
 
+    /// <summary>
+    /// The SDXL refiner a request with <see cref="GenerationRequest.RefinerSwitchAt"/> hands off to: it continues the model's
+    /// latents with its own text encoder, UNet and scheduler, and its VAE decodes the result. Adapters apply to the model only.
+    /// </summary>
+    public IDiffusionModel? Refiner { get; init; }
+
+    /// <summary>The refiner's A1111 model hash, for the PNG info's <c>Refiner: name [hash]</c>; null leaves the brackets out.</summary>
+    public string? RefinerHash { get; init; }
+
     /// <summary>The model hash A1111 shows (first 10 hex digits of the file's SHA-256); null leaves it out.</summary>
     public string? ModelHash { get; init; }
 
@@ -84,7 +93,7 @@ public sealed class StableDiffusionPipeline
             try
             {
                 var images = Sample(request, prompt.Text, negative.Text, embeddings.Library, generators, width, height, progress, cancellationToken);
-                var info = new Infotext(request, model, ModelHash, width, height, loras, embeddings, warnings);
+                var info = new Infotext(request, model, ModelHash, width, height, loras, embeddings, warnings, Refiner is null ? null : (Refiner, RefinerHash));
                 return new GenerationResult([.. images.Select((image, i) => Finish(image, seed + i, info))], warnings);
             }
             finally
@@ -240,14 +249,10 @@ public sealed class StableDiffusionPipeline
     {
         using var scope = torch.NewDisposeScope();
         var batch = request.BatchSize;
-        var guided = request.CfgScale > 1;
-        var (cond, uncond) = EncodePrompts(prompt, negative, embeddings, request.ClipSkip);
-        var condBatch = Repeat(cond.PromptEmbeds, batch);
-        var embeds = guided ? torch.Cat([Repeat(uncond.PromptEmbeds, batch), condBatch]) : condBatch;
-        var added = AddedConditions(cond, uncond, batch, request.Conditioning(width, height), request.NegativeConditioning(width, height), guided);
+        var refiner = HandOffRefiner(request);
+        var conditioning = Condition(model, request, prompt, negative, embeddings, width, height);
 
-        using var scheduler = SchedulerRegistry.Create(request.Sampler, SchedulerConfig.FromJson(model.SchedulerConfig.ToJsonString()));
-        scheduler.SetTimesteps(request.Steps, model.Device);
+        using var scheduler = CreateScheduler(model, request);
         var timesteps = scheduler.TimestepValues;
         var noise = NoiseSource.FromGenerators(generators);
         var latentShape = new long[] { batch, model.LatentChannels, height / model.VaeScaleFactor, width / model.VaeScaleFactor };
@@ -271,27 +276,129 @@ public sealed class StableDiffusionPipeline
         }
         latents.DetachFromDisposeScope();
 
-        for (var i = start; i < timesteps.Count; i++)
+        if (refiner is null)
+        {
+            var steps = new StepCounter(timesteps.Count - start, progress);
+            latents = Denoise(model, conditioning, scheduler, start, timesteps.Count, latents, request.CfgScale, noise, steps, cancellationToken);
+            return Decode(model, latents);
+        }
+
+        // diffusers' hand-off: the base runs the timesteps at or above the cutoff (denoising_end), the refiner, its scheduler
+        // set to the same steps, those below it (denoising_start), from the base's latents as they are.
+        var switchAt = request.RefinerSwitchAt!.Value;
+        var end = Math.Max(start, timesteps.Count(t => t >= TimestepCutoff(scheduler, switchAt)));
+        using var refinerScheduler = CreateScheduler(refiner, request);
+        var refinerStart = RefinerBeginIndex(refinerScheduler, switchAt);
+        refinerScheduler.SetBeginIndex(refinerStart);
+        var refinerSteps = refinerScheduler.TimestepValues.Count - refinerStart;
+        var counter = new StepCounter(end - start + refinerSteps, progress);
+        latents = Denoise(model, conditioning, scheduler, start, end, latents, request.CfgScale, noise, counter, cancellationToken);
+        using var noEmbeddings = new EmbeddingLibrary(refiner.Tokenizer);
+        var refinerConditioning = Condition(refiner, request, prompt, negative, noEmbeddings, width, height);
+        counter.ByRefiner = true;
+        latents = Denoise(refiner, refinerConditioning, refinerScheduler, refinerStart, refinerScheduler.TimestepValues.Count, latents, request.CfgScale, noise, counter, cancellationToken);
+        return Decode(refiner, latents);
+    }
+
+    /// <summary>The refiner a request hands off to, checked against the model; null when it asks for none.</summary>
+    private IDiffusionModel? HandOffRefiner(GenerationRequest request)
+    {
+        if (request.RefinerSwitchAt is null) return null;
+        var field = GenerationRequest.FieldName(nameof(GenerationRequest.RefinerSwitchAt));
+        var refiner = Refiner ?? throw new GenerationRequestException(field, "asks for a hand-off to a refiner, but no refiner was given", "give a refiner model, or leave refiner_switch_at out");
+        if (refiner.LatentChannels != model.LatentChannels || refiner.VaeScaleFactor != model.VaeScaleFactor || refiner.IsSdxl != model.IsSdxl)
+            throw new GenerationRequestException("refiner", $"'{refiner.Name}' ({refiner.Family}) does not continue the latents of '{model.Name}' ({model.Family}): " +
+                $"{refiner.LatentChannels} latent channels at 1/{refiner.VaeScaleFactor} against {model.LatentChannels} at 1/{model.VaeScaleFactor}",
+                "pair an SDXL base with an SDXL refiner");
+        return refiner;
+    }
+
+    /// <summary>diffusers' <c>discrete_timestep_cutoff</c>: <c>round(T - fraction × T)</c> for T training timesteps.</summary>
+    private static double TimestepCutoff(Scheduler scheduler, double fraction) =>
+        Math.Round(scheduler.NumTrainTimesteps - fraction * scheduler.NumTrainTimesteps, MidpointRounding.ToEven);
+
+    /// <summary>
+    /// diffusers' img2img <c>get_timesteps</c> with <c>denoising_start</c>: the steps below the cutoff, one more for a
+    /// second-order scheduler whose count is even (so the hand-off does not fall between its two evaluations).
+    /// </summary>
+    private static int RefinerBeginIndex(Scheduler scheduler, double denoisingStart)
+    {
+        var timesteps = scheduler.TimestepValues;
+        var cutoff = TimestepCutoff(scheduler, denoisingStart);
+        var count = timesteps.Count(t => t < cutoff);
+        if (scheduler.Order == 2 && count % 2 == 0) count++;
+        return Math.Max(timesteps.Count - count, 0);
+    }
+
+    private static Scheduler CreateScheduler(IDiffusionModel stageModel, GenerationRequest request)
+    {
+        var scheduler = SchedulerRegistry.Create(request.Sampler, SchedulerConfig.FromJson(stageModel.SchedulerConfig.ToJsonString()));
+        scheduler.SetTimesteps(request.Steps, stageModel.Device);
+        return scheduler;
+    }
+
+    /// <summary>What a stage's UNet reads beside the latents: the text embeddings and SDXL's added conditions, in the guidance batch.</summary>
+    private sealed record StageConditioning(Tensor Embeds, UNetAddedConditions? Added);
+
+    private StageConditioning Condition(IDiffusionModel stageModel, GenerationRequest request, string prompt, string negative, EmbeddingLibrary embeddings, int width, int height)
+    {
+        var batch = request.BatchSize;
+        var guided = request.CfgScale > 1;
+        var (cond, uncond) = EncodePrompts(stageModel, prompt, negative, embeddings, request.ClipSkip);
+        var condBatch = Repeat(cond.PromptEmbeds, batch);
+        var embeds = guided ? torch.Cat([Repeat(uncond.PromptEmbeds, batch), condBatch]) : condBatch;
+        return new(embeds, AddedConditions(stageModel, request, cond, uncond, width, height, guided));
+    }
+
+    /// <summary>Steps <paramref name="from"/> to <paramref name="to"/> of the schedule on <paramref name="stageModel"/>'s UNet: the one loop of both stages.</summary>
+    private static Tensor Denoise(IDiffusionModel stageModel, StageConditioning conditioning, Scheduler scheduler, int from, int to, Tensor latents, double cfgScale,
+        NoiseSource noise, StepCounter steps, CancellationToken cancellationToken)
+    {
+        var timesteps = scheduler.TimestepValues;
+        var guided = cfgScale > 1;
+        for (var i = from; i < to; i++)
         {
             cancellationToken.ThrowIfCancellationRequested();
             using var stepScope = torch.NewDisposeScope();
             var t = timesteps[i];
             var input = guided ? torch.Cat([latents, latents]) : latents;
             var scaled = scheduler.ScaleModelInput(input, t);
-            var prediction = model.PredictNoise(scaled, t, embeds, added);
+            var prediction = stageModel.PredictNoise(scaled, t, conditioning.Embeds, conditioning.Added);
             if (guided)
             {
                 var halves = prediction.Chunk(2);
-                prediction = halves[0] + (halves[1] - halves[0]) * request.CfgScale;
+                prediction = halves[0] + (halves[1] - halves[0]) * cfgScale;
             }
             var next = scheduler.Step(prediction, t, latents, noise).PrevSample.DetachFromDisposeScope();
             latents.Dispose();
             latents = next;
-            // The preview is drawn only when the listener asks for it, from the latents of this step.
-            progress?.Report(new GenerationProgress(i - start + 1, timesteps.Count - start) { Preview = () => LatentPreview.Render(model, latents) });
+            steps.Report(stageModel, latents);
         }
+        return latents;
+    }
 
-        var decoded = model.DecodeLatents(latents.Div(model.VaeScalingFactor));
+    /// <summary>Progress over both stages; the preview and latents are drawn only when the listener asks, from the latents of that step.</summary>
+    private sealed class StepCounter(int total, IProgress<GenerationProgress>? progress)
+    {
+        private int done;
+
+        public bool ByRefiner { get; set; }
+
+        public void Report(IDiffusionModel stageModel, Tensor latents)
+        {
+            done++;
+            progress?.Report(new GenerationProgress(done, total)
+            {
+                Preview = () => LatentPreview.Render(stageModel, latents),
+                Latents = () => latents.Clone(),
+                ByRefiner = ByRefiner,
+            });
+        }
+    }
+
+    private static List<RgbImage> Decode(IDiffusionModel stageModel, Tensor latents)
+    {
+        var decoded = stageModel.DecodeLatents(latents.Div(stageModel.VaeScalingFactor));
         latents.Dispose();
         return [.. ImageTensors.ToImages(decoded)];
     }
@@ -308,12 +415,11 @@ public sealed class StableDiffusionPipeline
     }
 
     /// <summary>Encodes prompt and negative prompt to the same number of chunks (the shorter padded with empty chunks, as A1111).</summary>
-    private (TextConditioning Cond, TextConditioning Uncond) EncodePrompts(string prompt, string negative, EmbeddingLibrary embeddings, int clipSkip)
+    private static (TextConditioning Cond, TextConditioning Uncond) EncodePrompts(IDiffusionModel stageModel, string prompt, string negative, EmbeddingLibrary embeddings, int clipSkip)
     {
-        var encoded = new PromptConditioner(model, embeddings).Encode([prompt, negative], clipSkip);
-        if (model.IsSdxl && string.IsNullOrWhiteSpace(negative))
+        var encoded = new PromptConditioner(stageModel, embeddings).Encode([prompt, negative], clipSkip);
+        if (stageModel.ForceZerosForEmptyPrompt && string.IsNullOrWhiteSpace(negative))
         {
-            // diffusers' force_zeros_for_empty_prompt for SDXL
             var c = encoded[0];
             encoded[1].Dispose();
             return (c, new TextConditioning(torch.ZerosLike(c.PromptEmbeds), c.PooledPromptEmbeds is null ? null : torch.ZerosLike(c.PooledPromptEmbeds)));
@@ -321,16 +427,24 @@ public sealed class StableDiffusionPipeline
         return (encoded[0], encoded[1]);
     }
 
-    /// <summary>SDXL's added conditions: pooled text embeddings and the micro-conditioning time ids, in the batch order [uncond, cond].</summary>
-    private UNetAddedConditions? AddedConditions(TextConditioning cond, TextConditioning uncond, int batch, MicroConditioning micro, MicroConditioning negativeMicro, bool guided)
+    /// <summary>
+    /// SDXL's added conditions: pooled text embeddings and the time ids, in the batch order [uncond, cond]; the refiner's time
+    /// ids carry the aesthetic scores (<see cref="MicroConditioning.TimeIds(double)"/>).
+    /// </summary>
+    private static UNetAddedConditions? AddedConditions(IDiffusionModel stageModel, GenerationRequest request, TextConditioning cond, TextConditioning uncond, int width, int height, bool guided)
     {
-        if (!model.IsSdxl) return null;
+        if (!stageModel.IsSdxl) return null;
+        var batch = request.BatchSize;
+        var (micro, negativeMicro) = (request.Conditioning(width, height), request.NegativeConditioning(width, height));
         var pooled = Repeat(cond.PooledPromptEmbeds!, batch);
         if (guided) pooled = torch.Cat([Repeat(uncond.PooledPromptEmbeds!, batch), pooled]);
-        var rows = Enumerable.Repeat(micro.TimeIds(), batch);
-        if (guided) rows = Enumerable.Repeat(negativeMicro.TimeIds(), batch).Concat(rows);
+        var (row, negativeRow) = stageModel.RequiresAestheticsScore
+            ? (micro.TimeIds(request.AestheticScore), negativeMicro.TimeIds(request.NegativeAestheticScore))
+            : (micro.TimeIds(), negativeMicro.TimeIds());
+        var rows = Enumerable.Repeat(row, batch);
+        if (guided) rows = Enumerable.Repeat(negativeRow, batch).Concat(rows);
         var ids = rows.SelectMany(r => r).ToArray();
-        var timeIds = torch.Tensor(ids, ids.Length / 6, 6).To(model.Device, model.DType);
+        var timeIds = torch.Tensor(ids, ids.Length / row.Length, row.Length).To(stageModel.Device, stageModel.DType);
         return new UNetAddedConditions(pooled, timeIds);
     }
 

@@ -14,6 +14,12 @@ public enum ModelFamily
 
     /// <summary>SDXL base: CLIP ViT-L and OpenCLIP bigG under <c>conditioner.embedders.0/1.</c>.</summary>
     XlBase,
+
+    /// <summary>
+    /// SDXL refiner: only OpenCLIP bigG, under <c>conditioner.embedders.0.model.</c> (diffusers' <c>text_encoder_2</c>, no
+    /// <c>text_encoder</c>); its UNet's time ids carry an aesthetic score in place of the target size.
+    /// </summary>
+    XlRefiner,
 }
 
 /// <summary>Component names of the diffusers folder layout, and the empty name of a single file.</summary>

@@ -5,7 +5,7 @@ namespace SdAppliance.Formats.Checkpoints;
 /// <summary>
 /// Maps tensor names and shapes between the original single-file Stable Diffusion layout ("ldm":
 /// CompVis / Stability / A1111 .ckpt and .safetensors) and the diffusers component layout (unet,
-/// vae, text_encoder, text_encoder_2), for SD 1.x, SD 2.x and SDXL base. Pure names and shapes:
+/// vae, text_encoder, text_encoder_2), for SD 1.x, SD 2.x, SDXL base and the SDXL refiner. Pure names and shapes:
 /// the result says which bytes to take and how to rearrange them (<see cref="TensorRecipe"/>).
 /// </summary>
 /// <remarks>
@@ -42,6 +42,9 @@ public static class LdmKeyMap
     private const string V2TextPrefix = "cond_stage_model.model.";
     private const string XlTextPrefix = "conditioner.embedders.0.transformer.";
     private const string XlText2Prefix = "conditioner.embedders.1.model.";
+
+    // The refiner's one embedder is bigG, so it is embedder 0.
+    private const string XlRefinerTextPrefix = "conditioner.embedders.0.model.";
 
     // SD 2.x uses OpenCLIP ViT-H's penultimate layer, so diffusers' text encoder has 23 of its 24 blocks.
     private const int V2TextLayers = 23;
@@ -92,7 +95,7 @@ public static class LdmKeyMap
 
     /// <summary>
     /// The family of a single-file checkpoint from its keys (text-encoder prefixes), or for a
-    /// UNet-only file from the cross-attention width (768 SD 1.x, 1024 SD 2.x, 2048 SDXL).
+    /// UNet-only file from the cross-attention width (768 SD 1.x, 1024 SD 2.x, 2048 SDXL, 1280 the SDXL refiner).
     /// </summary>
     public static ModelFamily DetectFamily(IReadOnlyDictionary<string, long[]> ldm)
     {
@@ -100,6 +103,8 @@ public static class LdmKeyMap
         var keys = ldm.Keys;
         if (keys.Any(k => k.StartsWith(XlText2Prefix, StringComparison.Ordinal)) && keys.Any(k => k.StartsWith(XlTextPrefix, StringComparison.Ordinal)))
             return ModelFamily.XlBase;
+        if (keys.Any(k => k.StartsWith(XlRefinerTextPrefix, StringComparison.Ordinal)) && !keys.Any(k => k.StartsWith("conditioner.embedders.1.", StringComparison.Ordinal)))
+            return ModelFamily.XlRefiner;
         if (keys.Any(k => k.StartsWith("conditioner.", StringComparison.Ordinal)))
             return ModelFamily.Unknown;
         if (keys.Any(k => k.StartsWith(V2TextPrefix, StringComparison.Ordinal)))
@@ -115,16 +120,20 @@ public static class LdmKeyMap
             768 => ModelFamily.V1,
             1024 => ModelFamily.V2,
             2048 when ldm.ContainsKey(UnetPrefix + "label_emb.0.0.weight") => ModelFamily.XlBase,
+            1280 when ldm.ContainsKey(UnetPrefix + "label_emb.0.0.weight") => ModelFamily.XlRefiner,
             _ => ModelFamily.Unknown,
         };
     }
 
-    /// <summary>The family of a diffusers model from its components' keys (SDXL has text_encoder_2; SD 2.x's text encoder has 23 layers).</summary>
+    /// <summary>
+    /// The family of a diffusers model from its components' keys (SDXL has text_encoder_2, its refiner that one alone;
+    /// SD 2.x's text encoder has 23 layers).
+    /// </summary>
     public static ModelFamily DetectFamily(IReadOnlyDictionary<TensorKey, long[]> diffusers)
     {
         ArgumentNullException.ThrowIfNull(diffusers);
         if (diffusers.Keys.Any(k => k.Component == ModelComponents.TextEncoder2))
-            return ModelFamily.XlBase;
+            return diffusers.Keys.Any(k => k.Component == ModelComponents.TextEncoder) ? ModelFamily.XlBase : ModelFamily.XlRefiner;
         // The test diffusers' own conversion script uses.
         if (diffusers.Keys.Any(k => k.Component == ModelComponents.TextEncoder && TextModelName(k.Name).StartsWith("text_model.encoder.layers.22.", StringComparison.Ordinal)))
             return ModelFamily.V2;
@@ -177,6 +186,10 @@ public static class LdmKeyMap
             {
                 OpenClipToDiffusers(map, source, shape, key[XlText2Prefix.Length..], ModelComponents.TextEncoder2);
             }
+            else if (family == ModelFamily.XlRefiner && key.StartsWith(XlRefinerTextPrefix, StringComparison.Ordinal))
+            {
+                OpenClipToDiffusers(map, source, shape, key[XlRefinerTextPrefix.Length..], ModelComponents.TextEncoder2);
+            }
             else
             {
                 map.Unmapped(source);
@@ -224,8 +237,8 @@ public static class LdmKeyMap
                 case ModelComponents.TextEncoder when family == ModelFamily.V2:
                     OpenClipToLdm(map, diffusers, source, shape, V2TextPrefix, projection: false);
                     break;
-                case ModelComponents.TextEncoder2 when family == ModelFamily.XlBase:
-                    OpenClipToLdm(map, diffusers, source, shape, XlText2Prefix, projection: true);
+                case ModelComponents.TextEncoder2 when family is ModelFamily.XlBase or ModelFamily.XlRefiner:
+                    OpenClipToLdm(map, diffusers, source, shape, family == ModelFamily.XlBase ? XlText2Prefix : XlRefinerTextPrefix, projection: true);
                     break;
                 default:
                     map.Unmapped(source);
@@ -241,7 +254,7 @@ public static class LdmKeyMap
             return true;
         if (key.EndsWith(".position_ids", StringComparison.Ordinal) && (key.StartsWith(V1TextPrefix, StringComparison.Ordinal) || key.StartsWith(XlTextPrefix, StringComparison.Ordinal)))
             return true;
-        if (key == V2TextPrefix + "logit_scale" || key == XlText2Prefix + "logit_scale")
+        if (key == V2TextPrefix + "logit_scale" || key == XlText2Prefix + "logit_scale" || key == XlRefinerTextPrefix + "logit_scale")
             return true;
         if (family == ModelFamily.V2 && key.StartsWith(V2TextPrefix, StringComparison.Ordinal))
         {

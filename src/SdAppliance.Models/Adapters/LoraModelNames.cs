@@ -27,8 +27,9 @@ public static class LoraModelNames
     public static Dictionary<LoraTarget, Module> Targets(StableDiffusionModel model)
     {
         ArgumentNullException.ThrowIfNull(model);
-        var targets = new Dictionary<LoraTarget, Module> { [LoraTarget.Unet] = model.Unet, [LoraTarget.TextEncoder] = model.TextEncoder };
-        if (model.TextEncoder2 is not null) targets[LoraTarget.TextEncoder2] = model.TextEncoder2;
+        var targets = new Dictionary<LoraTarget, Module> { [LoraTarget.Unet] = model.Unet };
+        foreach (var (component, encoder) in model.TextEncoders)
+            targets[component == ModelComponents.TextEncoder2 ? LoraTarget.TextEncoder2 : LoraTarget.TextEncoder] = encoder;
         return targets;
     }
 

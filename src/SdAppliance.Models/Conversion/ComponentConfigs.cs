@@ -20,9 +20,8 @@ public static class ComponentConfigs
         {
             [ModelComponents.Unet] = WithClass(DiffusersConfig.ToJson(model.Unet.Config), "UNet2DConditionModel"),
             [ModelComponents.Vae] = WithClass(DiffusersConfig.ToJson(model.Vae.Config), "AutoencoderKL"),
-            [ModelComponents.TextEncoder] = TextEncoder(model.TextEncoder),
         };
-        if (model.TextEncoder2 is not null) configs[ModelComponents.TextEncoder2] = TextEncoder(model.TextEncoder2);
+        foreach (var (component, encoder) in model.TextEncoders) configs[component] = TextEncoder(encoder);
         return configs;
     }
 

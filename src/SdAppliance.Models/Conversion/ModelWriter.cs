@@ -12,7 +12,7 @@ namespace SdAppliance.Models.Conversion;
 public sealed record ModelTensor(TensorKey Key, SafetensorsDType DType, IReadOnlyList<long> Shape, Func<byte[]> Bytes);
 
 /// <summary>What a diffusers folder is written from.</summary>
-/// <param name="Tensors">Every weight, keyed by component (<see cref="ModelComponents"/>); a text_encoder_2 makes it SDXL.</param>
+/// <param name="Tensors">Every weight, keyed by component (<see cref="ModelComponents"/>); a text_encoder_2 makes it SDXL, the SDXL refiner without a text_encoder.</param>
 /// <param name="ComponentConfigs">Each component's config.json text, written as it is except a text encoder's
 /// <c>torch_dtype</c>, which follows its weights.</param>
 /// <param name="SchedulerConfig">scheduler/scheduler_config.json; its <c>_class_name</c> goes into model_index.json.</param>
@@ -84,7 +84,6 @@ public static class ModelWriter
         ArgumentException.ThrowIfNullOrEmpty(path);
         ArgumentNullException.ThrowIfNull(content);
         var components = DiffusersComponents(content.Tensors);
-        var isSdxl = components.Contains(ModelComponents.TextEncoder2);
         foreach (var component in components)
         {
             if (content.Tensors.All(t => t.Key.Component != component))
@@ -116,13 +115,20 @@ public static class ModelWriter
                 if (sub == "tokenizer_2" || content.Family == ModelFamily.V2)
                     EnsurePadToken(to, "!");
             }
-            WriteModelIndex(temp, content, isSdxl);
+            WriteModelIndex(temp, content, components);
         });
     }
 
-    /// <summary>The components a diffusers folder of <paramref name="tensors"/> has: SDXL's when one is a second text encoder's.</summary>
-    internal static IReadOnlyList<string> DiffusersComponents(IEnumerable<ModelTensor> tensors) =>
-        tensors.Any(t => t.Key.Component == ModelComponents.TextEncoder2) ? [.. BaseComponents, ModelComponents.TextEncoder2] : BaseComponents;
+    /// <summary>
+    /// The components a diffusers folder of <paramref name="tensors"/> has: SDXL's when one is a second text encoder's, the
+    /// refiner's (unet, vae, text_encoder_2) when no tensor is the first text encoder's.
+    /// </summary>
+    internal static IReadOnlyList<string> DiffusersComponents(IEnumerable<ModelTensor> tensors)
+    {
+        var present = tensors.Select(t => t.Key.Component).ToHashSet(StringComparer.Ordinal);
+        if (!present.Contains(ModelComponents.TextEncoder2)) return BaseComponents;
+        return present.Contains(ModelComponents.TextEncoder) ? [.. BaseComponents, ModelComponents.TextEncoder2] : [ModelComponents.Unet, ModelComponents.Vae, ModelComponents.TextEncoder2];
+    }
 
     private static SafetensorsTensor Writable(ModelTensor t) => new(t.Key.Name, t.DType, t.Shape, stream => stream.Write(t.Bytes()));
 
@@ -158,27 +164,31 @@ public static class ModelWriter
         WriteJson(file, map);
     }
 
-    private static void WriteModelIndex(string temp, DiffusersFolderContent content, bool isSdxl)
+    private static void WriteModelIndex(string temp, DiffusersFolderContent content, IReadOnlyList<string> components)
     {
+        var isSdxl = components.Contains(ModelComponents.TextEncoder2);
+        var isRefiner = isSdxl && !components.Contains(ModelComponents.TextEncoder);
         static JsonArray Library(string? library, string? className) => [library, className];
         JsonArray Tokenizer(string name) => content.TokenizerFolders.ContainsKey(name) ? Library("transformers", "CLIPTokenizer") : Library(null, null);
         var version = JsonNode.Parse(content.ComponentConfigs[ModelComponents.Unet])?["_diffusers_version"] is JsonValue v && v.TryGetValue<string>(out var s) ? s : DiffusersVersion;
         var schedulerClass = content.SchedulerConfig["_class_name"]?.GetValue<string>() ?? "PNDMScheduler";
         var index = new SortedDictionary<string, JsonNode?>(StringComparer.Ordinal)
         {
-            ["_class_name"] = isSdxl ? "StableDiffusionXLPipeline" : "StableDiffusionPipeline",
+            ["_class_name"] = isRefiner ? "StableDiffusionXLImg2ImgPipeline" : isSdxl ? "StableDiffusionXLPipeline" : "StableDiffusionPipeline",
             ["_diffusers_version"] = version,
             ["feature_extractor"] = Library(null, null),
             ["image_encoder"] = Library(null, null),
             ["scheduler"] = Library("diffusers", schedulerClass),
-            ["text_encoder"] = Library("transformers", "CLIPTextModel"),
+            ["text_encoder"] = isRefiner ? Library(null, null) : Library("transformers", "CLIPTextModel"),
             ["tokenizer"] = Tokenizer("tokenizer"),
             ["unet"] = Library("diffusers", "UNet2DConditionModel"),
             ["vae"] = Library("diffusers", "AutoencoderKL"),
         };
         if (isSdxl)
         {
-            index["force_zeros_for_empty_prompt"] = true;
+            // The refiner's model_index: it encodes an empty negative prompt and conditions on an aesthetic score.
+            index["force_zeros_for_empty_prompt"] = !isRefiner;
+            if (isRefiner) index["requires_aesthetics_score"] = true;
             index["text_encoder_2"] = Library("transformers", "CLIPTextModelWithProjection");
             index["tokenizer_2"] = Tokenizer("tokenizer_2");
         }

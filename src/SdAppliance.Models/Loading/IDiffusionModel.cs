@@ -27,7 +27,18 @@ public interface IDiffusionModel : IDisposable
     string Backend { get; }
 
     ModelFamily Family { get; }
+
+    /// <summary>SDXL's conditioning (pooled text embeddings and time ids), the base's or the refiner's.</summary>
     bool IsSdxl { get; }
+
+    /// <summary>
+    /// diffusers' <c>requires_aesthetics_score</c>: the time ids are original size, crop and an aesthetic score (5 values,
+    /// the SDXL refiner) instead of original size, crop and target size (6, the base).
+    /// </summary>
+    bool RequiresAestheticsScore => Family == ModelFamily.XlRefiner;
+
+    /// <summary>diffusers' <c>force_zeros_for_empty_prompt</c>: the SDXL base's model_index says true, the refiner's false.</summary>
+    bool ForceZerosForEmptyPrompt => IsSdxl && !RequiresAestheticsScore;
     ClipTokenizer Tokenizer { get; }
     ClipTokenizer? Tokenizer2 { get; }
 

@@ -72,8 +72,7 @@ public static class ModelLoader
         {
             if (!File.Exists(Path.Combine(path, "unet", "config.json")))
                 throw new UserInputException(path, "is not a diffusers model folder: it has no unet/config.json");
-            var isSdxl = Directory.Exists(Path.Combine(path, "text_encoder_2"));
-            var family = FolderFamily(isSdxl, ClipTextConfig.Load(ConfigFile(options.ConfigDirectory ?? path, "text_encoder")));
+            var family = FolderFamily(path, options.ConfigDirectory ?? path);
             var scheduler = Path.Combine(options.ConfigDirectory ?? path, "scheduler", "scheduler_config.json");
             var prediction = options.PredictionType
                 ?? (File.Exists(scheduler) ? ReadSchedulerConfig(scheduler)["prediction_type"]?.GetValue<string>() : null)
@@ -93,12 +92,25 @@ public static class ModelLoader
     public static ModelFamily FolderFamily(bool isSdxl, ClipTextConfig textEncoder) =>
         isSdxl ? ModelFamily.XlBase : textEncoder.HiddenAct == "gelu" ? ModelFamily.V2 : ModelFamily.V1;
 
+    /// <summary>
+    /// The family of the diffusers folder <paramref name="folder"/> (its configs in <paramref name="configs"/>): the SDXL
+    /// refiner when text_encoder_2 is its only text encoder (its model_index has <c>text_encoder: [null, null]</c>), else
+    /// as <see cref="FolderFamily(bool, ClipTextConfig)"/>.
+    /// </summary>
+    public static ModelFamily FolderFamily(string folder, string configs)
+    {
+        var isSdxl = Directory.Exists(Path.Combine(folder, ModelComponents.TextEncoder2));
+        if (isSdxl && !Directory.Exists(Path.Combine(folder, ModelComponents.TextEncoder))) return ModelFamily.XlRefiner;
+        return FolderFamily(isSdxl, ClipTextConfig.Load(ConfigFile(configs, ModelComponents.TextEncoder)));
+    }
+
     /// <summary>The folder under models/configs that describes a family.</summary>
     public static string ConfigFolderName(ModelFamily family) => family switch
     {
         ModelFamily.V1 => "sd15",
         ModelFamily.V2 => "sd21v",
         ModelFamily.XlBase => "sdxl_base",
+        ModelFamily.XlRefiner => "sdxl_refiner",
         _ => throw new ArgumentOutOfRangeException(nameof(family), family, "no standard configs for this family"),
     };
 
@@ -108,12 +120,13 @@ public static class ModelLoader
         if (!File.Exists(Path.Combine(folder, "unet", "config.json")))
             throw new UserInputException(folder, "is not a diffusers model folder: it has no unet/config.json (expected model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)");
         var configs = options.ConfigDirectory ?? folder;
-        var isSdxl = Directory.Exists(Path.Combine(folder, "text_encoder_2"));
-        var family = isSdxl ? ModelFamily.XlBase : ModelFamily.Unknown;
+        var family = Directory.Exists(Path.Combine(folder, ModelComponents.TextEncoder2))
+            ? Directory.Exists(Path.Combine(folder, ModelComponents.TextEncoder)) ? ModelFamily.XlBase : ModelFamily.XlRefiner
+            : ModelFamily.Unknown;
         var parts = new ComponentWeights();
         try
         {
-            foreach (var component in Components(isSdxl))
+            foreach (var component in Components(family))
             {
                 var file = WeightsFile(Path.Combine(folder, component));
                 var source = parts.Open(component, file);
@@ -127,9 +140,12 @@ public static class ModelLoader
         }
     }
 
-    private static IEnumerable<string> Components(bool isSdxl) =>
-        isSdxl ? [ModelComponents.Unet, ModelComponents.Vae, ModelComponents.TextEncoder, ModelComponents.TextEncoder2]
-               : [ModelComponents.Unet, ModelComponents.Vae, ModelComponents.TextEncoder];
+    private static IEnumerable<string> Components(ModelFamily family) => family switch
+    {
+        ModelFamily.XlBase => [ModelComponents.Unet, ModelComponents.Vae, ModelComponents.TextEncoder, ModelComponents.TextEncoder2],
+        ModelFamily.XlRefiner => [ModelComponents.Unet, ModelComponents.Vae, ModelComponents.TextEncoder2],
+        _ => [ModelComponents.Unet, ModelComponents.Vae, ModelComponents.TextEncoder],
+    };
 
     /// <summary>A component's weights: fp32 safetensors first, then the fp16 variant, then the pickle .bin.</summary>
     internal static string WeightsFile(string componentFolder)
@@ -157,7 +173,7 @@ public static class ModelLoader
         var parts = new ComponentWeights();
         try
         {
-            foreach (var component in Components(mapping.Family == ModelFamily.XlBase))
+            foreach (var component in Components(mapping.Family))
                 parts.Set(component, mapping.Component(component).ToDictionary(r => r.Target.Name, r => (Func<Tensor>)(() => Materialize(source, r))));
             return Build(file, mapping.Family, configs, parts, options, file, cancellationToken);
         }
@@ -203,38 +219,43 @@ public static class ModelLoader
         var device = options.Device ?? Device.Cpu;
         var moduleOptions = new ModuleOptions(device, options.DType);
         var isSdxl = weights.Has(ModelComponents.TextEncoder2);
+        var hasFirstEncoder = weights.Has(ModelComponents.TextEncoder);
         UNet2DConditionModel? unet = null;
         AutoencoderKL? vae = null;
         ClipTextModel? te = null, te2 = null;
         // Every config is read and checked before the first module is allocated.
         var unetConfig = DiffusersConfig.Load<UNet2DConditionConfig>(ConfigFile(configs, "unet"));
         var vaeConfig = DiffusersConfig.Load<AutoencoderKLConfig>(ConfigFile(configs, "vae"));
-        var teConfig = ClipTextConfig.Load(ConfigFile(configs, "text_encoder"));
+        var teConfig = hasFirstEncoder ? ClipTextConfig.Load(ConfigFile(configs, "text_encoder")) : null;
         var te2Config = isSdxl ? ClipTextConfig.Load(ConfigFile(configs, "text_encoder_2")) : null;
+        if (te2Config is not null) CheckTimeIdWidth(configs, unetConfig, te2Config, requiresAestheticsScore: !hasFirstEncoder);
         try
         {
             using (Init.Skip())
             {
                 unet = new UNet2DConditionModel(unetConfig, moduleOptions);
                 vae = new AutoencoderKL(vaeConfig, moduleOptions);
-                te = new ClipTextModel(teConfig, withProjection: false, device, options.DType);
+                if (teConfig is not null) te = new ClipTextModel(teConfig, withProjection: false, device, options.DType);
                 if (te2Config is not null) te2 = new ClipTextModel(te2Config, withProjection: true, device, options.DType);
             }
             Fill(unet, weights, ModelComponents.Unet, sourcePath, configs, cancellationToken);
             Fill(vae, weights, ModelComponents.Vae, sourcePath, configs, cancellationToken);
-            Fill(te, weights, ModelComponents.TextEncoder, sourcePath, configs, cancellationToken);
+            if (te is not null) Fill(te, weights, ModelComponents.TextEncoder, sourcePath, configs, cancellationToken);
             if (te2 is not null) Fill(te2, weights, ModelComponents.TextEncoder2, sourcePath, configs, cancellationToken);
             if (family == ModelFamily.Unknown)
-                family = FolderFamily(isSdxl, teConfig);
+                family = FolderFamily(isSdxl, teConfig!);
             unet.Eval();
             vae.Eval();
-            te.Eval();
+            te?.Eval();
             te2?.Eval();
 
             var (tokenizer, tokenizer2) = LoadTokenizers(modelPath, family, options);
 
             var scheduler = SchedulerConfig(configs, sourcePath, options, unet, family);
-            return new StableDiffusionModel(sourcePath, family, tokenizer, te, tokenizer2, te2, unet, vae, scheduler, device, options.DType);
+            // The refiner's one tokenizer and encoder are its second ones: the model's first.
+            return te is null
+                ? new StableDiffusionModel(sourcePath, family, tokenizer, te2!, null, null, unet, vae, scheduler, device, options.DType)
+                : new StableDiffusionModel(sourcePath, family, tokenizer, te, tokenizer2, te2, unet, vae, scheduler, device, options.DType);
         }
         catch
         {
@@ -247,6 +268,25 @@ public static class ModelLoader
     }
 
     /// <summary>
+    /// diffusers' check of <c>_get_add_time_ids</c>, made before any weight is read: the UNet's added embedding takes the pooled
+    /// text embedding and 6 time ids (the base: original size, crop, target size) or 5 (<c>requires_aesthetics_score</c>, the
+    /// refiner: original size, crop, aesthetic score), each <c>addition_time_embed_dim</c> wide.
+    /// </summary>
+    private static void CheckTimeIdWidth(string configs, UNet2DConditionConfig unet, ClipTextConfig textEncoder2, bool requiresAestheticsScore)
+    {
+        if (unet.AdditionEmbedType != "text_time") return;
+        var timeIds = requiresAestheticsScore ? 5 : 6;
+        var expected = timeIds * unet.AdditionTimeEmbedDim!.Value + textEncoder2.ProjectionDim;
+        if (unet.ProjectionClassEmbeddingsInputDim == expected) return;
+        var other = requiresAestheticsScore ? 6 : 5;
+        var fits = unet.ProjectionClassEmbeddingsInputDim == other * unet.AdditionTimeEmbedDim!.Value + textEncoder2.ProjectionDim;
+        throw new ModelConfigException(ConfigFile(configs, ModelComponents.Unet), "projection_class_embeddings_input_dim",
+            $"is {unet.ProjectionClassEmbeddingsInputDim}, but a model {(requiresAestheticsScore ? "with text_encoder_2 alone (the SDXL refiner, requires_aesthetics_score)" : "with two text encoders (the SDXL base)")} " +
+            $"passes {timeIds} time ids × addition_time_embed_dim {unet.AdditionTimeEmbedDim} + the pooled {textEncoder2.ProjectionDim} = {expected}" +
+            (fits ? $"; {unet.ProjectionClassEmbeddingsInputDim} is what {other} time ids make, the {(requiresAestheticsScore ? "base's" : "refiner's")} UNet: the folder mixes the base's and the refiner's parts" : ""));
+    }
+
+    /// <summary>
     /// The tokenizer (and SDXL's second) of a model of <paramref name="family"/> at <paramref name="modelPath"/>, found as
     /// <see cref="FindTokenizer"/> says, padded as the family pads; an ONNX export's folder reads them the same way.
     /// </summary>
@@ -255,8 +295,9 @@ public static class ModelLoader
         var roots = SearchRoots(options);
         // SD 1.x pads with <|endoftext|>; OpenCLIP (SD 2.x, SDXL's second encoder) pads with "!" (id 0).
         var openClipPad = new ClipTokenizerOptions(PadToken: "!");
-        var tokenizer = ClipTokenizer.FromFolder(FindTokenizer(modelPath, options, roots, "tokenizer"),
-            family == ModelFamily.V2 ? openClipPad : null);
+        // The refiner's one tokenizer is its tokenizer_2.
+        var tokenizer = ClipTokenizer.FromFolder(FindTokenizer(modelPath, options, roots, family == ModelFamily.XlRefiner ? "tokenizer_2" : "tokenizer"),
+            family is ModelFamily.V2 or ModelFamily.XlRefiner ? openClipPad : null);
         var tokenizer2 = family == ModelFamily.XlBase ? ClipTokenizer.FromFolder(FindTokenizer(modelPath, options, roots, "tokenizer_2"), openClipPad) : null;
         return (tokenizer, tokenizer2);
     }

@@ -29,7 +29,10 @@ public sealed class StableDiffusionModel : IDiffusionModel
         SchedulerConfig = schedulerConfig;
         Device = device;
         DType = dtype;
-        PromptEncoder = textEncoder2 is null ? new ClipPromptEncoder(textEncoder) : new SdxlPromptEncoder(textEncoder, textEncoder2);
+        PromptEncoder = family == ModelFamily.XlRefiner ? new SdxlRefinerPromptEncoder(textEncoder)
+            : textEncoder2 is null ? new ClipPromptEncoder(textEncoder) : new SdxlPromptEncoder(textEncoder, textEncoder2);
+        TextEncoders = family == ModelFamily.XlRefiner ? [(ModelComponents.TextEncoder2, textEncoder)]
+            : textEncoder2 is null ? [(ModelComponents.TextEncoder, textEncoder)] : [(ModelComponents.TextEncoder, textEncoder), (ModelComponents.TextEncoder2, textEncoder2)];
     }
 
     /// <summary>The diffusers folder or single file the model was read from.</summary>
@@ -39,9 +42,17 @@ public sealed class StableDiffusionModel : IDiffusionModel
     public string Name => Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(SourcePath));
 
     public ModelFamily Family { get; }
-    public bool IsSdxl => TextEncoder2 is not null;
+    public bool IsSdxl => TextEncoder2 is not null || Family == ModelFamily.XlRefiner;
+
+    /// <summary>The (first) tokenizer; the SDXL refiner's only one, its <c>tokenizer_2</c>.</summary>
     public ClipTokenizer Tokenizer { get; }
+
+    /// <summary>The (first) text encoder; the SDXL refiner's only one, its <c>text_encoder_2</c> (OpenCLIP bigG with projection).</summary>
     public ClipTextModel TextEncoder { get; }
+
+    /// <summary>The text encoders under their diffusers component names (<see cref="ModelComponents"/>), as they are written and read.</summary>
+    public IReadOnlyList<(string Component, ClipTextModel Encoder)> TextEncoders { get; }
+
     public ClipTokenizer? Tokenizer2 { get; }
     public ClipTextModel? TextEncoder2 { get; }
     public UNet2DConditionModel Unet { get; }

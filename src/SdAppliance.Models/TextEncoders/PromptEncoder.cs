@@ -232,3 +232,35 @@ public sealed class SdxlPromptEncoder : PromptEncoder
         return new TextConditioning(scope.MoveToOuterScope(ConcatenateChunks(promptEmbeds)), scope.MoveToOuterScope(pooledPromptEmbeds));
     }
 }
+
+/// <summary>
+/// The SDXL refiner's conditioning: OpenCLIP ViT-bigG/14 alone (its <c>text_encoder_2</c>), as diffusers' <c>encode_prompt</c>
+/// runs with <c>text_encoder=None</c>: per chunk <c>hidden_states[-(n + 1)]</c> for clip skip n without the final layer norm
+/// (1280 wide in the real model), emphasis applied, and the pooled embedding the first chunk's <c>text_embeds</c>, as
+/// <see cref="SdxlPromptEncoder"/> takes bigG's half.
+/// </summary>
+public sealed class SdxlRefinerPromptEncoder : PromptEncoder
+{
+    public SdxlRefinerPromptEncoder(ClipTextModel textEncoder2)
+    {
+        ArgumentNullException.ThrowIfNull(textEncoder2);
+        if (textEncoder2.TextProjection is null)
+            throw new ArgumentException("the SDXL refiner's text_encoder_2 must be a CLIPTextModelWithProjection (withProjection: true)", nameof(textEncoder2));
+        TextEncoder2 = textEncoder2;
+    }
+
+    public ClipTextModel TextEncoder2 { get; }
+
+    public override int MaxClipSkip => TextEncoder2.Config.NumHiddenLayers - 1;
+
+    public override TextConditioning Encode(PromptChunks prompt, int clipSkip = 1)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        CheckClipSkip(clipSkip);
+        using var scope = torch.NewDisposeScope();
+        var output = TextEncoder2.Forward(prompt.IdsTensor(DeviceOf(TextEncoder2)), tokenOverrides: prompt.TokenOverrides(1));
+        var promptEmbeds = Emphasize(output.HiddenStates[^(clipSkip + 1)], prompt);
+        var pooledPromptEmbeds = output.TextEmbeds!.Narrow(0, 0, 1);
+        return new TextConditioning(scope.MoveToOuterScope(ConcatenateChunks(promptEmbeds)), scope.MoveToOuterScope(pooledPromptEmbeds));
+    }
+}

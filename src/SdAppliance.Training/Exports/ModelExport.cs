@@ -70,12 +70,9 @@ public static class ModelExport
         ArgumentNullException.ThrowIfNull(model);
         ArgumentException.ThrowIfNullOrEmpty(folder);
         var configs = ComponentConfigs.Of(model);
-        var tokenizers = new Dictionary<string, string>(StringComparer.Ordinal)
-        {
-            ["tokenizer"] = TokenizerLocator.Find(model.SourcePath, "clip", ModelLoader.SearchRoots(new ModelLoadOptions()), "tokenizer"),
-        };
-        if (model.TextEncoder2 is not null)
-            tokenizers["tokenizer_2"] = TokenizerLocator.Find(model.SourcePath, "clip", ModelLoader.SearchRoots(new ModelLoadOptions()), "tokenizer_2");
+        // Each text encoder's tokenizer: text_encoder's is tokenizer, text_encoder_2's tokenizer_2.
+        var tokenizers = model.TextEncoders.Select(e => e.Component.Replace("text_encoder", "tokenizer", StringComparison.Ordinal)).ToDictionary(
+            sub => sub, sub => TokenizerLocator.Find(model.SourcePath, "clip", ModelLoader.SearchRoots(new ModelLoadOptions()), sub), StringComparer.Ordinal);
 
         var states = StateDicts(model);
         try
@@ -95,9 +92,8 @@ public static class ModelExport
         {
             (ModelComponents.Unet, model.Unet),
             (ModelComponents.Vae, model.Vae),
-            (ModelComponents.TextEncoder, model.TextEncoder),
         };
-        if (model.TextEncoder2 is not null) components.Add((ModelComponents.TextEncoder2, model.TextEncoder2));
+        components.AddRange(model.TextEncoders.Select(e => (e.Component, (Module)e.Encoder)));
         return components.ToDictionary(c => c.Name, c => c.Module.StateDict());
     }
 
