@@ -35,6 +35,8 @@ internal sealed record GenerateArguments
     public bool VaeTiling { get; init; }
     public string Backend { get; init; } = BackendChoice.Auto;
     public required string Output { get; init; }
+    public string? Refiner { get; init; }
+    public double? RefinerSwitchAt { get; init; }
 }
 
 /// <summary>
@@ -54,6 +56,7 @@ public static class GenerateCommand
         ["clip_skip"] = "--clip-skip", ["init_image"] = "--init-image", ["strength"] = "--strength", ["loras"] = "--lora",
         ["config_directory"] = "--config", ["prediction_type"] = "--prediction-type", ["device"] = "--device", ["dtype"] = "--dtype",
         ["backend"] = "--backend", ["provider"] = "--device", ["vae_tiling"] = "--vae-tiling",
+        ["refiner"] = "--refiner", ["refiner_switch_at"] = "--refiner-switch-at",
     };
 
     public static Command Create() => Create(() => DataFolder.Discover());
@@ -88,11 +91,16 @@ public static class GenerateCommand
         };
         backend.AcceptOnlyFromAmong([.. BackendChoice.Names]);
         var output = new Option<string>("--output", "-o") { Description = "The PNG to write", Required = true };
+        var refiner = new Option<string?>("--refiner") { Description = "An SDXL refiner (diffusers folder or single file) that finishes the image from --refiner-switch-at on" };
+        var refinerSwitchAt = new Option<double?>("--refiner-switch-at")
+        {
+            Description = $"With --refiner: the fraction of the steps after which the refiner takes over (default {GenerationRequest.DefaultRefinerSwitchAt.ToString(CultureInfo.InvariantCulture)})",
+        };
 
         var command = new Command("generate", "Generate images from a prompt (txt2img, or img2img with --init-image).")
         {
             model, prompt, negative, seed, steps, sampler, cfg, width, height, batch, clipSkip, initImage, strength, lora,
-            config, prediction, device, dtype, vaeTiling, backend, output,
+            config, prediction, device, dtype, vaeTiling, backend, output, refiner, refinerSwitchAt,
         };
         command.SetAction((parse, cancellationToken) =>
         {
@@ -119,6 +127,8 @@ public static class GenerateCommand
                 VaeTiling = parse.GetValue(vaeTiling),
                 Backend = parse.GetValue(backend)!,
                 Output = parse.GetValue(output)!,
+                Refiner = parse.GetValue(refiner),
+                RefinerSwitchAt = parse.GetValue(refinerSwitchAt),
             };
             var io = parse.InvocationConfiguration;
             return Task.FromResult(Run(arguments, paths(), io.Output, io.Error, cancellationToken));
@@ -138,6 +148,8 @@ public static class GenerateCommand
             var device = Device.Parse(args.Device);
             var options = new ModelLoadOptions(args.Config, args.PredictionType, device, DTypeExtensions.Parse(args.DType), paths.SearchRoots);
             if (!Directory.Exists(modelPath)) ModelLoader.Check(modelPath, options);
+            var refinerOptions = options with { ConfigDirectory = null, PredictionType = null };
+            if (args.Refiner is not null) ModelLoader.Check(args.Refiner, refinerOptions);
             var backend = BackendChoice.Choose(args.Backend, modelPath, BackendChoice.AsksForRuntimeAdapters(request));
             if (backend.Backend == InferenceBackend.OnnxRuntime) CheckOnnxFlags(args);
             else ModelLoader.Check(modelPath, options);
@@ -149,9 +161,12 @@ public static class GenerateCommand
             using IDiffusionModel model = backend.Backend == InferenceBackend.OnnxRuntime
                 ? OnnxDiffusionModel.Load(modelPath, OnnxOptions(args, device, paths))
                 : LoadLibtorch(modelPath, options, args, cancellationToken);
+            using var refinerModel = args.Refiner is null ? null : LoadLibtorch(args.Refiner, refinerOptions, args, cancellationToken);
             var pipeline = new StableDiffusionPipeline(model, new AdapterFolders(paths.LoraFolders, paths.EmbeddingFolders, paths.HypernetworkFolders))
             {
                 ModelHash = File.Exists(modelPath) ? new FileHashes(paths.HashCache).ModelShortHash(modelPath) : null,
+                Refiner = refinerModel,
+                RefinerHash = args.Refiner is not null && File.Exists(args.Refiner) ? new FileHashes(paths.HashCache).ModelShortHash(args.Refiner) : null,
             };
 
             var steps = 0;
@@ -223,6 +238,8 @@ public static class GenerateCommand
         // Only the command line can give a strength without an image (a request always has one); it would do nothing.
         if (args.Strength is not null && args.InitImage is null)
             throw new UsageException("--strength applies to img2img: give --init-image too");
+        if (args.RefinerSwitchAt is not null && args.Refiner is null)
+            throw new UsageException("--refiner-switch-at says when the refiner takes over: give --refiner too");
         var request = new GenerationRequest
         {
             Prompt = args.Prompt,
@@ -237,6 +254,7 @@ public static class GenerateCommand
             ClipSkip = args.ClipSkip,
             Strength = args.Strength ?? Defaults.Strength,
             Loras = [.. args.Loras.Select(ParseLora)],
+            RefinerSwitchAt = args.Refiner is null ? null : args.RefinerSwitchAt ?? GenerationRequest.DefaultRefinerSwitchAt,
         };
         request.Validate();
         // The image is read last: everything that costs nothing is checked first.
