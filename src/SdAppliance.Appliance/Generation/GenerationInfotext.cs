@@ -10,7 +10,7 @@ public sealed record ParsedInfotext(GenerationJobRequest Request, IReadOnlyList<
 /// <summary>
 /// The reverse of the pipeline's infotext (the <c>parameters</c> text every output carries, A1111's format, read by
 /// <see cref="A1111Parameters.Parse"/>): the prompt (with its <c>&lt;lora:&gt;</c> tags), the negative prompt, Steps,
-/// Sampler and Schedule type, CFG scale, Seed, Size, Model, Denoising strength and Clip skip, as A1111's "send to
+/// Sampler and Schedule type, CFG scale, Seed, Size, Model, Denoising strength, Clip skip and the Refiner with its switch, as A1111's "send to
 /// txt2img" reads them. What the text leaves out keeps <see cref="GenerationJobRequest"/>'s defaults.
 /// </summary>
 public static class GenerationInfotext
@@ -36,6 +36,10 @@ public static class GenerationInfotext
         if (fields.GetValueOrDefault("Model") is { Length: > 0 } model) request = request with { Model = model };
         if (Double(fields, "Denoising strength", problems) is { } strength) request = request with { Strength = strength };
         if (Int(fields, "Clip skip", problems) is { } clipSkip) request = request with { ClipSkip = clipSkip };
+        // "Refiner: NAME [HASH]": the catalog knows the model by its name.
+        if (fields.GetValueOrDefault("Refiner") is { Length: > 0 } refiner)
+            request = request with { Refiner = System.Text.RegularExpressions.Regex.Replace(refiner, @" \[[0-9a-fA-F]+\]$", "") };
+        if (Double(fields, "Refiner switch at", problems) is { } switchAt) request = request with { RefinerSwitchAt = switchAt };
         return new ParsedInfotext(request, problems);
     }
 

@@ -56,6 +56,12 @@ public sealed record GenerationJobRequest
     /// </summary>
     public string? Backend { get; init; }
 
+    /// <summary>An SDXL refiner from the catalog (as <see cref="Model"/> is named) that finishes the images; null: none.</summary>
+    public string? Refiner { get; init; }
+
+    /// <summary>With <see cref="Refiner"/>: the fraction of the steps after which it takes over; null is A1111's 0.8.</summary>
+    public double? RefinerSwitchAt { get; init; }
+
     /// <summary>LoRAs besides those the prompt names with <c>&lt;lora:name:w&gt;</c>.</summary>
     public IReadOnlyList<LoraWeight> Loras { get; init; } = [];
 

@@ -51,7 +51,16 @@ public sealed class GenerationJobRunner(DataFolder data, OutputService outputs, 
         var height = batch.Height ?? batch.InitImage?.Height ?? model.DefaultResolution;
         // ONNX Runtime keeps its own thread pool (its sessions' intra-op threads).
         if (model is StableDiffusionModel torchModel) Engine.UseThreads(torchModel.UnetThreadDemand(2L * batch.BatchSize, height, width));
-        var pipeline = new StableDiffusionPipeline(model, generation.AdapterFolders) { ModelHash = generation.ModelHash(entry) };
+        // The refiner runs on libtorch beside the model, on the same device.
+        var refinerEntry = await generation.RefinerForAsync(owner, request, cancellationToken);
+        var refiner = refinerEntry is null ? null
+            : await OwnThread(() => generation.Load(refinerEntry, Device.Parse(context.Device), cancellationToken), cancellationToken);
+        var pipeline = new StableDiffusionPipeline(model, generation.AdapterFolders)
+        {
+            ModelHash = generation.ModelHash(entry),
+            Refiner = refiner,
+            RefinerHash = refinerEntry is null ? null : generation.ModelHash(refinerEntry),
+        };
 
         var previews = new PreviewClock(options.PreviewInterval);
         var files = new List<GeneratedFile>();

@@ -80,19 +80,23 @@ public sealed class GenerationService(
         return model;
     }
 
+    /// <summary>The request's refiner from the catalog, or null when it asks for none.</summary>
+    public async Task<ModelEntry?> RefinerForAsync(Caller caller, GenerationJobRequest request, CancellationToken cancellationToken) =>
+        request.Refiner is { } name ? await FindModelAsync(caller, name, cancellationToken, "refiner") : null;
+
     /// <summary>The request's model, or the current one.</summary>
     public async Task<ModelEntry> ModelForAsync(Caller caller, GenerationJobRequest request, CancellationToken cancellationToken) =>
         request.Model is { } name ? await FindModelAsync(caller, name, cancellationToken) : await CurrentModelAsync(caller, cancellationToken);
 
-    private async Task<ModelEntry> FindModelAsync(Caller caller, string name, CancellationToken cancellationToken)
+    private async Task<ModelEntry> FindModelAsync(Caller caller, string name, CancellationToken cancellationToken, string field = "model")
     {
         var model = await catalog.FindAsync(caller, ModelKind.Checkpoint, name, cancellationToken);
         if (model is null)
         {
             var models = await catalog.ListAsync(caller, ModelKind.Checkpoint, cancellationToken);
-            throw new UserInputException("model", $"model '{name}' not found; the models are: {string.Join(", ", models.Select(m => m.Title))}");
+            throw new UserInputException(field, $"model '{name}' not found; the models are: {string.Join(", ", models.Select(m => m.Title))}");
         }
-        if (model.Problem is { } problem) throw new UserInputException("model", $"model '{name}' cannot be used: {problem}");
+        if (model.Problem is { } problem) throw new UserInputException(field, $"model '{name}' cannot be used: {problem}");
         return model;
     }
 
@@ -104,6 +108,7 @@ public sealed class GenerationService(
     public async Task<GenerationJobRequest> PrepareAsync(Caller caller, GenerationJobRequest request, byte[]? initImage, CancellationToken cancellationToken)
     {
         var model = await ModelForAsync(caller, request, cancellationToken);
+        await RefinerForAsync(caller, request, cancellationToken);
         var pipelineRequest = await ToPipelineRequestAsync(caller, request, init: null, cancellationToken);
         pipelineRequest.Validate();
         ChooseBackend(model, request, pipelineRequest);
@@ -153,6 +158,8 @@ public sealed class GenerationService(
     private static GenerationRequest ToPipelineRequest(GenerationJobRequest request, RgbImage? init, IReadOnlyList<(string, double)> loras)
     {
         if (request.NIter < 1) throw new GenerationRequestException("n_iter", $"must be at least 1, got {request.NIter}");
+        if (request.RefinerSwitchAt is not null && request.Refiner is null)
+            throw new GenerationRequestException("refiner_switch_at", "says when the refiner takes over, but no refiner is named", "name a refiner, or leave refiner_switch_at out");
         return new GenerationRequest
         {
             Prompt = request.Prompt,
@@ -168,6 +175,7 @@ public sealed class GenerationService(
             InitImage = init,
             Strength = request.Strength,
             Loras = loras,
+            RefinerSwitchAt = request.Refiner is null ? null : request.RefinerSwitchAt ?? GenerationRequest.DefaultRefinerSwitchAt,
         };
     }
 

@@ -27,6 +27,7 @@ internal static class A1111Errors
         ["strength"] = "denoising_strength",
         ["init_image"] = "init_images",
         ["model"] = "override_settings.sd_model_checkpoint",
+        ["refiner"] = "refiner_checkpoint",
     };
 
     public static IResult Refusal(int status, string error, string errors, object? detail = null) =>

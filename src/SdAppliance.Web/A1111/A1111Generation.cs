@@ -38,6 +38,11 @@ internal sealed class A1111GenerationRequest
     /// <summary>Settings for this request only: <c>sd_model_checkpoint</c> and <c>CLIP_stop_at_last_layers</c> are honoured.</summary>
     public Dictionary<string, JsonElement>? OverrideSettings { get; init; }
 
+    /// <summary>A1111's refiner: a checkpoint title or name ("None" or empty: no refiner) and the fraction of the steps it starts at.</summary>
+    public string? RefinerCheckpoint { get; init; }
+
+    public double? RefinerSwitchAt { get; init; }
+
     public bool? SendImages { get; init; }
     public List<string?>? InitImages { get; init; }
     public bool? IncludeInitImages { get; init; }
@@ -87,6 +92,7 @@ internal static class A1111Generation
     internal static GenerationJobRequest ToJobRequest(A1111GenerationRequest request)
     {
         var overrides = request.OverrideSettings ?? [];
+        var refiner = NonEmpty(request.RefinerCheckpoint) is { } named && !named.Equals("None", StringComparison.OrdinalIgnoreCase) ? named : null;
         return new GenerationJobRequest
         {
             Model = Setting(overrides, "sd_model_checkpoint", JsonValueKind.String)?.GetString(),
@@ -102,6 +108,9 @@ internal static class A1111Generation
             BatchSize = request.BatchSize ?? 1,
             NIter = request.NIter ?? 1,
             ClipSkip = Setting(overrides, "CLIP_stop_at_last_layers", JsonValueKind.Number)?.GetInt32() ?? request.ClipSkip ?? 1,
+            // A1111 reads the switch only with a refiner.
+            Refiner = refiner,
+            RefinerSwitchAt = refiner is null ? null : request.RefinerSwitchAt,
         };
     }
 

@@ -74,4 +74,13 @@ public sealed class GenerateFormRulesTests
         Assert.Equal((defaults.Steps, defaults.CfgScale, "Euler", 3L, defaults.Strength, (int?)null), (request.Steps, request.CfgScale, request.Sampler, request.Seed, request.Strength, request.Width));
         Assert.Equal(["Steps: 'many' is not a whole number", "CFG scale: 'x' is not a number"], problems);
     }
+
+    [Fact]
+    public void The_refiner_and_its_switch_are_read_back_by_name()
+    {
+        var (request, problems) = GenerationInfotext.Parse("a castle\nSteps: 30, Seed: 5, Model: sd_xl_base_1.0, Refiner: sd_xl_refiner_1.0 [7440042bbd], Refiner switch at: 0.75, Version: SdAppliance");
+        Assert.Empty(problems);
+        Assert.Equal(("sd_xl_refiner_1.0", (double?)0.75), (request.Refiner, request.RefinerSwitchAt));
+        Assert.Equal(["Refiner switch at: 'soon' is not a number"], GenerationInfotext.Parse("x\nSteps: 3, Refiner: r, Refiner switch at: soon").Problems);
+    }
 }

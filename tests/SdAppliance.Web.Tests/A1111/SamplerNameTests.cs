@@ -42,4 +42,16 @@ public sealed class SamplerNameTests
         var request = A1111Generation.ToJobRequest(new A1111GenerationRequest());
         Assert.Equal((50, 7.0, 512, 512, -1L, 1, 1), (request.Steps, request.CfgScale, request.Width!.Value, request.Height!.Value, request.Seed, request.BatchSize, request.NIter));
     }
+
+    [Theory]
+    [InlineData("sd_xl_refiner_1.0 [7440042bbd]", 0.7, "sd_xl_refiner_1.0 [7440042bbd]", 0.7)]
+    [InlineData("sd_xl_refiner_1.0", null, "sd_xl_refiner_1.0", null)]  // the service takes A1111's 0.8
+    [InlineData("None", 0.7, null, null)]                                 // A1111's "no refiner", its switch unread
+    [InlineData("", 0.7, null, null)]
+    [InlineData(null, 0.7, null, null)]
+    public void Refiner_checkpoint_and_switch_map_to_the_jobs_refiner(string? checkpoint, double? switchAt, string? refiner, double? expectedSwitch)
+    {
+        var request = A1111Generation.ToJobRequest(new A1111GenerationRequest { RefinerCheckpoint = checkpoint, RefinerSwitchAt = switchAt });
+        Assert.Equal((refiner, expectedSwitch), (request.Refiner, request.RefinerSwitchAt));
+    }
 }
