@@ -375,7 +375,7 @@ public sealed class ModelCatalog
         // Only SDXL has a second text encoder; kohya writes ss_v2 for SD 2.x and ss_base_model_version.
         string? family = modules.Any(m => m.Target == LoraTarget.TextEncoder2)
             || (metadata.TryGetValue("ss_base_model_version", out var version) && version.StartsWith("sdxl", StringComparison.OrdinalIgnoreCase))
-            ? "SDXL"
+            ? SdxlFamily
             : metadata.TryGetValue("ss_v2", out var v2) ? (string.Equals(v2, "true", StringComparison.OrdinalIgnoreCase) ? "SD 2.x" : "SD 1.x")
             : null;
         return new FileDescription(family, null, metadata, null, null, null);
@@ -387,7 +387,7 @@ public sealed class ModelCatalog
         var (vectors, second) = TextualInversionFile.FindVectors(file);
         var shape = file.Shapes[vectors];
         var (count, width) = shape.Length == 1 ? (1, shape[0]) : (shape[0], shape[^1]);
-        var family = second is not null ? "SDXL" : width switch { 768 => "SD 1.x", 1024 => "SD 2.x", _ => null };
+        var family = second is not null ? SdxlFamily : width switch { 768 => "SD 1.x", 1024 => "SD 2.x", _ => null };
         return new FileDescription(family, null, new Dictionary<string, string>(file.Metadata, StringComparer.Ordinal), (int)count, (int)width, null);
     }
 
@@ -412,11 +412,15 @@ public sealed class ModelCatalog
         return new Dictionary<string, string>(file.Metadata, StringComparer.Ordinal);
     }
 
+    /// <summary>The catalog's names of SDXL's base and refiner families (a refiner finishes a base's images).</summary>
+    public const string SdxlFamily = "SDXL", SdxlRefinerFamily = "SDXL refiner";
+
     private static string? FamilyName(ModelFamily family) => family switch
     {
         ModelFamily.V1 => "SD 1.x",
         ModelFamily.V2 => "SD 2.x",
-        ModelFamily.XlBase => "SDXL",
+        ModelFamily.XlBase => SdxlFamily,
+        ModelFamily.XlRefiner => SdxlRefinerFamily,
         _ => null,
     };
 

@@ -24,7 +24,7 @@ public enum ModelKind
 /// </summary>
 /// <param name="RelativePath">The path relative to its kind's folder, with '/' between folders (A1111's <c>name</c>); a folder's name for a diffusers folder.</param>
 /// <param name="Path">The full path on the server, what the engine loads.</param>
-/// <param name="Family">"SD 1.x", "SD 2.x" or "SDXL"; null where it cannot be told (LoRAs, embeddings and hypernetworks are not examined for it).</param>
+/// <param name="Family">"SD 1.x", "SD 2.x", "SDXL" or "SDXL refiner"; null where it cannot be told (LoRAs, embeddings and hypernetworks are not examined for it).</param>
 /// <param name="PredictionType"><c>epsilon</c> or <c>v_prediction</c>; null for an SD 2.x single file without its <c>.yaml</c> (told when it is loaded) and for networks.</param>
 /// <param name="ShortHash">A1111's short hash: a checkpoint's first 10 hex digits of its SHA-256, a LoRA's or an embedding's 12 (its "Lora hashes", "TI hashes"); null for folders and hypernetworks.</param>
 /// <param name="Sha256">The SHA-256 of the whole file; null for folders.</param>

@@ -36,7 +36,7 @@ public static class SizePresets
     /// <summary>The presets of a family as the catalog names it ("SD 1.x", "SD 2.x", "SDXL"); SD 1.x's for any other.</summary>
     public static IReadOnlyList<SizePreset> ForFamily(string? family) => family switch
     {
-        "SDXL" => Sdxl,
+        ModelCatalog.SdxlFamily or ModelCatalog.SdxlRefinerFamily => Sdxl,
         "SD 2.x" => Sd2,
         _ => Sd1,
     };

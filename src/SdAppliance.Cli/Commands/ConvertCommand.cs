@@ -184,6 +184,7 @@ public static class ConvertCommand
         ModelFamily.V1 => "SD 1.x",
         ModelFamily.V2 => "SD 2.x",
         ModelFamily.XlBase => "SDXL",
+        ModelFamily.XlRefiner => "SDXL refiner",
         _ => "unknown family",
     };
 }
