@@ -4,6 +4,7 @@ using SdAppliance.Diffusion.Pipelines;
 using SdAppliance.Diffusion.Prompts;
 using SdAppliance.Diffusion.Schedulers;
 using SdAppliance.Formats;
+using SdAppliance.Formats.Checkpoints;
 using SdAppliance.Imaging;
 using SdAppliance.Models.Loading;
 using SdAppliance.Models.TextEncoders;
@@ -117,6 +118,9 @@ public sealed class Trainer
 
         using var model = ModelLoader.Load(config.Model ?? throw new TrainingConfigException("model: give the base model (a diffusers folder or a .safetensors/.ckpt file)"),
             new ModelLoadOptions(Device: device), cancellationToken);
+        // Its time ids carry an aesthetic score no dataset gives, and kohya trains no refiner either.
+        if (model.Family == ModelFamily.XlRefiner)
+            throw new TrainingConfigException($"model: '{config.Model}' is an SDXL refiner, which finishes a base model's images; train the SDXL base model instead");
         Engine.UseThreads(model.UnetThreadDemand(config.TrainBatchSize, config.Resolution, config.Resolution));
         dataset = new ClassImageGenerator(model, config).Complete(dataset, cancellationToken);
 

@@ -95,6 +95,36 @@ public sealed class KeyMapTests
         Assert.Equal(Render(arch.Ldm), Render(mapping.Tensors.Select(r => KeyValuePair.Create(r.Target.Name, r.Shape.ToArray()))));
     }
 
+    /// <summary>
+    /// The SDXL refiner's key set as the base's tells it (no released reference is in the fixtures): bigG alone as embedder 0
+    /// (<c>conditioner.embedders.0.model.</c>) and text_encoder_2, the CLIP-L embedder and text_encoder gone, the UNet's
+    /// cross attention 1280 wide (bigG's width).
+    /// </summary>
+    [Fact]
+    public void TheRefinersOneBigGEmbedderMapsToTextEncoder2BothWaysAndItsUnetAloneIsDetected()
+    {
+        var arch = Load("sdxl_base");
+        const string bigG = "conditioner.embedders.1.model.", refinerBigG = "conditioner.embedders.0.model.";
+        static long[] Refined(string key, long[] shape) => key.EndsWith(".attn2.to_k.weight", StringComparison.Ordinal) || key.EndsWith(".attn2.to_v.weight", StringComparison.Ordinal)
+            ? [shape[0], 1280] : shape;
+        var ldm = arch.Ldm.Where(p => !p.Key.StartsWith("conditioner.embedders.0.", StringComparison.Ordinal))
+            .ToDictionary(p => p.Key.StartsWith(bigG, StringComparison.Ordinal) ? refinerBigG + p.Key[bigG.Length..] : p.Key, p => Refined(p.Key, p.Value));
+        Assert.Equal(ModelFamily.XlRefiner, LdmKeyMap.DetectFamily(ldm));
+        Assert.Equal(ModelFamily.XlRefiner, LdmKeyMap.DetectFamily(ldm.Where(p => p.Key.StartsWith(LdmKeyMap.UnetPrefix, StringComparison.Ordinal)).ToDictionary()));
+
+        var toDiffusers = LdmKeyMap.ToDiffusers(ldm.Append(KeyValuePair.Create(refinerBigG + "logit_scale", Array.Empty<long>())).ToDictionary());
+        Assert.Equal(ModelFamily.XlRefiner, toDiffusers.Family);
+        Assert.Empty(toDiffusers.Unmapped);
+        Assert.Equal([ModelComponents.TextEncoder2, ModelComponents.Unet, ModelComponents.Vae], toDiffusers.Components.Order());
+        Assert.Equal(Render(arch.Diffusers[ModelComponents.TextEncoder2]),
+            Render(toDiffusers.Component(ModelComponents.TextEncoder2).Select(r => KeyValuePair.Create(r.Target.Name, r.Shape.ToArray()))));
+
+        var back = LdmKeyMap.FromDiffusers(toDiffusers.Tensors.ToDictionary(r => r.Target, r => r.Shape.ToArray()));
+        Assert.Equal(ModelFamily.XlRefiner, back.Family);
+        Assert.Empty(back.Unmapped);
+        Assert.Equal(Render(ldm), Render(back.Tensors.Select(r => KeyValuePair.Create(r.Target.Name, r.Shape.ToArray()))));
+    }
+
     [Fact]
     public void OpenClipAttentionIsSplitAndJoinedInQkvOrder()
     {

@@ -72,6 +72,9 @@ public static class OnnxPipelineExporter
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(options);
+        // Its one text encoder is a text_encoder_2 and its time ids are five: the export layouts have no place for them yet.
+        if (model.Family == ModelFamily.XlRefiner)
+            throw new UserInputException(model.SourcePath, "is an SDXL refiner; exporting a refiner to ONNX is not supported", "run the refiner on libtorch");
         var networks = new List<OnnxNetwork> { new("text_encoder", baked => ClipTextEncoderOnnx.Build(model.TextEncoder, options, baked), ModelComponents.TextEncoder) };
         if (model.TextEncoder2 is { } textEncoder2)
             networks.Add(new("text_encoder_2", baked => ClipTextEncoderOnnx.Build(textEncoder2, options, baked), ModelComponents.TextEncoder2));
