@@ -102,7 +102,7 @@ public sealed class SdxlRefinerTests : IDisposable
     {
         public List<(Tensor Latents, bool ByRefiner, int Total)> Steps { get; } = [];
 
-        public void Report(GenerationProgress value) => Steps.Add((value.Latents!(), value.ByRefiner, value.TotalSteps));
+        public void Report(GenerationProgress value) => Steps.Add((value.Latents!.Clone().DetachFromDisposeScope(), value.ByRefiner, value.TotalSteps));
 
         public void Dispose()
         {

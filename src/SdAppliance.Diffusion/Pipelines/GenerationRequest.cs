@@ -2,6 +2,7 @@ using System.Globalization;
 using SdAppliance.Diffusion.Schedulers;
 using SdAppliance.Formats;
 using SdAppliance.Imaging;
+using SdAppliance.Torch;
 
 namespace SdAppliance.Diffusion.Pipelines;
 
@@ -161,10 +162,10 @@ public sealed record GenerationProgress(int Step, int TotalSteps)
     public Func<RgbImage>? Preview { get; init; }
 
     /// <summary>
-    /// A copy of the latents after this step, [batch, 4, h, w], which the caller disposes (diffusers' <c>callback_on_step_end</c>
-    /// latents); call it during <see cref="IProgress{T}.Report"/> only, as <see cref="Preview"/>.
+    /// The sampler's latents after this step, [batch, C, h, w] unscaled (what diffusers' <c>callback_on_step_end</c> gets);
+    /// the pipeline's tensor, readable during <see cref="IProgress{T}.Report"/> only, as <see cref="Preview"/> (clone to keep it).
     /// </summary>
-    public Func<Torch.Tensor>? Latents { get; init; }
+    public Tensor? Latents { get; init; }
 
     /// <summary>Which model ran this step: the model's own UNet, or the refiner's after the hand-off.</summary>
     public bool ByRefiner { get; init; }

@@ -390,7 +390,7 @@ public sealed class StableDiffusionPipeline
             progress?.Report(new GenerationProgress(done, total)
             {
                 Preview = () => LatentPreview.Render(stageModel, latents),
-                Latents = () => latents.Clone().DetachFromDisposeScope(),
+                Latents = latents,
                 ByRefiner = ByRefiner,
             });
         }

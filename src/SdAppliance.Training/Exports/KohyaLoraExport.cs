@@ -96,8 +96,8 @@ public static class KohyaLoraExport
         m["ss_cache_latents"] = PythonText.Bool(config.CachesLatents());
         m["ss_total_batch_size"] = Int((long)config.TrainBatchSize * config.GradientAccumulationSteps);
         m["ss_learning_rate"] = F(config.LearningRate);
-        m["ss_text_encoder_lr"] = F(config.TextEncoderLr ?? config.LearningRate);
-        m["ss_unet_lr"] = F(config.LearningRate);
+        m["ss_text_encoder_lr"] = F(config.ScaledTextEncoderLr());
+        m["ss_unet_lr"] = F(config.ScaledLearningRate());
         m["ss_max_train_steps"] = Int(config.MaxTrainSteps);
         m["ss_steps"] = Int(step);
         m["ss_lr_scheduler"] = config.LrScheduler;
@@ -143,13 +143,13 @@ public static class KohyaLoraExport
         ArgumentNullException.ThrowIfNull(dataset);
         ArgumentNullException.ThrowIfNull(config);
         var batches = dataset.BatchesPerEpoch(config.TrainBatchSize);
-        var updatesPerEpoch = Math.Max(1, (batches + config.GradientAccumulationSteps - 1) / config.GradientAccumulationSteps);
         return new Dictionary<string, string>(StringComparer.Ordinal)
         {
             ["ss_num_train_images"] = Int(dataset.Items.Sum(i => (long)i.Repeats)),
             ["ss_num_reg_images"] = Int(dataset.PriorItems.Count),
             ["ss_num_batches_per_epoch"] = Int(batches),
-            ["ss_num_epochs"] = Int((config.MaxTrainSteps + updatesPerEpoch - 1) / updatesPerEpoch),
+            ["ss_num_epochs"] = Int(config.Epochs(batches)),
+            ["ss_max_train_steps"] = Int(config.TotalSteps(batches)),
             ["ss_epoch"] = Int(epoch),
             ["ss_dataset_dirs"] = PythonText.Json(Folders(dataset.Items)),
             ["ss_reg_dataset_dirs"] = PythonText.Json(Folders(dataset.PriorItems)),
