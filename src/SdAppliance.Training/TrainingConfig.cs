@@ -44,6 +44,10 @@ public sealed record TrainingConfig
     public double PriorLossWeight { get; init; } = 1.0;
     [Description("The caption files' extension")]
     public string CaptionExtension { get; init; } = ".txt";
+    [Description("A folder with a metadata.jsonl (the Hugging Face image-folder layout the diffusers scripts read): the column holding each file_name's caption")]
+    public string CaptionColumn { get; init; } = "text";
+    [Description("An image without a caption takes its file name (without the extension) as its caption, instead of the folder's or instance prompt")]
+    public bool UseFilenameAsLabel { get; init; }
     [Description("Training size in pixels (square; the bucket area with enable_bucket)")]
     public int Resolution { get; init; } = 512;
     [Description("Crop the center (false: a random window each time)")]
