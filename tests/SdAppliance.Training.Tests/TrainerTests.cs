@@ -273,6 +273,9 @@ public sealed class TrainerTests : IDisposable
         Assert.True(worst < 1e-6, $"largest difference {worst}");
     }
 
+    private static IEnumerable<string?> Checkpoints(string runFolder) =>
+        Directory.GetDirectories(Path.Combine(runFolder, "checkpoints")).Select(Path.GetFileName).Order(StringComparer.Ordinal);
+
     [Fact]
     public void EpochsCountEveryImageTimesItsRepeatsAndMarkTheirSavesAndSamples()
     {
@@ -287,7 +290,7 @@ public sealed class TrainerTests : IDisposable
         Assert.True(File.Exists(Path.Combine(report.RunFolder, "epochs-000002.safetensors")));
         Assert.False(File.Exists(Path.Combine(report.RunFolder, "epochs-000003.safetensors")));
         Assert.Equal(["step-000002", "step-000004", "step-000006"],
-            Directory.GetDirectories(Path.Combine(report.RunFolder, "checkpoints")).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+            Checkpoints(report.RunFolder));
         // Samples at the end of epoch 2 (step 4) and of the run.
         Assert.Equal(["000004", "000006"], report.Samples.Select(s => Path.GetFileName(s)[5..11]).Distinct().Order(StringComparer.Ordinal));
         var log = File.ReadAllLines(Path.Combine(report.RunFolder, "log.jsonl")).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement).ToList();
@@ -325,7 +328,7 @@ public sealed class TrainerTests : IDisposable
         Assert.False(File.Exists(Path.Combine(report.RunFolder, "accumulated-000002.safetensors")));
         Assert.True(File.Exists(Path.Combine(report.RunFolder, "accumulated.safetensors")));
         Assert.Equal(["step-000002", "step-000003"],
-            Directory.GetDirectories(Path.Combine(report.RunFolder, "checkpoints")).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+            Checkpoints(report.RunFolder));
     }
 
     [Fact]
