@@ -136,7 +136,8 @@ public sealed class GenerationService(
         GenerationDefaults? ordinary, CancellationToken cancellationToken) =>
         WithModelDefaults(await ModelForAsync(caller, request, cancellationToken), request, imageToImage, ordinary);
 
-    private static GenerationJobRequest WithModelDefaults(ModelEntry model, GenerationJobRequest request, bool imageToImage, GenerationDefaults? ordinary = null)
+    /// <summary>As <see cref="WithModelDefaultsAsync"/> on a model already found (the job runner's, for a job queued unprepared).</summary>
+    public static GenerationJobRequest WithModelDefaults(ModelEntry model, GenerationJobRequest request, bool imageToImage, GenerationDefaults? ordinary = null)
     {
         var defaults = GenerationDefaults.For(model.Path, request.Prompt, request.Loras.Select(l => l.Name));
         if (defaults.Kind == FewStepKind.None && ordinary is not null) defaults = ordinary;
