@@ -139,7 +139,7 @@ public static class GenerateCommand
             var request = Request(args, defaults);
             if (defaults.Kind != FewStepKind.None)
                 error.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"defaults: {defaults.Kind} ({defaults.Reason}): {request.Sampler}, {request.Steps} steps, CFG {request.CfgScale}{(request.TimestepSpacing is { } s ? $", {s} timesteps" : "")}"));
+                    $"defaults: {defaults.Kind} ({defaults.Reason}): {request.Sampler}, {request.Steps} step{(request.Steps == 1 ? "" : "s")}, CFG {request.CfgScale}{(request.TimestepSpacing is { } s ? $", {s} timesteps" : "")}"));
             var files = OutputFiles(args.Output, args.Batch);
             var device = Device.Parse(args.Device);
             var options = new ModelLoadOptions(args.Config, args.PredictionType, device, DTypeExtensions.Parse(args.DType), paths.SearchRoots);
