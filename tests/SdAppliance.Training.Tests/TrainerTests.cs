@@ -297,6 +297,21 @@ public sealed class TrainerTests : IDisposable
     }
 
     [Fact]
+    public void SamplesFollowAKohyaPromptFileAndAMistakeInItStopsTheRunBeforeItTrains()
+    {
+        var prompts = Path.Combine(root, "prompts.txt");
+        File.WriteAllText(prompts, "a red square --w 64 --h 96 --s 2\na blue square --n red --s 2 --d 9\n");
+        var report = Trainer.Train(Config("lora", "prompted", steps: 1) with { SamplePromptsFile = prompts, SampleEveryNSteps = 1 });
+        var images = report.Samples.Distinct().Order(StringComparer.Ordinal).Select(s => ImageCodec.Load(s)).ToList();
+        Assert.Equal([(64, 96), (64, 64)], images.Select(i => (i.Width, i.Height)));
+
+        File.WriteAllText(prompts, "a red square --w 60\n");
+        var broken = Config("lora", "broken", steps: 1) with { SamplePromptsFile = prompts, SampleEveryNSteps = 1 };
+        Assert.StartsWith("sample_prompts_file: ", Assert.Throws<TrainingConfigException>(() => Trainer.Train(broken)).Message);
+        Assert.False(Directory.Exists(Path.Combine(broken.Output!, "checkpoints")));
+    }
+
+    [Fact]
     public void EpochsWithAccumulationRoundTheStepsUpAndMarkTheStepThatEndsTheEpoch()
     {
         // 4 images at batch 1, accumulation 3: 2 epochs are 8 batches, so 3 steps (the last takes a batch of epoch 3);
