@@ -42,7 +42,7 @@ public sealed class DistilledUnetTests : IDisposable
     {
         var config = ArchitectureConfig("ssd1b");
         Assert.Equal([[1, 1], [2, 2], [4, 4]], config.DownTransformerDepths);
-        Assert.Equal([[4, 4, 4], [2, 2, 2], [1, 1, 1]], config.UpTransformerDepths);
+        Assert.Equal([[4, 4, 10], [2, 1, 1], [1, 1, 1]], config.UpTransformerDepths);  // asymmetric: its own up path
         Assert.Equal("UNetMidBlock2D", config.MidBlockType);
     }
 
@@ -94,7 +94,7 @@ public sealed class DistilledUnetTests : IDisposable
         Assert.Equal(published.DownTransformerDepths, fitted.DownTransformerDepths);
         Assert.Equal(published.UpTransformerDepths, fitted.UpTransformerDepths);
         Assert.Equal(published.MidBlockType, fitted.MidBlockType);
-        Assert.Null(fitted.ReverseTransformerLayersPerBlock);  // symmetric: written as diffusers writes SSD-1B's
+        Assert.Equal(published.ReverseTransformerLayersPerBlock!.Select(d => d.ToArray()), fitted.ReverseTransformerLayersPerBlock!.Select(d => d.ToArray()));
 
         var sdxlNames = LdmKeyMap.ToDiffusers(ArchitectureLdm("sdxl_base")).Component(ModelComponents.Unet).Select(r => r.Target.Name).ToList();
         Assert.Same(sdxl, UnetConfigInference.FitDepths(sdxl, sdxlNames, "sdxl.safetensors"));
