@@ -150,6 +150,7 @@ public sealed record UNet2DConditionConfig : IModelConfig
             depths.Count == 1 ? Enumerable.Repeat(depths[0], layers[i]).ToArray()
             : depths.Count == layers[i] ? [.. depths]
             : throw refuse($"{field}[{i}]", $"has {depths.Count} values for the {layers[i]} layers of that block; give one value, or one per layer"))];
+
     [JsonIgnore]
     public bool[] OnlyCrossAttentionPerBlock =>
         OnlyCrossAttention.Count == 1 ? Enumerable.Repeat(OnlyCrossAttention[0], NumBlocks).ToArray()

@@ -5,8 +5,8 @@ namespace SdAppliance.Models.Unet;
 
 /// <summary>
 /// A single file carries no config, so its family's standard one is the template; but distilled UNets of a family
-/// (SSD-1B, Segmind Vega, KOALA: SDXL with fewer transformer blocks per attention, a mid block of one resnet) keep
-/// its names and widths and differ in how many blocks each attention has. Those counts, and the mid block's kind,
+/// (SSD-1B, Segmind Vega: SDXL with fewer transformer blocks per attention, an up path of its own, a mid block of one
+/// resnet) keep its names and widths and differ in how many blocks each attention has. Those counts, and the mid block's kind,
 /// are read here from the UNet's tensor names (diffusers naming, as <see cref="Formats.Checkpoints.LdmKeyMap"/>
 /// maps a single file), so such a file loads and converts as itself instead of as the base model.
 /// </summary>
