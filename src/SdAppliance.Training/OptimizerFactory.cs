@@ -23,6 +23,11 @@ public static class OptimizerFactory
                 new LionOptions { Lr = g.LearningRate, WeightDecay = config.AdamWeightDecay }))),
             OptimizerKind.Adafactor => new Adafactor(groups.Select(g => new ParamGroup<AdafactorOptions>(g.Parameters,
                 new AdafactorOptions { Lr = g.LearningRate, RelativeStep = false, ScaleParameter = false, WarmupInit = false }))),
+            OptimizerKind.Prodigy => new Prodigy(groups.Select(g => new ParamGroup<ProdigyOptions>(g.Parameters, new ProdigyOptions
+            {
+                Lr = g.LearningRate, Beta1 = config.AdamBeta1, Beta2 = config.AdamBeta2, Eps = config.AdamEpsilon, WeightDecay = config.AdamWeightDecay,
+                DCoef = config.DCoef, UseBiasCorrection = config.UseBiasCorrection, SafeguardWarmup = config.SafeguardWarmup,
+            }))),
             _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, null),
         };
     }

@@ -26,6 +26,7 @@ public enum OptimizerKind
     Sgd,
     Lion,
     Adafactor,
+    Prodigy,
 }
 
 /// <summary>

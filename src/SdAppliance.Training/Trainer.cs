@@ -183,7 +183,7 @@ public sealed class Trainer
                     state.SmoothedLoss = state.Step == 1 || double.IsNaN(state.SmoothedLoss) ? stepLoss : 0.9 * state.SmoothedLoss + 0.1 * stepLoss;
                     var rate = stepsThisSession / Math.Max(stepTimer.Elapsed.TotalSeconds, 1e-9);
                     var evt = new TrainingEvent(state.Step, config.MaxTrainSteps, state.Epoch, stepLoss, state.SmoothedLoss,
-                        optimizer.ParamGroups[0].Lr, rate, TimeSpan.FromSeconds((config.MaxTrainSteps - state.Step) / Math.Max(rate, 1e-9)), MemoryBytes(device));
+                        optimizer.ReportedLearningRate, rate, TimeSpan.FromSeconds((config.MaxTrainSteps - state.Step) / Math.Max(rate, 1e-9)), MemoryBytes(device));
                     log.Write(evt);
                     progress?.Report(evt);
                     if (config.StopOnNan && !double.IsFinite(stepLoss))

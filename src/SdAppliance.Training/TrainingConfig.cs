@@ -78,6 +78,8 @@ public sealed record TrainingConfig
     public double LearningRate { get; init; } = 1e-4;
     [Description("The text encoder's learning rate when it trains (default: learning_rate)")]
     public double? TextEncoderLr { get; init; }
+    [Description("Multiply the learning rates by train_batch_size x gradient_accumulation_steps, as the diffusers scripts' --scale_lr")]
+    public bool ScaleLr { get; init; }
     [Description("LR schedule")]
     public string LrScheduler { get; init; } = "constant";
     [Description("Steps of linear warmup at the start")]
@@ -88,14 +90,20 @@ public sealed record TrainingConfig
     public double LrPower { get; init; } = 1;
     [Description("The optimizer")]
     public string Optimizer { get; init; } = "AdamW";
-    [Description("Adam/AdamW beta1")]
+    [Description("Adam/AdamW/Prodigy beta1")]
     public double AdamBeta1 { get; init; } = 0.9;
-    [Description("Adam/AdamW beta2")]
+    [Description("Adam/AdamW/Prodigy beta2")]
     public double AdamBeta2 { get; init; } = 0.999;
-    [Description("AdamW/Lion weight decay")]
+    [Description("AdamW/Lion/Prodigy weight decay")]
     public double AdamWeightDecay { get; init; } = 1e-2;
-    [Description("Adam/AdamW epsilon")]
+    [Description("Adam/AdamW/Prodigy epsilon")]
     public double AdamEpsilon { get; init; } = 1e-8;
+    [Description("Prodigy: scales its estimated step size (2 or 10 for larger steps, 0.5 or 0.1 for smaller); learning_rate stays 1")]
+    public double DCoef { get; init; } = 1;
+    [Description("Prodigy: Adam's bias correction of the step size")]
+    public bool UseBiasCorrection { get; init; }
+    [Description("Prodigy: keep the warmup's small learning rate out of the estimate, which it would otherwise inflate")]
+    public bool SafeguardWarmup { get; init; }
     [Description("Clip the gradient norm to this (0: no clipping)")]
     public double MaxGradNorm { get; init; } = 1.0;
     [Description("Min-SNR-gamma loss weighting (5 is the paper's value; off when not given)")]
@@ -186,7 +194,8 @@ public sealed record TrainingConfig
 
     // kohya spells optimizers in any case (AdamW, adamw).
     public static readonly SettingChoices<OptimizerKind> OptimizerChoices = new("optimizer", StringComparison.OrdinalIgnoreCase,
-        ("AdamW", OptimizerKind.AdamW), ("Adam", OptimizerKind.Adam), ("SGD", OptimizerKind.Sgd), ("Lion", OptimizerKind.Lion), ("Adafactor", OptimizerKind.Adafactor));
+        ("AdamW", OptimizerKind.AdamW), ("Adam", OptimizerKind.Adam), ("SGD", OptimizerKind.Sgd), ("Lion", OptimizerKind.Lion), ("Adafactor", OptimizerKind.Adafactor),
+        ("Prodigy", OptimizerKind.Prodigy));
 
     public static IReadOnlyList<string> Methods => MethodChoices.Names;
 
@@ -298,6 +307,15 @@ public sealed record TrainingConfig
         throw new TrainingConfigException($"{name}: '{text}' is not a valid {type.Name.ToLowerInvariant()}");
     }
 
+    /// <summary>
+    /// The learning rate the run trains with: <see cref="LearningRate"/>, times the images per optimizer step when
+    /// <see cref="ScaleLr"/> (the diffusers scripts' --scale_lr, whose process count is 1 on one GPU).
+    /// </summary>
+    public double ScaledLearningRate() => ScaleLr ? LearningRate * TrainBatchSize * GradientAccumulationSteps : LearningRate;
+
+    /// <summary>The text encoder's: <see cref="TextEncoderLr"/> as given (the diffusers scripts do not scale it), else the scaled learning rate.</summary>
+    public double ScaledTextEncoderLr() => TextEncoderLr ?? ScaledLearningRate();
+
     /// <summary>Whether the run keeps each image's latents (<see cref="CacheLatents"/>, by default when every draw of an image is the same crop).</summary>
     public bool CachesLatents() => CacheLatents ?? CenterCrop;
 
@@ -317,7 +335,12 @@ public sealed record TrainingConfig
         Require(MaxTrainSteps >= 1, $"max_train_steps: {MaxTrainSteps} must be at least 1");
         Require(LearningRate > 0, $"learning_rate: {LearningRate} must be positive");
         Require(MaxGradNorm >= 0, $"max_grad_norm: {MaxGradNorm} must be zero (off) or positive");
-        OptimizerChoices.Parse(Optimizer);
+        var optimizer = OptimizerChoices.Parse(Optimizer);
+        Require(DCoef > 0, $"d_coef: {DCoef} must be positive (1 is Prodigy's own estimate)");
+        // Prodigy estimates one step size for everything it trains; a group may only be frozen (0) besides.
+        Require(optimizer != OptimizerKind.Prodigy || TextEncoderLr is null || TextEncoderLr == 0 || TextEncoderLr == ScaledLearningRate(),
+            $"text_encoder_lr: Prodigy takes one learning rate for every part it trains (a multiplier of its own estimate, 1 as a rule); "
+            + $"leave text_encoder_lr out, set it to learning_rate ({ScaledLearningRate().ToString(CultureInfo.InvariantCulture)}) or to 0 to freeze the text encoder");
         Require(Torch.Optim.LrSchedule.Names.Contains(LrScheduler), $"lr_scheduler: '{LrScheduler}' is not one of {string.Join(", ", Torch.Optim.LrSchedule.Names)}");
         PrecisionChoices.Parse(MixedPrecision);
         Require(ClipSkip >= 1, $"clip_skip: {ClipSkip} counts from 1 (the last layer)");

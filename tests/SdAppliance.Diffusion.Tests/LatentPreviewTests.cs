@@ -31,7 +31,7 @@ public sealed class LatentPreviewTests : IClassFixture<PipelineTests.TinyModel>
     public void A_generation_offers_a_preview_at_each_step_and_the_last_is_the_picture()
     {
         var previews = new List<RgbImage>();
-        var progress = new Collect(p => previews.Add(Assert.IsType<Func<RgbImage>>(p.Preview)()));
+        var progress = new CollectProgress(p => previews.Add(Assert.IsType<Func<RgbImage>>(p.Preview)()));
         var result = new StableDiffusionPipeline(model).Generate(new GenerationRequest { Prompt = "a red circle", Seed = 3, Steps = 4, Sampler = "Euler" }, progress);
         Assert.Equal(4, previews.Count);
         var image = Assert.Single(result).Image;
@@ -47,12 +47,7 @@ public sealed class LatentPreviewTests : IClassFixture<PipelineTests.TinyModel>
         var request = new GenerationRequest { Prompt = "a blue square", Seed = 9, Steps = 3, Sampler = "Euler" };
         var pipeline = new StableDiffusionPipeline(model);
         var plain = Assert.Single(pipeline.Generate(request)).Image;
-        var watched = Assert.Single(pipeline.Generate(request, new Collect(p => p.Preview!()))).Image;
+        var watched = Assert.Single(pipeline.Generate(request, new CollectProgress(p => p.Preview!()))).Image;
         Assert.Equal(plain.Pixels, watched.Pixels);
-    }
-
-    private sealed class Collect(Action<GenerationProgress> report) : IProgress<GenerationProgress>
-    {
-        public void Report(GenerationProgress value) => report(value);
     }
 }

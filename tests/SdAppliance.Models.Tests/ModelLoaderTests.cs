@@ -79,6 +79,26 @@ public sealed class ModelLoaderTests : IDisposable
     }
 
     [Fact]
+    public void SdxlSingleFileWithItsConfigLoadsTheSameWeightsAsTheFolder()
+    {
+        // diffusers' own convert_diffusers_to_original_sdxl.py wrote the file from tiny-sdxl/ (OpenCLIP names, fused
+        // in_proj, transposed text_projection, label_emb); the folder's configs and tokenizers describe it.
+        var tinySdxl = Path.Combine(Fixtures, "tiny-sdxl");
+        var file = Path.Combine(Fixtures, "sdxl", "tiny-sdxl.ldm.safetensors");
+        var options = new ModelLoadOptions(ConfigDirectory: tinySdxl);
+        Assert.Equal(new ModelDescription(ModelFamily.XlBase, "epsilon"), ModelLoader.Describe(file, options));
+        using var model = ModelLoader.Load(file, options);
+        Assert.True(model.IsSdxl);
+        Assert.Equal(ModelFamily.XlBase, model.Family);
+        Assert.Equal("tiny-sdxl.ldm", model.Name);
+        Assert.Equal((913, 0), (model.Tokenizer.PadId, model.Tokenizer2!.PadId));
+        AssertSameWeights(model.Unet, Path.Combine(tinySdxl, "unet", "diffusion_pytorch_model.safetensors"));
+        AssertSameWeights(model.Vae, Path.Combine(tinySdxl, "vae", "diffusion_pytorch_model.safetensors"));
+        AssertSameWeights(model.TextEncoder, Path.Combine(tinySdxl, "text_encoder", "model.safetensors"));
+        AssertSameWeights(model.TextEncoder2!, Path.Combine(tinySdxl, "text_encoder_2", "model.safetensors"));
+    }
+
+    [Fact]
     public void CkptThroughTheSafeUnpicklerLoadsTheSameWeights()
     {
         var ckpt = Path.Combine(temp, "tiny.ckpt");

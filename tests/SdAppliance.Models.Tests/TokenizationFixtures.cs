@@ -33,6 +33,9 @@ public static class TokenizationFixtures
 
     public static readonly Lazy<TokenizerGolden> TinyGolden = new(() => ReadGolden(Fixture("tokenizer_golden.json")));
 
+    /// <summary>The same strings through SDXL's tokenizer_2 (pad id 0).</summary>
+    public static readonly Lazy<TokenizerGolden> TinySdxlGolden2 = new(() => ReadGolden(Fixture("sdxl", "tokenizer_2_golden.json")));
+
     /// <summary>
     /// A folder of the shared fixture set beside the repository (<c>../shared/fixtures/NAME</c> from the folder
     /// holding SdAppliance.sln), or null when absent: third-party data such as the real CLIP vocabulary is not

@@ -1,4 +1,6 @@
 using SdAppliance.Formats;
+using SdAppliance.Formats.Checkpoints;
+using SdAppliance.Models.Loading;
 using SdAppliance.Models.Tokenization;
 using static SdAppliance.Models.Tests.TokenizationFixtures;
 
@@ -7,6 +9,12 @@ namespace SdAppliance.Models.Tests;
 public class TokenizationGoldenTests
 {
     private static readonly Lazy<ClipTokenizer> Tiny = new(() => ClipTokenizer.FromFolder(TinyTokenizerFolder));
+
+    private static readonly Lazy<(ClipTokenizer Tokenizer, ClipTokenizer Tokenizer2)> TinySdxlTokenizers = new(() =>
+    {
+        var (tokenizer, tokenizer2) = ModelLoader.LoadTokenizers(Fixture("tiny-sdxl"), ModelFamily.XlBase, new ModelLoadOptions());
+        return (tokenizer, tokenizer2!);
+    });
 
     public static TheoryData<int> CaseIndices()
     {
@@ -29,11 +37,30 @@ public class TokenizationGoldenTests
 
     [Theory]
     [MemberData(nameof(CaseIndices))]
-    public void TinyVocabularyMatchesEveryGoldenCase(int index)
-    {
-        var c = TinyGolden.Value.Cases[index];
-        var tok = Tiny.Value;
+    public void TinyVocabularyMatchesEveryGoldenCase(int index) => AssertMatches(TinyGolden.Value.Cases[index], Tiny.Value);
 
+    [Fact]
+    public void SdxlTokenizersPadAsTheirGoldensSay()
+    {
+        // tokenizer_2's golden is tokenizer_golden.json's strings padded with "!" (id 0); the first tokenizer keeps 913.
+        var golden2 = TinySdxlGolden2.Value;
+        Assert.Equal(0, golden2.PadId);
+        Assert.Equal(TinyGolden.Value.Cases.Select(c => c.Text), golden2.Cases.Select(c => c.Text));
+        var (tokenizer, tokenizer2) = TinySdxlTokenizers.Value;
+        Assert.Equal((golden2.BosId, golden2.EosId, golden2.PadId, golden2.VocabSize, golden2.MaxLength),
+            (tokenizer2.BosId, tokenizer2.EosId, tokenizer2.PadId, tokenizer2.VocabSize, tokenizer2.ModelMaxLength));
+        Assert.Equal(TinyGolden.Value.PadId, tokenizer.PadId);
+        // Guards the theory below against a golden whose padding could not tell the two apart.
+        Assert.Contains(golden2.Cases, c => c.InputIds77[^1] == 0 && !c.Truncated);
+    }
+
+    /// <summary>SDXL's tokenizer_2, as the loader reads it for the pipeline, on every case of its golden.</summary>
+    [Theory]
+    [MemberData(nameof(CaseIndices))]
+    public void SdxlSecondTokenizerMatchesEveryGoldenCase(int index) => AssertMatches(TinySdxlGolden2.Value.Cases[index], TinySdxlTokenizers.Value.Tokenizer2);
+
+    private static void AssertMatches(TokenizerGoldenCase c, ClipTokenizer tok)
+    {
         Assert.Equal(c.BpeTokens, tok.Tokenize(c.Text));
         Assert.Equal(c.BpeIds, tok.Encode(c.Text));
         var padded = tok.PadForModel(tok.Encode(c.Text));

@@ -21,25 +21,29 @@ internal static class UnetVaeFixtures
 
     public static string Fixture(params string[] parts) => Path.Combine([AppContext.BaseDirectory, "Fixtures", .. parts]);
 
-    public static UNet2DConditionConfig TinyUnetConfig() => UNet2DConditionConfig.Load(Fixture("tiny-sd", "unet", "config.json"));
+    /// <summary>The fixture models: the SD 1.x one and the SDXL-shaped one.</summary>
+    public const string TinySd = "tiny-sd";
+    public const string TinySdxl = "tiny-sdxl";
 
-    public static AutoencoderKLConfig TinyVaeConfig() => AutoencoderKLConfig.Load(Fixture("tiny-sd", "vae", "config.json"));
+    public static UNet2DConditionConfig TinyUnetConfig(string model = TinySd) => UNet2DConditionConfig.Load(Fixture(model, "unet", "config.json"));
 
-    /// <summary>The tiny UNet, built without initialisation and loaded strictly from the fixture file.</summary>
-    public static UNet2DConditionModel LoadTinyUnet()
+    public static AutoencoderKLConfig TinyVaeConfig(string model = TinySd) => AutoencoderKLConfig.Load(Fixture(model, "vae", "config.json"));
+
+    /// <summary>The tiny UNet of <paramref name="model"/>, built without initialisation and loaded strictly from the fixture file.</summary>
+    public static UNet2DConditionModel LoadTinyUnet(string model = TinySd)
     {
-        UNet2DConditionModel model;
-        using (Init.Skip()) model = new UNet2DConditionModel(TinyUnetConfig());
-        LoadWeights(model, Fixture("tiny-sd", "unet", "diffusion_pytorch_model.safetensors"));
-        return model.Eval();
+        UNet2DConditionModel unet;
+        using (Init.Skip()) unet = new UNet2DConditionModel(TinyUnetConfig(model));
+        LoadWeights(unet, Fixture(model, "unet", "diffusion_pytorch_model.safetensors"));
+        return unet.Eval();
     }
 
-    public static AutoencoderKL LoadTinyVae()
+    public static AutoencoderKL LoadTinyVae(string model = TinySd)
     {
-        AutoencoderKL model;
-        using (Init.Skip()) model = new AutoencoderKL(TinyVaeConfig());
-        LoadWeights(model, Fixture("tiny-sd", "vae", "diffusion_pytorch_model.safetensors"));
-        return model.Eval();
+        AutoencoderKL vae;
+        using (Init.Skip()) vae = new AutoencoderKL(TinyVaeConfig(model));
+        LoadWeights(vae, Fixture(model, "vae", "diffusion_pytorch_model.safetensors"));
+        return vae.Eval();
     }
 
     private static void LoadWeights(Module model, string path)
@@ -56,7 +60,7 @@ internal static class UnetVaeFixtures
         }
     }
 
-    /// <summary>A golden tensor, copied out of the mapped file.</summary>
+    /// <summary>A golden tensor of <paramref name="file"/> (a path under Fixtures/, such as <c>sdxl/unet_golden.safetensors</c>), copied out of the mapped file.</summary>
     public static Tensor Golden(string file, string name)
     {
         using var reader = TensorFile.Open(Fixture(file));

@@ -131,6 +131,63 @@ internal static class OptimReference
         return p;
     }
 
+    public sealed record ProdigyConfig(double Lr = 1, double Beta1 = 0.9, double Beta2 = 0.999, double Eps = 1e-8, double WeightDecay = 0,
+        bool Decouple = true, bool UseBiasCorrection = false, bool SafeguardWarmup = false, double D0 = 1e-6, double DCoef = 1,
+        double GrowthRate = double.PositiveInfinity);
+
+    /// <summary>
+    /// prodigyopt's step over several parameters (the estimate is shared): each step a sweep that moves the running sums
+    /// with the old estimate d and step size d·lr, a new estimate from them, then Adam's update with the old step size.
+    /// Returns the parameters and the estimate d after every step. Everything is float64 but the parameters, which are
+    /// stored as float32 after each step as the tensors are.
+    /// </summary>
+    public static (double[][] Params, double[] Estimates) ProdigyRef(double[][] init, IReadOnlyList<double[][]> grads, ProdigyConfig c)
+    {
+        var p = init.Select(x => (double[])x.Clone()).ToArray();
+        var p0 = init.Select(x => (double[])x.Clone()).ToArray();
+        var m = init.Select(x => new double[x.Length]).ToArray();
+        var v = init.Select(x => new double[x.Length]).ToArray();
+        var s = init.Select(x => new double[x.Length]).ToArray();
+        var beta3 = Math.Sqrt(c.Beta2);
+        double d = c.D0, dMax = c.D0, numerator = 0;
+        var estimates = new double[grads.Count];
+        for (var k = 0; k < grads.Count; k++)
+        {
+            var bias = c.UseBiasCorrection ? Math.Sqrt(1 - Math.Pow(c.Beta2, k + 1)) / (1 - Math.Pow(c.Beta1, k + 1)) : 1;
+            var dlr = d * c.Lr * bias;
+            numerator *= beta3;
+            double denominator = 0;
+            for (var j = 0; j < p.Length; j++)
+            {
+                for (var i = 0; i < p[j].Length; i++)
+                {
+                    var g = grads[k][j][i] + (c.Decouple ? 0 : c.WeightDecay * p[j][i]);
+                    numerator += d / c.D0 * dlr * g * (p0[j][i] - p[j][i]);
+                    m[j][i] = c.Beta1 * m[j][i] + d * (1 - c.Beta1) * g;
+                    v[j][i] = c.Beta2 * v[j][i] + d * d * (1 - c.Beta2) * g * g;
+                    s[j][i] = beta3 * s[j][i] + (c.SafeguardWarmup ? d / c.D0 * d : d / c.D0 * dlr) * g;
+                    denominator += Math.Abs(s[j][i]);
+                }
+            }
+            var dHat = c.DCoef * numerator / denominator;
+            if (d == c.D0) d = Math.Max(d, dHat);
+            dMax = Math.Max(dMax, dHat);
+            d = Math.Min(dMax, d * c.GrowthRate);
+            for (var j = 0; j < p.Length; j++)
+            {
+                for (var i = 0; i < p[j].Length; i++)
+                {
+                    // The parameters are float32 tensors, rounded after the decay and after the step as two in-place
+                    // operations round them: that rounding is what p0 − p sees while the moves are as small as d0.
+                    if (c.Decouple) p[j][i] = (float)(p[j][i] - c.WeightDecay * dlr * p[j][i]);
+                    p[j][i] = (float)(p[j][i] - dlr * m[j][i] / (Math.Sqrt(v[j][i]) + d * c.Eps));
+                }
+            }
+            estimates[k] = d;
+        }
+        return (p, estimates);
+    }
+
     /// <summary>Deterministic values of magnitude in [0.2, 1] with random signs: no gradient near 0.</summary>
     public static float[] Values(Random random, int n) =>
         Enumerable.Range(0, n).Select(_ => (float)((random.Next(2) == 0 ? -1 : 1) * (0.2 + 0.8 * random.NextDouble()))).ToArray();

@@ -9,7 +9,7 @@ public class OptimStateTests
     private const int TotalSteps = 8;
     private const int SavedAt = 3;
 
-    public static TheoryData<string> Optimizers => ["adamw_amsgrad", "adam", "sgd_nesterov", "lion", "adafactor_beta1", "adafactor_default"];
+    public static TheoryData<string> Optimizers => ["adamw_amsgrad", "adam", "sgd_nesterov", "lion", "adafactor_beta1", "adafactor_default", "prodigy"];
 
     private static Optimizer Make(string name, Tensor[] ps) => name switch
     {
@@ -19,6 +19,7 @@ public class OptimStateTests
         "lion" => new Lion(ps, new LionOptions { Lr = 0.01, WeightDecay = 0.1 }),
         "adafactor_beta1" => new Adafactor(ps, new AdafactorOptions { Lr = 0.05, RelativeStep = false, Beta1 = 0.9, WeightDecay = 0.01 }),
         "adafactor_default" => new Adafactor(ps),
+        "prodigy" => new Prodigy(ps, new ProdigyOptions { WeightDecay = 0.01, UseBiasCorrection = true, D0 = 1e-3 }),
         _ => throw new ArgumentException(name),
     };
 

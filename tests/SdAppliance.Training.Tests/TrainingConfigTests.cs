@@ -24,6 +24,28 @@ public sealed class TrainingConfigTests
     }
 
     [Fact]
+    public void ScaleLrMultipliesTheLearningRateByTheImagesPerStepButNotAGivenTextEncoderLr()
+    {
+        var config = new TrainingConfig { LearningRate = 1e-4, TrainBatchSize = 4, GradientAccumulationSteps = 2, ScaleLr = true };
+        Assert.Equal(8e-4, config.ScaledLearningRate(), 1e-15);
+        Assert.Equal(8e-4, config.ScaledTextEncoderLr(), 1e-15);
+        Assert.Equal(5e-5, (config with { TextEncoderLr = 5e-5 }).ScaledTextEncoderLr());
+        Assert.Equal(1e-4, (config with { ScaleLr = false }).ScaledLearningRate());
+    }
+
+    [Fact]
+    public void ProdigyRefusesASecondLearningRateNamingTheFieldAndTheFix()
+    {
+        var config = new TrainingConfig { Output = "o", Data = "d", Optimizer = "prodigy", LearningRate = 1 };
+        config.Validate();
+        (config with { TextEncoderLr = 0 }).Validate();  // a frozen text encoder is allowed, as the reference allows lr 0
+        var error = Assert.Throws<TrainingConfigException>(() => (config with { TextEncoderLr = 0.5 }).Validate());
+        Assert.Equal("text_encoder_lr", error.Subject);
+        Assert.Contains("set it to learning_rate (1)", error.Message);
+        Assert.StartsWith("d_coef: ", Assert.Throws<TrainingConfigException>(() => (config with { DCoef = 0 }).Validate()).Message);
+    }
+
+    [Fact]
     public void ARefusalsLeadingFieldIsItsSubjectAsTheApiNamesIt()
     {
         var error = Assert.Throws<TrainingConfigException>(() => TrainingConfig.MethodChoices.Parse("magic"));

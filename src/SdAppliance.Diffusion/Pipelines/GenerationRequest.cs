@@ -2,6 +2,7 @@ using System.Globalization;
 using SdAppliance.Diffusion.Schedulers;
 using SdAppliance.Formats;
 using SdAppliance.Imaging;
+using SdAppliance.Torch;
 
 namespace SdAppliance.Diffusion.Pipelines;
 
@@ -139,4 +140,10 @@ public sealed record GenerationProgress(int Step, int TotalSteps)
     /// Null when no sampler step is behind the report.
     /// </summary>
     public Func<RgbImage>? Preview { get; init; }
+
+    /// <summary>
+    /// The sampler's latents after this step, [batch, C, h, w] unscaled (what diffusers' <c>callback_on_step_end</c> gets);
+    /// the pipeline's tensor, readable during <see cref="IProgress{T}.Report"/> only, as <see cref="Preview"/> (clone to keep it).
+    /// </summary>
+    public Tensor? Latents { get; init; }
 }

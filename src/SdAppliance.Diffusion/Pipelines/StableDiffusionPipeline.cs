@@ -288,7 +288,7 @@ public sealed class StableDiffusionPipeline
             latents.Dispose();
             latents = next;
             // The preview is drawn only when the listener asks for it, from the latents of this step.
-            progress?.Report(new GenerationProgress(i - start + 1, timesteps.Count - start) { Preview = () => LatentPreview.Render(model, latents) });
+            progress?.Report(new GenerationProgress(i - start + 1, timesteps.Count - start) { Preview = () => LatentPreview.Render(model, latents), Latents = latents });
         }
 
         var decoded = model.DecodeLatents(latents.Div(model.VaeScalingFactor));

@@ -23,5 +23,8 @@ internal static class OptimMath
     /// <summary>The p-norm of all elements as a 0-d tensor (p = ∞ gives the largest magnitude).</summary>
     public static Tensor VectorNorm(Tensor x, double p) => Op.Get("aten::linalg_vector_norm").Begin().T(x).D(p).Call();
 
+    /// <summary>The inner product of two 1-d tensors, as a 0-d tensor.</summary>
+    public static Tensor Dot(Tensor a, Tensor b) => Op.Get("aten::dot").Begin().T(a).T(b).Call();
+
     public static Tensor Stack(IReadOnlyList<Tensor> tensors) => Op.Get("aten::stack").Begin().Tensors(tensors).I(0).Call();
 }

@@ -139,6 +139,9 @@ public abstract class Optimizer : IDisposable
     /// <summary>The hyperparameters groups start from (PyTorch's <c>defaults</c>).</summary>
     public abstract OptimizerOptions DefaultOptions { get; }
 
+    /// <summary>The learning rate a run's log shows: the first group's (an optimizer that scales it reports the product).</summary>
+    public virtual double ReportedLearningRate => groups[0].Lr;
+
     /// <summary>Number of parameters across all groups; state dict indices run over them in group order.</summary>
     public int ParameterCount => parameters.Count;
 
@@ -167,12 +170,20 @@ public abstract class Optimizer : IDisposable
     {
         ThrowIfDisposed();
         using var noGrad = Autograd.NoGrad();
+        // The gradient handles live until the step is done; each batch's temporaries die with the batch.
+        using var stepScope = torch.NewDisposeScope();
+        var batches = Batches();
+        if (!Prepare(batches)) return;
+        foreach (var (group, batch) in batches) Update(group, batch);
+    }
+
+    private List<(ParamGroup Group, IReadOnlyList<ParamSlot> Batch)> Batches()
+    {
+        var batches = new List<(ParamGroup, IReadOnlyList<ParamSlot>)>();
         var index = 0;
-        var batch = new List<ParamSlot>();
         foreach (var group in groups)
         {
-            // The gradient handles live until the group is done; each batch's temporaries die with the batch.
-            using var groupScope = torch.NewDisposeScope();
+            var batch = new List<ParamSlot>();
             long elements = 0;
             // What a batch shares: the step count (bias corrections), the device and the dtype.
             (long Step, Device Device, DType DType) batchKey = default;
@@ -187,18 +198,25 @@ public abstract class Optimizer : IDisposable
                 var size = p.NumEl;
                 if (batch.Count > 0 && (elements + size > BatchElements || key != batchKey))
                 {
-                    Update(group, batch);
-                    batch.Clear();
+                    batches.Add((group, batch));
+                    batch = [];
                     elements = 0;
                 }
                 batchKey = key;
                 batch.Add(new ParamSlot(p, grad, state));
                 elements += size;
             }
-            if (batch.Count > 0) Update(group, batch);
-            batch.Clear();
+            if (batch.Count > 0) batches.Add((group, batch));
         }
+        return batches;
     }
+
+    /// <summary>
+    /// A sweep over every batch before any is updated, for an optimizer whose step size depends on all the
+    /// gradients (Prodigy's estimate); each batch's temporaries belong in a dispose scope of the callee's.
+    /// False skips the updates.
+    /// </summary>
+    private protected virtual bool Prepare(IReadOnlyList<(ParamGroup Group, IReadOnlyList<ParamSlot> Batch)> batches) => true;
 
     private void Update(ParamGroup group, IReadOnlyList<ParamSlot> batch)
     {

@@ -96,8 +96,8 @@ public static class KohyaLoraExport
         m["ss_cache_latents"] = PythonText.Bool(config.CachesLatents());
         m["ss_total_batch_size"] = Int((long)config.TrainBatchSize * config.GradientAccumulationSteps);
         m["ss_learning_rate"] = F(config.LearningRate);
-        m["ss_text_encoder_lr"] = F(config.TextEncoderLr ?? config.LearningRate);
-        m["ss_unet_lr"] = F(config.LearningRate);
+        m["ss_text_encoder_lr"] = F(config.ScaledTextEncoderLr());
+        m["ss_unet_lr"] = F(config.ScaledLearningRate());
         m["ss_max_train_steps"] = Int(config.MaxTrainSteps);
         m["ss_steps"] = Int(step);
         m["ss_lr_scheduler"] = config.LrScheduler;

@@ -40,7 +40,7 @@ public sealed class FullMethod : TrainingMethod
         {
             var unet = trained.Where(t => t.Name.StartsWith("unet.", StringComparison.Ordinal)).Select(t => t.Parameter).ToList();
             var te = trained.Where(t => !t.Name.StartsWith("unet.", StringComparison.Ordinal)).Select(t => t.Parameter).ToList();
-            return te.Count == 0 ? [(unet, Config.LearningRate)] : [(unet, Config.LearningRate), (te, Config.TextEncoderLr ?? Config.LearningRate)];
+            return te.Count == 0 ? [(unet, Config.ScaledLearningRate())] : [(unet, Config.ScaledLearningRate()), (te, Config.ScaledTextEncoderLr())];
         }
     }
 

@@ -17,7 +17,7 @@ public sealed class HypernetworkMethod : TrainingMethod
         network = Hypernetwork.Create(model, new HypernetworkOptions(layers, config.HypernetworkActivation), config.OutputName ?? "hypernetwork", generator);
     }
 
-    public override IReadOnlyList<(IReadOnlyList<Tensor>, double)> ParameterGroups => [(network.TrainableParameters, Config.LearningRate)];
+    public override IReadOnlyList<(IReadOnlyList<Tensor>, double)> ParameterGroups => [(network.TrainableParameters, Config.ScaledLearningRate())];
 
     public override IReadOnlyDictionary<string, Tensor> TrainedState() => network.StateDict();
 

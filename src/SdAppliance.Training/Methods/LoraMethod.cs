@@ -19,8 +19,8 @@ public sealed class LoraMethod : TrainingMethod
 
     public override IReadOnlyList<(IReadOnlyList<Tensor>, double)> ParameterGroups =>
         Config.TrainTextEncoder
-            ? [(network.UnetParameters, Config.LearningRate), (network.TextEncoderParameters, Config.TextEncoderLr ?? Config.LearningRate)]
-            : [(network.UnetParameters, Config.LearningRate)];
+            ? [(network.UnetParameters, Config.ScaledLearningRate()), (network.TextEncoderParameters, Config.ScaledTextEncoderLr())]
+            : [(network.UnetParameters, Config.ScaledLearningRate())];
 
     public override bool TrainsTextConditioning => Config.TrainTextEncoder;
 

@@ -19,7 +19,7 @@ public sealed class TextualInversionMethod : TrainingMethod
     }
 
     public override IReadOnlyList<(IReadOnlyList<Tensor>, double)> ParameterGroups =>
-        [(embedding.Vectors2 is null ? [embedding.Vectors] : [embedding.Vectors, embedding.Vectors2], Config.LearningRate)];
+        [(embedding.Vectors2 is null ? [embedding.Vectors] : [embedding.Vectors, embedding.Vectors2], Config.ScaledLearningRate())];
 
     public override bool TrainsTextConditioning => true;
 
