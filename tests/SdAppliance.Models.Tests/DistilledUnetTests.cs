@@ -25,16 +25,22 @@ public sealed class DistilledUnetTests : IDisposable
 
     public void Dispose() => Directory.Delete(temp, recursive: true);
 
-    private static JsonElement Ssd1b()
+    private static JsonElement Architecture(string model)
     {
-        using var doc = JsonDocument.Parse(File.ReadAllText(Fixture("architectures", "ssd1b.json")));
+        using var doc = JsonDocument.Parse(File.ReadAllText(Fixture("architectures", model + ".json")));
         return doc.RootElement.Clone();
     }
 
-    private static UNet2DConditionConfig ArchitectureConfig(string model)
+    private static UNet2DConditionConfig ArchitectureConfig(string model) =>
+        UNet2DConditionConfig.Parse(Architecture(model).GetProperty("configs").GetProperty("unet").GetRawText());
+
+    // The UNet names of the model's single-file list, as the loader maps them to diffusers.
+    private static List<string> SingleFileUnetNames(string model)
     {
-        using var doc = JsonDocument.Parse(File.ReadAllText(Fixture("architectures", model + ".json")));
-        return UNet2DConditionConfig.Parse(doc.RootElement.GetProperty("configs").GetProperty("unet").GetRawText());
+        var ldm = Architecture(model).GetProperty("ldm").EnumerateObject()
+            .Where(p => p.Name.StartsWith(LdmKeyMap.UnetPrefix, StringComparison.Ordinal))
+            .ToDictionary(p => p.Name, p => p.Value.EnumerateArray().Select(d => d.GetInt64()).ToArray());
+        return [.. LdmKeyMap.ToDiffusers(ldm).Component(ModelComponents.Unet).Select(r => r.Target.Name)];
     }
 
     [Fact]
@@ -57,8 +63,10 @@ public sealed class DistilledUnetTests : IDisposable
         var again = UNet2DConditionConfig.Parse(config.ToJson());
         Assert.Equal(config.DownTransformerDepths, again.DownTransformerDepths);
         Assert.Equal(config.UpTransformerDepths, again.UpTransformerDepths);
-        using var node = JsonDocument.Parse(config.ToJson());
-        Assert.Equal("[1,[2,3]]", node.RootElement.GetProperty("transformer_layers_per_block").GetRawText().Replace(" ", "", StringComparison.Ordinal).Replace("\n", "", StringComparison.Ordinal));
+        // Written back as diffusers writes them: numbers where a block has one value.
+        var written = JsonNode.Parse(config.ToJson())!;
+        Assert.True(JsonNode.DeepEquals(JsonNode.Parse("[1, [2, 3]]"), written["transformer_layers_per_block"]), written.ToJsonString());
+        Assert.True(JsonNode.DeepEquals(JsonNode.Parse("[[3, 2, 1], 1]"), written["reverse_transformer_layers_per_block"]), written.ToJsonString());
     }
 
     [Theory]
@@ -85,19 +93,16 @@ public sealed class DistilledUnetTests : IDisposable
     [Fact]
     public void TheSsd1bSingleFileKeysGiveItsConfigFromTheBaseModels()
     {
-        var arch = Ssd1b();
-        var ldm = arch.GetProperty("ldm").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.EnumerateArray().Select(d => d.GetInt64()).ToArray());
-        var names = LdmKeyMap.ToDiffusers(ldm).Component(ModelComponents.Unet).Select(r => r.Target.Name).ToList();
         var sdxl = ArchitectureConfig("sdxl_base");
-        var fitted = UnetConfigInference.FitDepths(sdxl, names, "ssd1b.safetensors");
+        var fitted = UnetConfigInference.FitDepths(sdxl, SingleFileUnetNames("ssd1b"), "ssd1b.safetensors");
         var published = ArchitectureConfig("ssd1b");
         Assert.Equal(published.DownTransformerDepths, fitted.DownTransformerDepths);
         Assert.Equal(published.UpTransformerDepths, fitted.UpTransformerDepths);
         Assert.Equal(published.MidBlockType, fitted.MidBlockType);
         Assert.Equal(published.ReverseTransformerLayersPerBlock!.Select(d => d.ToArray()), fitted.ReverseTransformerLayersPerBlock!.Select(d => d.ToArray()));
 
-        var sdxlNames = LdmKeyMap.ToDiffusers(ArchitectureLdm("sdxl_base")).Component(ModelComponents.Unet).Select(r => r.Target.Name).ToList();
-        Assert.Same(sdxl, UnetConfigInference.FitDepths(sdxl, sdxlNames, "sdxl.safetensors"));
+        // The base model's own file gives back its config untouched.
+        Assert.Same(sdxl, UnetConfigInference.FitDepths(sdxl, SingleFileUnetNames("sdxl_base"), "sdxl.safetensors"));
     }
 
     [Fact]
@@ -114,14 +119,6 @@ public sealed class DistilledUnetTests : IDisposable
             Assert.Contains("odd.safetensors", e.Message, StringComparison.Ordinal);
             Assert.Contains("mid block has 3 transformer blocks", e.Message, StringComparison.Ordinal);
         }
-    }
-
-    private static Dictionary<string, long[]> ArchitectureLdm(string model)
-    {
-        using var doc = JsonDocument.Parse(File.ReadAllText(Fixture("architectures", model + ".json")));
-        return doc.RootElement.GetProperty("ldm").EnumerateObject()
-            .Where(p => p.Name.StartsWith(LdmKeyMap.UnetPrefix, StringComparison.Ordinal))
-            .ToDictionary(p => p.Name, p => p.Value.EnumerateArray().Select(d => d.GetInt64()).ToArray());
     }
 
     // The tiny SDXL (depths [1, 2, 3], a cross-attention mid block) with the given config keys changed.
