@@ -29,7 +29,7 @@ public sealed class KeyMapTests
             var diffusers = json.RootElement.GetProperty("diffusers").EnumerateObject().ToDictionary(c => c.Name, c => Shapes(c.Value));
             var ldm = Shapes(json.RootElement.GetProperty("ldm"));
             var extra = new Dictionary<string, long[]>();
-            // ssd1b.json lists a UNet only, as our generator writes it, without a reference run's extras.
+            // ssd1b.json and vega.json list a UNet only, as our generator writes them, without a reference run's extras.
             if (json.RootElement.TryGetProperty("known_extra_ldm_keys", out var extras))
                 foreach (var entry in extras.EnumerateArray())
                 {
@@ -97,10 +97,12 @@ public sealed class KeyMapTests
         Assert.Equal(Render(arch.Ldm), Render(mapping.Tensors.Select(r => KeyValuePair.Create(r.Target.Name, r.Shape.ToArray()))));
     }
 
-    [Fact]
-    public void Ssd1bUnetMapsBothWaysWithItsFewerBlocksAndOneResnetMidBlock()
+    [Theory]
+    [InlineData("ssd1b")]
+    [InlineData("vega")]
+    public void DistilledSdxlUnetsMapBothWaysWithTheirFewerBlocksAndOneResnetMidBlock(string name)
     {
-        var arch = Load("ssd1b");
+        var arch = Load(name);
         var toDiffusers = LdmKeyMap.ToDiffusers(arch.Ldm);
         Assert.Equal(ModelFamily.XlBase, toDiffusers.Family);
         Assert.Empty(toDiffusers.Unmapped);

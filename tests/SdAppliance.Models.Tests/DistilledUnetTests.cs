@@ -44,12 +44,16 @@ public sealed class DistilledUnetTests : IDisposable
     }
 
     [Fact]
-    public void Ssd1bConfigGivesItsDepthsAndAOneResnetMidBlock()
+    public void Ssd1bAndVegaConfigsGiveTheirDepthsAndAOneResnetMidBlock()
     {
-        var config = ArchitectureConfig("ssd1b");
-        Assert.Equal([[1, 1], [2, 2], [4, 4]], config.DownTransformerDepths);
-        Assert.Equal([[4, 4, 10], [2, 1, 1], [1, 1, 1]], config.UpTransformerDepths);  // asymmetric: its own up path
-        Assert.Equal("UNetMidBlock2D", config.MidBlockType);
+        var ssd1b = ArchitectureConfig("ssd1b");
+        Assert.Equal([[1, 1], [2, 2], [4, 4]], ssd1b.DownTransformerDepths);
+        Assert.Equal([[4, 4, 10], [2, 1, 1], [1, 1, 1]], ssd1b.UpTransformerDepths);  // asymmetric: its own up path
+        Assert.Equal("UNetMidBlock2D", ssd1b.MidBlockType);
+        var vega = ArchitectureConfig("vega");
+        Assert.Equal([[1, 1], [1, 1], [2, 2]], vega.DownTransformerDepths);
+        Assert.Equal([[2, 2, 2], [1, 1, 1], [1, 1, 1]], vega.UpTransformerDepths);  // symmetric: the down path's, reversed
+        Assert.Equal("UNetMidBlock2D", vega.MidBlockType);
     }
 
     [Fact]
@@ -90,16 +94,18 @@ public sealed class DistilledUnetTests : IDisposable
             && e.Message.Contains(file, StringComparison.Ordinal), e.Message);
     }
 
-    [Fact]
-    public void TheSsd1bSingleFileKeysGiveItsConfigFromTheBaseModels()
+    [Theory]
+    [InlineData("ssd1b")]
+    [InlineData("vega")]
+    public void ASingleFilesKeysGiveItsConfigFromTheBaseModels(string model)
     {
         var sdxl = ArchitectureConfig("sdxl_base");
-        var fitted = UnetConfigInference.FitDepths(sdxl, SingleFileUnetNames("ssd1b"), "ssd1b.safetensors");
-        var published = ArchitectureConfig("ssd1b");
-        Assert.Equal(published.DownTransformerDepths, fitted.DownTransformerDepths);
-        Assert.Equal(published.UpTransformerDepths, fitted.UpTransformerDepths);
-        Assert.Equal(published.MidBlockType, fitted.MidBlockType);
-        Assert.Equal(published.ReverseTransformerLayersPerBlock!.Select(d => d.ToArray()), fitted.ReverseTransformerLayersPerBlock!.Select(d => d.ToArray()));
+        var fitted = UnetConfigInference.FitDepths(sdxl, SingleFileUnetNames(model), model + ".safetensors");
+        var published = ArchitectureConfig(model);
+        AssertSameDepths(published, fitted);
+        // Written as the published config writes them: a reverse list only for the asymmetric UNet.
+        Assert.Equal(published.ReverseTransformerLayersPerBlock?.Select(d => d.ToArray()), fitted.ReverseTransformerLayersPerBlock?.Select(d => d.ToArray()));
+        Assert.Equal(published.TransformerLayersPerBlock.Select(d => d.ToArray()), fitted.TransformerLayersPerBlock.Select(d => d.ToArray()));
 
         // The base model's own file gives back its config untouched.
         Assert.Same(sdxl, UnetConfigInference.FitDepths(sdxl, SingleFileUnetNames("sdxl_base"), "sdxl.safetensors"));
