@@ -15,6 +15,7 @@ using SdAppliance.Torch.Optim;
 using SdAppliance.Training.Data;
 using SdAppliance.Training.Methods;
 using SdAppliance.Training.Runs;
+using SdAppliance.Training.Samples;
 
 namespace SdAppliance.Training;
 
@@ -93,8 +94,9 @@ public sealed class Trainer
     private readonly TrainingMethodKind methodKind;
     private readonly AutocastPrecision precision;
     private readonly OptimizerKind optimizerKind;
-    // Known once the dataset is scanned: max_train_epochs counts its batches.
+    // Known once the dataset is scanned: max_train_epochs counts its batches, a prompt may be its first caption.
     private int totalSteps;
+    private IReadOnlyList<SamplePrompt> samplePrompts = [];
 
     /// <param name="config">Validated: its named choices are parsed here, once, and only the enums are used past this point.</param>
     private Trainer(TrainingConfig config, RunFolder run)
@@ -117,6 +119,8 @@ public sealed class Trainer
             throw new TrainingConfigException(
                 $"placeholder_token: '{config.PlaceholderToken}' appears in no caption, so nothing would train it; put it in the captions or set instance_prompt to \"a photo of {config.PlaceholderToken}\" without caption files");
         var name = config.OutputName ?? Path.GetFileName(run.Path);
+        // Read now, so that a mistake in a prompt file stops the run before the model loads.
+        samplePrompts = SamplePrompt.Of(config, dataset.Items.FirstOrDefault()?.Caption ?? "");
 
         using var model = ModelLoader.Load(config.Model ?? throw new TrainingConfigException("model: give the base model (a diffusers folder or a .safetensors/.ckpt file)"),
             new ModelLoadOptions(Device: device), cancellationToken);
@@ -170,7 +174,7 @@ public sealed class Trainer
         var epochsDone = EpochsDone(state, batchesPerEpoch);
         // The baseline: what the model draws before any training, to compare the samples with.
         if (config.SampleAtStart && state.Step == 0)
-            samples.AddRange(Preserving(() => Sample(model, method, dataset, 0, cancellationToken)));
+            samples.AddRange(Preserving(() => Sample(model, method, 0, cancellationToken)));
         try
         {
             while (state.Step < totalSteps)
@@ -221,7 +225,7 @@ public sealed class Trainer
                     var sampled = EpochMark(config.SampleEveryNEpochs) || (config.SampleEveryNSteps is { } sampleEvery && state.Step % sampleEvery == 0);
                     epochsDone = epochsNow;
                     if (sampled)
-                        samples.AddRange(Sample(model, method, dataset, state.Step, cancellationToken));
+                        samples.AddRange(Sample(model, method, state.Step, cancellationToken));
                     if (control is not null)
                         TakeRequests(control, saved, sampled, model, method, optimizer, schedule, noiseGenerator, lossScaler, dataset, state, name, log, samples, cancellationToken);
                     if (stepBoundary is not null) LendDevice(stepBoundary);
@@ -253,7 +257,7 @@ public sealed class Trainer
         TrainingStates.Save(run.StatesFolder, state, method, optimizer, schedule, noiseGenerator, config.SaveLastK);
         method.TrainedOn = (dataset, state.Epoch + 1);
         var outputs = method.Export(run.Path, name, state.Step);
-        if (config.SampleEveryNSteps is not null || config.SampleEveryNEpochs is not null) samples.AddRange(Sample(model, method, dataset, state.Step, cancellationToken));
+        if (config.SampleEveryNSteps is not null || config.SampleEveryNEpochs is not null) samples.AddRange(Sample(model, method, state.Step, cancellationToken));
         var report = new TrainingReport(run.Path, config.Method, state.Step, state.Epoch + 1, started.Elapsed, state.SmoothedLoss,
             outputs, dataset.Skipped, samples, completed)
         {
@@ -287,7 +291,7 @@ public sealed class Trainer
         }
         if (control.TakeSample())
         {
-            if (!sampled) samples.AddRange(Preserving(() => Sample(model, method, dataset, state.Step, cancellationToken)));
+            if (!sampled) samples.AddRange(Preserving(() => Sample(model, method, state.Step, cancellationToken)));
             control.Report($"sampled step {state.Step}");
         }
     }
@@ -445,10 +449,8 @@ public sealed class Trainer
         return true;
     }
 
-    private IReadOnlyList<string> Sample(StableDiffusionModel model, TrainingMethod method, TrainingDataset dataset, long step, CancellationToken cancellationToken)
+    private IReadOnlyList<string> Sample(StableDiffusionModel model, TrainingMethod method, long step, CancellationToken cancellationToken)
     {
-        var prompts = config.SamplePrompts.Count > 0 ? config.SamplePrompts
-            : [config.InstancePrompt ?? dataset.Items.FirstOrDefault()?.Caption ?? ""];
         var folder = run.SamplesFolder;
         Directory.CreateDirectory(folder);
         var pipeline = new StableDiffusionPipeline(model) { ExtraEmbeddings = method.Embeddings };
@@ -456,13 +458,9 @@ public sealed class Trainer
         model.Unet.Eval();
         try
         {
-            for (var i = 0; i < prompts.Count; i++)
+            for (var i = 0; i < samplePrompts.Count; i++)
             {
-                var image = pipeline.Generate(new GenerationRequest
-                {
-                    Prompt = prompts[i], Seed = config.SampleSeed + i, Steps = config.SampleSteps, Sampler = config.SampleSampler,
-                    Width = config.Resolution, Height = config.Resolution,
-                }, cancellationToken: cancellationToken)[0];
+                var image = pipeline.Generate(samplePrompts[i].Request(config, i), cancellationToken: cancellationToken)[0];
                 var file = Path.Combine(folder, $"step-{step:D6}-{i}.png");
                 ImageCodec.Save(image.Image, file);
                 files.Add(file);

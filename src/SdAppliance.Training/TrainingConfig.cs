@@ -44,6 +44,10 @@ public sealed record TrainingConfig
     public double PriorLossWeight { get; init; } = 1.0;
     [Description("The caption files' extension")]
     public string CaptionExtension { get; init; } = ".txt";
+    [Description("A folder with a metadata.jsonl (the Hugging Face image-folder layout the diffusers scripts read): the column holding each file_name's caption")]
+    public string CaptionColumn { get; init; } = "text";
+    [Description("An image without a caption takes its file name (without the extension) as its caption, instead of the folder's or instance prompt")]
+    public bool UseFilenameAsLabel { get; init; }
     [Description("Training size in pixels (square; the bucket area with enable_bucket)")]
     public int Resolution { get; init; } = 512;
     [Description("Crop the center (false: a random window each time)")]
@@ -167,8 +171,10 @@ public sealed record TrainingConfig
     public int? SampleEveryNEpochs { get; init; }
     [Description("Draw the sample images before the first step too: a baseline at step 0")]
     public bool SampleAtStart { get; init; }
-    [Description("The sample prompts, separated by | (default: the instance prompt or the first caption)")]
+    [Description("The sample prompts, separated by | (default: the instance prompt or the first caption); each may carry the options of a line of sample_prompts_file")]
     public IReadOnlyList<string> SamplePrompts { get; init; } = [];
+    [Description("kohya's sample prompt file instead of sample_prompts: a .txt with a prompt per line and kohya's options after it (n negative prompt, w and h size, d seed, l CFG, s steps, ss sampler, each written with two dashes before it), or kohya's .toml or .json")]
+    public string? SamplePromptsFile { get; init; }
     [Description("Seed of the first sample prompt (the next ones count up)")]
     public long SampleSeed { get; init; } = 1234;
     [Description("Sampler steps of the samples (and of generated class images)")]
@@ -388,6 +394,8 @@ public sealed record TrainingConfig
         Require(CaptionDropoutRate is >= 0 and <= 1, $"caption_dropout_rate: {CaptionDropoutRate} must be in [0, 1]");
         Require(SaveEveryNSteps is null or >= 1, $"save_every_n_steps: {SaveEveryNSteps} must be at least 1");
         Require(SampleEveryNSteps is null or >= 1, $"sample_every_n_steps: {SampleEveryNSteps} must be at least 1");
+        Require(SamplePromptsFile is null || SamplePrompts.Count == 0,
+            "sample_prompts_file: give the sample prompts in the file or in sample_prompts, not both");
         Require(SaveLastK >= 1, $"save_last_k: {SaveLastK} must be at least 1");
         // kohya refuses cache_latents with random_crop: every draw is another window, so a cache would only grow.
         Require(CenterCrop || CacheLatents != true,

@@ -273,6 +273,9 @@ public sealed class TrainerTests : IDisposable
         Assert.True(worst < 1e-6, $"largest difference {worst}");
     }
 
+    private static IEnumerable<string?> Checkpoints(string runFolder) =>
+        Directory.GetDirectories(Path.Combine(runFolder, "checkpoints")).Select(Path.GetFileName).Order(StringComparer.Ordinal);
+
     [Fact]
     public void EpochsCountEveryImageTimesItsRepeatsAndMarkTheirSavesAndSamples()
     {
@@ -287,13 +290,28 @@ public sealed class TrainerTests : IDisposable
         Assert.True(File.Exists(Path.Combine(report.RunFolder, "epochs-000002.safetensors")));
         Assert.False(File.Exists(Path.Combine(report.RunFolder, "epochs-000003.safetensors")));
         Assert.Equal(["step-000002", "step-000004", "step-000006"],
-            Directory.GetDirectories(Path.Combine(report.RunFolder, "checkpoints")).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+            Checkpoints(report.RunFolder));
         // Samples at the end of epoch 2 (step 4) and of the run.
         Assert.Equal(["000004", "000006"], report.Samples.Select(s => Path.GetFileName(s)[5..11]).Distinct().Order(StringComparer.Ordinal));
         var log = File.ReadAllLines(Path.Combine(report.RunFolder, "log.jsonl")).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement).ToList();
         Assert.Equal([1, 1, 2, 2, 3, 3], log.Select(e => e.GetProperty("epoch").GetInt32()));
         Assert.All(log, e => Assert.Equal(3, e.GetProperty("max_epochs").GetInt32()));
         Assert.All(log, e => Assert.Equal(6, e.GetProperty("max_steps").GetInt32()));
+    }
+
+    [Fact]
+    public void SamplesFollowAKohyaPromptFileAndAMistakeInItStopsTheRunBeforeItTrains()
+    {
+        var prompts = Path.Combine(root, "prompts.txt");
+        File.WriteAllText(prompts, "a red square --w 64 --h 96 --s 2\na blue square --n red --s 2 --d 9\n");
+        var report = Trainer.Train(Config("lora", "prompted", steps: 1) with { SamplePromptsFile = prompts, SampleEveryNSteps = 1 });
+        var images = report.Samples.Distinct().Order(StringComparer.Ordinal).Select(s => ImageCodec.Load(s)).ToList();
+        Assert.Equal([(64, 96), (64, 64)], images.Select(i => (i.Width, i.Height)));
+
+        File.WriteAllText(prompts, "a red square --w 60\n");
+        var broken = Config("lora", "broken", steps: 1) with { SamplePromptsFile = prompts, SampleEveryNSteps = 1 };
+        Assert.StartsWith("sample_prompts_file: ", Assert.Throws<TrainingConfigException>(() => Trainer.Train(broken)).Message);
+        Assert.False(Directory.Exists(Path.Combine(broken.Output!, "checkpoints")));
     }
 
     [Fact]
@@ -310,7 +328,7 @@ public sealed class TrainerTests : IDisposable
         Assert.False(File.Exists(Path.Combine(report.RunFolder, "accumulated-000002.safetensors")));
         Assert.True(File.Exists(Path.Combine(report.RunFolder, "accumulated.safetensors")));
         Assert.Equal(["step-000002", "step-000003"],
-            Directory.GetDirectories(Path.Combine(report.RunFolder, "checkpoints")).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+            Checkpoints(report.RunFolder));
     }
 
     [Fact]

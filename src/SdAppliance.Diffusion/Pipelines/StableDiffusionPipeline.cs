@@ -332,22 +332,28 @@ public sealed class StableDiffusionPipeline
 
     private static Scheduler CreateScheduler(IDiffusionModel stageModel, GenerationRequest request)
     {
-        var scheduler = SchedulerRegistry.Create(request.Sampler, SchedulerConfig.FromJson(stageModel.SchedulerConfig.ToJsonString()));
+        var scheduler = SchedulerRegistry.Create(request.Sampler, SchedulerConfig.FromJson(stageModel.SchedulerConfig.ToJsonString()),
+            request.TimestepSpacing is { } spacing ? new SchedulerConfig { TimestepSpacing = spacing } : null);
         scheduler.SetTimesteps(request.Steps, stageModel.Device);
         return scheduler;
     }
 
     /// <summary>What a stage's UNet reads beside the latents: the text embeddings and SDXL's added conditions, in the guidance batch.</summary>
-    private sealed record StageConditioning(Tensor Embeds, UNetAddedConditions? Added);
+    /// <param name="Guided">diffusers' do_classifier_free_guidance: a scale above 1, on a UNet that does not take the guidance as an embedding.</param>
+    /// <param name="TimestepCond">The guidance embedding of a UNet that takes one (<see cref="IDiffusionModel.TimeCondProjDim"/>).</param>
+    private sealed record StageConditioning(Tensor Embeds, UNetAddedConditions? Added, bool Guided, Tensor? TimestepCond);
 
     private StageConditioning Condition(IDiffusionModel stageModel, GenerationRequest request, string prompt, string negative, EmbeddingLibrary embeddings, int width, int height)
     {
         var batch = request.BatchSize;
-        var guided = request.CfgScale > 1;
-        var (cond, uncond) = EncodePrompts(stageModel, prompt, negative, embeddings, request.ClipSkip);
+        var guided = request.CfgScale > 1 && stageModel.TimeCondProjDim is null;
+        var (cond, uncond) = EncodePrompts(stageModel, prompt, guided ? negative : null, embeddings, request.ClipSkip);
         var condBatch = Repeat(cond.PromptEmbeds, batch);
-        var embeds = guided ? torch.Cat([Repeat(uncond.PromptEmbeds, batch), condBatch]) : condBatch;
-        return new(embeds, AddedConditions(stageModel, request, cond, uncond, width, height, guided));
+        var embeds = uncond is not null ? torch.Cat([Repeat(uncond.PromptEmbeds, batch), condBatch]) : condBatch;
+        var timestepCond = stageModel.TimeCondProjDim is { } condDim
+            ? GuidanceEmbedding.Compute(request.CfgScale, batch, condDim, stageModel.Device).To(stageModel.DType)
+            : null;
+        return new(embeds, AddedConditions(stageModel, request, cond, uncond, width, height), guided, timestepCond);
     }
 
     /// <summary>Steps <paramref name="from"/> to <paramref name="to"/> of the schedule on <paramref name="stageModel"/>'s UNet: the one loop of both stages.</summary>
@@ -355,7 +361,7 @@ public sealed class StableDiffusionPipeline
         NoiseSource noise, StepCounter steps, CancellationToken cancellationToken)
     {
         var timesteps = scheduler.TimestepValues;
-        var guided = cfgScale > 1;
+        var guided = conditioning.Guided;
         for (var i = from; i < to; i++)
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -363,7 +369,7 @@ public sealed class StableDiffusionPipeline
             var t = timesteps[i];
             var input = guided ? torch.Cat([latents, latents]) : latents;
             var scaled = scheduler.ScaleModelInput(input, t);
-            var prediction = stageModel.PredictNoise(scaled, t, conditioning.Embeds, conditioning.Added);
+            var prediction = stageModel.PredictNoise(scaled, t, conditioning.Embeds, conditioning.Added, conditioning.TimestepCond);
             if (guided)
             {
                 var halves = prediction.Chunk(2);
@@ -414,9 +420,13 @@ public sealed class StableDiffusionPipeline
         return posterior.Sample(draw).Mul(model.VaeScalingFactor);
     }
 
-    /// <summary>Encodes prompt and negative prompt to the same number of chunks (the shorter padded with empty chunks, as A1111).</summary>
-    private static (TextConditioning Cond, TextConditioning Uncond) EncodePrompts(IDiffusionModel stageModel, string prompt, string negative, EmbeddingLibrary embeddings, int clipSkip)
+    /// <summary>
+    /// Encodes prompt and negative prompt to the same number of chunks (the shorter padded with empty chunks, as A1111);
+    /// a null negative (no unconditional batch) is not encoded at all.
+    /// </summary>
+    private static (TextConditioning Cond, TextConditioning? Uncond) EncodePrompts(IDiffusionModel stageModel, string prompt, string? negative, EmbeddingLibrary embeddings, int clipSkip)
     {
+        if (negative is null) return (new PromptConditioner(stageModel, embeddings).Encode([prompt], clipSkip)[0], null);
         var encoded = new PromptConditioner(stageModel, embeddings).Encode([prompt, negative], clipSkip);
         if (stageModel.ForceZerosForEmptyPrompt && string.IsNullOrWhiteSpace(negative))
         {
@@ -431,18 +441,18 @@ public sealed class StableDiffusionPipeline
     /// SDXL's added conditions: pooled text embeddings and the time ids, in the batch order [uncond, cond]; the refiner's time
     /// ids carry the aesthetic scores (<see cref="MicroConditioning.TimeIds(double)"/>).
     /// </summary>
-    private static UNetAddedConditions? AddedConditions(IDiffusionModel stageModel, GenerationRequest request, TextConditioning cond, TextConditioning uncond, int width, int height, bool guided)
+    private static UNetAddedConditions? AddedConditions(IDiffusionModel stageModel, GenerationRequest request, TextConditioning cond, TextConditioning? uncond, int width, int height)
     {
         if (!stageModel.IsSdxl) return null;
         var batch = request.BatchSize;
         var (micro, negativeMicro) = (request.Conditioning(width, height), request.NegativeConditioning(width, height));
         var pooled = Repeat(cond.PooledPromptEmbeds!, batch);
-        if (guided) pooled = torch.Cat([Repeat(uncond.PooledPromptEmbeds!, batch), pooled]);
+        if (uncond is not null) pooled = torch.Cat([Repeat(uncond.PooledPromptEmbeds!, batch), pooled]);
         var (row, negativeRow) = stageModel.RequiresAestheticsScore
             ? (micro.TimeIds(request.AestheticScore), negativeMicro.TimeIds(request.NegativeAestheticScore))
             : (micro.TimeIds(), negativeMicro.TimeIds());
         var rows = Enumerable.Repeat(row, batch);
-        if (guided) rows = Enumerable.Repeat(negativeRow, batch).Concat(rows);
+        if (uncond is not null) rows = Enumerable.Repeat(negativeRow, batch).Concat(rows);
         var ids = rows.SelectMany(r => r).ToArray();
         var timeIds = torch.Tensor(ids, ids.Length / row.Length, row.Length).To(stageModel.Device, stageModel.DType);
         return new UNetAddedConditions(pooled, timeIds);
