@@ -14,6 +14,7 @@ using SdAppliance.Torch.Optim;
 using SdAppliance.Training.Data;
 using SdAppliance.Training.Methods;
 using SdAppliance.Training.Runs;
+using SdAppliance.Training.Samples;
 
 namespace SdAppliance.Training;
 
@@ -78,7 +79,7 @@ public sealed class Trainer
         var config = run.LoadConfig();
         if (maxTrainSteps is { } total)
         {
-            config = config with { MaxTrainSteps = total };
+            config = config with { MaxTrainSteps = total, MaxTrainEpochs = null };
             run.SaveConfig(config);
         }
         config.Validate();
@@ -92,6 +93,9 @@ public sealed class Trainer
     private readonly TrainingMethodKind methodKind;
     private readonly AutocastPrecision precision;
     private readonly OptimizerKind optimizerKind;
+    // Known once the dataset is scanned: max_train_epochs counts its batches, a prompt may be its first caption.
+    private int totalSteps;
+    private IReadOnlyList<SamplePrompt> samplePrompts = [];
 
     /// <param name="config">Validated: its named choices are parsed here, once, and only the enums are used past this point.</param>
     private Trainer(TrainingConfig config, RunFolder run)
@@ -114,6 +118,8 @@ public sealed class Trainer
             throw new TrainingConfigException(
                 $"placeholder_token: '{config.PlaceholderToken}' appears in no caption, so nothing would train it; put it in the captions or set instance_prompt to \"a photo of {config.PlaceholderToken}\" without caption files");
         var name = config.OutputName ?? Path.GetFileName(run.Path);
+        // Read now, so that a mistake in a prompt file stops the run before the model loads.
+        samplePrompts = SamplePrompt.Of(config, dataset.Items.FirstOrDefault()?.Caption ?? "");
 
         using var model = ModelLoader.Load(config.Model ?? throw new TrainingConfigException("model: give the base model (a diffusers folder or a .safetensors/.ckpt file)"),
             new ModelLoadOptions(Device: device), cancellationToken);
@@ -126,11 +132,15 @@ public sealed class Trainer
         model.Vae.Freeze();
         if (config.GradientCheckpointing) model.Unet.EnableGradientCheckpointing();
 
+        var batchesPerEpoch = dataset.BatchesPerEpoch(config.TrainBatchSize);
+        totalSteps = config.TotalSteps(batchesPerEpoch);
+        var totalEpochs = config.Epochs(batchesPerEpoch);
+
         using var noiseGenerator = new Generator((ulong)config.Seed);
         torch.ManualSeed((ulong)config.Seed);
         using var method = TrainingMethod.Create(methodKind, model, config, noiseGenerator);
         using var optimizer = OptimizerFactory.Create(optimizerKind, config, method.ParameterGroups);
-        var schedule = new LrScheduler(optimizer, config.LrScheduler, config.LrWarmupSteps, config.MaxTrainSteps, config.LrNumCycles, config.LrPower);
+        var schedule = new LrScheduler(optimizer, config.LrScheduler, config.LrWarmupSteps, totalSteps, config.LrNumCycles, config.LrPower);
         using var embeddings = new EmbeddingLibrary(model.Tokenizer);
         foreach (var e in method.Embeddings) embeddings.Add(e, owns: false);
         var conditioner = new PromptConditioner(model, embeddings);
@@ -157,12 +167,13 @@ public sealed class Trainer
         var stepTimer = Stopwatch.StartNew();
         var stepsThisSession = 0L;
         var completed = false;
+        var epochsDone = EpochsDone(state, batchesPerEpoch);
         // The baseline: what the model draws before any training, to compare the samples with.
         if (config.SampleAtStart && state.Step == 0)
-            samples.AddRange(Preserving(() => Sample(model, method, dataset, 0, cancellationToken)));
+            samples.AddRange(Preserving(() => Sample(model, method, 0, cancellationToken)));
         try
         {
-            while (state.Step < config.MaxTrainSteps)
+            while (state.Step < totalSteps)
             {
                 foreach (var batch in dataset.Batches(state.Epoch, config.TrainBatchSize, (ulong)config.Seed, state.BatchInEpoch))
                 {
@@ -182,29 +193,41 @@ public sealed class Trainer
                     // kohya shows a moving average over the recent steps; an exponential one keeps no history.
                     state.SmoothedLoss = state.Step == 1 || double.IsNaN(state.SmoothedLoss) ? stepLoss : 0.9 * state.SmoothedLoss + 0.1 * stepLoss;
                     var rate = stepsThisSession / Math.Max(stepTimer.Elapsed.TotalSeconds, 1e-9);
-                    var evt = new TrainingEvent(state.Step, config.MaxTrainSteps, state.Epoch, stepLoss, state.SmoothedLoss,
-                        optimizer.ReportedLearningRate, rate, TimeSpan.FromSeconds((config.MaxTrainSteps - state.Step) / Math.Max(rate, 1e-9)), MemoryBytes(device));
+                    var evt = new TrainingEvent(state.Step, totalSteps, state.Epoch + 1, totalEpochs, stepLoss, state.SmoothedLoss,
+                        optimizer.ReportedLearningRate, rate, TimeSpan.FromSeconds((totalSteps - state.Step) / Math.Max(rate, 1e-9)), MemoryBytes(device));
                     log.Write(evt);
                     progress?.Report(evt);
                     if (config.StopOnNan && !double.IsFinite(stepLoss))
                         throw new LossNotFiniteException(state.Step, stepLoss);
 
-                    var saved = config.SaveEveryNSteps is { } every && state.Step % every == 0 && state.Step < config.MaxTrainSteps;
+                    // The epoch marks fall on the step that takes an epoch's last batch (or the first after it, when the
+                    // accumulation runs across the epoch's end).
+                    var epochsNow = EpochsDone(state, batchesPerEpoch);
+                    bool EpochMark(int? every) => every is { } n && epochsNow / n > epochsDone / n;
+                    var epochSaved = EpochMark(config.SaveEveryNEpochs) && state.Step < totalSteps;
+                    var saved = epochSaved || (config.SaveEveryNSteps is { } every && state.Step % every == 0 && state.Step < totalSteps);
                     if (saved)
                     {
                         state.LossScale = lossScaler?.Scale ?? 1;
                         TrainingStates.Save(run.StatesFolder, state, method, optimizer, schedule, noiseGenerator, config.SaveLastK);
                         log.Flush();
                     }
-                    var sampled = config.SampleEveryNSteps is { } sampleEvery && state.Step % sampleEvery == 0;
+                    if (epochSaved)
+                    {
+                        // kohya's name for an epoch's results: NAME-000001.
+                        method.TrainedOn = (dataset, epochsNow);
+                        Preserving(() => method.Export(run.Path, $"{name}-{epochsNow:D6}", state.Step));
+                    }
+                    var sampled = EpochMark(config.SampleEveryNEpochs) || (config.SampleEveryNSteps is { } sampleEvery && state.Step % sampleEvery == 0);
+                    epochsDone = epochsNow;
                     if (sampled)
-                        samples.AddRange(Sample(model, method, dataset, state.Step, cancellationToken));
+                        samples.AddRange(Sample(model, method, state.Step, cancellationToken));
                     if (control is not null)
                         TakeRequests(control, saved, sampled, model, method, optimizer, schedule, noiseGenerator, lossScaler, dataset, state, name, log, samples, cancellationToken);
                     if (stepBoundary is not null) LendDevice(stepBoundary);
-                    if (state.Step >= config.MaxTrainSteps) break;
+                    if (state.Step >= totalSteps) break;
                 }
-                if (state.Step >= config.MaxTrainSteps) break;
+                if (state.Step >= totalSteps) break;
                 state.Epoch++;
                 state.BatchInEpoch = 0;
             }
@@ -230,7 +253,7 @@ public sealed class Trainer
         TrainingStates.Save(run.StatesFolder, state, method, optimizer, schedule, noiseGenerator, config.SaveLastK);
         method.TrainedOn = (dataset, state.Epoch + 1);
         var outputs = method.Export(run.Path, name, state.Step);
-        if (config.SampleEveryNSteps is not null) samples.AddRange(Sample(model, method, dataset, state.Step, cancellationToken));
+        if (config.SampleEveryNSteps is not null || config.SampleEveryNEpochs is not null) samples.AddRange(Sample(model, method, state.Step, cancellationToken));
         var report = new TrainingReport(run.Path, config.Method, state.Step, state.Epoch + 1, started.Elapsed, state.SmoothedLoss,
             outputs, dataset.Skipped, samples, completed)
         {
@@ -250,7 +273,7 @@ public sealed class Trainer
     private void TakeRequests(RunControl control, bool saved, bool sampled, StableDiffusionModel model, TrainingMethod method, Optimizer optimizer, LrScheduler schedule,
         Generator noiseGenerator, LossScaler? lossScaler, TrainingDataset dataset, RunState state, string name, RunLog log, List<string> samples, CancellationToken cancellationToken)
     {
-        if (state.Step < config.MaxTrainSteps && control.TakeSave())
+        if (state.Step < totalSteps && control.TakeSave())
         {
             if (!saved)
             {
@@ -264,10 +287,13 @@ public sealed class Trainer
         }
         if (control.TakeSample())
         {
-            if (!sampled) samples.AddRange(Preserving(() => Sample(model, method, dataset, state.Step, cancellationToken)));
+            if (!sampled) samples.AddRange(Preserving(() => Sample(model, method, state.Step, cancellationToken)));
             control.Report($"sampled step {state.Step}");
         }
     }
+
+    /// <summary>The epochs whose every batch the run has drawn.</summary>
+    private static int EpochsDone(RunState state, int batchesPerEpoch) => state.Epoch + (state.BatchInEpoch >= batchesPerEpoch ? 1 : 0);
 
     /// <summary>Runs <paramref name="work"/> and puts back the default CPU generator, which this run's saved states keep.</summary>
     private static T Preserving<T>(Func<T> work)
@@ -419,10 +445,8 @@ public sealed class Trainer
         return true;
     }
 
-    private IReadOnlyList<string> Sample(StableDiffusionModel model, TrainingMethod method, TrainingDataset dataset, long step, CancellationToken cancellationToken)
+    private IReadOnlyList<string> Sample(StableDiffusionModel model, TrainingMethod method, long step, CancellationToken cancellationToken)
     {
-        var prompts = config.SamplePrompts.Count > 0 ? config.SamplePrompts
-            : [config.InstancePrompt ?? dataset.Items.FirstOrDefault()?.Caption ?? ""];
         var folder = run.SamplesFolder;
         Directory.CreateDirectory(folder);
         var pipeline = new StableDiffusionPipeline(model) { ExtraEmbeddings = method.Embeddings };
@@ -430,13 +454,9 @@ public sealed class Trainer
         model.Unet.Eval();
         try
         {
-            for (var i = 0; i < prompts.Count; i++)
+            for (var i = 0; i < samplePrompts.Count; i++)
             {
-                var image = pipeline.Generate(new GenerationRequest
-                {
-                    Prompt = prompts[i], Seed = config.SampleSeed + i, Steps = config.SampleSteps, Sampler = config.SampleSampler,
-                    Width = config.Resolution, Height = config.Resolution,
-                }, cancellationToken: cancellationToken)[0];
+                var image = pipeline.Generate(samplePrompts[i].Request(config, i), cancellationToken: cancellationToken)[0];
                 var file = Path.Combine(folder, $"step-{step:D6}-{i}.png");
                 ImageCodec.Save(image.Image, file);
                 files.Add(file);

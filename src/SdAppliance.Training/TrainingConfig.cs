@@ -44,6 +44,10 @@ public sealed record TrainingConfig
     public double PriorLossWeight { get; init; } = 1.0;
     [Description("The caption files' extension")]
     public string CaptionExtension { get; init; } = ".txt";
+    [Description("A folder with a metadata.jsonl (the Hugging Face image-folder layout the diffusers scripts read): the column holding each file_name's caption")]
+    public string CaptionColumn { get; init; } = "text";
+    [Description("An image without a caption takes its file name (without the extension) as its caption, instead of the folder's or instance prompt")]
+    public bool UseFilenameAsLabel { get; init; }
     [Description("Training size in pixels (square; the bucket area with enable_bucket)")]
     public int Resolution { get; init; } = 512;
     [Description("Crop the center (false: a random window each time)")]
@@ -74,11 +78,13 @@ public sealed record TrainingConfig
     public int GradientAccumulationSteps { get; init; } = 1;
     [Description("Optimizer steps to train (on resume: the new total)")]
     public int MaxTrainSteps { get; init; } = 1000;
+    [Description("Epochs to train instead of max_train_steps: each image times its repeats once per epoch, as kohya counts them")]
+    public int? MaxTrainEpochs { get; init; }
     [Description("The learning rate (the UNet's, or the embedding's for textual inversion)")]
     public double LearningRate { get; init; } = 1e-4;
     [Description("The text encoder's learning rate when it trains (default: learning_rate)")]
     public double? TextEncoderLr { get; init; }
-    [Description("Multiply the learning rates by train_batch_size x gradient_accumulation_steps, as the diffusers scripts' --scale_lr")]
+    [Description("Multiply learning_rate by train_batch_size x gradient_accumulation_steps, as the diffusers scripts' scale_lr (a given text_encoder_lr stays as it is)")]
     public bool ScaleLr { get; init; }
     [Description("LR schedule")]
     public string LrScheduler { get; init; } = "constant";
@@ -155,14 +161,20 @@ public sealed record TrainingConfig
     // ---- saving and watching ----
     [Description("Save a checkpoint every N steps (one is always saved at the end)")]
     public int? SaveEveryNSteps { get; init; }
+    [Description("Save a checkpoint and the results so far (NAME-000001...) every N epochs")]
+    public int? SaveEveryNEpochs { get; init; }
     [Description("Keep only the last K checkpoints")]
     public int SaveLastK { get; init; } = 3;
     [Description("Draw sample images every N steps into samples/")]
     public int? SampleEveryNSteps { get; init; }
+    [Description("Draw sample images every N epochs into samples/")]
+    public int? SampleEveryNEpochs { get; init; }
     [Description("Draw the sample images before the first step too: a baseline at step 0")]
     public bool SampleAtStart { get; init; }
-    [Description("The sample prompts, separated by | (default: the instance prompt or the first caption)")]
+    [Description("The sample prompts, separated by | (default: the instance prompt or the first caption); each may carry the options of a line of sample_prompts_file")]
     public IReadOnlyList<string> SamplePrompts { get; init; } = [];
+    [Description("kohya's sample prompt file instead of sample_prompts: a .txt with a prompt per line and kohya's options after it (n negative prompt, w and h size, d seed, l CFG, s steps, ss sampler, each written with two dashes before it), or kohya's .toml or .json")]
+    public string? SamplePromptsFile { get; init; }
     [Description("Seed of the first sample prompt (the next ones count up)")]
     public long SampleSeed { get; init; } = 1234;
     [Description("Sampler steps of the samples (and of generated class images)")]
@@ -316,6 +328,34 @@ public sealed record TrainingConfig
     /// <summary>The text encoder's: <see cref="TextEncoderLr"/> as given (the diffusers scripts do not scale it), else the scaled learning rate.</summary>
     public double ScaledTextEncoderLr() => TextEncoderLr ?? ScaledLearningRate();
 
+    /// <summary>
+    /// The optimizer steps of the run over a dataset of <paramref name="batchesPerEpoch"/> batches: max_train_epochs'
+    /// batches over gradient_accumulation_steps when given (rounded up, as the accumulation runs on across epochs and the
+    /// last step completes), else max_train_steps.
+    /// </summary>
+    public int TotalSteps(int batchesPerEpoch)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(batchesPerEpoch);
+        if (MaxTrainEpochs is not { } epochs) return MaxTrainSteps;
+        var batches = (long)epochs * batchesPerEpoch;
+        return (int)Math.Min(int.MaxValue, (batches + GradientAccumulationSteps - 1) / GradientAccumulationSteps);
+    }
+
+    /// <summary>How long the run trains, in the unit it was given: "10 epochs" or "1000 steps".</summary>
+    public string DescribeLength() => MaxTrainEpochs is { } epochs
+        ? $"{epochs} epoch{(epochs == 1 ? "" : "s")}"
+        : $"{MaxTrainSteps} step{(MaxTrainSteps == 1 ? "" : "s")}";
+
+    /// <summary>
+    /// The epochs the run goes through: one optimizer step every gradient_accumulation_steps batches, epoch after epoch,
+    /// so ⌈steps × accumulation / batches per epoch⌉, the last possibly cut short.
+    /// </summary>
+    public int Epochs(int batchesPerEpoch)
+    {
+        var batches = (long)TotalSteps(batchesPerEpoch) * GradientAccumulationSteps;
+        return (int)((batches + batchesPerEpoch - 1) / batchesPerEpoch);
+    }
+
     /// <summary>Whether the run keeps each image's latents (<see cref="CacheLatents"/>, by default when every draw of an image is the same crop).</summary>
     public bool CachesLatents() => CacheLatents ?? CenterCrop;
 
@@ -333,6 +373,9 @@ public sealed record TrainingConfig
         Require(TrainBatchSize >= 1, $"train_batch_size: {TrainBatchSize} must be at least 1");
         Require(GradientAccumulationSteps >= 1, $"gradient_accumulation_steps: {GradientAccumulationSteps} must be at least 1");
         Require(MaxTrainSteps >= 1, $"max_train_steps: {MaxTrainSteps} must be at least 1");
+        Require(MaxTrainEpochs is null or >= 1, $"max_train_epochs: {MaxTrainEpochs} must be at least 1");
+        Require(SaveEveryNEpochs is null or >= 1, $"save_every_n_epochs: {SaveEveryNEpochs} must be at least 1");
+        Require(SampleEveryNEpochs is null or >= 1, $"sample_every_n_epochs: {SampleEveryNEpochs} must be at least 1");
         Require(LearningRate > 0, $"learning_rate: {LearningRate} must be positive");
         Require(MaxGradNorm >= 0, $"max_grad_norm: {MaxGradNorm} must be zero (off) or positive");
         var optimizer = OptimizerChoices.Parse(Optimizer);
@@ -351,6 +394,8 @@ public sealed record TrainingConfig
         Require(CaptionDropoutRate is >= 0 and <= 1, $"caption_dropout_rate: {CaptionDropoutRate} must be in [0, 1]");
         Require(SaveEveryNSteps is null or >= 1, $"save_every_n_steps: {SaveEveryNSteps} must be at least 1");
         Require(SampleEveryNSteps is null or >= 1, $"sample_every_n_steps: {SampleEveryNSteps} must be at least 1");
+        Require(SamplePromptsFile is null || SamplePrompts.Count == 0,
+            "sample_prompts_file: give the sample prompts in the file or in sample_prompts, not both");
         Require(SaveLastK >= 1, $"save_last_k: {SaveLastK} must be at least 1");
         // kohya refuses cache_latents with random_crop: every draw is another window, so a cache would only grow.
         Require(CenterCrop || CacheLatents != true,

@@ -121,6 +121,31 @@ public sealed class GenerateCommandTests : IDisposable
     }
 
     [Fact]
+    public void ATurboModelLeftToItsDefaultsRunsOneEulerAStepWithoutGuidanceAndSaysWhy()
+    {
+        // The tiny model under a Turbo name (a single file or folder says nothing else).
+        var turbo = Path.Combine(temp, "sd-turbo");
+        foreach (var file in Directory.EnumerateFiles(TinyFolder, "*", SearchOption.AllDirectories))
+        {
+            var target = Path.Combine(turbo, Path.GetRelativePath(TinyFolder, file));
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            File.Copy(file, target);
+        }
+        var png = Path.Combine(temp, "turbo.png");
+        var (exit, _, error) = Invoke("generate", "--model", turbo, "--prompt", "a cat", "--seed", "3", "--output", png);
+
+        Assert.True(exit == 0, error);
+        Assert.Contains("defaults: Turbo (the folder name 'sd-turbo' says Turbo): Euler a, 1 step, CFG 1, trailing timesteps", error, StringComparison.Ordinal);
+        var parameters = ParametersOf(png);
+        Assert.Equal(("1", "Euler a", "1.0"), (parameters["Steps"], parameters["Sampler"], parameters["CFG scale"]));
+
+        // What the user gives wins.
+        (exit, _, error) = Invoke("generate", "--model", turbo, "--prompt", "a cat", "--seed", "3", "--steps", "2", "--cfg", "2", "--output", png);
+        Assert.True(exit == 0, error);
+        Assert.Equal(("2", "Euler a", "2.0"), (ParametersOf(png)["Steps"], ParametersOf(png)["Sampler"], ParametersOf(png)["CFG scale"]));
+    }
+
+    [Fact]
     public void ARandomSeedIsPrintedAndRecorded()
     {
         var png = Path.Combine(temp, "random.png");

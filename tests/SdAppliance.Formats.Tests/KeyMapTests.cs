@@ -29,13 +29,15 @@ public sealed class KeyMapTests
             var diffusers = json.RootElement.GetProperty("diffusers").EnumerateObject().ToDictionary(c => c.Name, c => Shapes(c.Value));
             var ldm = Shapes(json.RootElement.GetProperty("ldm"));
             var extra = new Dictionary<string, long[]>();
-            foreach (var entry in json.RootElement.GetProperty("known_extra_ldm_keys").EnumerateArray())
-            {
-                foreach (var (key, shape) in Shapes(entry.GetProperty("keys")))
-                    extra[key] = shape;
-            }
+            // ssd1b.json and vega.json list a UNet only, as our generator writes them, without a reference run's extras.
+            if (json.RootElement.TryGetProperty("known_extra_ldm_keys", out var extras))
+                foreach (var entry in extras.EnumerateArray())
+                {
+                    foreach (var (key, shape) in Shapes(entry.GetProperty("keys")))
+                        extra[key] = shape;
+                }
             // The EMA copies are described by a pattern; one instance of it stands for all.
-            if (name != "sdxl_base")
+            if (name is "sd15" or "sd21v")
                 extra["model_ema.diffusion_modelinput_blocks00weight"] = ldm["model.diffusion_model.input_blocks.0.0.weight"];
             return Cache[name] = new Architecture(diffusers, ldm, extra);
         }
@@ -93,6 +95,25 @@ public sealed class KeyMapTests
         Assert.Empty(mapping.Ignored);
         Assert.All(mapping.Tensors, r => Assert.Equal(ModelComponents.SingleFile, r.Target.Component));
         Assert.Equal(Render(arch.Ldm), Render(mapping.Tensors.Select(r => KeyValuePair.Create(r.Target.Name, r.Shape.ToArray()))));
+    }
+
+    [Theory]
+    [InlineData("ssd1b")]
+    [InlineData("vega")]
+    public void DistilledSdxlUnetsMapBothWaysWithTheirFewerBlocksAndOneResnetMidBlock(string name)
+    {
+        var arch = Load(name);
+        var toDiffusers = LdmKeyMap.ToDiffusers(arch.Ldm);
+        Assert.Equal(ModelFamily.XlBase, toDiffusers.Family);
+        Assert.Empty(toDiffusers.Unmapped);
+        Assert.Equal(arch.Diffusers["unet"].Keys, toDiffusers.Component(ModelComponents.Unet).Select(r => r.Target.Name));
+        Assert.Equal(Render(arch.Diffusers["unet"]), Render(toDiffusers.Component(ModelComponents.Unet).Select(r => KeyValuePair.Create(r.Target.Name, r.Shape.ToArray()))));
+
+        var fromDiffusers = LdmKeyMap.FromDiffusers(arch.Diffusers["unet"].ToDictionary(p => new TensorKey(ModelComponents.Unet, p.Key), p => p.Value));
+        Assert.Empty(fromDiffusers.Unmapped);
+        Assert.Equal(arch.Ldm.Keys, fromDiffusers.Tensors.Select(r => r.Target.Name));
+        Assert.Equal(Render(arch.Ldm), Render(fromDiffusers.Tensors.Select(r => KeyValuePair.Create(r.Target.Name, r.Shape.ToArray()))));
+        Assert.DoesNotContain(arch.Ldm.Keys, k => k.StartsWith(LdmKeyMap.UnetPrefix + "middle_block.1.", StringComparison.Ordinal));
     }
 
     [Fact]

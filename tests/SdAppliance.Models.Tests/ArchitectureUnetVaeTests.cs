@@ -8,7 +8,7 @@ using static SdAppliance.Models.Tests.UnetVaeFixtures;
 namespace SdAppliance.Models.Tests;
 
 /// <summary>
-/// The real SD 1.5, SD 2.1 (768-v) and SDXL base UNets and VAEs, built from their released configs
+/// The real SD 1.5, SD 2.1 (768-v) and SDXL base UNets and VAEs (and the distilled SSD-1B's and Segmind Vega's UNets), built from their released configs
 /// without initialising any weight, have exactly diffusers' state-dict names and shapes, in order
 /// (fixtures README, "Real architectures"). Uninitialised CPU tensors are never touched, so even
 /// SDXL's 10 GB of float32 costs only address space.
@@ -16,6 +16,9 @@ namespace SdAppliance.Models.Tests;
 public sealed class ArchitectureUnetVaeTests
 {
     public static TheoryData<string> Models => ["sd15", "sd21v", "sdxl_base"];
+
+    // SSD-1B's and Vega's lists come from their published configs by our generator, which reproduces sdxl_base's reference list first.
+    public static TheoryData<string> UnetModels => ["sd15", "sd21v", "sdxl_base", "ssd1b", "vega"];
 
     private static JsonElement Architecture(string model)
     {
@@ -45,7 +48,7 @@ public sealed class ArchitectureUnetVaeTests
     }
 
     [Theory]
-    [MemberData(nameof(Models))]
+    [MemberData(nameof(UnetModels))]
     public void UnetHasDiffusersNamesAndShapes(string model)
     {
         var arch = Architecture(model);

@@ -44,7 +44,9 @@ public sealed class UnetConfigTests
         Assert.Equal("text_time", config.AdditionEmbedType);
         Assert.Equal(256, config.AdditionTimeEmbedDim);
         Assert.Equal(2816, config.ProjectionClassEmbeddingsInputDim);
-        Assert.Equal([1, 2, 10], config.TransformerLayersPerBlockList);
+        Assert.Equal([[1, 1], [2, 2], [10, 10]], config.DownTransformerDepths);
+        Assert.Equal([[10, 10, 10], [2, 2, 2], [1, 1, 1]], config.UpTransformerDepths);
+        Assert.Equal(10, config.MidTransformerDepth);
         Assert.Equal([5, 10, 20], config.HeadsPerBlock);
         Assert.Null(config.UpcastAttention);  // JSON null: off, as in diffusers
         Assert.Equal(["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"], config.DownBlockTypes);

@@ -87,6 +87,22 @@ public sealed class OnnxRuntimeBackendTests : IDisposable
     }
 
     [Fact]
+    public void AnLcmExportTakesTheGuidanceEmbeddingAsTimestepCond()
+    {
+        using var model = OnnxDiffusionModel.Load(Export(ToyLayout.Optimum with { TimeCondProjDim = 8 }));
+        Assert.Equal(8, model.TimeCondProjDim);
+        using var scope = torch.NewDisposeScope();
+        var sample = torch.Zeros([1, 4, 2, 2]);
+        var hidden = torch.Zeros([1, 77, ToyOnnxExport.Width]);
+        var cond = torch.Full([1, 8], 0.25);
+        // 0.5 · 0 + 0.001 · 700 + mean(hidden) 0 + mean(timestep_cond) 0.25
+        Assert.Equal(0.95f, model.PredictNoise(sample, 700, hidden, null, cond).ToArray<float>()[0], 5);
+        Assert.Throws<ArgumentException>(() => model.PredictNoise(sample, 700, hidden, null));
+        using var plain = OnnxDiffusionModel.Load(Export(ToyLayout.Optimum, "plain"));
+        Assert.Null(plain.TimeCondProjDim);
+    }
+
+    [Fact]
     public void FamilyAndVaeNumbersComeFromTheConfigsElseFromTheGraphs()
     {
         using (var withConfigs = OnnxDiffusionModel.Load(Export(ToyLayout.Optimum, "configs")))

@@ -18,6 +18,9 @@ public sealed record ToyLayout
     public static ToyLayout OnnxStack { get; } = new() { Ids = DataType.Int32, TimestepRank = 1, TimestepType = DataType.Float, RoundThroughHalf = true };
 
     public DataType Ids { get; init; } = DataType.Int64;
+
+    /// <summary>An LCM's UNet: a <c>timestep_cond</c> input [batch, this] (the guidance embedding), whose mean the toy adds.</summary>
+    public int? TimeCondProjDim { get; init; }
     public int TimestepRank { get; init; }
 
     /// <summary>A timestep of shape [batch] (symbolic) rather than [1].</summary>
@@ -53,7 +56,7 @@ public sealed record ToyLayout
 /// (the tiny fixture's tokenizer and scheduler). Text encoder: <c>hidden_states.k = ids · w_k</c> (k = 0..3, w_k a fixed
 /// vector), <c>last_hidden_state = LayerNorm(hidden_states.3)</c> with the initializers
 /// <c>text_model.final_layer_norm.{weight,bias}</c>, pooled = the first row. UNet: <c>0.5 · sample + 0.001 · t +
-/// mean(encoder_hidden_states)</c> per item (SDXL adds the means of text_embeds and 0.001 · time_ids). VAE decoder: the
+/// mean(encoder_hidden_states)</c> per item (SDXL adds the means of text_embeds and 0.001 · time_ids, an LCM the mean of timestep_cond). VAE decoder: the
 /// first three latent channels upscaled 8× (nearest); encoder: 8×8 means of the image's channels (and the first again) as
 /// the mean, log-variance −2.
 /// </summary>
@@ -159,6 +162,11 @@ public static class ToyOnnxExport
             y = g.Op("Add", [y, g.Op("Reshape", [g.Op("ReduceMean", [embeds], ("axes", new long[] { 1 }), ("keepdims", 1L)), g.Int64s(-1, 1, 1, 1)])]);
             var ids = g.Op("Mul", [g.Op("ReduceMean", [timeIds], ("axes", new long[] { 1 }), ("keepdims", 1L)), g.Scalar(0.001)]);
             y = g.Op("Add", [y, g.Op("Reshape", [ids, g.Int64s(-1, 1, 1, 1)])]);
+        }
+        if (layout.TimeCondProjDim is { } condDim)
+        {
+            var cond = ToFloat(g, g.Input("timestep_cond", io, "batch", condDim));
+            y = g.Op("Add", [y, g.Op("Reshape", [g.Op("ReduceMean", [cond], ("axes", new long[] { 1 }), ("keepdims", 1L)), g.Int64s(-1, 1, 1, 1)])]);
         }
         g.Output("out_sample", Out(g, y, layout), io, "batch", 4, "height", "width");
         return ToModel(g, layout);

@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using Microsoft.ML.OnnxRuntime;
 using Xunit.Abstractions;
 using SdAppliance.Models.Blocks;
@@ -34,6 +35,14 @@ public sealed class UNetExportTests(ITestOutputHelper output) : IDisposable
         }
         """;
 
+    /// <summary>
+    /// The same UNet distilled as SSD-1B is: an up path deeper than the down path, layer by layer
+    /// (reverse_transformer_layers_per_block), and a mid block of one resnet.
+    /// </summary>
+    private const string TinyDistilledXlChanges = """
+        {"reverse_transformer_layers_per_block": [[1, 3], 1], "mid_block_type": "UNetMidBlock2D"}
+        """;
+
     private readonly string folder = Directory.CreateTempSubdirectory("sdapp-onnx-unet-").FullName;
 
     public void Dispose() => Directory.Delete(folder, recursive: true);
@@ -44,10 +53,13 @@ public sealed class UNetExportTests(ITestOutputHelper output) : IDisposable
         return model.Unet;
     }
 
-    private static UNet2DConditionModel TinyXl(ulong seed)
+    private static UNet2DConditionModel TinyXl(ulong seed, bool distilled = false)
     {
         using var generator = new Generator(seed);
-        return new UNet2DConditionModel(UNet2DConditionConfig.Parse(TinyXlConfig), new ModuleOptions(Generator: generator)).Eval();
+        var config = JsonNode.Parse(TinyXlConfig)!.AsObject();
+        if (distilled)
+            foreach (var (key, value) in JsonNode.Parse(TinyDistilledXlChanges)!.AsObject()) config[key] = value?.DeepClone();
+        return new UNet2DConditionModel(UNet2DConditionConfig.Parse(config.ToJsonString()), new ModuleOptions(Generator: generator)).Eval();
     }
 
     [Theory]
@@ -88,12 +100,14 @@ public sealed class UNetExportTests(ITestOutputHelper output) : IDisposable
     }
 
     [Theory]
-    [InlineData(AttentionForm.Standard)]
-    [InlineData(AttentionForm.OnnxRuntimeFused)]
-    public void SdxlShapedUnetMatchesLibtorch(AttentionForm attention)
+    [InlineData(AttentionForm.Standard, false)]
+    [InlineData(AttentionForm.OnnxRuntimeFused, false)]
+    [InlineData(AttentionForm.Standard, true)]
+    public void SdxlShapedUnetMatchesLibtorch(AttentionForm attention, bool distilled)
     {
         using var scope = torch.NewDisposeScope();
-        using var unet = TinyXl(12);
+        using var unet = TinyXl(12, distilled);
+        if (distilled) Assert.Equal([[1, 3], [1, 1]], unet.Config.UpTransformerDepths);
         var path = Export(unet, new OnnxExportOptions { Attention = attention });
         CheckFile(path, attention);
         var structure = OnnxFile.ReadStructure(path);

@@ -273,6 +273,64 @@ public sealed class TrainerTests : IDisposable
         Assert.True(worst < 1e-6, $"largest difference {worst}");
     }
 
+    private static IEnumerable<string?> Checkpoints(string runFolder) =>
+        Directory.GetDirectories(Path.Combine(runFolder, "checkpoints")).Select(Path.GetFileName).Order(StringComparer.Ordinal);
+
+    [Fact]
+    public void EpochsCountEveryImageTimesItsRepeatsAndMarkTheirSavesAndSamples()
+    {
+        // 4 images at batch 2: 2 batches an epoch, so 3 epochs are 6 steps.
+        var config = Config("lora", "epochs") with { MaxTrainEpochs = 3, TrainBatchSize = 2, SaveEveryNEpochs = 1, SampleEveryNEpochs = 2, SampleSteps = 2 };
+        var report = Trainer.Train(config);
+
+        Assert.Equal(6, report.Steps);
+        Assert.Equal(3, report.Epochs);
+        // kohya's per-epoch results NAME-000001...; the last epoch's is the run's own result.
+        Assert.True(File.Exists(Path.Combine(report.RunFolder, "epochs-000001.safetensors")));
+        Assert.True(File.Exists(Path.Combine(report.RunFolder, "epochs-000002.safetensors")));
+        Assert.False(File.Exists(Path.Combine(report.RunFolder, "epochs-000003.safetensors")));
+        Assert.Equal(["step-000002", "step-000004", "step-000006"],
+            Checkpoints(report.RunFolder));
+        // Samples at the end of epoch 2 (step 4) and of the run.
+        Assert.Equal(["000004", "000006"], report.Samples.Select(s => Path.GetFileName(s)[5..11]).Distinct().Order(StringComparer.Ordinal));
+        var log = File.ReadAllLines(Path.Combine(report.RunFolder, "log.jsonl")).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement).ToList();
+        Assert.Equal([1, 1, 2, 2, 3, 3], log.Select(e => e.GetProperty("epoch").GetInt32()));
+        Assert.All(log, e => Assert.Equal(3, e.GetProperty("max_epochs").GetInt32()));
+        Assert.All(log, e => Assert.Equal(6, e.GetProperty("max_steps").GetInt32()));
+    }
+
+    [Fact]
+    public void SamplesFollowAKohyaPromptFileAndAMistakeInItStopsTheRunBeforeItTrains()
+    {
+        var prompts = Path.Combine(root, "prompts.txt");
+        File.WriteAllText(prompts, "a red square --w 64 --h 96 --s 2\na blue square --n red --s 2 --d 9\n");
+        var report = Trainer.Train(Config("lora", "prompted", steps: 1) with { SamplePromptsFile = prompts, SampleEveryNSteps = 1 });
+        var images = report.Samples.Distinct().Order(StringComparer.Ordinal).Select(s => ImageCodec.Load(s)).ToList();
+        Assert.Equal([(64, 96), (64, 64)], images.Select(i => (i.Width, i.Height)));
+
+        File.WriteAllText(prompts, "a red square --w 60\n");
+        var broken = Config("lora", "broken", steps: 1) with { SamplePromptsFile = prompts, SampleEveryNSteps = 1 };
+        Assert.StartsWith("sample_prompts_file: ", Assert.Throws<TrainingConfigException>(() => Trainer.Train(broken)).Message);
+        Assert.False(Directory.Exists(Path.Combine(broken.Output!, "checkpoints")));
+    }
+
+    [Fact]
+    public void EpochsWithAccumulationRoundTheStepsUpAndMarkTheStepThatEndsTheEpoch()
+    {
+        // 4 images at batch 1, accumulation 3: 2 epochs are 8 batches, so 3 steps (the last takes a batch of epoch 3);
+        // epoch 1 ends inside step 2's accumulation (batches 4-6), so step 2 is epoch 1's mark; epoch 2's falls on the
+        // last step, whose result is the run's own.
+        var config = Config("lora", "accumulated") with { MaxTrainEpochs = 2, GradientAccumulationSteps = 3, SaveEveryNEpochs = 1 };
+        var report = Trainer.Train(config);
+        Assert.Equal(3, report.Steps);
+        Assert.Equal(3, report.Epochs);
+        Assert.True(File.Exists(Path.Combine(report.RunFolder, "accumulated-000001.safetensors")));
+        Assert.False(File.Exists(Path.Combine(report.RunFolder, "accumulated-000002.safetensors")));
+        Assert.True(File.Exists(Path.Combine(report.RunFolder, "accumulated.safetensors")));
+        Assert.Equal(["step-000002", "step-000003"],
+            Checkpoints(report.RunFolder));
+    }
+
     [Fact]
     public void ResumeIgnoresCheckpointsAWriteDidNotFinish()
     {

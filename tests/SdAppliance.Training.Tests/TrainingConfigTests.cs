@@ -23,6 +23,20 @@ public sealed class TrainingConfigTests
         Assert.StartsWith("mixed_precision: 'fp8'", Assert.Throws<TrainingConfigException>(() => new TrainingConfig { Output = "o", Data = "d", MixedPrecision = "fp8" }.Validate()).Message);
     }
 
+    [Theory]
+    // max_train_epochs × batches over the accumulation, rounded up; the epochs follow from the steps.
+    [InlineData(null, 100, 6, 1, 100, 17)]
+    [InlineData(5, 100, 6, 1, 30, 5)]
+    [InlineData(5, 100, 6, 4, 8, 6)]
+    [InlineData(1, 100, 1, 2, 1, 2)]
+    public void StepsAndEpochsFollowKohyasCount(int? epochs, int steps, int batchesPerEpoch, int accumulation, int expectedSteps, int expectedEpochs)
+    {
+        var config = new TrainingConfig { MaxTrainEpochs = epochs, MaxTrainSteps = steps, GradientAccumulationSteps = accumulation };
+        Assert.Equal(expectedSteps, config.TotalSteps(batchesPerEpoch));
+        Assert.Equal(expectedEpochs, config.Epochs(batchesPerEpoch));
+        Assert.Equal(epochs is { } e ? $"{e} epoch{(e == 1 ? "" : "s")}" : $"{steps} steps", config.DescribeLength());
+    }
+
     [Fact]
     public void ScaleLrMultipliesTheLearningRateByTheImagesPerStepButNotAGivenTextEncoderLr()
     {

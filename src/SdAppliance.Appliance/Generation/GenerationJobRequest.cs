@@ -8,8 +8,9 @@ public sealed record LoraWeight(string Name, double Weight = 1);
 
 /// <summary>
 /// A generation job as it is queued and stored (JSON, snake_case: <c>cfg_scale</c>, <c>n_iter</c>, the names
-/// <see cref="GenerationRequest.FieldName"/> gives refusals). Defaults are <c>sdapp generate</c>'s: 20 steps, CFG 7,
-/// DPM++ 2M Karras, the model's native size, a random seed.
+/// <see cref="GenerationRequest.FieldName"/> gives refusals). A sampler, steps or CFG scale left out (null) is the model's
+/// (<see cref="GenerationDefaults"/>: Turbo and LCM models have their own; others <c>sdapp generate</c>'s 20 steps, CFG 7,
+/// DPM++ 2M Karras), filled in when the job is prepared; the size is the model's native one, the seed a random one.
 /// </summary>
 public sealed record GenerationJobRequest
 {
@@ -24,14 +25,20 @@ public sealed record GenerationJobRequest
     /// <summary>-1 draws one; image i of the job (over every batch) uses Seed + i, as A1111.</summary>
     public long Seed { get; init; } = -1;
 
-    /// <summary>A sampler name ("DPM++ 2M", "DPM++ 2M Karras", <c>euler_a</c>...), see <see cref="SamplerNames.Resolve"/>.</summary>
-    public string Sampler { get; init; } = Defaults.Sampler;
+    /// <summary>A sampler name ("DPM++ 2M", "DPM++ 2M Karras", <c>euler_a</c>...), see <see cref="SamplerNames.Resolve"/>; null: the model's.</summary>
+    public string? Sampler { get; init; }
 
-    /// <summary>A schedule type (automatic, normal, karras); null or automatic: the sampler name's own.</summary>
+    /// <summary>
+    /// A schedule type (automatic, normal, karras, sgm_uniform); null or automatic: the sampler name's own, on the model's
+    /// timestep spacing (a Turbo model's is SGM Uniform's).
+    /// </summary>
     public string? Scheduler { get; init; }
 
-    public int Steps { get; init; } = Defaults.Steps;
-    public double CfgScale { get; init; } = Defaults.CfgScale;
+    /// <summary>Null: the model's.</summary>
+    public int? Steps { get; init; }
+
+    /// <summary>Null: the model's.</summary>
+    public double? CfgScale { get; init; }
 
     /// <summary>Null: the init image's size, else the model's native size.</summary>
     public int? Width { get; init; }

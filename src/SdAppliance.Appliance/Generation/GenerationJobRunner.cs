@@ -43,6 +43,7 @@ public sealed class GenerationJobRunner(DataFolder data, OutputService outputs, 
         // The job sees the catalog as its owner does (their private models included).
         var owner = new Caller(context.Job.OwnerId, IsAdmin: false);
         var entry = await generation.ModelForAsync(owner, request, cancellationToken);
+        request = GenerationService.WithModelDefaults(entry, request, request.InitImage is not null);
         var batch = await generation.ToPipelineRequestAsync(owner, request, generation.LoadInitImage(request), cancellationToken);
         var backend = GenerationService.ChooseBackend(entry, request, batch);
         // Loading and sampling are synchronous: they run on a thread of their own and check the token as they go.

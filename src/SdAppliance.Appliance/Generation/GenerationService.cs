@@ -104,12 +104,13 @@ public sealed class GenerationService(
     public async Task<GenerationJobRequest> PrepareAsync(Caller caller, GenerationJobRequest request, byte[]? initImage, CancellationToken cancellationToken)
     {
         var model = await ModelForAsync(caller, request, cancellationToken);
+        request = WithModelDefaults(model, request, initImage is not null || request.InitImage is not null);
         var pipelineRequest = await ToPipelineRequestAsync(caller, request, init: null, cancellationToken);
         pipelineRequest.Validate();
         // A family the catalog could not tell is checked by the pipeline when the model is loaded.
         if (model.Family is not null) pipelineRequest.CheckMicroConditioningApplies(model.Family == "SDXL", model.Title);
         ChooseBackend(model, request, pipelineRequest);
-        if (initImage is not null || request.InitImage is not null) GenerationRequest.CheckImageToImageSteps(request.Steps, request.Strength);
+        if (initImage is not null || request.InitImage is not null) GenerationRequest.CheckImageToImageSteps(pipelineRequest.Steps, request.Strength);
         if (initImage is not { } bytes)
         {
             if (request.InitImage is { } named) await CheckNamedInitImageAsync(caller, named, cancellationToken);
@@ -124,6 +125,31 @@ public sealed class GenerationService(
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         AtomicFile.WriteAllBytes(path, bytes);
         return request with { InitImage = relative };
+    }
+
+    /// <summary>
+    /// <paramref name="request"/> with what it leaves out taken from its model's files (<see cref="GenerationDefaults"/>,
+    /// its LoRAs' and prompt's LCM-LoRA included): the sampler, steps and CFG scale, and, with no schedule type chosen,
+    /// the one for the model's timestep spacing (a Turbo model's SGM Uniform). <paramref name="ordinary"/> is what a
+    /// front end fills in for a model that is no few-step one, where its defaults are not <see cref="GenerationDefaults.Standard"/>
+    /// (A1111's API: 50 steps of Euler).
+    /// </summary>
+    public async Task<GenerationJobRequest> WithModelDefaultsAsync(Caller caller, GenerationJobRequest request, bool imageToImage,
+        GenerationDefaults? ordinary, CancellationToken cancellationToken) =>
+        WithModelDefaults(await ModelForAsync(caller, request, cancellationToken), request, imageToImage, ordinary);
+
+    /// <summary>As <see cref="WithModelDefaultsAsync"/> on a model already found (the job runner's, for a job queued unprepared).</summary>
+    public static GenerationJobRequest WithModelDefaults(ModelEntry model, GenerationJobRequest request, bool imageToImage, GenerationDefaults? ordinary = null)
+    {
+        var defaults = GenerationDefaults.For(model.Path, request.Prompt, request.Loras.Select(l => l.Name));
+        if (defaults.Kind == FewStepKind.None && ordinary is not null) defaults = ordinary;
+        return request with
+        {
+            Sampler = request.Sampler ?? defaults.Sampler,
+            Steps = request.Steps ?? defaults.StepsFor(imageToImage ? request.Strength : null),
+            CfgScale = request.CfgScale ?? defaults.CfgScale,
+            Scheduler = SamplerNames.IsAutomatic(request.Scheduler) ? SamplerNames.ScheduleTypeFor(defaults.TimestepSpacing) ?? request.Scheduler : request.Scheduler,
+        };
     }
 
     /// <summary>The rules that need neither the catalog nor the database (the job queue checks them at submission).</summary>
@@ -152,17 +178,20 @@ public sealed class GenerationService(
         return ToPipelineRequest(request, init, loras);
     }
 
+    // A request not prepared against its model (the queue's check) is checked with the standard defaults.
     private static GenerationRequest ToPipelineRequest(GenerationJobRequest request, RgbImage? init, IReadOnlyList<(string, double)> loras)
     {
         if (request.NIter < 1) throw new GenerationRequestException("n_iter", $"must be at least 1, got {request.NIter}");
+        var sampler = SamplerNames.Resolve(request.Sampler ?? GenerationDefaults.Standard.Sampler, request.Scheduler);
         return new GenerationRequest
         {
             Prompt = request.Prompt,
             NegativePrompt = request.NegativePrompt,
             Seed = request.Seed < 0 ? -1 : request.Seed,
-            Steps = request.Steps,
-            Sampler = SamplerNames.Resolve(request.Sampler, request.Scheduler),
-            CfgScale = request.CfgScale,
+            Steps = request.Steps ?? GenerationDefaults.Standard.Steps,
+            Sampler = sampler.Sampler,
+            TimestepSpacing = sampler.TimestepSpacing,
+            CfgScale = request.CfgScale ?? GenerationDefaults.Standard.CfgScale,
             Width = request.Width,
             Height = request.Height,
             BatchSize = request.BatchSize,

@@ -30,6 +30,11 @@ public sealed record JobEvent(long Sequence, DateTime TimeUtc, string Type)
     public JobState? State { get; init; }
     public long? Step { get; init; }
     public long? TotalSteps { get; init; }
+
+    /// <summary>A training step's epoch, from 1, and the epochs of the run (kohya's count: every image times its repeats once).</summary>
+    public int? Epoch { get; init; }
+    public int? TotalEpochs { get; init; }
+
     public double? Loss { get; init; }
     public double? SmoothedLoss { get; init; }
     public double? LearningRate { get; init; }

@@ -52,7 +52,7 @@ public sealed class TrainingJobRunner(PathGuard paths) : IJobRunner
             var config = TrainingRequests.Config(paths, context.Job.Request, run.Path, context.Device);
             // A run stopped before its first saved state starts over; what it half wrote goes first.
             if (context.Resuming) run.RemoveUnfinishedWrites();
-            Log(context, $"training {config.Method} on {Path.GetFileName(config.Model)} for {config.MaxTrainSteps} steps");
+            Log(context, $"training {config.Method} on {Path.GetFileName(config.Model)} for {config.DescribeLength()}");
             report = Trainer.Train(config, progress, cancellationToken, Boundary, control);
         }
         samples.PublishNew();
@@ -78,7 +78,7 @@ public sealed class TrainingJobRunner(PathGuard paths) : IJobRunner
     {
         public void Report(TrainingEvent value) => context.Publish(new JobEvent(0, default, JobEventTypes.Step)
         {
-            Step = value.Step, TotalSteps = value.MaxSteps, Loss = value.Loss, SmoothedLoss = value.SmoothedLoss, LearningRate = value.LearningRate,
+            Step = value.Step, TotalSteps = value.MaxSteps, Epoch = value.Epoch, TotalEpochs = value.MaxEpochs, Loss = value.Loss, SmoothedLoss = value.SmoothedLoss, LearningRate = value.LearningRate,
             ItPerSecond = value.ItemsPerSecond, EtaSeconds = value.Eta.TotalSeconds, MemoryBytes = value.MemoryBytes,
         });
     }

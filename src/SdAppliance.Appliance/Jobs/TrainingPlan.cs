@@ -10,19 +10,13 @@ namespace SdAppliance.Appliance.Jobs;
 public sealed record TrainingPlan(
     int Images, int ExamplesPerEpoch, int BatchesPerEpoch, double StepsPerEpoch, int Epochs, int TotalSteps, int SkippedFiles, TrainingTimeEstimate Estimate)
 {
-    /// <summary>
-    /// The trainer's count (<see cref="Trainer"/>): it draws batches epoch after epoch, one optimizer step every
-    /// gradient_accumulation_steps batches (the count runs on across epochs), until max_train_steps; so it goes through
-    /// ⌈max_train_steps × gradient_accumulation_steps / batches per epoch⌉ epochs, the last one possibly cut short.
-    /// </summary>
+    /// <summary>The trainer's count (<see cref="TrainingConfig.TotalSteps"/>, <see cref="TrainingConfig.Epochs"/>).</summary>
     public static TrainingPlan Of(int images, int examplesPerEpoch, int batchesPerEpoch, int skippedFiles, TrainingConfig config, TrainingTimeEstimate estimate)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(batchesPerEpoch);
-        var batches = (long)config.MaxTrainSteps * config.GradientAccumulationSteps;
-        var epochs = (int)((batches + batchesPerEpoch - 1) / batchesPerEpoch);
-        return new TrainingPlan(images, examplesPerEpoch, batchesPerEpoch, (double)batchesPerEpoch / config.GradientAccumulationSteps, epochs,
-            config.MaxTrainSteps, skippedFiles, estimate);
+        return new TrainingPlan(images, examplesPerEpoch, batchesPerEpoch, (double)batchesPerEpoch / config.GradientAccumulationSteps,
+            config.Epochs(batchesPerEpoch), config.TotalSteps(batchesPerEpoch), skippedFiles, estimate);
     }
 }
 

@@ -45,8 +45,9 @@ public sealed class TrainingSetup(JobService jobs, JobScheduler scheduler, PathG
         var config = TrainingRequests.Config(paths, request, Path.Combine(data.Runs, "plan"), "cpu");
         var dataset = await Task.Run(() => TrainingDataset.Scan(DatasetOptions.Of(config) with { VerifyImages = false }, cancellationToken), cancellationToken);
         var planned = TrainingConfig.FromSettings(TrainingConfig.ParseSettings(request.GetRawText(), "request"), "request");
-        var estimate = TrainingEstimates.Estimate(planned, config.MaxTrainSteps, await MeasuredAsync(cancellationToken));
-        return TrainingPlan.Of(dataset.Items.Count, dataset.ExamplesPerEpoch, dataset.BatchesPerEpoch(config.TrainBatchSize), dataset.Skipped.Count, config, estimate);
+        var batchesPerEpoch = dataset.BatchesPerEpoch(config.TrainBatchSize);
+        var estimate = TrainingEstimates.Estimate(planned, config.TotalSteps(batchesPerEpoch), await MeasuredAsync(cancellationToken));
+        return TrainingPlan.Of(dataset.Items.Count, dataset.ExamplesPerEpoch, batchesPerEpoch, dataset.Skipped.Count, config, estimate);
     }
 
     /// <summary>

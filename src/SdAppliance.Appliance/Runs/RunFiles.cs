@@ -1,6 +1,7 @@
 using System.Globalization;
 using SdAppliance.Appliance.Jobs;
 using SdAppliance.Training.Runs;
+using SdAppliance.Training.Samples;
 
 namespace SdAppliance.Appliance.Runs;
 
@@ -43,8 +44,7 @@ public sealed class RunFiles(JobService jobs, ApplianceOptions options)
         if (!File.Exists(run.ConfigFile)) return [];
         try
         {
-            var config = run.LoadConfig();
-            return config.SamplePrompts.Count > 0 ? config.SamplePrompts : config.InstancePrompt is { } prompt ? [prompt] : [];
+            return [.. SamplePrompt.Of(run.LoadConfig(), firstCaption: null).Select(p => p.Prompt)];
         }
         catch (SdAppliance.Training.TrainingConfigException)
         {

@@ -18,9 +18,11 @@ internal sealed record GenerateArguments
     public required string Prompt { get; init; }
     public string NegativePrompt { get; init; } = "";
     public long Seed { get; init; } = -1;
-    public int Steps { get; init; }
-    public required string Sampler { get; init; }
-    public double Cfg { get; init; }
+    /// <summary>Null: the model's (<see cref="GenerationDefaults"/>), as for <see cref="Sampler"/> and <see cref="Cfg"/>.</summary>
+    public int? Steps { get; init; }
+
+    public string? Sampler { get; init; }
+    public double? Cfg { get; init; }
     public int? Width { get; init; }
     public int? Height { get; init; }
     public int Batch { get; init; } = 1;
@@ -47,7 +49,7 @@ internal sealed record GenerateArguments
 
 /// <summary>
 /// <c>sdapp generate</c>: txt2img and img2img with A1111's defaults (20 steps, CFG 7, DPM++ 2M Karras, the
-/// model's native size, a random seed). Each PNG carries A1111's <c>parameters</c> text; seeds and paths are
+/// model's native size, a random seed), or a Turbo or LCM model's own (<see cref="GenerationDefaults"/>). Each PNG carries A1111's <c>parameters</c> text; seeds and paths are
 /// printed. Mistakes (a missing model, an unknown sampler, a bad size or LoRA) are one line and exit code 1.
 /// </summary>
 public static class GenerateCommand
@@ -75,9 +77,9 @@ public static class GenerateCommand
         var prompt = new Option<string>("--prompt", "-p") { Description = "What to draw; A1111 syntax: (word:1.2), [word], BREAK, <lora:name:0.8>", Required = true };
         var negative = new Option<string>("--negative-prompt", "-n") { Description = "What to avoid", DefaultValueFactory = _ => "" };
         var seed = new Option<long>("--seed", "-s") { Description = "Seed of the first image (image i uses seed + i); -1 draws one", DefaultValueFactory = _ => Defaults.Seed };
-        var steps = new Option<int>("--steps") { Description = "Sampler steps", DefaultValueFactory = _ => Defaults.Steps };
-        var sampler = new Option<string>("--sampler") { Description = "\"DPM++ 2M Karras\", euler_a, DDIM... or a diffusers class name", DefaultValueFactory = _ => Defaults.Sampler };
-        var cfg = new Option<double>("--cfg") { Description = "Classifier-free guidance scale", DefaultValueFactory = _ => Defaults.CfgScale };
+        var steps = new Option<int?>("--steps") { Description = $"Sampler steps (default: the model's; {Defaults.Steps}, or a Turbo or LCM model's few)" };
+        var sampler = new Option<string?>("--sampler") { Description = $"\"DPM++ 2M Karras\", euler_a, LCM, DDIM... or a diffusers class name (default: the model's; {Defaults.Sampler})" };
+        var cfg = new Option<double?>("--cfg") { Description = $"Classifier-free guidance scale; 1 or less: none (default: the model's; {Defaults.CfgScale.ToString(CultureInfo.InvariantCulture)})" };
         var width = new Option<int?>("--width", "-W") { Description = "Image width, a multiple of 8 (default: the model's native size)" };
         var height = new Option<int?>("--height", "-H") { Description = "Image height, a multiple of 8 (default: the model's native size)" };
         var batch = new Option<int>("--batch") { Description = "How many images; more than one are written as FILE-0.png, FILE-1.png...", DefaultValueFactory = _ => Defaults.BatchSize };
@@ -121,7 +123,7 @@ public static class GenerateCommand
                 NegativePrompt = parse.GetValue(negative) ?? "",
                 Seed = parse.GetValue(seed),
                 Steps = parse.GetValue(steps),
-                Sampler = parse.GetValue(sampler)!,
+                Sampler = parse.GetValue(sampler),
                 Cfg = parse.GetValue(cfg),
                 Width = parse.GetValue(width),
                 Height = parse.GetValue(height),
@@ -155,10 +157,14 @@ public static class GenerateCommand
         try
         {
             // Everything that can be checked without the model is checked before loading it (seconds to minutes).
-            var request = Request(args);
-            var files = OutputFiles(args.Output, args.Batch);
             var modelPath = args.Model ?? paths.DemoModel
                 ?? throw new UsageException("no --model given and no default model (models/demo) found");
+            var defaults = GenerationDefaults.For(modelPath, args.Prompt, args.Loras.Select(l => ParseLora(l).Path));
+            var request = Request(args, defaults);
+            if (defaults.Kind != FewStepKind.None)
+                error.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"defaults: {defaults.Kind} ({defaults.Reason}): {request.Sampler}, {request.Steps} step{(request.Steps == 1 ? "" : "s")}, CFG {request.CfgScale}{(request.TimestepSpacing is { } s ? $", {s} timesteps" : "")}"));
+            var files = OutputFiles(args.Output, args.Batch);
             var device = Device.Parse(args.Device);
             var options = new ModelLoadOptions(args.Config, args.PredictionType, device, DTypeExtensions.Parse(args.DType), paths.SearchRoots);
             if (!Directory.Exists(modelPath)) ModelLoader.Check(modelPath, options);
@@ -242,19 +248,16 @@ public static class GenerateCommand
     };
 
     /// <summary>The request the flags describe, validated (the rules are <see cref="GenerationRequest.Validate"/>'s).</summary>
-    private static GenerationRequest Request(GenerateArguments args)
+    private static GenerationRequest Request(GenerateArguments args, GenerationDefaults defaults)
     {
         // Only the command line can give a strength without an image (a request always has one); it would do nothing.
         if (args.Strength is not null && args.InitImage is null)
             throw new UsageException("--strength applies to img2img: give --init-image too");
-        var request = new GenerationRequest
+        var request = defaults.ApplyTo(new GenerationRequest
         {
             Prompt = args.Prompt,
             NegativePrompt = args.NegativePrompt,
             Seed = args.Seed < 0 ? -1 : args.Seed,
-            Steps = args.Steps,
-            Sampler = args.Sampler,
-            CfgScale = args.Cfg,
             Width = args.Width,
             Height = args.Height,
             BatchSize = args.Batch,
@@ -267,7 +270,7 @@ public static class GenerateCommand
             NegativeOriginalSize = Size(args.NegativeOriginalSize, nameof(GenerationRequest.NegativeOriginalSize)),
             NegativeCropsCoordsTopLeft = Crop(args.NegativeCropsCoordsTopLeft, nameof(GenerationRequest.NegativeCropsCoordsTopLeft)),
             NegativeTargetSize = Size(args.NegativeTargetSize, nameof(GenerationRequest.NegativeTargetSize)),
-        };
+        }, args.Sampler, args.Steps, args.Cfg, imageToImage: args.InitImage is not null);
         request.Validate();
         // The image is read last: everything that costs nothing is checked first.
         if (args.InitImage is null) return request;

@@ -73,14 +73,14 @@ public static class TrainCommand
                 config = Resolve(args.ConfigFile, args.Flags, paths);
                 config.Validate();  // the trainer validates again; here so that a mistake is the only line printed
                 runFolder = config.Output is null ? null : Path.GetFullPath(config.Output);
-                error.WriteLine($"training {config.Method} on {config.Model} for {config.MaxTrainSteps} steps into {runFolder}");
+                error.WriteLine($"training {config.Method} on {config.Model} for {config.DescribeLength()} into {runFolder}");
             }
 
-            // 5% of the run, but at least every 100 steps, so that a long run's log still moves.
-            var every = Math.Clamp((resumeTo ?? config.MaxTrainSteps) / 20, 1, 100);
             var progress = new ProgressCallback<TrainingEvent>(e =>
             {
                 lastStep = e.Step;
+                // 5% of the run, but at least every 100 steps, so that a long run's log still moves.
+                var every = Math.Clamp(e.MaxSteps / 20, 1, 100);
                 if (bar.IsInteractive)
                     bar.Update((int)e.Step, (int)e.MaxSteps, Status(e).PadRight(60));  // a shorter line must cover the last one
                 else if (e.Step == 1 || e.Step % every == 0 || e.Step == e.MaxSteps)
@@ -160,7 +160,7 @@ public static class TrainCommand
     private static string Flag(string field) => "--" + field.Replace('_', '-');
 
     private static string Status(TrainingEvent e) => string.Create(CultureInfo.InvariantCulture,
-        $"loss {e.SmoothedLoss:0.0000}  lr {e.LearningRate:0.00e+00}  {e.ItemsPerSecond:0.00} it/s  ETA {ProgressBar.Clock(e.Eta)}");
+        $"epoch {e.Epoch}/{e.MaxEpochs}  loss {e.SmoothedLoss:0.0000}  lr {e.LearningRate:0.00e+00}  {e.ItemsPerSecond:0.00} it/s  ETA {ProgressBar.Clock(e.Eta)}");
 
     private static void PrintReport(TrainingReport report, TextWriter output)
     {

@@ -24,7 +24,20 @@ public sealed record GenerationRequest
     /// <summary>An id (<c>dpmpp_2m_karras</c>), an A1111 name ("DPM++ 2M Karras") or a diffusers class name.</summary>
     public string Sampler { get; init; } = "DPM++ 2M Karras";
 
+    /// <summary>
+    /// At 1 or below there is no unconditional batch and the negative prompt is not used (diffusers'
+    /// <c>guidance_scale &gt; 1</c>); a UNet with <c>time_cond_proj_dim</c> (LCM) takes it as an embedding instead.
+    /// </summary>
     public double CfgScale { get; init; } = 7;
+
+    /// <summary>
+    /// The sampler's <c>timestep_spacing</c> (<c>leading</c>, <c>trailing</c>, <c>linspace</c>) in place of the model's
+    /// <c>scheduler_config.json</c>; null keeps the model's. Turbo models are sampled <c>trailing</c>.
+    /// </summary>
+    public string? TimestepSpacing { get; init; }
+
+    /// <summary>What <see cref="TimestepSpacing"/> may be.</summary>
+    public static IReadOnlyList<string> TimestepSpacings { get; } = ["leading", "trailing", "linspace"];
     public int? Width { get; init; }
     public int? Height { get; init; }
     public int BatchSize { get; init; } = 1;
@@ -109,6 +122,8 @@ public sealed record GenerationRequest
             if (size is { } s && (s.Height < 1 || s.Width < 1)) throw Refuse(property, $"is (height, width) in pixels, each at least 1, got ({s.Height}, {s.Width})");
         foreach (var (property, crop) in new[] { (nameof(CropsCoordsTopLeft), CropsCoordsTopLeft), (nameof(NegativeCropsCoordsTopLeft), NegativeCropsCoordsTopLeft) })
             if (crop is { } c && (c.Top < 0 || c.Left < 0)) throw Refuse(property, $"is (top, left) in pixels, each at least 0, got ({c.Top}, {c.Left})");
+        if (TimestepSpacing is { } spacing && !TimestepSpacings.Contains(spacing))
+            throw Refuse(nameof(TimestepSpacing), $"'{spacing}' is not one of {string.Join(", ", TimestepSpacings)}");
         if (!SchedulerRegistry.IsKnown(Sampler))
             throw new GenerationRequestException(FieldName(nameof(Sampler)), SchedulerRegistry.UnknownSampler(Sampler).Problem);
         foreach (var (path, weight) in Loras)

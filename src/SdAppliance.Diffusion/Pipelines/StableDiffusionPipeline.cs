@@ -241,13 +241,18 @@ public sealed class StableDiffusionPipeline
     {
         using var scope = torch.NewDisposeScope();
         var batch = request.BatchSize;
-        var guided = request.CfgScale > 1;
-        var (cond, uncond) = EncodePrompts(prompt, negative, embeddings, request.ClipSkip);
+        // diffusers' do_classifier_free_guidance: a scale above 1, on a UNet that does not take the guidance as an embedding.
+        var guided = request.CfgScale > 1 && model.TimeCondProjDim is null;
+        var (cond, uncond) = EncodePrompts(prompt, guided ? negative : null, embeddings, request.ClipSkip);
         var condBatch = Repeat(cond.PromptEmbeds, batch);
-        var embeds = guided ? torch.Cat([Repeat(uncond.PromptEmbeds, batch), condBatch]) : condBatch;
-        var added = AddedConditions(cond, uncond, batch, request.Conditioning(width, height), request.NegativeConditioning(width, height), guided);
+        var embeds = uncond is not null ? torch.Cat([Repeat(uncond.PromptEmbeds, batch), condBatch]) : condBatch;
+        var added = AddedConditions(cond, uncond, batch, request.Conditioning(width, height), request.NegativeConditioning(width, height));
+        var timestepCond = model.TimeCondProjDim is { } condDim
+            ? GuidanceEmbedding.Compute(request.CfgScale, batch, condDim, model.Device).To(model.DType)
+            : null;
 
-        using var scheduler = SchedulerRegistry.Create(request.Sampler, SchedulerConfig.FromJson(model.SchedulerConfig.ToJsonString()));
+        using var scheduler = SchedulerRegistry.Create(request.Sampler, SchedulerConfig.FromJson(model.SchedulerConfig.ToJsonString()),
+            request.TimestepSpacing is { } spacing ? new SchedulerConfig { TimestepSpacing = spacing } : null);
         scheduler.SetTimesteps(request.Steps, model.Device);
         var timesteps = scheduler.TimestepValues;
         var noise = NoiseSource.FromGenerators(generators);
@@ -279,7 +284,7 @@ public sealed class StableDiffusionPipeline
             var t = timesteps[i];
             var input = guided ? torch.Cat([latents, latents]) : latents;
             var scaled = scheduler.ScaleModelInput(input, t);
-            var prediction = model.PredictNoise(scaled, t, embeds, added);
+            var prediction = model.PredictNoise(scaled, t, embeds, added, timestepCond);
             if (guided)
             {
                 var halves = prediction.Chunk(2);
@@ -308,9 +313,13 @@ public sealed class StableDiffusionPipeline
         return posterior.Sample(draw).Mul(model.VaeScalingFactor);
     }
 
-    /// <summary>Encodes prompt and negative prompt to the same number of chunks (the shorter padded with empty chunks, as A1111).</summary>
-    private (TextConditioning Cond, TextConditioning Uncond) EncodePrompts(string prompt, string negative, EmbeddingLibrary embeddings, int clipSkip)
+    /// <summary>
+    /// Encodes prompt and negative prompt to the same number of chunks (the shorter padded with empty chunks, as A1111);
+    /// a null negative (no unconditional batch) is not encoded at all.
+    /// </summary>
+    private (TextConditioning Cond, TextConditioning? Uncond) EncodePrompts(string prompt, string? negative, EmbeddingLibrary embeddings, int clipSkip)
     {
+        if (negative is null) return (new PromptConditioner(model, embeddings).Encode([prompt], clipSkip)[0], null);
         var encoded = new PromptConditioner(model, embeddings).Encode([prompt, negative], clipSkip);
         if (model.IsSdxl && string.IsNullOrWhiteSpace(negative))
         {
@@ -323,13 +332,13 @@ public sealed class StableDiffusionPipeline
     }
 
     /// <summary>SDXL's added conditions: pooled text embeddings and the micro-conditioning time ids, in the batch order [uncond, cond].</summary>
-    private UNetAddedConditions? AddedConditions(TextConditioning cond, TextConditioning uncond, int batch, MicroConditioning micro, MicroConditioning negativeMicro, bool guided)
+    private UNetAddedConditions? AddedConditions(TextConditioning cond, TextConditioning? uncond, int batch, MicroConditioning micro, MicroConditioning negativeMicro)
     {
         if (!model.IsSdxl) return null;
         var pooled = Repeat(cond.PooledPromptEmbeds!, batch);
-        if (guided) pooled = torch.Cat([Repeat(uncond.PooledPromptEmbeds!, batch), pooled]);
+        if (uncond is not null) pooled = torch.Cat([Repeat(uncond.PooledPromptEmbeds!, batch), pooled]);
         var rows = Enumerable.Repeat(micro.TimeIds(), batch);
-        if (guided) rows = Enumerable.Repeat(negativeMicro.TimeIds(), batch).Concat(rows);
+        if (uncond is not null) rows = Enumerable.Repeat(negativeMicro.TimeIds(), batch).Concat(rows);
         var ids = rows.SelectMany(r => r).ToArray();
         var timeIds = torch.Tensor(ids, ids.Length / 6, 6).To(model.Device, model.DType);
         return new UNetAddedConditions(pooled, timeIds);

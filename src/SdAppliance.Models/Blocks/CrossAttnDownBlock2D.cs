@@ -7,7 +7,8 @@ namespace SdAppliance.Models.Blocks;
 /// A UNet down level with text cross-attention, as diffusers' <c>CrossAttnDownBlock2D</c>: each
 /// <c>resnets.N</c> is followed by <c>attentions.N</c> (a <see cref="Transformer2DModel"/>), then
 /// <c>downsamplers.0</c>. Heads are <paramref name="numAttentionHeads"/> of out_channels / heads
-/// channels each.
+/// channels each; <paramref name="transformerLayersPerLayer"/> gives each attention's transformer depth
+/// (1 each when null; distilled SDXL UNets vary it per block and per layer).
 /// </summary>
 public sealed class CrossAttnDownBlock2D : Module, IUNetDownBlock
 {
@@ -16,7 +17,7 @@ public sealed class CrossAttnDownBlock2D : Module, IUNetDownBlock
     private readonly Downsample2D? downsampler;
 
     public CrossAttnDownBlock2D(long inChannels, long outChannels, long tembChannels, long crossAttentionDim,
-        int numLayers = 1, int transformerLayersPerBlock = 1, long numAttentionHeads = 1, double dropout = 0,
+        int numLayers = 1, IReadOnlyList<int>? transformerLayersPerLayer = null, long numAttentionHeads = 1, double dropout = 0,
         double resnetEps = 1e-6, string resnetActFn = "swish", long resnetGroups = 32, double outputScaleFactor = 1.0,
         bool addDownsample = true, long downsamplePadding = 1, bool useLinearProjection = false,
         bool onlyCrossAttention = false, bool upcastAttention = false, ModuleOptions? options = null)
@@ -30,7 +31,7 @@ public sealed class CrossAttnDownBlock2D : Module, IUNetDownBlock
             resnetList.Add(new ResnetBlock2D(i == 0 ? inChannels : outChannels, outChannels, tembChannels, resnetGroups, eps: resnetEps,
                 dropout: dropout, nonLinearity: resnetActFn, outputScaleFactor: outputScaleFactor, options: o));
             attentionList.Add(new Transformer2DModel(numAttentionHeads, outChannels / numAttentionHeads, outChannels,
-                transformerLayersPerBlock, normNumGroups: resnetGroups, crossAttentionDim: crossAttentionDim,
+                transformerLayersPerLayer?[i] ?? 1, normNumGroups: resnetGroups, crossAttentionDim: crossAttentionDim,
                 useLinearProjection: useLinearProjection, onlyCrossAttention: onlyCrossAttention,
                 upcastAttention: upcastAttention, options: o));
         }

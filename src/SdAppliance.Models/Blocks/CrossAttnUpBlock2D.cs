@@ -6,7 +6,8 @@ namespace SdAppliance.Models.Blocks;
 
 /// <summary>
 /// A UNet up level with text cross-attention, as diffusers' <c>CrossAttnUpBlock2D</c>: like
-/// <see cref="UpBlock2D"/> with <c>attentions.N</c> after each <c>resnets.N</c>.
+/// <see cref="UpBlock2D"/> with <c>attentions.N</c> after each <c>resnets.N</c>, of the transformer depth
+/// <paramref name="transformerLayersPerLayer"/> gives for that layer (1 each when null).
 /// </summary>
 public sealed class CrossAttnUpBlock2D : Module, IUNetUpBlock
 {
@@ -15,7 +16,7 @@ public sealed class CrossAttnUpBlock2D : Module, IUNetUpBlock
     private readonly Upsample2D? upsampler;
 
     public CrossAttnUpBlock2D(long inChannels, long prevOutputChannels, long outChannels, long tembChannels,
-        long crossAttentionDim, int numLayers = 1, int transformerLayersPerBlock = 1, long numAttentionHeads = 1,
+        long crossAttentionDim, int numLayers = 1, IReadOnlyList<int>? transformerLayersPerLayer = null, long numAttentionHeads = 1,
         double dropout = 0, double resnetEps = 1e-6, string resnetActFn = "swish", long resnetGroups = 32,
         double outputScaleFactor = 1.0, bool addUpsample = true, bool useLinearProjection = false,
         bool onlyCrossAttention = false, bool upcastAttention = false, ModuleOptions? options = null)
@@ -30,7 +31,7 @@ public sealed class CrossAttnUpBlock2D : Module, IUNetUpBlock
             resnetList.Add(new ResnetBlock2D(resnetIn + skipChannels, outChannels, tembChannels, resnetGroups, eps: resnetEps,
                 dropout: dropout, nonLinearity: resnetActFn, outputScaleFactor: outputScaleFactor, options: o));
             attentionList.Add(new Transformer2DModel(numAttentionHeads, outChannels / numAttentionHeads, outChannels,
-                transformerLayersPerBlock, normNumGroups: resnetGroups, crossAttentionDim: crossAttentionDim,
+                transformerLayersPerLayer?[i] ?? 1, normNumGroups: resnetGroups, crossAttentionDim: crossAttentionDim,
                 useLinearProjection: useLinearProjection, onlyCrossAttention: onlyCrossAttention,
                 upcastAttention: upcastAttention, options: o));
         }

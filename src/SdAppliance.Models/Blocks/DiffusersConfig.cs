@@ -112,6 +112,40 @@ public sealed class NumberOrListConverter : JsonConverter<IReadOnlyList<int>>
     }
 }
 
+/// <summary>
+/// Reads diffusers' <c>transformer_layers_per_block</c>: one number for every block, or one entry per block that is
+/// a number (every layer of the block) or a list with one number per layer (asymmetric UNets such as SSD-1B's up
+/// path, <c>reverse_transformer_layers_per_block</c>). Each entry is read as a list; one-value lists are written back
+/// as numbers, so a config round-trips.
+/// </summary>
+public sealed class LayerDepthsConverter : JsonConverter<IReadOnlyList<IReadOnlyList<int>>>
+{
+    private static readonly NumberOrListConverter Entry = new();
+
+    public override IReadOnlyList<IReadOnlyList<int>> Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+    {
+        if (reader.TokenType == JsonTokenType.Number) return [Entry.Read(ref reader, typeof(IReadOnlyList<int>), options)];
+        if (reader.TokenType != JsonTokenType.StartArray)
+            throw new JsonException($"expected a number or a list with a number or a list of numbers per block, found {reader.TokenType}");
+        var entries = new List<IReadOnlyList<int>>();
+        while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
+            entries.Add(Entry.Read(ref reader, typeof(IReadOnlyList<int>), options));
+        return entries;
+    }
+
+    public override void Write(Utf8JsonWriter writer, IReadOnlyList<IReadOnlyList<int>> value, JsonSerializerOptions options)
+    {
+        if (value.Count == 1 && value[0].Count == 1)
+        {
+            writer.WriteNumberValue(value[0][0]);
+            return;
+        }
+        writer.WriteStartArray();
+        foreach (var entry in value) Entry.Write(writer, entry, options);
+        writer.WriteEndArray();
+    }
+}
+
 /// <summary>Reads a boolean or a list of booleans (diffusers' <c>only_cross_attention</c>) as a list.</summary>
 public sealed class BoolOrListConverter : JsonConverter<IReadOnlyList<bool>>
 {

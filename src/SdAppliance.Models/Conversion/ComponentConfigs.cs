@@ -3,6 +3,7 @@ using SdAppliance.Formats.Checkpoints;
 using SdAppliance.Models.Blocks;
 using SdAppliance.Models.Loading;
 using SdAppliance.Models.TextEncoders;
+using SdAppliance.Models.Unet;
 
 namespace SdAppliance.Models.Conversion;
 
@@ -18,13 +19,16 @@ public static class ComponentConfigs
         ArgumentNullException.ThrowIfNull(model);
         var configs = new Dictionary<string, string>(StringComparer.Ordinal)
         {
-            [ModelComponents.Unet] = WithClass(DiffusersConfig.ToJson(model.Unet.Config), "UNet2DConditionModel"),
+            [ModelComponents.Unet] = Unet(model.Unet.Config),
             [ModelComponents.Vae] = WithClass(DiffusersConfig.ToJson(model.Vae.Config), "AutoencoderKL"),
             [ModelComponents.TextEncoder] = TextEncoder(model.TextEncoder),
         };
         if (model.TextEncoder2 is not null) configs[ModelComponents.TextEncoder2] = TextEncoder(model.TextEncoder2);
         return configs;
     }
+
+    /// <summary>diffusers' config.json of a UNet.</summary>
+    public static string Unet(UNet2DConditionConfig config) => WithClass(DiffusersConfig.ToJson(config), "UNet2DConditionModel");
 
     /// <summary>transformers' config of a CLIP text model: its fields plus the architecture and model type it loads as.</summary>
     public static string TextEncoder(ClipTextModel encoder)

@@ -239,9 +239,17 @@ public static class ModelConverter
             CheckSingleFileShapes(source, family, configs);
         }
 
+        var componentConfigs = components.ToDictionary(c => c, c => File.ReadAllText(ModelLoader.ConfigFile(configs, c)));
+        // A single file's UNet is written with the depths its tensors show, as the loader builds it (a distilled SDXL is not the base).
+        if (!source.IsFolder && options.ConfigDirectory is null)
+        {
+            var standard = UNet2DConditionConfig.Parse(componentConfigs[ModelComponents.Unet]);
+            var fitted = UnetConfigInference.FitDepths(standard, [.. plan.Where(p => p.Key.Component == ModelComponents.Unet).Select(p => p.Key.Name)], source.Path);
+            if (!ReferenceEquals(fitted, standard)) componentConfigs[ModelComponents.Unet] = ComponentConfigs.Unet(fitted);
+        }
         ModelWriter.WriteDiffusersFolder(output, new DiffusersFolderContent(
             plan,
-            components.ToDictionary(c => c, c => File.ReadAllText(ModelLoader.ConfigFile(configs, c))),
+            componentConfigs,
             SchedulerConfig(source, configs, family, options, loadOptions, warnings),
             FindTokenizers(source.Path, isSdxl, loadOptions, warnings),
             family));

@@ -54,8 +54,17 @@ public interface IDiffusionModel : IDisposable
     Device Device { get; }
     DType DType { get; }
 
-    /// <summary>The UNet's prediction for <paramref name="sample"/> [B, C, h, w] at <paramref name="timestep"/>.</summary>
-    Tensor PredictNoise(Tensor sample, double timestep, Tensor encoderHiddenStates, UNetAddedConditions? addedConditions);
+    /// <summary>
+    /// The UNet's <c>time_cond_proj_dim</c>: the width of the guidance embedding a guidance-distilled UNet (LCM) takes as
+    /// <c>timestep_cond</c>; null for a UNet that is guided by an unconditional batch.
+    /// </summary>
+    int? TimeCondProjDim { get; }
+
+    /// <summary>
+    /// The UNet's prediction for <paramref name="sample"/> [B, C, h, w] at <paramref name="timestep"/>;
+    /// <paramref name="timestepCond"/> [B, <see cref="TimeCondProjDim"/>] for a UNet that takes one.
+    /// </summary>
+    Tensor PredictNoise(Tensor sample, double timestep, Tensor encoderHiddenStates, UNetAddedConditions? addedConditions, Tensor? timestepCond = null);
 
     /// <summary>Latents (already divided by the scaling factor) to images in [-1, 1], [B, 3, H, W].</summary>
     Tensor DecodeLatents(Tensor latents);

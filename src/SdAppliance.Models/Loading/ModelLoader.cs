@@ -159,7 +159,12 @@ public static class ModelLoader
         {
             foreach (var component in Components(mapping.Family == ModelFamily.XlBase))
                 parts.Set(component, mapping.Component(component).ToDictionary(r => r.Target.Name, r => (Func<Tensor>)(() => Materialize(source, r))));
-            return Build(file, mapping.Family, configs, parts, options, file, cancellationToken);
+            // Given configs describe the file; the family's standard ones describe its base model, not a distilled one.
+            var unetConfig = options.ConfigDirectory is null
+                ? UnetConfigInference.FitDepths(DiffusersConfig.Load<UNet2DConditionConfig>(ConfigFile(configs, ModelComponents.Unet)),
+                    [.. mapping.Component(ModelComponents.Unet).Select(r => r.Target.Name)], file)
+                : null;
+            return Build(file, mapping.Family, configs, parts, options, file, cancellationToken, unetConfig);
         }
         finally
         {
@@ -197,8 +202,9 @@ public static class ModelLoader
     }
 
     // ---- building ----
+    /// <param name="unetConfig">The UNet's config when it is not <paramref name="configs"/>' own (inferred for a single file).</param>
     private static StableDiffusionModel Build(string sourcePath, ModelFamily family, string configs, ComponentWeights weights, ModelLoadOptions options, string modelPath,
-        CancellationToken cancellationToken)
+        CancellationToken cancellationToken, UNet2DConditionConfig? unetConfig = null)
     {
         var device = options.Device ?? Device.Cpu;
         var moduleOptions = new ModuleOptions(device, options.DType);
@@ -207,7 +213,7 @@ public static class ModelLoader
         AutoencoderKL? vae = null;
         ClipTextModel? te = null, te2 = null;
         // Every config is read and checked before the first module is allocated.
-        var unetConfig = DiffusersConfig.Load<UNet2DConditionConfig>(ConfigFile(configs, "unet"));
+        unetConfig ??= DiffusersConfig.Load<UNet2DConditionConfig>(ConfigFile(configs, "unet"));
         var vaeConfig = DiffusersConfig.Load<AutoencoderKLConfig>(ConfigFile(configs, "vae"));
         var teConfig = ClipTextConfig.Load(ConfigFile(configs, "text_encoder"));
         var te2Config = isSdxl ? ClipTextConfig.Load(ConfigFile(configs, "text_encoder_2")) : null;

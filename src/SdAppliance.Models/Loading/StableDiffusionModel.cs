@@ -59,8 +59,10 @@ public sealed class StableDiffusionModel : IDiffusionModel
     public long LatentChannels => Unet.Config.InChannels;
     public double VaeScalingFactor => Vae.Config.ScalingFactor;
 
-    public Tensor PredictNoise(Tensor sample, double timestep, Tensor encoderHiddenStates, UNetAddedConditions? addedConditions) =>
-        Unet.Forward(sample, timestep, encoderHiddenStates, addedConditions);
+    public int? TimeCondProjDim => Unet.Config.TimeCondProjDim;
+
+    public Tensor PredictNoise(Tensor sample, double timestep, Tensor encoderHiddenStates, UNetAddedConditions? addedConditions, Tensor? timestepCond = null) =>
+        Unet.Forward(sample, timestep, encoderHiddenStates, addedConditions, timestepCond);
 
     public Tensor DecodeLatents(Tensor latents) => Vae.Decode(latents);
 

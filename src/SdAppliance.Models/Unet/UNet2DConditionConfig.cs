@@ -43,10 +43,13 @@ public sealed record UNet2DConditionConfig : IModelConfig
     [JsonConverter(typeof(NumberOrListConverter))]
     public IReadOnlyList<int> CrossAttentionDim { get; init; } = [1280];
 
-    [JsonConverter(typeof(NumberOrListConverter))]
-    public IReadOnlyList<int> TransformerLayersPerBlock { get; init; } = [1];
+    /// <summary>Transformer blocks per attention: one number, or per block a number or one per layer (see <see cref="DownTransformerDepths"/>).</summary>
+    [JsonConverter(typeof(LayerDepthsConverter))]
+    public IReadOnlyList<IReadOnlyList<int>> TransformerLayersPerBlock { get; init; } = [[1]];
 
-    public JsonElement? ReverseTransformerLayersPerBlock { get; init; }
+    /// <summary>The up path's depths, per up block (deepest first), when they are not the down path's reversed (asymmetric UNets).</summary>
+    [JsonConverter(typeof(LayerDepthsConverter))]
+    public IReadOnlyList<IReadOnlyList<int>>? ReverseTransformerLayersPerBlock { get; init; }
     public int? EncoderHidDim { get; init; }
     public string? EncoderHidDimType { get; init; }
 
@@ -98,8 +101,56 @@ public sealed record UNet2DConditionConfig : IModelConfig
     public int[] LayersPerBlockList => DiffusersConfig.PerBlock(LayersPerBlock, NumBlocks, "layers_per_block");
     [JsonIgnore]
     public int[] CrossAttentionDimPerBlock => DiffusersConfig.PerBlock(CrossAttentionDim, NumBlocks, "cross_attention_dim");
+
+    /// <summary>
+    /// The transformer depth of each attention of each down block ([block][layer]), by diffusers' rule: a number
+    /// serves every block, a block's number every layer of it, a block's list gives one per layer.
+    /// </summary>
     [JsonIgnore]
-    public int[] TransformerLayersPerBlockList => DiffusersConfig.PerBlock(TransformerLayersPerBlock, NumBlocks, "transformer_layers_per_block");
+    public int[][] DownTransformerDepths => DownDepths(Unchecked);
+
+    /// <summary>
+    /// The transformer depth of each attention of each up block ([up block][layer], layers_per_block + 1 each):
+    /// <c>reverse_transformer_layers_per_block</c> when given, else the down path's per-block values reversed.
+    /// </summary>
+    [JsonIgnore]
+    public int[][] UpTransformerDepths => UpDepths(Unchecked);
+
+    /// <summary>The mid block's depth: the last block's value (its first layer's, where that block lists one per layer), as diffusers passes it.</summary>
+    [JsonIgnore]
+    public int MidTransformerDepth => BlockDepths(Unchecked)[^1][0];
+
+    private static ArgumentException Unchecked(string field, string problem) => new($"{field} {problem}");
+
+    private IReadOnlyList<int>[] BlockDepths(Func<string, string, Exception> refuse) =>
+        TransformerLayersPerBlock.Count == 1 ? Enumerable.Repeat(TransformerLayersPerBlock[0], NumBlocks).ToArray()
+        : TransformerLayersPerBlock.Count == NumBlocks ? [.. TransformerLayersPerBlock]
+        : throw refuse("transformer_layers_per_block", $"has {TransformerLayersPerBlock.Count} values for {NumBlocks} blocks; give one value, or one per block");
+
+    private int[][] DownDepths(Func<string, string, Exception> refuse) =>
+        PerLayer(BlockDepths(refuse), LayersPerBlockList, "transformer_layers_per_block", refuse);
+
+    private int[][] UpDepths(Func<string, string, Exception> refuse)
+    {
+        var layersPerUpBlock = LayersPerBlockList.Reverse().Select(l => l + 1).ToArray();
+        if (ReverseTransformerLayersPerBlock is { } reverse)
+        {
+            if (reverse.Count != NumBlocks)
+                throw refuse("reverse_transformer_layers_per_block", $"has {reverse.Count} values for {NumBlocks} up blocks; give one per up block");
+            return PerLayer([.. reverse], layersPerUpBlock, "reverse_transformer_layers_per_block", refuse);
+        }
+        var blocks = BlockDepths(refuse);
+        if (blocks.Any(b => b.Count > 1))
+            throw refuse("transformer_layers_per_block", "lists depths per layer, so the up path's cannot be derived from it; give reverse_transformer_layers_per_block too (one entry per up block)");
+        return PerLayer([.. blocks.Reverse()], layersPerUpBlock, "transformer_layers_per_block", refuse);
+    }
+
+    private static int[][] PerLayer(IReadOnlyList<int>[] perBlock, int[] layers, string field, Func<string, string, Exception> refuse) =>
+        [.. perBlock.Select((depths, i) =>
+            depths.Count == 1 ? Enumerable.Repeat(depths[0], layers[i]).ToArray()
+            : depths.Count == layers[i] ? [.. depths]
+            : throw refuse($"{field}[{i}]", $"has {depths.Count} values for the {layers[i]} layers of that block; give one value, or one per layer"))];
+
     [JsonIgnore]
     public bool[] OnlyCrossAttentionPerBlock =>
         OnlyCrossAttention.Count == 1 ? Enumerable.Repeat(OnlyCrossAttention[0], NumBlocks).ToArray()
@@ -128,12 +179,18 @@ public sealed record UNet2DConditionConfig : IModelConfig
         foreach (var (field, values, max) in new[]
         {
             ("layers_per_block", LayersPerBlock, ConfigChecks.MaxLayers),
-            ("transformer_layers_per_block", TransformerLayersPerBlock, ConfigChecks.MaxLayers),
             ("cross_attention_dim", CrossAttentionDim, ConfigChecks.MaxChannels),
             (headsField, heads, ConfigChecks.MaxHeads),
         })
             check.PerBlock(field, values.Count, NumBlocks).Counts(field, values, max);
         check.PerBlock("only_cross_attention", OnlyCrossAttention.Count, NumBlocks);
+        if (TransformerLayersPerBlock.Count == 0)
+            throw check.Refuse("transformer_layers_per_block", "is an empty list");
+        foreach (var (field, depths) in new[] { ("transformer_layers_per_block", TransformerLayersPerBlock), ("reverse_transformer_layers_per_block", ReverseTransformerLayersPerBlock ?? []) })
+            for (var i = 0; i < depths.Count; i++)
+                check.Counts(depths.Count == 1 ? field : $"{field}[{i}]", depths[i], ConfigChecks.MaxLayers);
+        _ = DownDepths(check.Refuse);
+        _ = UpDepths(check.Refuse);
         if (SampleSize is not null)
             check.Counts("sample_size", SampleSize, ConfigChecks.MaxSampleSize);
         foreach (var (field, value) in new[] { ("time_embedding_dim", TimeEmbeddingDim), ("addition_time_embed_dim", AdditionTimeEmbedDim),
@@ -182,13 +239,13 @@ public sealed record UNet2DConditionConfig : IModelConfig
         Require(TimeEmbeddingActFn is null, "time_embedding_act_fn");
         Require(TimestepPostAct is null, "timestep_post_act");
         Require(NormNumGroups is not null, "norm_num_groups null");
-        Require(ReverseTransformerLayersPerBlock is null or { ValueKind: JsonValueKind.Null }, "reverse_transformer_layers_per_block");
         Require(ConvInKernel % 2 == 1 && ConvOutKernel % 2 == 1, "an even conv_in/conv_out kernel");
         Activation.Check(ActFn);
         _ = HeadsPerBlock;
         _ = LayersPerBlockList;
         _ = CrossAttentionDimPerBlock;
-        _ = TransformerLayersPerBlockList;
+        _ = DownTransformerDepths;
+        _ = UpTransformerDepths;
         _ = OnlyCrossAttentionPerBlock;
     }
 }

@@ -41,7 +41,8 @@ public sealed class UNet2DConditionModel : Module
         var heads = config.HeadsPerBlock;
         var layers = config.LayersPerBlockList;
         var crossDims = config.CrossAttentionDimPerBlock;
-        var transformerLayers = config.TransformerLayersPerBlockList;
+        var downDepths = config.DownTransformerDepths;
+        var upDepths = config.UpTransformerDepths;
         var onlyCross = config.OnlyCrossAttentionPerBlock;
         var groups = config.NormNumGroups!.Value;
         var upcast = config.UpcastAttention ?? false;
@@ -69,7 +70,7 @@ public sealed class UNet2DConditionModel : Module
             outputChannel = channels[i];
             var isFinal = i == n - 1;
             downBlocks.Append(config.DownBlockTypes[i] == "CrossAttnDownBlock2D"
-                ? new CrossAttnDownBlock2D(inputChannel, outputChannel, timeEmbedDim, crossDims[i], layers[i], transformerLayers[i],
+                ? new CrossAttnDownBlock2D(inputChannel, outputChannel, timeEmbedDim, crossDims[i], layers[i], downDepths[i],
                     heads[i], config.Dropout, config.NormEps, act, groups, addDownsample: !isFinal,
                     downsamplePadding: config.DownsamplePadding, useLinearProjection: config.UseLinearProjection,
                     onlyCrossAttention: onlyCross[i], upcastAttention: upcast, options: o)
@@ -80,7 +81,7 @@ public sealed class UNet2DConditionModel : Module
         midBlock = config.MidBlockType switch
         {
             "UNetMidBlock2DCrossAttn" => RegisterModule("mid_block", new UNetMidBlock2DCrossAttn(channels[^1], timeEmbedDim, crossDims[^1],
-                transformerLayersPerBlock: transformerLayers[^1], numAttentionHeads: heads[^1], dropout: config.Dropout,
+                transformerLayersPerBlock: config.MidTransformerDepth, numAttentionHeads: heads[^1], dropout: config.Dropout,
                 resnetEps: config.NormEps, resnetActFn: act, resnetGroups: groups, outputScaleFactor: config.MidBlockScaleFactor,
                 useLinearProjection: config.UseLinearProjection, upcastAttention: upcast, options: o)),
             "UNetMidBlock2D" => RegisterModule("mid_block", new UNetMidBlock2D(channels[^1], timeEmbedDim, numLayers: 0,
@@ -93,7 +94,6 @@ public sealed class UNet2DConditionModel : Module
         var reversedHeads = heads.Reverse().ToArray();
         var reversedLayers = layers.Reverse().ToArray();
         var reversedCrossDims = crossDims.Reverse().ToArray();
-        var reversedTransformerLayers = transformerLayers.Reverse().ToArray();
         var reversedOnlyCross = onlyCross.Reverse().ToArray();
         outputChannel = reversedChannels[0];
         for (var i = 0; i < n; i++)
@@ -105,7 +105,7 @@ public sealed class UNet2DConditionModel : Module
             if (!isFinal) NumUpsamplers++;
             upBlocks.Append(config.UpBlockTypes[i] == "CrossAttnUpBlock2D"
                 ? new CrossAttnUpBlock2D(inputChannel, prevOutputChannel, outputChannel, timeEmbedDim, reversedCrossDims[i],
-                    reversedLayers[i] + 1, reversedTransformerLayers[i], reversedHeads[i], config.Dropout, config.NormEps, act, groups,
+                    reversedLayers[i] + 1, upDepths[i], reversedHeads[i], config.Dropout, config.NormEps, act, groups,
                     addUpsample: !isFinal, useLinearProjection: config.UseLinearProjection,
                     onlyCrossAttention: reversedOnlyCross[i], upcastAttention: upcast, options: o)
                 : new UpBlock2D(inputChannel, prevOutputChannel, outputChannel, timeEmbedDim, reversedLayers[i] + 1, config.Dropout,

@@ -152,8 +152,10 @@ public sealed class OnnxDiffusionModel : IDiffusionModel
     /// </summary>
     public bool EncoderSamplesInGraph => encoderOutput == "latent_sample";
 
-    public Tensor PredictNoise(Tensor sample, double timestep, Tensor encoderHiddenStates, UNetAddedConditions? addedConditions) =>
-        unet.Predict(sample, timestep, encoderHiddenStates, addedConditions);
+    public int? TimeCondProjDim => unet.TimeCondProjDim;
+
+    public Tensor PredictNoise(Tensor sample, double timestep, Tensor encoderHiddenStates, UNetAddedConditions? addedConditions, Tensor? timestepCond = null) =>
+        unet.Predict(sample, timestep, encoderHiddenStates, addedConditions, timestepCond);
 
     public Tensor DecodeLatents(Tensor latents) => vaeDecoder.Run([(decoderInput, latents)], [decoderOutput])[0];
 

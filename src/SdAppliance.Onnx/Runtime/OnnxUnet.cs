@@ -7,7 +7,7 @@ namespace SdAppliance.Onnx.Runtime;
 
 /// <summary>
 /// An exported UNet: <c>sample</c>, <c>timestep</c>, <c>encoder_hidden_states</c> (SDXL: <c>text_embeds</c>,
-/// <c>time_ids</c>) → <c>out_sample</c>, in the element types and ranks the graph declares (timestep rank 0 for optimum,
+/// <c>time_ids</c>; an LCM: <c>timestep_cond</c>) → <c>out_sample</c>, in the element types and ranks the graph declares (timestep rank 0 for optimum,
 /// [1] for OnnxStack, [batch] for diffusers' script; float32, float16 or int64). One IO binding serves the whole
 /// denoising loop: the timestep lives in one small buffer rewritten each step, the conditioning (the same tensors every
 /// step) stays bound, the sample is bound over the scheduler's tensor and the prediction written straight into a tensor
@@ -45,6 +45,9 @@ internal sealed class OnnxUnet : IDisposable
             session.RequireInput("text_embeds", "SDXL's pooled text embedding");
             session.RequireInput("time_ids", "SDXL's size conditioning");
         }
+        if (session.HasInput("timestep_cond"))
+            TimeCondProjDim = (int)(session.FixedDim("timestep_cond", 1)
+                ?? throw new UserInputException(session.Path, "takes a timestep_cond whose width is not fixed; the guidance embedding needs it", "export the model again (convert it to ONNX)"));
         output = session.RequireOutput("the noise prediction", "out_sample");
         outputType = session.OutputDType(output);
         binding = session.CreateBinding();
@@ -52,6 +55,9 @@ internal sealed class OnnxUnet : IDisposable
 
     public string Path => session.Path;
     public bool IsSdxl { get; }
+
+    /// <summary>The width of the guidance embedding the graph takes as <c>timestep_cond</c> (LCM); null when it takes none.</summary>
+    public int? TimeCondProjDim { get; }
 
     /// <summary>The latent channels the graph fixes (4); null when symbolic.</summary>
     public long? LatentChannels => session.FixedDim("sample", 1);
@@ -62,7 +68,7 @@ internal sealed class OnnxUnet : IDisposable
     /// <summary>The width of the text conditioning (768 SD 1.x, 1024 SD 2.x, 2048 SDXL); null when symbolic.</summary>
     public long? CrossAttentionDim => session.FixedDim("encoder_hidden_states", 2);
 
-    public Tensor Predict(Tensor sample, double timestep, Tensor encoderHiddenStates, UNetAddedConditions? added)
+    public Tensor Predict(Tensor sample, double timestep, Tensor encoderHiddenStates, UNetAddedConditions? added, Tensor? timestepCond = null)
     {
         var batch = sample.Size(0);
         using var sampleInput = OnnxSession.AsInput(sample, sampleType);
@@ -77,6 +83,8 @@ internal sealed class OnnxUnet : IDisposable
             BindSteady("text_embeds", added.TextEmbeds);
             BindSteady("time_ids", added.TimeIds);
         }
+        if (TimeCondProjDim is not null)
+            BindSteady("timestep_cond", timestepCond ?? throw new ArgumentException($"{Path} takes a guidance embedding (timestep_cond)", nameof(timestepCond)));
         // A fresh tensor per step, written in place by ONNX Runtime: schedulers keep earlier predictions (PNDM, the
         // multistep solvers), so one buffer reused across steps would change them under their feet.
         var prediction = torch.Empty(sample.Shape, outputType);

@@ -57,6 +57,10 @@ public sealed record DatasetOptions
 
     public string CaptionExtension { get => Settings.CaptionExtension; init => Settings = Settings with { CaptionExtension = value }; }
 
+    public string CaptionColumn { get => Settings.CaptionColumn; init => Settings = Settings with { CaptionColumn = value }; }
+
+    public bool UseFilenameAsLabel { get => Settings.UseFilenameAsLabel; init => Settings = Settings with { UseFilenameAsLabel = value }; }
+
     public int Resolution { get => Settings.Resolution; init => Settings = Settings with { Resolution = value }; }
 
     /// <summary>Crop the overflow evenly from both sides; false: a random window (seeded) each time an example is drawn.</summary>

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using System.Text.Json;
 using SdAppliance.Imaging;
 
 namespace SdAppliance.Training.Data;
@@ -9,7 +10,9 @@ namespace SdAppliance.Training.Data;
 /// per epoch; its kohya <c>N_name</c> sub-folders N times, with <c>name</c> as the caption of their images without a
 /// caption file (kohya's <c>class_tokens</c>), the instance prompt otherwise. Images are PNG, JPEG or WebP (told by their
 /// bytes); other image files, tiny or corrupt images, and unreadable captions are skipped with the reason. Hidden files
-/// and folders (a leading dot, such as the <c>.latents</c> cache) are not looked at. A bad option is a
+/// and folders (a leading dot, such as the <c>.latents</c> cache) are not looked at. A folder holding a <c>metadata.jsonl</c>
+/// is a Hugging Face image folder instead: its images are the lines' <c>file_name</c>s, their captions the caption column's
+/// values. A bad option is a
 /// <see cref="DatasetException"/> whose message names the run.json field (<c>data</c>, <c>resolution</c>).
 /// </summary>
 internal static class DatasetScanner
@@ -98,6 +101,8 @@ internal static class DatasetScanner
         if (o.MinImageSide < 1) throw Fail(nameof(o.MinImageSide), $"{o.MinImageSide} must be at least 1");
         if (string.IsNullOrWhiteSpace(o.CaptionExtension) || o.CaptionExtension.Trim('.').Length == 0 || o.CaptionExtension.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0)
             throw Fail(nameof(o.CaptionExtension), $"'{o.CaptionExtension}' is not a file extension (for example .txt or .caption)");
+        if (string.IsNullOrWhiteSpace(o.CaptionColumn))
+            throw Fail(nameof(o.CaptionColumn), "give the metadata.jsonl column that holds the captions (the diffusers scripts' default is text)");
         if (o.EnableBucket) AdjustedBuckets(o);
         return o.CaptionExtension.StartsWith('.') ? o.CaptionExtension : "." + o.CaptionExtension;
     }
@@ -172,6 +177,13 @@ internal static class DatasetScanner
     /// <summary>A folder's own images, then those of its kohya <c>N_name</c> sub-folders (N repeats, <c>name</c> as fallback caption).</summary>
     private static IEnumerable<ImageItem> ScanFolder(string folder, string? prompt, int repeats, string concept, bool isPrior, ScanContext scan)
     {
+        var metadata = Path.Combine(folder, MetadataFile);
+        if (File.Exists(metadata))
+        {
+            foreach (var item in ScanMetadata(metadata, prompt ?? "", repeats, concept, isPrior, scan))
+                yield return item;
+            yield break;
+        }
         var skipped = scan.Skipped;
         foreach (var item in ScanImages(folder, prompt ?? "", repeats, concept, isPrior, scan))
             yield return item;
@@ -205,6 +217,62 @@ internal static class DatasetScanner
         return int.TryParse(head, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int n) ? (n, rest) : (null, rest);
     }
 
+    /// <summary>The Hugging Face image-folder index: one JSON object per line, with the image's <c>file_name</c> and its caption.</summary>
+    public const string MetadataFile = "metadata.jsonl";
+
+    /// <summary>
+    /// The images a <c>metadata.jsonl</c> lists (file names relative to its folder, as the Hugging Face image folder reads
+    /// them), captioned by the caption column; a line without one falls back as an image without a caption file does.
+    /// </summary>
+    private static IEnumerable<ImageItem> ScanMetadata(string metadataPath, string fallbackCaption, int repeats, string concept, bool isPrior, ScanContext scan)
+    {
+        var folder = Path.GetDirectoryName(metadataPath)!;
+        var column = scan.Options.CaptionColumn;
+        var entries = new List<(string Path, string? Caption)>();
+        var columns = new SortedSet<string>(StringComparer.Ordinal);
+        var lineNumber = 0;
+        foreach (var line in File.ReadLines(metadataPath))
+        {
+            lineNumber++;
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            JsonElement entry;
+            try
+            {
+                entry = JsonDocument.Parse(line).RootElement;
+            }
+            catch (JsonException e)
+            {
+                throw Fail(nameof(DatasetOptions.DataDir), $"'{metadataPath}' line {lineNumber} is not a JSON object: {e.Message}");
+            }
+            if (entry.ValueKind != JsonValueKind.Object
+                || !entry.TryGetProperty("file_name", out var file) || file.ValueKind != JsonValueKind.String)
+                throw Fail(nameof(DatasetOptions.DataDir), $"'{metadataPath}' line {lineNumber} has no file_name, which names its image");
+            foreach (var property in entry.EnumerateObject()) columns.Add(property.Name);
+            var path = Path.GetFullPath(file.GetString()!, folder);
+            // A file_name that climbs out of the dataset's folder is not the dataset's.
+            if (!path.StartsWith(Path.TrimEndingDirectorySeparator(folder) + Path.DirectorySeparatorChar, StringComparison.Ordinal))
+            {
+                scan.Skipped.Add(new SkippedFile(path, $"line {lineNumber} of {MetadataFile} names a file outside its folder"));
+                continue;
+            }
+            string? caption = entry.TryGetProperty(column, out var text) && text.ValueKind == JsonValueKind.String ? text.GetString() : null;
+            entries.Add((path, caption));
+        }
+        // The diffusers scripts refuse a caption column the dataset does not have, listing the ones it has.
+        if (entries.Count > 0 && !columns.Contains(column))
+            throw Fail(nameof(DatasetOptions.CaptionColumn), $"'{column}' is not a column of '{metadataPath}'; its columns are {string.Join(", ", columns)}");
+        foreach (var (path, caption) in entries.OrderBy(e => e.Path, StringComparer.Ordinal))
+        {
+            scan.CancellationToken.ThrowIfCancellationRequested();
+            if (!File.Exists(path))
+            {
+                scan.Skipped.Add(new SkippedFile(path, $"listed in {MetadataFile} but not there"));
+                continue;
+            }
+            if (Item(path, caption, fallbackCaption, repeats, concept, isPrior, scan) is { } item) yield return item;
+        }
+    }
+
     private static IEnumerable<ImageItem> ScanImages(string folder, string fallbackCaption, int repeats, string concept, bool isPrior, ScanContext scan)
     {
         var skipped = scan.Skipped;
@@ -220,17 +288,13 @@ internal static class DatasetScanner
                 continue;
             }
             if (!ImageExtensions.Contains(extension)) continue;
-            var item = CheckImage(path, scan.Options, skipped);
-            if (item is not { } size) continue;
-            string caption = fallbackCaption;
-            bool hasCaption = false;
+            string? caption = null;
             var captionPath = Captions.CaptionPath(path, scan.CaptionExtension);
             if (File.Exists(captionPath))
             {
                 try
                 {
                     caption = CaptionCheck.Read(captionPath);
-                    hasCaption = true;
                 }
                 catch (DatasetException e)
                 {
@@ -248,19 +312,31 @@ internal static class DatasetScanner
                     continue;
                 }
             }
-            if (CaptionCheck.Problem(caption) is { } problem)
-            {
-                skipped.Add(new SkippedFile(path, problem));
-                continue;
-            }
-            yield return new ImageItem(path, caption, isPrior, concept)
-            {
-                Width = size.Width,
-                Height = size.Height,
-                Repeats = isPrior ? 1 : repeats,
-                HasCaptionFile = hasCaption,
-            };
+            if (Item(path, caption, fallbackCaption, repeats, concept, isPrior, scan) is { } item) yield return item;
         }
+    }
+
+    /// <summary>
+    /// The image at <paramref name="path"/> with its caption (or the fallback: its file name with use_filename_as_label,
+    /// else the folder's), or null with the reason in the skipped list.
+    /// </summary>
+    private static ImageItem? Item(string path, string? caption, string fallbackCaption, int repeats, string concept, bool isPrior, ScanContext scan)
+    {
+        if (CheckImage(path, scan.Options, scan.Skipped) is not { } size) return null;
+        var hasCaption = caption is not null;
+        caption ??= scan.Options.UseFilenameAsLabel ? Path.GetFileNameWithoutExtension(path) : fallbackCaption;
+        if (CaptionCheck.Problem(caption) is { } problem)
+        {
+            scan.Skipped.Add(new SkippedFile(path, problem));
+            return null;
+        }
+        return new ImageItem(path, caption, isPrior, concept)
+        {
+            Width = size.Width,
+            Height = size.Height,
+            Repeats = isPrior ? 1 : repeats,
+            HasCaptionFile = hasCaption,
+        };
     }
 
     /// <summary>The image's size, or null with the reason added to <paramref name="skipped"/>.</summary>

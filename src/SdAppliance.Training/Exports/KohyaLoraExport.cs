@@ -143,13 +143,13 @@ public static class KohyaLoraExport
         ArgumentNullException.ThrowIfNull(dataset);
         ArgumentNullException.ThrowIfNull(config);
         var batches = dataset.BatchesPerEpoch(config.TrainBatchSize);
-        var updatesPerEpoch = Math.Max(1, (batches + config.GradientAccumulationSteps - 1) / config.GradientAccumulationSteps);
         return new Dictionary<string, string>(StringComparer.Ordinal)
         {
             ["ss_num_train_images"] = Int(dataset.Items.Sum(i => (long)i.Repeats)),
             ["ss_num_reg_images"] = Int(dataset.PriorItems.Count),
             ["ss_num_batches_per_epoch"] = Int(batches),
-            ["ss_num_epochs"] = Int((config.MaxTrainSteps + updatesPerEpoch - 1) / updatesPerEpoch),
+            ["ss_num_epochs"] = Int(config.Epochs(batches)),
+            ["ss_max_train_steps"] = Int(config.TotalSteps(batches)),
             ["ss_epoch"] = Int(epoch),
             ["ss_dataset_dirs"] = PythonText.Json(Folders(dataset.Items)),
             ["ss_reg_dataset_dirs"] = PythonText.Json(Folders(dataset.PriorItems)),

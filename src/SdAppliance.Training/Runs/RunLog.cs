@@ -3,10 +3,13 @@ using System.Text.Json;
 namespace SdAppliance.Training.Runs;
 
 /// <summary>What every optimizer step reports (and what log.jsonl and TensorBoard record).</summary>
+/// <param name="Epoch">The epoch the step's last batch belongs to, from 1 (kohya's count).</param>
+/// <param name="MaxEpochs">The epochs the run goes through (<see cref="TrainingConfig.Epochs"/>).</param>
 public sealed record TrainingEvent(
     long Step,
     long MaxSteps,
     int Epoch,
+    int MaxEpochs,
     double Loss,
     double SmoothedLoss,
     double LearningRate,
@@ -33,7 +36,7 @@ public sealed class RunLog : IDisposable
     {
         jsonl.WriteLine(JsonSerializer.Serialize(new
         {
-            step = e.Step, max_steps = e.MaxSteps, epoch = e.Epoch, loss = e.Loss, smoothed_loss = e.SmoothedLoss, lr = e.LearningRate,
+            step = e.Step, max_steps = e.MaxSteps, epoch = e.Epoch, max_epochs = e.MaxEpochs, loss = e.Loss, smoothed_loss = e.SmoothedLoss, lr = e.LearningRate,
             it_per_s = e.ItemsPerSecond, eta_s = Math.Round(e.Eta.TotalSeconds, 1), memory_bytes = e.MemoryBytes,
             time = DateTimeOffset.UtcNow.ToString("O"),
         }, Json));

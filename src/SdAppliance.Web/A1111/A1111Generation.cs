@@ -4,6 +4,7 @@ using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 using SdAppliance.Appliance;
 using SdAppliance.Appliance.Generation;
+using SdAppliance.Diffusion.Pipelines;
 using SdAppliance.Web.Security;
 
 namespace SdAppliance.Web.A1111;
@@ -46,11 +47,13 @@ internal sealed class A1111GenerationRequest
 /// <summary>txt2img and img2img: the request with A1111's defaults, through the job queue, answered in A1111's shape.</summary>
 internal static class A1111Generation
 {
-    // A1111's request defaults (its API models), not sdapp generate's.
-    private const int DefaultSteps = 50;
-    private const double DefaultCfgScale = 7;
+    /// <summary>
+    /// A1111's request defaults (its API models), not sdapp generate's, for a model that is no few-step one; a Turbo or
+    /// LCM model's sampler, steps and CFG scale are its own (<see cref="GenerationDefaults"/>).
+    /// </summary>
+    internal static readonly GenerationDefaults OrdinaryDefaults = new(FewStepKind.None, "Euler", 50, 7, null, "A1111's API defaults");
+
     private const int DefaultSize = 512;
-    private const string DefaultSampler = "Euler";
     private const double DefaultDenoisingStrength = 0.75;
 
     public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
@@ -59,14 +62,15 @@ internal static class A1111Generation
         NumberHandling = JsonNumberHandling.AllowReadingFromString,
     };
 
-    public static async Task<IResult> Txt2ImgAsync(HttpContext http, GenerationJobs jobs, ApplianceOptions options, CancellationToken cancellationToken)
+    public static async Task<IResult> Txt2ImgAsync(HttpContext http, GenerationJobs jobs, GenerationService generation, ApplianceOptions options, CancellationToken cancellationToken)
     {
         var body = await A1111Errors.ReadObjectAsync(http.Request, cancellationToken);
         var request = A1111Errors.Bind<A1111GenerationRequest>(body, Json);
-        return await RunAsync(http, jobs, options, body, request, ToJobRequest(request), initImage: null, cancellationToken);
+        var job = await generation.WithModelDefaultsAsync(http.User.ToCaller(), ToJobRequest(request), imageToImage: false, OrdinaryDefaults, cancellationToken);
+        return await RunAsync(http, jobs, options, body, request, job, initImage: null, cancellationToken);
     }
 
-    public static async Task<IResult> Img2ImgAsync(HttpContext http, GenerationJobs jobs, ApplianceOptions options, CancellationToken cancellationToken)
+    public static async Task<IResult> Img2ImgAsync(HttpContext http, GenerationJobs jobs, GenerationService generation, ApplianceOptions options, CancellationToken cancellationToken)
     {
         var body = await A1111Errors.ReadObjectAsync(http.Request, cancellationToken);
         var request = A1111Errors.Bind<A1111GenerationRequest>(body, Json);
@@ -74,7 +78,8 @@ internal static class A1111Generation
             throw new A1111Exception(StatusCodes.Status404NotFound, "HTTPException", "Init image not found");
         // A1111 uses the first init image for the whole batch too.
         var image = A1111Images.Decode(request.InitImages[0], "init_images.0");
-        var job = ToJobRequest(request) with { Strength = request.DenoisingStrength ?? DefaultDenoisingStrength };
+        var job = await generation.WithModelDefaultsAsync(http.User.ToCaller(),
+            ToJobRequest(request) with { Strength = request.DenoisingStrength ?? DefaultDenoisingStrength }, imageToImage: true, OrdinaryDefaults, cancellationToken);
         if (request.IncludeInitImages != true)
         {
             body["init_images"] = null;
@@ -83,7 +88,7 @@ internal static class A1111Generation
         return await RunAsync(http, jobs, options, body, request, job, image, cancellationToken);
     }
 
-    /// <summary>The job an A1111 request asks for, with A1111's defaults for what it leaves out.</summary>
+    /// <summary>The job an A1111 request asks for, with A1111's defaults for what it leaves out (the sampler, steps and CFG scale: the model's, see <see cref="OrdinaryDefaults"/>).</summary>
     internal static GenerationJobRequest ToJobRequest(A1111GenerationRequest request)
     {
         var overrides = request.OverrideSettings ?? [];
@@ -93,10 +98,10 @@ internal static class A1111Generation
             Prompt = request.Prompt ?? "",
             NegativePrompt = request.NegativePrompt ?? "",
             Seed = request.Seed ?? -1,
-            Sampler = NonEmpty(request.SamplerName) ?? NonEmpty(request.SamplerIndex) ?? DefaultSampler,
+            Sampler = NonEmpty(request.SamplerName) ?? NonEmpty(request.SamplerIndex),
             Scheduler = request.Scheduler,
-            Steps = request.Steps ?? DefaultSteps,
-            CfgScale = request.CfgScale ?? DefaultCfgScale,
+            Steps = request.Steps,
+            CfgScale = request.CfgScale,
             Width = request.Width ?? DefaultSize,
             Height = request.Height ?? DefaultSize,
             BatchSize = request.BatchSize ?? 1,
@@ -116,7 +121,7 @@ internal static class A1111Generation
         var started = DateTime.Now;
         // An interrupted job answers as A1111 does when nothing was finished: no images.
         var result = await jobs.RunAsync(http.User.ToCaller(), job, initImage, cancellationToken)
-            ?? new GenerationJobResult([], job.Width ?? 0, job.Height ?? 0, "", null, job.Sampler, []);
+            ?? new GenerationJobResult([], job.Width ?? 0, job.Height ?? 0, "", null, job.Sampler ?? "", []);
         var images = request.SendImages == false
             ? []
             : await Task.WhenAll(result.Images.Select(async i => Convert.ToBase64String(await File.ReadAllBytesAsync(Path.Combine(options.DataFolder, i.File), cancellationToken))));

@@ -26,10 +26,12 @@ public sealed class GenerationJobRequestTests
     }
 
     [Fact]
-    public void What_is_left_out_takes_sdapp_generates_defaults()
+    public void What_is_left_out_takes_sdapp_generates_defaults_and_the_sampler_steps_and_cfg_the_models()
     {
         var request = GenerationJobRequest.FromJson(JsonDocument.Parse("""{"prompt": "a star", "unknown": 1}""").RootElement);
-        Assert.Equal(("a star", 20, 7.0, "DPM++ 2M Karras", -1L, 1, 1), (request.Prompt, request.Steps, request.CfgScale, request.Sampler, request.Seed, request.BatchSize, request.NIter));
+        Assert.Equal(("a star", -1L, 1, 1), (request.Prompt, request.Seed, request.BatchSize, request.NIter));
+        // Filled in from the model's files when the job is prepared (GenerationService.WithModelDefaultsAsync).
+        Assert.Equal((null, null, null), (request.Sampler, request.Steps, request.CfgScale));
         Assert.Null(request.Width);
         Assert.Null(request.Model);
     }

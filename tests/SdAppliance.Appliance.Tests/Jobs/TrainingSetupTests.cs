@@ -144,6 +144,29 @@ public sealed class TrainingSetupTests : IDisposable
     }
 
     [Fact]
+    public async Task A_sample_prompt_file_outside_the_data_folder_is_refused_and_one_inside_is_read()
+    {
+        WriteImages(Path.Combine(data, "datasets", "ink"), 2);
+        File.WriteAllText(Path.Combine(data, "datasets", "prompts.txt"), "an ink drawing --w 128\n");
+        await using var services = await ServicesAsync();
+        var setup = services.GetRequiredService<TrainingSetup>();
+
+        var e = await Assert.ThrowsAnyAsync<UserInputException>(() =>
+            setup.StartAsync(Alice, Form("datasets/ink", new() { ["sample_prompts_file"] = "../../etc/passwd" }), CancellationToken.None));
+        Assert.Equal("sample_prompts_file", e.Subject);
+        var started = await setup.StartAsync(Alice, Form("datasets/ink", new() { ["sample_prompts_file"] = "datasets/prompts.txt" }), CancellationToken.None);
+        Assert.Equal("datasets/prompts.txt", started.Request.GetProperty("sample_prompts_file").GetString());
+    }
+
+    [Fact]
+    public void Epochs_given_set_the_plans_steps()
+    {
+        var plan = TrainingPlan.Of(3, 30, 15, 0, new TrainingConfig { MaxTrainEpochs = 4, GradientAccumulationSteps = 2 },
+            new TrainingTimeEstimate(null, null, TrainingEstimates.Unknown));
+        Assert.Equal((4, 30), (plan.Epochs, plan.TotalSteps));  // 60 batches over accumulation 2
+    }
+
+    [Fact]
     public void With_no_run_measured_the_time_is_unknown()
     {
         var estimate = TrainingEstimates.Estimate(new TrainingConfig(), 100, []);

@@ -56,6 +56,18 @@ public sealed class A1111GenerationTests(A1111Appliance appliance) : IClassFixtu
     }
 
     [Fact]
+    public async Task Left_out_sampler_steps_and_cfg_are_A1111s_for_an_ordinary_model_and_echoed()
+    {
+        using var client = await appliance.ClientAsync();
+        var body = A1111Calls.Small(77);
+        body.Remove("steps");
+        var response = await client.GenerateAsync("/sdapi/v1/txt2img", body);
+        var parameters = response["parameters"]!;
+        Assert.Equal(("Euler", 50, 7.0), (parameters["sampler_name"]!.GetValue<string>(), parameters["steps"]!.GetValue<int>(), parameters["cfg_scale"]!.GetValue<double>()));
+        Assert.Contains("Steps: 50, Sampler: Euler,", A1111Calls.Info(response)["infotexts"]![0]!.GetValue<string>(), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Batches_answer_every_image_without_a_grid_seeds_counting_up_over_all_of_them()
     {
         using var client = await appliance.ClientAsync();

@@ -18,8 +18,26 @@ public sealed class SamplerNameTests
     [InlineData("dpmpp_sde", "KARRAS", "DPM++ SDE Karras")]
     [InlineData("Euler a", "normal", "Euler a")]
     [InlineData("k_lms", null, "LMS")]
+    [InlineData("LCM", null, "LCM")]  // A1111 1.7+'s sampler for LCM models and the LCM-LoRA
+    [InlineData("lcm", "automatic", "LCM")]
     public void Names_and_schedule_types_resolve(string sampler, string? scheduler, string expected) =>
-        Assert.Equal(expected, SamplerNames.Resolve(sampler, scheduler));
+        Assert.Equal(new ResolvedSampler(expected, null), SamplerNames.Resolve(sampler, scheduler));
+
+    [Theory]
+    [InlineData("Euler a", "SGM Uniform", "Euler a")]
+    [InlineData("Euler a", "sgm_uniform", "Euler a")]
+    [InlineData("Euler", "SGMUniform", "Euler")]  // A1111's alias
+    [InlineData("DPM++ 2M Karras", "SGM Uniform", "DPM++ 2M")]  // an explicit schedule type wins over the suffix
+    public void Sgm_uniform_runs_trailing_timesteps(string sampler, string scheduler, string expected) =>
+        Assert.Equal(new ResolvedSampler(expected, "trailing"), SamplerNames.Resolve(sampler, scheduler));
+
+    [Fact]
+    public void Trailing_spacing_is_sgm_uniform_and_the_models_own_spacing_has_no_schedule_type()
+    {
+        Assert.Equal("sgm_uniform", SamplerNames.ScheduleTypeFor("trailing"));
+        Assert.Null(SamplerNames.ScheduleTypeFor(null));
+        Assert.Null(SamplerNames.ScheduleTypeFor("leading"));
+    }
 
     [Theory]
     [InlineData("Euler", "karras", "scheduler")]
@@ -33,13 +51,17 @@ public sealed class SamplerNameTests
     {
         Assert.Equal("DPM++ 2M Karras", A1111Generation.ToJobRequest(new A1111GenerationRequest { SamplerName = "DPM++ 2M Karras", SamplerIndex = "Euler a" }).Sampler);
         Assert.Equal("DPM++ 2M Karras", A1111Generation.ToJobRequest(new A1111GenerationRequest { SamplerIndex = "DPM++ 2M Karras" }).Sampler);
-        Assert.Equal("Euler", A1111Generation.ToJobRequest(new A1111GenerationRequest()).Sampler);
+        Assert.Null(A1111Generation.ToJobRequest(new A1111GenerationRequest()).Sampler);
     }
 
     [Fact]
     public void Left_out_fields_take_A1111s_defaults()
     {
         var request = A1111Generation.ToJobRequest(new A1111GenerationRequest());
-        Assert.Equal((50, 7.0, 512, 512, -1L, 1, 1), (request.Steps, request.CfgScale, request.Width!.Value, request.Height!.Value, request.Seed, request.BatchSize, request.NIter));
+        Assert.Equal((512, 512, -1L, 1, 1), (request.Width!.Value, request.Height!.Value, request.Seed, request.BatchSize, request.NIter));
+        // The sampler, steps and CFG scale are the model's: A1111's for an ordinary model, a Turbo or LCM model's own.
+        Assert.Equal((null, null, null), (request.Sampler, request.Steps, request.CfgScale));
+        Assert.Equal(("Euler", 50, 7.0, (string?)null), (A1111Generation.OrdinaryDefaults.Sampler, A1111Generation.OrdinaryDefaults.Steps,
+            A1111Generation.OrdinaryDefaults.CfgScale, A1111Generation.OrdinaryDefaults.TimestepSpacing));
     }
 }

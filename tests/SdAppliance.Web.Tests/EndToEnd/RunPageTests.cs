@@ -40,6 +40,8 @@ public sealed class RunPageTests
             var first = await PointsAsync(chart, atLeast: (int)reached);
             // Live: more points arrive over the circuit without a reload.
             await PointsAsync(chart, atLeast: first + 1);
+            // The step's epoch as kohya counts it, of the run's epochs.
+            await Assertions.Expect(page.GetByTestId("run-figures")).ToContainTextAsync(new System.Text.RegularExpressions.Regex(@"Epoch \d+ of \d+"));
             await page.Locator("[data-testid=loss-chart] svg path").First.WaitForAsync(new() { State = WaitForSelectorState.Attached });
             var sample = page.GetByTestId("sample-image").First;
             await sample.WaitForAsync();
