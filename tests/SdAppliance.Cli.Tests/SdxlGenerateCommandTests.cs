@@ -30,4 +30,37 @@ public sealed class SdxlGenerateCommandTests : IDisposable
         Assert.Equal(sampler, parameters["Sampler"]);
         Assert.Equal("tiny-sdxl", parameters["Model"]);
     }
+
+    [Fact]
+    public void ReproducesTheMicroConditionedRunAndRecordsItsConditioning()
+    {
+        var png = Path.Combine(temp, "x3.png");
+        var (exit, _, error) = Invoke(["generate", "--model", TinySdxl, "--prompt", "a bowl of lemons on a wooden table", "--seed", "7", "--sampler", "Euler",
+            "--steps", "10", "--cfg", "5", "--width", "64", "--height", "64",
+            "--original-size", "1024,768", "--crops-coords-top-left", "64,32", "--target-size", "768,1024", "--output", png]);
+
+        Assert.True(exit == 0, error);
+        AssertLooksLike(Path.Combine(Fixtures, "sdxl", "pipelines", "x3_euler_microcond.png"), png);
+        var parameters = ParametersOf(png);
+        Assert.Equal(("768x1024", "64", "32", "1024x768"), (parameters["Original size"], parameters["Crop top"], parameters["Crop left"], parameters["Target size"]));
+    }
+
+    [Fact]
+    public void MicroConditioningForAModelThatIsNotSdxlIsRefused()
+    {
+        var (exit, _, error) = Invoke(["generate", "--model", TinyFolder, "--prompt", "x", "--steps", "1", "--target-size", "64,64", "--output", Path.Combine(temp, "x.png")]);
+
+        Assert.Equal(1, exit);
+        Assert.StartsWith("error: --target-size: is SDXL micro-conditioning, and tiny-sd is not an SDXL model", error);
+        Assert.False(File.Exists(Path.Combine(temp, "x.png")));
+    }
+
+    [Fact]
+    public void AMicroConditioningValueThatIsNotTwoNumbersIsRefusedInTheFlagsWords()
+    {
+        var (exit, _, error) = Invoke(["generate", "--model", TinySdxl, "--prompt", "x", "--original-size", "1024,x", "--output", Path.Combine(temp, "x.png")]);
+
+        Assert.Equal(1, exit);
+        Assert.StartsWith("error: --original-size: '1024,x': expected HEIGHT,WIDTH", error);
+    }
 }

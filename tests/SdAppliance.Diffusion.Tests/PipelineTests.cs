@@ -43,6 +43,14 @@ public sealed class PipelineTests : IClassFixture<PipelineTests.TinyModel>
     }
 
     [Fact]
+    public void MicroConditioningIsRefusedForAModelThatIsNotSdxl()
+    {
+        var e = Assert.Throws<GenerationRequestException>(() => pipeline.Generate(new GenerationRequest { Prompt = "a red circle", Steps = 1, OriginalSize = new(1024, 1024) }));
+        Assert.Equal("original_size", e.Field);
+        Assert.Contains("tiny-sd is not an SDXL model", e.Message);
+    }
+
+    [Fact]
     public void ParametersTextIsWhatA1111Writes()
     {
         var result = pipeline.Generate(new GenerationRequest { Prompt = "a (red:1.2) circle", NegativePrompt = "blurry", Seed = 5, Steps = 2, Sampler = "euler" });

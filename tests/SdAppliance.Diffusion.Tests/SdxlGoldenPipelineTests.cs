@@ -169,6 +169,16 @@ public sealed class SdxlGoldenPipelineTests : IClassFixture<SdxlGoldenPipelineTe
     }
 
     [Fact]
+    public void ThePngInfoRecordsTheMicroConditioningAndTheDefaultsNot()
+    {
+        var x3 = A1111Parameters.Parse(Assert.Single(pipeline.Generate(X3MicroConditioned with { Steps = 1 })).Parameters);
+        Assert.Equal(("768x1024", "64", "32", "1024x768"), (x3["Original size"], x3["Crop top"], x3["Crop left"], x3["Target size"]));
+        var x1 = Assert.Single(pipeline.Generate(Runs["x1_euler"] with { Steps = 1 })).Parameters;
+        Assert.DoesNotContain("size:", x1.Replace("Size:", "", StringComparison.Ordinal), StringComparison.OrdinalIgnoreCase);
+        Assert.DoesNotContain("Crop", x1, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void TimeIdsAreInDiffusersOrderAndNegativesDefaultToThePrompts()
     {
         Assert.Equal([1024f, 768, 64, 32, 768, 1024], X3MicroConditioned.Conditioning(64, 64).TimeIds());

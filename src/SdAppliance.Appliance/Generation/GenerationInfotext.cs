@@ -1,4 +1,5 @@
 using System.Globalization;
+using SdAppliance.Diffusion.Pipelines;
 using SdAppliance.Imaging;
 
 namespace SdAppliance.Appliance.Generation;
@@ -40,8 +41,28 @@ public static class GenerationInfotext
         if (fields.GetValueOrDefault("Refiner") is { Length: > 0 } refiner)
             request = request with { Refiner = System.Text.RegularExpressions.Regex.Replace(refiner, @" \[[0-9a-fA-F]+\]$", "") };
         if (Double(fields, "Refiner switch at", problems) is { } switchAt) request = request with { RefinerSwitchAt = switchAt };
+        request = request with
+        {
+            OriginalSize = Size(fields, MicroConditioningInfotext.OriginalSize, problems),
+            CropsCoordsTopLeft = Crop(fields, MicroConditioningInfotext.CropTop, MicroConditioningInfotext.CropLeft, problems),
+            TargetSize = Size(fields, MicroConditioningInfotext.TargetSize, problems),
+            NegativeOriginalSize = Size(fields, MicroConditioningInfotext.Negative(MicroConditioningInfotext.OriginalSize), problems),
+            NegativeCropsCoordsTopLeft = Crop(fields, MicroConditioningInfotext.Negative(MicroConditioningInfotext.CropTop), MicroConditioningInfotext.Negative(MicroConditioningInfotext.CropLeft), problems),
+            NegativeTargetSize = Size(fields, MicroConditioningInfotext.Negative(MicroConditioningInfotext.TargetSize), problems),
+        };
         return new ParsedInfotext(request, problems);
     }
+
+    // Written WIDTHxHEIGHT as A1111's sizes (split into -1 and -2), kept in diffusers' [height, width].
+    private static int[]? Size(Dictionary<string, string> fields, string key, List<string> problems)
+    {
+        if (Int(fields, key + "-1", problems) is { } width && Int(fields, key + "-2", problems) is { } height) return [height, width];
+        if (fields.TryGetValue(key, out var text)) problems.Add($"{key}: '{text}' is not WIDTHxHEIGHT");
+        return null;
+    }
+
+    private static int[]? Crop(Dictionary<string, string> fields, string topKey, string leftKey, List<string> problems) =>
+        Int(fields, topKey, problems) is { } top && Int(fields, leftKey, problems) is { } left ? [top, left] : null;
 
     private static int? Int(Dictionary<string, string> fields, string key, List<string> problems) =>
         Long(fields, key, problems) is { } value and >= int.MinValue and <= int.MaxValue ? (int)value : null;

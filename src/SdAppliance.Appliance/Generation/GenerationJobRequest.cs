@@ -69,6 +69,18 @@ public sealed record GenerationJobRequest
     /// <summary>With <see cref="Refiner"/>: the fraction of the steps after which it takes over; null is A1111's 0.8.</summary>
     public double? RefinerSwitchAt { get; init; }
 
+    /// <summary>
+    /// SDXL micro-conditioning, each as diffusers' pair: sizes <c>[height, width]</c>, the crop <c>[top, left]</c>; null takes
+    /// diffusers' default (the image's size, [0, 0]; a <c>negative_*</c> one its positive twin's). Refused for other models.
+    /// </summary>
+    public IReadOnlyList<int>? OriginalSize { get; init; }
+
+    public IReadOnlyList<int>? CropsCoordsTopLeft { get; init; }
+    public IReadOnlyList<int>? TargetSize { get; init; }
+    public IReadOnlyList<int>? NegativeOriginalSize { get; init; }
+    public IReadOnlyList<int>? NegativeCropsCoordsTopLeft { get; init; }
+    public IReadOnlyList<int>? NegativeTargetSize { get; init; }
+
     /// <summary>LoRAs besides those the prompt names with <c>&lt;lora:name:w&gt;</c>.</summary>
     public IReadOnlyList<LoraWeight> Loras { get; init; } = [];
 

@@ -112,6 +112,8 @@ public sealed class GenerationService(
         request = WithModelDefaults(model, request, initImage is not null || request.InitImage is not null);
         var pipelineRequest = await ToPipelineRequestAsync(caller, request, init: null, cancellationToken);
         pipelineRequest.Validate();
+        // A family the catalog could not tell is checked by the pipeline when the model is loaded.
+        if (model.Family is not null) pipelineRequest.CheckMicroConditioningApplies(model.Family == "SDXL", model.Title);
         ChooseBackend(model, request, pipelineRequest);
         if (initImage is not null || request.InitImage is not null) GenerationRequest.CheckImageToImageSteps(pipelineRequest.Steps, request.Strength);
         if (initImage is not { } bytes)
@@ -205,8 +207,20 @@ public sealed class GenerationService(
             Strength = request.Strength,
             Loras = loras,
             RefinerSwitchAt = request.Refiner is null ? null : request.RefinerSwitchAt ?? GenerationRequest.DefaultRefinerSwitchAt,
+            OriginalSize = Size(request.OriginalSize, nameof(GenerationRequest.OriginalSize)),
+            CropsCoordsTopLeft = Crop(request.CropsCoordsTopLeft, nameof(GenerationRequest.CropsCoordsTopLeft)),
+            TargetSize = Size(request.TargetSize, nameof(GenerationRequest.TargetSize)),
+            NegativeOriginalSize = Size(request.NegativeOriginalSize, nameof(GenerationRequest.NegativeOriginalSize)),
+            NegativeCropsCoordsTopLeft = Crop(request.NegativeCropsCoordsTopLeft, nameof(GenerationRequest.NegativeCropsCoordsTopLeft)),
+            NegativeTargetSize = Size(request.NegativeTargetSize, nameof(GenerationRequest.NegativeTargetSize)),
         };
     }
+
+    private static ConditioningSize? Size(IReadOnlyList<int>? pair, string property) =>
+        pair is null ? null : ConditioningSize.FromPair(pair, GenerationRequest.FieldName(property));
+
+    private static CropTopLeft? Crop(IReadOnlyList<int>? pair, string property) =>
+        pair is null ? null : CropTopLeft.FromPair(pair, GenerationRequest.FieldName(property));
 
     /// <summary>
     /// An init image named instead of sent is one of the caller's outputs (an admin's: any): another user's pictures and

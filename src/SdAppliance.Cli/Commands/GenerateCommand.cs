@@ -30,6 +30,14 @@ internal sealed record GenerateArguments
     public string? InitImage { get; init; }
     public double? Strength { get; init; }
     public IReadOnlyList<string> Loras { get; init; } = [];
+
+    /// <summary>SDXL micro-conditioning as given: "H,W" / "T,L", read by the library.</summary>
+    public string? OriginalSize { get; init; }
+    public string? CropsCoordsTopLeft { get; init; }
+    public string? TargetSize { get; init; }
+    public string? NegativeOriginalSize { get; init; }
+    public string? NegativeCropsCoordsTopLeft { get; init; }
+    public string? NegativeTargetSize { get; init; }
     public string? Config { get; init; }
     public string? PredictionType { get; init; }
     public string Device { get; init; } = "cpu";
@@ -59,6 +67,9 @@ public static class GenerateCommand
         ["config_directory"] = "--config", ["prediction_type"] = "--prediction-type", ["device"] = "--device", ["dtype"] = "--dtype",
         ["backend"] = "--backend", ["provider"] = "--device", ["vae_tiling"] = "--vae-tiling",
         ["refiner"] = "--refiner", ["refiner_switch_at"] = "--refiner-switch-at",
+        ["original_size"] = "--original-size", ["crops_coords_top_left"] = "--crops-coords-top-left", ["target_size"] = "--target-size",
+        ["negative_original_size"] = "--negative-original-size", ["negative_crops_coords_top_left"] = "--negative-crops-coords-top-left",
+        ["negative_target_size"] = "--negative-target-size",
     };
 
     public static Command Create() => Create(() => DataFolder.Discover());
@@ -92,6 +103,12 @@ public static class GenerateCommand
             DefaultValueFactory = _ => BackendChoice.Auto,
         };
         backend.AcceptOnlyFromAmong([.. BackendChoice.Names]);
+        var originalSize = new Option<string?>("--original-size") { Description = "SDXL: the original size the picture is conditioned on (default: the image's size)", HelpName = ConditioningSize.Form };
+        var crop = new Option<string?>("--crops-coords-top-left") { Description = "SDXL: the crop's top-left corner it is conditioned on (default 0,0)", HelpName = CropTopLeft.Form };
+        var targetSize = new Option<string?>("--target-size") { Description = "SDXL: the target size it is conditioned on (default: the image's size)", HelpName = ConditioningSize.Form };
+        var negativeOriginalSize = new Option<string?>("--negative-original-size") { Description = "SDXL: --original-size of the negative prompt's half (default: --original-size)", HelpName = ConditioningSize.Form };
+        var negativeCrop = new Option<string?>("--negative-crops-coords-top-left") { Description = "SDXL: --crops-coords-top-left of the negative half", HelpName = CropTopLeft.Form };
+        var negativeTargetSize = new Option<string?>("--negative-target-size") { Description = "SDXL: --target-size of the negative half", HelpName = ConditioningSize.Form };
         var output = new Option<string>("--output", "-o") { Description = "The PNG to write", Required = true };
         var refiner = new Option<string?>("--refiner") { Description = "An SDXL refiner (diffusers folder or single file) that finishes the image from --refiner-switch-at on" };
         var refinerSwitchAt = new Option<double?>("--refiner-switch-at")
@@ -102,6 +119,7 @@ public static class GenerateCommand
         var command = new Command("generate", "Generate images from a prompt (txt2img, or img2img with --init-image).")
         {
             model, prompt, negative, seed, steps, sampler, cfg, width, height, batch, clipSkip, initImage, strength, lora,
+            originalSize, crop, targetSize, negativeOriginalSize, negativeCrop, negativeTargetSize,
             config, prediction, device, dtype, vaeTiling, backend, output, refiner, refinerSwitchAt,
         };
         command.SetAction((parse, cancellationToken) =>
@@ -122,6 +140,12 @@ public static class GenerateCommand
                 InitImage = parse.GetValue(initImage),
                 Strength = parse.GetValue(strength),
                 Loras = parse.GetValue(lora) ?? [],
+                OriginalSize = parse.GetValue(originalSize),
+                CropsCoordsTopLeft = parse.GetValue(crop),
+                TargetSize = parse.GetValue(targetSize),
+                NegativeOriginalSize = parse.GetValue(negativeOriginalSize),
+                NegativeCropsCoordsTopLeft = parse.GetValue(negativeCrop),
+                NegativeTargetSize = parse.GetValue(negativeTargetSize),
                 Config = parse.GetValue(config),
                 PredictionType = parse.GetValue(prediction),
                 Device = parse.GetValue(device)!,
@@ -258,6 +282,12 @@ public static class GenerateCommand
             Strength = args.Strength ?? Defaults.Strength,
             Loras = [.. args.Loras.Select(ParseLora)],
             RefinerSwitchAt = args.Refiner is null ? null : args.RefinerSwitchAt ?? GenerationRequest.DefaultRefinerSwitchAt,
+            OriginalSize = Size(args.OriginalSize, nameof(GenerationRequest.OriginalSize)),
+            CropsCoordsTopLeft = Crop(args.CropsCoordsTopLeft, nameof(GenerationRequest.CropsCoordsTopLeft)),
+            TargetSize = Size(args.TargetSize, nameof(GenerationRequest.TargetSize)),
+            NegativeOriginalSize = Size(args.NegativeOriginalSize, nameof(GenerationRequest.NegativeOriginalSize)),
+            NegativeCropsCoordsTopLeft = Crop(args.NegativeCropsCoordsTopLeft, nameof(GenerationRequest.NegativeCropsCoordsTopLeft)),
+            NegativeTargetSize = Size(args.NegativeTargetSize, nameof(GenerationRequest.NegativeTargetSize)),
         }, args.Sampler, args.Steps, args.Cfg, imageToImage: args.InitImage is not null);
         request.Validate();
         // The image is read last: everything that costs nothing is checked first.
@@ -267,6 +297,12 @@ public static class GenerateCommand
         imageToImage.Validate();
         return imageToImage;
     }
+
+    private static ConditioningSize? Size(string? text, string property) =>
+        text is null ? null : ConditioningSize.Parse(text, GenerationRequest.FieldName(property));
+
+    private static CropTopLeft? Crop(string? text, string property) =>
+        text is null ? null : CropTopLeft.Parse(text, GenerationRequest.FieldName(property));
 
     /// <summary><c>FILE:W</c>, or a bare FILE with weight 1; the colon is the last one, so paths may hold colons.</summary>
     internal static (string Path, double Weight) ParseLora(string spec)

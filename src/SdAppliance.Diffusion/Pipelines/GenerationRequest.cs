@@ -53,7 +53,7 @@ public sealed record GenerationRequest
     /// <summary>
     /// SDXL micro-conditioning (diffusers' <c>original_size</c>, <c>crops_coords_top_left</c>, <c>target_size</c> and their
     /// <c>negative_*</c> twins); null takes diffusers' default (the generated size, (0, 0), the generated size; a negative
-    /// one takes its positive twin's value). Models other than SDXL ignore them.
+    /// one takes its positive twin's value). Only SDXL reads them: <see cref="CheckMicroConditioningApplies"/>.
     /// </summary>
     public ConditioningSize? OriginalSize { get; init; }
 
@@ -91,6 +91,25 @@ public sealed record GenerationRequest
     public double AestheticScore { get; init; } = 6.0;
 
     public double NegativeAestheticScore { get; init; } = 2.5;
+
+    /// <summary>
+    /// Refuses micro-conditioning for a model that is not SDXL: its UNet has no input for it, and ignoring what was asked
+    /// would draw something else than asked without saying so.
+    /// </summary>
+    /// <exception cref="GenerationRequestException">naming the first micro-conditioning field given.</exception>
+    public void CheckMicroConditioningApplies(bool isSdxl, string modelName)
+    {
+        if (isSdxl) return;
+        var given = new (string Property, bool Given)[]
+        {
+            (nameof(OriginalSize), OriginalSize is not null), (nameof(CropsCoordsTopLeft), CropsCoordsTopLeft is not null), (nameof(TargetSize), TargetSize is not null),
+            (nameof(NegativeOriginalSize), NegativeOriginalSize is not null), (nameof(NegativeCropsCoordsTopLeft), NegativeCropsCoordsTopLeft is not null),
+            (nameof(NegativeTargetSize), NegativeTargetSize is not null),
+        }.FirstOrDefault(f => f.Given).Property;
+        if (given is null) return;
+        throw new GenerationRequestException(FieldName(given), $"is SDXL micro-conditioning, and {modelName} is not an SDXL model (its UNet has no input for it)",
+            "leave it out, or generate with an SDXL model");
+    }
 
     /// <summary>LoRA files to apply besides those named in the prompt with <c>&lt;lora:name:weight&gt;</c>.</summary>
     public IReadOnlyList<(string Path, double Weight)> Loras { get; init; } = [];

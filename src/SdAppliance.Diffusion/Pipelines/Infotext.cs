@@ -41,6 +41,8 @@ internal sealed class Infotext
         p.Add("Model", model.Name);
         if (request.InitImage is not null) p.Add("Denoising strength", A1111Parameters.FormatFloat(request.Strength));
         if (request.ClipSkip > 1) p.Add("Clip skip", request.ClipSkip.ToString(CultureInfo.InvariantCulture));
+        if (model.IsSdxl)
+            foreach (var (key, value) in MicroConditioningInfotext.Settings(request, width, height)) p.Add(key, value);
         if (loras.Count > 0)
             p.Add("Lora hashes", string.Join(", ", loras.Select(l => $"{Alias(l.File.Name)}: {FileHashes.Uncached.LoraShortHash(l.File.Path, l.File.Metadata)}")));
         if (embeddings.Library.Used.Where(embeddings.Files.ContainsKey).ToList() is { Count: > 0 } used)

@@ -62,6 +62,7 @@ public sealed class StableDiffusionPipeline
     public GenerationResult Generate(GenerationRequest request, IProgress<GenerationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         request.Validate();
+        request.CheckMicroConditioningApplies(model.IsSdxl, model.Name);
         var seed = request.Seed >= 0 ? request.Seed : Random.Shared.NextInt64(0, 4294967295L);
         var (width, height) = Size(request);
         var prompt = ExtraNetworkTags.Extract(request.Prompt);

@@ -1,5 +1,7 @@
 using System.Text.Json;
 using SdAppliance.Appliance.Generation;
+using SdAppliance.Diffusion.Pipelines;
+using SdAppliance.Imaging;
 
 namespace SdAppliance.Appliance.Tests.Generation;
 
@@ -32,5 +34,30 @@ public sealed class GenerationJobRequestTests
         Assert.Equal((null, null, null), (request.Sampler, request.Steps, request.CfgScale));
         Assert.Null(request.Width);
         Assert.Null(request.Model);
+    }
+
+    [Fact]
+    public void Micro_conditioning_is_diffusers_pairs_in_json_and_png_info_reads_back_what_the_pipeline_writes()
+    {
+        var request = GenerationJobRequest.FromJson(JsonDocument.Parse(
+            """{"prompt": "p", "original_size": [1024, 768], "crops_coords_top_left": [64, 32], "target_size": [768, 1024], "negative_original_size": [512, 512]}""").RootElement);
+        Assert.Equal([1024, 768], request.OriginalSize!);
+        Assert.Equal([64, 32], request.CropsCoordsTopLeft!);
+        Assert.Equal("[512,512]", request.ToJson().GetProperty("negative_original_size").GetRawText());
+
+        var written = new GenerationRequest
+        {
+            OriginalSize = new(1024, 768), CropsCoordsTopLeft = new(64, 32), TargetSize = new(768, 1024),
+            NegativeOriginalSize = new(512, 512), NegativeCropsCoordsTopLeft = new(0, 0), NegativeTargetSize = new(96, 64),
+        };
+        var text = new A1111Parameters { Prompt = "p" }.Add("Steps", "10").Add("Size", "64x64");
+        foreach (var (key, value) in MicroConditioningInfotext.Settings(written, 64, 64)) text.Add(key, value);
+        var parsed = GenerationInfotext.Parse(text.ToString());
+        Assert.Empty(parsed.Problems);
+        var back = parsed.Request;
+        IReadOnlyList<int>?[] pairs = [back.OriginalSize, back.CropsCoordsTopLeft, back.TargetSize, back.NegativeOriginalSize, back.NegativeCropsCoordsTopLeft, back.NegativeTargetSize];
+        Assert.Equal("1024,768 64,32 768,1024 512,512 0,0 96,64", string.Join(" ", pairs.Select(p => string.Join(",", p!))));
+        Assert.Null(GenerationInfotext.Parse("p\nSteps: 10, Size: 64x64, Seed: 1").Request.OriginalSize);
+        Assert.Contains("Original size: '1024' is not WIDTHxHEIGHT", GenerationInfotext.Parse("p\nSteps: 10, Size: 64x64, Original size: 1024").Problems);
     }
 }
