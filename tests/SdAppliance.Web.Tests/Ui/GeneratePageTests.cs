@@ -47,6 +47,32 @@ public sealed class GeneratePageTests
     }
 
     [Fact]
+    public async Task Micro_conditioning_is_typed_height_first_and_a_bad_pair_is_refused_in_place_keeping_the_request()
+    {
+        await using var ctx = Context();
+        var request = new GenerationJobRequest { Prompt = "a fox", TargetSize = [768, 1024] };
+        var cut = ctx.Render<MicroConditioningFields>(p => p.Add(x => x.Request, request).Add(x => x.RequestChanged, r => request = r));
+        // A value the request holds is shown in the order it is typed.
+        Assert.Equal("768,1024", cut.Find("input[data-testid='target-size']").GetAttribute("value"));
+
+        cut.Find("input[data-testid='original-size']").Change("1024, 768");
+        Assert.Equal([1024, 768], request.OriginalSize);
+        cut.Render(p => p.Add(x => x.Request, request));
+        cut.Find("input[data-testid='negative-crops-coords-top-left']").Change("64,32");
+        Assert.Equal([64, 32], request.NegativeCropsCoordsTopLeft);
+
+        cut.Render(p => p.Add(x => x.Request, request));
+        cut.Find("input[data-testid='crops-coords-top-left']").Change("64,left");
+        Assert.Null(request.CropsCoordsTopLeft);
+        Assert.Contains("'64,left': expected TOP,LEFT", cut.Markup);
+        Assert.Equal("64,left", cut.Find("input[data-testid='crops-coords-top-left']").GetAttribute("value"));
+
+        // Emptied: diffusers' default again.
+        cut.Find("input[data-testid='original-size']").Change("");
+        Assert.Null(request.OriginalSize);
+    }
+
+    [Fact]
     public async Task An_embedding_chip_inserts_its_token_without_a_weight()
     {
         await using var ctx = Context();
