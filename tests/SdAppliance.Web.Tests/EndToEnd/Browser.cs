@@ -44,7 +44,9 @@ public sealed class Browser : IAsyncDisposable
             ViewportSize = new ViewportSize { Width = width, Height = height },
             AcceptDownloads = true,
         });
-        context.SetDefaultTimeout(30_000);
+        // On two cores the suite's test assemblies run side by side (the demo's acceptance trains and draws meanwhile), and a
+        // page's answer has waited over 30 s behind them: the wait is for something that does come, so it may be long.
+        context.SetDefaultTimeout(90_000);
         return new BrowserPage(context, await context.NewPageAsync());
     }
 

@@ -22,8 +22,11 @@ public sealed partial class GenerateTests
         await page.GetByRole(AriaRole.Heading, new() { Name = "Generate" }).WaitForAsync();
         await page.GetByTestId("gallery-empty").WaitForAsync();
 
+        // The page has its model (the demo's 64x64) once its own start is done; typing before that can be lost to its first renders.
+        await Assertions.Expect(BrowserPage.Field(page, "width")).ToHaveValueAsync("64");
         const string prompt = "a red circle on a blue background";
         await BrowserPage.Field(page, "prompt").FillAsync(prompt);
+        await Assertions.Expect(BrowserPage.Field(page, "prompt")).ToHaveValueAsync(prompt);
         await BrowserPage.Field(page, "steps").FillAsync("16");
         await BrowserPage.Field(page, "steps").PressAsync("Tab");
         Assert.Equal("64", await BrowserPage.Field(page, "width").InputValueAsync());
@@ -39,7 +42,8 @@ public sealed partial class GenerateTests
             await session.ScreenshotAsync("generate-timeout");
             var state = await page.GetByTestId("job-state").AllTextContentsAsync();
             var refusal = await page.GetByTestId("generate-error").AllTextContentsAsync();
-            Assert.Fail($"no picture: job state [{string.Join("; ", state)}], error [{string.Join("; ", refusal)}]");
+            var fieldErrors = await page.Locator(".mud-input-error").AllTextContentsAsync();
+            Assert.Fail($"no picture: job state [{string.Join("; ", state)}], error [{string.Join("; ", refusal)}], fields [{string.Join("; ", fieldErrors)}]");
         }
         await page.GetByTestId("gallery-item").WaitForAsync(Long);
         Assert.Equal(1, await page.GetByTestId("gallery-item").CountAsync());
