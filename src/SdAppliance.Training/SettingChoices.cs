@@ -27,6 +27,8 @@ public enum OptimizerKind
     Lion,
     Adafactor,
     Prodigy,
+    AdamW8bit,
+    Lion8bit,
 }
 
 /// <summary>

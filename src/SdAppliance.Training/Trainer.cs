@@ -105,7 +105,7 @@ public sealed class Trainer
         this.run = run;
         methodKind = TrainingConfig.MethodChoices.Parse(config.Method);
         precision = TrainingConfig.PrecisionChoices.Parse(config.MixedPrecision);
-        optimizerKind = TrainingConfig.OptimizerChoices.Parse(config.Optimizer);
+        optimizerKind = config.ResolveOptimizer();
     }
 
     private TrainingReport Run(string? resumeFrom, IProgress<TrainingEvent>? progress, Action? stepBoundary, RunControl? control, CancellationToken cancellationToken)

@@ -94,8 +94,11 @@ public sealed record TrainingConfig
     public double LrNumCycles { get; init; } = 1;
     [Description("The power of the polynomial schedule")]
     public double LrPower { get; init; } = 1;
-    [Description("The optimizer")]
+    [Description("The optimizer (kohya's optimizer_type); AdamW8bit and Lion8bit keep their moments in 8 bits, a quarter of the memory")]
     public string Optimizer { get; init; } = "AdamW";
+    [Description("The diffusers scripts' use_8bit_adam: AdamW8bit in place of AdamW")]
+    [JsonPropertyName("use_8bit_adam")]
+    public bool Use8BitAdam { get; init; }
     [Description("Adam/AdamW/Prodigy beta1")]
     public double AdamBeta1 { get; init; } = 0.9;
     [Description("Adam/AdamW/Prodigy beta2")]
@@ -207,11 +210,18 @@ public sealed record TrainingConfig
     // kohya spells optimizers in any case (AdamW, adamw).
     public static readonly SettingChoices<OptimizerKind> OptimizerChoices = new("optimizer", StringComparison.OrdinalIgnoreCase,
         ("AdamW", OptimizerKind.AdamW), ("Adam", OptimizerKind.Adam), ("SGD", OptimizerKind.Sgd), ("Lion", OptimizerKind.Lion), ("Adafactor", OptimizerKind.Adafactor),
-        ("Prodigy", OptimizerKind.Prodigy));
+        ("Prodigy", OptimizerKind.Prodigy), ("AdamW8bit", OptimizerKind.AdamW8bit), ("Lion8bit", OptimizerKind.Lion8bit));
 
     public static IReadOnlyList<string> Methods => MethodChoices.Names;
 
     public static IReadOnlyList<string> Optimizers => OptimizerChoices.Names;
+
+    /// <summary>The optimizer the run steps with: <see cref="Optimizer"/>, AdamW8bit where <see cref="Use8BitAdam"/> asks for it.</summary>
+    public OptimizerKind ResolveOptimizer()
+    {
+        var kind = OptimizerChoices.Parse(Optimizer);
+        return Use8BitAdam && kind == OptimizerKind.AdamW ? OptimizerKind.AdamW8bit : kind;
+    }
 
     public static TrainingConfig Load(string path)
     {
@@ -379,6 +389,8 @@ public sealed record TrainingConfig
         Require(LearningRate > 0, $"learning_rate: {LearningRate} must be positive");
         Require(MaxGradNorm >= 0, $"max_grad_norm: {MaxGradNorm} must be zero (off) or positive");
         var optimizer = OptimizerChoices.Parse(Optimizer);
+        Require(!Use8BitAdam || optimizer is OptimizerKind.AdamW or OptimizerKind.AdamW8bit,
+            $"use_8bit_adam: it turns AdamW into AdamW8bit, and the optimizer is {Optimizer}; leave use_8bit_adam out, or set optimizer to AdamW8bit");
         Require(DCoef > 0, $"d_coef: {DCoef} must be positive (1 is Prodigy's own estimate)");
         // Prodigy estimates one step size for everything it trains; a group may only be frozen (0) besides.
         Require(optimizer != OptimizerKind.Prodigy || TextEncoderLr is null || TextEncoderLr == 0 || TextEncoderLr == ScaledLearningRate(),

@@ -58,6 +58,9 @@ public sealed class TrainerTests : IDisposable
     [InlineData("finetune")]
     // Prodigy's estimate lives in the optimizer state's groups: a resume that lost it would restart from d0.
     [InlineData("lora", "Prodigy")]
+    // 8-bit moments: codes and block maxima written and read back (the tiny UNet's larger weights are quantised).
+    [InlineData("dreambooth", "AdamW8bit")]
+    [InlineData("dreambooth", "Lion8bit")]
     public void ResumingFromACheckpointEndsBitIdenticalToAnUninterruptedRun(string method, string optimizer = "AdamW")
     {
         TrainingConfig Setup(string run, int steps = 6) => Config(method, run, steps) with
@@ -82,6 +85,15 @@ public sealed class TrainerTests : IDisposable
         }
         Assert.NotEmpty(straight.Outputs);
         Assert.All(straight.Outputs, o => Assert.True(File.Exists(o) || Directory.Exists(o), o));
+        if (optimizer.EndsWith("8bit", StringComparison.Ordinal))
+        {
+            // The state that resumed holds 8-bit codes with their block maxima, not float moments.
+            using var state = TensorFile.Open(Path.Combine(resumed.RunFolder, "checkpoints", "step-000006", "optimizer.safetensors"));
+            Assert.Contains(state.Names, n => n.EndsWith(".absmax1", StringComparison.Ordinal));
+            var codes = state.Names.First(n => n.EndsWith(".state1", StringComparison.Ordinal) && state.Names.Contains(n[..^".state1".Length] + ".absmax1"));
+            using var t = state.ReadTensor(codes);
+            Assert.Equal(DType.UInt8, t.DType);
+        }
     }
 
     [Fact]
