@@ -87,7 +87,7 @@ public sealed class LossMasks : IDisposable
     public Tensor Get(TrainingExample example, long height, long width)
     {
         ArgumentNullException.ThrowIfNull(example);
-        var key = $"{Path.GetFullPath(example.Item.Path)}|{example.BucketWidth}x{example.BucketHeight}|{example.CropLeft},{example.CropTop}|{example.Flip}|{width}x{height}";
+        var key = $"{Path.GetFullPath(example.Item.Path)}|{example.BucketWidth}x{example.BucketHeight}|{example.CropLeft},{example.CropTop}|{example.Flip}|{example.Item.IsPrior}|{width}x{height}";
         lock (gate)
         {
             if (memory.TryGetValue(key, out var kept)) return kept.Clone();
