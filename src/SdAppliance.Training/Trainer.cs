@@ -41,7 +41,8 @@ public sealed record TrainingReport(
 
 /// <summary>
 /// The training loop of every method: noise and uniform timesteps, epsilon or v targets from the
-/// model's scheduler config, MSE with min-SNR-gamma weighting and noise offset, prior preservation,
+/// model's scheduler config, kohya's losses (l2, l1, huber, smooth_l1; masked by a mask folder or the alpha channel) with
+/// min-SNR-gamma and v-prediction weighting, noise offset, pyramid noise, input perturbation and zero terminal SNR (<see cref="Losses"/>), prior preservation,
 /// gradient accumulation and clipping, the engine's optimizers and LR schedules, CUDA mixed
 /// precision, gradient checkpointing; atomic saved training states from which a run resumes exactly
 /// (trained values, optimizer, schedule, step, data position, random generators).
@@ -402,8 +403,10 @@ public sealed class Trainer
         Tensor prediction;
         using (AutocastFor(device))
             prediction = model.Unet.Forward(noisy, timesteps, text.PromptEmbeds, added);
-        var huberC = Losses.HuberThresholds(lossKind, huberSchedule, config.HuberC, config.HuberScale, scheduler.AlphasCumprod, scheduler.NumTrainTimesteps,
-            timesteps.Cpu().ToArray<long>());
+        // The threshold of huber and smooth_l1 follows each example's timestep (read back from the device only for them).
+        var huberC = lossKind is LossKind.Huber or LossKind.SmoothL1
+            ? Losses.HuberThresholds(lossKind, huberSchedule, config.HuberC, config.HuberScale, scheduler.AlphasCumprod, scheduler.NumTrainTimesteps, timesteps.Cpu().ToArray<long>())
+            : null;
         var mask = lossMasks?.Batch(batch, latents.Size(2), latents.Size(3));
         var perExample = Losses.PerExample(prediction.Float(), target.Float(), lossKind, huberC is null ? null : torch.Tensor(huberC), mask);
         perExample = perExample * LossWeights(scheduler, predicted, timesteps, batch, device);
