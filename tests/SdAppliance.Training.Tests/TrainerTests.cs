@@ -188,6 +188,30 @@ public sealed class TrainerTests : IDisposable
     }
 
     [Fact]
+    public void EachLossAndNoiseOptionChangesWhatTheRunTrains()
+    {
+        var plain = Config("lora", "l2", steps: 1);
+        byte[] Trained(TrainingConfig config)
+        {
+            var report = Trainer.Train(config);
+            using var file = TensorFile.Open(Assert.Single(report.Outputs));
+            return [.. file.Names.Order(StringComparer.Ordinal).SelectMany(file.ReadBytes)];
+        }
+        var baseline = Trained(plain);
+        Assert.Equal(baseline, Trained(plain with { Output = Path.Combine(root, "l2-again") }));
+        var variants = new (string Name, TrainingConfig Config)[]
+        {
+            ("l1", plain with { LossType = "l1" }),
+            ("huber", plain with { LossType = "huber" }),
+            ("smooth_l1", plain with { LossType = "smooth_l1", HuberSchedule = "constant" }),
+            ("ip_noise_gamma", plain with { IpNoiseGamma = 0.1 }),
+            ("multires", plain with { MultiresNoiseIterations = 6 }),
+        };
+        foreach (var (name, config) in variants)
+            Assert.False(baseline.AsSpan().SequenceEqual(Trained(config with { Output = Path.Combine(root, name) })), $"{name} trained the weights of l2");
+    }
+
+    [Fact]
     public void AWhiteMaskTrainsTheWeightsOfNoMaskAndAMissingMaskStopsTheRunBeforeItTrains()
     {
         var plain = Config("lora", "unmasked", steps: 2);
