@@ -122,7 +122,7 @@ public sealed record TrainingConfig
     public double? MinSnrGamma { get; init; }
     [Description("Noise offset (0.05-0.1 helps very dark and bright images)")]
     public double NoiseOffset { get; init; }
-    [Description("Multi-resolution (pyramid) noise: add this many coarser noise layers to the noise, as kohya's multires_noise_iterations (6-10 is usual; off when not given)")]
+    [Description("Multi-resolution (pyramid) noise: add this many coarser noise layers to the noise, as kohya's pyramid noise (6-10 is usual; off when not given)")]
     public int? MultiresNoiseIterations { get; init; }
     [Description("Multi-resolution noise: each coarser layer's weight is this times the one before (kohya's default 0.3)")]
     public double MultiresNoiseDiscount { get; init; } = 0.3;
@@ -134,7 +134,7 @@ public sealed record TrainingConfig
     public string HuberSchedule { get; init; } = "snr";
     [Description("huber and smooth_l1: the threshold (constant), the threshold at the last timestep (exponential) or the least one (snr)")]
     public double HuberC { get; init; } = 0.1;
-    [Description("huber and smooth_l1: multiplies the constant and exponential thresholds, as kohya's huber_scale")]
+    [Description("huber and smooth_l1: multiplies the constant and exponential thresholds (kohya's default 1)")]
     public double HuberScale { get; init; } = 1.0;
     [Description("v-prediction models: weight each example's loss by SNR/(SNR+1), so the timesteps weigh as in an epsilon model")]
     public bool ScaleVPredLossLikeNoisePred { get; init; }
