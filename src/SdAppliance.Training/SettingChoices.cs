@@ -31,6 +31,23 @@ public enum OptimizerKind
     Lion8bit,
 }
 
+/// <summary>The per-pixel loss (<see cref="TrainingConfig.LossType"/>), as kohya's conditional_loss.</summary>
+public enum LossKind
+{
+    L2,
+    L1,
+    Huber,
+    SmoothL1,
+}
+
+/// <summary>How the huber and smooth_l1 threshold follows the timestep (<see cref="TrainingConfig.HuberSchedule"/>).</summary>
+public enum HuberScheduleKind
+{
+    Snr,
+    Exponential,
+    Constant,
+}
+
 /// <summary>
 /// A setting that is one of a few names: the names run.json and the flags use, and the enum the code uses. A run's
 /// text is parsed once, when it starts; past that point only the enum travels.

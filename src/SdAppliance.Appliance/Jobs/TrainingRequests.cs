@@ -26,6 +26,7 @@ public static class TrainingRequests
             Data = Resolve(paths, "data", config.Data),
             Concepts = Resolve(paths, "concepts", config.Concepts),
             ClassData = Resolve(paths, "class_data", config.ClassData),
+            ConditioningDataDir = Resolve(paths, "conditioning_data_dir", config.ConditioningDataDir),
             SamplePromptsFile = Resolve(paths, "sample_prompts_file", config.SamplePromptsFile),
             Output = folder,
             DeviceName = device,

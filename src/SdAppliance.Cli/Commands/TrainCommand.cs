@@ -152,6 +152,7 @@ public static class TrainCommand
             Output = Absolute(config.Output),
             Concepts = Absolute(config.Concepts),
             ClassData = Absolute(config.ClassData),
+            ConditioningDataDir = Absolute(config.ConditioningDataDir),
         };
     }
 
@@ -231,12 +232,14 @@ public static class TrainCommand
         "preset" => string.Join('|', TrainingPresets.All.Keys),
         "mixed_precision" => string.Join('|', TrainingConfig.PrecisionChoices.Names),
         "optimizer" => string.Join('|', TrainingConfig.Optimizers),
+        "loss_type" => string.Join('|', TrainingConfig.LossTypeChoices.Names),
+        "huber_schedule" => string.Join('|', TrainingConfig.HuberScheduleChoices.Names),
         "lr_scheduler" => "NAME",
         "sample_prompts" => "P1|P2",
         _ when type == typeof(bool) => "true|false",
         _ when type == typeof(int) || type == typeof(long) => "N",
         _ when type == typeof(double) => "X",
-        _ when name is "model" or "data" or "output" or "concepts" or "class_data" => "PATH",
+        _ when name is "model" or "data" or "output" or "concepts" or "class_data" or "conditioning_data_dir" => "PATH",
         _ => "TEXT",
     };
 
