@@ -1,6 +1,6 @@
 // bench-train: speed and peak memory of LoRA and DreamBooth training steps, printed as `name: value unit` lines.
 //   dotnet run -c Release --project tools/bench-train [-- --device cuda] [--mixed-precision bf16|fp16] [--threads N]
-//       [--quick] [--full] [--case NAME]
+//       [--quick] [--full] [--case NAME] [--resolution PIXELS]
 // A step is what the trainer does per optimizer step at batch 1: UNet forward on noisy latents and a text
 // conditioning, MSE against the noise, backward, gradient clipping at 1.0, AdamW (lr 1e-4), zero grads. The *_8bit
 // cases step with AdamW8bit instead; *_optimizer_state is the bytes of the optimizer's state after the steps.
@@ -9,6 +9,7 @@
 // LoRA is kohya's network (dim 16, alpha 8) on the frozen UNet; DreamBooth trains every UNet weight.
 // --quick runs the tiny cases only; the default adds SD 1.5 LoRA with and without gradient checkpointing;
 // SD 1.5 DreamBooth runs on CUDA, and on CPU only with --full (AdamW states alone are ~7 GB there).
+// --resolution sets the SD 1.5 cases' image size (default 512; 256 fits DreamBooth's activations in a smaller box).
 // AdamW against AdamW8bit, the memory table: --case for each of tiny/sd15 lora/dreambooth and their *_8bit twins.
 // Peak memory: each case runs in a child process of this tool (`--case NAME`), so that nothing an earlier
 // case allocated (and the allocator kept) counts towards the next: on CPU the peak resident set (VmHWM: the
@@ -34,6 +35,8 @@ var mixedPrecision = Arg("--mixed-precision") ?? "no";
 var quick = args.Contains("--quick");
 var full = args.Contains("--full");
 var onlyCase = Arg("--case");
+var sd15Resolution = Arg("--resolution") is { } resolutionText ? int.Parse(resolutionText, CultureInfo.InvariantCulture) : 512;
+if (sd15Resolution < 64 || sd15Resolution % 64 != 0) return Fail($"--resolution: {sd15Resolution} must be a multiple of 64");
 if (mixedPrecision is not ("no" or "bf16" or "fp16"))
     return Fail($"--mixed-precision: '{mixedPrecision}' is not one of no, bf16, fp16");
 if (mixedPrecision == "fp16" && !device.IsCuda)
@@ -73,6 +76,7 @@ Console.WriteLine($"libtorch: {Engine.TorchVersion}");
 Console.WriteLine($"device: {device}");
 Console.WriteLine($"threads: {Engine.NumThreads}");
 Console.WriteLine($"mixed_precision: {mixedPrecision}");
+Console.WriteLine($"sd15_resolution: {sd15Resolution}");
 Console.WriteLine($"peak_memory: {(device.IsCuda ? "CUDA allocator peak" : "VmHWM")}, one child process per case");
 // Other work on the machine makes libtorch's threads wait for a core: the load says how much.
 ReportLoad("load_average_start");
@@ -152,7 +156,7 @@ void RunCase(BenchCase c)
         if (c.Checkpointing) unet.EnableGradientCheckpointing();
         using Optimizer optimizer = c.EightBit ? new AdamW8bit(trainable, new AdamW8bitOptions { Lr = 1e-4 }) : new AdamW(trainable, new AdamWOptions { Lr = 1e-4 });
 
-        var latent = (long)(unet.Config.SampleSize is { Count: > 0 } s ? s[0] : 64);
+        var latent = c.Sd15 ? sd15Resolution / 8 : (long)(unet.Config.SampleSize is { Count: > 0 } s ? s[0] : 64);
         using var text = torch.Randn([1, 77, unet.Config.CrossAttentionDimPerBlock[0]], generator).To(device).DetachFromDisposeScope();
         var scaler = mixedPrecision == "fp16" ? new LossScaler() : null;
 

@@ -45,23 +45,14 @@ public sealed class AdamW8bit : Optimizer<AdamW8bitOptions>
         var correction1 = 1 - Math.Pow(o.Beta1, step);
         var correction2 = Math.Sqrt(1 - Math.Pow(o.Beta2, step));
         var stepSize = -o.Lr * correction2 / correction1;
-        var plain = new List<ParamSlot>();
-        foreach (var slot in batch)
+        var plain = EightBitState.StepEachQuantised(batch, param => StateLayout(o, param), slot =>
         {
             var (param, grad, state) = slot;
-            state.EnsureZeros(StateLayout(o, param), param.Device);
-            if (!EightBitState.IsQuantised(state))
-            {
-                plain.Add(slot);
-                continue;
-            }
             if (UseCpuKernel && EightBitState.FitsTheCpuKernel(param, grad, state))
             {
                 EightBitState.StepOnCpu(adam: true, param, grad, state, o.Beta1, o.Beta2, o.Eps, o.Lr, o.WeightDecay, stepSize, correction2);
-                continue;
+                return;
             }
-            // Per parameter, so that only one parameter's dequantised moments exist at a time.
-            using var scope = torch.NewDisposeScope();
             var m = EightBitState.Read(state, 1, signed: true);
             var v = EightBitState.Read(state, 2, signed: false);
             m.Mul_(o.Beta1).Add_(grad, 1 - o.Beta1);
@@ -70,7 +61,7 @@ public sealed class AdamW8bit : Optimizer<AdamW8bitOptions>
             if (o.WeightDecay > 0) param.Mul_(1 - o.Lr * o.WeightDecay);
             EightBitState.Write(state, 1, m, signed: true);
             EightBitState.Write(state, 2, v, signed: false);
-        }
+        });
         if (plain.Count == 0) return;
 
         // The small parameters' float32 moments: the same formulas, one list operator per term for all of them.

@@ -20,6 +20,28 @@ internal static class EightBitState
         }
     }
 
+    /// <summary>
+    /// Creates the state of each parameter of <paramref name="batch"/> still without one, steps each parameter with 8-bit
+    /// moments by itself (in a dispose scope of its own, so that only one parameter's dequantised moments exist at a
+    /// time) and returns the others, whose float32 moments step together in list operators.
+    /// </summary>
+    public static List<ParamSlot> StepEachQuantised(IReadOnlyList<ParamSlot> batch, Func<Tensor, IEnumerable<StateSpec>> layout, Action<ParamSlot> step)
+    {
+        var plain = new List<ParamSlot>();
+        foreach (var slot in batch)
+        {
+            slot.State.EnsureZeros(layout(slot.Param), slot.Param.Device);
+            if (!IsQuantised(slot.State))
+            {
+                plain.Add(slot);
+                continue;
+            }
+            using var scope = torch.NewDisposeScope();
+            step(slot);
+        }
+        return plain;
+    }
+
     /// <summary>Whether the moments are 8-bit codes (else float32 tensors, a parameter below min_8bit_size).</summary>
     public static bool IsQuantised(ParamState state) => state.Tensors.ContainsKey("absmax1");
 

@@ -41,28 +41,20 @@ public sealed class Lion8bit : Optimizer<Lion8bitOptions>
 
     private protected override void UpdateBatch(Lion8bitOptions o, IReadOnlyList<ParamSlot> batch)
     {
-        var plain = new List<ParamSlot>();
-        foreach (var slot in batch)
+        var plain = EightBitState.StepEachQuantised(batch, param => StateLayout(o, param), slot =>
         {
             var (param, grad, state) = slot;
-            state.EnsureZeros(StateLayout(o, param), param.Device);
-            if (!EightBitState.IsQuantised(state))
-            {
-                plain.Add(slot);
-                continue;
-            }
             if (UseCpuKernel && EightBitState.FitsTheCpuKernel(param, grad, state))
             {
                 EightBitState.StepOnCpu(adam: false, param, grad, state, o.Beta1, o.Beta2, eps: 0, o.Lr, o.WeightDecay);
-                continue;
+                return;
             }
-            using var scope = torch.NewDisposeScope();
             var m = EightBitState.Read(state, 1, signed: true);
             if (o.WeightDecay != 0) param.Mul_(1 - o.Lr * o.WeightDecay);
             param.Add_(m.Mul(o.Beta1).Add_(grad, 1 - o.Beta1).Sign_(), -o.Lr);
             m.Mul_(o.Beta2).Add_(grad, 1 - o.Beta2);
             EightBitState.Write(state, 1, m, signed: true);
-        }
+        });
         if (plain.Count > 0) Lion.Update(plain.Select(s => s.Param).ToArray(), plain.Select(s => s.Grad).ToArray(),
             plain.Select(s => s.State["state1"]).ToArray(), o.Lr, o.Beta1, o.Beta2, o.WeightDecay);
     }
