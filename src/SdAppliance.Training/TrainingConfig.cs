@@ -44,8 +44,10 @@ public sealed record TrainingConfig
     public double PriorLossWeight { get; init; } = 1.0;
     [Description("The caption files' extension")]
     public string CaptionExtension { get; init; } = ".txt";
-    [Description("A folder with a metadata.jsonl (the Hugging Face image-folder layout the diffusers scripts read): the column holding each file_name's caption")]
+    [Description("A folder with a metadata.jsonl or Parquet files (the Hugging Face layouts the diffusers scripts read): the column holding each image's caption")]
     public string CaptionColumn { get; init; } = "text";
+    [Description("A folder of Parquet files (the Hugging Face hub's layout): the column holding each row's image, a struct of bytes and path or plain bytes")]
+    public string ImageColumn { get; init; } = "image";
     [Description("An image without a caption takes its file name (without the extension) as its caption, instead of the folder's or instance prompt")]
     public bool UseFilenameAsLabel { get; init; }
     [Description("Training size in pixels (square; the bucket area with enable_bucket)")]

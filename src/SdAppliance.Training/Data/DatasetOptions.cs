@@ -59,6 +59,8 @@ public sealed record DatasetOptions
 
     public string CaptionColumn { get => Settings.CaptionColumn; init => Settings = Settings with { CaptionColumn = value }; }
 
+    public string ImageColumn { get => Settings.ImageColumn; init => Settings = Settings with { ImageColumn = value }; }
+
     public bool UseFilenameAsLabel { get => Settings.UseFilenameAsLabel; init => Settings = Settings with { UseFilenameAsLabel = value }; }
 
     public int Resolution { get => Settings.Resolution; init => Settings = Settings with { Resolution = value }; }
