@@ -47,7 +47,8 @@ internal static class DatasetScanner
         var priorByConcept = new int[concepts.Count][];
         var classFound = new int[concepts.Count];
         // A class folder kept inside a data folder is not one of its sub-folders.
-        var classFolders = concepts.Where(c => c.Spec.ClassDataDir is not null).Select(c => Path.TrimEndingDirectorySeparator(c.Spec.ClassDataDir!)).ToHashSet(StringComparer.Ordinal);
+        var classFolders = concepts.Where(c => c.Spec.ClassDataDir is not null).Select(c => Path.TrimEndingDirectorySeparator(c.Spec.ClassDataDir!))
+            .Concat(options.RegularizationFolders.Select(r => Path.TrimEndingDirectorySeparator(Path.GetFullPath(r.Folder)))).ToHashSet(StringComparer.Ordinal);
         var scan = new ScanContext(options, captionExtension, classFolders, skipped, cancellationToken);
         for (int c = 0; c < concepts.Count; c++)
         {
@@ -67,9 +68,18 @@ internal static class DatasetScanner
             priorItems.AddRange(classItems);
         }
 
+        // Shared class folders (kohya's is_reg subsets) belong to no concept: every concept without its own class images draws them.
+        foreach (var shared in options.RegularizationFolders)
+        {
+            var folder = Path.GetFullPath(shared.Folder);
+            if (!Directory.Exists(folder))
+                throw Fail("dataset_config", $"the regularization folder '{folder}' (an is_reg subset's image_dir) does not exist");
+            priorItems.AddRange(ScanFolder(folder, shared.ClassPrompt, 1, folder, true, scan));
+        }
+
         if (items.Count == 0)
         {
-            var field = options.DataDir is not null ? nameof(DatasetOptions.DataDir) : "concepts";
+            var field = options.DataDir is not null ? nameof(DatasetOptions.DataDir) : options.Settings.DatasetConfig is not null ? "dataset_config" : "concepts";
             var folders = string.Join(", ", concepts.Select(c => $"'{c.Spec.InstanceDataDir}'"));
             var reasons = skipped.Count == 0 ? "" : $"; skipped: {string.Join("; ", skipped.Take(5).Select(s => $"{Path.GetFileName(s.Path)}: {s.Reason}"))}{(skipped.Count > 5 ? $" and {skipped.Count - 5} more" : "")}";
             throw Fail(field, $"no usable training images in {folders} (PNG, JPEG or WebP, directly in the folder or in kohya N_name sub-folders){reasons}");
@@ -403,5 +413,5 @@ internal static class DatasetScanner
     private static DatasetException Fail(string field, string problem) => new(field, FieldName(field), problem);
 
     /// <summary>How users know <paramref name="field"/>: the run.json field of a <see cref="DatasetOptions"/> property; a concepts-list path as it is.</summary>
-    private static string FieldName(string field) => field.StartsWith("concepts", StringComparison.Ordinal) ? field : DatasetOptions.FieldName(field);
+    private static string FieldName(string field) => field.StartsWith("concepts", StringComparison.Ordinal) || field == "dataset_config" ? field : DatasetOptions.FieldName(field);
 }
