@@ -33,11 +33,15 @@ public static class TrainCommand
         var config = new Option<string?>("--config", "-c") { Description = "A run.json holding the settings below by their field names (network_dim...); flags override it", HelpName = "FILE" };
         var kohya = new Option<string?>("--kohya-config")
         {
-            Description = "A kohya config: sd-scripts' --config_file TOML or a kohya_ss GUI JSON, mapped onto the settings below by their kohya names; --config and the flags override it",
+            Description = "A kohya config: sd-scripts' --config_file TOML or a kohya_ss GUI JSON, mapped onto the settings below by their kohya names; --config and the flags override it (kohya's flag spellings, --optimizer_type, --train_data_dir, --network_dim, are accepted too)",
             HelpName = "FILE",
         };
         var resume = new Option<string?>("--resume") { Description = "Continue the run in RUN_DIR from its last saved training state; --max-train-steps sets a new total", HelpName = "RUN_DIR" };
         var fields = TrainingConfig.Fields.Select(f => (Field: TrainingConfig.FieldName(f), Option: FieldOption(f))).ToList();
+        // kohya's spellings (--optimizer_type, --train_data_dir, --network_dim) as hidden flags of the same fields, so that
+        // --help lists each setting once; given both ways, the later one on the line wins, as with any repeated setting.
+        var ownFlags = fields.ToDictionary(f => f.Field, f => f.Option, StringComparer.Ordinal);
+        fields.AddRange([.. KohyaConfig.FlagAliases.Select(a => (Field: a.Value, Option: AliasOption(a.Key, ownFlags[a.Value])))]);
 
         var command = new Command("train", "Fine-tune a model: LoRA, DreamBooth, Textual Inversion, full fine-tune or a hypernetwork. Settings come from a preset, then --config, then the flags.")
         {
@@ -47,9 +51,9 @@ public static class TrainCommand
         command.SetAction((parse, cancellationToken) =>
         {
             var flags = new Dictionary<string, string>(StringComparer.Ordinal);
-            foreach (var (field, option) in fields)
-                if (parse.GetResult(option) is { Implicit: false })
-                    flags[field] = parse.GetValue(option) ?? "";  // a bare boolean flag: "" reads as true
+            foreach (var (field, option) in fields.Where(f => parse.GetResult(f.Option) is { Implicit: false })
+                         .OrderBy(f => parse.GetResult(f.Option)!.IdentifierToken is { } token ? IndexOf(parse.Tokens, token) : -1))
+                flags[field] = parse.GetValue(option) ?? "";  // a bare boolean flag: "" reads as true
             var io = parse.InvocationConfiguration;
             var arguments = new TrainArguments(parse.GetValue(config), parse.GetValue(resume), flags, parse.GetValue(kohya));
             // Ctrl+C reaches the run through cancellationToken (Interrupts): it stops after the current step.
@@ -226,7 +230,7 @@ public static class TrainCommand
         var name = TrainingConfig.FieldName(field);
         var type = Nullable.GetUnderlyingType(field.PropertyType) ?? field.PropertyType;
         var isBool = type == typeof(bool);
-        var option = new Option<string?>(Flag(name), [.. KohyaConfig.FlagAliases.Where(a => a.Value == name).Select(a => "--" + a.Key)])
+        var option = new Option<string?>(Flag(name))
         {
             Description = Describe(name, field),
             HelpName = HelpName(name, type),
@@ -235,6 +239,19 @@ public static class TrainCommand
         };
         return option;
     }
+
+    private static int IndexOf(IReadOnlyList<System.CommandLine.Parsing.Token> tokens, System.CommandLine.Parsing.Token token)
+    {
+        for (int i = 0; i < tokens.Count; i++)
+            if (ReferenceEquals(tokens[i], token)) return i;
+        return -1;
+    }
+
+    /// <summary>A kohya spelling of a field's flag: hidden, taking values as the field's own flag does.</summary>
+    private static Option<string?> AliasOption(string kohyaName, Option<string?> own) => new("--" + kohyaName)
+    {
+        Description = own.Description, HelpName = own.HelpName, Arity = own.Arity, Hidden = true,
+    };
 
     private static readonly TrainingConfig Defaults = new();
 
