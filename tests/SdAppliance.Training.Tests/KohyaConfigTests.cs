@@ -294,6 +294,18 @@ public sealed class KohyaConfigTests
     }
 
     [Fact]
+    public void AConfigThatNamesNoNetworkLeavesTheMethodToTheRunAndSaysSo()
+    {
+        // A kohya_ss DreamBooth config: no LoRA_type, no network keys.
+        var kohya = ReadText("db.json", """{"train_data_dir": "img", "learning_rate": "1e-6", "max_train_steps": "800", "train_batch_size": 2}""");
+        Assert.False(kohya.Settings.ContainsKey("method"));
+        Assert.False(kohya.Settings.ContainsKey("train_text_encoder"));
+        Assert.Contains(kohya.Notes, n => n.StartsWith("the file names no network (network_module, LoRA_type) nor textual inversion word", StringComparison.Ordinal));
+        var config = TrainingConfig.FromSettings(kohya.Settings, "kohya", new Dictionary<string, string> { ["method"] = "dreambooth" });
+        Assert.Equal(("dreambooth", 1e-6, 800, 2), (config.Method, config.LearningRate, config.MaxTrainSteps, config.TrainBatchSize));
+    }
+
+    [Fact]
     public void KohyasFlagSpellingsAreAliasesOfTheSettings()
     {
         Assert.Equal("optimizer", KohyaConfig.FlagAliases["optimizer_type"]);

@@ -413,6 +413,8 @@ public sealed class KohyaConfig
             }
             if (isLora) settings["method"] = "lora";
             else if (values.ContainsKey("token_string") || values.ContainsKey("init_word")) settings["method"] = "textual-inversion";
+            // A DreamBooth or fine-tune config names no network: the script it was for is not in the file.
+            else notes.Add("the file names no network (network_module, LoRA_type) nor textual inversion word, so it does not say what it trains: give --method dreambooth or finetune for such a config (the run's method applies otherwise)");
             if (Bool(values.GetValueOrDefault("network_train_text_encoder_only"), "network_train_text_encoder_only") == true)
                 refused.Add("network_train_text_encoder_only = true (the UNet's LoRA always trains)");
             else if (values.ContainsKey("network_train_text_encoder_only")) noEffect.Add("network_train_text_encoder_only");
