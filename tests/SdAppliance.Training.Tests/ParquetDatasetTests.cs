@@ -110,6 +110,36 @@ public sealed class ParquetDatasetTests
     }
 
     [Fact]
+    public void AChangedParquetFileGetsFreshImagesAndTheStaleOnesGo()
+    {
+        using var folder = new DataTestFolder();
+        var file = folder.PathOf("train.parquet");
+        WriteParquet(file, [Row(DataTestFolder.Pattern(64, 64), "old", "a.png")]);
+        var before = TrainingDataset.Scan(new DatasetOptions { DataDir = folder.Root });
+        var oldFolder = Path.GetDirectoryName(before.Items[0].Path)!;
+
+        // Another image under the same row number: the file's size and time differ, so its images are written anew.
+        WriteParquet(file, [Row(DataTestFolder.Pattern(64, 64, shift: 100), "new", "a.png")]);
+        File.SetLastWriteTimeUtc(file, File.GetLastWriteTimeUtc(file).AddMinutes(1));
+        var after = TrainingDataset.Scan(new DatasetOptions { DataDir = folder.Root });
+
+        Assert.Equal(["new"], after.Items.Select(i => i.Caption));
+        Assert.NotEqual(oldFolder, Path.GetDirectoryName(after.Items[0].Path));
+        Assert.False(Directory.Exists(oldFolder));
+        Assert.Equal(DataTestFolder.Pattern(64, 64, shift: 100).Pixels, ImageCodec.Load(after.Items[0].Path).Pixels);
+    }
+
+    [Fact]
+    public void AFileThatIsNotParquetIsRefusedNamingIt()
+    {
+        using var folder = new DataTestFolder();
+        var file = folder.Bytes("train.parquet", "PAR1 but not really a parquet file"u8.ToArray());
+        var error = Assert.Throws<DatasetException>(() => TrainingDataset.Scan(new DatasetOptions { DataDir = folder.Root }));
+        Assert.Equal("data", error.Subject);
+        Assert.StartsWith($"data: '{file}' cannot be read as Parquet: ", error.Message);
+    }
+
+    [Fact]
     public void ARowThatIsNoImageIsSkippedWithItsNumber()
     {
         using var folder = new DataTestFolder();

@@ -45,9 +45,9 @@ internal static class ParquetImages
         {
             return ReadAsync(parquetPath, imageColumn, captionColumn, skipped, cancellationToken).GetAwaiter().GetResult();
         }
-        catch (Exception e) when (e is not (DatasetException or OperationCanceledException or IOException or UnauthorizedAccessException))
+        catch (Exception e) when (e is not (DatasetException or OperationCanceledException))
         {
-            // Parquet.Net reports a damaged or foreign file with its own exception types.
+            // Parquet.Net reports a damaged or foreign file with its own exception types, and as an IOException.
             throw new DatasetException(nameof(DatasetOptions.DataDir), DatasetOptions.FieldName(nameof(DatasetOptions.DataDir)),
                 $"'{parquetPath}' cannot be read as Parquet: {e.Message}");
         }
@@ -107,8 +107,15 @@ internal static class ParquetImages
                 var path = Path.Combine(folder, rowNumber.ToString("D6", CultureInfo.InvariantCulture) + Extension(format));
                 if (!File.Exists(path) || new FileInfo(path).Length != bytes.Length)
                 {
-                    Directory.CreateDirectory(folder);
-                    Formats.AtomicFile.WriteAllBytes(path, bytes);
+                    try
+                    {
+                        Directory.CreateDirectory(folder);
+                        Formats.AtomicFile.WriteAllBytes(path, bytes);
+                    }
+                    catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                    {
+                        throw Missing(nameof(DatasetOptions.DataDir), $"the images of '{parquetPath}' cannot be written into '{folder}' (the dataset folder must be writable): {e.Message}");
+                    }
                 }
                 rows.Add(new Row(path, captions[r], names[r] is { Length: > 0 } name ? Path.GetFileNameWithoutExtension(name) : null));
             }
