@@ -64,6 +64,10 @@ public sealed class ParquetDatasetTests
         }
         Assert.Equal(first.Pixels, ImageCodec.Load(fromParquet.Items[0].Path).Pixels);
 
+        // The LoRA metadata's dataset folder of a row is its Parquet file's name, as an image's is its folder's.
+        Assert.Equal("train", ParquetImages.DatasetFolderName(fromParquet.Items[0].Path));
+        Assert.Equal(Path.GetFileName(images.Root), ParquetImages.DatasetFolderName(fromFolder.Items[0].Path));
+
         // A second scan finds the images written by the first and writes nothing again.
         var written = File.GetLastWriteTimeUtc(fromParquet.Items[0].Path);
         var again = TrainingDataset.Scan(new DatasetOptions { DataDir = parquet.Root, Resolution = 64 });

@@ -61,7 +61,7 @@ internal static class ParquetImages
         var columns = string.Join(", ", schema.Fields.Select(f => f.Name));
         // The hub's image feature is a struct of the encoded bytes and the original path; some files hold the bytes alone.
         var imageField = schema.Fields.FirstOrDefault(f => f.Name == imageColumn)
-            ?? throw Missing(nameof(DatasetOptions.ImageColumn), $"'{imageColumn}' is not a column of '{parquetPath}'; its columns are {columns}");
+            ?? throw Refuse(nameof(DatasetOptions.ImageColumn), $"'{imageColumn}' is not a column of '{parquetPath}'; its columns are {columns}");
         var (bytesField, nameField) = imageField switch
         {
             StructField s => (s.Fields.OfType<DataField>().FirstOrDefault(f => f.Name == "bytes"), s.Fields.OfType<DataField>().FirstOrDefault(f => f.Name == "path")),
@@ -69,12 +69,12 @@ internal static class ParquetImages
             _ => (null, null),
         };
         if (bytesField is null || !IsBinary(bytesField))
-            throw Missing(nameof(DatasetOptions.ImageColumn),
+            throw Refuse(nameof(DatasetOptions.ImageColumn),
                 $"'{imageColumn}' in '{parquetPath}' holds no image bytes ({Describe(imageField)}; expected a struct of bytes and path, as the Hugging Face image feature, or a binary column)");
         var captionField = schema.Fields.FirstOrDefault(f => f.Name == captionColumn) as DataField
-            ?? throw Missing(nameof(DatasetOptions.CaptionColumn), $"'{captionColumn}' is not a text column of '{parquetPath}'; its columns are {columns}");
+            ?? throw Refuse(nameof(DatasetOptions.CaptionColumn), $"'{captionColumn}' is not a text column of '{parquetPath}'; its columns are {columns}");
         if (!IsText(captionField))
-            throw Missing(nameof(DatasetOptions.CaptionColumn), $"'{captionColumn}' in '{parquetPath}' is not text ({Describe(captionField)}); its columns are {columns}");
+            throw Refuse(nameof(DatasetOptions.CaptionColumn), $"'{captionColumn}' in '{parquetPath}' is not text ({Describe(captionField)}); its columns are {columns}");
 
         var folder = ImagesFolder(parquetPath);
         var rows = new List<Row>();
@@ -114,13 +114,26 @@ internal static class ParquetImages
                     }
                     catch (Exception e) when (e is IOException or UnauthorizedAccessException)
                     {
-                        throw Missing(nameof(DatasetOptions.DataDir), $"the images of '{parquetPath}' cannot be written into '{folder}' (the dataset folder must be writable): {e.Message}");
+                        throw Refuse(nameof(DatasetOptions.DataDir), $"the images of '{parquetPath}' cannot be written into '{folder}' (the dataset folder must be writable): {e.Message}");
                     }
                 }
                 rows.Add(new Row(path, captions[r], names[r] is { Length: > 0 } name ? Path.GetFileNameWithoutExtension(name) : null));
             }
         }
         return rows;
+    }
+
+    /// <summary>
+    /// The name of the dataset folder an image stands for: the Parquet file's name (<c>train</c>) for an image written out of
+    /// one, else its own folder's name (as kohya's metadata names dataset folders).
+    /// </summary>
+    public static string DatasetFolderName(string imagePath)
+    {
+        var folder = Path.GetDirectoryName(imagePath) ?? "";
+        var name = Path.GetFileName(folder);
+        if (Path.GetFileName(Path.GetDirectoryName(folder)) == FolderName && name.Length > 17 && name[^17] == '.')
+            return name[..^17];
+        return name;
     }
 
     /// <summary>Where a Parquet file's images go: <c>.parquet-images/NAME.HASH</c> beside it, the hash of its size and time, older folders of it removed.</summary>
@@ -161,5 +174,5 @@ internal static class ParquetImages
         _ => throw new ArgumentOutOfRangeException(nameof(format), format, null),
     };
 
-    private static DatasetException Missing(string property, string problem) => new(property, DatasetOptions.FieldName(property), problem);
+    private static DatasetException Refuse(string property, string problem) => new(property, DatasetOptions.FieldName(property), problem);
 }
