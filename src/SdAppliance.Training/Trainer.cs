@@ -59,6 +59,8 @@ public sealed class Trainer
     public static TrainingReport Train(TrainingConfig config, IProgress<TrainingEvent>? progress = null, CancellationToken cancellationToken = default, Action? stepBoundary = null,
         RunControl? control = null)
     {
+        // The dataset config's settings are recorded in run.json with the rest, so a resume trains with the same ones.
+        config = Kohya.KohyaDatasetConfig.Apply(config);
         config.Validate();
         var run = new RunFolder(config.Output!);
         if (run.HoldsRun)

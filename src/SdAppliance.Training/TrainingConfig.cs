@@ -28,6 +28,8 @@ public sealed record TrainingConfig
     public string? Output { get; init; }
     [Description("A DreamBooth concepts list (JSON: instance_prompt, class_prompt, instance_data_dir, class_data_dir)")]
     public string? Concepts { get; init; }
+    [Description("kohya's dataset config TOML ([general], [[datasets]] with [[datasets.subsets]]: image_dir, num_repeats, class_tokens, is_reg...) instead of data; its settings override the run's")]
+    public string? DatasetConfig { get; init; }
     [Description("The results' file name (default: the run folder's name)")]
     public string? OutputName { get; init; }
 
@@ -44,8 +46,10 @@ public sealed record TrainingConfig
     public double PriorLossWeight { get; init; } = 1.0;
     [Description("The caption files' extension")]
     public string CaptionExtension { get; init; } = ".txt";
-    [Description("A folder with a metadata.jsonl (the Hugging Face image-folder layout the diffusers scripts read): the column holding each file_name's caption")]
+    [Description("A folder with a metadata.jsonl or Parquet files (the Hugging Face layouts the diffusers scripts read): the column holding each image's caption")]
     public string CaptionColumn { get; init; } = "text";
+    [Description("A folder of Parquet files (the Hugging Face hub's layout): the column holding each row's image, a struct of bytes and path or plain bytes")]
+    public string ImageColumn { get; init; } = "image";
     [Description("An image without a caption takes its file name (without the extension) as its caption, instead of the folder's or instance prompt")]
     public bool UseFilenameAsLabel { get; init; }
     [Description("Training size in pixels (square; the bucket area with enable_bucket)")]
@@ -413,7 +417,10 @@ public sealed record TrainingConfig
         }
         var method = MethodChoices.Parse(Method);
         Require(!string.IsNullOrWhiteSpace(Output), "output: give the run folder");
-        Require(Data is not null || Concepts is not null, "data: give the image folder, or a concepts list (concepts)");
+        Require(Data is not null || Concepts is not null || DatasetConfig is not null, "data: give the image folder, a concepts list (concepts) or kohya's dataset config (dataset_config)");
+        // kohya ignores train_data_dir and reg_data_dir beside --dataset_config; refusing says so before any work.
+        Require(DatasetConfig is null || (Data is null && Concepts is null && ClassData is null),
+            "dataset_config: the dataset config names the image folders; leave data, concepts and class_data out (regularization images are its is_reg subsets)");
         Require(Resolution >= 64 && Resolution % 8 == 0, $"resolution: {Resolution} must be a multiple of 8 and at least 64");
         Require(TrainBatchSize >= 1, $"train_batch_size: {TrainBatchSize} must be at least 1");
         Require(GradientAccumulationSteps >= 1, $"gradient_accumulation_steps: {GradientAccumulationSteps} must be at least 1");

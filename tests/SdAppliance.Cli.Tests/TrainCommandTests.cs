@@ -107,6 +107,58 @@ public sealed class TrainCommandTests : IDisposable
     }
 
     [Fact]
+    public void AKohyaConfigAndKohyasFlagSpellingsTrainWithTheDatasetConfigsFolders()
+    {
+        var data = MakeDataset();
+        var datasetToml = Path.Combine(temp, "dataset.toml");
+        File.WriteAllText(datasetToml, $$"""
+            [general]
+            caption_extension = ".txt"
+            color_aug = false
+
+            [[datasets]]
+            resolution = 64
+
+              [[datasets.subsets]]
+              image_dir = "{{data}}"
+              num_repeats = 2
+            """);
+        var kohyaToml = Path.Combine(temp, "kohya.toml");
+        File.WriteAllText(kohyaToml, $$"""
+            [model_arguments]
+            pretrained_model_name_or_path = "{{TinyFolder}}"
+
+            [training_arguments]
+            output_dir = "{{Path.Combine(temp, "run")}}"
+            max_train_steps = 50
+            optimizer_type = "AdamW8bit"
+            save_precision = "bf16"
+            xformers = true
+            huber_schedule = "snr"
+
+            [network_arguments]
+            network_module = "networks.lora"
+            network_dim = 8
+            """);
+
+        // kohya's own spellings as flags: --optimizer_type for --optimizer, --dataset_config, --max_train_steps over the file's 50.
+        var (exit, output, error) = Invoke(NoDemo, "--kohya-config", kohyaToml, "--dataset_config", datasetToml, "--optimizer_type", "Lion",
+            "--max_train_steps", "2", "--network_dim", "4");
+
+        Assert.True(exit == 0, error);
+        Assert.Contains("note: kohya config: not applied: huber_schedule = \"snr\": not a setting this trainer knows", error);
+        Assert.Contains("note: kohya config: not applied: save_precision = \"bf16\"", error);
+        Assert.Contains("note: dataset_config: general.color_aug = false is kohya's default", error);
+        Assert.Contains("trained lora: 2 steps", output);
+        var run = JsonNode.Parse(File.ReadAllText(Path.Combine(temp, "run", "run.json")))!;
+        Assert.Equal("Lion", (string?)run["optimizer"]);
+        Assert.Equal(4, (int?)run["network_dim"]);
+        Assert.Equal(64, (int?)run["resolution"]);  // from the dataset config
+        Assert.Equal(datasetToml, (string?)run["dataset_config"]);
+        Assert.Null(run["data"]);
+    }
+
+    [Fact]
     public void ThePresetAppliesUnderTheFileWhichAppliesUnderTheFlags()
     {
         var file = Path.Combine(temp, "run.json");

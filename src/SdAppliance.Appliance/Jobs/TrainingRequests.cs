@@ -25,6 +25,7 @@ public static class TrainingRequests
             Model = paths.ResolveRequestPath(model, "model"),
             Data = Resolve(paths, "data", config.Data),
             Concepts = Resolve(paths, "concepts", config.Concepts),
+            DatasetConfig = Resolve(paths, "dataset_config", config.DatasetConfig),
             ClassData = Resolve(paths, "class_data", config.ClassData),
             ConditioningDataDir = Resolve(paths, "conditioning_data_dir", config.ConditioningDataDir),
             SamplePromptsFile = Resolve(paths, "sample_prompts_file", config.SamplePromptsFile),

@@ -6,12 +6,14 @@ using System.Text.RegularExpressions;
 using SdAppliance.Appliance.Storage;
 using SdAppliance.Formats;
 using SdAppliance.Training;
+using SdAppliance.Training.Kohya;
 using SdAppliance.Training.Runs;
 
 namespace SdAppliance.Cli.Commands;
 
 /// <summary>What <c>sdapp train</c> was asked for: a config file, a run to resume, and the settings given as flags (field name → text).</summary>
-internal sealed record TrainArguments(string? ConfigFile, string? Resume, IReadOnlyDictionary<string, string> Flags);
+/// <param name="KohyaConfig">A kohya config (sd-scripts TOML or kohya_ss GUI JSON) read under the config file and the flags.</param>
+internal sealed record TrainArguments(string? ConfigFile, string? Resume, IReadOnlyDictionary<string, string> Flags, string? KohyaConfig = null);
 
 /// <summary>
 /// <c>sdapp train</c>: every field of <see cref="TrainingConfig"/> (run.json) is also a flag, <c>--network-dim 16</c>
@@ -29,22 +31,31 @@ public static class TrainCommand
     internal static Command Create(Func<DataFolder> paths)
     {
         var config = new Option<string?>("--config", "-c") { Description = "A run.json holding the settings below by their field names (network_dim...); flags override it", HelpName = "FILE" };
+        var kohya = new Option<string?>("--kohya-config")
+        {
+            Description = "A kohya config: sd-scripts' --config_file TOML or a kohya_ss GUI JSON, mapped onto the settings below by their kohya names; --config and the flags override it (kohya's flag spellings, --optimizer_type, --train_data_dir, --network_dim, are accepted too)",
+            HelpName = "FILE",
+        };
         var resume = new Option<string?>("--resume") { Description = "Continue the run in RUN_DIR from its last saved training state; --max-train-steps sets a new total", HelpName = "RUN_DIR" };
         var fields = TrainingConfig.Fields.Select(f => (Field: TrainingConfig.FieldName(f), Option: FieldOption(f))).ToList();
+        // kohya's spellings (--optimizer_type, --train_data_dir, --network_dim) as hidden flags of the same fields, so that
+        // --help lists each setting once; given both ways, the later one on the line wins, as with any repeated setting.
+        var ownFlags = fields.ToDictionary(f => f.Field, f => f.Option, StringComparer.Ordinal);
+        fields.AddRange([.. KohyaConfig.FlagAliases.Select(a => (Field: a.Value, Option: AliasOption(a.Key, ownFlags[a.Value])))]);
 
         var command = new Command("train", "Fine-tune a model: LoRA, DreamBooth, Textual Inversion, full fine-tune or a hypernetwork. Settings come from a preset, then --config, then the flags.")
         {
-            config, resume,
+            config, kohya, resume,
         };
         foreach (var (_, option) in fields) command.Options.Add(option);
         command.SetAction((parse, cancellationToken) =>
         {
             var flags = new Dictionary<string, string>(StringComparer.Ordinal);
-            foreach (var (field, option) in fields)
-                if (parse.GetResult(option) is { Implicit: false })
-                    flags[field] = parse.GetValue(option) ?? "";  // a bare boolean flag: "" reads as true
+            foreach (var (field, option) in fields.Where(f => parse.GetResult(f.Option) is { Implicit: false })
+                         .OrderBy(f => parse.GetResult(f.Option)!.IdentifierToken is { } token ? IndexOf(parse.Tokens, token) : -1))
+                flags[field] = parse.GetValue(option) ?? "";  // a bare boolean flag: "" reads as true
             var io = parse.InvocationConfiguration;
-            var arguments = new TrainArguments(parse.GetValue(config), parse.GetValue(resume), flags);
+            var arguments = new TrainArguments(parse.GetValue(config), parse.GetValue(resume), flags, parse.GetValue(kohya));
             // Ctrl+C reaches the run through cancellationToken (Interrupts): it stops after the current step.
             return Task.FromResult(Run(arguments, paths(), io.Output, io.Error, cancellationToken));
         });
@@ -70,7 +81,13 @@ public static class TrainCommand
             }
             else
             {
-                config = Resolve(args.ConfigFile, args.Flags, paths);
+                config = Resolve(args.ConfigFile, args.Flags, paths, args.KohyaConfig, error);
+                if (config.DatasetConfig is not null)
+                {
+                    foreach (var key in KohyaDatasetConfig.Read(config.DatasetConfig).Ignored)
+                        error.WriteLine($"note: dataset_config: {key} is kohya's default, which this trainer does not apply; it changes nothing");
+                    config = KohyaDatasetConfig.Apply(config);
+                }
                 config.Validate();  // the trainer validates again; here so that a mistake is the only line printed
                 runFolder = config.Output is null ? null : Path.GetFullPath(config.Output);
                 error.WriteLine($"training {config.Method} on {config.Model} for {config.DescribeLength()} into {runFolder}");
@@ -118,6 +135,7 @@ public static class TrainCommand
     {
         var others = args.Flags.Keys.Where(k => k != "max_train_steps").Select(Flag).ToList();
         if (args.ConfigFile is not null) others.Insert(0, "--config");
+        if (args.KohyaConfig is not null) others.Insert(0, "--kohya-config");
         if (others.Count > 0)
             throw new UsageException($"--resume continues the run as its run.json describes it; only --max-train-steps may come with it (got {string.Join(", ", others)})");
         if (!args.Flags.TryGetValue("max_train_steps", out var text)) return null;
@@ -131,15 +149,29 @@ public static class TrainCommand
     /// The run's settings: the preset (named by --preset or the file's <c>preset</c>), then the file's fields, then
     /// the flags; the model defaults to models/demo; folders become absolute so run.json resumes from anywhere.
     /// </summary>
-    internal static TrainingConfig Resolve(string? configFile, IReadOnlyDictionary<string, string> flags, DataFolder paths)
+    internal static TrainingConfig Resolve(string? configFile, IReadOnlyDictionary<string, string> flags, DataFolder paths, string? kohyaConfig = null,
+        TextWriter? notes = null)
     {
         var file = new JsonObject();
+        if (kohyaConfig is not null)
+        {
+            if (!File.Exists(kohyaConfig)) throw new UsageException($"--kohya-config '{kohyaConfig}' does not exist");
+            var kohya = KohyaConfig.Read(kohyaConfig);
+            file = kohya.Settings;
+            if (notes is not null)
+            {
+                foreach (var note in kohya.Notes) notes.WriteLine($"note: kohya config: {note}");
+                foreach (var key in kohya.NotApplied) notes.WriteLine($"note: kohya config: not applied: {key}");
+                if (kohya.NoEffect.Count > 0) notes.WriteLine($"note: kohya config: without effect here or unset: {string.Join(", ", kohya.NoEffect)}");
+            }
+        }
         if (configFile is not null)
         {
             if (!File.Exists(configFile)) throw new UsageException($"--config '{configFile}' does not exist");
-            file = TrainingConfig.ParseSettings(File.ReadAllText(configFile), configFile);
+            // The config file's fields lie over the kohya config's.
+            foreach (var (key, value) in TrainingConfig.ParseSettings(File.ReadAllText(configFile), configFile)) file[key] = value?.DeepClone();
         }
-        var config = TrainingConfig.FromSettings(file, configFile ?? "the flags", flags);
+        var config = TrainingConfig.FromSettings(file, configFile ?? kohyaConfig ?? "the flags", flags);
 
         var model = config.Model ?? paths.DemoModel
             ?? throw new TrainingConfigException("model: give the base model (--model PATH); there is no default model (models/demo) here");
@@ -151,6 +183,7 @@ public static class TrainCommand
             Data = Absolute(config.Data),
             Output = Absolute(config.Output),
             Concepts = Absolute(config.Concepts),
+            DatasetConfig = Absolute(config.DatasetConfig),
             ClassData = Absolute(config.ClassData),
             ConditioningDataDir = Absolute(config.ConditioningDataDir),
         };
@@ -208,6 +241,19 @@ public static class TrainCommand
         return option;
     }
 
+    private static int IndexOf(IReadOnlyList<System.CommandLine.Parsing.Token> tokens, System.CommandLine.Parsing.Token token)
+    {
+        for (int i = 0; i < tokens.Count; i++)
+            if (ReferenceEquals(tokens[i], token)) return i;
+        return -1;
+    }
+
+    /// <summary>A kohya spelling of a field's flag: hidden, taking values as the field's own flag does.</summary>
+    private static Option<string?> AliasOption(string kohyaName, Option<string?> own) => new("--" + kohyaName)
+    {
+        Description = own.Description, HelpName = own.HelpName, Arity = own.Arity, Hidden = true,
+    };
+
     private static readonly TrainingConfig Defaults = new();
 
     private static string Describe(string name, PropertyInfo field)
@@ -239,7 +285,7 @@ public static class TrainCommand
         _ when type == typeof(bool) => "true|false",
         _ when type == typeof(int) || type == typeof(long) => "N",
         _ when type == typeof(double) => "X",
-        _ when name is "model" or "data" or "output" or "concepts" or "class_data" or "conditioning_data_dir" => "PATH",
+        _ when name is "model" or "data" or "output" or "concepts" or "class_data" or "conditioning_data_dir" or "dataset_config" => "PATH",
         _ => "TEXT",
     };
 

@@ -29,8 +29,14 @@ public sealed record DatasetOptions
     public DatasetOptions(TrainingConfig settings) => Settings = settings;
 
     /// <summary>The dataset of a run: its settings, with the concepts list read from its file.</summary>
-    public static DatasetOptions Of(TrainingConfig settings) =>
-        new(settings) { Concepts = settings.Concepts is null ? [] : ReadConcepts(settings.Concepts) };
+    public static DatasetOptions Of(TrainingConfig settings)
+    {
+        ArgumentNullException.ThrowIfNull(settings);
+        var concepts = settings.Concepts is null ? [] : ReadConcepts(settings.Concepts);
+        if (settings.DatasetConfig is null) return new(settings) { Concepts = concepts };
+        var kohya = Kohya.KohyaDatasetConfig.Read(settings.DatasetConfig);
+        return new(settings) { Concepts = [.. concepts, .. kohya.Concepts], RegularizationFolders = kohya.RegularizationFolders };
+    }
 
     /// <summary>The run settings this is a view of.</summary>
     public TrainingConfig Settings { get; init; } = new();
@@ -43,6 +49,9 @@ public sealed record DatasetOptions
 
     /// <summary>The concepts of <see cref="TrainingConfig.Concepts"/>'s list, or given directly.</summary>
     public IReadOnlyList<ConceptSpec> Concepts { get; init; } = [];
+
+    /// <summary>Class images every concept draws (kohya's is_reg subsets), besides each concept's own class folder.</summary>
+    public IReadOnlyList<Kohya.RegularizationFolder> RegularizationFolders { get; init; } = [];
 
     /// <summary>The caption of an image that has no caption file (also for concepts that give no prompt).</summary>
     public string? InstancePrompt { get => Settings.InstancePrompt; init => Settings = Settings with { InstancePrompt = value }; }
@@ -58,6 +67,8 @@ public sealed record DatasetOptions
     public string CaptionExtension { get => Settings.CaptionExtension; init => Settings = Settings with { CaptionExtension = value }; }
 
     public string CaptionColumn { get => Settings.CaptionColumn; init => Settings = Settings with { CaptionColumn = value }; }
+
+    public string ImageColumn { get => Settings.ImageColumn; init => Settings = Settings with { ImageColumn = value }; }
 
     public bool UseFilenameAsLabel { get => Settings.UseFilenameAsLabel; init => Settings = Settings with { UseFilenameAsLabel = value }; }
 

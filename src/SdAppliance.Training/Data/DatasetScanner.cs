@@ -12,7 +12,8 @@ namespace SdAppliance.Training.Data;
 /// bytes); other image files, tiny or corrupt images, and unreadable captions are skipped with the reason. Hidden files
 /// and folders (a leading dot, such as the <c>.latents</c> cache) are not looked at. A folder holding a <c>metadata.jsonl</c>
 /// is a Hugging Face image folder instead: its images are the lines' <c>file_name</c>s, their captions the caption column's
-/// values. A bad option is a
+/// values. A folder of Parquet files (directly in it, or the hub's <c>data/train-*.parquet</c>) is read through
+/// <see cref="ParquetImages"/>: its rows' images, captioned by the caption column. A bad option is a
 /// <see cref="DatasetException"/> whose message names the run.json field (<c>data</c>, <c>resolution</c>).
 /// </summary>
 internal static class DatasetScanner
@@ -46,7 +47,8 @@ internal static class DatasetScanner
         var priorByConcept = new int[concepts.Count][];
         var classFound = new int[concepts.Count];
         // A class folder kept inside a data folder is not one of its sub-folders.
-        var classFolders = concepts.Where(c => c.Spec.ClassDataDir is not null).Select(c => Path.TrimEndingDirectorySeparator(c.Spec.ClassDataDir!)).ToHashSet(StringComparer.Ordinal);
+        var classFolders = concepts.Where(c => c.Spec.ClassDataDir is not null).Select(c => Path.TrimEndingDirectorySeparator(c.Spec.ClassDataDir!))
+            .Concat(options.RegularizationFolders.Select(r => Path.TrimEndingDirectorySeparator(Path.GetFullPath(r.Folder)))).ToHashSet(StringComparer.Ordinal);
         var scan = new ScanContext(options, captionExtension, classFolders, skipped, cancellationToken);
         for (int c = 0; c < concepts.Count; c++)
         {
@@ -66,9 +68,18 @@ internal static class DatasetScanner
             priorItems.AddRange(classItems);
         }
 
+        // Shared class folders (kohya's is_reg subsets) belong to no concept: every concept without its own class images draws them.
+        foreach (var shared in options.RegularizationFolders)
+        {
+            var folder = Path.GetFullPath(shared.Folder);
+            if (!Directory.Exists(folder))
+                throw Fail("dataset_config", $"the regularization folder '{folder}' (an is_reg subset's image_dir) does not exist");
+            priorItems.AddRange(ScanFolder(folder, shared.ClassPrompt, 1, folder, true, scan));
+        }
+
         if (items.Count == 0)
         {
-            var field = options.DataDir is not null ? nameof(DatasetOptions.DataDir) : "concepts";
+            var field = options.DataDir is not null ? nameof(DatasetOptions.DataDir) : options.Settings.DatasetConfig is not null ? "dataset_config" : "concepts";
             var folders = string.Join(", ", concepts.Select(c => $"'{c.Spec.InstanceDataDir}'"));
             var reasons = skipped.Count == 0 ? "" : $"; skipped: {string.Join("; ", skipped.Take(5).Select(s => $"{Path.GetFileName(s.Path)}: {s.Reason}"))}{(skipped.Count > 5 ? $" and {skipped.Count - 5} more" : "")}";
             throw Fail(field, $"no usable training images in {folders} (PNG, JPEG or WebP, directly in the folder or in kohya N_name sub-folders){reasons}");
@@ -102,7 +113,9 @@ internal static class DatasetScanner
         if (string.IsNullOrWhiteSpace(o.CaptionExtension) || o.CaptionExtension.Trim('.').Length == 0 || o.CaptionExtension.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0)
             throw Fail(nameof(o.CaptionExtension), $"'{o.CaptionExtension}' is not a file extension (for example .txt or .caption)");
         if (string.IsNullOrWhiteSpace(o.CaptionColumn))
-            throw Fail(nameof(o.CaptionColumn), "give the metadata.jsonl column that holds the captions (the diffusers scripts' default is text)");
+            throw Fail(nameof(o.CaptionColumn), "give the metadata.jsonl or Parquet column that holds the captions (the diffusers scripts' default is text)");
+        if (string.IsNullOrWhiteSpace(o.ImageColumn))
+            throw Fail(nameof(o.ImageColumn), "give the Parquet column that holds the images (the diffusers scripts' default is image)");
         if (o.EnableBucket) AdjustedBuckets(o);
         return o.CaptionExtension.StartsWith('.') ? o.CaptionExtension : "." + o.CaptionExtension;
     }
@@ -182,6 +195,14 @@ internal static class DatasetScanner
         {
             foreach (var item in ScanMetadata(metadata, prompt ?? "", repeats, concept, isPrior, scan))
                 yield return item;
+            yield break;
+        }
+        if (ParquetImages.Files(folder) is { Count: > 0 } parquetFiles)
+        {
+            foreach (var parquet in parquetFiles)
+                foreach (var row in ParquetImages.Read(parquet, scan.Options.ImageColumn, scan.Options.CaptionColumn, scan.Skipped, scan.CancellationToken))
+                    if (Item(row.ImagePath, row.Caption, prompt ?? "", repeats, concept, isPrior, scan, row.OriginalName) is { } item)
+                        yield return item;
             yield break;
         }
         var skipped = scan.Skipped;
@@ -320,11 +341,12 @@ internal static class DatasetScanner
     /// The image at <paramref name="path"/> with its caption (or the fallback: its file name with use_filename_as_label,
     /// else the folder's), or null with the reason in the skipped list.
     /// </summary>
-    private static ImageItem? Item(string path, string? caption, string fallbackCaption, int repeats, string concept, bool isPrior, ScanContext scan)
+    /// <param name="label">The image's own name when its file is not named by it (a Parquet row's stored path), for use_filename_as_label.</param>
+    private static ImageItem? Item(string path, string? caption, string fallbackCaption, int repeats, string concept, bool isPrior, ScanContext scan, string? label = null)
     {
         if (CheckImage(path, scan.Options, scan.Skipped) is not { } size) return null;
         var hasCaption = caption is not null;
-        caption ??= scan.Options.UseFilenameAsLabel ? Path.GetFileNameWithoutExtension(path) : fallbackCaption;
+        caption ??= scan.Options.UseFilenameAsLabel ? label ?? Path.GetFileNameWithoutExtension(path) : fallbackCaption;
         if (CaptionCheck.Problem(caption) is { } problem)
         {
             scan.Skipped.Add(new SkippedFile(path, problem));
@@ -391,5 +413,5 @@ internal static class DatasetScanner
     private static DatasetException Fail(string field, string problem) => new(field, FieldName(field), problem);
 
     /// <summary>How users know <paramref name="field"/>: the run.json field of a <see cref="DatasetOptions"/> property; a concepts-list path as it is.</summary>
-    private static string FieldName(string field) => field.StartsWith("concepts", StringComparison.Ordinal) ? field : DatasetOptions.FieldName(field);
+    private static string FieldName(string field) => field.StartsWith("concepts", StringComparison.Ordinal) || field == "dataset_config" ? field : DatasetOptions.FieldName(field);
 }

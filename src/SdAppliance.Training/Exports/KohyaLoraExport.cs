@@ -167,7 +167,7 @@ public static class KohyaLoraExport
         };
     }
 
-    private static string FolderName(ImageItem item) => Path.GetFileName(Path.GetDirectoryName(item.Path)) ?? "";
+    private static string FolderName(ImageItem item) => ParquetImages.DatasetFolderName(item.Path);
 
     private static OrderedDictionary Folders(IEnumerable<ImageItem> items)
     {
