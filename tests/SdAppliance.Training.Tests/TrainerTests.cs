@@ -136,6 +136,26 @@ public sealed class TrainerTests : IDisposable
         }
     }
 
+    [Theory]
+    [InlineData("loha", false)]
+    [InlineData("lokr", false)]
+    [InlineData("lora", true)]
+    [InlineData("loha", true)]
+    public void LycorisAndDoraRunsLowerTheLossThroughTheFileTheyWrite(string algorithm, bool dora)
+    {
+        // The loss after is measured with the written file applied by the generation path, so training and loading agree.
+        var config = Config("lora", algorithm + (dora ? "-dora" : ""), steps: 30) with { LearningRate = 3e-3, NetworkAlgo = algorithm, DoraWd = dora };
+        var before = DenoisingLoss(config, "lora", outputs: null);
+        var report = Trainer.Train(config);
+        var after = DenoisingLoss(config, "lora", report.Outputs);
+        Assert.True(after < before * 0.9, $"{algorithm}{(dora ? "+DoRA" : "")}: loss {before} before, {after} after training");
+        using var lora = LoraFile.Load(Assert.Single(report.Outputs));
+        Assert.All(lora.Modules, m => Assert.Equal(TrainingConfig.NetworkAlgoChoices.Parse(algorithm), m.Algorithm));
+        Assert.All(lora.Modules, m => Assert.Equal(dora, m.DoraScale is not null));
+        Assert.Equal("lycoris.kohya", lora.Metadata["ss_network_module"]);
+        Assert.Contains($"\"algo\": \"{algorithm}\"", lora.Metadata["ss_network_args"]);
+    }
+
     /// <summary>The mean MSE of the instance images over fixed noise and timesteps, on the base model or with a run's results applied.</summary>
     private static double DenoisingLoss(TrainingConfig config, string method, IReadOnlyList<string>? outputs)
     {
