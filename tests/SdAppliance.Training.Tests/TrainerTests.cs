@@ -58,11 +58,16 @@ public sealed class TrainerTests : IDisposable
     [InlineData("finetune")]
     // Prodigy's estimate lives in the optimizer state's groups: a resume that lost it would restart from d0.
     [InlineData("lora", "Prodigy")]
-    public void ResumingFromACheckpointEndsBitIdenticalToAnUninterruptedRun(string method, string optimizer = "AdamW")
+    // LyCORIS's LoKr with DoRA, and LoRA+ with block-wise rates: more tensors per module, more optimizer groups.
+    [InlineData("lora", "AdamW", "lokr+dora")]
+    [InlineData("lora", "AdamW", "plus+blocks")]
+    public void ResumingFromACheckpointEndsBitIdenticalToAnUninterruptedRun(string method, string optimizer = "AdamW", string? network = null)
     {
         TrainingConfig Setup(string run, int steps = 6) => Config(method, run, steps) with
         {
             SaveEveryNSteps = 100, Optimizer = optimizer, LearningRate = optimizer == "Prodigy" ? 1 : Config(method, run).LearningRate,
+            NetworkAlgo = network == "lokr+dora" ? "lokr" : "lora", DoraWd = network == "lokr+dora",
+            LoraplusLrRatio = network == "plus+blocks" ? 16 : null, DownLrWeight = network == "plus+blocks" ? "1,0.5,0" : null,
         };
         var straight = Trainer.Train(Setup("straight"));
         var interrupted = Setup("interrupted", steps: 3);
