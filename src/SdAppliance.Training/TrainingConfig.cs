@@ -497,6 +497,9 @@ public sealed record TrainingConfig
         }
         Require(BlockAlphas is null || BlockDims is not null || blockLr, "block_alphas: give block_dims (or block-wise learning rates) with it; alone it has no blocks to go with");
         Require(ConvBlockAlphas is null || ConvBlockDims is not null, "conv_block_alphas: give conv_block_dims with it");
+        // kohya reads the conv lists only in block mode, which block_dims or a block-wise learning rate turns on.
+        Require(ConvBlockDims is null || BlockDims is not null || blockLr,
+            "conv_block_dims: it applies with block_dims or block-wise learning rates (down_lr_weight, mid_lr_weight, up_lr_weight); give one of them, or use conv_dim for every block");
     }
 
 }

@@ -168,4 +168,26 @@ public sealed class LoraPlusAndBlockTests
             Assert.Equal(3L, byName["lora_unet_down_blocks_1_resnets_1_conv1"].Rank);
         }
     }
+
+    [Fact]
+    public void SdxlBlockDimsFollowTheOriginalLayoutsTwentyThreeBlocks()
+    {
+        // Block i gets rank 10 + i, so a module's rank tells its block: input_blocks_N is 1 + N, middle_block_N 10 + N,
+        // output_blocks_N 13 + N.
+        var config = new TrainingConfig { BlockDims = string.Join(",", Enumerable.Range(10, 23)), BlockAlphas = string.Join(",", Enumerable.Repeat(1, 23)) };
+        var options = LoraMethod.NetworkOptions(config, isSdxl: true);
+        var (unet, te, te2) = MetaModel("sdxl_base");
+        using (unet)
+        using (te)
+        using (te2)
+        using (var network = LoraNetwork.Create(unet, te, te2, options))
+        {
+            var byName = network.UnetModules.ToDictionary(m => m.LoraName);
+            Assert.Equal(10L + 5, byName["lora_unet_input_blocks_4_1_proj_in"].Rank);
+            Assert.Equal(10L + 11, byName["lora_unet_middle_block_1_transformer_blocks_0_attn1_to_q"].Rank);
+            Assert.Equal(10L + 15, byName["lora_unet_output_blocks_2_1_proj_out"].Rank);
+            Assert.Equal(1.0 / 15, byName["lora_unet_input_blocks_4_1_proj_in"].Scale, 15);
+        }
+        Assert.Throws<TrainingConfigException>(() => LoraMethod.NetworkOptions(config with { BlockDims = string.Join(",", Enumerable.Repeat(4, 25)) }, isSdxl: true));
+    }
 }

@@ -214,6 +214,54 @@ public sealed class LycorisNetworkTests : IDisposable
     }
 
     [Fact]
+    public void TinySdxlLokrWithDoraFileMatchesEveryLayerThroughTheOriginalLayoutNames()
+    {
+        var sdxl = Path.Combine(folder, "sdxl");
+        WriteTinySdxl(sdxl);
+        using var model = Models.Loading.ModelLoader.Load(sdxl);
+        var options = new LoraNetworkOptions(NetworkDim: 2, TrainTextEncoder: true, ConvDim: 1) { Algorithm = LoraAlgorithm.Lokr, WeightDecompose = true };
+        var file = Path.Combine(folder, "xl-lokr.safetensors");
+        var inputs = new Dictionary<NetworkModule, (Tensor X, Tensor Y)>();
+        using (var network = LoraNetwork.Create(model, options, new Generator(9)))
+        {
+            Assert.Contains(network.UnetModules, m => m.LoraName.StartsWith("lora_unet_input_blocks_", StringComparison.Ordinal));
+            Assert.Contains(network.TextEncoderModules, m => m.LoraName.StartsWith("lora_te2_", StringComparison.Ordinal));
+            using (Autograd.NoGrad())
+                foreach (var (m, i) in network.Loras.Select((m, i) => (m, i)))
+                {
+                    Randomise(m.ZeroInitialised, 0.3, (ulong)(600 + i));
+                    m.DoraScale!.Mul_(1.1);
+                }
+            network.Eval();
+            KohyaLoraExport.Save(network, file, KohyaLoraExport.MinimumMetadata(model, options));
+            using var noGrad = Autograd.NoGrad();
+            foreach (var m in network.Loras.Where(m => m.Layer is Linear))
+            {
+                var x = torch.Randn([3, ((Linear)m.Layer).InFeatures], new Generator(7));
+                inputs[m] = (x, ((Linear)m.Layer).Forward(x));
+            }
+        }
+        using var lora = LoraFile.Load(file);
+        using (var patch = LoraPatch.Apply([new LoraApplication(lora, 1.0)], LoraModelNames.Targets(model), LoraModelNames.AlternateNames(model.Unet)))
+        {
+            // Every module finds its layer by its kohya name, and the merged layer computes what the attached module did.
+            Assert.Empty(patch.Unmatched);
+            Assert.Equal(lora.Modules.Count, patch.PatchedCount);
+            using var noGrad = Autograd.NoGrad();
+            foreach (var (m, (x, y)) in inputs)
+            {
+                using var merged = ((Linear)m.Layer).Forward(x);
+                Assert.True(merged.Allclose(y, rtol: 1e-4, atol: 1e-5), m.LoraName);
+            }
+        }
+        foreach (var (x, y) in inputs.Values)
+        {
+            x.Dispose();
+            y.Dispose();
+        }
+    }
+
+    [Fact]
     public void LycorisMetadataNamesItsModuleAndAlgorithm()
     {
         var loha = KohyaLoraExport.MinimumMetadata(Formats.Checkpoints.ModelFamily.V1, false,
@@ -246,6 +294,7 @@ public sealed class LycorisNetworkTests : IDisposable
         Assert.StartsWith("block_dims: ranks are whole numbers", Refusal(new TrainingConfig { BlockDims = string.Join(",", Enumerable.Repeat(1.5, 25)) }));
         // SDXL's 23 blocks pass the check before the model is known, and are refused for an SD 1.x model when it is.
         new TrainingConfig { Output = "out", Data = "data", BlockDims = string.Join(",", Enumerable.Repeat(4, 23)) }.Validate();
+        Assert.StartsWith("conv_block_dims: it applies with block_dims", Refusal(new TrainingConfig { ConvBlockDims = string.Join(",", Enumerable.Repeat(4, 25)) }));
         var error = Assert.Throws<TrainingConfigException>(() => Methods.LoraMethod.NetworkOptions(
             new TrainingConfig { BlockDims = string.Join(",", Enumerable.Repeat(4, 23)) }, isSdxl: false));
         Assert.Equal("block_dims: 23 values given; an SD 1.x/2.x UNet has 25 blocks (IN00-IN11, MID, OUT00-OUT11), so give one number for each", error.Message);
