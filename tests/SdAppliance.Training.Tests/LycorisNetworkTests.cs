@@ -131,7 +131,8 @@ public sealed class LycorisNetworkTests : IDisposable
 
     public static TheoryData<string, double> Algorithms => new()
     {
-        // The zero factor's spread that moves the tiny model's image by tens of levels (as the LoRA test's up N(0, 1)).
+        // The zero factor's spread: N(0, 1) moved the tiny model's image by 63 (LoRA+DoRA) to 103 (LoHa) levels when
+        // measured, and the file applied by the generation path stayed within 1 level of the attached network.
         { "loha", 1.0 }, { "lokr", 1.0 }, { "lora+dora", 1.0 }, { "loha+dora", 1.0 }, { "lokr+dora", 1.0 },
     };
 
