@@ -469,8 +469,8 @@ public sealed record TrainingConfig
         }
         var algorithm = NetworkAlgoChoices.Parse(NetworkAlgo);
         Require(LokrFactor == -1 || LokrFactor >= 1, $"lokr_factor: {LokrFactor} must be -1 (the split nearest the square root) or a positive number");
-        Require(algorithm == LoraAlgorithm.Lokr || (LokrFactor == -1 && !LokrDecomposeBoth),
-            $"lokr_factor: lokr_factor and lokr_decompose_both shape LoKr's factors; set network_algo lokr or leave them out");
+        Require(algorithm == LoraAlgorithm.Lokr || LokrFactor == -1, "lokr_factor: it shapes LoKr's factors; set network_algo lokr or leave it out");
+        Require(algorithm == LoraAlgorithm.Lokr || !LokrDecomposeBoth, "lokr_decompose_both: it shapes LoKr's factors; set network_algo lokr or leave it out");
         Require(NetworkDropout == 0 || (algorithm == LoraAlgorithm.Lora && !DoraWd),
             $"network_dropout: it drops LoRA's rank activations; {(DoraWd ? "DoRA" : algorithm == LoraAlgorithm.Loha ? "LoHa" : "LoKr")} builds the whole weight delta, which has none (LyCORIS ignores it too); leave it 0");
         foreach (var (field, ratio) in new[] { ("loraplus_lr_ratio", LoraplusLrRatio), ("loraplus_unet_lr_ratio", LoraplusUnetLrRatio), ("loraplus_text_encoder_lr_ratio", LoraplusTextEncoderLrRatio) })

@@ -286,6 +286,7 @@ public sealed class LycorisNetworkTests : IDisposable
         Assert.StartsWith("network_dropout:", Refusal(new TrainingConfig { NetworkAlgo = "loha", NetworkDropout = 0.1 }));
         Assert.StartsWith("lokr_factor:", Refusal(new TrainingConfig { NetworkAlgo = "lokr", LokrFactor = 0 }));
         Assert.StartsWith("lokr_factor:", Refusal(new TrainingConfig { NetworkAlgo = "loha", LokrFactor = 4 }));
+        Assert.StartsWith("lokr_decompose_both:", Refusal(new TrainingConfig { LokrDecomposeBoth = true }));
         Assert.StartsWith("loraplus_lr_ratio:", Refusal(new TrainingConfig { NetworkAlgo = "loha", LoraplusLrRatio = 16 }));
         Assert.StartsWith("loraplus_lr_ratio:", Refusal(new TrainingConfig { LoraplusLrRatio = -1 }));
         Assert.StartsWith("loraplus_unet_lr_ratio:", Refusal(new TrainingConfig { Optimizer = "Prodigy", LearningRate = 1, LoraplusUnetLrRatio = 16 }));
