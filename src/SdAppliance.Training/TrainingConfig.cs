@@ -148,6 +148,8 @@ public sealed record TrainingConfig
     public int LokrFactor { get; init; } = -1;
     [Description("LoKr: LyCORIS's decompose_both, the smaller Kronecker factor low-rank too")]
     public bool LokrDecomposeBoth { get; init; }
+    [Description("LoHa/LoKr: LyCORIS's use_tucker, the factors of the 3x3 convolutions as Tucker decompositions (the file gains hada_t1/hada_t2 or lokr_t2)")]
+    public bool UseTucker { get; init; }
     [Description("DoRA: LyCORIS's dora_wd, a learned magnitude for each input column beside the LoRA, LoHa or LoKr delta (the file gains dora_scale keys)")]
     public bool DoraWd { get; init; }
     [Description("LoRA+: the lora_up matrices train at this many times the learning rate, in an optimizer group of their own (the paper suggests 16)")]
@@ -471,6 +473,7 @@ public sealed record TrainingConfig
         Require(LokrFactor == -1 || LokrFactor >= 1, $"lokr_factor: {LokrFactor} must be -1 (the split nearest the square root) or a positive number");
         Require(algorithm == LoraAlgorithm.Lokr || LokrFactor == -1, "lokr_factor: it shapes LoKr's factors; set network_algo lokr or leave it out");
         Require(algorithm == LoraAlgorithm.Lokr || !LokrDecomposeBoth, "lokr_decompose_both: it shapes LoKr's factors; set network_algo lokr or leave it out");
+        Require(algorithm != LoraAlgorithm.Lora || !UseTucker, "use_tucker: Tucker factors are LoHa's and LoKr's here; set network_algo loha or lokr, or leave it out");
         Require(NetworkDropout == 0 || (algorithm == LoraAlgorithm.Lora && !DoraWd),
             $"network_dropout: it drops LoRA's rank activations; {(DoraWd ? "DoRA" : algorithm == LoraAlgorithm.Loha ? "LoHa" : "LoKr")} builds the whole weight delta, which has none (LyCORIS ignores it too); leave it 0");
         foreach (var (field, ratio) in new[] { ("loraplus_lr_ratio", LoraplusLrRatio), ("loraplus_unet_lr_ratio", LoraplusUnetLrRatio), ("loraplus_text_encoder_lr_ratio", LoraplusTextEncoderLrRatio) })

@@ -102,6 +102,26 @@ public sealed class LycorisNetworkTests : IDisposable
     }
 
     [Fact]
+    public void UseTuckerGivesTheThreeByThreeConvolutionsTuckerCores()
+    {
+        // LoHa: each factor a core [dim, dim, 3, 3] with w_a [dim, out] and w_b [dim, in]; Linear and 1×1 layers keep the plain form.
+        var loha = Shapes(new LoraNetworkOptions(NetworkDim: 4, ConvDim: 2) { Algorithm = LoraAlgorithm.Loha, UseTucker = true });
+        Assert.Equal([2L, 2, 3, 3], loha[Conv1 + ".hada_t1"]);
+        Assert.Equal([2L, 2, 3, 3], loha[Conv1 + ".hada_t2"]);
+        Assert.Equal([2L, 640], loha[Conv1 + ".hada_w1_a"]);
+        Assert.Equal([2L, 320], loha[Conv1 + ".hada_w2_b"]);
+        Assert.Equal([320L, 4], loha[Q + ".hada_w1_a"]);
+        Assert.False(loha.ContainsKey(ProjIn + ".hada_t1"));
+        // LoKr: the low-rank w2 of conv1 (640 = 20 · 32, 320 = 16 · 20) as lokr_t2 [2, 2, 3, 3], w2_a [2, 32], w2_b [2, 20].
+        var lokr = Shapes(new LoraNetworkOptions(NetworkDim: 4, ConvDim: 2) { Algorithm = LoraAlgorithm.Lokr, UseTucker = true });
+        Assert.Equal([2L, 2, 3, 3], lokr[Conv1 + ".lokr_t2"]);
+        Assert.Equal([2L, 32], lokr[Conv1 + ".lokr_w2_a"]);
+        Assert.Equal([2L, 20], lokr[Conv1 + ".lokr_w2_b"]);
+        Assert.Equal([20L, 16], lokr[Conv1 + ".lokr_w1"]);
+        Assert.False(lokr.ContainsKey(Q + ".lokr_t2"));
+    }
+
+    [Fact]
     public void DoraAddsTheColumnNormsOfEachLayerAsDoraScale()
     {
         using var model = LoadTiny();
@@ -133,13 +153,14 @@ public sealed class LycorisNetworkTests : IDisposable
     {
         // The zero factor's spread: N(0, 1) moved the tiny model's image by 63 (LoRA+DoRA) to 103 (LoHa) levels when
         // measured, and the file applied by the generation path stayed within 1 level of the attached network.
-        { "loha", 1.0 }, { "lokr", 1.0 }, { "lora+dora", 1.0 }, { "loha+dora", 1.0 }, { "lokr+dora", 1.0 },
+        { "loha", 1.0 }, { "lokr", 1.0 }, { "lora+dora", 1.0 }, { "loha+dora", 1.0 }, { "lokr+dora", 1.0 }, { "loha+tucker", 1.0 }, { "lokr+tucker", 1.0 },
     };
 
     private static LoraNetworkOptions OptionsFor(string algorithm) => new(NetworkDim: 2, NetworkAlpha: 1, TrainTextEncoder: true, ConvDim: 2)
     {
         Algorithm = algorithm.Split('+')[0] switch { "loha" => LoraAlgorithm.Loha, "lokr" => LoraAlgorithm.Lokr, _ => LoraAlgorithm.Lora },
         WeightDecompose = algorithm.EndsWith("+dora", StringComparison.Ordinal),
+        UseTucker = algorithm.EndsWith("+tucker", StringComparison.Ordinal),
     };
 
     [Theory]
@@ -287,6 +308,7 @@ public sealed class LycorisNetworkTests : IDisposable
         Assert.StartsWith("lokr_factor:", Refusal(new TrainingConfig { NetworkAlgo = "lokr", LokrFactor = 0 }));
         Assert.StartsWith("lokr_factor:", Refusal(new TrainingConfig { NetworkAlgo = "loha", LokrFactor = 4 }));
         Assert.StartsWith("lokr_decompose_both:", Refusal(new TrainingConfig { LokrDecomposeBoth = true }));
+        Assert.StartsWith("use_tucker:", Refusal(new TrainingConfig { UseTucker = true }));
         Assert.StartsWith("loraplus_lr_ratio:", Refusal(new TrainingConfig { NetworkAlgo = "loha", LoraplusLrRatio = 16 }));
         Assert.StartsWith("loraplus_lr_ratio:", Refusal(new TrainingConfig { LoraplusLrRatio = -1 }));
         Assert.StartsWith("loraplus_unet_lr_ratio:", Refusal(new TrainingConfig { Optimizer = "Prodigy", LearningRate = 1, LoraplusUnetLrRatio = 16 }));

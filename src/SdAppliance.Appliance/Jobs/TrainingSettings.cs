@@ -67,7 +67,7 @@ public static class TrainingSettings
     private static readonly Dictionary<string, string[]> MethodsOf = new(StringComparer.Ordinal)
     {
         ["network_dim"] = [Lora], ["network_alpha"] = [Lora], ["network_dropout"] = [Lora], ["conv_dim"] = [Lora], ["conv_alpha"] = [Lora],
-        ["network_algo"] = [Lora], ["lokr_factor"] = [Lora], ["lokr_decompose_both"] = [Lora], ["dora_wd"] = [Lora],
+        ["network_algo"] = [Lora], ["lokr_factor"] = [Lora], ["lokr_decompose_both"] = [Lora], ["use_tucker"] = [Lora], ["dora_wd"] = [Lora],
         ["loraplus_lr_ratio"] = [Lora], ["loraplus_unet_lr_ratio"] = [Lora], ["loraplus_text_encoder_lr_ratio"] = [Lora],
         ["down_lr_weight"] = [Lora], ["mid_lr_weight"] = [Lora], ["up_lr_weight"] = [Lora], ["block_lr_zero_threshold"] = [Lora],
         ["block_dims"] = [Lora], ["block_alphas"] = [Lora], ["conv_block_dims"] = [Lora], ["conv_block_alphas"] = [Lora],

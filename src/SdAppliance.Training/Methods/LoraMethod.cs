@@ -44,6 +44,7 @@ public sealed class LoraMethod : TrainingMethod
             LokrFactor = config.LokrFactor,
             LokrDecomposeBoth = config.LokrDecomposeBoth,
             WeightDecompose = config.DoraWd,
+            UseTucker = config.UseTucker,
             ExtraArgs = NetworkArgs(config),
         };
         var lrWeights = LoraBlocks.LrWeights(isSdxl, config.DownLrWeight, config.MidLrWeight, config.UpLrWeight, config.BlockLrZeroThreshold);
@@ -78,6 +79,7 @@ public sealed class LoraMethod : TrainingMethod
         if (config.NetworkAlgo != "lora" || config.DoraWd) args["algo"] = config.NetworkAlgo;
         if (config.NetworkAlgo == "lokr" && config.LokrFactor != -1) args["factor"] = config.LokrFactor.ToString(CultureInfo.InvariantCulture);
         if (config.LokrDecomposeBoth) args["decompose_both"] = "True";
+        if (config.UseTucker) args["use_tucker"] = "True";
         if (config.DoraWd) args["dora_wd"] = "True";
         foreach (var (key, value) in new[]
         {

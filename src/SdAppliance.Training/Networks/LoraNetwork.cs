@@ -29,6 +29,9 @@ public sealed record LoraNetworkOptions(int NetworkDim = 16, double NetworkAlpha
     /// <summary>LoKr: LyCORIS's <c>decompose_both</c>, making the small factor low-rank too.</summary>
     public bool LokrDecomposeBoth { get; init; }
 
+    /// <summary>LoHa/LoKr: LyCORIS's <c>use_tucker</c>, the k×k convolutions' factors as Tucker decompositions (hada_t1/t2, lokr_t2).</summary>
+    public bool UseTucker { get; init; }
+
     /// <summary>DoRA: LyCORIS's <c>dora_wd</c>, a learned magnitude per input column beside the algorithm's delta.</summary>
     public bool WeightDecompose { get; init; }
 
@@ -184,9 +187,9 @@ public sealed class LoraNetwork : Module, IDisposable
         if (rank == 0) return null;
         NetworkModule module = Options.Algorithm switch
         {
-            LoraAlgorithm.Loha => new LohaNetworkModule(target.LoraName, target.Layer, rank, alpha, generator, Options.WeightDecompose),
+            LoraAlgorithm.Loha => new LohaNetworkModule(target.LoraName, target.Layer, rank, alpha, generator, Options.WeightDecompose, Options.UseTucker),
             LoraAlgorithm.Lokr => new LokrNetworkModule(target.LoraName, target.Layer, rank, alpha, Options.LokrFactor, Options.LokrDecomposeBoth, generator,
-                Options.WeightDecompose),
+                Options.WeightDecompose, Options.UseTucker),
             _ => new LoraNetworkModule(target.LoraName, target.Layer, rank, alpha, Options.Dropout, generator, Options.WeightDecompose),
         };
         module.Multiplier = multiplier;

@@ -13,12 +13,15 @@ namespace SdAppliance.Training.Networks;
 /// </summary>
 public sealed class LohaNetworkModule : NetworkModule
 {
-    internal LohaNetworkModule(string loraName, Module layer, long rank, double alpha, Generator? generator, bool weightDecompose = false)
+    internal LohaNetworkModule(string loraName, Module layer, long rank, double alpha, Generator? generator, bool weightDecompose = false,
+        bool useTucker = false)
         : base(loraName, layer, rank, alpha)
     {
         var shape = LayerWeight.Shape;
         var columns = shape.Skip(1).Aggregate(1L, (a, d) => a * d);
         var device = LayerWeight.Device;
+        // LyCORIS's use_tucker applies to convolutions with a kernel larger than 1×1 only.
+        IsTucker = useTucker && shape.Length == 4 && (shape[2] != 1 || shape[3] != 1);
         Tensor Parameter(string name, long[] size, double std)
         {
             var t = torch.Empty(size, DType.Float32, device);
@@ -27,20 +30,38 @@ public sealed class LohaNetworkModule : NetworkModule
                 else t.Normal_(0, std, generator);
             return RegisterParameter(name, t)!;
         }
-        // LyCORIS draws w1_b, w1_a, w2_b in that order, then zeroes w2_a.
-        Parameter(LoraKeys.HadaW1B, [rank, columns], 1);
-        Parameter(LoraKeys.HadaW1A, [shape[0], rank], 0.1);
-        Parameter(LoraKeys.HadaW2B, [rank, columns], 1);
-        Parameter(LoraKeys.HadaW2A, [shape[0], rank], 0);
+        if (IsTucker)
+        {
+            // Tucker: cores [rank, rank, kh, kw] with w_a [rank, out] and w_b [rank, in]; LyCORIS draws t1, t2 first, N(0, 0.1²).
+            Parameter(LoraKeys.HadaT1, [rank, rank, shape[2], shape[3]], 0.1);
+            Parameter(LoraKeys.HadaT2, [rank, rank, shape[2], shape[3]], 0.1);
+            Parameter(LoraKeys.HadaW1B, [rank, shape[1]], 1);
+            Parameter(LoraKeys.HadaW1A, [rank, shape[0]], 0.1);
+            Parameter(LoraKeys.HadaW2B, [rank, shape[1]], 1);
+            Parameter(LoraKeys.HadaW2A, [rank, shape[0]], 0);
+        }
+        else
+        {
+            RegisterParameter(LoraKeys.HadaT1, null);
+            RegisterParameter(LoraKeys.HadaT2, null);
+            // LyCORIS draws w1_b, w1_a, w2_b in that order, then zeroes w2_a.
+            Parameter(LoraKeys.HadaW1B, [rank, columns], 1);
+            Parameter(LoraKeys.HadaW1A, [shape[0], rank], 0.1);
+            Parameter(LoraKeys.HadaW2B, [rank, columns], 1);
+            Parameter(LoraKeys.HadaW2A, [shape[0], rank], 0);
+        }
         if (weightDecompose) AddWeightDecomposition();
     }
+
+    /// <summary>Whether the factors are Tucker decompositions (hada_t1, hada_t2 cores), as LyCORIS's use_tucker makes them for a k×k convolution.</summary>
+    public bool IsTucker { get; }
 
     public override LoraAlgorithm Algorithm => LoraAlgorithm.Loha;
 
     public override Tensor ZeroInitialised => GetParameter(LoraKeys.HadaW2A)!;
 
     public override Tensor DeltaWeight() => LoraDeltas.Loha(GetParameter(LoraKeys.HadaW1A)!, GetParameter(LoraKeys.HadaW1B)!,
-        GetParameter(LoraKeys.HadaW2A)!, GetParameter(LoraKeys.HadaW2B)!, null, null, LayerWeight.Shape);
+        GetParameter(LoraKeys.HadaW2A)!, GetParameter(LoraKeys.HadaW2B)!, GetParameter(LoraKeys.HadaT1), GetParameter(LoraKeys.HadaT2), LayerWeight.Shape);
 }
 
 /// <summary>
@@ -55,7 +76,7 @@ public sealed class LohaNetworkModule : NetworkModule
 public sealed class LokrNetworkModule : NetworkModule
 {
     internal LokrNetworkModule(string loraName, Module layer, long rank, double alpha, int factor, bool decomposeBoth, Generator? generator,
-        bool weightDecompose = false)
+        bool weightDecompose = false, bool useTucker = false)
         : base(loraName, layer, rank, WholeFactors(layer, rank, factor, decomposeBoth) ? rank : alpha)
     {
         var shape = LayerWeight.Shape;
@@ -72,11 +93,19 @@ public sealed class LokrNetworkModule : NetworkModule
             return RegisterParameter(name, t)!;
         }
         // The factors a layer does not use are registered absent, so that lookups of them give null.
-        foreach (var part in new[] { LoraKeys.LokrW1, LoraKeys.LokrW1A, LoraKeys.LokrW1B, LoraKeys.LokrW2, LoraKeys.LokrW2A, LoraKeys.LokrW2B })
+        foreach (var part in new[] { LoraKeys.LokrW1, LoraKeys.LokrW1A, LoraKeys.LokrW1B, LoraKeys.LokrW2, LoraKeys.LokrW2A, LoraKeys.LokrW2B, LoraKeys.LokrT2 })
             RegisterParameter(part, null);
         var (w1Whole, w2Whole) = Whole(shape, rank, factor, decomposeBoth);
+        // LyCORIS's use_tucker: a k×k convolution's low-rank w2 as a core [rank, rank, kh, kw] with w2_a [rank, b], w2_b [rank, d].
+        IsTucker = useTucker && !w2Whole && kernel.Length == 2 && kernelSize != 1;
         // LyCORIS initialises w2 first, then w1.
         if (w2Whole) Parameter(LoraKeys.LokrW2, [b, d, .. kernel], zero: true);
+        else if (IsTucker)
+        {
+            Parameter(LoraKeys.LokrT2, [rank, rank, .. kernel], zero: false);
+            Parameter(LoraKeys.LokrW2A, [rank, b], zero: false);
+            Parameter(LoraKeys.LokrW2B, [rank, d], zero: true);
+        }
         else
         {
             Parameter(LoraKeys.LokrW2A, [b, rank], zero: false);
@@ -93,12 +122,17 @@ public sealed class LokrNetworkModule : NetworkModule
 
     public override LoraAlgorithm Algorithm => LoraAlgorithm.Lokr;
 
+    /// <summary>Whether w2 is a Tucker decomposition (lokr_t2 core), as LyCORIS's use_tucker makes it for a k×k convolution.</summary>
+    public bool IsTucker { get; }
+
     public override Tensor ZeroInitialised => GetParameter(LoraKeys.LokrW2) ?? GetParameter(LoraKeys.LokrW2B)!;
 
     public override Tensor DeltaWeight()
     {
         using var w1 = GetParameter(LoraKeys.LokrW1) is { } whole1 ? whole1.Alias() : LoraDeltas.Product(GetParameter(LoraKeys.LokrW1A)!, GetParameter(LoraKeys.LokrW1B)!);
-        using var w2 = GetParameter(LoraKeys.LokrW2) is { } whole2 ? whole2.Alias() : LoraDeltas.Product(GetParameter(LoraKeys.LokrW2A)!, GetParameter(LoraKeys.LokrW2B)!);
+        using var w2 = GetParameter(LoraKeys.LokrW2) is { } whole2 ? whole2.Alias()
+            : GetParameter(LoraKeys.LokrT2) is { } t2 ? LoraDeltas.Tucker(t2, GetParameter(LoraKeys.LokrW2A)!, GetParameter(LoraKeys.LokrW2B)!)
+            : LoraDeltas.Product(GetParameter(LoraKeys.LokrW2A)!, GetParameter(LoraKeys.LokrW2B)!);
         return LoraDeltas.Lokr(w1, w2, LayerWeight.Shape);
     }
 
