@@ -12,6 +12,9 @@ public sealed partial class Tensor
     public Tensor Mm(Tensor mat2) => Op.Get("aten::mm").Begin().T(this).T(mat2).Call();
     public Tensor Bmm(Tensor mat2) => Op.Get("aten::bmm").Begin().T(this).T(mat2).Call();
 
+    /// <summary>The Kronecker product (torch.kron): block (i, j) of the result is this[i, j] · other.</summary>
+    public Tensor Kron(Tensor other) => Op.Get("aten::kron").Begin().T(this).T(other).Call();
+
     /// <summary>beta·this + alpha·(batch1 @ batch2), batched.</summary>
     public Tensor Baddbmm(Tensor batch1, Tensor batch2, double beta = 1, double alpha = 1) =>
         Op.Get("aten::baddbmm").Begin().T(this).T(batch1).T(batch2).D(beta).D(alpha).Call();

@@ -5,6 +5,7 @@ using System.Text.Json;
 using System.Text.RegularExpressions;
 using System.Text.Json.Serialization;
 using SdAppliance.Formats;
+using SdAppliance.Formats.Adapters;
 
 namespace SdAppliance.Training;
 
@@ -172,6 +173,38 @@ public sealed record TrainingConfig
     public int? ConvDim { get; init; }
     [Description("LoCon alpha (default: 1, as kohya)")]
     public double? ConvAlpha { get; init; }
+    [Description("The adapter: lora (kohya's networks.lora), or LyCORIS's loha (Hadamard product of two low-rank products) or lokr (Kronecker product), as network_module lycoris.kohya with network_args algo=loha|lokr; network_dim, network_alpha, conv_dim and conv_alpha set their ranks")]
+    public string NetworkAlgo { get; init; } = "lora";
+    [Description("LoKr: LyCORIS's factor, the largest smaller side when each weight is split into two Kronecker factors (-1: the split nearest the square root)")]
+    public int LokrFactor { get; init; } = -1;
+    [Description("LoKr: LyCORIS's decompose_both, the smaller Kronecker factor low-rank too")]
+    public bool LokrDecomposeBoth { get; init; }
+    [Description("LoHa/LoKr: LyCORIS's use_tucker, the factors of the 3x3 convolutions as Tucker decompositions (the file gains hada_t1/hada_t2 or lokr_t2)")]
+    public bool UseTucker { get; init; }
+    [Description("DoRA: LyCORIS's dora_wd, a learned magnitude for each input column beside the LoRA, LoHa or LoKr delta (the file gains dora_scale keys)")]
+    public bool DoraWd { get; init; }
+    [Description("LoRA+: the lora_up matrices train at this many times the learning rate, in an optimizer group of their own (the paper suggests 16)")]
+    public double? LoraplusLrRatio { get; init; }
+    [Description("LoRA+: the UNet's ratio (default: loraplus_lr_ratio)")]
+    public double? LoraplusUnetLrRatio { get; init; }
+    [Description("LoRA+: the text encoder's ratio (default: loraplus_lr_ratio)")]
+    public double? LoraplusTextEncoderLrRatio { get; init; }
+    [Description("Block-wise LR: the learning-rate weights of the UNet's 12 down blocks IN00-IN11 (SDXL: 9), comma-separated (missing ones are 1), or a preset cosine, sine, linear, reverse_linear or zeros, which may add a number (sine+0.5)")]
+    public string? DownLrWeight { get; init; }
+    [Description("Block-wise LR: the weight of the middle block (SDXL: 3 comma-separated weights)")]
+    public string? MidLrWeight { get; init; }
+    [Description("Block-wise LR: the weights of the 12 up blocks OUT00-OUT11 (SDXL: 9), as down_lr_weight")]
+    public string? UpLrWeight { get; init; }
+    [Description("Block-wise LR: a weight at or under this becomes 0, and a block of weight 0 gets no modules")]
+    public double BlockLrZeroThreshold { get; init; }
+    [Description("Block-wise ranks: one rank per UNet block, comma-separated (25: IN00-IN11, MID, OUT00-OUT11; SDXL 23); 0 leaves a block out")]
+    public string? BlockDims { get; init; }
+    [Description("Block-wise alphas beside block_dims (default: network_alpha for every block)")]
+    public string? BlockAlphas { get; init; }
+    [Description("Block-wise ranks of the 3x3 convolutions (LoCon), as block_dims (default: conv_dim for every block)")]
+    public string? ConvBlockDims { get; init; }
+    [Description("Block-wise alphas beside conv_block_dims (default: conv_alpha for every block)")]
+    public string? ConvBlockAlphas { get; init; }
     [Description("LoRA and DreamBooth: train the text encoder(s) too")]
     public bool TrainTextEncoder { get; init; }
     [Description("Textual inversion: the new word, used in the captions or instance_prompt")]
@@ -245,6 +278,9 @@ public sealed record TrainingConfig
 
     public static readonly SettingChoices<HuberScheduleKind> HuberScheduleChoices = new("huber_schedule", StringComparison.Ordinal,
         ("snr", HuberScheduleKind.Snr), ("exponential", HuberScheduleKind.Exponential), ("constant", HuberScheduleKind.Constant));
+
+    public static readonly SettingChoices<LoraAlgorithm> NetworkAlgoChoices = new("network_algo", StringComparison.Ordinal,
+        ("lora", LoraAlgorithm.Lora), ("loha", LoraAlgorithm.Loha), ("lokr", LoraAlgorithm.Lokr));
 
     public static IReadOnlyList<string> Methods => MethodChoices.Names;
 
@@ -477,6 +513,7 @@ public sealed record TrainingConfig
                 Require(NetworkDim >= 1, $"network_dim: {NetworkDim} must be at least 1 (the LoRA rank)");
                 Require(NetworkAlpha >= 0, $"network_alpha: {NetworkAlpha} must not be negative");
                 Require(ConvDim is null or >= 1, $"conv_dim: {ConvDim} must be at least 1");
+                ValidateNetwork(optimizer);
                 break;
             case TrainingMethodKind.TextualInversion:
                 Require(!string.IsNullOrWhiteSpace(PlaceholderToken), "placeholder_token: textual inversion needs the new word (for example zwx)");
@@ -490,6 +527,50 @@ public sealed record TrainingConfig
                     $"hypernetwork_layer_structure: '{HypernetworkLayerStructure}' must be positive numbers starting and ending with 1, e.g. 1,2,1");
                 break;
         }
+    }
+
+    // The LyCORIS, DoRA, LoRA+ and block-wise settings of a LoRA run: what can be checked before the model is known
+    // (the block lists' lengths depend on it: 25 blocks for SD 1.x/2.x, 23 for SDXL).
+    private void ValidateNetwork(OptimizerKind optimizer)
+    {
+        void Require(bool ok, string message)
+        {
+            if (!ok) throw new TrainingConfigException(message);
+        }
+        var algorithm = NetworkAlgoChoices.Parse(NetworkAlgo);
+        Require(LokrFactor == -1 || LokrFactor >= 1, $"lokr_factor: {LokrFactor} must be -1 (the split nearest the square root) or a positive number");
+        Require(algorithm == LoraAlgorithm.Lokr || LokrFactor == -1, "lokr_factor: it shapes LoKr's factors; set network_algo lokr or leave it out");
+        Require(algorithm == LoraAlgorithm.Lokr || !LokrDecomposeBoth, "lokr_decompose_both: it shapes LoKr's factors; set network_algo lokr or leave it out");
+        Require(algorithm != LoraAlgorithm.Lora || !UseTucker, "use_tucker: Tucker factors are LoHa's and LoKr's here; set network_algo loha or lokr, or leave it out");
+        Require(NetworkDropout == 0 || (algorithm == LoraAlgorithm.Lora && !DoraWd),
+            $"network_dropout: it drops LoRA's rank activations; {(DoraWd ? "DoRA" : algorithm == LoraAlgorithm.Loha ? "LoHa" : "LoKr")} builds the whole weight delta, which has none (LyCORIS ignores it too); leave it 0");
+        foreach (var (field, ratio) in new[] { ("loraplus_lr_ratio", LoraplusLrRatio), ("loraplus_unet_lr_ratio", LoraplusUnetLrRatio), ("loraplus_text_encoder_lr_ratio", LoraplusTextEncoderLrRatio) })
+        {
+            if (ratio is null) continue;
+            Require(double.IsFinite(ratio.Value) && ratio > 0, $"{field}: {ratio.Value.ToString(CultureInfo.InvariantCulture)} must be a positive number (16 is the paper's)");
+            Require(algorithm == LoraAlgorithm.Lora, $"{field}: LoRA+ speeds up LoRA's lora_up matrices, which {NetworkAlgo} does not have; leave it out or set network_algo lora");
+            // Prodigy estimates one step size for everything, so a group at another rate is not Prodigy's to take (kohya refuses the pair too).
+            Require(optimizer != OptimizerKind.Prodigy, $"{field}: Prodigy takes one learning rate for every part it trains; LoRA+ needs a faster group, so use AdamW (or leave {field} out)");
+        }
+        var blockLr = DownLrWeight is not null || MidLrWeight is not null || UpLrWeight is not null;
+        Require(!blockLr || optimizer != OptimizerKind.Prodigy,
+            "down_lr_weight: Prodigy takes one learning rate for every part it trains; block-wise learning rates need AdamW or another optimizer (or leave the lr weights out)");
+        Require(double.IsFinite(BlockLrZeroThreshold) && BlockLrZeroThreshold >= 0, $"block_lr_zero_threshold: {BlockLrZeroThreshold} must be a number ≥ 0");
+        // Syntax and values now; the count once the model says which UNet it is.
+        Networks.LoraBlocks.LrWeights(isSdxl: false, DownLrWeight, MidLrWeight, UpLrWeight, BlockLrZeroThreshold);
+        foreach (var (field, text, whole) in new[] { ("block_dims", BlockDims, true), ("block_alphas", BlockAlphas, false), ("conv_block_dims", ConvBlockDims, true), ("conv_block_alphas", ConvBlockAlphas, false) })
+        {
+            if (text is null) continue;
+            var values = Networks.LoraBlocks.Numbers(text, field);
+            Require(values.Length == Networks.LoraBlocks.Count(false) || values.Length == Networks.LoraBlocks.Count(true),
+                $"{field}: {values.Length} values given; give one per UNet block: 25 for SD 1.x/2.x (IN00-IN11, MID, OUT00-OUT11), 23 for SDXL");
+            Require(!whole || values.All(v => v == Math.Floor(v)), $"{field}: ranks are whole numbers, got {text}");
+        }
+        Require(BlockAlphas is null || BlockDims is not null || blockLr, "block_alphas: give block_dims (or block-wise learning rates) with it; alone it has no blocks to go with");
+        Require(ConvBlockAlphas is null || ConvBlockDims is not null, "conv_block_alphas: give conv_block_dims with it");
+        // kohya reads the conv lists only in block mode, which block_dims or a block-wise learning rate turns on.
+        Require(ConvBlockDims is null || BlockDims is not null || blockLr,
+            "conv_block_dims: it applies with block_dims or block-wise learning rates (down_lr_weight, mid_lr_weight, up_lr_weight); give one of them, or use conv_dim for every block");
     }
 
 }

@@ -72,12 +72,12 @@ public sealed class LoraNetworkTests : IDisposable
             // = 86 on top of the 192 (kohya logs "create LoRA for U-Net: 278 modules" for LoCon on SD 1.5).
             Assert.Equal(278, network.UnetModules.Count);
             Assert.Empty(network.TextEncoderModules);
-            var conv1 = network.UnetModules.Single(m => m.LoraName == "lora_unet_down_blocks_1_resnets_0_conv1");
+            var conv1 = (LoraNetworkModule)network.UnetModules.Single(m => m.LoraName == "lora_unet_down_blocks_1_resnets_0_conv1");
             Assert.Equal((2L, 1.0 / 2), (conv1.Rank, conv1.Scale));  // conv_dim 2, kohya's default conv_alpha 1
             Assert.Equal([2L, 320, 3, 3], conv1.DownWeight.Shape);
             var shortcut = network.UnetModules.Single(m => m.LoraName == "lora_unet_down_blocks_1_resnets_0_conv_shortcut");
             Assert.Equal((8L, 0.5), (shortcut.Rank, shortcut.Scale));  // 1×1: network_dim 8, alpha 4
-            var down = network.UnetModules.Single(m => m.LoraName == "lora_unet_down_blocks_0_downsamplers_0_conv");
+            var down = (LoraNetworkModule)network.UnetModules.Single(m => m.LoraName == "lora_unet_down_blocks_0_downsamplers_0_conv");
             Assert.Equal([2L, 320, 3, 3], down.DownWeight.Shape);
             Assert.Contains(network.UnetModules, m => m.LoraName == "lora_unet_up_blocks_0_upsamplers_0_conv");
             Assert.Contains(network.UnetModules, m => m.LoraName == "lora_unet_mid_block_resnets_1_time_emb_proj");
@@ -136,7 +136,7 @@ public sealed class LoraNetworkTests : IDisposable
         using var model = LoadTiny();
         using var generator = new Generator(3);
         using var network = LoraNetwork.Create(model, new LoraNetworkOptions(NetworkDim: 2, NetworkAlpha: 1), generator);
-        var module = network.UnetModules.First(m => m.Layer is Linear);
+        var module = (LoraNetworkModule)network.UnetModules.First(m => m.Layer is Linear);
         var layer = (Linear)module.Layer;
         // kohya's init: up zeros, down kaiming_uniform(a=√5), i.e. U(±1/√in).
         Assert.Equal(0, module.UpWeight.Abs().Max().Item());
@@ -169,7 +169,7 @@ public sealed class LoraNetworkTests : IDisposable
     {
         using var model = LoadTiny();
         using var network = LoraNetwork.Create(model, new LoraNetworkOptions(NetworkDim: 4, NetworkAlpha: 4, Dropout: 0.5));
-        var module = network.UnetModules.First(m => m.Layer is Linear);
+        var module = (LoraNetworkModule)network.UnetModules.First(m => m.Layer is Linear);
         var layer = (Linear)module.Layer;
         Randomise(module.UpWeight, 1, 5);
         using var noGrad = Autograd.NoGrad();
@@ -203,7 +203,7 @@ public sealed class LoraNetworkTests : IDisposable
         using var model = LoadTiny();
         var options = new LoraNetworkOptions(NetworkDim: 2, NetworkAlpha: 1, TrainTextEncoder: true, ConvDim: 2, ConvAlpha: 2);
         using var network = LoraNetwork.Create(model, options, new Generator(8));
-        foreach (var (m, i) in network.Loras.Select((m, i) => (m, i))) Randomise(m.UpWeight, 0.1, (ulong)(100 + i));
+        foreach (var (m, i) in network.Loras.Select((m, i) => (m, i))) Randomise(m.ZeroInitialised, 0.1, (ulong)(100 + i));
         var metadata = KohyaLoraExport.MinimumMetadata(model, options);
         metadata["ss_output_name"] = "tiny";
         var file = Path.Combine(folder, "tiny.safetensors");
@@ -236,9 +236,9 @@ public sealed class LoraNetworkTests : IDisposable
         using var second = LoadTiny();
         using var again = LoraNetwork.Create(second, options);
         again.Load(file);
-        var source = network.Loras[5].UpWeight;
+        var source = network.Loras[5].ZeroInitialised;
         using var rounded = source.To(DType.Float16).To(DType.Float32);
-        Assert.Equal(rounded.ToArray<float>(), again.Loras[5].UpWeight.ToArray<float>());
+        Assert.Equal(rounded.ToArray<float>(), again.Loras[5].ZeroInitialised.ToArray<float>());
         // A file of another layout is refused, naming a key.
         using var third = LoadTiny();
         using var other = LoraNetwork.Create(third, new LoraNetworkOptions(NetworkDim: 2));
@@ -257,7 +257,7 @@ public sealed class LoraNetworkTests : IDisposable
         {
             // Up weights of N(0, 1) move the image by up to ~80 levels; at that strength a 2% error in the
             // LoRA's scale moves pixels by 4, so the ±1 below would catch it.
-            foreach (var (m, i) in network.Loras.Select((m, i) => (m, i))) Randomise(m.UpWeight, 1.0, (ulong)(200 + i));
+            foreach (var (m, i) in network.Loras.Select((m, i) => (m, i))) Randomise(m.ZeroInitialised, 1.0, (ulong)(200 + i));
             network.Eval();
             attached = Generate(model);
             KohyaLoraExport.Save(network, file, KohyaLoraExport.MinimumMetadata(model, options));
@@ -294,14 +294,14 @@ public sealed class LoraNetworkTests : IDisposable
         using var model = Models.Loading.ModelLoader.Load(sdxl);
         var options = new LoraNetworkOptions(NetworkDim: 2, TrainTextEncoder: true, ConvDim: 1);
         var file = Path.Combine(folder, "xl.safetensors");
-        var inputs = new Dictionary<LoraNetworkModule, (Tensor X, Tensor Y)>();
+        var inputs = new Dictionary<NetworkModule, (Tensor X, Tensor Y)>();
         var baseline = Generate(model);
         byte[] attached;
         using (var network = LoraNetwork.Create(model, options, new Generator(9)))
         {
             Assert.Contains(network.UnetModules, m => m.LoraName.StartsWith("lora_unet_input_blocks_", StringComparison.Ordinal));
             Assert.Contains(network.TextEncoderModules, m => m.LoraName.StartsWith("lora_te2_", StringComparison.Ordinal));
-            foreach (var (m, i) in network.Loras.Select((m, i) => (m, i))) Randomise(m.UpWeight, SdxlUpScale, (ulong)(300 + i));
+            foreach (var (m, i) in network.Loras.Select((m, i) => (m, i))) Randomise(m.ZeroInitialised, SdxlUpScale, (ulong)(300 + i));
             network.Eval();
             attached = Generate(model);
             KohyaLoraExport.Save(network, file, KohyaLoraExport.MinimumMetadata(model, options));

@@ -61,11 +61,16 @@ public sealed class TrainerTests : IDisposable
     // 8-bit moments: codes and block maxima written and read back (the tiny UNet's larger weights are quantised).
     [InlineData("dreambooth", "AdamW8bit")]
     [InlineData("dreambooth", "Lion8bit")]
-    public void ResumingFromACheckpointEndsBitIdenticalToAnUninterruptedRun(string method, string optimizer = "AdamW")
+    // LyCORIS's LoKr with DoRA, and LoRA+ with block-wise rates: more tensors per module, more optimizer groups.
+    [InlineData("lora", "AdamW", "lokr+dora")]
+    [InlineData("lora", "AdamW", "plus+blocks")]
+    public void ResumingFromACheckpointEndsBitIdenticalToAnUninterruptedRun(string method, string optimizer = "AdamW", string? network = null)
     {
         var resumed = AssertResumeIsBitIdentical(method, (run, steps) => Config(method, run, steps) with
         {
             SaveEveryNSteps = 100, Optimizer = optimizer, LearningRate = optimizer == "Prodigy" ? 1 : Config(method, run).LearningRate,
+            NetworkAlgo = network == "lokr+dora" ? "lokr" : "lora", DoraWd = network == "lokr+dora",
+            LoraplusLrRatio = network == "plus+blocks" ? 16 : null, DownLrWeight = network == "plus+blocks" ? "1,0.5,0" : null,
         });
         if (!optimizer.EndsWith("8bit", StringComparison.Ordinal)) return;
         // The state that resumed holds 8-bit codes with their block maxima, not float moments.
@@ -158,6 +163,26 @@ public sealed class TrainerTests : IDisposable
             Assert.Contains(lora.Modules, m => m.Name == "down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q");
             Assert.Equal("4", lora.Metadata["ss_network_dim"]);
         }
+    }
+
+    [Theory]
+    [InlineData("loha", false)]
+    [InlineData("lokr", false)]
+    [InlineData("lora", true)]
+    [InlineData("loha", true)]
+    public void LycorisAndDoraRunsLowerTheLossThroughTheFileTheyWrite(string algorithm, bool dora)
+    {
+        // The loss after is measured with the written file applied by the generation path, so training and loading agree.
+        var config = Config("lora", algorithm + (dora ? "-dora" : ""), steps: 30) with { LearningRate = 3e-3, NetworkAlgo = algorithm, DoraWd = dora };
+        var before = DenoisingLoss(config, "lora", outputs: null);
+        var report = Trainer.Train(config);
+        var after = DenoisingLoss(config, "lora", report.Outputs);
+        Assert.True(after < before * 0.9, $"{algorithm}{(dora ? "+DoRA" : "")}: loss {before} before, {after} after training");
+        using var lora = LoraFile.Load(Assert.Single(report.Outputs));
+        Assert.All(lora.Modules, m => Assert.Equal(TrainingConfig.NetworkAlgoChoices.Parse(algorithm), m.Algorithm));
+        Assert.All(lora.Modules, m => Assert.Equal(dora, m.DoraScale is not null));
+        Assert.Equal("lycoris.kohya", lora.Metadata["ss_network_module"]);
+        Assert.Contains($"\"algo\": \"{algorithm}\"", lora.Metadata["ss_network_args"]);
     }
 
     /// <summary>The mean MSE of the instance images over fixed noise and timesteps, on the base model or with a run's results applied.</summary>

@@ -67,6 +67,10 @@ public static class TrainingSettings
     private static readonly Dictionary<string, string[]> MethodsOf = new(StringComparer.Ordinal)
     {
         ["network_dim"] = [Lora], ["network_alpha"] = [Lora], ["network_dropout"] = [Lora], ["conv_dim"] = [Lora], ["conv_alpha"] = [Lora],
+        ["network_algo"] = [Lora], ["lokr_factor"] = [Lora], ["lokr_decompose_both"] = [Lora], ["use_tucker"] = [Lora], ["dora_wd"] = [Lora],
+        ["loraplus_lr_ratio"] = [Lora], ["loraplus_unet_lr_ratio"] = [Lora], ["loraplus_text_encoder_lr_ratio"] = [Lora],
+        ["down_lr_weight"] = [Lora], ["mid_lr_weight"] = [Lora], ["up_lr_weight"] = [Lora], ["block_lr_zero_threshold"] = [Lora],
+        ["block_dims"] = [Lora], ["block_alphas"] = [Lora], ["conv_block_dims"] = [Lora], ["conv_block_alphas"] = [Lora],
         ["train_text_encoder"] = [Lora, DreamBooth], ["text_encoder_lr"] = [Lora, DreamBooth],
         ["class_prompt"] = [DreamBooth], ["class_data"] = [DreamBooth], ["num_class_images"] = [DreamBooth], ["prior_loss_weight"] = [DreamBooth],
         ["placeholder_token"] = [TextualInversion], ["initializer_token"] = [TextualInversion], ["num_vectors"] = [TextualInversion],
@@ -81,6 +85,7 @@ public static class TrainingSettings
         ["mixed_precision"] = TrainingConfig.PrecisionChoices.Names,
         ["loss_type"] = TrainingConfig.LossTypeChoices.Names,
         ["huber_schedule"] = TrainingConfig.HuberScheduleChoices.Names,
+        ["network_algo"] = TrainingConfig.NetworkAlgoChoices.Names,
     };
 
     /// <summary>The five methods, each with what it does and when to choose it.</summary>

@@ -135,19 +135,35 @@ public sealed class LoraPatch : IDisposable
 
     private static void CheckFits(Tensor weight, LoraModule lora, string fileName)
     {
-        var (down, up) = (lora.Down.Shape, lora.Up.Shape);
-        var downColumns = down.Skip(1).Aggregate(1L, (a, d) => a * d);
-        var upColumns = up.Skip(1).Aggregate(1L, (a, d) => a * d);
-        if (upColumns != down[0] || up[0] * downColumns != weight.NumEl)
-            throw new UserInputException(fileName, $"LoRA: module {lora.Name} has down [{string.Join(", ", down)}] and up [{string.Join(", ", up)}], which do not fit its weight [{string.Join(", ", weight.Shape)}]; the LoRA was made for another model");
+        var produced = lora.ProducedShape();
+        var parts = string.Join(", ", lora.Weights.Select(w => $"{w.Key} [{string.Join(", ", w.Value.Shape)}]"));
+        if (produced is null || produced[0] != weight.Shape[0] || produced.Aggregate(1L, (a, d) => a * d) != weight.NumEl)
+            throw new UserInputException(fileName, $"LoRA: module {lora.Name} has {parts}, which do not fit its weight [{string.Join(", ", weight.Shape)}]; the LoRA was made for another model");
+        if (lora.DoraScale is { } dora && DoraShape(weight, dora) is null)
+            throw new UserInputException(fileName, $"LoRA: module {lora.Name} has dora_scale [{string.Join(", ", dora.Shape)}], which is neither one value per input channel ({weight.Shape[1]}) nor per output channel ({weight.Shape[0]}) of its weight [{string.Join(", ", weight.Shape)}]");
     }
 
-    // multiplier · scale · up·down in the weight's shape and dtype, computed in float32 (the caller owns a dispose scope).
+    // LyCORIS writes the magnitude vector [1, in, 1…] (per input channel); one of out values is per output row.
+    private static long[]? DoraShape(Tensor weight, Tensor dora)
+    {
+        var ones = Enumerable.Repeat(1L, weight.Dim - 1).ToArray();
+        var (outputs, inputs) = (weight.Shape[0], weight.Shape[1]);
+        if (dora.Shape[0] == 1 && dora.NumEl == inputs) return [1, inputs, .. ones.Skip(1)];
+        if (dora.Shape[0] == outputs && dora.NumEl == outputs) return [outputs, .. ones];
+        return dora.NumEl == inputs ? [1, inputs, .. ones.Skip(1)] : null;
+    }
+
+    // multiplier · scale · Δ (or with DoRA the renormalised difference, times multiplier) in the weight's shape and
+    // dtype, computed in float32 (the caller owns a dispose scope).
     private static Tensor Delta(Tensor weight, LoraModule lora, double multiplier)
     {
-        var down = lora.Down.To(weight.Device, DType.Float32).Flatten(1);
-        var up = lora.Up.To(weight.Device, DType.Float32).Flatten(1);
-        return up.Matmul(down).Mul(multiplier * lora.Scale).Reshape(weight.Shape).To(weight.DType);
+        var delta = lora.Delta(weight.Shape, weight.Device).Mul(lora.Scale);
+        if (lora.DoraScale is { } dora)
+        {
+            var magnitude = dora.To(weight.Device, DType.Float32).Reshape(DoraShape(weight, dora)!);
+            delta = LoraDeltas.Dora(weight.To(DType.Float32), delta, magnitude);
+        }
+        return delta.Mul(multiplier).To(weight.DType);
     }
 
     public void Dispose()

@@ -23,6 +23,9 @@ public static class KohyaLoraExport
 {
     public const string NetworkModule = "networks.lora";
 
+    /// <summary>LyCORIS's module for kohya's scripts, which LoHa, LoKr and DoRA networks are trained with (<c>--network_module lycoris.kohya</c>).</summary>
+    public const string LycorisNetworkModule = "lycoris.kohya";
+
     /// <summary>kohya's <c>MODEL_VERSION_SDXL_BASE_V1_0</c>.</summary>
     public const string SdxlBaseVersion = "sdxl_base_v1-0";
 
@@ -37,8 +40,9 @@ public static class KohyaLoraExport
     /// <c>ss_v2</c>, <c>ss_base_model_version</c> ("sd_v1", "sd_v2", "sd_v2_v" with v-prediction,
     /// "sdxl_base_v1-0"), <c>ss_network_module</c>, <c>ss_network_dim</c>, <c>ss_network_alpha</c>,
     /// <c>ss_network_dropout</c> when there is dropout, and <c>ss_network_args</c> (JSON of the string
-    /// arguments, as kohya gets them from <c>--network_args conv_dim=4 …</c>) only when there are any,
-    /// as kohya writes it.
+    /// arguments, as kohya gets them from <c>--network_args conv_dim=4 …</c>: LyCORIS's algo, factor, dora_wd, the
+    /// block-wise lists, the LoRA+ ratios) only when there are any, as kohya writes it. A LoHa, LoKr or DoRA network is
+    /// <c>lycoris.kohya</c>'s, as LyCORIS writes it.
     /// </summary>
     public static Dictionary<string, string> MinimumMetadata(ModelFamily family, bool vPrediction, LoraNetworkOptions options)
     {
@@ -54,7 +58,8 @@ public static class KohyaLoraExport
         {
             ["ss_v2"] = PythonText.Bool(family == ModelFamily.V2),
             ["ss_base_model_version"] = version,
-            ["ss_network_module"] = NetworkModule,
+            // kohya's networks.lora has no LoHa, LoKr or DoRA: such files come from LyCORIS's module, and say so.
+            ["ss_network_module"] = options.Algorithm == LoraAlgorithm.Lora && !options.WeightDecompose ? NetworkModule : LycorisNetworkModule,
             ["ss_network_dim"] = Int(options.NetworkDim),
             ["ss_network_alpha"] = PythonText.Float(options.NetworkAlpha),
         };
@@ -65,6 +70,7 @@ public static class KohyaLoraExport
             args["conv_dim"] = Int(convDim);
             args["conv_alpha"] = TypedNumber(options.EffectiveConvAlpha);
         }
+        foreach (var (key, value) in options.ExtraArgs) args[key] = value;
         if (args.Count > 0) metadata["ss_network_args"] = PythonText.Json(args);
         return metadata;
     }

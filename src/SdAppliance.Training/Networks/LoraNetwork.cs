@@ -13,11 +13,46 @@ namespace SdAppliance.Training.Networks;
 /// <summary>
 /// kohya's <c>LoRANetwork</c> options. <paramref name="NetworkAlpha"/> 0 means alpha = rank (scale 1), as kohya.
 /// <paramref name="ConvDim"/> adds LoCon (kohya's "C3Lier") on the 3×3 convolutions of the UNet's resnets and
-/// samplers, at <paramref name="ConvAlpha"/> (kohya's default 1 when not given).
+/// samplers, at <paramref name="ConvAlpha"/> (kohya's default 1 when not given). <see cref="Algorithm"/> picks LyCORIS's
+/// LoHa or LoKr instead of LoRA, <see cref="WeightDecompose"/> adds DoRA, and the block lists (one value per UNet block,
+/// <see cref="LoraBlocks"/>) give each block its own rank and alpha, as kohya's block_dims.
 /// </summary>
 public sealed record LoraNetworkOptions(int NetworkDim = 16, double NetworkAlpha = 8, double Dropout = 0,
     bool TrainUnet = true, bool TrainTextEncoder = false, int? ConvDim = null, double? ConvAlpha = null)
 {
+    /// <summary>LoRA (kohya's networks.lora), or LyCORIS's LoHa or LoKr (lycoris.kohya with algo=loha|lokr).</summary>
+    public LoraAlgorithm Algorithm { get; init; } = LoraAlgorithm.Lora;
+
+    /// <summary>LoKr: LyCORIS's <c>factor</c>, the largest small side of each split (-1: the split nearest the square root).</summary>
+    public int LokrFactor { get; init; } = -1;
+
+    /// <summary>LoKr: LyCORIS's <c>decompose_both</c>, making the small factor low-rank too.</summary>
+    public bool LokrDecomposeBoth { get; init; }
+
+    /// <summary>LoHa/LoKr: LyCORIS's <c>use_tucker</c>, the k×k convolutions' factors as Tucker decompositions (hada_t1/t2, lokr_t2).</summary>
+    public bool UseTucker { get; init; }
+
+    /// <summary>DoRA: LyCORIS's <c>dora_wd</c>, a learned magnitude per input column beside the algorithm's delta.</summary>
+    public bool WeightDecompose { get; init; }
+
+    /// <summary>Per UNet block, the rank of its Linear and 1×1 modules (0: no module there); null: network_dim everywhere.</summary>
+    public IReadOnlyList<int>? BlockDims { get; init; }
+
+    /// <summary>Per UNet block, the alpha beside <see cref="BlockDims"/>.</summary>
+    public IReadOnlyList<double>? BlockAlphas { get; init; }
+
+    /// <summary>Per UNet block, the rank of its 3×3 convolutions (0: none); null with <see cref="BlockDims"/> and no conv_dim: no LoCon.</summary>
+    public IReadOnlyList<int>? ConvBlockDims { get; init; }
+
+    /// <summary>Per UNet block, the alpha beside <see cref="ConvBlockDims"/>.</summary>
+    public IReadOnlyList<double>? ConvBlockAlphas { get; init; }
+
+    /// <summary>
+    /// The <c>ss_network_args</c> kohya writes for these options beyond conv_dim/conv_alpha (algo, factor, dora_wd, the
+    /// block lists as typed…), as the strings a user gives in <c>--network_args</c>.
+    /// </summary>
+    public IReadOnlyDictionary<string, string> ExtraArgs { get; init; } = new Dictionary<string, string>();
+
     /// <summary>Throws, naming the field, when the options cannot make a network.</summary>
     public void Validate()
     {
@@ -26,16 +61,38 @@ public sealed record LoraNetworkOptions(int NetworkDim = 16, double NetworkAlpha
         if (Dropout is < 0 or >= 1 || double.IsNaN(Dropout)) throw new ArgumentOutOfRangeException(nameof(Dropout), Dropout, "network_dropout must be in [0, 1)");
         if (ConvDim is < 1) throw new ArgumentOutOfRangeException(nameof(ConvDim), ConvDim, "conv_dim must be at least 1 (leave it out for no LoCon)");
         if (ConvAlpha is { } a && (a < 0 || !double.IsFinite(a))) throw new ArgumentOutOfRangeException(nameof(ConvAlpha), ConvAlpha, "conv_alpha must be a finite number ≥ 0");
-        if (ConvAlpha is not null && ConvDim is null) throw new ArgumentException("conv_alpha is set but conv_dim is not: give conv_dim to train the 3x3 convolutions", nameof(ConvAlpha));
+        if (ConvAlpha is not null && ConvDim is null && ConvBlockDims is null) throw new ArgumentException("conv_alpha is set but conv_dim is not: give conv_dim to train the 3x3 convolutions", nameof(ConvAlpha));
         if (!TrainUnet && !TrainTextEncoder) throw new ArgumentException("a LoRA must train the UNet, the text encoder, or both", nameof(TrainUnet));
+        if (Dropout > 0 && (Algorithm != LoraAlgorithm.Lora || WeightDecompose))
+            throw new ArgumentException("network_dropout drops LoRA's rank activations; LoHa, LoKr and DoRA build the whole weight delta, which has none (LyCORIS ignores it too): leave it 0", nameof(Dropout));
+        if (LokrFactor == 0 || LokrFactor < -1) throw new ArgumentOutOfRangeException(nameof(LokrFactor), LokrFactor, "lokr_factor must be -1 (the balanced split) or a positive number");
+        if ((BlockDims is null) != (BlockAlphas is null) || (ConvBlockDims is null) != (ConvBlockAlphas is null) || BlockDims?.Count != BlockAlphas?.Count
+            || ConvBlockDims?.Count != ConvBlockAlphas?.Count)
+            throw new ArgumentException("block_dims and block_alphas (and conv_block_dims and conv_block_alphas) come in pairs of equal length", nameof(BlockDims));
+        if (BlockDims?.Any(d => d < 0) == true || ConvBlockDims?.Any(d => d < 0) == true)
+            throw new ArgumentOutOfRangeException(nameof(BlockDims), "block ranks must be ≥ 0 (0: no module in that block)");
     }
 
     /// <summary>kohya's default conv_alpha when conv_dim is given without one.</summary>
     public double EffectiveConvAlpha => ConvAlpha ?? 1.0;
+
+    /// <summary>Whether the UNet's 3×3 convolutions get modules: conv_dim, or a conv_block_dims list.</summary>
+    public bool TrainsConv3x3 => ConvDim is not null || ConvBlockDims is not null;
+
+    /// <summary>The rank and alpha of one UNet or text-encoder target, by kohya's rules; rank 0 means no module there.</summary>
+    public (int Rank, double Alpha) RankOf(KohyaLoraTarget target, bool isSdxl)
+    {
+        var block = target.Target == LoraTarget.Unet && BlockDims is not null ? LoraBlocks.Index(target.LoraName, isSdxl) : -1;
+        if (block >= 0)
+            return target.IsConv3x3
+                ? ConvBlockDims is null ? (0, 0) : (ConvBlockDims[block], ConvBlockAlphas![block])
+                : (BlockDims![block], BlockAlphas![block]);
+        return target.IsConv3x3 ? (ConvDim ?? 0, EffectiveConvAlpha) : (NetworkDim, NetworkAlpha);
+    }
 }
 
 /// <summary>
-/// kohya's LoRANetwork: one <see cref="LoraNetworkModule"/> (lora_down, lora_up, alpha) per targeted
+/// kohya's LoRANetwork: one <see cref="NetworkModule"/> (LoRA's lora_down, lora_up, alpha; LyCORIS's LoHa or LoKr tensors) per targeted
 /// Linear/Conv2d (<see cref="LoraModelNames.KohyaUnetTargets"/>), attached through the layer's <see cref="ILayerWrapper"/>
 /// slot, so the model's own weights and state dict stay untouched. The network's state dict is a
 /// kohya LoRA file: "lora_unet_…" (SDXL: original-layout UNet names), "lora_te_…" (SDXL "lora_te1_…",
@@ -45,8 +102,8 @@ public sealed record LoraNetworkOptions(int NetworkDim = 16, double NetworkAlpha
 /// </summary>
 public sealed class LoraNetwork : Module, IDisposable
 {
-    private readonly List<LoraNetworkModule> textEncoderModules = [];
-    private readonly List<LoraNetworkModule> unetModules = [];
+    private readonly List<NetworkModule> textEncoderModules = [];
+    private readonly List<NetworkModule> unetModules = [];
     private double multiplier = 1;
 
     private LoraNetwork(LoraNetworkOptions options) => Options = options;
@@ -65,16 +122,16 @@ public sealed class LoraNetwork : Module, IDisposable
     }
 
     /// <summary>Text-encoder modules then UNet modules.</summary>
-    public IReadOnlyList<LoraNetworkModule> Loras => [.. textEncoderModules, .. unetModules];
+    public IReadOnlyList<NetworkModule> Loras => [.. textEncoderModules, .. unetModules];
 
-    public IReadOnlyList<LoraNetworkModule> UnetModules => unetModules;
+    public IReadOnlyList<NetworkModule> UnetModules => unetModules;
 
-    public IReadOnlyList<LoraNetworkModule> TextEncoderModules => textEncoderModules;
+    public IReadOnlyList<NetworkModule> TextEncoderModules => textEncoderModules;
 
-    /// <summary>lora_down and lora_up weights of the UNet modules (the optimizer's UNet group).</summary>
+    /// <summary>The trained tensors of the UNet modules (the optimizer's UNet group).</summary>
     public IReadOnlyList<Tensor> UnetParameters => [.. unetModules.SelectMany(m => m.Parameters())];
 
-    /// <summary>lora_down and lora_up weights of the text-encoder modules.</summary>
+    /// <summary>The trained tensors of the text-encoder modules.</summary>
     public IReadOnlyList<Tensor> TextEncoderParameters => [.. textEncoderModules.SelectMany(m => m.Parameters())];
 
     public bool IsAttached { get; private set; }
@@ -102,15 +159,17 @@ public sealed class LoraNetwork : Module, IDisposable
         try
         {
             // kohya creates the text-encoder modules first (and registers them first).
+            network.IsSdxl = isSdxl;
             if (options.TrainTextEncoder)
             {
                 var te = LoraModelNames.KohyaTextEncoderTargets(textEncoder, LoraTarget.TextEncoder, isSdxl);
                 if (isSdxl) te.AddRange(LoraModelNames.KohyaTextEncoderTargets(textEncoder2!, LoraTarget.TextEncoder2, isSdxl));
-                foreach (var target in te) network.textEncoderModules.Add(network.Build(target, generator));
+                foreach (var target in te)
+                    if (network.Build(target, generator) is { } module) network.textEncoderModules.Add(module);
             }
             if (options.TrainUnet)
-                foreach (var target in LoraModelNames.KohyaUnetTargets(unet, isSdxl, includeConv3x3: options.ConvDim is not null))
-                    network.unetModules.Add(network.Build(target, generator));
+                foreach (var target in LoraModelNames.KohyaUnetTargets(unet, isSdxl, includeConv3x3: options.TrainsConv3x3))
+                    if (network.Build(target, generator) is { } module) network.unetModules.Add(module);
             network.Attach();
             return network;
         }
@@ -121,12 +180,27 @@ public sealed class LoraNetwork : Module, IDisposable
         }
     }
 
-    private LoraNetworkModule Build(KohyaLoraTarget target, Generator? generator)
+    // A target whose block has rank 0 gets no module (kohya skips it); the rest get the options' algorithm.
+    private NetworkModule? Build(KohyaLoraTarget target, Generator? generator)
     {
-        var (rank, alpha) = target.IsConv3x3 ? (Options.ConvDim!.Value, Options.EffectiveConvAlpha) : (Options.NetworkDim, Options.NetworkAlpha);
-        var module = new LoraNetworkModule(target.LoraName, target.Layer, rank, alpha, Options.Dropout, generator) { Multiplier = multiplier };
+        var (rank, alpha) = Options.RankOf(target, IsSdxl);
+        if (rank == 0) return null;
+        NetworkModule module = Options.Algorithm switch
+        {
+            LoraAlgorithm.Loha => new LohaNetworkModule(target.LoraName, target.Layer, rank, alpha, generator, Options.WeightDecompose, Options.UseTucker),
+            LoraAlgorithm.Lokr => new LokrNetworkModule(target.LoraName, target.Layer, rank, alpha, Options.LokrFactor, Options.LokrDecomposeBoth, generator,
+                Options.WeightDecompose, Options.UseTucker),
+            _ => new LoraNetworkModule(target.LoraName, target.Layer, rank, alpha, Options.Dropout, generator, Options.WeightDecompose),
+        };
+        module.Multiplier = multiplier;
         return RegisterModule(target.LoraName, module);
     }
+
+    /// <summary>Whether the network was made for SDXL (its UNet names and block numbering are the original layout's).</summary>
+    public bool IsSdxl { get; private set; }
+
+    /// <summary>The UNet block (<see cref="LoraBlocks.Index"/>) of one of this network's modules, -1 for a text-encoder module.</summary>
+    public int BlockOf(NetworkModule module) => unetModules.Contains(module) ? LoraBlocks.Index(module.LoraName, IsSdxl) : -1;
 
     /// <summary>Sets each module as its layer's wrapper; a layer already wrapped by something else is an error.</summary>
     public void Attach()

@@ -1,3 +1,5 @@
+using SdAppliance.Formats.Adapters;
+using SdAppliance.Models.Adapters;
 using SdAppliance.Torch;
 using SdAppliance.Torch.Nn;
 
@@ -8,32 +10,28 @@ namespace SdAppliance.Training.Networks;
 /// with the layer's kernel, stride and padding), <c>lora_up</c> (rank → out, 1×1 for a convolution) and
 /// the <c>alpha</c> buffer. As the layer's <see cref="ILayerWrapper"/> it returns
 /// <c>layer(x) + up(dropout(down(x))) · multiplier · alpha/rank</c>; kohya drops out after
-/// <c>lora_down</c>, and only in training mode.
+/// <c>lora_down</c>, and only in training mode. With DoRA (<paramref name="weightDecompose"/>) it runs the layer on
+/// the decomposed weight instead (<see cref="NetworkModule"/>), which has no place for dropout.
 /// </summary>
-public sealed class LoraNetworkModule : Module, ILayerWrapper
+public sealed class LoraNetworkModule : NetworkModule
 {
     private readonly Module<Tensor, Tensor> loraDown;
     private readonly Module<Tensor, Tensor> loraUp;
 
-    internal LoraNetworkModule(string loraName, Module layer, long rank, double alpha, double dropout, Generator? generator)
+    internal LoraNetworkModule(string loraName, Module layer, long rank, double alpha, double dropout, Generator? generator, bool weightDecompose = false)
+        : base(loraName, layer, rank, alpha)
     {
-        if (rank < 1) throw new ArgumentOutOfRangeException(nameof(rank), rank, "a LoRA rank must be at least 1");
-        LoraName = loraName;
-        Layer = layer;
-        Rank = rank;
         Dropout = dropout;
-        Tensor weight;
+        var weight = LayerWeight;
         switch (layer)
         {
             case Linear linear:
-                weight = linear.Weight;
                 // The draws follow kohya: both layers are built (each drawing its default init), then
                 // down is drawn again with kaiming_uniform(a=√5) and up zeroed.
                 loraDown = new Linear(linear.InFeatures, rank, bias: false, weight.Device, DType.Float32, generator);
                 loraUp = new Linear(rank, linear.OutFeatures, bias: false, weight.Device, DType.Float32, generator);
                 break;
             case Conv2d conv:
-                weight = conv.Weight;
                 loraDown = new Conv2d(conv.InChannels, rank, conv.KernelSize, conv.Stride, conv.Padding, bias: false,
                     device: weight.Device, dtype: DType.Float32, generator: generator);
                 loraUp = new Conv2d(rank, conv.OutChannels, 1, 1, bias: false, device: weight.Device, dtype: DType.Float32, generator: generator);
@@ -45,43 +43,27 @@ public sealed class LoraNetworkModule : Module, ILayerWrapper
         RegisterModule("lora_up", loraUp);
         Init.KaimingUniform_(DownWeight, Math.Sqrt(5), generator);
         Init.Zeros_(UpWeight);
-        // kohya: alpha None or 0 means alpha = rank (scale 1); the buffer is a float32 scalar.
-        var effectiveAlpha = alpha == 0 ? rank : alpha;
-        RegisterBuffer("alpha", torch.Scalar(effectiveAlpha, DType.Float32, weight.Device));
-        Scale = effectiveAlpha / rank;
+        if (weightDecompose) AddWeightDecomposition();
     }
 
-    /// <summary>kohya's name ("lora_unet_…"), which is also this module's name in the network.</summary>
-    public string LoraName { get; }
-
-    /// <summary>The Linear or Conv2d this module adapts.</summary>
-    public Module Layer { get; }
-
-    public long Rank { get; }
+    public override LoraAlgorithm Algorithm => LoraAlgorithm.Lora;
 
     public double Dropout { get; }
-
-    /// <summary>alpha / rank, from the <c>alpha</c> buffer.</summary>
-    public double Scale { get; private set; }
-
-    /// <summary>The network's multiplier (1 while training, the strength at inference).</summary>
-    public double Multiplier { get; set; } = 1;
 
     public Tensor DownWeight => loraDown.GetParameter("weight")!;
 
     public Tensor UpWeight => loraUp.GetParameter("weight")!;
 
-    public Tensor Alpha => GetBuffer("alpha")!;
+    public override Tensor ZeroInitialised => UpWeight;
 
-    /// <summary>Re-reads the scale after the alpha buffer was loaded from a file.</summary>
-    internal void RefreshScale()
-    {
-        var alpha = Alpha.Item();
-        Scale = (alpha == 0 ? Rank : alpha) / Rank;
-    }
+    /// <summary>kohya's LoRA+ group: the <c>lora_up</c> weights.</summary>
+    public override IReadOnlyList<Tensor> PlusParameters => [UpWeight];
 
-    public Tensor Forward(Tensor input, Func<Tensor, Tensor> layer)
+    public override Tensor DeltaWeight() => LoraDeltas.Lora(UpWeight, DownWeight, LayerWeight.Shape);
+
+    public override Tensor Forward(Tensor input, Func<Tensor, Tensor> layer)
     {
+        if (DoraScale is not null) return base.Forward(input, layer);
         var original = layer(input);
         if (Multiplier == 0) return original;
         try
@@ -102,6 +84,4 @@ public sealed class LoraNetworkModule : Module, ILayerWrapper
             original.Dispose();
         }
     }
-
-    protected override string ExtraRepr() => $"{LoraName}, rank={Rank}, scale={Scale}";
 }
