@@ -22,7 +22,7 @@ public sealed record TrainingConfig
     public string? Preset { get; init; }
     [Description("The base model: a diffusers folder or a .safetensors/.ckpt file (default: models/demo when present)")]
     public string? Model { get; init; }
-    [Description("A VAE used in place of the model's own, to encode the images, draw the samples and go into whole-model exports: a .safetensors/.pt/.ckpt VAE file or a diffusers VAE folder (kohya's --vae)")]
+    [Description("A VAE used in place of the model's own, to encode the images, draw the samples and go into whole-model exports: a .safetensors/.pt/.ckpt VAE file or a diffusers VAE folder (kohya's vae option)")]
     public string? Vae { get; init; }
     [Description("The image folder: captions in same-name .txt files, kohya N_name sub-folders repeat N times")]
     public string? Data { get; init; }
