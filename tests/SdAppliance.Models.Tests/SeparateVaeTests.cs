@@ -108,6 +108,33 @@ public sealed class SeparateVaeTests : IDisposable
     }
 
     [Fact]
+    public void ADiffusersVaeWithTheOldAttentionNamesGivesItsVae()
+    {
+        // Before diffusers 0.14 the mid-block attention was query/key/value/proj_attn (stabilityai/sd-vae-ft-mse still is):
+        // renamed back, the reference folder's VAE decodes as the model's own, bit for bit.
+        (string Current, string Legacy)[] renames = [("to_q.", "query."), ("to_k.", "key."), ("to_v.", "value."), ("to_out.0.", "proj_attn.")];
+        using var own = TensorFile.Open(Path.Combine(TinyFolder, "vae", "diffusion_pytorch_model.safetensors"));
+        var renamed = 0;
+        var tensors = own.Shapes.Select(kv =>
+        {
+            var name = kv.Key;
+            foreach (var (current, legacy) in renames)
+                if (name.Contains(".attentions.0." + current, StringComparison.Ordinal))
+                {
+                    name = name.Replace(".attentions.0." + current, ".attentions.0." + legacy, StringComparison.Ordinal);
+                    renamed++;
+                }
+            return new SafetensorsTensor(name, own.DTypeOf(kv.Key), kv.Value, own.ReadBytes(kv.Key));
+        }).ToList();
+        Assert.Equal(16, renamed);  // 4 projections × weight and bias × encoder and decoder
+        var file = Path.Combine(temp, "old-names.safetensors");
+        SafetensorsFile.Write(file, tensors);
+        using var model = ModelLoader.Load(TinyFolder);
+        using var withVae = ModelLoader.Load(TinyFolder, new ModelLoadOptions(Vae: file));
+        Assert.Equal(Decode(model), Decode(withVae));
+    }
+
+    [Fact]
     public void AVaeOfAnotherShapeIsRefusedNamingTheFileAndTheTensor()
     {
         var file = Path.Combine(temp, "eight-channels.safetensors");

@@ -30,8 +30,7 @@ internal static class SeparateVae
                     "give a VAE folder (config.json + diffusion_pytorch_model.safetensors) or a VAE file (.safetensors, .pt, .ckpt)");
             var weightsFile = ModelLoader.WeightsFile(folder);
             var source = open(weightsFile);
-            return new Weights(source.Names.ToDictionary(n => n, n => (Func<Tensor>)(() => source.ReadTensor(n)), StringComparer.Ordinal),
-                source.Names.ToDictionary(n => n, n => n, StringComparer.Ordinal), weightsFile);
+            return DiffusersNamed(source, [.. source.Names], n => n);
         }
         if (!File.Exists(path))
             throw new UserInputException(path, "the VAE does not exist", "give a VAE file (.safetensors, .pt, .ckpt) or a diffusers VAE folder");
@@ -53,8 +52,7 @@ internal static class SeparateVae
         if (own.Any(k => Bare(k).StartsWith("encoder.down_blocks.", StringComparison.Ordinal) || Bare(k).StartsWith("decoder.up_blocks.", StringComparison.Ordinal)))
         {
             // diffusers' names already (the diffusion_pytorch_model.safetensors of a VAE repository, renamed).
-            return new Weights(own.ToDictionary(Bare, k => (Func<Tensor>)(() => source.ReadTensor(k)), StringComparer.Ordinal),
-                own.ToDictionary(Bare, k => k, StringComparer.Ordinal), source.Path);
+            return DiffusersNamed(source, own, Bare);
         }
         // The original layout: mapped as a checkpoint's first_stage_model.* would be.
         var fileKey = own.ToDictionary(k => prefixed ? k : LdmKeyMap.VaePrefix + k, k => k, StringComparer.Ordinal);
@@ -67,6 +65,29 @@ internal static class SeparateVae
         return new Weights(
             recipes.ToDictionary(r => r.Target.Name, r => (Func<Tensor>)(() => Materialize(source, r, fileKey)), StringComparer.Ordinal),
             recipes.ToDictionary(r => r.Target.Name, r => fileKey[r.Sources[0].Name], StringComparer.Ordinal), source.Path);
+    }
+
+    // The mid-block attention's names before diffusers 0.14 (stabilityai/sd-vae-ft-mse's files still have them), and today's.
+    private static readonly (string Legacy, string Current)[] LegacyAttention =
+        [("query.", "to_q."), ("key.", "to_k."), ("value.", "to_v."), ("proj_attn.", "to_out.0.")];
+
+    /// <summary>A diffusers-named VAE's tensors, each <paramref name="fileKeys"/> entry named by <paramref name="bare"/> and brought to today's attention names.</summary>
+    private static Weights DiffusersNamed(TensorFile source, IReadOnlyList<string> fileKeys, Func<string, string> bare)
+    {
+        var named = fileKeys.ToDictionary(k => CurrentName(bare(k)), k => k, StringComparer.Ordinal);
+        return new Weights(named.ToDictionary(kv => kv.Key, kv => (Func<Tensor>)(() => source.ReadTensor(kv.Value)), StringComparer.Ordinal), named, source.Path);
+    }
+
+    private static string CurrentName(string name)
+    {
+        const string attention = "mid_block.attentions.0.";
+        var at = name.IndexOf(attention, StringComparison.Ordinal);
+        if (at < 0) return name;
+        var part = name[(at + attention.Length)..];
+        foreach (var (legacy, current) in LegacyAttention)
+            if (part.StartsWith(legacy, StringComparison.Ordinal))
+                return name[..(at + attention.Length)] + current + part[legacy.Length..];
+        return name;
     }
 
     private static Tensor Materialize(TensorFile source, TensorRecipe recipe, IReadOnlyDictionary<string, string> fileKey)
