@@ -152,6 +152,7 @@ public static class TrainCommand
             Output = Absolute(config.Output),
             Concepts = Absolute(config.Concepts),
             ClassData = Absolute(config.ClassData),
+            Vae = Absolute(config.Vae),
         };
     }
 
