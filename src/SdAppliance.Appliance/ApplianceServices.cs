@@ -34,6 +34,7 @@ public static class ApplianceServices
         services.AddSingleton<ThumbnailCache>();
         services.AddSingleton<ClassImages>();
         services.AddSingleton<TaggerCatalog>();
+        services.AddSingleton<VaeCatalog>();
         services.AddSingleton<AutoCaptions>();
         services.AddSingleton<OutputService>();
         services.AddHostedService<LeftoverCleanup>();

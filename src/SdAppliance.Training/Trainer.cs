@@ -134,7 +134,7 @@ public sealed class Trainer
         lossMasks = masks;
 
         using var model = ModelLoader.Load(config.Model ?? throw new TrainingConfigException("model: give the base model (a diffusers folder or a .safetensors/.ckpt file)"),
-            new ModelLoadOptions(Device: device), cancellationToken);
+            new ModelLoadOptions(Device: device, Vae: config.Vae), cancellationToken);
         // Its time ids carry an aesthetic score no dataset gives, and kohya trains no refiner either.
         if (model.Family == ModelFamily.XlRefiner)
             throw new TrainingConfigException($"model: '{config.Model}' is an SDXL refiner, which finishes a base model's images; train the SDXL base model instead");

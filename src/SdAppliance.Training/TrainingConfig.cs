@@ -23,6 +23,8 @@ public sealed record TrainingConfig
     public string? Preset { get; init; }
     [Description("The base model: a diffusers folder or a .safetensors/.ckpt file (default: models/demo when present)")]
     public string? Model { get; init; }
+    [Description("A VAE used in place of the model's own, to encode the images, draw the samples and go into whole-model exports: a .safetensors/.pt/.ckpt VAE file or a diffusers VAE folder (kohya's vae option)")]
+    public string? Vae { get; init; }
     [Description("The image folder: captions in same-name .txt files, kohya N_name sub-folders repeat N times")]
     public string? Data { get; init; }
     [Description("The run folder: run.json, log, checkpoints, samples, report and the results")]
@@ -221,6 +223,8 @@ public sealed record TrainingConfig
     public bool UseEma { get; init; } = true;
     [Description("Full fine-tune: the EMA's decay")]
     public double EmaDecay { get; init; } = 0.9999;
+    [Description("Full fine-tune with use_ema: also write the live (last step's, not averaged) weights as NAME-live.safetensors beside the EMA file NAME.safetensors")]
+    public bool SaveLiveWeights { get; init; }
 
     // ---- saving and watching ----
     [Description("Save a checkpoint every N steps (one is always saved at the end)")]
@@ -507,6 +511,10 @@ public sealed record TrainingConfig
             "conditioning_data_dir: the masks are used only with masked_loss; set masked_loss true or leave conditioning_data_dir out");
         Require(ConditioningDataDir is null || !AlphaMask,
             "alpha_mask: the mask comes from conditioning_data_dir or from the alpha channel, not both; leave one out");
+        Require(!SaveLiveWeights || (method == TrainingMethodKind.Finetune && UseEma),
+            "save_live_weights: only a full fine-tune with use_ema has two sets of weights (the EMA file is the result, the live one is extra); set method finetune and use_ema true, or leave save_live_weights off");
+        Require(Vae is null || File.Exists(Vae) || Directory.Exists(Vae),
+            $"vae: '{Vae}' does not exist; give a VAE file (.safetensors, .pt, .ckpt) or a diffusers VAE folder (config.json + diffusion_pytorch_model.safetensors)");
         switch (method)
         {
             case TrainingMethodKind.Lora:

@@ -85,7 +85,7 @@ public sealed class KohyaConfigTests
             "sample_prompts": "ink drawing of a cat --w 512 --h 512\n\nink drawing of a dog --d 7",
             "sample_every_n_epochs": 1,
             "sample_sampler": "euler_a",
-            "huber_schedule": "snr"
+            "fused_backward_pass": true
         }
         """;
 
@@ -166,7 +166,7 @@ public sealed class KohyaConfigTests
         Assert.Equal(64, config.NetworkDim);
         Assert.Equal(64, config.NetworkAlpha);
         Assert.Null(config.ConvDim);  // the GUI keeps conv_dim for every type: LoCon's only with "Kohya LoCon"
-        Assert.Equal("AdamW", config.Optimizer);  // AdamW8bit: the same update in 32 bits
+        Assert.Equal("AdamW8bit", config.Optimizer);
         Assert.Equal("constant", config.LrScheduler);
         Assert.Equal(0, config.LrWarmupSteps);
         Assert.Equal("bf16", config.MixedPrecision);
@@ -189,9 +189,8 @@ public sealed class KohyaConfigTests
         Assert.Null(config.SamplePromptsFile);
 
         // Every key is accounted for: mapped, without effect, or named as not applied.
-        Assert.Equal(["save_precision = \"bf16\": results are saved in float32, or float16 with save_fp16", "huber_schedule = \"snr\": not a setting this trainer knows"],
-            kohya.NotApplied.Order(StringComparer.Ordinal).Reverse());
-        Assert.Contains("optimizer AdamW8bit is AdamW: the same update, kept in 32 bits", kohya.Notes);
+        Assert.Equal(["fused_backward_pass = true: not a setting this trainer knows", "save_precision = \"bf16\": results are saved in float32, or float16 with save_fp16"],
+            kohya.NotApplied.Order(StringComparer.Ordinal));
         foreach (var key in new[] { "xformers", "mem_eff_attn", "bucket_no_upscale", "bucket_reso_steps", "conv_dim", "conv_alpha", "color_aug", "v2", "logging_dir", "block_dims", "reg_data_dir", "lr_warmup" })
             Assert.Contains(key, kohya.NoEffect);
     }
@@ -224,7 +223,7 @@ public sealed class KohyaConfigTests
         Assert.Equal("cosine_with_restarts", config.LrScheduler);
         Assert.Equal(3, config.LrNumCycles);
         Assert.Equal(100, config.LrWarmupSteps);
-        Assert.Equal("AdamW", config.Optimizer);
+        Assert.Equal("AdamW8bit", config.Optimizer);
         Assert.Equal(0.1, config.AdamWeightDecay);
         Assert.Equal(0.9, config.AdamBeta1);
         Assert.Equal(0.99, config.AdamBeta2);
@@ -249,10 +248,56 @@ public sealed class KohyaConfigTests
     }
 
     [Fact]
+    public void LyCorisNetworksEightBitOptimizersAndLossOptionsMapOntoTheirSettings()
+    {
+        // sd-scripts: LyCORIS's LoKr with DoRA and block dims in network_args, a paged 8-bit optimizer, kohya's loss options.
+        var toml = Settings(ReadText("lokr.toml", """
+            network_module = "lycoris.kohya"
+            network_args = ["algo=lokr", "factor=8", "decompose_both=True", "dora_wd=True", "conv_dim=4", "block_dims=4,4,4,4,4,4,4,4,4,4,4,4,8,4,4,4,4,4,4,4,4,4,4,4,4"]
+            network_dim = 8
+            optimizer_type = "PagedAdamW8bit"
+            loss_type = "huber"
+            huber_schedule = "exponential"
+            huber_c = 0.2
+            ip_noise_gamma = 0.1
+            multires_noise_iterations = 6
+            multires_noise_discount = 0.3
+            masked_loss = true
+            conditioning_data_dir = "masks"
+            vae = "vae/sd-vae-ft-mse.safetensors"
+            """));
+        Assert.Equal(("lora", "lokr", 8, true, true, 4), (toml.Method, toml.NetworkAlgo, toml.LokrFactor, toml.LokrDecomposeBoth, toml.DoraWd, toml.ConvDim));
+        Assert.Equal("4,4,4,4,4,4,4,4,4,4,4,4,8,4,4,4,4,4,4,4,4,4,4,4,4", toml.BlockDims);
+        Assert.Equal("AdamW8bit", toml.Optimizer);
+        Assert.Equal(("huber", "exponential", 0.2, 0.1, 6, 0.3), (toml.LossType, toml.HuberSchedule, toml.HuberC, toml.IpNoiseGamma, toml.MultiresNoiseIterations, toml.MultiresNoiseDiscount));
+        Assert.Equal((true, "masks", "vae/sd-vae-ft-mse.safetensors"), (toml.MaskedLoss, toml.ConditioningDataDir, toml.Vae));
+
+        // The kohya_ss GUI: LoHa by LoRA_type, block learning rates and LoRA+ as keys of their own, its 0 and "" as unset.
+        var gui = ReadText("loha.json", """
+            {"LoRA_type": "LyCORIS/LoHa", "conv_dim": 4, "conv_alpha": 2, "use_tucker": true, "factor": -1, "down_lr_weight": "sine", "up_lr_weight": "",
+             "loraplus_lr_ratio": 16, "loraplus_unet_lr_ratio": 0, "optimizer": "Lion8bit", "multires_noise_iterations": 0, "ip_noise_gamma": 0}
+            """);
+        var config = Settings(gui);
+        Assert.Equal(("lora", "loha", 4, 2, true), (config.Method, config.NetworkAlgo, config.ConvDim, config.ConvAlpha, config.UseTucker));
+        Assert.Equal(("sine", null, 16.0, null), (config.DownLrWeight, config.UpLrWeight, config.LoraplusLrRatio, config.LoraplusUnetLrRatio));
+        Assert.Equal("Lion8bit", config.Optimizer);
+        Assert.Null(config.MultiresNoiseIterations);  // 0 is off
+        Assert.Equal(0, config.IpNoiseGamma);
+        Assert.Contains("factor", gui.NoEffect);  // LoKr's factor, and this is LoHa
+        Assert.Empty(gui.NotApplied);
+
+        var unknownAlgo = Assert.Throws<TrainingConfigException>(() => ReadText("ia3.toml", """
+            network_module = "lycoris.kohya"
+            network_args = ["algo=ia3"]
+            """));
+        Assert.Contains("network_args \"algo=ia3\" (LyCORIS's lora, locon, loha and lokr are trained here", unknownAlgo.Message);
+    }
+
+    [Fact]
     public void KeysThatWouldTrainSomethingElseAreRefusedTogetherByName()
     {
         var error = Assert.Throws<TrainingConfigException>(() => ReadText("x.toml", """
-            network_module = "lycoris.kohya"
+            network_module = "networks.dylora"
             min_timestep = 100
             optimizer_type = "DAdaptAdam"
             resolution = "512,768"
@@ -261,7 +306,7 @@ public sealed class KohyaConfigTests
             enable_bucket = true
             [more]
             max_timestep = 1000
-            multires_noise_iterations = 6
+            use_scalar = true
             """));
         Assert.Equal("kohya_config", error.Subject);
         var refused = error.Problem[(error.Problem.IndexOf("differently: ", StringComparison.Ordinal) + 13)..].Split("; ");
@@ -269,10 +314,10 @@ public sealed class KohyaConfigTests
         [
             "min_timestep = 100 (timesteps are drawn from the whole range)",
             "bucket_no_upscale = true (small images are upscaled to their bucket here)",
-            "multires_noise_iterations = 6 (multires noise is not supported)",
+            "use_scalar = true (LyCORIS's trained scalar is not supported)",
             "resolution = \"512,768\" (training sizes are square here: resolution is one side, and enable_bucket trains other aspect ratios at that area)",
-            "network_module = \"lycoris.kohya\" (only kohya's networks.lora, with LoCon's conv_dim in network_args, is trained here)",
-            "optimizer_type = \"DAdaptAdam\" (the optimizers here: AdamW, Adam, SGD, Lion, Adafactor, Prodigy)",
+            "network_module = \"networks.dylora\" (kohya's networks.lora and LyCORIS's lycoris.kohya with algo lora, locon, loha or lokr are trained here)",
+            "optimizer_type = \"DAdaptAdam\" (the optimizers here: AdamW, Adam, SGD, Lion, Adafactor, Prodigy, AdamW8bit, Lion8bit)",
             "remove these keys or set kohya's defaults",
         ], refused);
     }

@@ -271,7 +271,7 @@ public sealed class ModelCatalog
                 if (IsFolder(child))
                 {
                     // The networks' folders are models/'s sub-folders, not base models.
-                    if (kind == ModelKind.Checkpoint && current == folder && child.FullName is var f && (f == data.Loras || f == data.Embeddings || f == data.Hypernetworks || f == data.Taggers))
+                    if (kind == ModelKind.Checkpoint && current == folder && child.FullName is var f && (f == data.Loras || f == data.Embeddings || f == data.Hypernetworks || f == data.Taggers || f == data.Vaes))
                         continue;
                     if (kind == ModelKind.Checkpoint && IsDiffusersFolder(child.FullName)) yield return child.FullName;
                     else pending.Push(child.FullName);

@@ -11,7 +11,7 @@ public sealed record ParsedInfotext(GenerationJobRequest Request, IReadOnlyList<
 /// <summary>
 /// The reverse of the pipeline's infotext (the <c>parameters</c> text every output carries, A1111's format, read by
 /// <see cref="A1111Parameters.Parse"/>): the prompt (with its <c>&lt;lora:&gt;</c> tags), the negative prompt, Steps,
-/// Sampler and Schedule type, CFG scale, Seed, Size, Model, Denoising strength, Clip skip and the Refiner with its switch, as A1111's "send to
+/// Sampler and Schedule type, CFG scale, Seed, Size, Model, VAE, Denoising strength, Clip skip and the Refiner with its switch, as A1111's "send to
 /// txt2img" reads them. What the text leaves out keeps <see cref="GenerationJobRequest"/>'s defaults.
 /// </summary>
 public static class GenerationInfotext
@@ -35,6 +35,8 @@ public static class GenerationInfotext
         else if (fields.ContainsKey("Size") && !fields.ContainsKey("Size-1"))
             problems.Add($"Size: '{fields["Size"]}' is not WIDTHxHEIGHT");
         if (fields.GetValueOrDefault("Model") is { Length: > 0 } model) request = request with { Model = model };
+        // "VAE: NAME" (the file name, A1111's sd_vae). Without it the request names none, as the one it came from did.
+        if (fields.GetValueOrDefault("VAE") is { Length: > 0 } vae) request = request with { Vae = vae };
         if (Double(fields, "Denoising strength", problems) is { } strength) request = request with { Strength = strength };
         if (Int(fields, "Clip skip", problems) is { } clipSkip) request = request with { ClipSkip = clipSkip };
         // "Refiner: NAME [HASH]": the catalog knows the model by its name.

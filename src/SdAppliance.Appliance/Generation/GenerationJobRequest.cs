@@ -63,6 +63,12 @@ public sealed record GenerationJobRequest
     /// </summary>
     public string? Backend { get; init; }
 
+    /// <summary>
+    /// A VAE of the data folder's <c>models/vae/</c> by name (A1111's <c>sd_vae</c>: the file name), used in place of the
+    /// model's own (the refiner's too); Automatic or None: the model's own; null: the appliance's <c>sd_vae</c> option.
+    /// </summary>
+    public string? Vae { get; init; }
+
     /// <summary>An SDXL refiner from the catalog (as <see cref="Model"/> is named) that finishes the images; null: none.</summary>
     public string? Refiner { get; init; }
 

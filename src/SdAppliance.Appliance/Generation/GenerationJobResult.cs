@@ -17,6 +17,11 @@ public sealed record GenerationJobResult(
 
     public string? BackendReason { get; init; }
 
+    /// <summary>The VAE used in place of the model's own (A1111's <c>sd_vae_name</c>, the file name) and its short hash (<c>sd_vae_hash</c>); null for the model's own.</summary>
+    public string? VaeName { get; init; }
+
+    public string? VaeHash { get; init; }
+
     public JsonElement ToJson() => JsonSerializer.SerializeToElement(this, GenerationJobRequest.Json);
 
     public static GenerationJobResult FromJson(JsonElement json) =>

@@ -45,9 +45,10 @@ public sealed class GenerationJobRunner(DataFolder data, OutputService outputs, 
         var entry = await generation.ModelForAsync(owner, request, cancellationToken);
         request = GenerationService.WithModelDefaults(entry, request, request.InitImage is not null);
         var batch = await generation.ToPipelineRequestAsync(owner, request, generation.LoadInitImage(request), cancellationToken);
-        var backend = GenerationService.ChooseBackend(entry, request, batch);
+        var vae = await generation.VaeForAsync(request, cancellationToken);
+        var backend = GenerationService.ChooseBackend(entry, request, batch, vae is not null);
         // Loading and sampling are synchronous: they run on a thread of their own and check the token as they go.
-        var model = await OwnThread(() => generation.Load(entry, Device.Parse(context.Device), backend.Backend, cancellationToken), cancellationToken);
+        var model = await OwnThread(() => generation.Load(entry, Device.Parse(context.Device), backend.Backend, cancellationToken, vae?.Path), cancellationToken);
         var width = batch.Width ?? batch.InitImage?.Width ?? model.DefaultResolution;
         var height = batch.Height ?? batch.InitImage?.Height ?? model.DefaultResolution;
         // ONNX Runtime keeps its own thread pool (its sessions' intra-op threads).
@@ -55,7 +56,7 @@ public sealed class GenerationJobRunner(DataFolder data, OutputService outputs, 
         // The refiner runs on libtorch beside the model, on the same device.
         var refinerEntry = await generation.RefinerForAsync(owner, request, cancellationToken);
         var refiner = refinerEntry is null ? null
-            : await OwnThread(() => generation.Load(refinerEntry, Device.Parse(context.Device), cancellationToken), cancellationToken);
+            : await OwnThread(() => generation.Load(refinerEntry, Device.Parse(context.Device), cancellationToken, vae?.Path), cancellationToken);
         var pipeline = new StableDiffusionPipeline(model, generation.AdapterFolders)
         {
             ModelHash = generation.ModelHash(entry),
@@ -95,6 +96,8 @@ public sealed class GenerationJobRunner(DataFolder data, OutputService outputs, 
         {
             Backend = backend.Name,
             BackendReason = backend.Reason,
+            VaeName = vae is null ? null : Path.GetFileName(vae.Name),
+            VaeHash = vae?.ShortHash,
         }.ToJson();
     }
 

@@ -33,10 +33,14 @@ public sealed class GenerationOptions
 /// <see cref="GenerationJobRequest"/> into the pipeline's <see cref="GenerationRequest"/>.
 /// </summary>
 public sealed class GenerationService(
-    DataFolder data, PathGuard paths, GenerationOptions generationOptions, IDbContextFactory<ApplianceDb> databases, ModelCatalog catalog, OutputService outputs) : IDisposable
+    DataFolder data, PathGuard paths, GenerationOptions generationOptions, IDbContextFactory<ApplianceDb> databases, ModelCatalog catalog, OutputService outputs,
+    VaeCatalog vaes) : IDisposable
 {
     /// <summary>The <see cref="Setting"/> that holds the current model's catalog name.</summary>
     public const string CurrentModelKey = "generation.current_model";
+
+    /// <summary>The <see cref="Setting"/> that holds A1111's <c>sd_vae</c>: a VAE's name in <see cref="VaeCatalog"/>, or Automatic (the model's own).</summary>
+    public const string VaeKey = "generation.sd_vae";
 
     /// <summary>Where uploaded init images are kept, in the data folder.</summary>
     public const string InputsFolder = "inputs";
@@ -80,6 +84,32 @@ public sealed class GenerationService(
         return model;
     }
 
+    /// <summary>A1111's <c>sd_vae</c> option: the name of the VAE generations use when they name none, Automatic (the model's own) by default.</summary>
+    public async Task<string> CurrentVaeAsync(CancellationToken cancellationToken)
+    {
+        await using var db = await databases.CreateDbContextAsync(cancellationToken);
+        var setting = await db.Settings.AsNoTracking().FirstOrDefaultAsync(s => s.Key == VaeKey, cancellationToken);
+        return setting is null ? VaeCatalog.ModelsOwn[0] : JsonSerializer.Deserialize<string>(setting.ValueJson) ?? VaeCatalog.ModelsOwn[0];
+    }
+
+    /// <summary>Sets <c>sd_vae</c>: Automatic or None (the model's own) or a VAE of <c>models/vae/</c>; an unknown one is refused naming <paramref name="field"/>.</summary>
+    public async Task<string> SetVaeAsync(string name, CancellationToken cancellationToken, string field = "sd_vae")
+    {
+        var entry = vaes.Find(name, field);
+        var value = entry?.Name ?? VaeCatalog.ModelsOwn.First(n => string.Equals(n, name, StringComparison.OrdinalIgnoreCase) || string.IsNullOrWhiteSpace(name));
+        await using var db = await databases.CreateDbContextAsync(cancellationToken);
+        var json = JsonSerializer.Serialize(value);
+        var setting = await db.Settings.FirstOrDefaultAsync(s => s.Key == VaeKey, cancellationToken);
+        if (setting is null) db.Settings.Add(new Setting { Key = VaeKey, ValueJson = json });
+        else setting.ValueJson = json;
+        await db.SaveChangesAsync(cancellationToken);
+        return value;
+    }
+
+    /// <summary>The VAE a request decodes with: its own <see cref="GenerationJobRequest.Vae"/>, else the <c>sd_vae</c> option; null for the model's own.</summary>
+    public async Task<VaeEntry?> VaeForAsync(GenerationJobRequest request, CancellationToken cancellationToken) =>
+        vaes.Find(request.Vae ?? await CurrentVaeAsync(cancellationToken), request.Vae is null ? "sd_vae" : "vae");
+
     /// <summary>The request's refiner from the catalog, or null when it asks for none.</summary>
     public async Task<ModelEntry?> RefinerForAsync(Caller caller, GenerationJobRequest request, CancellationToken cancellationToken) =>
         request.Refiner is { } name ? await FindModelAsync(caller, name, cancellationToken, "refiner") : null;
@@ -114,7 +144,7 @@ public sealed class GenerationService(
         pipelineRequest.Validate();
         // A family the catalog could not tell is checked by the pipeline when the model is loaded.
         if (model.Family is not null) pipelineRequest.CheckMicroConditioningApplies(model.Family == "SDXL", model.Title);
-        ChooseBackend(model, request, pipelineRequest);
+        ChooseBackend(model, request, pipelineRequest, await VaeForAsync(request, cancellationToken) is not null);
         if (initImage is not null || request.InitImage is not null) GenerationRequest.CheckImageToImageSteps(pipelineRequest.Steps, request.Strength);
         if (initImage is not { } bytes)
         {
@@ -167,8 +197,17 @@ public sealed class GenerationService(
     }
 
     /// <summary>The engine for <paramref name="request"/> on <paramref name="model"/>: <see cref="BackendChoice"/>'s rule, refusals naming <c>backend</c>.</summary>
-    public static BackendDecision ChooseBackend(ModelEntry model, GenerationJobRequest request, GenerationRequest pipelineRequest) =>
-        BackendChoice.Choose(request.Backend ?? BackendChoice.Auto, model.Path, BackendChoice.AsksForRuntimeAdapters(pipelineRequest));
+    /// <param name="separateVae">A VAE apart from the model's is asked for: an ONNX export's VAE is fixed in its graphs, so libtorch runs it.</param>
+    public static BackendDecision ChooseBackend(ModelEntry model, GenerationJobRequest request, GenerationRequest pipelineRequest, bool separateVae = false)
+    {
+        var decision = BackendChoice.Choose(request.Backend ?? BackendChoice.Auto, model.Path, BackendChoice.AsksForRuntimeAdapters(pipelineRequest));
+        if (!separateVae || decision.Backend != InferenceBackend.OnnxRuntime) return decision;
+        var askedForOnnx = request.Backend is not null && !string.Equals(request.Backend, BackendChoice.Auto, StringComparison.OrdinalIgnoreCase);
+        if (askedForOnnx || !BackendChoice.HasLibtorchWeights(model.Path))
+            throw new UserInputException(request.Vae is null ? "sd_vae" : "vae", $"a VAE apart from the model's cannot be used on the ONNX backend: the VAE of '{model.Title}' is fixed in its vae_decoder graph",
+                $"choose {VaeCatalog.ModelsOwn[0]} (the model's own VAE), or the libtorch backend");
+        return new BackendDecision(InferenceBackend.Libtorch, "a VAE apart from the model's (sd_vae) is asked for, which an export's fixed graphs cannot take");
+    }
 
     /// <summary>The pipeline's request for one batch of a job (its sampler resolved, its LoRAs found in the catalog).</summary>
     public async Task<GenerationRequest> ToPipelineRequestAsync(Caller caller, GenerationJobRequest request, RgbImage? init, CancellationToken cancellationToken)
@@ -251,17 +290,18 @@ public sealed class GenerationService(
     /// device's least recently used one is freed. The scheduler runs one generation per device at a time, so a freed
     /// model is never one in use.
     /// </summary>
-    internal IDiffusionModel Load(ModelEntry model, Device device, CancellationToken cancellationToken) =>
-        Load(model, device, InferenceBackend.Libtorch, cancellationToken);
+    /// <param name="vae">A VAE in place of the model's own (<see cref="VaeForAsync"/>); a model is kept loaded once per VAE.</param>
+    internal IDiffusionModel Load(ModelEntry model, Device device, CancellationToken cancellationToken, string? vae = null) =>
+        Load(model, device, InferenceBackend.Libtorch, cancellationToken, vae);
 
     /// <summary>The model loaded for <paramref name="backend"/>: its libtorch modules, or its export's ONNX Runtime sessions (each kept on its own).</summary>
-    internal IDiffusionModel Load(ModelEntry model, Device device, InferenceBackend backend, CancellationToken cancellationToken)
+    internal IDiffusionModel Load(ModelEntry model, Device device, InferenceBackend backend, CancellationToken cancellationToken, string? vae = null)
     {
         LoadedModel entry;
         List<LoadedModel> evicted;
         lock (gate)
         {
-            entry = loaded.FirstOrDefault(m => m.Path == model.Path && m.Device == device && m.Backend == backend) ?? new LoadedModel(model.Path, device, backend);
+            entry = loaded.FirstOrDefault(m => m.Path == model.Path && m.Device == device && m.Backend == backend && m.Vae == vae) ?? new LoadedModel(model.Path, device, backend, vae);
             loaded.Remove(entry);
             loaded.Add(entry);
             evicted = [.. loaded.Where(m => m.Device == device).SkipLast(Math.Max(1, generationOptions.ModelsPerDevice))];
@@ -275,7 +315,7 @@ public sealed class GenerationService(
                 DeviceId = device.IsCuda ? Math.Max(device.Index, 0) : 0,
                 SearchRoots = data.SearchRoots,
             })
-            : ModelLoader.Load(model.Path, new ModelLoadOptions(Device: device, SearchRoots: data.SearchRoots), cancellationToken));
+            : ModelLoader.Load(model.Path, new ModelLoadOptions(Device: device, SearchRoots: data.SearchRoots, Vae: vae), cancellationToken));
     }
 
     public void Dispose()
@@ -287,12 +327,13 @@ public sealed class GenerationService(
         }
     }
 
-    private sealed class LoadedModel(string path, Device device, InferenceBackend backend) : IDisposable
+    private sealed class LoadedModel(string path, Device device, InferenceBackend backend, string? vae) : IDisposable
     {
         private readonly Lock gate = new();
         private IDiffusionModel? model;
 
         public string Path { get; } = path;
+        public string? Vae { get; } = vae;
         public Device Device { get; } = device;
         public InferenceBackend Backend { get; } = backend;
 

@@ -33,7 +33,8 @@ public sealed class ClassImagesJobRunner(PathGuard paths) : IJobRunner
             context.Publish(new JobEvent(0, default, JobEventTypes.Log) { Message = $"{count} class images of '{concept.ClassPrompt}' to generate" });
         if (total > 0)
         {
-            using var model = ModelLoader.Load(config.Model!, new ModelLoadOptions(Device: Device.Parse(config.DeviceName)), cancellationToken);
+            // The run's VAE draws the class images, as the trainer's own class-image step does.
+            using var model = ModelLoader.Load(config.Model!, new ModelLoadOptions(Device: Device.Parse(config.DeviceName), Vae: config.Vae), cancellationToken);
             Engine.UseThreads(model.UnetThreadDemand(2, config.Resolution, config.Resolution));
             var folders = missing.Select(m => m.Concept.ClassDataDir!).Distinct().ToList();
             var before = folders.SelectMany(f => Directory.Exists(f) ? Directory.EnumerateFiles(f, "class-*.png") : []).ToHashSet();

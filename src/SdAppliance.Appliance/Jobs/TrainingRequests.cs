@@ -23,6 +23,7 @@ public static class TrainingRequests
         config = config with
         {
             Model = paths.ResolveRequestPath(model, "model"),
+            Vae = Resolve(paths, "vae", config.Vae),
             Data = Resolve(paths, "data", config.Data),
             Concepts = Resolve(paths, "concepts", config.Concepts),
             DatasetConfig = Resolve(paths, "dataset_config", config.DatasetConfig),

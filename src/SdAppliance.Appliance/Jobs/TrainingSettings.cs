@@ -75,7 +75,7 @@ public static class TrainingSettings
         ["class_prompt"] = [DreamBooth], ["class_data"] = [DreamBooth], ["num_class_images"] = [DreamBooth], ["prior_loss_weight"] = [DreamBooth],
         ["placeholder_token"] = [TextualInversion], ["initializer_token"] = [TextualInversion], ["num_vectors"] = [TextualInversion],
         ["hypernetwork_layer_structure"] = [Hypernetwork], ["hypernetwork_activation"] = [Hypernetwork],
-        ["use_ema"] = [Finetune], ["ema_decay"] = [Finetune], ["save_diffusers"] = [DreamBooth, Finetune],
+        ["use_ema"] = [Finetune], ["ema_decay"] = [Finetune], ["save_live_weights"] = [Finetune], ["save_diffusers"] = [DreamBooth, Finetune],
     };
 
     private static readonly Dictionary<string, IReadOnlyList<string>> ChoicesOf = new(StringComparer.Ordinal)

@@ -49,6 +49,9 @@ public sealed class DataFolder(string path, string? applicationRoot = null)
 
     public string Hypernetworks => Path.Combine(Models, "hypernetworks");
 
+    /// <summary>VAEs used in place of a model's own (A1111's <c>models/VAE</c>, its <c>sd_vae</c> setting): files and diffusers VAE folders, put there by hand.</summary>
+    public string Vaes => Path.Combine(Models, "vae");
+
     /// <summary>Image taggers for auto-captioning, one folder each (a WD14 tagger: <c>model.onnx</c> and <c>selected_tags.csv</c>); made by whoever puts the first there.</summary>
     public string Taggers => Path.Combine(Models, "taggers");
 
@@ -94,6 +97,9 @@ public sealed class DataFolder(string path, string? applicationRoot = null)
 
     /// <summary>Where <c>&lt;hypernet:NAME:w&gt;</c> in a prompt finds NAME.pt.</summary>
     public IReadOnlyList<string> HypernetworkFolders => Under("hypernetworks");
+
+    /// <summary>Where VAEs are found by name: the application root's <c>models/vae</c>, then the data folder's.</summary>
+    public IReadOnlyList<string> VaeFolders => Under("vae");
 
     /// <summary>Where taggers are found by name: the application root's <c>models/taggers</c>, then the data folder's.</summary>
     public IReadOnlyList<string> TaggerFolders => Under("taggers");

@@ -25,6 +25,8 @@ public static class ConvertCommand
         var to = new Option<string?>("--to") { Description = "diffusers, safetensors, ckpt or onnx (default: from the output's extension, else diffusers)" };
         to.AcceptOnlyFromAmong([.. ModelConverter.FormatNames.Keys, Onnx]);
         var half = new Option<bool>("--half") { Description = "Store floating-point weights as float16" };
+        var prune = new Option<bool>("--prune") { Description = "A single file without its EMA copy (model_ema.*); a .ckpt's optimizer states never travel" };
+        var emaOnly = new Option<bool>("--ema-only") { Description = "A single file's EMA weights (model_ema.*) written as the model's; refused for a file without EMA" };
         var config = new Option<string?>("--config") { Description = "A diffusers folder whose configs describe a single file that is not a standard family" };
         var prediction = new Option<string?>("--prediction-type") { Description = "epsilon or v_prediction, written into the scheduler config" };
         prediction.AcceptOnlyFromAmong("epsilon", "v_prediction");
@@ -40,7 +42,7 @@ public static class ConvertCommand
 
         var command = new Command("convert", "Convert a model between a diffusers folder and a single .safetensors/.ckpt file, or export it to ONNX.")
         {
-            input, output, to, half, config, prediction, layout, fp16, lora, embedding, attention, overwrite,
+            input, output, to, half, prune, emaOnly, config, prediction, layout, fp16, lora, embedding, attention, overwrite,
         };
         command.SetAction((parse, cancellationToken) =>
         {
@@ -50,13 +52,16 @@ public static class ConvertCommand
             if (parse.GetValue(to) == Onnx)
             {
                 if (parse.GetValue(half)) return Task.FromResult(CliErrors.Report(io.Error, new UsageException("--half is for checkpoint files; an ONNX export takes --fp16")));
+                if (parse.GetValue(prune) || parse.GetValue(emaOnly))
+                    return Task.FromResult(CliErrors.Report(io.Error, new UsageException($"{(parse.GetValue(emaOnly) ? "--ema-only" : "--prune")} is for checkpoint files; convert to a single file first, then export that to ONNX")));
                 return Task.FromResult(RunOnnx(parse.GetValue(input)!, parse.GetValue(output)!, onnx,
                     new ModelLoadOptions(parse.GetValue(config), parse.GetValue(prediction), SearchRoots: paths().SearchRoots), io.Output, io.Error, cancellationToken));
             }
             if (onnx.Given() is { } onnxOnly)
                 return Task.FromResult(CliErrors.Report(io.Error, new UsageException($"{onnxOnly} is for an ONNX export: add --to onnx")));
             var format = ModelConverter.ParseFormat(parse.GetValue(to), "--to");
-            var options = new ConversionOptions(format, parse.GetValue(half), parse.GetValue(config), parse.GetValue(prediction), paths().SearchRoots);
+            var options = new ConversionOptions(format, parse.GetValue(half), parse.GetValue(config), parse.GetValue(prediction), paths().SearchRoots,
+                Prune: parse.GetValue(prune), EmaOnly: parse.GetValue(emaOnly));
             return Task.FromResult(Run(parse.GetValue(input)!, parse.GetValue(output)!, options, io.Output, io.Error, cancellationToken));
         });
         return command;
@@ -140,7 +145,7 @@ public static class ConvertCommand
     /// <summary>The flag of each conversion option a message may name.</summary>
     private static readonly IReadOnlyDictionary<string, string> Flags = new Dictionary<string, string>
     {
-        ["config_directory"] = "--config", ["prediction_type"] = "--prediction-type",
+        ["config_directory"] = "--config", ["prediction_type"] = "--prediction-type", ["ema_only"] = "--ema-only", ["prune"] = "--prune",
     };
 
     internal static int Run(string input, string output, ConversionOptions options, TextWriter stdout, TextWriter error, CancellationToken cancellationToken = default)
@@ -166,7 +171,7 @@ public static class ConvertCommand
                 ModelFormat.Safetensors => "safetensors file",
                 _ => "ckpt file",
             };
-            stdout.WriteLine($"wrote {result.OutputPath} ({kind}, {FamilyName(result.Family)}, {result.TensorCount} tensors{(options.Half ? ", float16" : "")})");
+            stdout.WriteLine($"wrote {result.OutputPath} ({kind}, {FamilyName(result.Family)}, {result.TensorCount} tensors{(options.EmaOnly ? ", EMA weights" : options.Prune ? ", pruned" : "")}{(options.Half ? ", float16" : "")})");
             return 0;
         }
         catch (OperationCanceledException)

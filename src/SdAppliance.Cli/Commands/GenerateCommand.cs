@@ -43,6 +43,9 @@ internal sealed record GenerateArguments
     public string Device { get; init; } = "cpu";
     public string DType { get; init; } = "float32";
     public bool VaeTiling { get; init; }
+
+    /// <summary>A VAE file or diffusers VAE folder used in place of the model's own.</summary>
+    public string? Vae { get; init; }
     public string Backend { get; init; } = BackendChoice.Auto;
     public required string Output { get; init; }
     public string? Refiner { get; init; }
@@ -65,7 +68,7 @@ public static class GenerateCommand
         ["sampler"] = "--sampler", ["cfg_scale"] = "--cfg", ["width"] = "--width", ["height"] = "--height", ["batch_size"] = "--batch",
         ["clip_skip"] = "--clip-skip", ["init_image"] = "--init-image", ["strength"] = "--strength", ["loras"] = "--lora",
         ["config_directory"] = "--config", ["prediction_type"] = "--prediction-type", ["device"] = "--device", ["dtype"] = "--dtype",
-        ["backend"] = "--backend", ["provider"] = "--device", ["vae_tiling"] = "--vae-tiling",
+        ["backend"] = "--backend", ["provider"] = "--device", ["vae_tiling"] = "--vae-tiling", ["vae"] = "--vae",
         ["refiner"] = "--refiner", ["refiner_switch_at"] = "--refiner-switch-at",
         ["original_size"] = "--original-size", ["crops_coords_top_left"] = "--crops-coords-top-left", ["target_size"] = "--target-size",
         ["negative_original_size"] = "--negative-original-size", ["negative_crops_coords_top_left"] = "--negative-crops-coords-top-left",
@@ -97,6 +100,7 @@ public static class GenerateCommand
         var dtype = new Option<string>("--dtype") { Description = "float32, float16 or bfloat16", DefaultValueFactory = _ => "float32" };
         dtype.AcceptOnlyFromAmong("float32", "float16", "bfloat16");
         var vaeTiling = new Option<bool>("--vae-tiling") { Description = "Decode the image in tiles (large sizes in less memory)" };
+        var vae = new Option<string?>("--vae") { Description = "A VAE used in place of the model's own: a .safetensors/.pt/.ckpt VAE file or a diffusers VAE folder (A1111's sd_vae)", HelpName = "FILE" };
         var backend = new Option<string>("--backend")
         {
             Description = "What runs the networks: libtorch, onnx (an ONNX export's folder, on ONNX Runtime) or auto (onnx for an export with no LoRA asked, when it is the faster engine here; the choice and why are printed)",
@@ -120,7 +124,7 @@ public static class GenerateCommand
         {
             model, prompt, negative, seed, steps, sampler, cfg, width, height, batch, clipSkip, initImage, strength, lora,
             originalSize, crop, targetSize, negativeOriginalSize, negativeCrop, negativeTargetSize,
-            config, prediction, device, dtype, vaeTiling, backend, output, refiner, refinerSwitchAt,
+            config, prediction, device, dtype, vaeTiling, vae, backend, output, refiner, refinerSwitchAt,
         };
         command.SetAction((parse, cancellationToken) =>
         {
@@ -151,6 +155,7 @@ public static class GenerateCommand
                 Device = parse.GetValue(device)!,
                 DType = parse.GetValue(dtype)!,
                 VaeTiling = parse.GetValue(vaeTiling),
+                Vae = parse.GetValue(vae),
                 Backend = parse.GetValue(backend)!,
                 Output = parse.GetValue(output)!,
                 Refiner = parse.GetValue(refiner),
@@ -176,8 +181,9 @@ public static class GenerateCommand
                     $"defaults: {defaults.Kind} ({defaults.Reason}): {request.Sampler}, {request.Steps} step{(request.Steps == 1 ? "" : "s")}, CFG {request.CfgScale}{(request.TimestepSpacing is { } s ? $", {s} timesteps" : "")}"));
             var files = OutputFiles(args.Output, args.Batch);
             var device = Device.Parse(args.Device);
-            var options = new ModelLoadOptions(args.Config, args.PredictionType, device, DTypeExtensions.Parse(args.DType), paths.SearchRoots);
+            var options = new ModelLoadOptions(args.Config, args.PredictionType, device, DTypeExtensions.Parse(args.DType), paths.SearchRoots, args.Vae);
             if (!Directory.Exists(modelPath)) ModelLoader.Check(modelPath, options);
+            // --vae applies to the refiner too, as A1111's sd_vae applies to whichever checkpoint is loaded: the refiner decodes the image.
             var refinerOptions = options with { ConfigDirectory = null, PredictionType = null };
             if (args.Refiner is not null) ModelLoader.Check(args.Refiner, refinerOptions);
             var backend = BackendChoice.Choose(args.Backend, modelPath, BackendChoice.AsksForRuntimeAdapters(request));
@@ -252,6 +258,7 @@ public static class GenerateCommand
         if (args.Config is not null) throw new UsageException("--config describes a single file's architecture; an ONNX export carries its own");
         if (args.DType != "float32") throw new UsageException("--dtype applies to libtorch; an ONNX export's precision was chosen when it was exported");
         if (args.VaeTiling) throw new UsageException("--vae-tiling applies to libtorch; the ONNX backend decodes whole images");
+        if (args.Vae is not null) throw new UsageException("--vae applies to libtorch; an ONNX export's VAE is fixed in its vae_decoder graph (give --backend libtorch)");
     }
 
     private static OnnxRuntimeOptions OnnxOptions(GenerateArguments args, Device device, DataFolder paths) => new()

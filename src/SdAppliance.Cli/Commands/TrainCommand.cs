@@ -186,6 +186,7 @@ public static class TrainCommand
             DatasetConfig = Absolute(config.DatasetConfig),
             ClassData = Absolute(config.ClassData),
             ConditioningDataDir = Absolute(config.ConditioningDataDir),
+            Vae = Absolute(config.Vae),
         };
     }
 

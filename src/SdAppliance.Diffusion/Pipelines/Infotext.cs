@@ -39,6 +39,12 @@ internal sealed class Infotext
         p.Add("Size", $"{width}x{height}");
         if (modelHash is not null) p.Add("Model hash", modelHash);
         p.Add("Model", model.Name);
+        // A1111's order and names: "VAE hash" (the file's first 10 hex of SHA-256), then "VAE" (the file name, extension kept).
+        if (model.VaePath is { } vae)
+        {
+            if (model.VaeHash is { } vaeHash) p.Add("VAE hash", vaeHash);
+            p.Add("VAE", Path.GetFileName(Path.TrimEndingDirectorySeparator(vae)));
+        }
         if (request.InitImage is not null) p.Add("Denoising strength", A1111Parameters.FormatFloat(request.Strength));
         if (request.ClipSkip > 1) p.Add("Clip skip", request.ClipSkip.ToString(CultureInfo.InvariantCulture));
         if (model.IsSdxl)

@@ -29,12 +29,18 @@ public enum ModelFormat
 /// file's architecture, for files that are not a standard family; otherwise models/configs/&lt;family&gt; is used.</param>
 /// <param name="PredictionType"><c>epsilon</c> or <c>v_prediction</c> for the written scheduler config.</param>
 /// <param name="SearchRoots">Folders holding <c>models/configs/</c> and <c>models/tokenizers/</c> besides the program's own.</param>
+/// <param name="Prune">A single file written without its EMA copy (<c>model_ema.*</c>); a .ckpt's optimizer states,
+/// global step and other non-weights never travel (only its state dict is read).</param>
+/// <param name="EmaOnly">A single file's EMA weights (<see cref="LdmEma"/>) written as its UNet weights, the live ones
+/// and the EMA keys left out; refused for a file without EMA weights. Implies <paramref name="Prune"/>.</param>
 public sealed record ConversionOptions(
     ModelFormat? To = null,
     bool Half = false,
     string? ConfigDirectory = null,
     string? PredictionType = null,
-    IReadOnlyList<string>? SearchRoots = null);
+    IReadOnlyList<string>? SearchRoots = null,
+    bool Prune = false,
+    bool EmaOnly = false);
 
 /// <param name="Done">Tensors written so far, out of <paramref name="Total"/>.</param>
 public sealed record ConversionProgress(int Done, int Total);
@@ -138,27 +144,84 @@ public static class ModelConverter
     private static (ModelFamily Family, List<ModelTensor> Plan) Plan(SourceModel source, ModelFormat format, ConversionOptions options, List<string> warnings)
     {
         var toFolder = format == ModelFormat.Diffusers;
-        var family = source.IsFolder ? LdmKeyMap.DetectFamily(source.Shapes) : LdmKeyMap.DetectFamily(source.SingleShapes);
+        var (singleShapes, tensors) = SourceWeights(source, options, warnings);
+        var family = source.IsFolder ? LdmKeyMap.DetectFamily(source.Shapes) : LdmKeyMap.DetectFamily(singleShapes);
         List<ModelTensor> plan;
         if (source.IsFolder == toFolder)
         {
-            // Same layout: every tensor as it is (a .ckpt to .safetensors keeps EMA and training keys too).
-            plan = [.. source.Tensors];
+            // Same layout: every tensor as it is (a .ckpt to .safetensors keeps EMA and training keys too, unless pruned).
+            plan = tensors;
         }
         else
         {
             if (!source.IsFolder && family == ModelFamily.Unknown)
                 throw new UserInputException(source.Path,
                     "is not a Stable Diffusion 1.x, 2.x or SDXL checkpoint in the original layout (no model.diffusion_model./first_stage_model. keys of a known family)");
-            var mapping = source.IsFolder ? LdmKeyMap.FromDiffusers(source.Shapes, family) : LdmKeyMap.ToDiffusers(source.SingleShapes, family);
+            var mapping = source.IsFolder ? LdmKeyMap.FromDiffusers(source.Shapes, family) : LdmKeyMap.ToDiffusers(singleShapes, family);
             if (mapping.Unmapped.Count > 0)
                 warnings.Add($"{mapping.Unmapped.Count} tensor(s) that no rule maps were left out: " +
                     string.Join(", ", mapping.Unmapped.Take(5)) + (mapping.Unmapped.Count > 5 ? ", ..." : ""));
-            plan = [.. ModelWriter.Remap(mapping, source.Tensors)];
+            plan = [.. ModelWriter.Remap(mapping, tensors)];
         }
         if (options.Half)
             plan = [.. plan.Select(p => IsFloating(p.DType) ? p with { DType = SafetensorsDType.F16, Bytes = () => ToHalf(p.DType, p.Bytes()) } : p)];
         return (family, plan);
+    }
+
+    /// <summary>
+    /// The source's tensors as the options want them: all of them, or for a single file pruned (no <c>model_ema.*</c>)
+    /// or EMA-only (each <c>model.*</c> weight read from its shadow). The shapes are the single file's, of what is kept.
+    /// </summary>
+    private static (IReadOnlyDictionary<string, long[]> SingleShapes, List<ModelTensor> Tensors) SourceWeights(SourceModel source, ConversionOptions options, List<string> warnings)
+    {
+        if (source.IsFolder)
+        {
+            // A diffusers folder carries no EMA copy (diffusers saves the EMA UNet as the unet itself), so pruning has nothing to drop.
+            if (options.EmaOnly)
+                throw new UserInputException(source.Path, "is a diffusers folder, which has no EMA weights to take (ema_only reads the model_ema.* tensors of a single file)",
+                    "convert without ema_only");
+            return (new Dictionary<string, long[]>(), [.. source.Tensors]);
+        }
+        var shapes = source.SingleShapes;
+        if (!options.Prune && !options.EmaOnly) return (shapes, [.. source.Tensors]);
+        if (options.EmaOnly && !LdmEma.HasEmaWeights(shapes.Keys))
+            throw new UserInputException(source.Path, "has no EMA weights (no model_ema.* tensors), so there is nothing for ema_only to take",
+                "convert without ema_only (prune drops what a file has of training state)");
+        var kept = new List<ModelTensor>();
+        var withoutShadow = new List<string>();
+        var shadowed = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var tensor in source.Tensors)
+        {
+            var name = tensor.Key.Name;
+            if (LdmEma.IsEmaKey(name)) continue;
+            if (!options.EmaOnly || LdmEma.ShadowOf(name) is not { } shadow)
+            {
+                kept.Add(tensor);
+                continue;
+            }
+            if (!shapes.TryGetValue(shadow, out var shadowShape))
+            {
+                withoutShadow.Add(name);
+                kept.Add(tensor);
+                continue;
+            }
+            if (!shadowShape.SequenceEqual(tensor.Shape))
+                throw new UserInputException(source.Path,
+                    $"the EMA tensor {shadow} is [{string.Join(", ", shadowShape)}] but the weight it shadows, {name}, is [{string.Join(", ", tensor.Shape)}]",
+                    "the file's EMA copy does not belong to its model; convert without ema_only");
+            shadowed.Add(shadow);
+            var shadowKey = new TensorKey(ModelComponents.SingleFile, shadow);
+            kept.Add(tensor with { DType = source.DTypeOf(shadowKey), Bytes = () => source.Read(shadowKey) });
+        }
+        if (withoutShadow.Count > 0)
+            warnings.Add($"{withoutShadow.Count} model.* tensor(s) have no EMA copy and keep their live weights: " +
+                string.Join(", ", withoutShadow.Take(5)) + (withoutShadow.Count > 5 ? ", ..." : ""));
+        var unused = options.EmaOnly ? shapes.Keys.Where(k => LdmEma.IsEmaKey(k) && !LdmEma.Buffers.Contains(k) && !shadowed.Contains(k)).ToList() : [];
+        if (unused.Count > 0)
+            warnings.Add($"{unused.Count} EMA tensor(s) shadow no model.* weight of the file and were left out: " +
+                string.Join(", ", unused.Take(5)) + (unused.Count > 5 ? ", ..." : ""));
+        var keptNames = kept.Select(t => t.Key.Name).ToHashSet(StringComparer.Ordinal);
+        return (shapes.Where(kv => keptNames.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal), kept);
     }
 
     /// <summary>

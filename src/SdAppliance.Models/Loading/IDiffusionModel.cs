@@ -62,6 +62,12 @@ public interface IDiffusionModel : IDisposable
     /// <summary>The VAE's <c>scaling_factor</c> (0.18215 for SD 1.x/2.x, 0.13025 for SDXL).</summary>
     double VaeScalingFactor { get; }
 
+    /// <summary>The VAE used in place of the model's own (A1111's <c>sd_vae</c>), as a full path; null when the model's own is.</summary>
+    string? VaePath => null;
+
+    /// <summary>A1111's <c>VAE hash</c> of <see cref="VaePath"/>: the first 10 hex digits of the file's SHA-256; null for the model's own VAE or a VAE folder.</summary>
+    string? VaeHash => null;
+
     Device Device { get; }
     DType DType { get; }
 

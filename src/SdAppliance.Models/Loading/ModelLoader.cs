@@ -16,12 +16,16 @@ namespace SdAppliance.Models.Loading;
 /// describe the architecture of a single file that is not a standard family (diffusers' <c>from_single_file(config=...)</c>).</param>
 /// <param name="PredictionType"><c>epsilon</c> or <c>v_prediction</c>, overriding what the model says or what is detected.</param>
 /// <param name="SearchRoots">Folders holding <c>models/configs/</c> and <c>models/tokenizers/</c> (the repository, the data folder).</param>
+/// <param name="Vae">A VAE used in place of the model's own (kohya's <c>--vae</c>, A1111's <c>sd_vae</c>): a diffusers VAE
+/// folder or a single VAE file in the original or diffusers layout (see <see cref="SeparateVae"/>). Its weights fill the
+/// model's VAE architecture, so one whose shapes differ is refused naming the file and the tensor.</param>
 public sealed record ModelLoadOptions(
     string? ConfigDirectory = null,
     string? PredictionType = null,
     Device? Device = null,
     DType DType = DType.Float32,
-    IReadOnlyList<string>? SearchRoots = null);
+    IReadOnlyList<string>? SearchRoots = null,
+    string? Vae = null);
 
 /// <summary>A model's family and prediction type (null when only running the model tells), from <see cref="ModelLoader.Describe"/>.</summary>
 public sealed record ModelDescription(ModelFamily Family, string? PredictionType);
@@ -54,6 +58,8 @@ public static class ModelLoader
             throw new UserInputException("config_directory", $"'{configs}' is not a folder", "give a diffusers model folder, with unet/config.json...");
         if (options.PredictionType is { } prediction && !PredictionTypes.Contains(prediction))
             throw new UserInputException("prediction_type", $"'{prediction}' is not one of {string.Join(", ", PredictionTypes)}");
+        if (options.Vae is { } vae && !Directory.Exists(vae) && !File.Exists(vae))
+            throw new UserInputException("vae", $"'{vae}' does not exist", "give a VAE file (.safetensors, .pt, .ckpt) or a diffusers VAE folder (config.json + diffusion_pytorch_model.safetensors)");
         if (options.Device is { IsCuda: true } device && !Cuda.IsAvailable)
             throw new UserInputException("device", $"{device}: CUDA is not available here", "use cpu");
     }
@@ -132,6 +138,7 @@ public static class ModelLoader
                 var source = parts.Open(component, file);
                 parts.Set(component, source.Shapes.Keys.ToDictionary(k => k, k => (Func<Tensor>)(() => source.ReadTensor(k))));
             }
+            UseSeparateVae(parts, options);
             return Build(folder, family, configs, parts, options, folder, cancellationToken);
         }
         finally
@@ -175,6 +182,7 @@ public static class ModelLoader
         {
             foreach (var component in Components(mapping.Family))
                 parts.Set(component, mapping.Component(component).ToDictionary(r => r.Target.Name, r => (Func<Tensor>)(() => Materialize(source, r))));
+            UseSeparateVae(parts, options);
             // Given configs describe the file; the family's standard ones describe its base model, not a distilled one.
             var unetConfig = options.ConfigDirectory is null
                 ? UnetConfigInference.FitDepths(DiffusersConfig.Load<UNet2DConditionConfig>(ConfigFile(configs, ModelComponents.Unet)),
@@ -186,6 +194,14 @@ public static class ModelLoader
         {
             parts.Dispose();
         }
+    }
+
+    /// <summary>The VAE's weights from <see cref="ModelLoadOptions.Vae"/>, in place of the model's, when one is given.</summary>
+    private static void UseSeparateVae(ComponentWeights parts, ModelLoadOptions options)
+    {
+        if (options.Vae is not { } path) return;
+        var vae = SeparateVae.Open(path, file => parts.Open(ModelComponents.Vae, file));
+        parts.Set(ModelComponents.Vae, vae.Tensors, vae.WeightsFile, vae.FileNames);
     }
 
     private static Tensor Materialize(TensorFile source, TensorRecipe recipe)
@@ -259,9 +275,10 @@ public static class ModelLoader
 
             var scheduler = SchedulerConfig(configs, sourcePath, options, unet, family);
             // The refiner's one tokenizer and encoder are its second ones: the model's first.
+            var vaePath = options.Vae is { } separate ? Path.GetFullPath(separate) : null;
             return te is null
-                ? new StableDiffusionModel(sourcePath, family, tokenizer, te2!, null, null, unet, vae, scheduler, device, options.DType)
-                : new StableDiffusionModel(sourcePath, family, tokenizer, te, tokenizer2, te2, unet, vae, scheduler, device, options.DType);
+                ? new StableDiffusionModel(sourcePath, family, tokenizer, te2!, null, null, unet, vae, scheduler, device, options.DType) { VaePath = vaePath }
+                : new StableDiffusionModel(sourcePath, family, tokenizer, te, tokenizer2, te2, unet, vae, scheduler, device, options.DType) { VaePath = vaePath };
         }
         catch
         {
@@ -336,6 +353,11 @@ public static class ModelLoader
         cancellationToken.ThrowIfCancellationRequested();
         var expected = module.StateDict();
         var given = weights.Get(component);
+        // A separate VAE is its own file, with its own names; what does not fit is its fault, not the configs'.
+        var separate = weights.SourceOf(component);
+        var fix = separate is null ? "pass config_directory, a diffusers folder with the model's own configs" : "give a VAE made for this model's family (the same latent channels and widths)";
+        sourcePath = separate ?? sourcePath;
+        string InFile(string name) => weights.FileNameOf(component, name) is { } inFile && inFile != name ? $"{inFile} ({name})" : name;
         var dict = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         try
         {
@@ -349,15 +371,15 @@ public static class ModelLoader
             foreach (var (name, tensor) in dict)
                 if (expected.TryGetValue(name, out var target) && !target.Shape.SequenceEqual(tensor.Shape))
                     throw new UserInputException(sourcePath,
-                        $"does not fit the {component} architecture of '{configs}': {name} is [{string.Join(", ", tensor.Shape)}] in the file, [{string.Join(", ", target.Shape)}] in the model",
-                        "pass config_directory, a diffusers folder with the model's own configs");
+                        $"does not fit the {component} architecture of '{configs}': {InFile(name)} is [{string.Join(", ", tensor.Shape)}] in the file, [{string.Join(", ", target.Shape)}] in the model",
+                        fix);
             try
             {
                 module.LoadStateDict(dict, strict: true);
             }
             catch (StateDictException e)
             {
-                throw new UserInputException(sourcePath, $"does not fit the {component} architecture of '{configs}': {e.Message}", inner: e);
+                throw new UserInputException(sourcePath, $"does not fit the {component} architecture of '{configs}': {e.Message}", separate is null ? null : fix, inner: e);
             }
         }
         finally
@@ -425,6 +447,7 @@ public static class ModelLoader
     private sealed class ComponentWeights : IDisposable
     {
         private readonly Dictionary<string, IReadOnlyDictionary<string, Func<Tensor>>> components = [];
+        private readonly Dictionary<string, (string Source, IReadOnlyDictionary<string, string> FileNames)> separate = [];
         private readonly List<TensorFile> sources = [];
 
         public TensorFile Open(string component, string file)
@@ -435,6 +458,18 @@ public static class ModelLoader
         }
 
         public void Set(string component, IReadOnlyDictionary<string, Func<Tensor>> tensors) => components[component] = tensors;
+
+        /// <summary>A component whose weights come from a file of their own (a separate VAE), with each tensor's name there.</summary>
+        public void Set(string component, IReadOnlyDictionary<string, Func<Tensor>> tensors, string source, IReadOnlyDictionary<string, string> fileNames)
+        {
+            components[component] = tensors;
+            separate[component] = (source, fileNames);
+        }
+
+        /// <summary>The file of a component given apart from the model; null for the model's own.</summary>
+        public string? SourceOf(string component) => separate.TryGetValue(component, out var s) ? s.Source : null;
+
+        public string? FileNameOf(string component, string name) => separate.TryGetValue(component, out var s) ? s.FileNames.GetValueOrDefault(name) : null;
 
         public bool Has(string component) => components.ContainsKey(component);
 

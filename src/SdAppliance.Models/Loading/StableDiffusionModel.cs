@@ -41,6 +41,14 @@ public sealed class StableDiffusionModel : IDiffusionModel
     /// <summary>The name A1111 shows: the file or folder name without extension.</summary>
     public string Name => Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(SourcePath));
 
+    /// <summary>The VAE given in place of the model's own (<see cref="ModelLoadOptions.Vae"/>), as a full path; null when the model's own is used.</summary>
+    public string? VaePath { get; internal init; }
+
+    /// <summary>The VAE file's short hash, computed once (a VAE file is a few hundred MB) when the PNG info first asks.</summary>
+    public string? VaeHash => VaePath is { } path && File.Exists(path) ? vaeHash ??= SdAppliance.Formats.Hashing.FileHashes.Uncached.ModelShortHash(path) : null;
+
+    private string? vaeHash;
+
     public ModelFamily Family { get; }
     public bool IsSdxl => TextEncoder2 is not null || Family == ModelFamily.XlRefiner;
 

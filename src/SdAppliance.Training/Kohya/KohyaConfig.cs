@@ -13,7 +13,7 @@ namespace SdAppliance.Training.Kohya;
 /// falls in one of four groups: mapped onto a run setting (<see cref="Settings"/>); without effect here, such as
 /// performance, logging and the GUI's own keys, or unset (<see cref="NoEffect"/>); not applied, as its value changes nothing
 /// this trainer trains or it is unknown here (<see cref="NotApplied"/>, listed by name and value); or refused, as it
-/// would train something else than kohya would (a LyCORIS network, a timestep range, a DAdaptation optimizer), all of
+/// would train something else than kohya would (an IA3 or DyLoRA network, a timestep range, a DAdaptation optimizer), all of
 /// them in one <see cref="TrainingConfigException"/> of <c>kohya_config</c>.
 /// </summary>
 public sealed class KohyaConfig
@@ -68,13 +68,44 @@ public sealed class KohyaConfig
         ["token_string"] = "placeholder_token",
         ["init_word"] = "initializer_token",
         ["num_vectors_per_token"] = "num_vectors",
+        ["vae"] = "vae",
+        ["use_8bit_adam"] = "use_8bit_adam",
+        ["loss_type"] = "loss_type",
+        ["huber_schedule"] = "huber_schedule",
+        ["huber_c"] = "huber_c",
+        ["huber_scale"] = "huber_scale",
+        ["ip_noise_gamma"] = "ip_noise_gamma",
+        ["multires_noise_iterations"] = "multires_noise_iterations",
+        ["multires_noise_discount"] = "multires_noise_discount",
+        ["zero_terminal_snr"] = "zero_terminal_snr",
+        ["scale_v_pred_loss_like_noise_pred"] = "scale_v_pred_loss_like_noise_pred",
+        ["masked_loss"] = "masked_loss",
+        ["alpha_mask"] = "alpha_mask",
+        ["conditioning_data_dir"] = "conditioning_data_dir",
+        // The kohya_ss GUI keeps network_args' block and LoRA+ options (and LyCORIS's) as keys of their own.
+        ["down_lr_weight"] = "down_lr_weight",
+        ["mid_lr_weight"] = "mid_lr_weight",
+        ["up_lr_weight"] = "up_lr_weight",
+        ["block_lr_zero_threshold"] = "block_lr_zero_threshold",
+        ["block_dims"] = "block_dims",
+        ["block_alphas"] = "block_alphas",
+        ["conv_block_dims"] = "conv_block_dims",
+        ["conv_block_alphas"] = "conv_block_alphas",
+        ["loraplus_lr_ratio"] = "loraplus_lr_ratio",
+        ["loraplus_unet_lr_ratio"] = "loraplus_unet_lr_ratio",
+        ["loraplus_text_encoder_lr_ratio"] = "loraplus_text_encoder_lr_ratio",
+        ["dora_wd"] = "dora_wd",
+        ["use_tucker"] = "use_tucker",
+        ["use_cp"] = "use_tucker",
+        ["decompose_both"] = "lokr_decompose_both",
     };
 
     /// <summary>Keys where kohya's 0 means "off", which the run setting spells by leaving it out.</summary>
     private static readonly IReadOnlySet<string> ZeroIsOff = new HashSet<string>(StringComparer.Ordinal)
     {
         "max_train_epochs", "epoch", "max_train_steps", "min_snr_gamma", "save_every_n_epochs", "save_every_n_steps", "sample_every_n_steps",
-        "sample_every_n_epochs",
+        "sample_every_n_epochs", "multires_noise_iterations", "loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio",
+        "block_lr_zero_threshold",
     };
 
     /// <summary>Keys handled one by one below (their meaning depends on other keys).</summary>
@@ -82,7 +113,7 @@ public sealed class KohyaConfig
     {
         "resolution", "max_resolution", "random_crop", "unet_lr", "text_encoder_lr", "network_train_unet_only", "network_train_text_encoder_only",
         "network_module", "network_args", "LoRA_type", "conv_dim", "conv_alpha", "optimizer_type", "optimizer", "optimizer_args", "lr_warmup",
-        "save_precision", "epoch", "sample_prompts",
+        "save_precision", "epoch", "sample_prompts", "factor",
     };
 
     /// <summary>Keys that change only speed, memory, logging or the GUI here, or that the model itself says (v2, sdxl): noted, never applied.</summary>
@@ -105,7 +136,6 @@ public sealed class KohyaConfig
         ["max_token_length"] = "prompts are read in 75-token chunks, as A1111",
         ["gpu_ids"] = "device is the run's setting", ["multi_gpu"] = "one device", ["num_processes"] = "one device", ["num_machines"] = "one device",
         ["main_process_port"] = "one device", ["dynamo_backend"] = "compilation", ["model_list"] = "the GUI's model picker",
-        ["multires_noise_discount"] = "multires noise is off (multires_noise_iterations)",
     };
 
     /// <summary>Keys that would change what trains, with kohya's default: at that value (or unset) they change nothing; at another, they are refused.</summary>
@@ -116,26 +146,16 @@ public sealed class KohyaConfig
         ["bucket_reso_steps"] = (64L, "the bucket step is 64 here"),
         ["face_crop_aug_range"] = (null, "face-crop augmentation is not supported"),
         ["noise_offset_type"] = ("Original", "only the original noise offset is supported"),
-        ["multires_noise_iterations"] = (0L, "multires noise is not supported"),
         ["adaptive_noise_scale"] = (0L, "adaptive noise scale is not supported"),
-        ["ip_noise_gamma"] = (0L, "input perturbation noise is not supported"),
         ["min_timestep"] = (0L, "timesteps are drawn from the whole range"),
         ["max_timestep"] = (1000L, "timesteps are drawn from the whole range"),
-        ["scale_v_pred_loss_like_noise_pred"] = (false, "the v-prediction loss is not rescaled"),
         ["v_pred_like_loss"] = (0L, "the v-prediction-like loss is not supported"),
         ["debiased_estimation_loss"] = (false, "the debiased estimation loss is not supported"),
-        ["zero_terminal_snr"] = (false, "zero terminal SNR is not supported"),
-        ["loss_type"] = ("l2", "the loss is the mean squared error"),
-        ["masked_loss"] = (false, "masked loss is not supported"),
         ["weighted_captions"] = (false, "caption weights are read as A1111 prompt syntax, always"),
         ["stop_text_encoder_training"] = (0L, "the text encoder trains for the whole run or not at all"),
         ["network_weights"] = (null, "training on from a LoRA file is not supported (resume a run instead)"),
         ["lora_network_weights"] = (null, "training on from a LoRA file is not supported (resume a run instead)"),
         ["dim_from_weights"] = (false, "training on from a LoRA file is not supported"),
-        ["block_dims"] = (null, "block-wise ranks are not supported"), ["block_alphas"] = (null, "block-wise ranks are not supported"),
-        ["conv_block_dims"] = (null, "block-wise ranks are not supported"), ["conv_block_alphas"] = (null, "block-wise ranks are not supported"),
-        ["down_lr_weight"] = (null, "block-wise learning rates are not supported"), ["mid_lr_weight"] = (null, "block-wise learning rates are not supported"),
-        ["up_lr_weight"] = (null, "block-wise learning rates are not supported"), ["block_lr_zero_threshold"] = (null, "block-wise learning rates are not supported"),
         ["scale_weight_norms"] = (0L, "max-norm regularization is not supported"),
         ["caption_tag_dropout_rate"] = (0L, "only caption_dropout_rate is supported"),
         ["caption_dropout_every_n_epochs"] = (0L, "only caption_dropout_rate is supported"),
@@ -145,16 +165,11 @@ public sealed class KohyaConfig
         ["token_warmup_min"] = (1L, "token warmup is not supported"), ["token_warmup_step"] = (0L, "token warmup is not supported"),
         ["no_token_padding"] = (false, "prompts are always padded"),
         ["rank_dropout"] = (0L, "rank dropout is not supported"), ["module_dropout"] = (0L, "module dropout is not supported"),
-        ["vae"] = (null, "the model's own VAE trains (convert the model with the VAE baked in)"),
         ["lr_scheduler_args"] = (null, "scheduler arguments are not supported"),
         ["additional_parameters"] = (null, "extra command-line arguments are not read (give them as settings)"),
-        ["use_cp"] = (false, "LyCORIS options apply to LyCORIS networks, which are not supported"),
-        ["decompose_both"] = (false, "LyCORIS options apply to LyCORIS networks, which are not supported"),
-        ["train_norm"] = (false, "LyCORIS options apply to LyCORIS networks, which are not supported"),
-        ["use_tucker"] = (false, "LyCORIS options apply to LyCORIS networks, which are not supported"),
-        ["use_scalar"] = (false, "LyCORIS options apply to LyCORIS networks, which are not supported"),
-        ["rank_dropout_scale"] = (false, "LyCORIS options apply to LyCORIS networks, which are not supported"),
-        ["factor"] = (-1L, "LoKr's factor applies to LoKr, which is not supported"),
+        ["train_norm"] = (false, "LyCORIS's trained norm layers are not supported"),
+        ["use_scalar"] = (false, "LyCORIS's trained scalar is not supported"),
+        ["rank_dropout_scale"] = (false, "rank dropout is not supported"),
         ["unit"] = (1L, "DyLoRA is not supported"),
         ["train_on_input"] = (true, "the GUI's IA3 option"),
     };
@@ -378,30 +393,70 @@ public sealed class KohyaConfig
             }
         }
 
-        /// <summary>The network: kohya's LoRA (networks.lora) with its conv_dim/conv_alpha network_args (LoCon); others are refused.</summary>
+        /// <summary>LyCORIS's algorithms, by network_args' algo and the GUI's LoRA_type, as this trainer names them (network_algo).</summary>
+        private static readonly IReadOnlyDictionary<string, string> Algorithms = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase)
+        {
+            ["lora"] = "lora", ["locon"] = "lora", ["loha"] = "loha", ["lokr"] = "lokr",
+        };
+
+        /// <summary>network_args names read as run settings (kohya's LoRA and LyCORIS spell them the same way).</summary>
+        private static readonly IReadOnlyDictionary<string, string> NetworkArgs = new Dictionary<string, string>(StringComparer.Ordinal)
+        {
+            ["conv_dim"] = "conv_dim", ["conv_alpha"] = "conv_alpha", ["factor"] = "lokr_factor", ["decompose_both"] = "lokr_decompose_both",
+            ["use_tucker"] = "use_tucker", ["use_cp"] = "use_tucker", ["dora_wd"] = "dora_wd",
+            ["down_lr_weight"] = "down_lr_weight", ["mid_lr_weight"] = "mid_lr_weight", ["up_lr_weight"] = "up_lr_weight",
+            ["block_lr_zero_threshold"] = "block_lr_zero_threshold", ["block_dims"] = "block_dims", ["block_alphas"] = "block_alphas",
+            ["conv_block_dims"] = "conv_block_dims", ["conv_block_alphas"] = "conv_block_alphas",
+            ["loraplus_lr_ratio"] = "loraplus_lr_ratio", ["loraplus_unet_lr_ratio"] = "loraplus_unet_lr_ratio",
+            ["loraplus_text_encoder_lr_ratio"] = "loraplus_text_encoder_lr_ratio",
+        };
+
+        /// <summary>
+        /// The network: kohya's LoRA (networks.lora, LoCon with conv_dim) or LyCORIS (lycoris.kohya with algo lora/locon,
+        /// loha or lokr), their network_args, or the GUI's LoRA_type; other networks are refused.
+        /// </summary>
         private void Network()
         {
             bool isLora = false;
+            bool lycoris = false;
             if (Text("network_module") is { } module)
             {
-                if (module == "networks.lora") isLora = true;
-                else refused.Add($"network_module = {Show(module)} (only kohya's networks.lora, with LoCon's conv_dim in network_args, is trained here)");
+                if (module is "networks.lora" or "lycoris.kohya") isLora = true;
+                else refused.Add($"network_module = {Show(module)} (kohya's networks.lora and LyCORIS's lycoris.kohya with algo lora, locon, loha or lokr are trained here)");
+                lycoris = module == "lycoris.kohya";
             }
             bool locon = false;
             if (Text("LoRA_type") is { } type)
             {
-                if (type is "Standard" or "Kohya LoCon") isLora = true;
-                else refused.Add($"LoRA_type = {Show(type)} (Standard and Kohya LoCon are trained here)");
-                locon = type == "Kohya LoCon";
+                var algo = type switch
+                {
+                    "Standard" or "Kohya LoCon" or "LyCORIS/LoCon" => "lora",
+                    "LyCORIS/LoHa" => "loha",
+                    "LyCORIS/LoKr" => "lokr",
+                    _ => null,
+                };
+                if (algo is null) refused.Add($"LoRA_type = {Show(type)} (Standard, Kohya LoCon, LyCORIS/LoCon, LyCORIS/LoHa and LyCORIS/LoKr are trained here)");
+                else
+                {
+                    isLora = true;
+                    settings["network_algo"] = algo;
+                }
+                locon = type is "Kohya LoCon" or "LyCORIS/LoCon" or "LyCORIS/LoHa" or "LyCORIS/LoKr";
+                // The GUI's factor is LoKr's (-1: as large a factor as the shape allows).
+                if (algo == "lokr" && values.TryGetValue("factor", out var factor) && !IsUnset(factor)) Set("lokr_factor", "factor", factor);
+                else if (values.ContainsKey("factor")) noEffect.Add("factor");
             }
+            else if (values.ContainsKey("factor")) noEffect.Add("factor");
             if (values.TryGetValue("network_args", out var args) && !IsUnset(args))
             {
                 var items = args is List<object?> list ? list.Select(a => a?.ToString() ?? "") : (args?.ToString() ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries);
                 foreach (var item in items)
                 {
                     var (name, value) = Pair(item);
-                    if (name is "conv_dim" or "conv_alpha") Set(name, "network_args " + name, value);
-                    else refused.Add($"network_args {Show(item)} (only conv_dim and conv_alpha are read)");
+                    if (name == "algo" && lycoris && Algorithms.TryGetValue(value, out var algo)) settings["network_algo"] = algo;
+                    else if (name == "algo") refused.Add($"network_args {Show(item)} (LyCORIS's lora, locon, loha and lokr are trained here, with network_module lycoris.kohya)");
+                    else if (NetworkArgs.TryGetValue(name, out var field)) Set(field, "network_args " + name, Python(value));
+                    else refused.Add($"network_args {Show(item)} (read here: algo, {string.Join(", ", NetworkArgs.Keys)})");
                 }
             }
             // The GUI keeps conv_dim and conv_alpha for every type; they are LoCon's only with Kohya LoCon.
@@ -442,7 +497,7 @@ public sealed class KohyaConfig
             if (values.ContainsKey("network_train_unet_only") && !settings.ContainsKey("train_text_encoder")) noEffect.Add("network_train_unet_only");
         }
 
-        /// <summary>kohya's optimizer names: 8-bit and paged variants are the same update in other storage; others this trainer has not are refused.</summary>
+        /// <summary>kohya's optimizer names: a paged variant is the same update with its state paged out of GPU memory under pressure; others this trainer has not are refused.</summary>
         private void Optimizer()
         {
             var name = Text("optimizer_type") ?? Text("optimizer");
@@ -450,14 +505,15 @@ public sealed class KohyaConfig
             {
                 var kind = name.ToLowerInvariant() switch
                 {
-                    "adamw8bit" or "pagedadamw8bit" or "pagedadamw" or "pagedadamw32bit" => "AdamW",
-                    "lion8bit" or "pagedlion8bit" => "Lion",
+                    "pagedadamw8bit" => "AdamW8bit",
+                    "pagedadamw" or "pagedadamw32bit" => "AdamW",
+                    "pagedlion8bit" => "Lion8bit",
                     _ => TrainingConfig.Optimizers.FirstOrDefault(o => string.Equals(o, name, StringComparison.OrdinalIgnoreCase)),
                 };
                 if (kind is null) refused.Add($"optimizer_type = {Show(name)} (the optimizers here: {string.Join(", ", TrainingConfig.Optimizers)})");
                 else
                 {
-                    if (!string.Equals(kind, name, StringComparison.OrdinalIgnoreCase)) notes.Add($"optimizer {name} is {kind}: the same update, kept in 32 bits");
+                    if (!string.Equals(kind, name, StringComparison.OrdinalIgnoreCase)) notes.Add($"optimizer {name} is {kind}: the same update, its state not paged");
                     settings["optimizer"] = kind;
                 }
             }

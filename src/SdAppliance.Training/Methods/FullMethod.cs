@@ -62,25 +62,33 @@ public sealed class FullMethod : TrainingMethod
         foreach (var (name, p) in trained) shadow[name].Lerp_(p, 1 - decay);
     }
 
+    /// <summary>The suffix of the live weights' file (<see cref="TrainingConfig.SaveLiveWeights"/>) beside the EMA result.</summary>
+    public const string LiveSuffix = "-live";
+
+    /// <summary>
+    /// NAME.safetensors (and NAME-diffusers with save_diffusers): the EMA weights when the run keeps them, else the live
+    /// ones; with save_live_weights also NAME-live.safetensors, the live weights of this step. Each is a pruned file
+    /// (the weights only, no EMA copy, no optimizer state), float16 with save_fp16.
+    /// </summary>
     public override IReadOnlyList<string> Export(string runFolder, string name, long step)
     {
         using var noGrad = Autograd.NoGrad();
         // Export the averaged weights; the live ones go back afterwards so a resumed run is unchanged.
         var live = ema ? trained.ToDictionary(t => t.Name, t => t.Parameter.Detach().Clone().DetachFromDisposeScope()) : null;
+        var outputs = new List<string>();
         try
         {
             if (ema)
                 foreach (var (n, p) in trained) p.Copy_(shadow[n]);
             var file = Path.Combine(runFolder, name + ".safetensors");
             ModelExport.SaveSingleFile(Model, file, Config.SaveFp16);
-            var outputs = new List<string> { file };
+            outputs.Add(file);
             if (Config.SaveDiffusers)
             {
                 var folder = Path.Combine(runFolder, name + "-diffusers");
                 ModelExport.SaveDiffusersFolder(Model, folder, Config.SaveFp16);
                 outputs.Add(folder);
             }
-            return outputs;
         }
         finally
         {
@@ -91,6 +99,14 @@ public sealed class FullMethod : TrainingMethod
                     live[n].Dispose();
                 }
         }
+        if (ema && Config.SaveLiveWeights)
+        {
+            // The live weights are back in the model now.
+            var liveFile = Path.Combine(runFolder, name + LiveSuffix + ".safetensors");
+            ModelExport.SaveSingleFile(Model, liveFile, Config.SaveFp16);
+            outputs.Add(liveFile);
+        }
+        return outputs;
     }
 
     public override void Dispose()

@@ -58,8 +58,10 @@ public static class A1111Api
         api.MapGet("/embeddings", EmbeddingsAsync);
         api.MapGet("/scripts", () => new { txt2img = Array.Empty<string>(), img2img = Array.Empty<string>() });
 
-        // What the appliance has none of (upscalers, VAEs apart from the model's, face restorers...): empty, so clients' panels fill.
-        foreach (var empty in (string[])["upscalers", "latent-upscale-modes", "sd-vae", "sd-modules", "hypernetworks", "face-restorers",
+        // A1111's list of models/VAE: each VAE's sd_vae name and file.
+        api.MapGet("/sd-vae", (VaeCatalog vaes) => vaes.List().Select(v => new { model_name = v.Name, filename = v.Path }));
+        // What the appliance has none of (upscalers, face restorers...): empty, so clients' panels fill.
+        foreach (var empty in (string[])["upscalers", "latent-upscale-modes", "sd-modules", "hypernetworks", "face-restorers",
                      "realesrgan-models", "prompt-styles", "script-info", "extensions"])
             api.MapGet("/" + empty, () => Array.Empty<object>());
         api.MapGet("/cmd-flags", () => new Dictionary<string, object>());
@@ -133,7 +135,7 @@ public static class A1111Api
 
     /// <summary>
     /// The options clients read: the current model by title, and A1111's values for the settings that are fixed here
-    /// (PNG output, the model's own VAE). Clip skip is taken per request (<c>override_settings</c>).
+    /// (PNG output), and <c>sd_vae</c> as set (Automatic: the model's own). Clip skip is taken per request (<c>override_settings</c>).
     /// </summary>
     private static async Task<IResult> OptionsAsync(HttpContext http, GenerationService generation, CancellationToken cancellationToken)
     {
@@ -143,7 +145,7 @@ public static class A1111Api
             ["sd_model_checkpoint"] = model.Title,
             ["sd_checkpoint_hash"] = model.Sha256,
             ["CLIP_stop_at_last_layers"] = 1,
-            ["sd_vae"] = "Automatic",
+            ["sd_vae"] = await generation.CurrentVaeAsync(cancellationToken),
             ["samples_format"] = "png",
             ["eta_noise_seed_delta"] = 0,
             ["sd_lora"] = "None",
@@ -152,7 +154,8 @@ public static class A1111Api
 
     /// <summary>
     /// Takes any subset of the options, the whole dict GET returned included: <c>sd_model_checkpoint</c> (a title, name or
-    /// file name) switches the model, the rest is fixed here and ignored. An unknown model is A1111's RuntimeError (500).
+    /// file name) switches the model, <c>sd_vae</c> (Automatic, None or a VAE's name in models/vae) the VAE; the rest is fixed
+    /// here and ignored. An unknown model is A1111's RuntimeError (500), an unknown VAE too.
     /// </summary>
     private static async Task<IResult> SetOptionsAsync(HttpContext http, GenerationService generation, CancellationToken cancellationToken)
     {
@@ -166,6 +169,17 @@ public static class A1111Api
             catch (UserInputException e)
             {
                 throw new A1111Exception(StatusCodes.Status500InternalServerError, "RuntimeError", e.Problem);
+            }
+        }
+        if (body["sd_vae"] is JsonValue vae && vae.TryGetValue<string>(out var vaeName))
+        {
+            try
+            {
+                await generation.SetVaeAsync(vaeName, cancellationToken);
+            }
+            catch (UserInputException e)
+            {
+                throw new A1111Exception(StatusCodes.Status500InternalServerError, "RuntimeError", e.Message);
             }
         }
         return Null();

@@ -36,7 +36,7 @@ internal sealed class A1111GenerationRequest
     /// <summary>Not an A1111 field, but what SillyTavern forwards; <c>override_settings.CLIP_stop_at_last_layers</c> wins.</summary>
     public int? ClipSkip { get; init; }
 
-    /// <summary>Settings for this request only: <c>sd_model_checkpoint</c> and <c>CLIP_stop_at_last_layers</c> are honoured.</summary>
+    /// <summary>Settings for this request only: <c>sd_model_checkpoint</c>, <c>sd_vae</c> and <c>CLIP_stop_at_last_layers</c> are honoured.</summary>
     public Dictionary<string, JsonElement>? OverrideSettings { get; init; }
 
     /// <summary>A1111's refiner: a checkpoint title or name ("None" or empty: no refiner) and the fraction of the steps it starts at.</summary>
@@ -101,6 +101,7 @@ internal static class A1111Generation
         return new GenerationJobRequest
         {
             Model = Setting(overrides, "sd_model_checkpoint", JsonValueKind.String)?.GetString(),
+            Vae = Setting(overrides, "sd_vae", JsonValueKind.String)?.GetString(),
             Prompt = request.Prompt ?? "",
             NegativePrompt = request.NegativePrompt ?? "",
             Seed = request.Seed ?? -1,
@@ -187,8 +188,8 @@ internal static class A1111Generation
             ["face_restoration_model"] = null,
             ["sd_model_name"] = result.Model,
             ["sd_model_hash"] = result.ModelHash,
-            ["sd_vae_name"] = null,
-            ["sd_vae_hash"] = null,
+            ["sd_vae_name"] = result.VaeName,
+            ["sd_vae_hash"] = result.VaeHash,
             ["seed_resize_from_w"] = -1,
             ["seed_resize_from_h"] = -1,
             ["denoising_strength"] = img2img ? job.Strength : null,

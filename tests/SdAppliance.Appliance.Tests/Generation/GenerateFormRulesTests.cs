@@ -83,4 +83,13 @@ public sealed class GenerateFormRulesTests
         Assert.Equal(("sd_xl_refiner_1.0", (double?)0.75), (request.Refiner, request.RefinerSwitchAt));
         Assert.Equal(["Refiner switch at: 'soon' is not a number"], GenerationInfotext.Parse("x\nSteps: 3, Refiner: r, Refiner switch at: soon").Problems);
     }
+
+    [Fact]
+    public void The_vae_is_read_back_by_file_name()
+    {
+        var (request, problems) = GenerationInfotext.Parse("a castle\nSteps: 30, Seed: 5, Model hash: 0123456789, Model: demo, VAE hash: 735e4c3a44, VAE: vae-ft-mse-840000-ema-pruned.safetensors, Version: SdAppliance");
+        Assert.Empty(problems);
+        Assert.Equal("vae-ft-mse-840000-ema-pruned.safetensors", request.Vae);
+        Assert.Null(GenerationInfotext.Parse("a castle\nSteps: 30, Model: demo").Request.Vae);
+    }
 }
