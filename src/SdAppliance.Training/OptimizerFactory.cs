@@ -18,9 +18,15 @@ public static class OptimizerFactory
             }))),
             OptimizerKind.Adam => new Adam(groups.Select(g => new ParamGroup<AdamOptions>(g.Parameters,
                 new AdamOptions { Lr = g.LearningRate, Beta1 = config.AdamBeta1, Beta2 = config.AdamBeta2, Eps = config.AdamEpsilon }))),
+            OptimizerKind.AdamW8bit => new AdamW8bit(groups.Select(g => new ParamGroup<AdamW8bitOptions>(g.Parameters, new AdamW8bitOptions
+            {
+                Lr = g.LearningRate, Beta1 = config.AdamBeta1, Beta2 = config.AdamBeta2, Eps = config.AdamEpsilon, WeightDecay = config.AdamWeightDecay,
+            }))),
             OptimizerKind.Sgd => new Sgd(groups.Select(g => new ParamGroup<SgdOptions>(g.Parameters, new SgdOptions { Lr = g.LearningRate }))),
             OptimizerKind.Lion => new Lion(groups.Select(g => new ParamGroup<LionOptions>(g.Parameters,
                 new LionOptions { Lr = g.LearningRate, WeightDecay = config.AdamWeightDecay }))),
+            OptimizerKind.Lion8bit => new Lion8bit(groups.Select(g => new ParamGroup<Lion8bitOptions>(g.Parameters,
+                new Lion8bitOptions { Lr = g.LearningRate, WeightDecay = config.AdamWeightDecay }))),
             OptimizerKind.Adafactor => new Adafactor(groups.Select(g => new ParamGroup<AdafactorOptions>(g.Parameters,
                 new AdafactorOptions { Lr = g.LearningRate, RelativeStep = false, ScaleParameter = false, WarmupInit = false }))),
             OptimizerKind.Prodigy => new Prodigy(groups.Select(g => new ParamGroup<ProdigyOptions>(g.Parameters, new ProdigyOptions

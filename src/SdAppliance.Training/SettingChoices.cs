@@ -27,6 +27,25 @@ public enum OptimizerKind
     Lion,
     Adafactor,
     Prodigy,
+    AdamW8bit,
+    Lion8bit,
+}
+
+/// <summary>The per-pixel loss (<see cref="TrainingConfig.LossType"/>), as kohya's conditional_loss.</summary>
+public enum LossKind
+{
+    L2,
+    L1,
+    Huber,
+    SmoothL1,
+}
+
+/// <summary>How the huber and smooth_l1 threshold follows the timestep (<see cref="TrainingConfig.HuberSchedule"/>).</summary>
+public enum HuberScheduleKind
+{
+    Snr,
+    Exponential,
+    Constant,
 }
 
 /// <summary>

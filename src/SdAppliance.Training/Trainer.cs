@@ -41,7 +41,8 @@ public sealed record TrainingReport(
 
 /// <summary>
 /// The training loop of every method: noise and uniform timesteps, epsilon or v targets from the
-/// model's scheduler config, MSE with min-SNR-gamma weighting and noise offset, prior preservation,
+/// model's scheduler config, kohya's losses (l2, l1, huber, smooth_l1; masked by a mask folder or the alpha channel) with
+/// min-SNR-gamma and v-prediction weighting, noise offset, pyramid noise, input perturbation and zero terminal SNR (<see cref="Losses"/>), prior preservation,
 /// gradient accumulation and clipping, the engine's optimizers and LR schedules, CUDA mixed
 /// precision, gradient checkpointing; atomic saved training states from which a run resumes exactly
 /// (trained values, optimizer, schedule, step, data position, random generators).
@@ -96,6 +97,9 @@ public sealed class Trainer
     private readonly TrainingMethodKind methodKind;
     private readonly AutocastPrecision precision;
     private readonly OptimizerKind optimizerKind;
+    private readonly LossKind lossKind;
+    private readonly HuberScheduleKind huberSchedule;
+    private LossMasks? lossMasks;
     // Known once the dataset is scanned: max_train_epochs counts its batches, a prompt may be its first caption.
     private int totalSteps;
     private IReadOnlyList<SamplePrompt> samplePrompts = [];
@@ -107,7 +111,9 @@ public sealed class Trainer
         this.run = run;
         methodKind = TrainingConfig.MethodChoices.Parse(config.Method);
         precision = TrainingConfig.PrecisionChoices.Parse(config.MixedPrecision);
-        optimizerKind = TrainingConfig.OptimizerChoices.Parse(config.Optimizer);
+        optimizerKind = config.ResolveOptimizer();
+        lossKind = TrainingConfig.LossTypeChoices.Parse(config.LossType);
+        huberSchedule = TrainingConfig.HuberScheduleChoices.Parse(config.HuberSchedule);
     }
 
     private TrainingReport Run(string? resumeFrom, IProgress<TrainingEvent>? progress, Action? stepBoundary, RunControl? control, CancellationToken cancellationToken)
@@ -123,12 +129,22 @@ public sealed class Trainer
         var name = config.OutputName ?? Path.GetFileName(run.Path);
         // Read now, so that a mistake in a prompt file stops the run before the model loads.
         samplePrompts = SamplePrompt.Of(config, dataset.Items.FirstOrDefault()?.Caption ?? "");
+        // And the masks: a missing one stops the run before the model loads.
+        using var masks = LossMasks.ForRun(config, dataset);
+        lossMasks = masks;
 
         using var model = ModelLoader.Load(config.Model ?? throw new TrainingConfigException("model: give the base model (a diffusers folder or a .safetensors/.ckpt file)"),
             new ModelLoadOptions(Device: device), cancellationToken);
         // Its time ids carry an aesthetic score no dataset gives, and kohya trains no refiner either.
         if (model.Family == ModelFamily.XlRefiner)
             throw new TrainingConfigException($"model: '{config.Model}' is an SDXL refiner, which finishes a base model's images; train the SDXL base model instead");
+        // kohya refuses the first without v-parameterization and warns of the second ("training will be unexpected"): here both refuse.
+        if (config.ScaleVPredLossLikeNoisePred && model.PredictionType != "v_prediction")
+            throw new TrainingConfigException(
+                $"scale_v_pred_loss_like_noise_pred: '{config.Model}' predicts {model.PredictionType}, and this scale is for v_prediction models; leave it off");
+        if (config.ZeroTerminalSnr && model.PredictionType != "v_prediction")
+            throw new TrainingConfigException(
+                $"zero_terminal_snr: '{config.Model}' predicts {model.PredictionType}, which cannot learn the last timestep's pure noise; leave it off or train a v_prediction model");
         Engine.UseThreads(model.UnetThreadDemand(config.TrainBatchSize, config.Resolution, config.Resolution));
         dataset = new ClassImageGenerator(model, config).Complete(dataset, cancellationToken);
 
@@ -156,7 +172,7 @@ public sealed class Trainer
         using var textCache = !method.TrainsTextConditioning && captionsFixed
             ? new TextEmbeddingCache(caption => Encode(conditioner, [caption], grad: false))
             : null;
-        using var scheduler = SchedulerRegistry.FromConfig(SchedulerConfig.FromJson(model.SchedulerConfig.ToJsonString()));
+        using var scheduler = Losses.TrainingScheduler(model.SchedulerConfig.ToJsonString(), config.ZeroTerminalSnr);
         var target = TargetOf(scheduler);
         var lossScaler = precision == AutocastPrecision.Float16 ? new LossScaler() : null;
 
@@ -369,8 +385,14 @@ public sealed class Trainer
         var noise = torch.Randn(latents.Shape, generator).To(device, latents.DType);
         if (config.NoiseOffset > 0)
             noise = noise + torch.Randn([b, latents.Size(1), 1, 1], generator).To(device, latents.DType) * config.NoiseOffset;
+        // kohya's order of draws: noise, offset, pyramid, timesteps, input perturbation.
+        if (config.MultiresNoiseIterations is { } iterations)
+            noise = Losses.PyramidNoise(noise, iterations, config.MultiresNoiseDiscount, generator);
         var timesteps = torch.Randint(0, scheduler.NumTrainTimesteps, [b], generator).To(device);
-        var noisy = scheduler.AddNoise(latents, noise, timesteps);
+        // Input perturbation: the latents are noised with more than the target's noise.
+        var noisy = config.IpNoiseGamma > 0
+            ? scheduler.AddNoise(latents, noise + torch.Randn(latents.Shape, generator).To(device, latents.DType) * config.IpNoiseGamma, timesteps)
+            : scheduler.AddNoise(latents, noise, timesteps);
         var target = predicted == PredictionTarget.Velocity ? scheduler.GetVelocity(latents, noise, timesteps) : noise;
 
         UNetAddedConditions? added = null;
@@ -383,7 +405,12 @@ public sealed class Trainer
         Tensor prediction;
         using (AutocastFor(device))
             prediction = model.Unet.Forward(noisy, timesteps, text.PromptEmbeds, added);
-        var perExample = Functional.MseLoss(prediction.Float(), target.Float(), "none").Mean([1, 2, 3]);
+        // The threshold of huber and smooth_l1 follows each example's timestep (read back from the device only for them).
+        var huberC = lossKind is LossKind.Huber or LossKind.SmoothL1
+            ? Losses.HuberThresholds(lossKind, huberSchedule, config.HuberC, config.HuberScale, scheduler.AlphasCumprod, scheduler.NumTrainTimesteps, timesteps.Cpu().ToArray<long>())
+            : null;
+        var mask = lossMasks?.Batch(batch, latents.Size(2), latents.Size(3));
+        var perExample = Losses.PerExample(prediction.Float(), target.Float(), lossKind, huberC is null ? null : torch.Tensor(huberC), mask);
         perExample = perExample * LossWeights(scheduler, predicted, timesteps, batch, device);
         var loss = perExample.Sum() / config.GradientAccumulationSteps;
         var value = loss.Item() * config.GradientAccumulationSteps;
@@ -393,7 +420,8 @@ public sealed class Trainer
 
     /// <summary>
     /// Per-example weights whose sum is the batch loss: the reference DreamBooth loss (instance mean +
-    /// prior_loss_weight × class mean) and min-SNR-gamma (weights min(SNR, γ)/SNR, or /(SNR+1) for v).
+    /// prior_loss_weight × class mean), min-SNR-gamma (weights min(SNR, γ)/SNR, or /(SNR+1) for v) and
+    /// scale_v_pred_loss_like_noise_pred (SNR/(SNR+1), kohya's SNR capped at 1000).
     /// </summary>
     private Tensor LossWeights(Scheduler scheduler, PredictionTarget predicted, Tensor timesteps, IReadOnlyList<TrainingExample> batch, Device device)
     {
@@ -409,6 +437,11 @@ public sealed class Trainer
                 var snr = ac / (1 - ac);
                 weights[i] *= Math.Min(snr, gamma) / (predicted == PredictionTarget.Velocity ? snr + 1 : snr);
             }
+        }
+        if (config.ScaleVPredLossLikeNoisePred)
+        {
+            var t = timesteps.Cpu().ToArray<long>();
+            for (var i = 0; i < weights.Length; i++) weights[i] *= Losses.VPredictionScale(scheduler.AlphasCumprod[(int)t[i]]);
         }
         return torch.Tensor(weights.Select(w => (float)w).ToArray()).To(device);
     }

@@ -74,6 +74,12 @@ public sealed record TrainingConfig
     public bool? CacheLatents { get; init; }
     [Description("Keep the latent cache on disk next to the images too (edits invalidate it)")]
     public bool CacheLatentsToDisk { get; init; }
+    [Description("Weight the loss per pixel by a mask: from conditioning_data_dir, or from the images' alpha channel with alpha_mask")]
+    public bool MaskedLoss { get; init; }
+    [Description("masked_loss: the folder of masks, each named as its image (any image extension) and of its size; the red channel weighs each pixel (black 0, white 1)")]
+    public string? ConditioningDataDir { get; init; }
+    [Description("Weight the loss by each image's alpha channel (transparent 0, opaque 1; an image without one weighs 1 everywhere)")]
+    public bool AlphaMask { get; init; }
 
     // ---- the loop ----
     [Description("Images per batch")]
@@ -98,8 +104,11 @@ public sealed record TrainingConfig
     public double LrNumCycles { get; init; } = 1;
     [Description("The power of the polynomial schedule")]
     public double LrPower { get; init; } = 1;
-    [Description("The optimizer")]
+    [Description("The optimizer (kohya's optimizer_type); AdamW8bit and Lion8bit keep their moments in 8 bits, a quarter of the memory")]
     public string Optimizer { get; init; } = "AdamW";
+    [Description("The diffusers scripts' use_8bit_adam: AdamW8bit in place of AdamW")]
+    [JsonPropertyName("use_8bit_adam")]
+    public bool Use8BitAdam { get; init; }
     [Description("Adam/AdamW/Prodigy beta1")]
     public double AdamBeta1 { get; init; } = 0.9;
     [Description("Adam/AdamW/Prodigy beta2")]
@@ -120,6 +129,24 @@ public sealed record TrainingConfig
     public double? MinSnrGamma { get; init; }
     [Description("Noise offset (0.05-0.1 helps very dark and bright images)")]
     public double NoiseOffset { get; init; }
+    [Description("Multi-resolution (pyramid) noise: add this many coarser noise layers to the noise, as kohya's pyramid noise (6-10 is usual; off when not given)")]
+    public int? MultiresNoiseIterations { get; init; }
+    [Description("Multi-resolution noise: each coarser layer's weight is this times the one before (kohya's default 0.3)")]
+    public double MultiresNoiseDiscount { get; init; } = 0.3;
+    [Description("Input perturbation noise: the noisy latents are made from noise + ip_noise_gamma x new noise, while the target stays the first noise (0.1 is usual; 0: off)")]
+    public double IpNoiseGamma { get; init; }
+    [Description("The loss: l2 (mean squared error), l1, huber or smooth_l1 (pseudo-Huber; their threshold follows huber_schedule)")]
+    public string LossType { get; init; } = "l2";
+    [Description("huber and smooth_l1: how the threshold follows the timestep: snr (kohya's default), exponential or constant (huber_c throughout)")]
+    public string HuberSchedule { get; init; } = "snr";
+    [Description("huber and smooth_l1: the threshold (constant), the threshold at the last timestep (exponential) or the least one (snr)")]
+    public double HuberC { get; init; } = 0.1;
+    [Description("huber and smooth_l1: multiplies the constant and exponential thresholds (kohya's default 1)")]
+    public double HuberScale { get; init; } = 1.0;
+    [Description("v-prediction models: weight each example's loss by SNR/(SNR+1), so the timesteps weigh as in an epsilon model")]
+    public bool ScaleVPredLossLikeNoisePred { get; init; }
+    [Description("Rescale the training noise schedule to zero terminal SNR (the last timestep is pure noise); for v-prediction models only")]
+    public bool ZeroTerminalSnr { get; init; }
     [Description("Autocast on CUDA: bf16, or fp16 with loss scaling (CPU: no or bf16)")]
     public string MixedPrecision { get; init; } = "no";
     [Description("Recompute UNet activations in the backward pass: less memory, slower")]
@@ -211,11 +238,24 @@ public sealed record TrainingConfig
     // kohya spells optimizers in any case (AdamW, adamw).
     public static readonly SettingChoices<OptimizerKind> OptimizerChoices = new("optimizer", StringComparison.OrdinalIgnoreCase,
         ("AdamW", OptimizerKind.AdamW), ("Adam", OptimizerKind.Adam), ("SGD", OptimizerKind.Sgd), ("Lion", OptimizerKind.Lion), ("Adafactor", OptimizerKind.Adafactor),
-        ("Prodigy", OptimizerKind.Prodigy));
+        ("Prodigy", OptimizerKind.Prodigy), ("AdamW8bit", OptimizerKind.AdamW8bit), ("Lion8bit", OptimizerKind.Lion8bit));
+
+    public static readonly SettingChoices<LossKind> LossTypeChoices = new("loss_type", StringComparison.Ordinal,
+        ("l2", LossKind.L2), ("l1", LossKind.L1), ("huber", LossKind.Huber), ("smooth_l1", LossKind.SmoothL1));
+
+    public static readonly SettingChoices<HuberScheduleKind> HuberScheduleChoices = new("huber_schedule", StringComparison.Ordinal,
+        ("snr", HuberScheduleKind.Snr), ("exponential", HuberScheduleKind.Exponential), ("constant", HuberScheduleKind.Constant));
 
     public static IReadOnlyList<string> Methods => MethodChoices.Names;
 
     public static IReadOnlyList<string> Optimizers => OptimizerChoices.Names;
+
+    /// <summary>The optimizer the run steps with: <see cref="Optimizer"/>, AdamW8bit where <see cref="Use8BitAdam"/> asks for it.</summary>
+    public OptimizerKind ResolveOptimizer()
+    {
+        var kind = OptimizerChoices.Parse(Optimizer);
+        return Use8BitAdam && kind == OptimizerKind.AdamW ? OptimizerKind.AdamW8bit : kind;
+    }
 
     public static TrainingConfig Load(string path)
     {
@@ -363,6 +403,11 @@ public sealed record TrainingConfig
     /// <summary>Whether the run keeps each image's latents (<see cref="CacheLatents"/>, by default when every draw of an image is the same crop).</summary>
     public bool CachesLatents() => CacheLatents ?? CenterCrop;
 
+    private static string Fmt(double value) => value.ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>Whether the loss is weighted per pixel (<see cref="MaskedLoss"/>, or <see cref="AlphaMask"/> alone as in kohya).</summary>
+    public bool MasksLoss() => MaskedLoss || AlphaMask;
+
     /// <summary>Checks every setting before any work starts; the message names the field and the fix.</summary>
     public void Validate()
     {
@@ -386,6 +431,8 @@ public sealed record TrainingConfig
         Require(LearningRate > 0, $"learning_rate: {LearningRate} must be positive");
         Require(MaxGradNorm >= 0, $"max_grad_norm: {MaxGradNorm} must be zero (off) or positive");
         var optimizer = OptimizerChoices.Parse(Optimizer);
+        Require(!Use8BitAdam || optimizer is OptimizerKind.AdamW or OptimizerKind.AdamW8bit,
+            $"use_8bit_adam: it turns AdamW into AdamW8bit, and the optimizer is {Optimizer}; leave use_8bit_adam out, or set optimizer to AdamW8bit");
         Require(DCoef > 0, $"d_coef: {DCoef} must be positive (1 is Prodigy's own estimate)");
         // Prodigy estimates one step size for everything it trains; a group may only be frozen (0) besides.
         Require(optimizer != OptimizerKind.Prodigy || TextEncoderLr is null || TextEncoderLr == 0 || TextEncoderLr == ScaledLearningRate(),
@@ -410,6 +457,20 @@ public sealed record TrainingConfig
         Require(CenterCrop || !CacheLatentsToDisk,
             "cache_latents_to_disk: a random crop (center_crop false) draws a new window each time, which cannot be cached; leave cache_latents_to_disk off or set center_crop true");
         Require(CacheLatents != false || !CacheLatentsToDisk, "cache_latents_to_disk: keeping latents on disk caches them; set cache_latents true or leave it out");
+        Require(NoiseOffset >= 0, $"noise_offset: {Fmt(NoiseOffset)} must not be negative (0: off)");
+        Require(MultiresNoiseIterations is null or >= 1, $"multires_noise_iterations: {MultiresNoiseIterations} must be at least 1 (leave it out for none)");
+        Require(MultiresNoiseDiscount is > 0 and <= 1, $"multires_noise_discount: {Fmt(MultiresNoiseDiscount)} must be in (0, 1] (kohya's default is 0.3)");
+        Require(IpNoiseGamma >= 0, $"ip_noise_gamma: {Fmt(IpNoiseGamma)} must not be negative (0: off; 0.1 is usual)");
+        LossTypeChoices.Parse(LossType);
+        HuberScheduleChoices.Parse(HuberSchedule);
+        Require(HuberC > 0 && double.IsFinite(HuberC), $"huber_c: {Fmt(HuberC)} must be positive (kohya's default is 0.1)");
+        Require(HuberScale > 0 && double.IsFinite(HuberScale), $"huber_scale: {Fmt(HuberScale)} must be positive (1 leaves the threshold as huber_c gives it)");
+        Require(!MaskedLoss || ConditioningDataDir is not null || AlphaMask,
+            "masked_loss: give the folder of masks (conditioning_data_dir), or set alpha_mask to use the images' alpha channel");
+        Require(ConditioningDataDir is null || MaskedLoss,
+            "conditioning_data_dir: the masks are used only with masked_loss; set masked_loss true or leave conditioning_data_dir out");
+        Require(ConditioningDataDir is null || !AlphaMask,
+            "alpha_mask: the mask comes from conditioning_data_dir or from the alpha channel, not both; leave one out");
         switch (method)
         {
             case TrainingMethodKind.Lora:

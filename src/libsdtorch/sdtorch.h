@@ -190,6 +190,22 @@ enum {
 };
 SDT_API double sdt_bench_native(int kind, const sdt_tensor* inputs, int n_inputs, int iterations);
 
+// ---- 8-bit optimizers (optim8bit.cpp) ----
+// One step of AdamW8bit or Lion8bit over a contiguous float32 CPU parameter and gradient whose moments are uint8
+// codes of the parameter's size with a float32 absmax per block of 2048 (state2/absmax2/code2/bounds2/start2 only
+// for AdamW8bit, else NULL). code is the 256 values of a dynamic code, bounds the 255 boundaries between neighbours,
+// start (uint8, 65536) the number of boundaries <= the lowest float of each value of a float's top 16 bits; code1
+// is the signed one. AdamW8bit: p += step_size * m / (sqrt(v) + eps * correction2), then p *= 1 - lr * wd;
+// Lion8bit: p *= 1 - lr * wd, p -= lr * sign(beta1 m + (1 - beta1) g), m = beta2 m + (1 - beta2) g. 0 or -1.
+enum {
+  SDT_OPTIM_ADAMW8BIT = 0,
+  SDT_OPTIM_LION8BIT = 1,
+};
+SDT_API int sdt_optim_8bit_step_cpu(int algorithm, sdt_tensor param, sdt_tensor grad, sdt_tensor state1, sdt_tensor absmax1,
+                                    sdt_tensor state2, sdt_tensor absmax2, sdt_tensor code1, sdt_tensor bounds1, sdt_tensor start1,
+                                    sdt_tensor code2, sdt_tensor bounds2, sdt_tensor start2, double beta1, double beta2, double eps, double lr,
+                                    double weight_decay, double step_size, double correction2);
+
 #ifdef __cplusplus
 }
 #endif

@@ -9,7 +9,7 @@ public class OptimStateTests
     private const int TotalSteps = 8;
     private const int SavedAt = 3;
 
-    public static TheoryData<string> Optimizers => ["adamw_amsgrad", "adam", "sgd_nesterov", "lion", "adafactor_beta1", "adafactor_default", "prodigy"];
+    public static TheoryData<string> Optimizers => ["adamw_amsgrad", "adam", "sgd_nesterov", "lion", "adafactor_beta1", "adafactor_default", "prodigy", "adamw8bit", "lion8bit"];
 
     private static Optimizer Make(string name, Tensor[] ps) => name switch
     {
@@ -20,6 +20,9 @@ public class OptimStateTests
         "adafactor_beta1" => new Adafactor(ps, new AdafactorOptions { Lr = 0.05, RelativeStep = false, Beta1 = 0.9, WeightDecay = 0.01 }),
         "adafactor_default" => new Adafactor(ps),
         "prodigy" => new Prodigy(ps, new ProdigyOptions { WeightDecay = 0.01, UseBiasCorrection = true, D0 = 1e-3 }),
+        // W (12 values) has 8-bit moments, B (3) float32 ones: both kinds of state resume.
+        "adamw8bit" => new AdamW8bit(ps, new AdamW8bitOptions { Lr = 0.05, WeightDecay = 0.1, MinEightBitSize = 8 }),
+        "lion8bit" => new Lion8bit(ps, new Lion8bitOptions { Lr = 0.01, WeightDecay = 0.1, MinEightBitSize = 8 }),
         _ => throw new ArgumentException(name),
     };
 
@@ -76,7 +79,7 @@ public class OptimStateTests
         {
             using var state = opt.StateDict();
             var (w, b) = problem.Values;
-            return new(w, b, state.Tensors.ToDictionary(kv => kv.Key, kv => kv.Value.ToArray<float>()), state.Json.ToJsonString());
+            return new(w, b, state.Tensors.ToDictionary(kv => kv.Key, kv => kv.Value.Float().ToArray<float>()), state.Json.ToJsonString());
         }
 
         public bool SameAs(Outcome other) =>

@@ -56,6 +56,12 @@ public sealed class LoraMetadataTests
         Assert.Equal("None", m["ss_network_dropout"]);  // str(None): no --network_dropout
         Assert.Equal("None", m["ss_training_comment"]);
         Assert.Equal("10", m["ss_steps"]);
+        // The loss options at kohya's defaults: str() of each argparse value.
+        Assert.Equal(("None", "0.3", "False", "None"), (m["ss_multires_noise_iterations"], m["ss_multires_noise_discount"], m["ss_zero_terminal_snr"], m["ss_ip_noise_gamma"]));
+        Assert.Equal(("l2", "snr", "1.0", "0.1"), (m["ss_loss_type"], m["ss_huber_schedule"], m["ss_huber_scale"], m["ss_huber_c"]));
+        var huber = KohyaLoraExport.Metadata(model, config with { LossType = "huber", HuberC = 0.2, IpNoiseGamma = 0.1, MultiresNoiseIterations = 6, ZeroTerminalSnr = true },
+            new LoraNetworkOptions(), "out", 10, session);
+        Assert.Equal(("huber", "0.2", "0.1", "6", "True"), (huber["ss_loss_type"], huber["ss_huber_c"], huber["ss_ip_noise_gamma"], huber["ss_multires_noise_iterations"], huber["ss_zero_terminal_snr"]));
     }
 
     [Fact]

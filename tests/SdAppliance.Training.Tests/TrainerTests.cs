@@ -58,12 +58,35 @@ public sealed class TrainerTests : IDisposable
     [InlineData("finetune")]
     // Prodigy's estimate lives in the optimizer state's groups: a resume that lost it would restart from d0.
     [InlineData("lora", "Prodigy")]
+    // 8-bit moments: codes and block maxima written and read back (the tiny UNet's larger weights are quantised).
+    [InlineData("dreambooth", "AdamW8bit")]
+    [InlineData("dreambooth", "Lion8bit")]
     public void ResumingFromACheckpointEndsBitIdenticalToAnUninterruptedRun(string method, string optimizer = "AdamW")
     {
-        TrainingConfig Setup(string run, int steps = 6) => Config(method, run, steps) with
+        var resumed = AssertResumeIsBitIdentical(method, (run, steps) => Config(method, run, steps) with
         {
             SaveEveryNSteps = 100, Optimizer = optimizer, LearningRate = optimizer == "Prodigy" ? 1 : Config(method, run).LearningRate,
-        };
+        });
+        if (!optimizer.EndsWith("8bit", StringComparison.Ordinal)) return;
+        // The state that resumed holds 8-bit codes with their block maxima, not float moments.
+        using var state = TensorFile.Open(Path.Combine(resumed.RunFolder, "checkpoints", "step-000006", "optimizer.safetensors"));
+        var codes = state.Names.First(n => n.EndsWith(".state1", StringComparison.Ordinal) && state.Names.Contains(n[..^".state1".Length] + ".absmax1"));
+        using var t = state.ReadTensor(codes);
+        Assert.Equal(DType.UInt8, t.DType);
+    }
+
+    [Fact]
+    public void ResumingARunWithHuberLossInputPerturbationAndPyramidNoiseEndsBitIdentical() =>
+        // Their extra draws (the perturbation, the pyramid's factors and layers) come from the run's saved generator.
+        AssertResumeIsBitIdentical("lora", (run, steps) => Config("lora", run, steps) with
+        {
+            SaveEveryNSteps = 100, LossType = "huber", HuberSchedule = "snr", IpNoiseGamma = 0.1, MultiresNoiseIterations = 6, MultiresNoiseDiscount = 0.3,
+            NoiseOffset = 0.05,
+        });
+
+    private TrainingReport AssertResumeIsBitIdentical(string method, Func<string, int, TrainingConfig> setup)
+    {
+        TrainingConfig Setup(string run, int steps = 6) => setup(run, steps);
         var straight = Trainer.Train(Setup("straight"));
         var interrupted = Setup("interrupted", steps: 3);
         Trainer.Train(interrupted);
@@ -82,6 +105,7 @@ public sealed class TrainerTests : IDisposable
         }
         Assert.NotEmpty(straight.Outputs);
         Assert.All(straight.Outputs, o => Assert.True(File.Exists(o) || Directory.Exists(o), o));
+        return resumed;
     }
 
     [Fact]
@@ -173,6 +197,93 @@ public sealed class TrainerTests : IDisposable
                 count++;
             }
         return total / count;
+    }
+
+    [Fact]
+    public void EachLossAndNoiseOptionChangesWhatTheRunTrains()
+    {
+        var plain = Config("lora", "l2", steps: 1);
+        byte[] Trained(TrainingConfig config)
+        {
+            var report = Trainer.Train(config);
+            using var file = TensorFile.Open(Assert.Single(report.Outputs));
+            return [.. file.Names.Order(StringComparer.Ordinal).SelectMany(file.ReadBytes)];
+        }
+        var baseline = Trained(plain);
+        Assert.Equal(baseline, Trained(plain with { Output = Path.Combine(root, "l2-again") }));
+        var variants = new (string Name, TrainingConfig Config)[]
+        {
+            ("l1", plain with { LossType = "l1" }),
+            ("huber", plain with { LossType = "huber" }),
+            ("smooth_l1", plain with { LossType = "smooth_l1", HuberSchedule = "constant" }),
+            ("ip_noise_gamma", plain with { IpNoiseGamma = 0.1 }),
+            ("multires", plain with { MultiresNoiseIterations = 6 }),
+        };
+        foreach (var (name, config) in variants)
+            Assert.False(baseline.AsSpan().SequenceEqual(Trained(config with { Output = Path.Combine(root, name) })), $"{name} trained the weights of l2");
+    }
+
+    [Fact]
+    public void AWhiteMaskTrainsTheWeightsOfNoMaskAndAMissingMaskStopsTheRunBeforeItTrains()
+    {
+        var plain = Config("lora", "unmasked", steps: 2);
+        var masks = Path.Combine(root, "masks");
+        Directory.CreateDirectory(masks);
+        var white = new RgbImage(64, 64, 3);
+        white.Pixels.AsSpan().Fill(255);
+        for (var i = 0; i < 4; i++) ImageCodec.Save(white, Path.Combine(masks, $"img{i}.{(i % 2 == 0 ? "png" : "jpg")}"));
+        var unmasked = Trainer.Train(plain);
+        var masked = Trainer.Train(plain with { Output = Path.Combine(root, "masked"), MaskedLoss = true, ConditioningDataDir = masks });
+        using (var a = TensorFile.Open(Assert.Single(unmasked.Outputs)))
+        using (var b = TensorFile.Open(Assert.Single(masked.Outputs)))
+            foreach (var name in a.Names)
+                Assert.True(a.ReadBytes(name).AsSpan().SequenceEqual(b.ReadBytes(name)), $"{name} differs with a mask of ones");
+        // Black on the left half: the loss counts only the right half's pixels, so it differs.
+        var half = new RgbImage(64, 64, 3);
+        for (var y = 0; y < 64; y++)
+            for (var x = 32; x < 64; x++) half.Pixel(x, y)[0] = 255;
+        foreach (var file in Directory.GetFiles(masks)) File.Delete(file);
+        for (var i = 0; i < 4; i++) ImageCodec.Save(half, Path.Combine(masks, $"img{i}.png"));
+        var halved = Trainer.Train(plain with { Output = Path.Combine(root, "halved"), MaskedLoss = true, ConditioningDataDir = masks });
+        Assert.True(double.IsFinite(halved.FinalSmoothedLoss));
+        Assert.NotEqual(unmasked.FinalSmoothedLoss, halved.FinalSmoothedLoss);
+        // alpha_mask alone masks the loss too (these images are opaque: they weigh 1, so the weights are those of no mask).
+        var alpha = Trainer.Train(plain with { Output = Path.Combine(root, "alpha"), AlphaMask = true });
+        Assert.Equal(unmasked.FinalSmoothedLoss, alpha.FinalSmoothedLoss);
+
+        File.Delete(Path.Combine(masks, "img3.png"));
+        var error = Assert.Throws<TrainingConfigException>(() => Trainer.Train(plain with { Output = Path.Combine(root, "missing"), MaskedLoss = true, ConditioningDataDir = masks }));
+        Assert.Equal("conditioning_data_dir", error.Subject);
+        Assert.Contains("img3.png", error.Message);
+        Assert.False(Directory.Exists(Path.Combine(root, "missing", "checkpoints")));
+    }
+
+    [Fact]
+    public void ZeroTerminalSnrAndTheVPredictionScaleTrainAVPredictionModelAndRefuseAnEpsilonOne()
+    {
+        var vModel = Path.Combine(root, "tiny-sd-v");
+        CopyFolder(TinyModel, vModel);
+        var schedulerFile = Path.Combine(vModel, "scheduler", "scheduler_config.json");
+        File.WriteAllText(schedulerFile, File.ReadAllText(schedulerFile).Replace("\"epsilon\"", "\"v_prediction\"", StringComparison.Ordinal));
+        var config = Config("lora", "vpred", steps: 3) with
+        {
+            Model = vModel, ZeroTerminalSnr = true, ScaleVPredLossLikeNoisePred = true, MinSnrGamma = 5, LossType = "smooth_l1", HuberSchedule = "exponential",
+        };
+        var report = Trainer.Train(config);
+        Assert.Equal(3, report.Steps);
+        Assert.True(double.IsFinite(report.FinalSmoothedLoss), $"loss {report.FinalSmoothedLoss}");
+
+        var epsilon = config with { Model = TinyModel, Output = Path.Combine(root, "eps1"), ScaleVPredLossLikeNoisePred = false };
+        Assert.StartsWith("zero_terminal_snr: ", Assert.Throws<TrainingConfigException>(() => Trainer.Train(epsilon)).Message);
+        Assert.StartsWith("scale_v_pred_loss_like_noise_pred: ",
+            Assert.Throws<TrainingConfigException>(() => Trainer.Train(epsilon with { Output = Path.Combine(root, "eps2"), ZeroTerminalSnr = false, ScaleVPredLossLikeNoisePred = true })).Message);
+
+        static void CopyFolder(string from, string to)
+        {
+            Directory.CreateDirectory(to);
+            foreach (var file in Directory.GetFiles(from)) File.Copy(file, Path.Combine(to, Path.GetFileName(file)));
+            foreach (var dir in Directory.GetDirectories(from)) CopyFolder(dir, Path.Combine(to, Path.GetFileName(dir)));
+        }
     }
 
     [Fact]

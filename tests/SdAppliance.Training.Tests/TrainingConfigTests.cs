@@ -60,6 +60,19 @@ public sealed class TrainingConfigTests
     }
 
     [Fact]
+    public void Use8BitAdamTurnsAdamWIntoAdamW8bitAndRefusesAnotherOptimizer()
+    {
+        var config = new TrainingConfig { Output = "o", Data = "d" };
+        Assert.Equal(OptimizerKind.AdamW, config.ResolveOptimizer());
+        Assert.Equal(OptimizerKind.AdamW8bit, (config with { Use8BitAdam = true }).ResolveOptimizer());
+        Assert.Equal(OptimizerKind.Lion8bit, (config with { Optimizer = "lion8bit" }).ResolveOptimizer());
+        Assert.Equal("use_8bit_adam", TrainingConfig.FieldName(typeof(TrainingConfig).GetProperty(nameof(TrainingConfig.Use8BitAdam))!));
+        var error = Assert.Throws<TrainingConfigException>(() => (config with { Use8BitAdam = true, Optimizer = "Lion" }).Validate());
+        Assert.Equal("use_8bit_adam", error.Subject);
+        Assert.Contains("set optimizer to AdamW8bit", error.Message);
+    }
+
+    [Fact]
     public void ARefusalsLeadingFieldIsItsSubjectAsTheApiNamesIt()
     {
         var error = Assert.Throws<TrainingConfigException>(() => TrainingConfig.MethodChoices.Parse("magic"));

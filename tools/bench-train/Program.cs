@@ -1,13 +1,16 @@
 // bench-train: speed and peak memory of LoRA and DreamBooth training steps, printed as `name: value unit` lines.
 //   dotnet run -c Release --project tools/bench-train [-- --device cuda] [--mixed-precision bf16|fp16] [--threads N]
-//       [--quick] [--full] [--case NAME]
+//       [--quick] [--full] [--case NAME] [--resolution PIXELS]
 // A step is what the trainer does per optimizer step at batch 1: UNet forward on noisy latents and a text
-// conditioning, MSE against the noise, backward, gradient clipping at 1.0, AdamW (lr 1e-4), zero grads.
+// conditioning, MSE against the noise, backward, gradient clipping at 1.0, AdamW (lr 1e-4), zero grads. The *_8bit
+// cases step with AdamW8bit instead; *_optimizer_state is the bytes of the optimizer's state after the steps.
 // Models: the tiny fixture (tests/fixtures/tiny-sd, 64x64 images = 8x8 latents, its [1,77,32] text) and
 // an SD 1.5-shaped UNet with random weights (models/configs/sd15, 512x512 = 64x64 latents, [1,77,768] text).
 // LoRA is kohya's network (dim 16, alpha 8) on the frozen UNet; DreamBooth trains every UNet weight.
 // --quick runs the tiny cases only; the default adds SD 1.5 LoRA with and without gradient checkpointing;
 // SD 1.5 DreamBooth runs on CUDA, and on CPU only with --full (AdamW states alone are ~7 GB there).
+// --resolution sets the SD 1.5 cases' image size (default 512; 256 fits DreamBooth's activations in a smaller box).
+// AdamW against AdamW8bit, the memory table: --case for each of tiny/sd15 lora/dreambooth and their *_8bit twins.
 // Peak memory: each case runs in a child process of this tool (`--case NAME`), so that nothing an earlier
 // case allocated (and the allocator kept) counts towards the next: on CPU the peak resident set (VmHWM: the
 // runtime, the model, the optimizer states and the activations; *_start_rss is the runtime's share), on
@@ -32,6 +35,8 @@ var mixedPrecision = Arg("--mixed-precision") ?? "no";
 var quick = args.Contains("--quick");
 var full = args.Contains("--full");
 var onlyCase = Arg("--case");
+var sd15Resolution = Arg("--resolution") is { } resolutionText ? int.Parse(resolutionText, CultureInfo.InvariantCulture) : 512;
+if (sd15Resolution < 64 || sd15Resolution % 64 != 0) return Fail($"--resolution: {sd15Resolution} must be a multiple of 64");
 if (mixedPrecision is not ("no" or "bf16" or "fp16"))
     return Fail($"--mixed-precision: '{mixedPrecision}' is not one of no, bf16, fp16");
 if (mixedPrecision == "fp16" && !device.IsCuda)
@@ -49,10 +54,14 @@ var (tinyWarmUp, tinyRepeats) = quick ? (2, 5) : (3, 15);
 BenchCase[] cases =
 [
     new("tiny_lora", Sd15: false, Lora: true, Checkpointing: false, tinyWarmUp, tinyRepeats),
+    new("tiny_lora_8bit", Sd15: false, Lora: true, Checkpointing: false, tinyWarmUp, tinyRepeats, EightBit: true),
     new("tiny_dreambooth", Sd15: false, Lora: false, Checkpointing: false, tinyWarmUp, tinyRepeats),
+    new("tiny_dreambooth_8bit", Sd15: false, Lora: false, Checkpointing: false, tinyWarmUp, tinyRepeats, EightBit: true),
     new("sd15_lora", Sd15: true, Lora: true, Checkpointing: false, bigWarmUp, bigRepeats),
+    new("sd15_lora_8bit", Sd15: true, Lora: true, Checkpointing: false, bigWarmUp, bigRepeats, EightBit: true),
     new("sd15_lora_gc", Sd15: true, Lora: true, Checkpointing: true, bigWarmUp, bigRepeats),
     new("sd15_dreambooth", Sd15: true, Lora: false, Checkpointing: false, bigWarmUp, bigRepeats),
+    new("sd15_dreambooth_8bit", Sd15: true, Lora: false, Checkpointing: false, bigWarmUp, bigRepeats, EightBit: true),
 ];
 
 if (onlyCase is not null)
@@ -67,10 +76,11 @@ Console.WriteLine($"libtorch: {Engine.TorchVersion}");
 Console.WriteLine($"device: {device}");
 Console.WriteLine($"threads: {Engine.NumThreads}");
 Console.WriteLine($"mixed_precision: {mixedPrecision}");
+Console.WriteLine($"sd15_resolution: {sd15Resolution}");
 Console.WriteLine($"peak_memory: {(device.IsCuda ? "CUDA allocator peak" : "VmHWM")}, one child process per case");
 // Other work on the machine makes libtorch's threads wait for a core: the load says how much.
 ReportLoad("load_average_start");
-var selected = cases.Where(c => !c.Sd15 || (!quick && (c.Name != "sd15_dreambooth" || full || device.IsCuda))).ToList();
+var selected = cases.Where(c => !c.Sd15 || (!quick && (c.Lora || full || device.IsCuda))).ToList();
 var failures = 0;
 foreach (var c in selected)
 {
@@ -144,9 +154,9 @@ void RunCase(BenchCase c)
             trainable = [.. unet.Parameters()];
         }
         if (c.Checkpointing) unet.EnableGradientCheckpointing();
-        using var optimizer = new AdamW(trainable, new AdamWOptions { Lr = 1e-4 });
+        using Optimizer optimizer = c.EightBit ? new AdamW8bit(trainable, new AdamW8bitOptions { Lr = 1e-4 }) : new AdamW(trainable, new AdamWOptions { Lr = 1e-4 });
 
-        var latent = (long)(unet.Config.SampleSize is { Count: > 0 } s ? s[0] : 64);
+        var latent = c.Sd15 ? sd15Resolution / 8 : (long)(unet.Config.SampleSize is { Count: > 0 } s ? s[0] : 64);
         using var text = torch.Randn([1, 77, unet.Config.CrossAttentionDimPerBlock[0]], generator).To(device).DetachFromDisposeScope();
         var scaler = mixedPrecision == "fp16" ? new LossScaler() : null;
 
@@ -198,6 +208,8 @@ void RunCase(BenchCase c)
         Report($"{c.Name}_forward", Median(s => s.Forward), "s");
         Report($"{c.Name}_backward", Median(s => s.Backward), "s");
         Report($"{c.Name}_optimizer", Median(s => s.Optimizer), "s");
+        using (var state = optimizer.StateDict())
+            Report($"{c.Name}_optimizer_state", state.Tensors.Values.Sum(t => t.NumEl * (double)t.DType.ElementSize()) / 1048576.0, "MiB");
         if (device.IsCuda)
         {
             var stats = Cuda.GetMemoryStats(CudaIndex());
@@ -291,4 +303,4 @@ static string? FindRepositoryRoot()
     return null;
 }
 
-internal sealed record BenchCase(string Name, bool Sd15, bool Lora, bool Checkpointing, int WarmUp, int Repeats);
+internal sealed record BenchCase(string Name, bool Sd15, bool Lora, bool Checkpointing, int WarmUp, int Repeats, bool EightBit = false);

@@ -27,6 +27,7 @@ public static class TrainingRequests
             Concepts = Resolve(paths, "concepts", config.Concepts),
             DatasetConfig = Resolve(paths, "dataset_config", config.DatasetConfig),
             ClassData = Resolve(paths, "class_data", config.ClassData),
+            ConditioningDataDir = Resolve(paths, "conditioning_data_dir", config.ConditioningDataDir),
             SamplePromptsFile = Resolve(paths, "sample_prompts_file", config.SamplePromptsFile),
             Output = folder,
             DeviceName = device,

@@ -79,6 +79,8 @@ public static class TrainingSettings
         ["optimizer"] = TrainingConfig.Optimizers,
         ["lr_scheduler"] = Torch.Optim.LrSchedule.Names,
         ["mixed_precision"] = TrainingConfig.PrecisionChoices.Names,
+        ["loss_type"] = TrainingConfig.LossTypeChoices.Names,
+        ["huber_schedule"] = TrainingConfig.HuberScheduleChoices.Names,
     };
 
     /// <summary>The five methods, each with what it does and when to choose it.</summary>

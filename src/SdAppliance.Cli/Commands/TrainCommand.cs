@@ -185,6 +185,7 @@ public static class TrainCommand
             Concepts = Absolute(config.Concepts),
             DatasetConfig = Absolute(config.DatasetConfig),
             ClassData = Absolute(config.ClassData),
+            ConditioningDataDir = Absolute(config.ConditioningDataDir),
         };
     }
 
@@ -277,12 +278,14 @@ public static class TrainCommand
         "preset" => string.Join('|', TrainingPresets.All.Keys),
         "mixed_precision" => string.Join('|', TrainingConfig.PrecisionChoices.Names),
         "optimizer" => string.Join('|', TrainingConfig.Optimizers),
+        "loss_type" => string.Join('|', TrainingConfig.LossTypeChoices.Names),
+        "huber_schedule" => string.Join('|', TrainingConfig.HuberScheduleChoices.Names),
         "lr_scheduler" => "NAME",
         "sample_prompts" => "P1|P2",
         _ when type == typeof(bool) => "true|false",
         _ when type == typeof(int) || type == typeof(long) => "N",
         _ when type == typeof(double) => "X",
-        _ when name is "model" or "data" or "output" or "concepts" or "class_data" or "dataset_config" => "PATH",
+        _ when name is "model" or "data" or "output" or "concepts" or "class_data" or "conditioning_data_dir" or "dataset_config" => "PATH",
         _ => "TEXT",
     };
 

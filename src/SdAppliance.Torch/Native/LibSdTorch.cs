@@ -85,6 +85,10 @@ internal static unsafe partial class LibSdTorch
 
     [LibraryImport(Lib)] internal static partial double sdt_bench_native(int kind, IntPtr* inputs, int nInputs, int iterations);
 
+    [LibraryImport(Lib)] internal static partial int sdt_optim_8bit_step_cpu(int algorithm, IntPtr param, IntPtr grad, IntPtr state1, IntPtr absmax1,
+        IntPtr state2, IntPtr absmax2, IntPtr code1, IntPtr bounds1, IntPtr start1, IntPtr code2, IntPtr bounds2, IntPtr start2, double beta1, double beta2, double eps, double lr,
+        double weightDecay, double stepSize, double correction2);
+
     /// <summary>sdt_arg: one argument of a packed operator call.</summary>
     [StructLayout(LayoutKind.Explicit, Size = 16)]
     internal struct Arg

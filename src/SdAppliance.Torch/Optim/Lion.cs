@@ -46,13 +46,19 @@ public sealed class Lion : Optimizer<LionOptions>
             grads[i] = grad;
             expAvgs[i] = state["exp_avg"];
         }
-        if (o.WeightDecay != 0) Foreach.Mul_(parameters, 1 - o.Lr * o.WeightDecay);
-        var updates = Foreach.Mul(expAvgs, o.Beta1);
-        Foreach.Add_(updates, grads, 1 - o.Beta1);
+        Update(parameters, grads, expAvgs, o.Lr, o.Beta1, o.Beta2, o.WeightDecay);
+    }
+
+    /// <summary>One Lion step of lists of parameters, gradients and momenta, one list operator per term.</summary>
+    internal static void Update(Tensor[] parameters, Tensor[] grads, Tensor[] expAvgs, double lr, double beta1, double beta2, double weightDecay)
+    {
+        if (weightDecay != 0) Foreach.Mul_(parameters, 1 - lr * weightDecay);
+        var updates = Foreach.Mul(expAvgs, beta1);
+        Foreach.Add_(updates, grads, 1 - beta1);
         // libtorch 1.13 has no list sign: one call per tensor.
         foreach (var u in updates) u.Sign_();
-        Foreach.Add_(parameters, updates, -o.Lr);
-        Foreach.Mul_(expAvgs, o.Beta2);
-        Foreach.Add_(expAvgs, grads, 1 - o.Beta2);
+        Foreach.Add_(parameters, updates, -lr);
+        Foreach.Mul_(expAvgs, beta2);
+        Foreach.Add_(expAvgs, grads, 1 - beta2);
     }
 }

@@ -27,4 +27,14 @@ internal static class OptimMath
     public static Tensor Dot(Tensor a, Tensor b) => Op.Get("aten::dot").Begin().T(a).T(b).Call();
 
     public static Tensor Stack(IReadOnlyList<Tensor> tensors) => Op.Get("aten::stack").Begin().Tensors(tensors).I(0).Call();
+
+    /// <summary>
+    /// The bucket of each value among sorted <paramref name="boundaries"/>: i with boundaries[i-1] &lt; x ≤ boundaries[i], or with
+    /// <paramref name="right"/> boundaries[i-1] ≤ x &lt; boundaries[i] (torch.bucketize), as int64.
+    /// </summary>
+    public static Tensor Bucketize(Tensor x, Tensor boundaries, bool right) =>
+        Op.Get("aten::bucketize", "Tensor").Begin().T(x).T(boundaries).B(false).B(right).Call();
+
+    /// <summary>Pads the last dimensions with zeros: (before, after) pairs from the last dimension inwards.</summary>
+    public static Tensor ConstantPad(Tensor x, long[] padding) => Op.Get("aten::constant_pad_nd").Begin().T(x).Ints(padding).D(0).Call();
 }

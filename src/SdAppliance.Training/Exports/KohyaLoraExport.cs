@@ -113,6 +113,15 @@ public static class KohyaLoraExport
         m["ss_clip_skip"] = Int(config.ClipSkip);
         m["ss_noise_offset"] = F(config.NoiseOffset);
         m["ss_min_snr_gamma"] = config.MinSnrGamma is { } g ? F(g) : "None";
+        // The loss options, as train_network.py writes them (str(None) for one not given; 0 is "not given" for ip_noise_gamma).
+        m["ss_multires_noise_iterations"] = config.MultiresNoiseIterations is { } iterations ? Int(iterations) : "None";
+        m["ss_multires_noise_discount"] = F(config.MultiresNoiseDiscount);
+        m["ss_zero_terminal_snr"] = PythonText.Bool(config.ZeroTerminalSnr);
+        m["ss_ip_noise_gamma"] = config.IpNoiseGamma > 0 ? F(config.IpNoiseGamma) : "None";
+        m["ss_loss_type"] = config.LossType;
+        m["ss_huber_schedule"] = config.HuberSchedule;
+        m["ss_huber_scale"] = F(config.HuberScale);
+        m["ss_huber_c"] = F(config.HuberC);
         m["ss_prior_loss_weight"] = F(config.PriorLossWeight);
         m["ss_enable_bucket"] = PythonText.Bool(config.EnableBucket);
         m["ss_flip_aug"] = PythonText.Bool(config.FlipAug);

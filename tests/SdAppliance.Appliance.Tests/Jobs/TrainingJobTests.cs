@@ -119,6 +119,10 @@ public sealed class TrainingJobTests : IDisposable
         var outside = await Assert.ThrowsAsync<UserInputException>(() => appliance.SubmitAsync(JobKind.Training, "alice", new { data = "../../etc" }));
         Assert.Equal("data", outside.Subject);
         Assert.Contains("'../../etc'", outside.Message, StringComparison.Ordinal);
+        // The mask folder of masked_loss is a path of the data folder too.
+        var masks = await Assert.ThrowsAsync<UserInputException>(() =>
+            appliance.SubmitAsync(JobKind.Training, "alice", new { data = "datasets/squares", masked_loss = true, conditioning_data_dir = "../../etc" }));
+        Assert.Equal("conditioning_data_dir", masks.Subject);
         var unknown = await Assert.ThrowsAsync<TrainingConfigException>(() => appliance.SubmitAsync(JobKind.Training, "alice", new { data = "datasets/squares", network_rank = 4 }));
         Assert.StartsWith("network_rank: not a setting (in 'request')", unknown.Message, StringComparison.Ordinal);
         Assert.Empty(await appliance.Jobs.ListAsync(new Caller("alice", IsAdmin: false), null, CancellationToken.None));
