@@ -65,6 +65,18 @@ public sealed class KohyaConfig
         ["sample_every_n_epochs"] = "sample_every_n_epochs",
         ["sample_prompts"] = "sample_prompts_file",
         ["sample_sampler"] = "sample_sampler",
+        ["loss_type"] = "loss_type",
+        ["huber_schedule"] = "huber_schedule",
+        ["huber_c"] = "huber_c",
+        ["huber_scale"] = "huber_scale",
+        ["scale_v_pred_loss_like_noise_pred"] = "scale_v_pred_loss_like_noise_pred",
+        ["zero_terminal_snr"] = "zero_terminal_snr",
+        ["ip_noise_gamma"] = "ip_noise_gamma",
+        ["multires_noise_iterations"] = "multires_noise_iterations",
+        ["multires_noise_discount"] = "multires_noise_discount",
+        ["masked_loss"] = "masked_loss",
+        ["alpha_mask"] = "alpha_mask",
+        ["conditioning_data_dir"] = "conditioning_data_dir",
         ["token_string"] = "placeholder_token",
         ["init_word"] = "initializer_token",
         ["num_vectors_per_token"] = "num_vectors",
@@ -74,7 +86,7 @@ public sealed class KohyaConfig
     private static readonly IReadOnlySet<string> ZeroIsOff = new HashSet<string>(StringComparer.Ordinal)
     {
         "max_train_epochs", "epoch", "max_train_steps", "min_snr_gamma", "save_every_n_epochs", "save_every_n_steps", "sample_every_n_steps",
-        "sample_every_n_epochs",
+        "sample_every_n_epochs", "multires_noise_iterations",
     };
 
     /// <summary>Keys handled one by one below (their meaning depends on other keys).</summary>
@@ -105,7 +117,6 @@ public sealed class KohyaConfig
         ["max_token_length"] = "prompts are read in 75-token chunks, as A1111",
         ["gpu_ids"] = "device is the run's setting", ["multi_gpu"] = "one device", ["num_processes"] = "one device", ["num_machines"] = "one device",
         ["main_process_port"] = "one device", ["dynamo_backend"] = "compilation", ["model_list"] = "the GUI's model picker",
-        ["multires_noise_discount"] = "multires noise is off (multires_noise_iterations)",
     };
 
     /// <summary>Keys that would change what trains, with kohya's default: at that value (or unset) they change nothing; at another, they are refused.</summary>
@@ -116,17 +127,11 @@ public sealed class KohyaConfig
         ["bucket_reso_steps"] = (64L, "the bucket step is 64 here"),
         ["face_crop_aug_range"] = (null, "face-crop augmentation is not supported"),
         ["noise_offset_type"] = ("Original", "only the original noise offset is supported"),
-        ["multires_noise_iterations"] = (0L, "multires noise is not supported"),
         ["adaptive_noise_scale"] = (0L, "adaptive noise scale is not supported"),
-        ["ip_noise_gamma"] = (0L, "input perturbation noise is not supported"),
         ["min_timestep"] = (0L, "timesteps are drawn from the whole range"),
         ["max_timestep"] = (1000L, "timesteps are drawn from the whole range"),
-        ["scale_v_pred_loss_like_noise_pred"] = (false, "the v-prediction loss is not rescaled"),
         ["v_pred_like_loss"] = (0L, "the v-prediction-like loss is not supported"),
         ["debiased_estimation_loss"] = (false, "the debiased estimation loss is not supported"),
-        ["zero_terminal_snr"] = (false, "zero terminal SNR is not supported"),
-        ["loss_type"] = ("l2", "the loss is the mean squared error"),
-        ["masked_loss"] = (false, "masked loss is not supported"),
         ["weighted_captions"] = (false, "caption weights are read as A1111 prompt syntax, always"),
         ["stop_text_encoder_training"] = (0L, "the text encoder trains for the whole run or not at all"),
         ["network_weights"] = (null, "training on from a LoRA file is not supported (resume a run instead)"),
@@ -450,14 +455,16 @@ public sealed class KohyaConfig
             {
                 var kind = name.ToLowerInvariant() switch
                 {
-                    "adamw8bit" or "pagedadamw8bit" or "pagedadamw" or "pagedadamw32bit" => "AdamW",
-                    "lion8bit" or "pagedlion8bit" => "Lion",
+                    // Paging moves the same optimizer's state between devices: memory only.
+                    "pagedadamw8bit" => "AdamW8bit",
+                    "pagedadamw" or "pagedadamw32bit" => "AdamW",
+                    "pagedlion8bit" => "Lion8bit",
                     _ => TrainingConfig.Optimizers.FirstOrDefault(o => string.Equals(o, name, StringComparison.OrdinalIgnoreCase)),
                 };
                 if (kind is null) refused.Add($"optimizer_type = {Show(name)} (the optimizers here: {string.Join(", ", TrainingConfig.Optimizers)})");
                 else
                 {
-                    if (!string.Equals(kind, name, StringComparison.OrdinalIgnoreCase)) notes.Add($"optimizer {name} is {kind}: the same update, kept in 32 bits");
+                    if (!string.Equals(kind, name, StringComparison.OrdinalIgnoreCase)) notes.Add($"optimizer {name} is {kind}: the same update, its state kept in this device's memory");
                     settings["optimizer"] = kind;
                 }
             }
