@@ -85,7 +85,7 @@ public sealed class KohyaConfigTests
             "sample_prompts": "ink drawing of a cat --w 512 --h 512\n\nink drawing of a dog --d 7",
             "sample_every_n_epochs": 1,
             "sample_sampler": "euler_a",
-            "fused_backward_pass": true
+            "some_future_option": "on"
         }
         """;
 
@@ -117,8 +117,14 @@ public sealed class KohyaConfigTests
         lr_scheduler = "cosine_with_restarts"
         lr_scheduler_num_cycles = 3
         lr_warmup_steps = 100
-        optimizer_type = "AdamW8bit"
+        optimizer_type = "PagedAdamW8bit"
         optimizer_args = ["weight_decay=0.1", "betas=0.9,0.99"]
+        loss_type = "huber"
+        huber_schedule = "exponential"
+        huber_c = 0.2
+        multires_noise_iterations = 6
+        multires_noise_discount = 0.25
+        ip_noise_gamma = 0.1
         mixed_precision = "bf16"
         seed = 7
         save_every_n_epochs = 2
@@ -189,7 +195,7 @@ public sealed class KohyaConfigTests
         Assert.Null(config.SamplePromptsFile);
 
         // Every key is accounted for: mapped, without effect, or named as not applied.
-        Assert.Equal(["fused_backward_pass = true: not a setting this trainer knows", "save_precision = \"bf16\": results are saved in float32, or float16 with save_fp16"],
+        Assert.Equal(["save_precision = \"bf16\": results are saved in float32, or float16 with save_fp16", "some_future_option = \"on\": not a setting this trainer knows"],
             kohya.NotApplied.Order(StringComparer.Ordinal));
         foreach (var key in new[] { "xformers", "mem_eff_attn", "bucket_no_upscale", "bucket_reso_steps", "conv_dim", "conv_alpha", "color_aug", "v2", "logging_dir", "block_dims", "reg_data_dir", "lr_warmup" })
             Assert.Contains(key, kohya.NoEffect);
@@ -223,7 +229,10 @@ public sealed class KohyaConfigTests
         Assert.Equal("cosine_with_restarts", config.LrScheduler);
         Assert.Equal(3, config.LrNumCycles);
         Assert.Equal(100, config.LrWarmupSteps);
-        Assert.Equal("AdamW8bit", config.Optimizer);
+        Assert.Equal("AdamW8bit", config.Optimizer);  // paging only moves the optimizer's state
+        Assert.Contains("optimizer PagedAdamW8bit is AdamW8bit: the same update, its state not paged", kohya.Notes);
+        Assert.Equal(("huber", "exponential", 0.2), (config.LossType, config.HuberSchedule, config.HuberC));
+        Assert.Equal((6, 0.25, 0.1), (config.MultiresNoiseIterations, config.MultiresNoiseDiscount, config.IpNoiseGamma));
         Assert.Equal(0.1, config.AdamWeightDecay);
         Assert.Equal(0.9, config.AdamBeta1);
         Assert.Equal(0.99, config.AdamBeta2);
@@ -317,7 +326,7 @@ public sealed class KohyaConfigTests
             "use_scalar = true (LyCORIS's trained scalar is not supported)",
             "resolution = \"512,768\" (training sizes are square here: resolution is one side, and enable_bucket trains other aspect ratios at that area)",
             "network_module = \"networks.dylora\" (kohya's networks.lora and LyCORIS's lycoris.kohya with algo lora, locon, loha or lokr are trained here)",
-            "optimizer_type = \"DAdaptAdam\" (the optimizers here: AdamW, Adam, SGD, Lion, Adafactor, Prodigy, AdamW8bit, Lion8bit)",
+            $"optimizer_type = \"DAdaptAdam\" (the optimizers here: {string.Join(", ", TrainingConfig.Optimizers)})",
             "remove these keys or set kohya's defaults",
         ], refused);
     }

@@ -41,6 +41,7 @@ public sealed class KohyaDatasetConfig
         ["keep_tokens"] = "keep_tokens",
         ["caption_extension"] = "caption_extension",
         ["caption_dropout_rate"] = "caption_dropout_rate",
+        ["alpha_mask"] = "alpha_mask",
     };
 
     /// <summary>Subset keys (at any level) that describe each subset's folder rather than the run.</summary>
@@ -76,10 +77,9 @@ public sealed class KohyaDatasetConfig
             ["cache_info"] = (false, false, "the dataset is scanned each run"),
             ["sample_ratio"] = (1.0, false, "subset sampling ratios are not supported"),
             ["resize_interpolation"] = (null, false, "images are resized with this trainer's own filter"),
-            ["alpha_mask"] = (false, false, "alpha masks are not supported (transparency is composited over white)"),
             ["recursive"] = (false, false, "subset folders are not searched recursively (kohya N_name sub-folders are read)"),
             ["metadata_file"] = (null, false, "kohya's fine-tuning metadata is not supported: give an image folder with caption files, or a metadata.jsonl folder"),
-            ["conditioning_data_dir"] = (null, false, "ControlNet datasets are not supported"),
+            ["conditioning_data_dir"] = (null, false, "a subset's conditioning folder is not read: give the masks of masked_loss as the run's conditioning_data_dir"),
         };
 
     private KohyaDatasetConfig(string path, IReadOnlyDictionary<string, JsonNode> settings, IReadOnlyList<ConceptSpec> concepts,
@@ -270,7 +270,7 @@ public sealed class KohyaDatasetConfig
             var at = $"{where}.{key}";
             JsonNode? node = key switch
             {
-                "flip_aug" or "shuffle_caption" => AsBool(value, at) is { } b ? JsonValue.Create(b) : null,
+                "flip_aug" or "shuffle_caption" or "alpha_mask" => AsBool(value, at) is { } b ? JsonValue.Create(b) : null,
                 "random_crop" => AsBool(value, at) is { } random ? JsonValue.Create(!random) : null,
                 "keep_tokens" => AsWhole(value, at) is { } n ? JsonValue.Create(n) : null,
                 "caption_extension" => AsText(value, at) is { } text ? JsonValue.Create(text) : null,
