@@ -51,8 +51,8 @@ public sealed class HostileWeightsTests : IDisposable
         var e = Assert.Throws<WeightsException>(() => LoraFile.Load(path).Dispose());
         Assert.IsAssignableFrom<UserInputException>(e);
         Assert.Equal(path, e.Subject);
-        Assert.Equal($"attn1_to_q {part}", e.Tensor);
-        Assert.Equal($"attn1_to_q {part} holds 1 NaN or infinite values (of {(part == "down" ? 8 : 6)}); the file is damaged or was saved from a training run that diverged", e.Problem);
+        Assert.Equal($"attn1_to_q lora_{part}", e.Tensor);
+        Assert.Equal($"attn1_to_q lora_{part} holds 1 NaN or infinite values (of {(part == "down" ? 8 : 6)}); the file is damaged or was saved from a training run that diverged", e.Problem);
     }
 
     public static TheoryData<long[], float[], string> BadAlphas() => new()
