@@ -388,7 +388,10 @@ public sealed class Trainer
         // kohya's order of draws: noise, offset, pyramid, timesteps, input perturbation.
         if (config.MultiresNoiseIterations is { } iterations)
             noise = Losses.PyramidNoise(noise, iterations, config.MultiresNoiseDiscount, generator);
-        var timesteps = torch.Randint(0, scheduler.NumTrainTimesteps, [b], generator).To(device);
+        var drawnSteps = torch.Randint(0, scheduler.NumTrainTimesteps, [b], generator);
+        // The per-example weights and thresholds read the steps here, where they were drawn, not back from the device.
+        var steps = drawnSteps.ToArray<long>();
+        var timesteps = drawnSteps.To(device);
         // Input perturbation: the latents are noised with more than the target's noise.
         var noisy = config.IpNoiseGamma > 0
             ? scheduler.AddNoise(latents, noise + torch.Randn(latents.Shape, generator).To(device, latents.DType) * config.IpNoiseGamma, timesteps)
@@ -405,13 +408,13 @@ public sealed class Trainer
         Tensor prediction;
         using (AutocastFor(device))
             prediction = model.Unet.Forward(noisy, timesteps, text.PromptEmbeds, added);
-        // The threshold of huber and smooth_l1 follows each example's timestep (read back from the device only for them).
+        // The threshold of huber and smooth_l1 follows each example's timestep.
         var huberC = lossKind is LossKind.Huber or LossKind.SmoothL1
-            ? Losses.HuberThresholds(lossKind, huberSchedule, config.HuberC, config.HuberScale, scheduler.AlphasCumprod, scheduler.NumTrainTimesteps, timesteps.Cpu().ToArray<long>())
+            ? Losses.HuberThresholds(lossKind, huberSchedule, config.HuberC, config.HuberScale, scheduler.AlphasCumprod, scheduler.NumTrainTimesteps, steps)
             : null;
         var mask = lossMasks?.Batch(batch, latents.Size(2), latents.Size(3));
         var perExample = Losses.PerExample(prediction.Float(), target.Float(), lossKind, huberC is null ? null : torch.Tensor(huberC), mask);
-        perExample = perExample * LossWeights(scheduler, predicted, timesteps, batch, device);
+        perExample = perExample * LossWeights(scheduler, predicted, steps, batch, device);
         var loss = perExample.Sum() / config.GradientAccumulationSteps;
         var value = loss.Item() * config.GradientAccumulationSteps;
         (scaler is null ? loss : loss * scaler.Scale).Backward();
@@ -423,26 +426,22 @@ public sealed class Trainer
     /// prior_loss_weight × class mean), min-SNR-gamma (weights min(SNR, γ)/SNR, or /(SNR+1) for v) and
     /// scale_v_pred_loss_like_noise_pred (SNR/(SNR+1), kohya's SNR capped at 1000).
     /// </summary>
-    private Tensor LossWeights(Scheduler scheduler, PredictionTarget predicted, Tensor timesteps, IReadOnlyList<TrainingExample> batch, Device device)
+    private Tensor LossWeights(Scheduler scheduler, PredictionTarget predicted, long[] timesteps, IReadOnlyList<TrainingExample> batch, Device device)
     {
         var priors = batch.Count(e => e.Item.IsPrior);
         var instances = batch.Count - priors;
         var weights = batch.Select(e => e.Item.IsPrior ? config.PriorLossWeight / priors : 1.0 / instances).ToArray();
         if (config.MinSnrGamma is { } gamma)
         {
-            var t = timesteps.Cpu().ToArray<long>();
             for (var i = 0; i < weights.Length; i++)
             {
-                var ac = scheduler.AlphasCumprod[(int)t[i]];
+                var ac = scheduler.AlphasCumprod[(int)timesteps[i]];
                 var snr = ac / (1 - ac);
                 weights[i] *= Math.Min(snr, gamma) / (predicted == PredictionTarget.Velocity ? snr + 1 : snr);
             }
         }
         if (config.ScaleVPredLossLikeNoisePred)
-        {
-            var t = timesteps.Cpu().ToArray<long>();
-            for (var i = 0; i < weights.Length; i++) weights[i] *= Losses.VPredictionScale(scheduler.AlphasCumprod[(int)t[i]]);
-        }
+            for (var i = 0; i < weights.Length; i++) weights[i] *= Losses.VPredictionScale(scheduler.AlphasCumprod[(int)timesteps[i]]);
         return torch.Tensor(weights.Select(w => (float)w).ToArray()).To(device);
     }
 
