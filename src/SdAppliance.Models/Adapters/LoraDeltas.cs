@@ -14,9 +14,7 @@ public static class LoraDeltas
     /// <summary>LoRA/LoCon: <c>up · down</c> (each flattened past its first dimension), in <paramref name="shape"/>.</summary>
     public static Tensor Lora(Tensor up, Tensor down, long[] shape)
     {
-        using var u = up.Flatten(1);
-        using var d = down.Flatten(1);
-        using var product = u.Mm(d);
+        using var product = Product(up, down);
         return product.Reshape(shape);
     }
 
