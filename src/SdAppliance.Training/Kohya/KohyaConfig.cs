@@ -449,7 +449,7 @@ public sealed class KohyaConfig
             else if (values.ContainsKey("factor")) noEffect.Add("factor");
             if (values.TryGetValue("network_args", out var args) && !IsUnset(args))
             {
-                var items = args is List<object?> list ? list.Select(a => a?.ToString() ?? "") : (args?.ToString() ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                var items = Items(args);
                 foreach (var item in items)
                 {
                     var (name, value) = Pair(item);
@@ -518,7 +518,7 @@ public sealed class KohyaConfig
                 }
             }
             if (!values.TryGetValue("optimizer_args", out var args) || IsUnset(args)) return;
-            var items = args is List<object?> list ? list.Select(a => a?.ToString() ?? "") : (args?.ToString() ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            var items = Items(args);
             foreach (var item in items)
             {
                 var (key, value) = Pair(item);
@@ -631,6 +631,10 @@ public sealed class KohyaConfig
             refused.Add($"{key} = {Show(value)} (must be {expected})");
             return null;
         }
+
+        /// <summary>network_args and optimizer_args: a TOML list of "name=value" items, or the GUI's one text of them, space-separated.</summary>
+        private static IEnumerable<string> Items(object? args) =>
+            args is List<object?> list ? list.Select(a => a?.ToString() ?? "") : (args?.ToString() ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries);
 
         private static (string Key, string Value) Pair(string item)
         {
