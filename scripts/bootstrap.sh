@@ -19,6 +19,8 @@ for pkg in libturbojpeg0-dev libpng-dev libwebp-dev; do installed "$pkg" || miss
 installed chromium || missing+=(chromium)
 # The ONNX checker (full check and shape inference) that the ONNX export tests run on every exported file.
 installed python3-onnx || missing+=(python3-onnx)
+# gloo's headers, which c10d's Gloo process group (data-parallel training) is compiled against in the shim.
+installed libgloo-dev || missing+=(libgloo-dev)
 if ! installed libtorch-dev; then
   if [[ -n "${SDAPP_LIBTORCH:-}" ]]; then
     echo "bootstrap: using libtorch from SDAPP_LIBTORCH=$SDAPP_LIBTORCH"

@@ -54,6 +54,24 @@ if [[ -f "$libdir/libtorch_cuda.so" ]]; then
   fi
 fi
 
+# Data-parallel training uses c10d's Gloo process group, whose header needs gloo's own headers (Debian: libgloo-dev;
+# the PyTorch wheels ship them), and on CUDA builds its NCCL one, which needs nccl.h.
+gloo_dir=""
+for d in "${includes[@]}" /usr/include; do [[ -f "$d/gloo/algorithm.h" ]] && { gloo_dir="$d"; break; }; done
+if [[ -n "$gloo_dir" ]]; then
+  flags+=(-DUSE_C10D_GLOO)
+  [[ " ${includes[*]} " == *" $gloo_dir "* ]] || flags+=(-idirafter "$gloo_dir")
+else
+  echo "libsdtorch: gloo headers not found (Debian: apt-get install libgloo-dev); building without data-parallel training" >&2
+  flags+=(-DSDT_WITHOUT_GLOO)
+fi
+if [[ -f "$libdir/libtorch_cuda.so" ]]; then
+  for d in "${includes[@]}" /usr/include "${CUDA_HOME:-/usr/local/cuda}/include" \
+           "$(python3 -c 'import nvidia.nccl, os; print(os.path.join(nvidia.nccl.__path__[0], "include"))' 2>/dev/null || true)"; do
+    [[ -n "$d" && -f "$d/nccl.h" ]] && { flags+=(-DUSE_C10D_NCCL -DSDT_WITH_NCCL -idirafter "$d"); break; }
+  done
+fi
+
 # Up to date when the library is newer than every source and was built against this same libtorch,
 # so switching libtorch (SDAPP_LIBTORCH, a new python torch) rebuilds without any cleaning.
 stamp="$origin|$libdir|$(stat -c %Y "$libdir/libtorch_cpu.so" 2>/dev/null || echo 0)"
@@ -63,7 +81,7 @@ if [[ -f "$out/libsdtorch.so" && -f "$out/libsdtorch.origin" && "$(cat "$out/lib
 fi
 echo "libsdtorch: building against $origin ($libdir)"
 tmp="$out/libsdtorch.so.tmp.$$"
-g++ "${flags[@]}" "${includes[@]/#/-I}" "$here/sdtorch.cpp" "$here/bench.cpp" "$here/optim8bit.cpp" -o "$tmp" \
+g++ "${flags[@]}" "${includes[@]/#/-I}" "$here/sdtorch.cpp" "$here/bench.cpp" "$here/optim8bit.cpp" "$here/distributed.cpp" -o "$tmp" \
   -L"$libdir" -Wl,-rpath,"$libdir" "${libs[@]}"
 mv -f "$tmp" "$out/libsdtorch.so"
 echo "$stamp" > "$out/libsdtorch.origin"

@@ -206,6 +206,59 @@ SDT_API int sdt_optim_8bit_step_cpu(int algorithm, sdt_tensor param, sdt_tensor 
                                     sdt_tensor code2, sdt_tensor bounds2, sdt_tensor start2, double beta1, double beta2, double eps, double lr,
                                     double weight_decay, double step_size, double correction2);
 
+// ---- data parallel (distributed.cpp): libtorch's c10d ----
+// A TCPStore is the rendezvous: the server (rank 0's process) listens on host:port (port 0: any free one, read
+// it back with sdt_store_port), the others connect, every wait bounded by timeout_ms. A prefix store puts every
+// key of `inner` under "prefix/", so that several groups share one store. Values are bytes; get waits for the key.
+typedef void* sdt_store;          // c10::intrusive_ptr<c10d::Store>*
+typedef void* sdt_process_group;  // c10::intrusive_ptr<c10d::ProcessGroup>*
+typedef void* sdt_grad_buckets;   // gradient buckets all-reduced during backward
+SDT_API sdt_store sdt_tcp_store_new(const char* host, int port, int world_size, int is_server, int64_t timeout_ms);
+SDT_API sdt_store sdt_prefix_store_new(const char* prefix, sdt_store inner);
+SDT_API void sdt_store_free(sdt_store s);
+SDT_API int sdt_store_port(sdt_store s);  // a TCPStore's port, -1 on error
+SDT_API int sdt_store_set(sdt_store s, const char* key, const void* data, int64_t length);
+// Waits for the key and returns its value's length, copying the value into buffer when it fits in capacity bytes
+// (call again with a larger buffer when it does not); -1 on error (a timeout, a lost store).
+SDT_API int64_t sdt_store_get(sdt_store s, const char* key, void* buffer, int64_t capacity);
+SDT_API int64_t sdt_store_add(sdt_store s, const char* key, int64_t delta);  // the counter after adding; INT64_MIN on error
+SDT_API int sdt_store_check(sdt_store s, const char* key);  // 1 when the key exists, 0 when not, -1 on error
+SDT_API int sdt_store_set_timeout(sdt_store s, int64_t timeout_ms);
+// A process group of world_size ranks rendezvousing through the store; every collective fails after timeout_ms,
+// or as soon as a peer's connection drops. hostname: the address Gloo binds and announces (NULL: this machine's).
+enum {
+  SDT_BACKEND_GLOO = 0,
+  SDT_BACKEND_NCCL = 1,
+};
+enum {
+  SDT_REDUCE_SUM = 0,
+  SDT_REDUCE_AVG = 1,
+  SDT_REDUCE_MAX = 2,
+  SDT_REDUCE_MIN = 3,
+};
+SDT_API int sdt_nccl_available(void);  // 1 when this shim was built with ProcessGroupNCCL
+SDT_API sdt_process_group sdt_process_group_new(sdt_store store, int backend, int rank, int world_size, int64_t timeout_ms,
+                                                const char* hostname);
+SDT_API void sdt_process_group_free(sdt_process_group g);
+// In place, every rank the same list (same shapes and dtypes, in the same order). 0 or -1.
+SDT_API int sdt_all_reduce(sdt_process_group g, const sdt_tensor* tensors, int n, int op);
+// root's values into every rank's tensors, flattened into buckets of bucket_bytes. 0 or -1.
+SDT_API int sdt_broadcast(sdt_process_group g, const sdt_tensor* tensors, int n, int root, int64_t bucket_bytes);
+// Every rank's input into outputs[rank] (n_outputs = world size, each the input's shape and dtype). 0 or -1.
+SDT_API int sdt_all_gather(sdt_process_group g, sdt_tensor input, sdt_tensor* outputs, int n_outputs);
+SDT_API int sdt_barrier(sdt_process_group g);
+// Gradient buckets, as DistributedDataParallel's: the parameters' gradients in buckets (first_bucket_bytes, then
+// bucket_bytes, filled in reverse parameter order, one dtype and device each). During a backward after prepare, each
+// bucket starts its all-reduce (op: SUM or AVG) as soon as its gradients are final; finish (after backward) waits and
+// writes the reduced gradients to .grad. A parameter without a gradient on any rank keeps none. A backward without
+// prepare accumulates locally (gradient accumulation); finish reduces what .grad holds then.
+SDT_API sdt_grad_buckets sdt_grad_buckets_new(sdt_process_group g, const sdt_tensor* params, int n, int64_t bucket_bytes,
+                                              int64_t first_bucket_bytes, int op);
+SDT_API int sdt_grad_buckets_count(sdt_grad_buckets b);
+SDT_API int sdt_grad_buckets_prepare(sdt_grad_buckets b);
+SDT_API int sdt_grad_buckets_finish(sdt_grad_buckets b);
+SDT_API void sdt_grad_buckets_free(sdt_grad_buckets b);
+
 #ifdef __cplusplus
 }
 #endif

@@ -89,6 +89,28 @@ internal static unsafe partial class LibSdTorch
         IntPtr state2, IntPtr absmax2, IntPtr code1, IntPtr bounds1, IntPtr start1, IntPtr code2, IntPtr bounds2, IntPtr start2, double beta1, double beta2, double eps, double lr,
         double weightDecay, double stepSize, double correction2);
 
+    [LibraryImport(Lib, StringMarshalling = StringMarshalling.Utf8)] internal static partial IntPtr sdt_tcp_store_new(string host, int port, int worldSize, int isServer, long timeoutMs);
+    [LibraryImport(Lib, StringMarshalling = StringMarshalling.Utf8)] internal static partial IntPtr sdt_prefix_store_new(string prefix, IntPtr inner);
+    [LibraryImport(Lib)] internal static partial void sdt_store_free(IntPtr store);
+    [LibraryImport(Lib)] internal static partial int sdt_store_port(IntPtr store);
+    [LibraryImport(Lib, StringMarshalling = StringMarshalling.Utf8)] internal static partial int sdt_store_set(IntPtr store, string key, byte* data, long length);
+    [LibraryImport(Lib, StringMarshalling = StringMarshalling.Utf8)] internal static partial long sdt_store_get(IntPtr store, string key, byte* buffer, long capacity);
+    [LibraryImport(Lib, StringMarshalling = StringMarshalling.Utf8)] internal static partial long sdt_store_add(IntPtr store, string key, long delta);
+    [LibraryImport(Lib, StringMarshalling = StringMarshalling.Utf8)] internal static partial int sdt_store_check(IntPtr store, string key);
+    [LibraryImport(Lib)] internal static partial int sdt_store_set_timeout(IntPtr store, long timeoutMs);
+    [LibraryImport(Lib)] internal static partial int sdt_nccl_available();
+    [LibraryImport(Lib, StringMarshalling = StringMarshalling.Utf8)] internal static partial IntPtr sdt_process_group_new(IntPtr store, int backend, int rank, int worldSize, long timeoutMs, string? hostname);
+    [LibraryImport(Lib)] internal static partial void sdt_process_group_free(IntPtr group);
+    [LibraryImport(Lib)] internal static partial int sdt_all_reduce(IntPtr group, IntPtr* tensors, int n, int op);
+    [LibraryImport(Lib)] internal static partial int sdt_broadcast(IntPtr group, IntPtr* tensors, int n, int root, long bucketBytes);
+    [LibraryImport(Lib)] internal static partial int sdt_all_gather(IntPtr group, IntPtr input, IntPtr* outputs, int nOutputs);
+    [LibraryImport(Lib)] internal static partial int sdt_barrier(IntPtr group);
+    [LibraryImport(Lib)] internal static partial IntPtr sdt_grad_buckets_new(IntPtr group, IntPtr* parameters, int n, long bucketBytes, long firstBucketBytes, int op);
+    [LibraryImport(Lib)] internal static partial int sdt_grad_buckets_count(IntPtr buckets);
+    [LibraryImport(Lib)] internal static partial int sdt_grad_buckets_prepare(IntPtr buckets);
+    [LibraryImport(Lib)] internal static partial int sdt_grad_buckets_finish(IntPtr buckets);
+    [LibraryImport(Lib)] internal static partial void sdt_grad_buckets_free(IntPtr buckets);
+
     /// <summary>sdt_arg: one argument of a packed operator call.</summary>
     [StructLayout(LayoutKind.Explicit, Size = 16)]
     internal struct Arg
