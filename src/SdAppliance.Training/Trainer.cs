@@ -13,6 +13,7 @@ using SdAppliance.Torch;
 using SdAppliance.Torch.Nn;
 using SdAppliance.Torch.Optim;
 using SdAppliance.Training.Data;
+using SdAppliance.Training.Distributed;
 using SdAppliance.Training.Methods;
 using SdAppliance.Training.Runs;
 using SdAppliance.Training.Samples;
@@ -45,7 +46,8 @@ public sealed record TrainingReport(
 /// min-SNR-gamma and v-prediction weighting, noise offset, pyramid noise, input perturbation and zero terminal SNR (<see cref="Losses"/>), prior preservation,
 /// gradient accumulation and clipping, the engine's optimizers and LR schedules, CUDA mixed
 /// precision, gradient checkpointing; atomic saved training states from which a run resumes exactly
-/// (trained values, optimizer, schedule, step, data position, random generators).
+/// (trained values, optimizer, schedule, step, data position, random generators); data parallel over several
+/// processes and machines (<see cref="DataParallel"/>), where rank 0 alone writes the run folder.
 /// </summary>
 public sealed class Trainer
 {
@@ -56,19 +58,28 @@ public sealed class Trainer
     /// them, so its weights are those of a run never paused.
     /// </param>
     /// <param name="control">Requests from elsewhere (sample now, save now), taken at the next step boundary.</param>
+    /// <param name="rank">This process's rank when num_processes x num_machines is above 1 (<see cref="DataParallelRank.FromEnvironment"/>).</param>
     public static TrainingReport Train(TrainingConfig config, IProgress<TrainingEvent>? progress = null, CancellationToken cancellationToken = default, Action? stepBoundary = null,
-        RunControl? control = null)
+        RunControl? control = null, DataParallelRank? rank = null)
     {
         // The dataset config's settings are recorded in run.json with the rest, so a resume trains with the same ones.
         config = Kohya.KohyaDatasetConfig.Apply(config);
         config.Validate();
         var run = new RunFolder(config.Output!);
-        if (run.HoldsRun)
-            throw new TrainingConfigException($"output: '{run.Path}' already holds a run; resume it to continue, or choose another folder");
-        Directory.CreateDirectory(run.Path);
-        run.SaveConfig(config);
-        return new Trainer(config, run).Run(resumeFrom: null, progress, stepBoundary, control, cancellationToken);
+        if (rank is null && run.HoldsRun) throw HoldsRun(run);
+        using var parallel = DataParallel.Join(config, rank);
+        if (parallel is null || parallel.IsMain)
+        {
+            if (run.HoldsRun) throw HoldsRun(run);
+            Directory.CreateDirectory(run.Path);
+            run.SaveConfig(config);
+        }
+        parallel?.Barrier();
+        return new Trainer(config, run, parallel).Run(resumeFrom: null, progress, stepBoundary, control, cancellationToken);
     }
+
+    private static TrainingConfigException HoldsRun(RunFolder run) =>
+        new($"output: '{run.Path}' already holds a run; resume it to continue, or choose another folder");
 
     /// <summary>
     /// Continues the run in <paramref name="runFolder"/> from its last saved training state, to <paramref name="maxTrainSteps"/>
@@ -76,24 +87,29 @@ public sealed class Trainer
     /// </summary>
     /// <param name="stepBoundary">As <see cref="Train"/>'s.</param>
     /// <param name="control">As <see cref="Train"/>'s.</param>
+    /// <param name="rank">As <see cref="Train"/>'s: every rank resumes from the same saved state, so the run folder must be on storage every machine sees.</param>
     public static TrainingReport Resume(string runFolder, int? maxTrainSteps = null, IProgress<TrainingEvent>? progress = null, CancellationToken cancellationToken = default,
-        Action? stepBoundary = null, RunControl? control = null)
+        Action? stepBoundary = null, RunControl? control = null, DataParallelRank? rank = null)
     {
         var run = RunFolder.ToResume(runFolder);
         var config = run.LoadConfig();
-        if (maxTrainSteps is { } total)
-        {
-            config = config with { MaxTrainSteps = total, MaxTrainEpochs = null };
-            run.SaveConfig(config);
-        }
+        if (maxTrainSteps is { } total) config = config with { MaxTrainSteps = total, MaxTrainEpochs = null };
         config.Validate();
         var state = run.StateToResume();
-        run.RemoveUnfinishedWrites();
-        return new Trainer(config, run).Run(state, progress, stepBoundary, control, cancellationToken);
+        using var parallel = DataParallel.Join(config, rank);
+        if (parallel is null || parallel.IsMain)
+        {
+            if (maxTrainSteps is not null) run.SaveConfig(config);
+            run.RemoveUnfinishedWrites();
+        }
+        parallel?.Barrier();
+        return new Trainer(config, run, parallel).Run(state, progress, stepBoundary, control, cancellationToken);
     }
 
     private readonly TrainingConfig config;
     private readonly RunFolder run;
+    // Null for a one-process run; else this rank, which writes to the run folder only when it is rank 0.
+    private readonly DataParallel? parallel;
     private readonly TrainingMethodKind methodKind;
     private readonly AutocastPrecision precision;
     private readonly OptimizerKind optimizerKind;
@@ -105,10 +121,11 @@ public sealed class Trainer
     private IReadOnlyList<SamplePrompt> samplePrompts = [];
 
     /// <param name="config">Validated: its named choices are parsed here, once, and only the enums are used past this point.</param>
-    private Trainer(TrainingConfig config, RunFolder run)
+    private Trainer(TrainingConfig config, RunFolder run, DataParallel? parallel)
     {
         this.config = config;
         this.run = run;
+        this.parallel = parallel;
         methodKind = TrainingConfig.MethodChoices.Parse(config.Method);
         precision = TrainingConfig.PrecisionChoices.Parse(config.MixedPrecision);
         optimizerKind = config.ResolveOptimizer();
@@ -119,7 +136,10 @@ public sealed class Trainer
     private TrainingReport Run(string? resumeFrom, IProgress<TrainingEvent>? progress, Action? stepBoundary, RunControl? control, CancellationToken cancellationToken)
     {
         var started = Stopwatch.StartNew();
-        var device = Device.Parse(config.DeviceName);
+        var isMain = parallel is null || parallel.IsMain;
+        // Ranks stop together, at a step's end (DataParallel.EndStep): work inside a step is not cut short on one rank only.
+        var stepToken = parallel is null ? cancellationToken : CancellationToken.None;
+        var device = Device.Parse(parallel is null ? config.DeviceName : DataParallel.DeviceName(config, parallel.Rank));
         if (precision == AutocastPrecision.Float16 && !device.IsCuda)
             throw new TrainingConfigException("mixed_precision: fp16 needs a CUDA device (device cuda); on CPU use no or bf16");
         var dataset = TrainingDataset.Scan(DatasetOptions.Of(config), cancellationToken);
@@ -145,8 +165,15 @@ public sealed class Trainer
         if (config.ZeroTerminalSnr && model.PredictionType != "v_prediction")
             throw new TrainingConfigException(
                 $"zero_terminal_snr: '{config.Model}' predicts {model.PredictionType}, which cannot learn the last timestep's pure noise; leave it off or train a v_prediction model");
-        Engine.UseThreads(model.UnetThreadDemand(config.TrainBatchSize, config.Resolution, config.Resolution));
-        dataset = new ClassImageGenerator(model, config).Complete(dataset, cancellationToken);
+        // The ranks of one machine share its cores.
+        Engine.UseThreads(model.UnetThreadDemand(config.TrainBatchSize, config.Resolution, config.Resolution) with { ConcurrentJobs = parallel is null ? 1 : config.NumProcesses });
+        if (isMain) dataset = new ClassImageGenerator(model, config).Complete(dataset, cancellationToken);
+        if (parallel is not null)
+        {
+            // The others see the class images rank 0 drew once it has drawn them.
+            parallel.Barrier();
+            if (!isMain) dataset = new ClassImageGenerator(model, config).Complete(TrainingDataset.Scan(DatasetOptions.Of(config), cancellationToken), cancellationToken);
+        }
 
         model.Unet.Freeze();
         model.TextEncoder.Freeze();
@@ -154,7 +181,9 @@ public sealed class Trainer
         model.Vae.Freeze();
         if (config.GradientCheckpointing) model.Unet.EnableGradientCheckpointing();
 
-        var batchesPerEpoch = dataset.BatchesPerEpoch(config.TrainBatchSize);
+        // Each rank takes train_batch_size images of every global batch.
+        var globalBatchSize = config.TrainBatchSize * (parallel?.WorldSize ?? 1);
+        var batchesPerEpoch = dataset.BatchesPerEpoch(globalBatchSize);
         totalSteps = config.TotalSteps(batchesPerEpoch);
         var totalEpochs = config.Epochs(batchesPerEpoch);
 
@@ -167,7 +196,7 @@ public sealed class Trainer
         foreach (var e in method.Embeddings) embeddings.Add(e, owns: false);
         var conditioner = new PromptConditioner(model, embeddings);
         using var latentCache = LatentCache.ForRun(config, model.Vae);
-        Func<TrainingExample, Tensor> latentsOf = latentCache is null ? e => LatentCache.Encode(model.Vae, e) : e => latentCache.Get(e, cancellationToken);
+        Func<TrainingExample, Tensor> latentsOf = latentCache is null ? e => LatentCache.Encode(model.Vae, e) : e => latentCache.Get(e, stepToken);
         var captionsFixed = !config.ShuffleCaption && config.CaptionDropoutRate == 0;
         using var textCache = !method.TrainsTextConditioning && captionsFixed
             ? new TextEmbeddingCache(caption => Encode(conditioner, [caption], grad: false))
@@ -179,28 +208,44 @@ public sealed class Trainer
         var state = new RunState();
         if (resumeFrom is not null)
         {
-            state = TrainingStates.Load(resumeFrom, method, optimizer, schedule, noiseGenerator);
+            state = TrainingStates.Load(resumeFrom, method, optimizer, schedule, noiseGenerator, parallel?.Rank);
             if (lossScaler is not null) lossScaler.Scale = state.LossScale;
         }
+        var trained = method.ParameterGroups.SelectMany(g => g.Parameters).ToList();
+        parallel?.BroadcastFromMain(trained);
+        var buckets = parallel?.Buckets(trained, config.DdpBucketCapMb);
+        void SaveState()
+        {
+            state.LossScale = lossScaler?.Scale ?? 1;
+            // A collective: every rank's default generator goes into rank 0's saved state.
+            var generators = parallel?.GatherDefaultGenerators();
+            if (isMain) TrainingStates.Save(run.StatesFolder, state, method, optimizer, schedule, noiseGenerator, config.SaveLastK, generators);
+        }
 
-        using var log = new RunLog(run.Path);
+        using var log = isMain ? new RunLog(run.Path) : null;
         var samples = new List<string>();
         var microSteps = 0;
         var stepTimer = Stopwatch.StartNew();
         var stepsThisSession = 0L;
         var completed = false;
+        var stopAll = false;
         var epochsDone = EpochsDone(state, batchesPerEpoch);
         // The baseline: what the model draws before any training, to compare the samples with.
-        if (config.SampleAtStart && state.Step == 0)
-            samples.AddRange(Preserving(() => Sample(model, method, 0, cancellationToken)));
+        if (isMain && config.SampleAtStart && state.Step == 0)
+            samples.AddRange(Preserving(() => Sample(model, method, 0, stepToken)));
         try
         {
             while (state.Step < totalSteps)
             {
-                foreach (var batch in dataset.Batches(state.Epoch, config.TrainBatchSize, (ulong)config.Seed, state.BatchInEpoch))
+                foreach (var batch in dataset.Batches(state.Epoch, globalBatchSize, (ulong)config.Seed, state.BatchInEpoch))
                 {
-                    cancellationToken.ThrowIfCancellationRequested();
+                    if (stopAll) throw new OperationCanceledException(cancellationToken);
+                    if (parallel is null) cancellationToken.ThrowIfCancellationRequested();
+                    // The last micro-batch of an accumulation all-reduces the gradients during its backward.
+                    var synchronise = (microSteps + 1) % config.GradientAccumulationSteps == 0;
+                    if (synchronise) buckets?.Prepare();
                     var loss = MicroStep(model, method, conditioner, textCache, latentsOf, scheduler, target, noiseGenerator, batch, lossScaler);
+                    if (synchronise) buckets?.Finish();
                     state.BatchInEpoch++;
                     state.AccumulatedLoss += loss;
                     if (++microSteps % config.GradientAccumulationSteps != 0) continue;
@@ -211,13 +256,20 @@ public sealed class Trainer
                     stepsThisSession++;
                     if (stepped) method.AfterOptimizerStep(state.Step);
                     var stepLoss = state.AccumulatedLoss / config.GradientAccumulationSteps;
+                    if (parallel is not null)
+                    {
+                        // Each rank's loss is its share of the global batch's.
+                        var (sum, stop) = parallel.EndStep(state.AccumulatedLoss, cancellationToken.IsCancellationRequested);
+                        stepLoss = sum / config.GradientAccumulationSteps;
+                        stopAll = stop;
+                    }
                     state.AccumulatedLoss = 0;
                     // kohya shows a moving average over the recent steps; an exponential one keeps no history.
                     state.SmoothedLoss = state.Step == 1 || double.IsNaN(state.SmoothedLoss) ? stepLoss : 0.9 * state.SmoothedLoss + 0.1 * stepLoss;
                     var rate = stepsThisSession / Math.Max(stepTimer.Elapsed.TotalSeconds, 1e-9);
                     var evt = new TrainingEvent(state.Step, totalSteps, state.Epoch + 1, totalEpochs, stepLoss, state.SmoothedLoss,
                         optimizer.ReportedLearningRate, rate, TimeSpan.FromSeconds((totalSteps - state.Step) / Math.Max(rate, 1e-9)), MemoryBytes(device));
-                    log.Write(evt);
+                    log?.Write(evt);
                     progress?.Report(evt);
                     if (config.StopOnNan && !double.IsFinite(stepLoss))
                         throw new LossNotFiniteException(state.Step, stepLoss);
@@ -230,11 +282,10 @@ public sealed class Trainer
                     var saved = epochSaved || (config.SaveEveryNSteps is { } every && state.Step % every == 0 && state.Step < totalSteps);
                     if (saved)
                     {
-                        state.LossScale = lossScaler?.Scale ?? 1;
-                        TrainingStates.Save(run.StatesFolder, state, method, optimizer, schedule, noiseGenerator, config.SaveLastK);
-                        log.Flush();
+                        SaveState();
+                        log?.Flush();
                     }
-                    if (epochSaved)
+                    if (epochSaved && isMain)
                     {
                         // kohya's name for an epoch's results: NAME-000001.
                         method.TrainedOn = (dataset, epochsNow);
@@ -242,11 +293,12 @@ public sealed class Trainer
                     }
                     var sampled = EpochMark(config.SampleEveryNEpochs) || (config.SampleEveryNSteps is { } sampleEvery && state.Step % sampleEvery == 0);
                     epochsDone = epochsNow;
-                    if (sampled)
-                        samples.AddRange(Sample(model, method, state.Step, cancellationToken));
-                    if (control is not null)
-                        TakeRequests(control, saved, sampled, model, method, optimizer, schedule, noiseGenerator, lossScaler, dataset, state, name, log, samples, cancellationToken);
-                    if (stepBoundary is not null) LendDevice(stepBoundary);
+                    if (sampled && isMain)
+                        samples.AddRange(Sample(model, method, state.Step, stepToken));
+                    // Requests and lending the device are the main process's (the appliance hosts rank 0).
+                    if (control is not null && parallel is null)
+                        TakeRequests(control, saved, sampled, model, method, optimizer, schedule, noiseGenerator, lossScaler, dataset, state, name, log!, samples, cancellationToken);
+                    if (stepBoundary is not null && parallel is null) LendDevice(stepBoundary);
                     if (state.Step >= totalSteps) break;
                 }
                 if (state.Step >= totalSteps) break;
@@ -262,27 +314,29 @@ public sealed class Trainer
             optimizer.ZeroGrad();
             state.BatchInEpoch -= microSteps % config.GradientAccumulationSteps;
             state.AccumulatedLoss = 0;
-            state.LossScale = lossScaler?.Scale ?? 1;
-            TrainingStates.Save(run.StatesFolder, state, method, optimizer, schedule, noiseGenerator, config.SaveLastK);
+            SaveState();
             throw;
         }
         finally
         {
-            log.Flush();
+            log?.Flush();
         }
 
-        state.LossScale = lossScaler?.Scale ?? 1;
-        TrainingStates.Save(run.StatesFolder, state, method, optimizer, schedule, noiseGenerator, config.SaveLastK);
-        method.TrainedOn = (dataset, state.Epoch + 1);
-        var outputs = method.Export(run.Path, name, state.Step);
-        if (config.SampleEveryNSteps is not null || config.SampleEveryNEpochs is not null) samples.AddRange(Sample(model, method, state.Step, cancellationToken));
+        SaveState();
+        var outputs = new List<string>();
+        if (isMain)
+        {
+            method.TrainedOn = (dataset, state.Epoch + 1);
+            outputs.AddRange(method.Export(run.Path, name, state.Step));
+            if (config.SampleEveryNSteps is not null || config.SampleEveryNEpochs is not null) samples.AddRange(Sample(model, method, state.Step, cancellationToken));
+        }
         var report = new TrainingReport(run.Path, config.Method, state.Step, state.Epoch + 1, started.Elapsed, state.SmoothedLoss,
             outputs, dataset.Skipped, samples, completed)
         {
             CachedLatents = latentCache?.Count ?? 0,
             CachedLatentBytes = latentCache?.Bytes ?? 0,
         };
-        AtomicFile.WriteAllText(run.ReportFile, JsonSerializer.Serialize(report, TrainingConfig.Json));
+        if (isMain) AtomicFile.WriteAllText(run.ReportFile, JsonSerializer.Serialize(report, TrainingConfig.Json));
         return report;
     }
 
@@ -360,14 +414,41 @@ public sealed class Trainer
         return conditioner.EncodeBatch(captions, config.ClipSkip);
     }
 
-    /// <summary>One forward and backward pass over a batch; returns its loss.</summary>
+    /// <summary>
+    /// One forward and backward pass over this rank's share of a global batch (all of it in one process); returns the
+    /// share's part of the batch loss. The noise, timesteps and loss weights are those of the whole batch, drawn and
+    /// computed as one process does, of which the share keeps its rows: the ranks' gradients sum to the batch's.
+    /// </summary>
     private double MicroStep(StableDiffusionModel model, TrainingMethod method, PromptConditioner conditioner, TextEmbeddingCache? textCache,
         Func<TrainingExample, Tensor> latentsOf, Scheduler scheduler, PredictionTarget predicted, Generator generator, IReadOnlyList<TrainingExample> batch, LossScaler? scaler)
     {
         using var scope = torch.NewDisposeScope();
         var device = model.Device;
-        var latents = torch.Cat([.. batch.Select(latentsOf)]).To(device, model.DType);
-        var captions = batch.Select(e => e.Caption).ToList();
+        var (start, count) = parallel?.Share(batch.Count) ?? (0, batch.Count);
+        var share = batch.Skip(start).Take(count).ToList();
+        // A share left empty by a batch smaller than the ranks (a bucket's last) still draws the batch's numbers.
+        var latents = torch.Cat([.. (count > 0 ? share : batch.Take(1)).Select(latentsOf)]).To(device, model.DType);
+        long[] batchShape = [batch.Count, latents.Size(1), latents.Size(2), latents.Size(3)];
+        var b = batch.Count;
+        // Drawn on CPU from the run's generator (the resume state), then moved: the same numbers on any device.
+        var noise = torch.Randn(batchShape, generator);
+        if (config.NoiseOffset > 0)
+            noise = noise + torch.Randn([b, batchShape[1], 1, 1], generator) * config.NoiseOffset;
+        // kohya's order of draws: noise, offset, pyramid, timesteps, input perturbation.
+        if (config.MultiresNoiseIterations is { } iterations)
+            noise = Losses.PyramidNoise(noise, iterations, config.MultiresNoiseDiscount, generator);
+        var drawnSteps = torch.Randint(0, scheduler.NumTrainTimesteps, [b], generator);
+        var perturbation = config.IpNoiseGamma > 0 ? torch.Randn(batchShape, generator) * config.IpNoiseGamma : null;
+        // The per-example weights and thresholds read the steps here, where they were drawn, not back from the device.
+        var batchSteps = drawnSteps.ToArray<long>();
+        var weights = LossWeights(scheduler, predicted, batchSteps, batch);
+        if (count == 0) return 0;
+
+        Tensor Rows(Tensor t) => t.Narrow(0, start, count).To(device, latents.DType);
+        noise = Rows(noise);
+        var steps = batchSteps[start..(start + count)];
+        var timesteps = drawnSteps.Narrow(0, start, count).To(device);
+        var captions = share.Select(e => e.Caption).ToList();
         TextConditioning text;
         if (textCache is not null)
         {
@@ -379,30 +460,17 @@ public sealed class Trainer
         {
             text = Encode(conditioner, captions, grad: method.TrainsTextConditioning);
         }
-
-        var b = latents.Size(0);
-        // Drawn on CPU from the run's generator (the resume state), then moved: the same numbers on any device.
-        var noise = torch.Randn(latents.Shape, generator).To(device, latents.DType);
-        if (config.NoiseOffset > 0)
-            noise = noise + torch.Randn([b, latents.Size(1), 1, 1], generator).To(device, latents.DType) * config.NoiseOffset;
-        // kohya's order of draws: noise, offset, pyramid, timesteps, input perturbation.
-        if (config.MultiresNoiseIterations is { } iterations)
-            noise = Losses.PyramidNoise(noise, iterations, config.MultiresNoiseDiscount, generator);
-        var drawnSteps = torch.Randint(0, scheduler.NumTrainTimesteps, [b], generator);
-        // The per-example weights and thresholds read the steps here, where they were drawn, not back from the device.
-        var steps = drawnSteps.ToArray<long>();
-        var timesteps = drawnSteps.To(device);
         // Input perturbation: the latents are noised with more than the target's noise.
-        var noisy = config.IpNoiseGamma > 0
-            ? scheduler.AddNoise(latents, noise + torch.Randn(latents.Shape, generator).To(device, latents.DType) * config.IpNoiseGamma, timesteps)
+        var noisy = perturbation is not null
+            ? scheduler.AddNoise(latents, noise + Rows(perturbation), timesteps)
             : scheduler.AddNoise(latents, noise, timesteps);
         var target = predicted == PredictionTarget.Velocity ? scheduler.GetVelocity(latents, noise, timesteps) : noise;
 
         UNetAddedConditions? added = null;
         if (model.IsSdxl)
         {
-            var ids = batch.SelectMany(e => new MicroConditioning(new(e.BucketHeight, e.BucketWidth), new(e.CropTop, e.CropLeft), new(e.BucketHeight, e.BucketWidth)).TimeIds()).ToArray();
-            added = new UNetAddedConditions(text.PooledPromptEmbeds!, torch.Tensor(ids, b, 6).To(device, model.DType));
+            var ids = share.SelectMany(e => new MicroConditioning(new(e.BucketHeight, e.BucketWidth), new(e.CropTop, e.CropLeft), new(e.BucketHeight, e.BucketWidth)).TimeIds()).ToArray();
+            added = new UNetAddedConditions(text.PooledPromptEmbeds!, torch.Tensor(ids, count, 6).To(device, model.DType));
         }
 
         Tensor prediction;
@@ -412,9 +480,9 @@ public sealed class Trainer
         var huberC = lossKind is LossKind.Huber or LossKind.SmoothL1
             ? Losses.HuberThresholds(lossKind, huberSchedule, config.HuberC, config.HuberScale, scheduler.AlphasCumprod, scheduler.NumTrainTimesteps, steps)
             : null;
-        var mask = lossMasks?.Batch(batch, latents.Size(2), latents.Size(3));
+        var mask = lossMasks?.Batch(share, latents.Size(2), latents.Size(3));
         var perExample = Losses.PerExample(prediction.Float(), target.Float(), lossKind, huberC is null ? null : torch.Tensor(huberC), mask);
-        perExample = perExample * LossWeights(scheduler, predicted, steps, batch, device);
+        perExample = perExample * torch.Tensor(weights[start..(start + count)]).To(device);
         var loss = perExample.Sum() / config.GradientAccumulationSteps;
         var value = loss.Item() * config.GradientAccumulationSteps;
         (scaler is null ? loss : loss * scaler.Scale).Backward();
@@ -426,7 +494,7 @@ public sealed class Trainer
     /// prior_loss_weight × class mean), min-SNR-gamma (weights min(SNR, γ)/SNR, or /(SNR+1) for v) and
     /// scale_v_pred_loss_like_noise_pred (SNR/(SNR+1), kohya's SNR capped at 1000).
     /// </summary>
-    private Tensor LossWeights(Scheduler scheduler, PredictionTarget predicted, long[] timesteps, IReadOnlyList<TrainingExample> batch, Device device)
+    private float[] LossWeights(Scheduler scheduler, PredictionTarget predicted, long[] timesteps, IReadOnlyList<TrainingExample> batch)
     {
         var priors = batch.Count(e => e.Item.IsPrior);
         var instances = batch.Count - priors;
@@ -442,7 +510,7 @@ public sealed class Trainer
         }
         if (config.ScaleVPredLossLikeNoisePred)
             for (var i = 0; i < weights.Length; i++) weights[i] *= Losses.VPredictionScale(scheduler.AlphasCumprod[(int)timesteps[i]]);
-        return torch.Tensor(weights.Select(w => (float)w).ToArray()).To(device);
+        return [.. weights.Select(w => (float)w)];
     }
 
     private IDisposable? AutocastFor(Device device) => precision switch

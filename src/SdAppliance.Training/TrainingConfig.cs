@@ -164,6 +164,24 @@ public sealed record TrainingConfig
     [Description("Stop the run when the loss becomes NaN or infinite (the weights are lost by then); false trains on regardless")]
     public bool StopOnNan { get; init; } = true;
 
+    // ---- data parallel (accelerate launch's names) ----
+    [Description("Ranks on each machine (accelerate's num_processes), each with its own device: each trains on train_batch_size images of every step, so a step takes num_processes x num_machines x train_batch_size images")]
+    public int NumProcesses { get; init; } = 1;
+    [Description("Machines the run spans (accelerate's num_machines), each running num_processes ranks; the run folder must be on storage they all see")]
+    public int NumMachines { get; init; } = 1;
+    [Description("The address of the main machine, where rank 0 hosts the rendezvous (accelerate's main_process_ip)")]
+    public string MainProcessIp { get; init; } = "127.0.0.1";
+    [Description("The rendezvous port on the main machine (accelerate's main_process_port)")]
+    public int MainProcessPort { get; init; } = 29500;
+    [Description("This machine's CUDA devices for its ranks, comma-separated indices (local rank i trains on the i-th); default 0, 1, ... when device is cuda")]
+    public string? Devices { get; init; }
+    [Description("The process group's backend: gloo (CPU) or nccl (CUDA); default nccl on cuda, else gloo")]
+    public string? DdpBackend { get; init; }
+    [Description("Minutes a rank waits for the others (the rendezvous, a gradient all-reduce) before it stops, naming the ranks that did not answer (kohya's ddp_timeout)")]
+    public double DdpTimeout { get; init; } = 30;
+    [Description("Size in MiB of the gradient buckets all-reduced during backward (DistributedDataParallel's bucket_cap_mb)")]
+    public double DdpBucketCapMb { get; init; } = 25;
+
     // ---- methods ----
     [Description("LoRA rank")]
     public int NetworkDim { get; init; } = 16;
@@ -361,6 +379,21 @@ public sealed record TrainingConfig
         return merged.Deserialize<TrainingConfig>(Json)!.With(flags);
     }
 
+    /// <summary>Every rank of the run: num_processes on each of num_machines.</summary>
+    public int WorldSize() => NumProcesses * NumMachines;
+
+    /// <summary>The device indices of <see cref="Devices"/>; empty when one is not a non-negative integer.</summary>
+    public static IReadOnlyList<int> ParseDevices(string devices)
+    {
+        var indices = new List<int>();
+        foreach (var part in devices.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+        {
+            if (!int.TryParse(part, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var index)) return [];
+            indices.Add(index);
+        }
+        return indices;
+    }
+
     /// <summary>The run.json field name of a property (network_dim; <see cref="DeviceName"/> is <c>device</c>), which front ends turn into their own words.</summary>
     public static string FieldName(PropertyInfo property) =>
         property.GetCustomAttribute<JsonPropertyNameAttribute>()?.Name ?? JsonNamingPolicy.SnakeCaseLower.ConvertName(property.Name);
@@ -464,6 +497,15 @@ public sealed record TrainingConfig
         Require(Resolution >= 64 && Resolution % 8 == 0, $"resolution: {Resolution} must be a multiple of 8 and at least 64");
         Require(TrainBatchSize >= 1, $"train_batch_size: {TrainBatchSize} must be at least 1");
         Require(GradientAccumulationSteps >= 1, $"gradient_accumulation_steps: {GradientAccumulationSteps} must be at least 1");
+        Require(NumProcesses >= 1, $"num_processes: {NumProcesses} must be at least 1");
+        Require(NumMachines >= 1, $"num_machines: {NumMachines} must be at least 1");
+        Require(MainProcessPort is >= 1 and <= 65535, $"main_process_port: {MainProcessPort} must be a TCP port (1-65535)");
+        Require(!string.IsNullOrWhiteSpace(MainProcessIp), "main_process_ip: give the main machine's address");
+        Require(DdpTimeout > 0 && double.IsFinite(DdpTimeout), $"ddp_timeout: {DdpTimeout} must be a positive number of minutes");
+        Require(DdpBucketCapMb > 0 && double.IsFinite(DdpBucketCapMb), $"ddp_bucket_cap_mb: {DdpBucketCapMb} must be a positive number of MiB");
+        Require(DdpBackend is null or "gloo" or "nccl", $"ddp_backend: '{DdpBackend}' is not a backend; use gloo or nccl");
+        Require(Devices is null || ParseDevices(Devices) is { Count: > 0 } devices && devices.Count >= NumProcesses,
+            $"devices: '{Devices}' must list at least num_processes ({NumProcesses}) comma-separated CUDA device indices");
         Require(MaxTrainSteps >= 1, $"max_train_steps: {MaxTrainSteps} must be at least 1");
         Require(MaxTrainEpochs is null or >= 1, $"max_train_epochs: {MaxTrainEpochs} must be at least 1");
         Require(SaveEveryNEpochs is null or >= 1, $"save_every_n_epochs: {SaveEveryNEpochs} must be at least 1");

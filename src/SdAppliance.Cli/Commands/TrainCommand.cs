@@ -6,6 +6,7 @@ using System.Text.RegularExpressions;
 using SdAppliance.Appliance.Storage;
 using SdAppliance.Formats;
 using SdAppliance.Training;
+using SdAppliance.Training.Distributed;
 using SdAppliance.Training.Kohya;
 using SdAppliance.Training.Runs;
 
@@ -13,13 +14,16 @@ namespace SdAppliance.Cli.Commands;
 
 /// <summary>What <c>sdapp train</c> was asked for: a config file, a run to resume, and the settings given as flags (field name → text).</summary>
 /// <param name="KohyaConfig">A kohya config (sd-scripts TOML or kohya_ss GUI JSON) read under the config file and the flags.</param>
-internal sealed record TrainArguments(string? ConfigFile, string? Resume, IReadOnlyDictionary<string, string> Flags, string? KohyaConfig = null);
+/// <param name="MachineRank">This machine's place among num_machines (accelerate's --machine_rank).</param>
+internal sealed record TrainArguments(string? ConfigFile, string? Resume, IReadOnlyDictionary<string, string> Flags, string? KohyaConfig = null, int MachineRank = 0);
 
 /// <summary>
 /// <c>sdapp train</c>: every field of <see cref="TrainingConfig"/> (run.json) is also a flag, <c>--network-dim 16</c>
 /// for <c>network_dim</c>; a preset applies first, then the config file, then the flags. <c>--resume RUN_DIR</c>
 /// continues a run from its last saved training state. A bar on a terminal, a line every 5% of the run otherwise; the
-/// report at the end says where the results are. Ctrl+C stops after the current step.
+/// report at the end says where the results are. Ctrl+C stops after the current step. With num_processes or
+/// num_machines above 1 it launches this machine's ranks (<see cref="DataParallelLauncher"/>), each of which is this
+/// same command told its rank by the environment.
 /// </summary>
 public static class TrainCommand
 {
@@ -37,6 +41,11 @@ public static class TrainCommand
             HelpName = "FILE",
         };
         var resume = new Option<string?>("--resume") { Description = "Continue the run in RUN_DIR from its last saved training state; --max-train-steps sets a new total", HelpName = "RUN_DIR" };
+        var machineRank = new Option<int>("--machine-rank")
+        {
+            Description = "With --num-machines: this machine's number, 0 on the main one (whose --main-process-ip the others reach); it runs ranks machine_rank x num_processes onwards",
+            HelpName = "N",
+        };
         var fields = TrainingConfig.Fields.Select(f => (Field: TrainingConfig.FieldName(f), Option: FieldOption(f))).ToList();
         // kohya's spellings (--optimizer_type, --train_data_dir, --network_dim) as hidden flags of the same fields, so that
         // --help lists each setting once; given both ways, the later one on the line wins, as with any repeated setting.
@@ -45,7 +54,7 @@ public static class TrainCommand
 
         var command = new Command("train", "Fine-tune a model: LoRA, DreamBooth, Textual Inversion, full fine-tune or a hypernetwork. Settings come from a preset, then --config, then the flags.")
         {
-            config, kohya, resume,
+            config, kohya, resume, machineRank,
         };
         foreach (var (_, option) in fields) command.Options.Add(option);
         command.SetAction((parse, cancellationToken) =>
@@ -55,7 +64,7 @@ public static class TrainCommand
                          .OrderBy(f => parse.GetResult(f.Option)!.IdentifierToken is { } token ? IndexOf(parse.Tokens, token) : -1))
                 flags[field] = parse.GetValue(option) ?? "";  // a bare boolean flag: "" reads as true
             var io = parse.InvocationConfiguration;
-            var arguments = new TrainArguments(parse.GetValue(config), parse.GetValue(resume), flags, parse.GetValue(kohya));
+            var arguments = new TrainArguments(parse.GetValue(config), parse.GetValue(resume), flags, parse.GetValue(kohya), parse.GetValue(machineRank));
             // Ctrl+C reaches the run through cancellationToken (Interrupts): it stops after the current step.
             return Task.FromResult(Run(arguments, paths(), io.Output, io.Error, cancellationToken));
         });
@@ -65,10 +74,16 @@ public static class TrainCommand
     internal static int Run(TrainArguments args, DataFolder paths, TextWriter output, TextWriter error, CancellationToken cancellationToken = default)
     {
         string? runFolder = null;
+        // A rank's own failure is printed whichever rank it is (the launcher tags the line); the rest only by the main rank.
+        var failures = error;
         var bar = new ProgressBar(error, ProgressBar.IsTerminal(error), "training", "steps", "it/s");
         var lastStep = 0L;
         try
         {
+            // Set by the launcher in each rank it starts.
+            var rank = DataParallelRank.FromEnvironment();
+            var quiet = rank is { IsMain: false };
+            if (quiet) error = TextWriter.Null;
             TrainingConfig config;
             int? resumeTo = null;
             if (args.Resume is { } resume)
@@ -93,6 +108,8 @@ public static class TrainCommand
                 error.WriteLine($"training {config.Method} on {config.Model} for {config.DescribeLength()} into {runFolder}");
             }
 
+            if (rank is null && config.WorldSize() > 1)
+                return DataParallelLauncher.Run(config, args.MachineRank, RankCommand(), output, error, Cancelled, cancellationToken);
             var progress = new ProgressCallback<TrainingEvent>(e =>
             {
                 lastStep = e.Step;
@@ -105,10 +122,10 @@ public static class TrainCommand
             });
 
             var report = args.Resume is not null
-                ? Trainer.Resume(runFolder!, resumeTo, progress, cancellationToken)
-                : Trainer.Train(config, progress, cancellationToken);
+                ? Trainer.Resume(runFolder!, resumeTo, progress, cancellationToken, rank: rank)
+                : Trainer.Train(config, progress, cancellationToken, rank: rank);
             bar.Finish();
-            PrintReport(report, output);
+            if (!quiet) PrintReport(report, output);
             return 0;
         }
         catch (OperationCanceledException)
@@ -120,14 +137,23 @@ public static class TrainCommand
         catch (UserInputException e)
         {
             bar.Finish();
-            error.WriteLine("error: " + e.Message);
+            failures.WriteLine("error: " + e.Message);
             return 1;
         }
         catch (Exception e)
         {
             bar.Finish();
-            return CliErrors.Report(error, e);
+            return CliErrors.Report(failures, e);
         }
+    }
+
+    /// <summary>The command line of this process again (each rank runs it; the environment tells it its rank).</summary>
+    private static string[] RankCommand()
+    {
+        var args = Environment.GetCommandLineArgs();
+        var host = Environment.ProcessPath ?? throw new InvalidOperationException("the path of this process is unknown, so its ranks cannot be started");
+        // Under the dotnet muxer the first argument is sdapp.dll, which the ranks need too.
+        return Path.GetFileNameWithoutExtension(host) == "dotnet" ? [host, .. args] : [host, .. args[1..]];
     }
 
     /// <summary>With --resume the run's own run.json rules; only a new total step count may come with it.</summary>

@@ -20,7 +20,9 @@ internal static class TrainingStates
     private const string OptimizerFile = "optimizer.safetensors";
     private const string StateFile = "state.json";
 
-    public static void Save(string folder, RunState state, TrainingMethod method, Optimizer optimizer, LrScheduler schedule, Generator noise, int keepLast)
+    /// <param name="rankGenerators">In a data-parallel run, every rank's default CPU generator state in rank order (rank 0's is this process's).</param>
+    public static void Save(string folder, RunState state, TrainingMethod method, Optimizer optimizer, LrScheduler schedule, Generator noise, int keepLast,
+        IReadOnlyList<byte[]>? rankGenerators = null)
     {
         Directory.CreateDirectory(folder);
         var name = $"step-{state.Step:D6}";
@@ -39,6 +41,8 @@ internal static class TrainingStates
                 ["lr_scheduler"] = schedule.StateDict(),
                 ["noise_generator"] = Convert.ToBase64String(noise.GetStateBytes()),
                 ["default_cpu_generator"] = Convert.ToBase64String(cpuDefault.GetStateBytes()),
+                ["world_size"] = rankGenerators?.Count ?? 1,
+                ["rank_default_cpu_generators"] = rankGenerators is null ? null : new JsonArray([.. rankGenerators.Select(g => (JsonNode)Convert.ToBase64String(g))]),
                 ["saved_at"] = DateTimeOffset.UtcNow.ToString("O", CultureInfo.InvariantCulture),
             };
             // state.json last: a folder with it is complete.
@@ -59,15 +63,24 @@ internal static class TrainingStates
     /// <summary>Whether a state folder was ever started in <paramref name="folder"/> (complete or not): a run lives there.</summary>
     public static bool Any(string folder) => Directory.Exists(folder) && Directory.EnumerateDirectories(folder, "step-*").Any();
 
-    public static RunState Load(string state, TrainingMethod method, Optimizer optimizer, LrScheduler schedule, Generator noise)
+    /// <param name="rank">This process's rank in a data-parallel run: the state must come from a run of as many ranks, and
+    /// each rank takes back its own default generator.</param>
+    public static RunState Load(string state, TrainingMethod method, Optimizer optimizer, LrScheduler schedule, Generator noise, Distributed.DataParallelRank? rank = null)
     {
         var json = JsonNode.Parse(File.ReadAllText(Path.Combine(state, StateFile)))!.AsObject();
+        var savedWorld = json["world_size"]?.GetValue<int>() ?? 1;
+        var world = rank?.WorldSize ?? 1;
+        // Another world size draws other batches from the same data position: the resumed run would not be this run.
+        if (savedWorld != world)
+            throw new TrainingConfigException(
+                $"num_processes: '{state}' was saved by a run of {savedWorld} rank(s) and this one has {world}; resume with num_processes x num_machines = {savedWorld}");
         method.LoadState(Path.Combine(state, Trained));
         using (var optimizerState = OptimizerStateDict.Load(Path.Combine(state, OptimizerFile))) optimizer.LoadStateDict(optimizerState);
         schedule.LoadStateDict(json["lr_scheduler"]!.AsObject());
         noise.SetStateBytes(Convert.FromBase64String(json["noise_generator"]!.GetValue<string>()));
+        var generator = rank is not null && json["rank_default_cpu_generators"] is JsonArray ranks ? ranks[rank.Rank]! : json["default_cpu_generator"]!;
         using (var cpuDefault = Generator.Default(Device.Cpu))
-            cpuDefault.SetStateBytes(Convert.FromBase64String(json["default_cpu_generator"]!.GetValue<string>()));
+            cpuDefault.SetStateBytes(Convert.FromBase64String(generator.GetValue<string>()));
         return new RunState
         {
             Step = json["step"]!.GetValue<long>(),
