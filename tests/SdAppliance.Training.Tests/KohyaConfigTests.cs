@@ -36,6 +36,7 @@ public sealed class KohyaConfigTests
             "full_fp16": false,
             "gradient_accumulation_steps": 1.0,
             "gradient_checkpointing": false,
+            "gpu_ids": "",
             "keep_tokens": "0",
             "learning_rate": "0.0001",
             "lora_network_weights": "",
@@ -50,12 +51,16 @@ public sealed class KohyaConfigTests
             "mem_eff_attn": true,
             "mid_lr_weight": "",
             "min_snr_gamma": 0,
+            "main_process_port": 0,
             "mixed_precision": "bf16",
+            "multi_gpu": false,
             "network_alpha": 64,
             "network_dim": 64,
             "no_token_padding": false,
             "noise_offset": "0.05",
             "num_cpu_threads_per_process": 2,
+            "num_machines": 1,
+            "num_processes": 1,
             "optimizer": "AdamW8bit",
             "optimizer_args": "",
             "persistent_data_loader_workers": false,
@@ -180,6 +185,9 @@ public sealed class KohyaConfigTests
         Assert.Equal(3, config.TrainBatchSize);
         Assert.Equal(1, config.GradientAccumulationSteps);  // 1.0
         Assert.Equal(1234, config.Seed);  // "1234"
+        Assert.Equal(1, config.NumProcesses);
+        Assert.Equal(29500, config.MainProcessPort);  // 0 is accelerate's default
+        Assert.Null(config.Devices);  // gpu_ids ""
         Assert.Equal(1, config.SaveEveryNEpochs);
         Assert.Equal(".txt", config.CaptionExtension);
         Assert.Equal(2, config.ClipSkip);

@@ -98,6 +98,12 @@ public sealed class KohyaConfig
         ["use_tucker"] = "use_tucker",
         ["use_cp"] = "use_tucker",
         ["decompose_both"] = "lokr_decompose_both",
+        // accelerate's launch settings, which the kohya_ss GUI keeps beside the others (ddp_timeout in minutes, as here).
+        ["num_processes"] = "num_processes",
+        ["num_machines"] = "num_machines",
+        ["main_process_port"] = "main_process_port",
+        ["gpu_ids"] = "devices",
+        ["ddp_timeout"] = "ddp_timeout",
     };
 
     /// <summary>Keys where kohya's 0 means "off", which the run setting spells by leaving it out.</summary>
@@ -105,7 +111,7 @@ public sealed class KohyaConfig
     {
         "max_train_epochs", "epoch", "max_train_steps", "min_snr_gamma", "save_every_n_epochs", "save_every_n_steps", "sample_every_n_steps",
         "sample_every_n_epochs", "multires_noise_iterations", "loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio",
-        "block_lr_zero_threshold",
+        "block_lr_zero_threshold", "main_process_port",
     };
 
     /// <summary>Keys handled one by one below (their meaning depends on other keys).</summary>
@@ -134,8 +140,8 @@ public sealed class KohyaConfig
         ["save_last_n_steps"] = "save_last_k keeps the checkpoints", ["save_last_n_steps_state"] = "save_last_k keeps the checkpoints",
         ["save_last_n_epochs"] = "save_last_k keeps the checkpoints", ["save_last_n_epochs_state"] = "save_last_k keeps the checkpoints",
         ["max_token_length"] = "prompts are read in 75-token chunks, as A1111",
-        ["gpu_ids"] = "device is the run's setting", ["multi_gpu"] = "one device", ["num_processes"] = "one device", ["num_machines"] = "one device",
-        ["main_process_port"] = "one device", ["dynamo_backend"] = "compilation", ["model_list"] = "the GUI's model picker",
+        ["multi_gpu"] = "num_processes says how many ranks", ["ddp_gradient_as_bucket_view"] = "memory", ["ddp_static_graph"] = "the gradient buckets are the trainer's",
+        ["dynamo_backend"] = "compilation", ["model_list"] = "the GUI's model picker",
     };
 
     /// <summary>Keys that would change what trains, with kohya's default: at that value (or unset) they change nothing; at another, they are refused.</summary>
