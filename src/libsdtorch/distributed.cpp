@@ -18,6 +18,7 @@
 #endif
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -313,8 +314,12 @@ sdt_process_group sdt_process_group_new(sdt_store store, int backend, int rank, 
       throw std::invalid_argument("this libsdtorch was built without gloo's headers (Debian: apt-get install libgloo-dev, then rebuild)");
 #else
       auto options = c10d::ProcessGroupGloo::Options::create(timeout);
+      // As torch.distributed: GLOO_SOCKET_IFNAME picks the network interface when no address is given (a machine
+      // whose host name resolves to a loopback address would otherwise announce that to its peers).
+      const char* interface_name = std::getenv("GLOO_SOCKET_IFNAME");
       options->devices.push_back(hostname != nullptr && *hostname != '\0' ? c10d::ProcessGroupGloo::createDeviceForHostname(hostname)
-                                                                          : c10d::ProcessGroupGloo::createDefaultDevice());
+                                 : interface_name != nullptr && *interface_name != '\0' ? c10d::ProcessGroupGloo::createDeviceForInterface(interface_name)
+                                                                                          : c10d::ProcessGroupGloo::createDefaultDevice());
       GroupPtr group = c10::make_intrusive<c10d::ProcessGroupGloo>(S(store), rank, world_size, options);
       return new GroupPtr(std::move(group));
 #endif

@@ -165,6 +165,29 @@ public sealed partial class DataParallelTrainTests : IDisposable
         Assert.Contains($"trained lora: {step + 2} steps", resumed.Output);
     }
 
+    [Fact]
+    public void TwoMachinesOfOneRankEachTrainAsOneMachineOfTwoRanks()
+    {
+        string[] args = [.. Common("lora", 3)];
+        var port = FreePort().ToString(CultureInfo.InvariantCulture);
+        var local = Sdapp.Run(temp, [.. args, .. TwoRanks(), "--output", Path.Combine(temp, "local")]);
+        Assert.True(local.ExitCode == 0, local.Error);
+        // Two launchers as two machines would start them, meeting at the main one's address; Gloo binds each
+        // machine's own address (not the loopback a one-machine run uses).
+        string[] machine = [.. args, "--num-machines", "2", "--num-processes", "1", "--main-process-ip", "127.0.0.1", "--main-process-port", port,
+            "--output", Path.Combine(temp, "machines")];
+        using var second = Sdapp.Start(temp, [.. machine, "--machine-rank", "1"]);
+        var first = Sdapp.Run(temp, [.. machine, "--machine-rank", "0"]);
+        Assert.True(first.ExitCode == 0, first.Error);
+        Assert.True(second.Process.WaitForExit(TimeSpan.FromMinutes(2)), second.Error);
+        Assert.Equal(0, second.Process.ExitCode);
+        Assert.Contains("launching rank 1 of 2 on this machine", second.Error);
+        // The same ranks, the same sums: the same bits.
+        Assert.Equal(File.ReadAllBytes(Path.Combine(temp, "local", "local.safetensors")).Length, File.ReadAllBytes(Path.Combine(temp, "machines", "machines.safetensors")).Length);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(temp, "local", "checkpoints", "step-000003", "trained.safetensors")),
+            File.ReadAllBytes(Path.Combine(temp, "machines", "checkpoints", "step-000003", "trained.safetensors")));
+    }
+
     [GeneratedRegex(@"rank 1: process (\d+)")]
     private static partial Regex RankProcess();
 

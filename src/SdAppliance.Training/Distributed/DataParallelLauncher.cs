@@ -27,7 +27,7 @@ public static class DataParallelLauncher
         var world = config.WorldSize();
         var first = machineRank * config.NumProcesses;
         error.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"launching ranks {first}-{first + config.NumProcesses - 1} of {world} on this machine ({config.DdpBackend ?? DataParallel.Backend(config).ToString().ToLowerInvariant()}, rendezvous at {config.MainProcessIp}:{config.MainProcessPort})"));
+            $"launching {(config.NumProcesses == 1 ? $"rank {first}" : $"ranks {first}-{first + config.NumProcesses - 1}")} of {world} on this machine ({config.DdpBackend ?? DataParallel.Backend(config).ToString().ToLowerInvariant()}, rendezvous at {config.MainProcessIp}:{config.MainProcessPort})"));
         var ranks = new List<(DataParallelRank Rank, Process Process)>();
         try
         {
