@@ -563,6 +563,8 @@ void ReportRank(string name, ProcessGroup group, IReadOnlyList<Tensor> trainable
     Report($"{name}_broadcast", broadcastSeconds, "s");
     // The largest rank's weight sum less the smallest's: 0 when the ranks stayed in step.
     Report($"{name}_weight_spread", spread, "(0: the ranks' weights agree)");
+    // A warning, not a failure: the timing stands, but it timed ranks whose all-reduce did not keep them together.
+    if (spread != 0) Console.Error.WriteLine($"bench-train: {name}: the ranks' weights drifted apart ({spread:G4}): their gradients were not averaged alike");
     Report($"{name}_{(device.IsCuda ? "peak_allocated" : "peak_rss")}", peakMiB, "MiB (the largest rank)");
 }
 
