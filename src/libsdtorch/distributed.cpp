@@ -86,8 +86,9 @@ class GradientBuckets {
       if (!p.requires_grad()) throw std::invalid_argument("parameter " + std::to_string(k) + " does not require grad; give only trained ones");
       auto key = std::make_pair(static_cast<int>(p.scalar_type()), p.device().str());
       auto found = open.find(key);
-      int64_t limit = buckets_.empty() ? first_bucket_bytes : bucket_bytes;
-      if (found == open.end() || (bytes_[found->second] > 0 && bytes_[found->second] + p.numel() * p.element_size() > limit)) {
+      // The first bucket has its own, smaller limit.
+      auto full = [&](size_t b) { return bytes_[b] > 0 && bytes_[b] + p.numel() * p.element_size() > (b == 0 ? first_bucket_bytes : bucket_bytes); };
+      if (found == open.end() || full(found->second)) {
         buckets_.emplace_back();
         bytes_.push_back(0);
         found = open.insert_or_assign(key, buckets_.size() - 1).first;
@@ -139,12 +140,14 @@ class GradientBuckets {
         if (!delivered_[k]) Deliver(k);
       armed_ = false;
     }
-    auto used = at::tensor(std::vector<float>(used_.begin(), used_.end()));
+    // On the parameters' device: NCCL reduces CUDA tensors only.
+    auto used = at::tensor(std::vector<float>(used_.begin(), used_.end())).to(params_[0].device());
     std::vector<at::Tensor> one{used};
     // After the buckets, so that the used map is every rank's last collective of the step.
     for (auto& work : works_) work->wait();
     group_->allreduce(one)->wait();
-    auto used_anywhere = used.accessor<float, 1>();
+    auto used_cpu = used.cpu();
+    auto used_anywhere = used_cpu.accessor<float, 1>();
     for (size_t b = 0; b < buckets_.size(); b++) {
       if (average_) flat_[b].div_(group_->getSize());
       for (auto k : buckets_[b]) {

@@ -152,6 +152,21 @@ public class DistributedTests
     }
 
     [Fact]
+    public void TheFirstBucketHasItsOwnSmallerLimit()
+    {
+        var counts = RunRanks(2, group =>
+        {
+            using var net = new Net();
+            // From the last parameter: [unused.bias] (8 bytes; with unused.weight it would pass the first bucket's 16),
+            // [unused.weight, second.bias, second.weight, first.bias] (16 + 8 + 40 + 20 bytes, within 128), [first.weight].
+            // Had the first bucket the others' limit, it would hold all but first.weight: 2 buckets.
+            using var buckets = new GradientBuckets(group, [.. net.Parameters()], ReduceOp.Sum, bucketBytes: 128, firstBucketBytes: 16);
+            return buckets.Count;
+        });
+        Assert.Equal([3, 3], counts);
+    }
+
+    [Fact]
     public void ADisposedRankIsNamedByTheOthersCollective()
     {
         var results = RunRanks<(RankLostException Error, TimeSpan Elapsed)?>(3, group =>
