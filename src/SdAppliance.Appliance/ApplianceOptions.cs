@@ -17,6 +17,12 @@ public sealed class ApplianceOptions
     /// <summary>The devices jobs run on ("cpu", "cuda:0", ...); one GPU-heavy job at a time on each. Empty: the engine's devices.</summary>
     public IReadOnlyList<string> Devices { get; init; } = [];
 
+    /// <summary>
+    /// The program and arguments that run <c>sdapp train</c> (<c>sdapp serve</c> gives its own), with which a training job on
+    /// several devices starts its ranks; empty: such jobs are refused.
+    /// </summary>
+    public IReadOnlyList<string> TrainingCommand { get; init; } = [];
+
     /// <summary>Upload limits (sizes, counts).</summary>
     public StorageLimits Limits { get; init; } = new();
 }

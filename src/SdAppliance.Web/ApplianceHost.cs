@@ -65,7 +65,7 @@ public static class ApplianceHost
             : typeof(ApplianceHost).Assembly.GetName().Name!;
     }
 
-    /// <summary>The appliance's options from the host's configuration (<c>data</c>, <c>import_roots</c>, <c>limits</c>) and the environment.</summary>
+    /// <summary>The appliance's options from the host's configuration (<c>data</c>, <c>import_roots</c>, <c>limits</c>, <c>training_command</c>) and the environment.</summary>
     internal static ApplianceOptions Options(IConfiguration configuration)
     {
         var data = DataFolder.Discover(configuration["data"]);
@@ -75,6 +75,7 @@ public static class ApplianceHost
             ApplicationRoot = data.ApplicationRoot,
             ImportRoots = configuration.GetSection("import_roots").Get<string[]>() ?? [],
             Limits = configuration.GetSection("limits").Get<StorageLimits>() ?? new StorageLimits(),
+            TrainingCommand = configuration.GetSection("training_command").Get<string[]>() ?? [],
         };
     }
 }

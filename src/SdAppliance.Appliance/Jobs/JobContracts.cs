@@ -66,6 +66,9 @@ public interface IJobRunner
     /// <summary>GPU-heavy: holds its device alone while it runs (training, generation); false for light work.</summary>
     bool UsesDevice { get; }
 
+    /// <summary>How many devices a job of this request holds while it runs (a data-parallel training run: one per rank).</summary>
+    int DevicesWanted(JsonElement request) => UsesDevice ? 1 : 0;
+
     /// <summary>Runs (or resumes, <see cref="JobContext.Resuming"/>) the job; returns its result, stored as the job's JSON result.</summary>
     Task<JsonElement?> RunAsync(JobContext context, CancellationToken cancellationToken);
 

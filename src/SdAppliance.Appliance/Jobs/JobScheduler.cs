@@ -10,7 +10,8 @@ using SdAppliance.Torch;
 namespace SdAppliance.Appliance.Jobs;
 
 /// <summary>
-/// Runs the queue: one GPU-heavy job per device at a time (N devices, N jobs), light jobs beside them; the next job is
+/// Runs the queue: one GPU-heavy job per device at a time (N devices, N jobs; a data-parallel training run holds one
+/// device per rank), light jobs beside them; the next job is
 /// the highest priority, then the owner with the fewest running and the longest since their last start (round-robin
 /// between users), then the oldest. A training run lends its device at each step boundary to the device jobs that
 /// wait (a generation runs, the run continues). At start, what a stopped process left running is queued again.
@@ -115,8 +116,13 @@ public sealed class JobScheduler : IHostedService, IAsyncDisposable
                     await FailUnstartedAsync(job, $"no runner for {job.Kind} jobs is installed in this appliance");
                     continue;
                 }
-                var slot = runner.UsesDevice ? slots.First(s => s.Holder is null) : null;
-                await StartAsync(job, runner, slot, guestOf: null, load, stop);
+                var wanted = Wanted(runner, job);
+                if (wanted > slots.Count)
+                {
+                    await FailUnstartedAsync(job, $"num_processes: the job asks for {wanted} devices and this appliance has {slots.Count} ({string.Join(", ", Devices)}); ask for at most {slots.Count}");
+                    continue;
+                }
+                await StartAsync(job, runner, [.. slots.Where(s => s.Holder is null).Take(wanted)], guestOf: null, load, stop);
             }
         }
         finally
@@ -125,16 +131,25 @@ public sealed class JobScheduler : IHostedService, IAsyncDisposable
         }
     }
 
+    // A job that wants more devices than there are starts (and fails at once, saying so).
     private bool CanStartNow(Job job) =>
-        !runners.TryGetValue(job.Kind, out var runner) || !runner.UsesDevice || slots.Any(s => s.Holder is null);
+        !runners.TryGetValue(job.Kind, out var runner) || Wanted(runner, job) is var wanted && (wanted > slots.Count || slots.Count(s => s.Holder is null) >= wanted);
+
+    private static int Wanted(IJobRunner runner, Job job)
+    {
+        if (!runner.UsesDevice) return 0;
+        using var request = JsonDocument.Parse(job.RequestJson);
+        return runner.DevicesWanted(request.RootElement);
+    }
 
     /// <summary>The queue's next job among those <paramref name="eligible"/>: priority, then the least served owner, then age.</summary>
     private static Job? Next(List<Job> queued, Dictionary<string, (int Running, DateTime LastStarted)> load, Func<Job, bool> eligible) =>
         JobService.InQueueOrder(queued.Where(eligible), load).FirstOrDefault();
 
-    private async Task StartAsync(Job job, IJobRunner runner, DeviceSlot? slot, DeviceSlot? guestOf, Dictionary<string, (int Running, DateTime LastStarted)> load, CancellationToken stop)
+    /// <param name="held">The devices the job holds (none for a light job or a guest); a job of several gets their names comma-separated.</param>
+    private async Task StartAsync(Job job, IJobRunner runner, IReadOnlyList<DeviceSlot> held, DeviceSlot? guestOf, Dictionary<string, (int Running, DateTime LastStarted)> load, CancellationToken stop)
     {
-        var device = (slot ?? guestOf)?.Name ?? slots[0].Name;
+        var device = held.Count > 0 ? string.Join(",", held.Select(s => s.Name)) : guestOf?.Name ?? slots[0].Name;
         // Strictly increasing start times: the round-robin order between owners reads them.
         var now = DateTime.UtcNow;
         lastStart = now > lastStart ? now : lastStart.AddTicks(1);
@@ -147,19 +162,20 @@ public sealed class JobScheduler : IHostedService, IAsyncDisposable
         }
         var (running, _) = load.GetValueOrDefault(job.OwnerId);
         load[job.OwnerId] = (running + 1, lastStart);
-        if (slot is not null) slot.Holder = started;
+        foreach (var slot in held) slot.Holder = started;
         // Recorded before it starts, so that its own end finds it there to remove.
-        var start = new Task<Task>(() => RunAsync(started, runner, slot, guestOf, cancellation, stop));
+        var start = new Task<Task>(() => RunAsync(started, runner, held, guestOf, cancellation, stop));
         if (guestOf is not null) guestOf.Guest = start.Unwrap();
         else active[job.Id] = start.Unwrap();
         start.Start(TaskScheduler.Default);
     }
 
-    private async Task RunAsync(Job job, IJobRunner runner, DeviceSlot? slot, DeviceSlot? guestOf, CancellationTokenSource cancellation, CancellationToken stop)
+    private async Task RunAsync(Job job, IJobRunner runner, IReadOnlyList<DeviceSlot> held, DeviceSlot? guestOf, CancellationTokenSource cancellation, CancellationToken stop)
     {
         try
         {
-            var (state, result, error) = await OutcomeAsync(job, runner, slot, cancellation, stop);
+            // A run on several devices runs in processes of its own, which cannot take a guest between their steps.
+            var (state, result, error) = await OutcomeAsync(job, runner, held.Count == 1 ? held[0] : null, cancellation, stop);
             if (state is { } final) await jobs.FinishAsync(job.Id, final, result, error);
             else jobs.Abandon(job.Id);
         }
@@ -171,7 +187,7 @@ public sealed class JobScheduler : IHostedService, IAsyncDisposable
         finally
         {
             cancellation.Dispose();
-            if (slot is not null) slot.Holder = null;
+            foreach (var slot in held) slot.Holder = null;
             if (guestOf is not null) guestOf.Guest = null;
             else active.TryRemove(job.Id, out _);
             jobs.Wake();
@@ -234,7 +250,7 @@ public sealed class JobScheduler : IHostedService, IAsyncDisposable
                 if (waiting.Count == 0) return;
                 var load = await jobs.OwnerLoadAsync(cancellationToken);
                 var job = Next(waiting, load, _ => true)!;
-                await StartAsync(job, runners[job.Kind], slot: null, guestOf: slot, load, stopping.Token);
+                await StartAsync(job, runners[job.Kind], held: [], guestOf: slot, load, stopping.Token);
                 guest = slot.Guest;
             }
             catch (Exception e) when (e is not OperationCanceledException)

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using SdAppliance.Appliance.Storage;
+using SdAppliance.Torch;
 using SdAppliance.Training;
 
 namespace SdAppliance.Appliance.Jobs;
@@ -31,10 +32,37 @@ public static class TrainingRequests
             ConditioningDataDir = Resolve(paths, "conditioning_data_dir", config.ConditioningDataDir),
             SamplePromptsFile = Resolve(paths, "sample_prompts_file", config.SamplePromptsFile),
             Output = folder,
-            DeviceName = device,
         };
+        if (config.NumMachines > 1)
+            throw new TrainingConfigException("num_machines: the appliance trains on this machine's devices; a run across machines starts with sdapp train --num-machines on each");
+        config = OnDevices(config, device);
         config.Validate();
         return config;
+    }
+
+    /// <summary>
+    /// The run's settings on the devices the scheduler gave it: one name, or one per rank (<c>cuda:0,cuda:1</c>), which
+    /// become the ranks' devices, with a free rendezvous port on this machine.
+    /// </summary>
+    public static TrainingConfig OnDevices(TrainingConfig config, string devices)
+    {
+        var names = devices.Split(',', StringSplitOptions.TrimEntries);
+        if (names.Length == 1) return config with { DeviceName = names[0] };
+        var cuda = names.All(n => Device.Parse(n).IsCuda);
+        return config with
+        {
+            DeviceName = cuda ? "cuda" : "cpu",
+            Devices = cuda ? string.Join(",", names.Select(n => Math.Max(Device.Parse(n).Index, 0))) : null,
+            MainProcessIp = "127.0.0.1",
+            MainProcessPort = FreePort(),
+        };
+    }
+
+    private static int FreePort()
+    {
+        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        return ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
     }
 
     /// <summary>Refuses settings that cannot run, naming the field, before the job is queued.</summary>

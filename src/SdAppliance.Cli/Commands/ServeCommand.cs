@@ -24,6 +24,9 @@ public static class ServeCommand
         {
             string[] args = ["--urls", parse.GetValue(urls)!];
             if (parse.GetValue(data) is { } folder) args = [.. args, "--data", folder];
+            // A training job on several devices starts its ranks as sdapp train, with this same sdapp.
+            string[] train = [.. SelfCommand.Program(), "train"];
+            args = [.. args, .. train.SelectMany((part, i) => new[] { $"--training_command:{i}", part })];
             try
             {
                 return await ApplianceHost.RunAsync(args, cancellationToken);

@@ -109,7 +109,7 @@ public static class TrainCommand
             }
 
             if (rank is null && config.WorldSize() > 1)
-                return DataParallelLauncher.Run(config, args.MachineRank, RankCommand(), output, error, Cancelled, cancellationToken);
+                return DataParallelLauncher.Run(config, args.MachineRank, SelfCommand.CommandLine(), output, error, Cancelled, cancellationToken);
             var progress = new ProgressCallback<TrainingEvent>(e =>
             {
                 lastStep = e.Step;
@@ -145,15 +145,6 @@ public static class TrainCommand
             bar.Finish();
             return CliErrors.Report(failures, e);
         }
-    }
-
-    /// <summary>The command line of this process again (each rank runs it; the environment tells it its rank).</summary>
-    private static string[] RankCommand()
-    {
-        var args = Environment.GetCommandLineArgs();
-        var host = Environment.ProcessPath ?? throw new InvalidOperationException("the path of this process is unknown, so its ranks cannot be started");
-        // Under the dotnet muxer the first argument is sdapp.dll, which the ranks need too.
-        return Path.GetFileNameWithoutExtension(host) == "dotnet" ? [host, .. args] : [host, .. args[1..]];
     }
 
     /// <summary>With --resume the run's own run.json rules; only a new total step count may come with it.</summary>

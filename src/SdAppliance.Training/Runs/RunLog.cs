@@ -40,6 +40,8 @@ public sealed class RunLog : IDisposable
             it_per_s = e.ItemsPerSecond, eta_s = Math.Round(e.Eta.TotalSeconds, 1), memory_bytes = e.MemoryBytes,
             time = DateTimeOffset.UtcNow.ToString("O"),
         }, Json));
+        // A line a step, readable as it comes (tail -f; the appliance follows a run of several ranks through it).
+        jsonl.Flush();
         tensorBoard.Scalar("loss", e.Loss, e.Step);
         tensorBoard.Scalar("loss/smoothed", e.SmoothedLoss, e.Step);
         tensorBoard.Scalar("lr", e.LearningRate, e.Step);

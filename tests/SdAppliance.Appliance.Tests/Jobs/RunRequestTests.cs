@@ -15,7 +15,7 @@ public sealed class RunRequestTests : IDisposable
     [Fact]
     public async Task Requests_are_taken_at_the_next_step_as_samples_and_a_save_and_leave_the_final_weights_unchanged()
     {
-        await using var appliance = await TestAppliance.StartAsync(data, runners: [new TrainingJobRunner(TestAppliance.PathsFor(data))]);
+        await using var appliance = await TestAppliance.StartAsync(data, runners: [new TrainingJobRunner(TestAppliance.PathsFor(data), TestAppliance.OptionsFor(data))]);
         var alice = new Caller("alice", IsAdmin: false);
         var plain = await appliance.WaitAsync((await appliance.SubmitAsync(JobKind.Training, "alice", TinyLora.Request(steps: 6))).Id);
         Assert.False(await appliance.Jobs.RequestAsync(alice, plain.Id, RunRequest.Sample, CancellationToken.None));

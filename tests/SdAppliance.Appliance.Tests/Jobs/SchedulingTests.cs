@@ -105,6 +105,38 @@ public sealed class SchedulingTests : IDisposable
     }
 
     [Fact]
+    public async Task A_run_of_two_ranks_holds_two_devices_and_waits_until_both_are_free()
+    {
+        var heavy = new ControlledRunner(JobKind.Training, usesDevice: true);
+        await using var appliance = await TestAppliance.StartAsync(data, [heavy], devices: ["cuda:0", "cuda:1"]);
+        var caller = new Caller("alice", IsAdmin: false);
+        async Task<JobView> Get(Guid id) => (await appliance.Jobs.GetAsync(caller, id, CancellationToken.None))!;
+
+        var single = await appliance.SubmitAsync(JobKind.Training, "alice", new { });
+        await heavy.WaitStartedAsync(single.Id);
+        var pair = await appliance.SubmitAsync(JobKind.Training, "alice", new { num_processes = 2 });
+        var tooMany = await appliance.SubmitAsync(JobKind.Training, "alice", new { num_processes = 3 });
+        // More devices than the appliance has: refused at once, saying how many there are.
+        var refused = await appliance.WaitAsync(tooMany.Id);
+        Assert.Equal(JobState.Failed, refused.State);
+        Assert.Equal("num_processes: the job asks for 3 devices and this appliance has 2 (cuda:0, cuda:1); ask for at most 2", refused.Error);
+        // One device is free, which is not enough: the pair waits.
+        Assert.Equal(JobState.Queued, (await Get(pair.Id)).State);
+
+        heavy.Complete(single.Id);
+        await heavy.WaitStartedAsync(pair.Id);
+        Assert.Equal("cuda:0,cuda:1", (await Get(pair.Id)).Device);
+        // While it holds both, a one-device job waits.
+        var after = await appliance.SubmitAsync(JobKind.Training, "alice", new { });
+        Assert.Equal(JobState.Queued, (await Get(after.Id)).State);
+        heavy.Complete(pair.Id);
+        await heavy.WaitStartedAsync(after.Id);
+        heavy.Complete(after.Id);
+        Assert.Equal(JobState.Completed, (await appliance.WaitAsync(after.Id)).State);
+        Assert.Equal(1, heavy.MostAtOnce);
+    }
+
+    [Fact]
     public async Task Fifty_jobs_submitted_at_once_by_several_users_all_run_exactly_once()
     {
         var runner = new ControlledRunner(JobKind.Generation, usesDevice: true, completeAtOnce: true);

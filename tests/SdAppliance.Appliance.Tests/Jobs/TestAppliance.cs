@@ -32,11 +32,12 @@ internal sealed class TestAppliance : IAsyncDisposable
 
     /// <param name="runners">The runners to use instead of the appliance's own; null: the appliance's own.</param>
     /// <param name="configure">Changes to the appliance's services (an option of its own), after AddAppliance.</param>
+    /// <param name="trainingCommand">What starts the ranks of a training job on several devices (ApplianceOptions.TrainingCommand).</param>
     public static async Task<TestAppliance> StartAsync(string dataFolder, IEnumerable<IJobRunner>? runners, IReadOnlyList<string>? devices = null,
-        Action<IServiceCollection>? configure = null)
+        Action<IServiceCollection>? configure = null, IReadOnlyList<string>? trainingCommand = null)
     {
         var services = new ServiceCollection();
-        services.AddAppliance(OptionsFor(dataFolder, devices));
+        services.AddAppliance(OptionsFor(dataFolder, devices, trainingCommand));
         configure?.Invoke(services);
         if (runners is not null)
         {
@@ -50,8 +51,8 @@ internal sealed class TestAppliance : IAsyncDisposable
         return appliance;
     }
 
-    public static ApplianceOptions OptionsFor(string dataFolder, IReadOnlyList<string>? devices = null) =>
-        new() { DataFolder = dataFolder, ApplicationRoot = RepositoryRoot, Devices = devices ?? ["cpu"] };
+    public static ApplianceOptions OptionsFor(string dataFolder, IReadOnlyList<string>? devices = null, IReadOnlyList<string>? trainingCommand = null) =>
+        new() { DataFolder = dataFolder, ApplicationRoot = RepositoryRoot, Devices = devices ?? ["cpu"], TrainingCommand = trainingCommand ?? [] };
 
     /// <summary>The guard the runners resolve request paths with, on <paramref name="dataFolder"/>.</summary>
     public static PathGuard PathsFor(string dataFolder) => new(new DataFolder(dataFolder, RepositoryRoot), OptionsFor(dataFolder));
@@ -98,6 +99,10 @@ internal sealed class ControlledRunner(JobKind kind, bool usesDevice, bool compl
     public JobKind Kind => kind;
 
     public bool UsesDevice => usesDevice;
+
+    /// <summary>The devices a job wants: the request's num_processes, as the training runner reads it.</summary>
+    public int DevicesWanted(JsonElement request) =>
+        !usesDevice ? 0 : request.ValueKind == JsonValueKind.Object && request.TryGetProperty("num_processes", out var n) ? n.GetInt32() : 1;
 
     public List<Guid> StartOrder { get; } = [];
 

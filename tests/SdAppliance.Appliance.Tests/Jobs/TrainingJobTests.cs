@@ -41,12 +41,35 @@ public sealed class TrainingJobTests : IDisposable
         TinyLora.AssertSameTensors(TinyLora.LoraOf(data, unpaused), TinyLora.LoraOf(data, trained));
     }
 
+    /// <summary>
+    /// A job of two ranks on two CPU device slots: the ranks run as sdapp train runs them (this build's sdapp, from the
+    /// CLI project's output beside this test's), and the job follows their steps and ends with rank 0's result.
+    /// </summary>
+    [Fact]
+    public async Task A_run_of_two_ranks_trains_in_processes_of_its_own_and_reports_every_step()
+    {
+        var configuration = new DirectoryInfo(Path.TrimEndingDirectorySeparator(AppContext.BaseDirectory)).Parent!.Name;  // bin/CONFIGURATION/net10.0
+        var sdapp = Path.Combine(TestAppliance.RepositoryRoot, "src", "SdAppliance.Cli", "bin", configuration, "net10.0", "sdapp.dll");
+        Assert.True(File.Exists(sdapp), $"{sdapp} is missing: build the solution (the CLI is what starts the ranks)");
+        string[] train = [Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet", sdapp, "train"];
+        await using var appliance = await TestAppliance.StartAsync(data, runners: null, devices: ["cpu", "cpu"], trainingCommand: train);
+        var request = new Dictionary<string, object?>((IDictionary<string, object?>)TinyLora.Request(steps: 3)) { ["num_processes"] = 2 };
+        var job = await appliance.WaitAsync((await appliance.SubmitAsync(JobKind.Training, "alice", request)).Id);
+
+        Assert.True(job.State == JobState.Completed, job.Error);
+        Assert.Equal(("cpu,cpu", 3L), (job.Device, job.Step));
+        Assert.True(File.Exists(TinyLora.LoraOf(data, job)));
+        var history = await EventsOf(appliance, job.Id);
+        Assert.Equal([1L, 2L, 3L], history.Where(e => e.Type == JobEventTypes.Step).Select(e => e.Step));
+        Assert.Contains(history, e => e.Type == JobEventTypes.Log && e.Message!.StartsWith("launching ranks 0-1 of 2 on this machine", StringComparison.Ordinal));
+    }
+
     [Fact]
     public async Task After_a_restart_a_training_run_resumes_from_its_checkpoint_a_running_generation_runs_again_and_queued_jobs_stay_queued()
     {
         Guid training, generation, queued;
         var generator = new ControlledRunner(JobKind.Generation, usesDevice: true);
-        await using (var before = await TestAppliance.StartAsync(data, [new TrainingJobRunner(TestAppliance.PathsFor(data)), generator]))
+        await using (var before = await TestAppliance.StartAsync(data, [new TrainingJobRunner(TestAppliance.PathsFor(data), TestAppliance.OptionsFor(data)), generator]))
         {
             training = (await before.SubmitAsync(JobKind.Training, "alice", TinyLora.Request(steps: 12, saveEvery: 1))).Id;
             // The generation takes the device at one of the run's step boundaries from step 2 on and holds it until the stop.
@@ -65,7 +88,7 @@ public sealed class TrainingJobTests : IDisposable
         Directory.Delete(states[^1], recursive: true);
         var resumeFrom = Path.GetFileName(states[^2]);
 
-        await using var after = await TestAppliance.StartAsync(data, [new TrainingJobRunner(TestAppliance.PathsFor(data)), new ControlledRunner(JobKind.Generation, usesDevice: true, completeAtOnce: true)]);
+        await using var after = await TestAppliance.StartAsync(data, [new TrainingJobRunner(TestAppliance.PathsFor(data), TestAppliance.OptionsFor(data)), new ControlledRunner(JobKind.Generation, usesDevice: true, completeAtOnce: true)]);
         var resumed = await after.WaitAsync(training);
         var regenerated = await after.WaitAsync(generation);
         var laterRun = await after.WaitAsync(queued);
@@ -86,7 +109,7 @@ public sealed class TrainingJobTests : IDisposable
     public async Task Cancelling_a_running_training_job_stops_the_trainer_which_keeps_a_state_and_resuming_it_ends_as_an_uninterrupted_run()
     {
         var generator = new ControlledRunner(JobKind.Generation, usesDevice: true);
-        await using var appliance = await TestAppliance.StartAsync(data, [new TrainingJobRunner(TestAppliance.PathsFor(data)), generator]);
+        await using var appliance = await TestAppliance.StartAsync(data, [new TrainingJobRunner(TestAppliance.PathsFor(data), TestAppliance.OptionsFor(data)), generator]);
         var uninterrupted = await appliance.WaitAsync((await appliance.SubmitAsync(JobKind.Training, "alice", TinyLora.Request(steps: 8))).Id);
 
         var training = await appliance.SubmitAsync(JobKind.Training, "alice", TinyLora.Request(steps: 8));
@@ -112,7 +135,7 @@ public sealed class TrainingJobTests : IDisposable
     [Fact]
     public async Task A_bad_training_request_is_refused_when_submitted_naming_the_field()
     {
-        await using var appliance = await TestAppliance.StartAsync(data, [new TrainingJobRunner(TestAppliance.PathsFor(data))]);
+        await using var appliance = await TestAppliance.StartAsync(data, [new TrainingJobRunner(TestAppliance.PathsFor(data), TestAppliance.OptionsFor(data))]);
         var rank = await Assert.ThrowsAsync<TrainingConfigException>(() =>
             appliance.SubmitAsync(JobKind.Training, "alice", new Dictionary<string, object> { ["data"] = "datasets/squares", ["network_dim"] = 0 }));
         Assert.StartsWith("network_dim:", rank.Message, StringComparison.Ordinal);
