@@ -66,20 +66,17 @@ public sealed class Trainer
         config = Kohya.KohyaDatasetConfig.Apply(config);
         config.Validate();
         var run = new RunFolder(config.Output!);
-        if (rank is null && run.HoldsRun) throw HoldsRun(run);
         using var parallel = DataParallel.Join(config, rank);
         if (parallel is null || parallel.IsMain)
         {
-            if (run.HoldsRun) throw HoldsRun(run);
+            if (run.HoldsRun)
+                throw new TrainingConfigException($"output: '{run.Path}' already holds a run; resume it to continue, or choose another folder");
             Directory.CreateDirectory(run.Path);
             run.SaveConfig(config);
         }
         parallel?.Barrier();
         return new Trainer(config, run, parallel).Run(resumeFrom: null, progress, stepBoundary, control, cancellationToken);
     }
-
-    private static TrainingConfigException HoldsRun(RunFolder run) =>
-        new($"output: '{run.Path}' already holds a run; resume it to continue, or choose another folder");
 
     /// <summary>
     /// Continues the run in <paramref name="runFolder"/> from its last saved training state, to <paramref name="maxTrainSteps"/>

@@ -42,9 +42,10 @@ internal static class TrainingStates
                 ["noise_generator"] = Convert.ToBase64String(noise.GetStateBytes()),
                 ["default_cpu_generator"] = Convert.ToBase64String(cpuDefault.GetStateBytes()),
                 ["world_size"] = rankGenerators?.Count ?? 1,
-                ["rank_default_cpu_generators"] = rankGenerators is null ? null : new JsonArray([.. rankGenerators.Select(g => (JsonNode)Convert.ToBase64String(g))]),
                 ["saved_at"] = DateTimeOffset.UtcNow.ToString("O", CultureInfo.InvariantCulture),
             };
+            if (rankGenerators is not null)
+                json["rank_default_cpu_generators"] = new JsonArray([.. rankGenerators.Select(g => (JsonNode)Convert.ToBase64String(g))]);
             // state.json last: a folder with it is complete.
             AtomicFile.WriteAllText(Path.Combine(temp, StateFile), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         });
