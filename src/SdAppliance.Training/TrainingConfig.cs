@@ -165,19 +165,19 @@ public sealed record TrainingConfig
     public bool StopOnNan { get; init; } = true;
 
     // ---- data parallel (accelerate launch's names) ----
-    [Description("Ranks on each machine (accelerate's num_processes), each with its own device: each trains on train_batch_size images of every step, so a step takes num_processes x num_machines x train_batch_size images")]
+    [Description("Ranks on each machine, each with its own device (as accelerate launch's option of this name): each trains on train_batch_size images of every step, so a step takes num_processes x num_machines x train_batch_size images")]
     public int NumProcesses { get; init; } = 1;
-    [Description("Machines the run spans (accelerate's num_machines), each running num_processes ranks; the run folder must be on storage they all see")]
+    [Description("Machines the run spans, each running num_processes ranks (as accelerate launch's option of this name); the run folder must be on storage they all see")]
     public int NumMachines { get; init; } = 1;
-    [Description("The address of the main machine, where rank 0 hosts the rendezvous (accelerate's main_process_ip)")]
+    [Description("The address of the main machine, where rank 0 hosts the rendezvous (as accelerate launch's option of this name)")]
     public string MainProcessIp { get; init; } = "127.0.0.1";
-    [Description("The rendezvous port on the main machine (accelerate's main_process_port)")]
+    [Description("The rendezvous port on the main machine (as accelerate launch's option of this name)")]
     public int MainProcessPort { get; init; } = 29500;
     [Description("This machine's CUDA devices for its ranks, comma-separated indices (local rank i trains on the i-th); default 0, 1, ... when device is cuda")]
     public string? Devices { get; init; }
     [Description("The process group's backend: gloo (CPU) or nccl (CUDA); default nccl on cuda, else gloo")]
     public string? DdpBackend { get; init; }
-    [Description("Minutes a rank waits for the others (the rendezvous, a gradient all-reduce) before it stops, naming the ranks that did not answer (kohya's ddp_timeout)")]
+    [Description("Minutes a rank waits for the others (the rendezvous, a gradient all-reduce) before it stops, naming the ranks that did not answer (as kohya's option of this name)")]
     public double DdpTimeout { get; init; } = 30;
     [Description("Size in MiB of the gradient buckets all-reduced during backward (DistributedDataParallel's bucket_cap_mb)")]
     public double DdpBucketCapMb { get; init; } = 25;
