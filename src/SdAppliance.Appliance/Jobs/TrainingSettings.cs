@@ -47,8 +47,14 @@ public sealed record TrainingForm(string Method, string? Preset, string? Model, 
 /// </summary>
 public static class TrainingSettings
 {
-    /// <summary>Fields the form sets by its own pickers (method, preset, model, data) or the appliance sets (output, device).</summary>
-    private static readonly HashSet<string> NotFields = new(StringComparer.Ordinal) { "method", "preset", "model", "data", "output", "device" };
+    /// <summary>
+    /// Fields the form sets by its own pickers (method, preset, model, data) or the appliance sets (output, the device or
+    /// devices of num_processes ranks, their rendezvous; a run across machines starts from the command line).
+    /// </summary>
+    private static readonly HashSet<string> NotFields = new(StringComparer.Ordinal)
+    {
+        "method", "preset", "model", "data", "output", "device", "devices", "num_machines", "main_process_ip", "main_process_port",
+    };
 
     /// <summary>The settings shown first, in this order; the others are advanced, in the config's order.</summary>
     private static readonly string[] CommonOrder =

@@ -107,7 +107,10 @@ public sealed class TrainingSetupTests : IDisposable
         Assert.Equal("", face["save_every_n_steps"]);
         Assert.Equal("true", face["sample_at_start"]);
         Assert.Equal(["dreambooth-object", "dreambooth-face"], TrainingSettings.PresetsFor("dreambooth"));
-        Assert.Equal(TrainingConfig.Fields.Count - 6, TrainingSettings.Fields.Count);  // all but method, preset, model, data, output, device
+        // All but method, preset, model, data, output, device and the ranks' devices and rendezvous (devices, num_machines,
+        // main_process_ip, main_process_port), which the appliance sets.
+        Assert.Equal(TrainingConfig.Fields.Count - 10, TrainingSettings.Fields.Count);
+        Assert.Contains(TrainingSettings.Fields, f => f.Name == "num_processes");
         Assert.Equal("resolution", TrainingSettings.Fields[0].Name);
         Assert.Equal(TrainingSettingKind.Choice, TrainingSettings.Fields.Single(f => f.Name == "optimizer").Kind);
         Assert.True(TrainingSettings.Fields.Single(f => f.Name == "min_snr_gamma") is { Optional: true, Common: false, Kind: TrainingSettingKind.Number });
