@@ -108,7 +108,7 @@ public sealed class JobScheduler : IHostedService, IAsyncDisposable
             var queued = await jobs.QueuedAsync(stop);
             if (queued.Count == 0) return;
             var load = await jobs.OwnerLoadAsync(stop);
-            while (Next(queued, load, CanStartNow) is { } job)
+            while (NextToStart(queued, load) is { } job)
             {
                 queued.Remove(job);
                 if (!runners.TryGetValue(job.Kind, out var runner))
@@ -131,9 +131,25 @@ public sealed class JobScheduler : IHostedService, IAsyncDisposable
         }
     }
 
-    // A job that wants more devices than there are starts (and fails at once, saying so).
-    private bool CanStartNow(Job job) =>
-        !runners.TryGetValue(job.Kind, out var runner) || Wanted(runner, job) is var wanted && (wanted > slots.Count || slots.Count(s => s.Holder is null) >= wanted);
+    /// <summary>
+    /// The first job in the queue's order that can start now. A run that waits for several devices keeps those that free
+    /// up meanwhile: device jobs behind it wait too (light jobs do not), so that a stream of one-device jobs cannot keep
+    /// it waiting for ever. A job that wants more devices than there are starts, to fail at once saying so.
+    /// </summary>
+    private Job? NextToStart(List<Job> queued, Dictionary<string, (int Running, DateTime LastStarted)> load)
+    {
+        var free = slots.Count(s => s.Holder is null);
+        var reserved = false;
+        foreach (var job in JobService.InQueueOrder(queued, load))
+        {
+            if (!runners.TryGetValue(job.Kind, out var runner)) return job;
+            var wanted = Wanted(runner, job);
+            if (wanted == 0 || wanted > slots.Count) return job;
+            if (!reserved && free >= wanted) return job;
+            reserved |= wanted > 1;
+        }
+        return null;
+    }
 
     private static int Wanted(IJobRunner runner, Job job)
     {
