@@ -89,6 +89,10 @@ internal static unsafe partial class LibSdTorch
         IntPtr state2, IntPtr absmax2, IntPtr code1, IntPtr bounds1, IntPtr start1, IntPtr code2, IntPtr bounds2, IntPtr start2, double beta1, double beta2, double eps, double lr,
         double weightDecay, double stepSize, double correction2);
 
+    [LibraryImport(Lib)] internal static partial int sdt_optim_adam_step_cpu(IntPtr* params_, IntPtr* grads, IntPtr* expAvgs, IntPtr* expAvgSqs,
+        IntPtr* maxExpAvgSqs, int n, double lr, double beta1, double beta2, double eps, double weightDecay, int decoupled, int maximize,
+        double stepSize, double biasCorrection2Sqrt);
+
     /// <summary>sdt_arg: one argument of a packed operator call.</summary>
     [StructLayout(LayoutKind.Explicit, Size = 16)]
     internal struct Arg
