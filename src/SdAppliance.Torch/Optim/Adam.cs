@@ -126,7 +126,8 @@ internal static class AdamMath
 
         // A batch shares its device. On CPU the list operators are loops over the tensors on the calling thread, eight
         // sweeps of the list; the shim steps each tensor whole with the same operators and shares the tensors out
-        // across the threads (the same bits, measured in bench-vs-torch's adamw_step at a fraction of the time).
+        // across the threads: the same bits, and bench-vs-torch's adamw_step (a LoRA's 384 tensors, 2 threads) took 0.7 of
+        // PyTorch's _foreach step where the list operators had taken 0.97.
         if (parameters[0].Device.Type == DeviceType.Cpu)
         {
             StepOnCpu(parameters, grads, expAvgs, expAvgSqs, amsgrad ? maxExpAvgSqs : null, lr, beta1, beta2, eps, weightDecay,
