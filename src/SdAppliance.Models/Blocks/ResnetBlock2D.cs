@@ -71,7 +71,11 @@ public sealed class ResnetBlock2D : Module
             norm2.Forward, ActAfterNorm, dropout.Forward, conv2.Forward);
 
         var shortcut = convShortcut is null ? input : convShortcut.Forward(input.Contiguous());
-        var output = shortcut + hiddenStates;
+        // The sum goes over conv2's fresh output where no gradient flows through either (the same bits: IEEE addition
+        // commutes), instead of into a third full-size tensor.
+        var overHidden = !hiddenStates.RequiresGrad && !shortcut.RequiresGrad && hiddenStates.DType == shortcut.DType
+            && hiddenStates.Shape.AsSpan().SequenceEqual(shortcut.Shape);
+        var output = overHidden ? hiddenStates.Add_(shortcut) : shortcut + hiddenStates;
         if (OutputScaleFactor != 1) output = output / OutputScaleFactor;
         return scope.MoveToOuterScope(output);
     }
