@@ -23,7 +23,8 @@ public static unsafe partial class Engine
     }
 
     /// <summary>
-    /// Runs once, before the first native call (from LibSdTorch's static constructor): sets the OpenMP wait policy
+    /// Runs once, before the first native call (from LibSdTorch's static constructor): keeps large blocks in glibc's
+    /// heap (<see cref="HeapPolicy"/>), sets the OpenMP wait policy
     /// <see cref="ThreadPolicy.WaitEnvironment"/> chooses in the native environment, where libgomp reads it when
     /// it loads with libtorch, then gives libtorch every core this process may use unless OMP_NUM_THREADS or
     /// MKL_NUM_THREADS say otherwise (libtorch counts physical cores through cpuinfo, which reports 1 on some VMs).
@@ -33,6 +34,7 @@ public static unsafe partial class Engine
     internal static void ConfigureBeforeFirstCall()
     {
         foreach (var (name, value) in ThreadPolicy.WaitEnvironment(Environment.GetEnvironmentVariable)) SetNativeEnvironment(name, value);
+        if (OperatingSystem.IsLinux()) ConfigureHeap();
         if (ThreadPolicy.ThreadsChosenByUser(Environment.GetEnvironmentVariable)) return;
         try
         {
@@ -53,6 +55,24 @@ public static unsafe partial class Engine
             NumThreads = ThreadPolicy.ChooseThreads(demand, MachineLoad.Read());
         return NumThreads;
     }
+
+    // glibc only: another C library (musl) has no mallopt, and keeps its own policy.
+    private static void ConfigureHeap()
+    {
+        try
+        {
+            foreach (var (parameter, value) in HeapPolicy.Settings(Environment.GetEnvironmentVariable)) _ = mallopt((int)parameter, value);
+        }
+        catch (EntryPointNotFoundException)
+        {
+        }
+        catch (DllNotFoundException)
+        {
+        }
+    }
+
+    [LibraryImport("libc")]
+    private static partial int mallopt(int parameter, int value);
 
     // .NET keeps its own copy of the environment on Unix: libgomp only sees what setenv writes.
     private static void SetNativeEnvironment(string name, string value)

@@ -40,6 +40,9 @@ public static class Functional
     /// <summary>x·sigmoid(x).</summary>
     public static Tensor Silu(Tensor input) => Op.Get("aten::silu").Begin().T(input).Call();
 
+    /// <summary>input = silu(input), in place (F.silu(input, inplace=True)); returns input.</summary>
+    public static Tensor Silu_(Tensor input) => Op.Get("aten::silu_").Begin().T(input).CallInPlace(input);
+
     /// <summary>x·Φ(x); <paramref name="approximate"/> "tanh" uses the tanh formula of GPT-2 and the original BERT.</summary>
     public static Tensor Gelu(Tensor input, string approximate = "none") => Op.Get("aten::gelu").Begin().T(input).S(approximate).Call();
 

@@ -19,6 +19,10 @@ public sealed partial class Tensor
     public Tensor Baddbmm(Tensor batch1, Tensor batch2, double beta = 1, double alpha = 1) =>
         Op.Get("aten::baddbmm").Begin().T(this).T(batch1).T(batch2).D(beta).D(alpha).Call();
 
+    /// <summary>beta·this + alpha·(mat1 @ mat2) for matrices, as torch.addmm: one GEMM that accumulates into a copy of this.</summary>
+    public Tensor Addmm(Tensor mat1, Tensor mat2, double beta = 1, double alpha = 1) =>
+        Op.Get("aten::addmm").Begin().T(this).T(mat1).T(mat2).D(beta).D(alpha).Call();
+
     // ---- activations ----
     public Tensor Sigmoid() => Op.Get("aten::sigmoid").Begin().T(this).Call();
     public Tensor Tanh() => Op.Get("aten::tanh").Begin().T(this).Call();

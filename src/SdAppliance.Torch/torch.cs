@@ -136,6 +136,9 @@ public static unsafe partial class torch
     /// <summary>beta·input + alpha·(batch1 @ batch2).</summary>
     public static Tensor Baddbmm(Tensor input, Tensor batch1, Tensor batch2, double beta = 1, double alpha = 1) => input.Baddbmm(batch1, batch2, beta, alpha);
 
+    /// <summary>beta·input + alpha·(mat1 @ mat2), for matrices.</summary>
+    public static Tensor Addmm(Tensor input, Tensor mat1, Tensor mat2, double beta = 1, double alpha = 1) => input.Addmm(mat1, mat2, beta, alpha);
+
     public static Tensor Where(Tensor condition, Tensor x, double y) => Op.Get("aten::where", "ScalarOther").Begin().T(condition).T(x).D(y).Call();
     public static Tensor Where(Tensor condition, double x, Tensor y) => Op.Get("aten::where", "ScalarSelf").Begin().T(condition).D(x).T(y).Call();
     public static Tensor Maximum(Tensor input, Tensor other) => input.Maximum(other);

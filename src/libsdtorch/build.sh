@@ -81,7 +81,7 @@ if [[ -f "$out/libsdtorch.so" && -f "$out/libsdtorch.origin" && "$(cat "$out/lib
 fi
 echo "libsdtorch: building against $origin ($libdir)"
 tmp="$out/libsdtorch.so.tmp.$$"
-g++ "${flags[@]}" "${includes[@]/#/-I}" "$here/sdtorch.cpp" "$here/bench.cpp" "$here/optim8bit.cpp" "$here/distributed.cpp" -o "$tmp" \
+g++ "${flags[@]}" "${includes[@]/#/-I}" "$here/sdtorch.cpp" "$here/bench.cpp" "$here/optim8bit.cpp" "$here/optim_adam.cpp" "$here/distributed.cpp" -o "$tmp" \
   -L"$libdir" -Wl,-rpath,"$libdir" "${libs[@]}"
 mv -f "$tmp" "$out/libsdtorch.so"
 echo "$stamp" > "$out/libsdtorch.origin"

@@ -259,6 +259,17 @@ SDT_API int sdt_grad_buckets_prepare(sdt_grad_buckets b);
 SDT_API int sdt_grad_buckets_finish(sdt_grad_buckets b);
 SDT_API void sdt_grad_buckets_free(sdt_grad_buckets b);
 
+// ---- Adam(W) on CPU (optim_adam.cpp) ----
+// One Adam(W) step of n CPU parameters that share a step count: for each, torch.optim's single-tensor update
+// (g = grad, negated if maximize; decoupled ? p *= 1 - lr * wd : g += wd * p; m.lerp_(g, 1 - beta1);
+// v = v * beta2 + (1 - beta2) * g * g; with amsgrad vmax = max(vmax, v), used for v below;
+// p += -step_size * m / (sqrt(v) / bias_correction2_sqrt + eps)), with the same operators, so the same bits;
+// the tensors are shared out across the intra-op threads. max_exp_avg_sqs is NULL without amsgrad. 0 or -1.
+SDT_API int sdt_optim_adam_step_cpu(const sdt_tensor* params, const sdt_tensor* grads, const sdt_tensor* exp_avgs,
+                                    const sdt_tensor* exp_avg_sqs, const sdt_tensor* max_exp_avg_sqs, int n, double lr,
+                                    double beta1, double beta2, double eps, double weight_decay, int decoupled, int maximize,
+                                    double step_size, double bias_correction2_sqrt);
+
 #ifdef __cplusplus
 }
 #endif

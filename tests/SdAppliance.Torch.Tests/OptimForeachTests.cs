@@ -3,7 +3,8 @@ using SdAppliance.Torch.Optim;
 namespace SdAppliance.Torch.Tests;
 
 /// <summary>
-/// The optimizers update lists of tensors with libtorch's _foreach operators. These tests step many
+/// The optimizers update lists of tensors with libtorch's _foreach operators (Adam and AdamW on CPU in one call of the
+/// shim, which steps each tensor with the single-tensor operators and shares the tensors out across the threads). These tests step many
 /// parameters of mixed sizes (some without a gradient at some steps, so their step counts part and they
 /// land in different batches) and require the same bits as the single-tensor update written with the
 /// per-tensor operators, the formulas the optimizers used before (as torch.optim's single-tensor path).
@@ -16,19 +17,30 @@ public class OptimForeachTests
     /// <summary>Whether parameter <paramref name="i"/> gets a gradient at <paramref name="step"/>: two parameters skip some steps.</summary>
     private static bool HasGrad(int i, int step) => !(i == 2 && step == 1) && !(i == 5 && step % 2 == 0);
 
-    private static Tensor[] Parameters(int seed)
+    /// <summary>
+    /// A LoRA's list at a small scale: 48 tensors of 5,120 values (below libtorch's grain size of 32,768, under which a
+    /// kernel runs on the calling thread) that the CPU step shares out across the threads, two at or above it that it
+    /// steps alone (their kernels split them across the threads, as for a tensor stepped by itself) and odd sizes
+    /// (a vector kernel's remainder).
+    /// </summary>
+    private static readonly long[][] ListShapes =
+        [.. Enumerable.Range(0, 48).Select(i => i % 2 == 0 ? new long[] { 16, 320 } : [320, 16]), [40_000], [7, 13], [16, 2560], [3]];
+
+    private static Tensor[] Parameters(int seed, long[][] shapes)
     {
         using var g = new Generator((ulong)seed);
-        return Shapes.Select(s => torch.Randn(s, g).DetachFromDisposeScope().RequiresGrad_()).ToArray();
+        return shapes.Select(s => torch.Randn(s, g).DetachFromDisposeScope().RequiresGrad_()).ToArray();
     }
 
     private static Tensor Grad(Generator g, long[] shape) => torch.Randn(shape, g);
 
     /// <summary>Runs <paramref name="optimizer"/> and the reference side by side from equal parameters and gradients; returns both final values.</summary>
-    private static void AssertSameBits(Func<Tensor[], Optimizer> optimizer, Action<Tensor, Tensor, Dictionary<string, Tensor>, long> reference)
+    private static void AssertSameBits(Func<Tensor[], Optimizer> optimizer, Action<Tensor, Tensor, Dictionary<string, Tensor>, long> reference,
+        long[][]? shapes = null)
     {
+        shapes ??= Shapes;
         using var scope = torch.NewDisposeScope();
-        var ps = Parameters(11);
+        var ps = Parameters(11, shapes);
         var refs = ps.Select(p => p.Detach().Clone()).ToArray();
         var states = refs.Select(_ => new Dictionary<string, Tensor>()).ToArray();
         var steps = new long[ps.Length];
@@ -39,7 +51,7 @@ public class OptimForeachTests
             for (var i = 0; i < ps.Length; i++)
             {
                 if (!HasGrad(i, step)) continue;
-                var grad = Grad(g, Shapes[i]);
+                var grad = Grad(g, shapes[i]);
                 ps[i].Grad = grad;
                 using (Autograd.NoGrad()) reference(refs[i], grad, states[i], ++steps[i]);
             }
@@ -84,6 +96,26 @@ public class OptimForeachTests
         var o = new AdamWOptions { Lr = 0.01, Beta1 = beta1, Beta2 = 0.95, WeightDecay = weightDecay, Amsgrad = amsgrad, Maximize = maximize };
         AssertSameBits(ps => new AdamW(ps, o),
             (p, g, s, t) => AdamReference(p, g, s, t, o.Lr, o.Beta1, o.Beta2, o.Eps, o.WeightDecay, decoupled: true, o.Amsgrad, o.Maximize));
+    }
+
+    [Theory]
+    [InlineData(0.01, false, false)]
+    [InlineData(0.0, true, true)]
+    public void AdamWOverAListSharedOutAcrossThreadsMatchesTheSingleTensorUpdate(double weightDecay, bool amsgrad, bool maximize)
+    {
+        var o = new AdamWOptions { Lr = 0.01, Beta2 = 0.95, WeightDecay = weightDecay, Amsgrad = amsgrad, Maximize = maximize };
+        AssertSameBits(ps => new AdamW(ps, o),
+            (p, g, s, t) => AdamReference(p, g, s, t, o.Lr, o.Beta1, o.Beta2, o.Eps, o.WeightDecay, decoupled: true, o.Amsgrad, o.Maximize),
+            ListShapes);
+    }
+
+    [Fact]
+    public void AdamOverAListSharedOutAcrossThreadsMatchesTheSingleTensorUpdate()
+    {
+        var o = new AdamOptions { Lr = 0.01, WeightDecay = 0.1 };
+        AssertSameBits(ps => new Adam(ps, o),
+            (p, g, s, t) => AdamReference(p, g, s, t, o.Lr, o.Beta1, o.Beta2, o.Eps, o.WeightDecay, decoupled: false, o.Amsgrad, o.Maximize),
+            ListShapes);
     }
 
     [Fact]

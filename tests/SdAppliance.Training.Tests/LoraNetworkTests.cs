@@ -164,6 +164,40 @@ public sealed class LoraNetworkTests : IDisposable
         Assert.Equal(plainAgain.ToArray<float>(), detached.ToArray<float>());
     }
 
+    /// <summary>
+    /// A Linear's branch runs as one addmm (the layer's output plus the scaled low-rank product); its gradients must be
+    /// those of kohya's composition, layer(x) + up(down(x)) · multiplier · scale, for token inputs and plain rows.
+    /// </summary>
+    [Theory]
+    [InlineData(new long[] { 2, 5 })]
+    [InlineData(new long[] { 3 })]
+    public void GradientsOfALinearBranchAreThoseOfTheComposedFormula(long[] leading)
+    {
+        using var model = LoadTiny();
+        using var generator = new Generator(7);
+        using var network = LoraNetwork.Create(model, new LoraNetworkOptions(NetworkDim: 4, NetworkAlpha: 2), generator);
+        var module = (LoraNetworkModule)network.UnetModules.First(m => m.Layer is Linear);
+        var layer = (Linear)module.Layer;
+        Randomise(module.UpWeight, 0.5, 8);
+        network.Multiplier = 0.7;
+        using var x = torch.Randn([.. leading, layer.InFeatures], generator);
+        using var weights = torch.Randn([.. leading, layer.OutFeatures], generator);
+        using (var output = layer.Forward(x))
+        using (var loss = (output * weights).Sum())
+            loss.Backward();
+
+        using var down = module.DownWeight.Detach().Clone().RequiresGrad_();
+        using var up = module.UpWeight.Detach().Clone().RequiresGrad_();
+        using (var composed = Functional.Linear(x, layer.Weight, layer.Bias) + Functional.Linear(Functional.Linear(x, down), up) * (0.7 * 0.5))
+        using (var loss = (composed * weights).Sum())
+            loss.Backward();
+        // Sums over at most 10 rows of products of order 1 in float32, associated differently: a few ulps of values of
+        // order 1-10.
+        Assert.True(module.DownWeight.Grad!.Allclose(down.Grad!, rtol: 1e-5, atol: 1e-5));
+        Assert.True(module.UpWeight.Grad!.Allclose(up.Grad!, rtol: 1e-5, atol: 1e-5));
+        Assert.True(up.Grad!.Abs().Max().Item() > 0.1);  // the check compares gradients, not zeros
+    }
+
     [Fact]
     public void DropoutActsOnTheLowRankBranchOnlyInTrainingMode()
     {

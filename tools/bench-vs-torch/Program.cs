@@ -14,7 +14,8 @@
 //                 (its single-tensor loop) and, as adamw_step_foreach, its _foreach path
 // --only runs the named cases alone (unet_forward, vae_decode, adamw_step, lora_step).
 // --quick takes a quarter of every channel count (SD 1.5's 860M-parameter UNet takes seconds per call on a small CPU).
-// The child inherits this process's environment, OpenMP wait policy included, and runs on the same thread count.
+// The child inherits this process's environment, OpenMP wait policy included, and runs on the same thread count; the
+// engine's malloc settings (HeapPolicy, made with mallopt) stay in this process, and the header says so.
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
@@ -65,6 +66,9 @@ var vaeJson = Config("vae");
 Console.WriteLine($"libtorch: {Engine.TorchVersion}");
 Console.WriteLine($"threads: {threads}");
 Console.WriteLine($"omp_wait_policy: {Environment.GetEnvironmentVariable("OMP_WAIT_POLICY") ?? "libgomp default"}");
+// The engine's malloc settings are its own (mallopt in this process, HeapPolicy); the child has glibc's defaults unless
+// the environment tunes malloc, which both then share.
+Console.WriteLine($"heap: {(HeapPolicy.Settings(Environment.GetEnvironmentVariable).Count > 0 ? "ours keeps blocks up to 1 GiB in glibc's heap (HeapPolicy), PyTorch's has glibc's defaults" : "glibc as the environment tunes it, both sides")}");
 Console.WriteLine($"size: {(quick ? "quick (a quarter of SD 1.5's channels)" : "SD 1.5")}, unet {unetJson["block_out_channels"]!.ToJsonString()}, vae {vaeJson["block_out_channels"]!.ToJsonString()}");
 Console.WriteLine($"repeats: {repeats} per side per case, after one warm-up each");
 ReportLoad("load_average_start");

@@ -111,7 +111,9 @@ class Transformer2D(nn.Module):
         t = self.proj_in(self.norm(x)).permute(0, 2, 3, 1).reshape(b, h * w, c)
         for block in self.transformer_blocks:
             t = block(t, context)
-        return self.proj_out(t.reshape(b, h, w, c).permute(0, 3, 1, 2)) + x
+        # contiguous() as diffusers' Transformer2DModel and our engine: without it proj_out would take a channels-last
+        # view, and its output would carry that layout into every following block (other kernels, extra copies).
+        return self.proj_out(t.reshape(b, h, w, c).permute(0, 3, 1, 2).contiguous()) + x
 
 
 class Downsample(nn.Module):

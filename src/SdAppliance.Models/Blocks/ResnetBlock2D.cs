@@ -57,6 +57,8 @@ public sealed class ResnetBlock2D : Module
     {
         using var scope = torch.NewDisposeScope();
         Tensor Act(Tensor x) => Activation.Apply(NonLinearity, x);
+        // After a norm the chain owns its input, the norm's fresh output: without a gradient through it, in place.
+        Tensor ActAfterNorm(Tensor x) => Activation.ApplyOverOwned(NonLinearity, x);
         Tensor? timeEmb = null;
         if (timeEmbProj is not null && temb is not null)
         {
@@ -65,11 +67,15 @@ public sealed class ResnetBlock2D : Module
         }
 
         // One chain, so each full-size activation is freed once the next exists (the input is the caller's).
-        var hiddenStates = Chain(input, norm1.Forward, Act, conv1.Forward, timeEmb is null ? null : h => h + timeEmb,
-            norm2.Forward, Act, dropout.Forward, conv2.Forward);
+        var hiddenStates = Chain(input, norm1.Forward, ActAfterNorm, conv1.Forward, timeEmb is null ? null : h => h + timeEmb,
+            norm2.Forward, ActAfterNorm, dropout.Forward, conv2.Forward);
 
         var shortcut = convShortcut is null ? input : convShortcut.Forward(input.Contiguous());
-        var output = shortcut + hiddenStates;
+        // The sum goes over conv2's fresh output where no gradient flows through either (the same bits: IEEE addition
+        // commutes), instead of into a third full-size tensor.
+        var overHidden = !hiddenStates.RequiresGrad && !shortcut.RequiresGrad && hiddenStates.DType == shortcut.DType
+            && hiddenStates.Shape.AsSpan().SequenceEqual(shortcut.Shape);
+        var output = overHidden ? hiddenStates.Add_(shortcut) : shortcut + hiddenStates;
         if (OutputScaleFactor != 1) output = output / OutputScaleFactor;
         return scope.MoveToOuterScope(output);
     }

@@ -186,7 +186,7 @@ public sealed class UNet2DConditionModel : Module
         }
 
         sample = convNormOut.Forward(sample);
-        sample = Activation.Apply(Config.ActFn, sample);
+        sample = Activation.ApplyOverOwned(Config.ActFn, sample);  // the norm's fresh output
         sample = convOut.Forward(sample);
         return scope.MoveToOuterScope(sample);
     }

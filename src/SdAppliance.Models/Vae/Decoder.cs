@@ -58,6 +58,6 @@ public sealed class Decoder : Module<Tensor, Tensor>, IGradientCheckpointing
         // diffusers runs the up blocks in their parameters' dtype (they may be upcast alone).
         var upDType = upBlocks.Parameters().First().DType;
         return Chain(input, [convIn.Forward, h => midBlock.Forward(h), h => h.To(upDType),
-            .. upBlocks.Select(block => (Func<Tensor, Tensor>)block.Forward), convNormOut.Forward, h => Activation.Apply(ActFn, h), convOut.Forward]);
+            .. upBlocks.Select(block => (Func<Tensor, Tensor>)block.Forward), convNormOut.Forward, h => Activation.ApplyOverOwned(ActFn, h), convOut.Forward]);
     }
 }

@@ -55,5 +55,5 @@ public sealed class Encoder : Module<Tensor, Tensor>, IGradientCheckpointing
     /// <summary>Images [B, in, H, W] → [B, 2·latent, H/f, W/f].</summary>
     public override Tensor Forward(Tensor input) =>
         Chain(input, [convIn.Forward, .. downBlocks.Select(block => (Func<Tensor, Tensor>)block.Forward),
-            h => midBlock.Forward(h), convNormOut.Forward, h => Activation.Apply(ActFn, h), convOut.Forward]);
+            h => midBlock.Forward(h), convNormOut.Forward, h => Activation.ApplyOverOwned(ActFn, h), convOut.Forward]);
 }

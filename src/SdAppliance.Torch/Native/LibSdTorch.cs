@@ -111,6 +111,10 @@ internal static unsafe partial class LibSdTorch
     [LibraryImport(Lib)] internal static partial int sdt_grad_buckets_finish(IntPtr buckets);
     [LibraryImport(Lib)] internal static partial void sdt_grad_buckets_free(IntPtr buckets);
 
+    [LibraryImport(Lib)] internal static partial int sdt_optim_adam_step_cpu(IntPtr* params_, IntPtr* grads, IntPtr* expAvgs, IntPtr* expAvgSqs,
+        IntPtr* maxExpAvgSqs, int n, double lr, double beta1, double beta2, double eps, double weightDecay, int decoupled, int maximize,
+        double stepSize, double biasCorrection2Sqrt);
+
     /// <summary>sdt_arg: one argument of a packed operator call.</summary>
     [StructLayout(LayoutKind.Explicit, Size = 16)]
     internal struct Arg

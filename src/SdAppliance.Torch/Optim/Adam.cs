@@ -1,3 +1,5 @@
+using SdAppliance.Torch.Native;
+
 namespace SdAppliance.Torch.Optim;
 
 /// <summary>Hyperparameters of <see cref="Adam"/> (torch.optim.Adam defaults).</summary>
@@ -53,6 +55,8 @@ public sealed class Adam : Optimizer<AdamOptions>
 
     private protected override IEnumerable<StateSpec> StateLayout(AdamOptions o, Tensor param) => AdamMath.Layout(param, o.Amsgrad);
 
+    private protected override long MaxBatchElements(Device device) => AdamMath.MaxBatchElements(device) ?? base.MaxBatchElements(device);
+
     private protected override void UpdateBatch(AdamOptions o, IReadOnlyList<ParamSlot> batch) =>
         AdamMath.Update(batch, o.Lr, o.Beta1, o.Beta2, o.Eps, o.WeightDecay, decoupled: false, o.Amsgrad, o.Maximize);
 }
@@ -65,6 +69,8 @@ public sealed class AdamW : Optimizer<AdamWOptions>
     public AdamW(IEnumerable<ParamGroup<AdamWOptions>> groups, AdamWOptions? defaults = null) : base(groups, defaults ?? new()) { }
 
     private protected override IEnumerable<StateSpec> StateLayout(AdamWOptions o, Tensor param) => AdamMath.Layout(param, o.Amsgrad);
+
+    private protected override long MaxBatchElements(Device device) => AdamMath.MaxBatchElements(device) ?? base.MaxBatchElements(device);
 
     private protected override void UpdateBatch(AdamWOptions o, IReadOnlyList<ParamSlot> batch) =>
         AdamMath.Update(batch, o.Lr, o.Beta1, o.Beta2, o.Eps, o.WeightDecay, decoupled: true, o.Amsgrad, o.Maximize);
@@ -88,6 +94,9 @@ internal static class AdamMath
         if (amsgrad) yield return new("max_exp_avg_sq", shape, param.DType);
     }
 
+    /// <summary>A CPU batch is stepped tensor by tensor in the shim (each one in cache by itself): no limit there.</summary>
+    public static long? MaxBatchElements(Device device) => device.Type == DeviceType.Cpu ? long.MaxValue : null;
+
     /// <summary>One Adam(W) step of a batch that shares a step count: per formula term one list operator for all of them.</summary>
     public static void Update(IReadOnlyList<ParamSlot> batch, double lr, double beta1, double beta2, double eps,
         double weightDecay, bool decoupled, bool amsgrad, bool maximize)
@@ -109,6 +118,23 @@ internal static class AdamMath
             if (amsgrad) maxExpAvgSqs[i] = state["max_exp_avg_sq"];
         }
 
+        double step = batch[0].State.Step;
+        var biasCorrection1 = 1 - Math.Pow(beta1, step);
+        var biasCorrection2 = 1 - Math.Pow(beta2, step);
+        var stepSize = lr / biasCorrection1;
+        var biasCorrection2Sqrt = Math.Sqrt(biasCorrection2);
+
+        // A batch shares its device. On CPU the list operators are loops over the tensors on the calling thread, eight
+        // sweeps of the list; the shim steps each tensor whole with the same operators and shares the tensors out
+        // across the threads: the same bits, and bench-vs-torch's adamw_step (a LoRA's 384 tensors, 2 threads) took 0.7 of
+        // PyTorch's _foreach step where the list operators had taken 0.97.
+        if (parameters[0].Device.Type == DeviceType.Cpu)
+        {
+            StepOnCpu(parameters, grads, expAvgs, expAvgSqs, amsgrad ? maxExpAvgSqs : null, lr, beta1, beta2, eps, weightDecay,
+                decoupled, maximize, stepSize, biasCorrection2Sqrt);
+            return;
+        }
+
         IReadOnlyList<Tensor> g = maximize ? Foreach.Neg(grads) : grads;
         if (weightDecay != 0)
         {
@@ -120,12 +146,6 @@ internal static class AdamMath
         Foreach.Mul_(expAvgSqs, beta2);
         Foreach.Addcmul_(expAvgSqs, g, g, 1 - beta2);
 
-        double step = batch[0].State.Step;
-        var biasCorrection1 = 1 - Math.Pow(beta1, step);
-        var biasCorrection2 = 1 - Math.Pow(beta2, step);
-        var stepSize = lr / biasCorrection1;
-        var biasCorrection2Sqrt = Math.Sqrt(biasCorrection2);
-
         var second = expAvgSqs;
         if (amsgrad)
         {
@@ -136,5 +156,30 @@ internal static class AdamMath
         Foreach.Div_(denoms, biasCorrection2Sqrt);
         Foreach.Add_(denoms, eps);
         Foreach.Addcdiv_(parameters, expAvgs, denoms, -stepSize);
+    }
+
+    private static unsafe void StepOnCpu(Tensor[] parameters, Tensor[] grads, Tensor[] expAvgs, Tensor[] expAvgSqs, Tensor[]? maxExpAvgSqs,
+        double lr, double beta1, double beta2, double eps, double weightDecay, bool decoupled, bool maximize, double stepSize,
+        double biasCorrection2Sqrt)
+    {
+        var n = parameters.Length;
+        var handles = new IntPtr[(maxExpAvgSqs is null ? 4 : 5) * n];
+        for (var i = 0; i < n; i++)
+        {
+            handles[i] = parameters[i].Handle;
+            handles[n + i] = grads[i].Handle;
+            handles[2 * n + i] = expAvgs[i].Handle;
+            handles[3 * n + i] = expAvgSqs[i].Handle;
+            if (maxExpAvgSqs is not null) handles[4 * n + i] = maxExpAvgSqs[i].Handle;
+        }
+        fixed (IntPtr* h = handles)
+            LibSdTorch.Check(LibSdTorch.sdt_optim_adam_step_cpu(h, h + n, h + 2 * n, h + 3 * n, maxExpAvgSqs is null ? null : h + 4 * n, n,
+                lr, beta1, beta2, eps, weightDecay, decoupled ? 1 : 0, maximize ? 1 : 0, stepSize, biasCorrection2Sqrt));
+        // The handles are the tensors' own: they must not be finalised before the call returns.
+        GC.KeepAlive(parameters);
+        GC.KeepAlive(grads);
+        GC.KeepAlive(expAvgs);
+        GC.KeepAlive(expAvgSqs);
+        GC.KeepAlive(maxExpAvgSqs);
     }
 }

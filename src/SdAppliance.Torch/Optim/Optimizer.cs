@@ -163,7 +163,7 @@ public abstract class Optimizer : IDisposable
 
     /// <summary>
     /// Updates every parameter that has a gradient, once, under no_grad. Parameters go to the update in
-    /// batches (same group, step count, device and dtype, at most <see cref="BatchElements"/> elements),
+    /// batches (same group, step count, device and dtype, at most <see cref="MaxBatchElements"/> elements),
     /// so that an optimizer can update a batch with one list operator per formula term.
     /// </summary>
     public void Step()
@@ -196,7 +196,7 @@ public abstract class Optimizer : IDisposable
                 state.Step++;
                 var key = (state.Step, p.Device, p.DType);
                 var size = p.NumEl;
-                if (batch.Count > 0 && (elements + size > BatchElements || key != batchKey))
+                if (batch.Count > 0 && (elements + size > MaxBatchElements(key.Device) || key != batchKey))
                 {
                     batches.Add((group, batch));
                     batch = [];
@@ -231,6 +231,13 @@ public abstract class Optimizer : IDisposable
     /// every sweep from memory (slower than one tensor at a time, measured); a larger tensor is a batch of its own.
     /// </summary>
     private const long BatchElements = 1L << 15;
+
+    /// <summary>
+    /// The most elements a batch on <paramref name="device"/> holds: <see cref="BatchElements"/>, for updates made of list
+    /// operators; an optimizer that steps a CPU batch tensor by tensor (Adam and AdamW in the shim) takes every parameter
+    /// that shares a step count in one batch.
+    /// </summary>
+    private protected virtual long MaxBatchElements(Device device) => BatchElements;
 
     /// <summary>Updates one batch of parameters of <paramref name="group"/>, inside a dispose scope of its own.</summary>
     private protected abstract void UpdateBatch(ParamGroup group, IReadOnlyList<ParamSlot> batch);

@@ -64,6 +64,9 @@ public sealed class LoraNetworkModule : NetworkModule
     public override Tensor Forward(Tensor input, Func<Tensor, Tensor> layer)
     {
         if (DoraScale is not null) return base.Forward(input, layer);
+        if (Multiplier != 0 && Layer is Linear && !(Dropout > 0 && IsTraining) && input.Dim >= 2
+            && input.DType == DownWeight.DType && LayerWeight.DType == DownWeight.DType)
+            return ForwardLinear(input, layer);
         var original = layer(input);
         if (Multiplier == 0) return original;
         try
@@ -83,5 +86,23 @@ public sealed class LoraNetworkModule : NetworkModule
         {
             original.Dispose();
         }
+    }
+
+    /// <summary>
+    /// A Linear's <c>layer(x) + down(x) · upᵀ · multiplier · scale</c> with the up projection, the scale and the sum in
+    /// one addmm that accumulates the scaled low-rank product into a copy of the layer's output. Composed, they are three
+    /// operations over the [tokens, out] output (and a fourth in backward, scaling its gradient); fused, backward applies
+    /// the scale to the [tokens, rank] and [rank, out] gradients of the factors. The same sum, rounded once in the GEMM.
+    /// </summary>
+    private Tensor ForwardLinear(Tensor input, Func<Tensor, Tensor> layer)
+    {
+        using var original = layer(input);
+        using var down = loraDown.Forward(input);
+        var shape = original.Shape;
+        using var original2d = original.Reshape(-1, shape[^1]);
+        using var down2d = down.Reshape(-1, Rank);
+        using var upT = UpWeight.T();
+        using var sum = original2d.Addmm(down2d, upT, beta: 1, alpha: Multiplier * Scale);
+        return sum.View(shape);
     }
 }
