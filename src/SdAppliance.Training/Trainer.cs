@@ -206,14 +206,14 @@ public sealed class Trainer
         if (resumeFrom is not null)
         {
             state = TrainingStates.Load(resumeFrom, method, optimizer, schedule, noiseGenerator, parallel?.Rank);
-            if (lossScaler is not null) lossScaler.Scale = state.LossScale;
+            lossScaler?.RestoreFrom(state);
         }
         var trained = method.ParameterGroups.SelectMany(g => g.Parameters).ToList();
         parallel?.BroadcastFromMain(trained);
         var buckets = parallel?.Buckets(trained, config.DdpBucketCapMb);
         void SaveState()
         {
-            state.LossScale = lossScaler?.Scale ?? 1;
+            lossScaler?.SaveTo(state);
             // A collective: every rank's default generator goes into rank 0's saved state.
             var generators = parallel?.GatherDefaultGenerators();
             if (isMain) TrainingStates.Save(run.StatesFolder, state, method, optimizer, schedule, noiseGenerator, config.SaveLastK, generators);
@@ -248,7 +248,8 @@ public sealed class Trainer
                     if (++microSteps % config.GradientAccumulationSteps != 0) continue;
 
                     var stepped = OptimizerStep(method, optimizer, lossScaler);
-                    schedule.Step();
+                    // As accelerate's scheduler: a step the loss scaler skipped does not advance the learning rate.
+                    if (stepped) schedule.Step();
                     state.Step++;
                     stepsThisSession++;
                     if (stepped) method.AfterOptimizerStep(state.Step);
@@ -350,7 +351,7 @@ public sealed class Trainer
         {
             if (!saved)
             {
-                state.LossScale = lossScaler?.Scale ?? 1;
+                lossScaler?.SaveTo(state);
                 TrainingStates.Save(run.StatesFolder, state, method, optimizer, schedule, noiseGenerator, config.SaveLastK);
                 log.Flush();
             }

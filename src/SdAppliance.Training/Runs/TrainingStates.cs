@@ -31,19 +31,12 @@ internal static class TrainingStates
             method.SaveState(Path.Combine(temp, Trained));
             using (var optimizerState = optimizer.StateDict()) optimizerState.Save(Path.Combine(temp, OptimizerFile));
             using var cpuDefault = Generator.Default(Device.Cpu);
-            var json = new JsonObject
-            {
-                ["step"] = state.Step,
-                ["epoch"] = state.Epoch,
-                ["batch_in_epoch"] = state.BatchInEpoch,
-                ["smoothed_loss"] = double.IsFinite(state.SmoothedLoss) ? state.SmoothedLoss : null,
-                ["loss_scale"] = state.LossScale,
-                ["lr_scheduler"] = schedule.StateDict(),
-                ["noise_generator"] = Convert.ToBase64String(noise.GetStateBytes()),
-                ["default_cpu_generator"] = Convert.ToBase64String(cpuDefault.GetStateBytes()),
-                ["world_size"] = rankGenerators?.Count ?? 1,
-                ["saved_at"] = DateTimeOffset.UtcNow.ToString("O", CultureInfo.InvariantCulture),
-            };
+            var json = state.ToJson();
+            json["lr_scheduler"] = schedule.StateDict();
+            json["noise_generator"] = Convert.ToBase64String(noise.GetStateBytes());
+            json["default_cpu_generator"] = Convert.ToBase64String(cpuDefault.GetStateBytes());
+            json["world_size"] = rankGenerators?.Count ?? 1;
+            json["saved_at"] = DateTimeOffset.UtcNow.ToString("O", CultureInfo.InvariantCulture);
             if (rankGenerators is not null)
                 json["rank_default_cpu_generators"] = new JsonArray([.. rankGenerators.Select(g => (JsonNode)Convert.ToBase64String(g))]);
             // state.json last: a folder with it is complete.
@@ -82,13 +75,6 @@ internal static class TrainingStates
         var generator = rank is not null && json["rank_default_cpu_generators"] is JsonArray ranks ? ranks[rank.Rank]! : json["default_cpu_generator"]!;
         using (var cpuDefault = Generator.Default(Device.Cpu))
             cpuDefault.SetStateBytes(Convert.FromBase64String(generator.GetValue<string>()));
-        return new RunState
-        {
-            Step = json["step"]!.GetValue<long>(),
-            Epoch = json["epoch"]!.GetValue<int>(),
-            BatchInEpoch = json["batch_in_epoch"]!.GetValue<int>(),
-            SmoothedLoss = json["smoothed_loss"]?.GetValue<double>() ?? double.NaN,
-            LossScale = json["loss_scale"]?.GetValue<double>() ?? 1,
-        };
+        return RunState.Read(json);
     }
 }
